@@ -1,0 +1,156 @@
+//! Building and running the service: one [`AppState`], one listener, one shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::http::auth::Authenticator;
+use crate::ingest::Ingestor;
+use crate::store::{self, Store};
+use crate::telemetry::Metrics;
+use crate::wire::Bounds;
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub ingestor: Ingestor,
+    pub auth: Arc<Authenticator>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub bounds: Bounds,
+    pub body_limit_bytes: usize,
+    pub request_timeout_secs: u64,
+}
+
+/// A built service, bound to its address, not yet serving.
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    workers: JoinSet<()>,
+    grace: Duration,
+}
+
+impl App {
+    /// Connects and migrates the configured store, then builds the app on it.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let store = store::connect(
+            config.database.url.expose(),
+            config.database.max_connections,
+        )
+        .await
+        .with_context(|| format!("opening {:?}", config.database.url))?;
+        store.migrate().await.context("applying migrations")?;
+        Self::build_with(config, store, Arc::new(SystemClock)).await
+    }
+
+    /// Builds the app on a given store and clock (tests inject theirs here).
+    pub async fn build_with(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<App> {
+        let tokens = config.resolve_tokens()?;
+        let auth = Arc::new(Authenticator::new(tokens));
+        let listen = config.server.listen;
+        if auth.is_open() {
+            if !listen.ip().is_loopback() && !config.auth.allow_anonymous {
+                bail!(
+                    "refusing to listen on {listen} without auth: configure [[auth.tokens]] \
+                     or set auth.allow_anonymous = true"
+                );
+            }
+            tracing::warn!(%listen, "no auth tokens configured: every request is allowed");
+        }
+        let metrics = Arc::new(Metrics::new());
+        let mut workers = JoinSet::new();
+        let ingestor = Ingestor::start(
+            store.clone(),
+            metrics.clone(),
+            config.writers(),
+            config.database.batch_max,
+            &mut workers,
+        );
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let state = AppState {
+            store,
+            ingestor,
+            auth,
+            metrics,
+            clock,
+            bounds: config.limits.bounds(),
+            body_limit_bytes: config.server.body_limit_bytes,
+            request_timeout_secs: config.server.request_timeout_secs,
+        };
+        Ok(App {
+            listener,
+            state,
+            workers,
+            grace: Duration::from_secs(config.server.shutdown_grace_secs),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight
+    /// requests finish (at most the grace period), commits what was handed to the
+    /// writers and closes the store.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let App {
+            listener,
+            state,
+            mut workers,
+            grace,
+        } = self;
+        let store = state.store.clone();
+        tracing::info!(addr = %listener.local_addr()?, store = store.backend(), "serving");
+        let router = crate::http::router(state);
+        let stop = shutdown.clone();
+        let mut server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+        let served = tokio::select! {
+            result = &mut server => Some(result),
+            () = shutdown.cancelled() => None,
+        };
+        let result = match served {
+            Some(result) => result,
+            None => {
+                tracing::info!(grace_secs = grace.as_secs(), "shutting down");
+                match tokio::time::timeout(grace, &mut server).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        // Requests cut off here got no 2xx; their senders retry.
+                        tracing::warn!("grace period over; closing remaining connections");
+                        server.abort();
+                        Ok(Ok(()))
+                    }
+                }
+            }
+        };
+        // The router (and with it the ingestor's sender) is gone: writers drain and stop.
+        while workers.join_next().await.is_some() {}
+        store.close().await;
+        tracing::info!("stopped");
+        result.context("server task")?.context("serving")
+    }
+}

@@ -1,0 +1,527 @@
+//! Configuration: built-in defaults, then an optional TOML file, then
+//! `ROLLWARDEN__SECTION__KEY` environment variables. `validate()` fails fast and names
+//! the key; secrets print as `***` in `Debug`, in logs and in `check-config`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::domain::Role;
+use crate::wire::Bounds;
+
+/// A value that must never be printed: tokens, passwords.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
+    }
+}
+
+/// The whole configuration. Every field has a default; see `config.example.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    pub body_limit_bytes: usize,
+    /// A request that takes longer is answered 503 (senders retry).
+    pub request_timeout_secs: u64,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite:PATH` (embedded, the default) or `postgres://USER:PASSWORD@HOST/DB`.
+    pub url: DatabaseUrl,
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// Concurrent group-commit writers; 0 picks 2 for Postgres and 1 for SQLite.
+    pub writers: usize,
+    /// Most notifications committed in one transaction.
+    pub batch_max: usize,
+}
+
+/// A database URL whose password never reaches a log.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let url = &self.0;
+        let Some(scheme_end) = url.find("://") else {
+            return url.clone();
+        };
+        let rest = &url[scheme_end + 3..];
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let Some(at) = rest[..authority_end].rfind('@') else {
+            return url.clone();
+        };
+        match rest[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:***{}",
+                &url[..scheme_end + 3],
+                &rest[..colon],
+                &rest[at..]
+            ),
+            None => url.clone(),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.0.starts_with("postgres://") || self.0.starts_with("postgresql://")
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Bearer tokens and their roles.
+    pub tokens: Vec<TokenConfig>,
+    /// With no tokens, serve without auth even on a non-loopback address.
+    pub allow_anonymous: bool,
+}
+
+/// One bearer token. Exactly one of `token`, `token_file`, `token_env` gives its value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it; shown in logs and audit records instead of the token.
+    pub name: String,
+    pub role: Role,
+    #[serde(default)]
+    pub token: Secret,
+    /// A file whose content (trimmed) is the token, e.g. a mounted Kubernetes Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// An environment variable that holds the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Alerts in one notification.
+    pub max_alerts: usize,
+    /// Labels on one alert.
+    pub max_labels: usize,
+    /// Bytes in a label or annotation name.
+    pub max_label_name_bytes: usize,
+    /// Bytes in a label value.
+    pub max_label_value_bytes: usize,
+    /// Annotations on one alert.
+    pub max_annotations: usize,
+    /// Bytes in an annotation value (and a generator URL).
+    pub max_annotation_value_bytes: usize,
+}
+
+impl LimitsConfig {
+    pub fn bounds(&self) -> Bounds {
+        Bounds {
+            max_alerts: self.max_alerts,
+            max_labels: self.max_labels,
+            max_label_name_bytes: self.max_label_name_bytes,
+            max_label_value_bytes: self.max_label_value_bytes,
+            max_annotations: self.max_annotations,
+            max_annotation_value_bytes: self.max_annotation_value_bytes,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `rollwarden=debug,info`; `RUST_LOG` wins.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration that cannot be used, with the key to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(#[from] config::ConfigError),
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (which must exist when given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment, for tests.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(invalid(
+                    "--config",
+                    format!("{} does not exist", path.display()),
+                ));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let env: std::collections::HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("ROLLWARDEN__"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("ROLLWARDEN")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let config: Config = builder.build()?.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value that serde cannot, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.database.url.expose();
+        if !(self.database.url.is_postgres() || url.starts_with("sqlite:")) {
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite: (embedded) or postgres:// (server)",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.database.batch_max == 0 {
+            return Err(invalid("database.batch_max", "must be at least 1"));
+        }
+        if self.server.body_limit_bytes < 1024 {
+            return Err(invalid("server.body_limit_bytes", "must be at least 1024"));
+        }
+        if self.server.request_timeout_secs == 0 {
+            return Err(invalid("server.request_timeout_secs", "must be at least 1"));
+        }
+        let limits = [
+            ("limits.max_alerts", self.limits.max_alerts),
+            ("limits.max_labels", self.limits.max_labels),
+            (
+                "limits.max_label_name_bytes",
+                self.limits.max_label_name_bytes,
+            ),
+            (
+                "limits.max_label_value_bytes",
+                self.limits.max_label_value_bytes,
+            ),
+            ("limits.max_annotations", self.limits.max_annotations),
+            (
+                "limits.max_annotation_value_bytes",
+                self.limits.max_annotation_value_bytes,
+            ),
+        ];
+        for (key, value) in limits {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!("{:?} is not a valid filter", self.log.level),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, token) in self.auth.tokens.iter().enumerate() {
+            let key = format!("auth.tokens[{i}]");
+            if token.name.trim().is_empty() {
+                return Err(invalid(format!("{key}.name"), "must not be empty"));
+            }
+            if !names.insert(token.name.as_str()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("{:?} is used twice", token.name),
+                ));
+            }
+            let sources = usize::from(!token.token.is_empty())
+                + usize::from(token.token_file.is_some())
+                + usize::from(token.token_env.is_some());
+            if sources != 1 {
+                return Err(invalid(
+                    key,
+                    "set exactly one of token, token_file, token_env",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The tokens with their values read from wherever they are configured.
+    pub fn resolve_tokens(&self) -> Result<Vec<(String, Role, Secret)>, ConfigError> {
+        let mut resolved = Vec::new();
+        for (i, token) in self.auth.tokens.iter().enumerate() {
+            let key = format!("auth.tokens[{i}]");
+            let value = if let Some(path) = &token.token_file {
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        invalid(
+                            format!("{key}.token_file"),
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?
+                    .trim()
+                    .to_string()
+            } else if let Some(var) = &token.token_env {
+                std::env::var(var).map_err(|_| {
+                    invalid(format!("{key}.token_env"), format!("${var} is not set"))
+                })?
+            } else {
+                token.token.expose().to_string()
+            };
+            if value.len() < 16 {
+                return Err(invalid(key, "a token must be at least 16 characters"));
+            }
+            resolved.push((token.name.clone(), token.role, Secret::new(value)));
+        }
+        Ok(resolved)
+    }
+
+    /// The effective settings as TOML, secrets masked: what `check-config` prints.
+    pub fn render(&self) -> String {
+        toml::to_string_pretty(self).expect("the config always serialises")
+    }
+
+    /// Group-commit writers to run: `database.writers`, or the backend's default.
+    pub fn writers(&self) -> usize {
+        match self.database.writers {
+            0 if self.database.url.is_postgres() => 2,
+            0 => 1,
+            n => n,
+        }
+    }
+}
+
+/// Built-in defaults; `config.example.toml` documents the same values.
+const DEFAULTS: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+body_limit_bytes = 4194304
+request_timeout_secs = 30
+shutdown_grace_secs = 30
+
+[database]
+url = "sqlite:./rollwarden.db"
+max_connections = 16
+writers = 0
+batch_max = 256
+
+[auth]
+tokens = []
+allow_anonymous = false
+
+[limits]
+max_alerts = 1000
+max_labels = 64
+max_label_name_bytes = 256
+max_label_value_bytes = 4096
+max_annotations = 64
+max_annotation_value_bytes = 16384
+
+[log]
+level = "info"
+format = "text"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database.url.expose(), "sqlite:./rollwarden.db");
+        assert_eq!(c.server.body_limit_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.writers(), 1);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[server]\nbody_limit_bytes = 2048\n[log]\nlevel = \"debug\"\n",
+        )
+        .unwrap();
+        let c = Config::load_from(
+            Some(&file),
+            env(&[
+                ("ROLLWARDEN__SERVER__BODY_LIMIT_BYTES", "4096"),
+                ("ROLLWARDEN__DATABASE__URL", "postgres://u:pw@db/rw"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.body_limit_bytes, 4096);
+        assert_eq!(c.log.level, "debug");
+        assert!(c.database.url.is_postgres());
+        assert_eq!(c.writers(), 2);
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let cases = [
+            ("ROLLWARDEN__DATABASE__URL", "mysql://x", "database.url"),
+            (
+                "ROLLWARDEN__DATABASE__MAX_CONNECTIONS",
+                "0",
+                "database.max_connections",
+            ),
+            ("ROLLWARDEN__LIMITS__MAX_LABELS", "0", "limits.max_labels"),
+            (
+                "ROLLWARDEN__SERVER__BODY_LIMIT_BYTES",
+                "10",
+                "server.body_limit_bytes",
+            ),
+        ];
+        for (var, value, key) in cases {
+            let err = Config::load_from(None, env(&[(var, value)])).unwrap_err();
+            assert!(err.to_string().starts_with(key), "{var}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[server]\nlisten_addr = \"0.0.0.0:1\"\n").unwrap();
+        let err = Config::load_from(Some(&file), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn tokens_need_exactly_one_source_and_enough_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[[auth.tokens]]\nname = \"am\"\nrole = \"webhook\"\ntoken = \"short\"\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&file), env(&[])).unwrap();
+        assert!(
+            c.resolve_tokens()
+                .unwrap_err()
+                .to_string()
+                .contains("16 characters")
+        );
+
+        std::fs::write(
+            &file,
+            "[[auth.tokens]]\nname = \"am\"\nrole = \"webhook\"\ntoken = \"x\"\ntoken_env = \"Y\"\n",
+        )
+        .unwrap();
+        let err = Config::load_from(Some(&file), env(&[])).unwrap_err();
+        assert!(err.to_string().starts_with("auth.tokens[0]"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[database]\nurl = \"postgres://rw:hunter2hunter2@db:5432/rw\"\n\
+             [[auth.tokens]]\nname = \"am\"\nrole = \"webhook\"\ntoken = \"s3cr3t-token-value-123\"\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&file), env(&[])).unwrap();
+        for printed in [format!("{c:?}"), c.render()] {
+            assert!(!printed.contains("hunter2hunter2"), "{printed}");
+            assert!(!printed.contains("s3cr3t-token-value-123"), "{printed}");
+        }
+        assert!(c.render().contains("postgres://rw:***@db:5432/rw"));
+    }
+}

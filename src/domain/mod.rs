@@ -1,0 +1,10 @@
+//! The pure core: types and rules with no I/O, no async and no framework imports.
+//!
+//! Everything else in the crate adapts the world (HTTP, databases, Kubernetes) to these
+//! types; nothing here knows those adapters exist.
+
+pub mod alert;
+pub mod role;
+
+pub use alert::{Alert, AlertStatus, Labels, Notification, Source};
+pub use role::{Access, Role};

@@ -1,0 +1,258 @@
+//! Durable state behind one trait, implemented for PostgreSQL (production, several
+//! replicas) and SQLite (the embedded default). Methods are domain operations; each
+//! keeps its transaction inside, so callers never hold one.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::{Alert, AlertStatus, Labels, Notification};
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Store failures. Every variant but [`StoreError::Invalid`] is our own transient
+/// fault: the HTTP layer answers it with 503 so that senders retry.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("store query failed: {0}")]
+    Query(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    /// A label for the `rollwarden_store_errors_total` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Query(_) => "query",
+            StoreError::Migrate(_) => "migrate",
+            StoreError::Corrupt(_) => "corrupt",
+            StoreError::Invalid(_) => "invalid",
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err),
+            other => StoreError::Query(other),
+        }
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(err: serde_json::Error) -> Self {
+        StoreError::Corrupt(err.to_string())
+    }
+}
+
+/// What became of one notification in [`Store::record_notifications`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct IngestOutcome {
+    pub receipt_id: i64,
+    /// The same content had been received before; only the duplicate count moved.
+    pub duplicate: bool,
+    /// Alert rows inserted or updated by this notification.
+    pub alerts_written: usize,
+}
+
+/// A kept receipt: an inbound payload exactly as it arrived.
+#[derive(Debug, Clone, Serialize)]
+pub struct Receipt {
+    pub id: i64,
+    pub source: String,
+    pub group_key: String,
+    pub body: String,
+    pub received_at: DateTime<Utc>,
+    pub last_received_at: DateTime<Utc>,
+    pub duplicate_count: i64,
+}
+
+/// An alert occurrence as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredAlert {
+    pub id: i64,
+    pub fingerprint: String,
+    pub status: AlertStatus,
+    pub alertname: String,
+    pub labels: Labels,
+    pub annotations: Labels,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub generator_url: String,
+    pub receiver: String,
+    pub group_key: String,
+    pub first_receipt_id: i64,
+    pub last_receipt_id: i64,
+    pub first_seen_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Filters for [`Store::list_alerts`]; every filter narrows (AND).
+#[derive(Debug, Clone, Default)]
+pub struct AlertQuery {
+    pub status: Option<AlertStatus>,
+    pub alertname: Option<String>,
+    /// Label equality matchers, all of which must hold.
+    pub labels: Vec<(String, String)>,
+    /// Occurrences that started at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Occurrences that started before this instant.
+    pub until: Option<DateTime<Utc>>,
+    /// Keyset cursor: only rows with an id below this one (newest first).
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// Durable state. Implementations must pass the conformance suite in
+/// `tests/it/store.rs` with identical results.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is: `postgres` or `sqlite`.
+    fn backend(&self) -> &'static str;
+
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Succeeds when the database answers a query.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Commits a batch of notifications in one transaction and returns one outcome per
+    /// notification, in order. Receipts are deduplicated by content; the alerts of a new
+    /// receipt are upserted by `(fingerprint, starts_at)` with [`Alert::merge`]'s rule.
+    async fn record_notifications(
+        &self,
+        batch: &[Notification],
+    ) -> Result<Vec<IngestOutcome>, StoreError>;
+
+    async fn receipt(&self, id: i64) -> Result<Option<Receipt>, StoreError>;
+
+    /// Alerts matching `query`, newest first, at most `query.limit`.
+    async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError>;
+
+    /// Closes every connection; in-flight operations finish first.
+    async fn close(&self);
+}
+
+/// Opens the store that `url` names: `sqlite:PATH` or `postgres://…`.
+pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(
+            PostgresStore::connect(url, max_connections).await?,
+        ))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, max_connections).await?))
+    } else {
+        Err(StoreError::Invalid(
+            "database.url must start with sqlite: or postgres://".into(),
+        ))
+    }
+}
+
+/// A batch reduced to the rows it writes: receipts unique by dedupe key (with how many
+/// times each occurred) and alerts unique by occurrence, merged in arrival order.
+/// Both backends write exactly this, so they agree on every outcome.
+pub(crate) struct PlannedBatch<'a> {
+    batch: &'a [Notification],
+    /// (dedupe key, first notification with it, occurrences), sorted by key so that
+    /// concurrent transactions lock rows in one order.
+    pub receipts: Vec<(String, &'a Notification, usize)>,
+    /// Index into `receipts` for each notification of the batch.
+    receipt_of: Vec<usize>,
+}
+
+impl<'a> PlannedBatch<'a> {
+    pub fn new(batch: &'a [Notification]) -> Self {
+        let keys: Vec<String> = batch.iter().map(Notification::dedupe_key).collect();
+        let mut sorted: Vec<usize> = (0..batch.len()).collect();
+        sorted.sort_by(|&a, &b| keys[a].cmp(&keys[b]).then(a.cmp(&b)));
+        let mut receipts: Vec<(String, &Notification, usize)> = Vec::new();
+        let mut receipt_of = vec![0; batch.len()];
+        for i in sorted {
+            match receipts.last_mut() {
+                Some((key, _, count)) if *key == keys[i] => *count += 1,
+                _ => receipts.push((keys[i].clone(), &batch[i], 1)),
+            }
+            receipt_of[i] = receipts.len() - 1;
+        }
+        Self {
+            batch,
+            receipts,
+            receipt_of,
+        }
+    }
+
+    /// The alerts of the receipts that turned out new (`is_new`, per receipt), merged per
+    /// occurrence in arrival order and sorted by (fingerprint, starts_at), each with the
+    /// notification and receipt id that carried it last.
+    pub fn alerts(
+        &self,
+        receipt_ids: &[i64],
+        is_new: &[bool],
+    ) -> Vec<(Alert, &'a Notification, i64)> {
+        type Merged<'n> = (Alert, &'n Notification, i64);
+        let mut merged: HashMap<(&str, DateTime<Utc>), Merged<'a>> = HashMap::new();
+        let mut taken = vec![false; self.receipts.len()];
+        for (i, notification) in self.batch.iter().enumerate() {
+            let r = self.receipt_of[i];
+            if !is_new[r] || std::mem::replace(&mut taken[r], true) {
+                continue;
+            }
+            for alert in &notification.alerts {
+                merged
+                    .entry((alert.fingerprint.as_str(), alert.starts_at))
+                    .and_modify(|(stored, n, id)| {
+                        stored.merge(alert);
+                        *n = notification;
+                        *id = receipt_ids[r];
+                    })
+                    .or_insert_with(|| (alert.clone(), notification, receipt_ids[r]));
+            }
+        }
+        let mut alerts: Vec<_> = merged.into_values().collect();
+        alerts.sort_by(|a, b| {
+            (&a.0.fingerprint, a.0.starts_at).cmp(&(&b.0.fingerprint, b.0.starts_at))
+        });
+        alerts
+    }
+
+    /// One outcome per notification of the batch, from the per receipt results. Only the
+    /// first occurrence of a new receipt counts as fresh; the rest are duplicates.
+    pub fn outcomes(&self, receipt_ids: &[i64], is_new: &[bool]) -> Vec<IngestOutcome> {
+        let mut seen = vec![false; self.receipts.len()];
+        self.receipt_of
+            .iter()
+            .map(|&r| {
+                let fresh = is_new[r] && !std::mem::replace(&mut seen[r], true);
+                IngestOutcome {
+                    receipt_id: receipt_ids[r],
+                    duplicate: !fresh,
+                    alerts_written: if fresh {
+                        self.receipts[r].1.alerts.len()
+                    } else {
+                        0
+                    },
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,254 @@
+//! The SQLite store: the embedded default, so `rollwarden serve` needs no database
+//! server. One file, WAL journal, `synchronous = FULL` so a 2xx survives power loss.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row};
+use tracing::instrument;
+
+use super::{AlertQuery, IngestOutcome, PlannedBatch, Receipt, Store, StoreError, StoredAlert};
+use crate::domain::{AlertStatus, Notification};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file that `url` names, e.g.
+    /// `sqlite:./rollwarden.db`.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(StoreError::Unavailable)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    async fn try_record(&self, plan: &PlannedBatch<'_>) -> Result<Vec<IngestOutcome>, sqlx::Error> {
+        // IMMEDIATE takes the write lock up front, so a reader never has to upgrade.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let n = plan.receipts.len();
+        let mut receipt_ids = vec![0i64; n];
+        let mut is_new = vec![false; n];
+        for (r, (key, notification, count)) in plan.receipts.iter().enumerate() {
+            let dups = *count as i64 - 1;
+            let at = ts(notification.received_at);
+            let row = sqlx::query(
+                "INSERT INTO receipts
+                     (source, dedupe_key, group_key, body, received_at, last_received_at,
+                      duplicate_count)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (dedupe_key) DO UPDATE SET
+                     duplicate_count = receipts.duplicate_count + excluded.duplicate_count + 1,
+                     last_received_at = max(receipts.last_received_at, excluded.last_received_at)
+                 RETURNING id, duplicate_count",
+            )
+            .bind(notification.source.as_str())
+            .bind(key)
+            .bind(&notification.group_key)
+            .bind(&notification.raw)
+            .bind(&at)
+            .bind(&at)
+            .bind(dups)
+            .fetch_one(&mut *tx)
+            .await?;
+            receipt_ids[r] = row.try_get("id")?;
+            is_new[r] = row.try_get::<i64, _>("duplicate_count")? == dups;
+        }
+        for (alert, notification, receipt_id) in plan.alerts(&receipt_ids, &is_new) {
+            let seen = ts(notification.received_at);
+            sqlx::query(
+                "INSERT INTO alerts
+                     (fingerprint, starts_at, ends_at, status, alertname, labels, annotations,
+                      generator_url, receiver, group_key, first_receipt_id, last_receipt_id,
+                      first_seen_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
+                     status = excluded.status,
+                     ends_at = excluded.ends_at,
+                     alertname = excluded.alertname,
+                     labels = excluded.labels,
+                     annotations = excluded.annotations,
+                     generator_url = excluded.generator_url,
+                     receiver = excluded.receiver,
+                     group_key = excluded.group_key,
+                     last_receipt_id = excluded.last_receipt_id,
+                     updated_at = excluded.updated_at
+                 WHERE NOT (alerts.status = 'resolved' AND excluded.status = 'firing')",
+            )
+            .bind(&alert.fingerprint)
+            .bind(ts(alert.starts_at))
+            .bind(alert.ends_at.map(ts))
+            .bind(alert.status.as_str())
+            .bind(alert.alertname())
+            .bind(serde_json::to_string(&alert.labels).expect("labels serialise"))
+            .bind(serde_json::to_string(&alert.annotations).expect("labels serialise"))
+            .bind(&alert.generator_url)
+            .bind(&notification.receiver)
+            .bind(&notification.group_key)
+            .bind(receipt_id)
+            .bind(receipt_id)
+            .bind(&seen)
+            .bind(&seen)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(plan.outcomes(&receipt_ids, &is_new))
+    }
+}
+
+/// The one text form of a timestamp in SQLite: UTC, microseconds, `Z`. Fixed width, so
+/// comparing the text compares the instants.
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("timestamp {s:?}: {e}")))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(batch = batch.len()))]
+    async fn record_notifications(
+        &self,
+        batch: &[Notification],
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let plan = PlannedBatch::new(batch);
+        Ok(self.try_record(&plan).await?)
+    }
+
+    async fn receipt(&self, id: i64) -> Result<Option<Receipt>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, source, group_key, body, received_at, last_received_at, duplicate_count
+             FROM receipts WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(Receipt {
+            id: row.try_get("id")?,
+            source: row.try_get("source")?,
+            group_key: row.try_get("group_key")?,
+            body: row.try_get("body")?,
+            received_at: parse_ts(row.try_get("received_at")?)?,
+            last_received_at: parse_ts(row.try_get("last_received_at")?)?,
+            duplicate_count: row.try_get("duplicate_count")?,
+        }))
+    }
+
+    async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError> {
+        let mut q = QueryBuilder::new(
+            "SELECT id, fingerprint, status, alertname, labels, annotations, starts_at, ends_at,
+                    generator_url, receiver, group_key, first_receipt_id, last_receipt_id,
+                    first_seen_at, updated_at
+             FROM alerts WHERE 1",
+        );
+        if let Some(status) = query.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(name) = &query.alertname {
+            q.push(" AND alertname = ").push_bind(name.clone());
+        }
+        for (name, value) in &query.labels {
+            // The path quotes the name, so any label name is a single key.
+            q.push(" AND json_extract(labels, '$.\"' || ")
+                .push_bind(name.replace('"', "\\\""))
+                .push(" || '\"') = ")
+                .push_bind(value.clone());
+        }
+        if let Some(since) = query.since {
+            q.push(" AND starts_at >= ").push_bind(ts(since));
+        }
+        if let Some(until) = query.until {
+            q.push(" AND starts_at < ").push_bind(ts(until));
+        }
+        if let Some(before) = query.before_id {
+            q.push(" AND id < ").push_bind(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(query.limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(alert_from_row).collect()
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn alert_from_row(row: &SqliteRow) -> Result<StoredAlert, StoreError> {
+    let status: String = row.try_get("status")?;
+    let ends_at: Option<String> = row.try_get("ends_at")?;
+    Ok(StoredAlert {
+        id: row.try_get("id")?,
+        fingerprint: row.try_get("fingerprint")?,
+        status: AlertStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("alert status {status:?}")))?,
+        alertname: row.try_get("alertname")?,
+        labels: serde_json::from_str(row.try_get("labels")?)?,
+        annotations: serde_json::from_str(row.try_get("annotations")?)?,
+        starts_at: parse_ts(row.try_get("starts_at")?)?,
+        ends_at: ends_at.as_deref().map(parse_ts).transpose()?,
+        generator_url: row.try_get("generator_url")?,
+        receiver: row.try_get("receiver")?,
+        group_key: row.try_get("group_key")?,
+        first_receipt_id: row.try_get("first_receipt_id")?,
+        last_receipt_id: row.try_get("last_receipt_id")?,
+        first_seen_at: parse_ts(row.try_get("first_seen_at")?)?,
+        updated_at: parse_ts(row.try_get("updated_at")?)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn timestamp_text_sorts_like_time() {
+        let a = Utc.with_ymd_and_hms(2026, 8, 22, 9, 0, 0).unwrap();
+        let b = a + chrono::Duration::microseconds(1);
+        let c = Utc.with_ymd_and_hms(2026, 8, 22, 10, 0, 0).unwrap();
+        assert!(ts(a) < ts(b) && ts(b) < ts(c));
+        assert_eq!(parse_ts(&ts(b)).unwrap(), b);
+    }
+}

@@ -1,0 +1,142 @@
+//! Logs (tracing, text or JSON) and the Prometheus metrics registry.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber. `RUST_LOG`, when set, wins over `level`.
+pub fn init_logging(level: &str, format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests) is harmless: keep the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+    };
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    pub source: &'static str,
+    /// accepted, duplicate, rejected, unauthorized, failed
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreErrorLabels {
+    pub operation: &'static str,
+    pub kind: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms … 8 s
+    Histogram::new(exponential_buckets(0.00025, 2.0, 16))
+}
+
+/// Every metric rollwarden exports. One per app, so tests never share counters.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub notifications: Family<NotificationLabels, Counter>,
+    pub alerts_stored: Counter,
+    pub http_duration: HistogramFamily<HttpLabels>,
+    pub store_errors: Family<StoreErrorLabels, Counter>,
+    pub ingest_batch_size: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("rollwarden");
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notifications_received",
+            "Inbound notifications by source and outcome",
+            notifications.clone(),
+        );
+        let alerts_stored = Counter::default();
+        registry.register(
+            "alerts_stored",
+            "Alert occurrences inserted or updated",
+            alerts_stored.clone(),
+        );
+        let http_duration: HistogramFamily<HttpLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by method, matched route and status",
+            http_duration.clone(),
+        );
+        let store_errors = Family::<StoreErrorLabels, Counter>::default();
+        registry.register(
+            "store_errors",
+            "Store operations that failed, by operation and kind",
+            store_errors.clone(),
+        );
+        let ingest_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "ingest_batch_size",
+            "Notifications committed per group-commit transaction",
+            ingest_batch_size.clone(),
+        );
+        Self {
+            registry: Mutex::new(registry),
+            notifications,
+            alerts_stored,
+            http_duration,
+            store_errors,
+            ingest_batch_size,
+        }
+    }
+
+    pub fn notification(&self, source: &'static str, outcome: &'static str) {
+        self.notifications
+            .get_or_create(&NotificationLabels { source, outcome })
+            .inc();
+    }
+
+    pub fn store_error(&self, operation: &'static str, err: &crate::store::StoreError) {
+        self.store_errors
+            .get_or_create(&StoreErrorLabels {
+                operation,
+                kind: err.metric_label(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().expect("metrics registry lock");
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
