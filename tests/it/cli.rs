@@ -1,0 +1,138 @@
+//! The `rollwarden` binary, black-box: check-config, migrate, serve and SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::support::FIRING;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rollwarden");
+const TOKEN: &str = "cli-test-token-abcdef0123456789";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    let path = dir.join("rollwarden.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\
+             [database]\nurl = \"sqlite:{}\"\n\
+             [[auth.tokens]]\nname = \"alertmanager\"\nrole = \"admin\"\ntoken = \"{TOKEN}\"\n",
+            dir.join("rw.db").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn check_config_prints_the_effective_settings_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 9999);
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .env(
+            "ROLLWARDEN__DATABASE__URL",
+            "postgres://rw:pa55word@db.internal/rw",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.contains("listen = \"127.0.0.1:9999\""), "{printed}");
+    assert!(
+        printed.contains("url = \"postgres://rw:***@db.internal/rw\""),
+        "{printed}"
+    );
+    assert!(printed.contains("token = \"***\""), "{printed}");
+    assert!(!printed.contains(TOKEN) && !printed.contains("pa55word"));
+}
+
+#[test]
+fn an_invalid_config_exits_2_naming_the_key() {
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env("ROLLWARDEN__LIMITS__MAX_ALERTS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("limits.max_alerts"), "{err}");
+}
+
+#[tokio::test]
+async fn serve_answers_then_stops_cleanly_on_sigterm_without_logging_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port);
+    let migrate = Command::new(BIN)
+        .arg("migrate")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+
+    let child = Command::new(BIN)
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "debug")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..100 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "rollwarden did not start");
+    let response = http
+        .post(format!("{base}/webhooks/alertmanager"))
+        .bearer_auth(TOKEN)
+        .body(FIRING)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "exit: {:?}", out.status);
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        logs.contains("SIGTERM received") && logs.contains("\"stopped\""),
+        "{logs}"
+    );
+    assert!(logs.contains("request_id"), "{logs}");
+    assert!(!logs.contains(TOKEN), "a token reached the log");
+}

@@ -1,0 +1,11 @@
+//! The integration tests: one binary, the real app on random ports, real stores.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod api;
+mod auth;
+mod cli;
+mod ingest;
+mod shutdown;
+mod store;

@@ -1,0 +1,200 @@
+//! The store contract: the same cases on PostgreSQL and on SQLite, same answers.
+
+use chrono::{DateTime, Utc};
+
+use rollwarden::domain::{AlertStatus, Notification};
+use rollwarden::store::AlertQuery;
+use rollwarden::wire::Bounds;
+use rollwarden::wire::alertmanager::AlertmanagerPayload;
+
+use crate::api::notification;
+use crate::on_both_backends;
+use crate::support::{Backend, FIRING, RESOLVED, TestStore, t0};
+
+fn parse(body: &str) -> Notification {
+    AlertmanagerPayload::parse(body.as_bytes(), &Bounds::default(), t0()).unwrap()
+}
+
+fn one(fp: &str, name: &str, ns: &str, status: &str, starts: &str) -> Notification {
+    parse(&notification(name, fp, ns, status, starts))
+}
+
+fn query() -> AlertQuery {
+    AlertQuery {
+        limit: 100,
+        ..AlertQuery::default()
+    }
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+async fn outcomes_come_back_in_order_with_duplicates_marked(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let a = one("a1", "A", "prod", "firing", "2026-08-22T10:00:00Z");
+    let b = one("b1", "B", "prod", "firing", "2026-08-22T10:00:00Z");
+    // Duplicates inside one batch (HA peers arriving together) and across batches.
+    let first = db
+        .store
+        .record_notifications(&[b.clone(), a.clone(), b.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        first.iter().map(|o| o.duplicate).collect::<Vec<_>>(),
+        [false, false, true]
+    );
+    assert_eq!(first[0].receipt_id, first[2].receipt_id);
+    assert_ne!(first[0].receipt_id, first[1].receipt_id);
+    assert_eq!(
+        first.iter().map(|o| o.alerts_written).collect::<Vec<_>>(),
+        [1, 1, 0]
+    );
+
+    let second = db
+        .store
+        .record_notifications(std::slice::from_ref(&a))
+        .await
+        .unwrap();
+    assert!(second[0].duplicate);
+    assert_eq!(second[0].receipt_id, first[1].receipt_id);
+    let receipt = db
+        .store
+        .receipt(first[0].receipt_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(receipt.duplicate_count, 1);
+    assert_eq!(receipt.body, b.raw);
+    assert_eq!(receipt.received_at, t0());
+    assert!(db.store.receipt(999_999).await.unwrap().is_none());
+    assert!(db.store.record_notifications(&[]).await.unwrap().is_empty());
+}
+
+async fn resolution_wins_within_and_across_batches(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    // Resolved before firing in one batch: still resolved.
+    db.store
+        .record_notifications(&[parse(RESOLVED), parse(FIRING)])
+        .await
+        .unwrap();
+    let alerts = db.store.list_alerts(&query()).await.unwrap();
+    assert_eq!(alerts.len(), 2);
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a.status == AlertStatus::Resolved && a.ends_at.is_some())
+    );
+
+    let other = TestStore::new(backend).await;
+    other
+        .store
+        .record_notifications(&[parse(FIRING)])
+        .await
+        .unwrap();
+    other
+        .store
+        .record_notifications(&[parse(RESOLVED)])
+        .await
+        .unwrap();
+    let mut across = other.store.list_alerts(&query()).await.unwrap();
+    let mut within = alerts;
+    for a in across.iter_mut().chain(within.iter_mut()) {
+        // Ids and receipt links differ by construction; the alert state must not.
+        (a.id, a.first_receipt_id, a.last_receipt_id) = (0, 0, 0);
+    }
+    assert_eq!(across, within);
+}
+
+async fn list_alerts_filters_and_pages(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    db.store
+        .record_notifications(&[
+            one(
+                "a1",
+                "HighErrorRate",
+                "prod",
+                "firing",
+                "2026-08-22T10:00:00Z",
+            ),
+            one(
+                "a2",
+                "HighLatency",
+                "prod",
+                "resolved",
+                "2026-08-22T11:00:00Z",
+            ),
+            one(
+                "a3",
+                "HighErrorRate",
+                "staging",
+                "firing",
+                "2026-08-22T12:00:00Z",
+            ),
+        ])
+        .await
+        .unwrap();
+    let fps = |alerts: Vec<rollwarden::store::StoredAlert>| {
+        alerts
+            .into_iter()
+            .map(|a| a.fingerprint)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        fps(db.store.list_alerts(&query()).await.unwrap()),
+        ["a3", "a2", "a1"]
+    );
+    let q = AlertQuery {
+        status: Some(AlertStatus::Firing),
+        ..query()
+    };
+    assert_eq!(fps(db.store.list_alerts(&q).await.unwrap()), ["a3", "a1"]);
+    let q = AlertQuery {
+        alertname: Some("HighErrorRate".into()),
+        labels: vec![("namespace".into(), "prod".into())],
+        ..query()
+    };
+    assert_eq!(fps(db.store.list_alerts(&q).await.unwrap()), ["a1"]);
+    let q = AlertQuery {
+        labels: vec![
+            ("namespace".into(), "prod".into()),
+            ("namespace".into(), "staging".into()),
+        ],
+        ..query()
+    };
+    assert!(db.store.list_alerts(&q).await.unwrap().is_empty());
+    let q = AlertQuery {
+        since: Some(at("2026-08-22T11:00:00Z")),
+        until: Some(at("2026-08-22T12:00:00Z")),
+        ..query()
+    };
+    assert_eq!(fps(db.store.list_alerts(&q).await.unwrap()), ["a2"]);
+    let all = db.store.list_alerts(&query()).await.unwrap();
+    let q = AlertQuery {
+        before_id: Some(all[0].id),
+        limit: 1,
+        ..query()
+    };
+    assert_eq!(fps(db.store.list_alerts(&q).await.unwrap()), ["a2"]);
+}
+
+async fn ping_answers_while_open(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    db.store.ping().await.unwrap();
+    assert_eq!(
+        db.store.backend(),
+        match backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    );
+    db.store.close().await;
+    assert!(db.store.ping().await.is_err());
+}
+
+on_both_backends!(
+    outcomes_come_back_in_order_with_duplicates_marked,
+    resolution_wins_within_and_across_batches,
+    list_alerts_filters_and_pages,
+    ping_answers_while_open,
+);

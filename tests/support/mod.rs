@@ -1,0 +1,285 @@
+//! Test support: real stores (a SQLite file, a PostgreSQL schema), the real app on a
+//! random port, and typed helpers to talk to it.
+#![allow(dead_code)]
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+use sqlx::postgres::PgConnectOptions;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use rollwarden::app::App;
+use rollwarden::clock::ManualClock;
+use rollwarden::config::{Config, Secret, TokenConfig};
+use rollwarden::domain::Role;
+use rollwarden::store::{PostgresStore, SqliteStore, Store};
+
+pub const WEBHOOK_TOKEN: &str = "test-webhook-token-0001";
+pub const VIEWER_TOKEN: &str = "test-viewer-token-00002";
+pub const OPERATOR_TOKEN: &str = "test-operator-token-003";
+pub const ADMIN_TOKEN: &str = "test-admin-token-000004";
+
+pub const FIRING: &str = include_str!("../fixtures/alertmanager-firing.json");
+pub const RESOLVED: &str = include_str!("../fixtures/alertmanager-resolved.json");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A store of its own for one test. Keeps the SQLite file's directory alive.
+pub struct TestStore {
+    pub store: Arc<dyn Store>,
+    pub backend: Backend,
+    /// For SQLite, the URL of the file, to reopen it after the app closed it.
+    pub url: String,
+    pg: Option<PgConnectOptions>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestStore {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite:{}", dir.path().join("rollwarden.db").display());
+                let store = SqliteStore::connect(&url, 4).await.expect("open sqlite");
+                store.migrate().await.expect("migrate sqlite");
+                Self {
+                    store: Arc::new(store),
+                    backend,
+                    url,
+                    pg: None,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let options = postgres_schema().await;
+                let store = PostgresStore::connect_with(options.clone(), 8)
+                    .await
+                    .expect("connect postgres");
+                store.migrate().await.expect("migrate postgres");
+                Self {
+                    store: Arc::new(store),
+                    backend,
+                    url: String::new(),
+                    pg: Some(options),
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    /// Opens the same database again (after the app under test closed its pool).
+    pub async fn reopen(&self) -> Arc<dyn Store> {
+        match &self.pg {
+            Some(options) => Arc::new(
+                PostgresStore::connect_with(options.clone(), 2)
+                    .await
+                    .expect("reopen postgres"),
+            ),
+            None => Arc::new(
+                SqliteStore::connect(&self.url, 2)
+                    .await
+                    .expect("reopen sqlite"),
+            ),
+        }
+    }
+}
+
+/// Connect options for a fresh schema in `DATABASE_URL`'s database. Each test gets its
+/// own schema, so tests never see each other's rows.
+pub async fn postgres_schema() -> PgConnectOptions {
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "DATABASE_URL is not set: the Postgres tests need a server. \
+             Run scripts/test, which starts a throwaway PostgreSQL."
+        )
+    });
+    let schema = format!("rwtest_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL: {e}"));
+    // The name is ours (a UUID), not input.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await
+        .expect("create schema");
+    admin.close().await;
+    PgConnectOptions::from_str(&url)
+        .expect("DATABASE_URL parses")
+        .options([("search_path", schema.as_str())])
+}
+
+pub fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 8, 22, 14, 3, 0).unwrap()
+}
+
+/// A config for tests: loopback, random port, a token for every role.
+pub fn test_config() -> Config {
+    let mut config = Config::load_from(None, Vec::new()).expect("defaults load");
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.shutdown_grace_secs = 5;
+    config.auth.tokens = [
+        ("alertmanager", Role::Webhook, WEBHOOK_TOKEN),
+        ("dashboard", Role::Viewer, VIEWER_TOKEN),
+        ("oncall", Role::Operator, OPERATOR_TOKEN),
+        ("root", Role::Admin, ADMIN_TOKEN),
+    ]
+    .into_iter()
+    .map(|(name, role, token)| TokenConfig {
+        name: name.into(),
+        role,
+        token: Secret::new(token),
+        token_file: None,
+        token_env: None,
+    })
+    .collect();
+    config
+}
+
+/// The real app, serving on a random loopback port.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: TestStore,
+    pub clock: Arc<ManualClock>,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(backend: Backend, edit: impl FnOnce(&mut Config)) -> Self {
+        let mut config = test_config();
+        edit(&mut config);
+        let db = TestStore::new(backend).await;
+        let clock = Arc::new(ManualClock::new(t0()));
+        let app = App::build_with(config, db.store.clone(), clock.clone())
+            .await
+            .expect("app builds");
+        let base = format!("http://{}", app.local_addr());
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(app.run(shutdown.clone()));
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            db,
+            clock,
+            shutdown,
+            server: Some(server),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.db.store
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post_alertmanager(&self, body: impl Into<String>) -> Response {
+        self.http
+            .post(self.url("/webhooks/alertmanager"))
+            .bearer_auth(WEBHOOK_TOKEN)
+            .header("content-type", "application/json")
+            .body(body.into())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// GET with the viewer token; returns status and JSON body.
+    pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(VIEWER_TOKEN)
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    pub async fn alerts(&self, query: &str) -> Vec<Value> {
+        let (status, body) = self.get_json(&format!("/api/v1/alerts?{query}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["items"].as_array().expect("items").clone()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("request sent")
+            .text()
+            .await
+            .expect("text body")
+    }
+
+    /// Cancels the app and waits for its orderly stop.
+    pub async fn stop(mut self) -> TestStore {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+        let placeholder = TestStore {
+            store: self.db.store.clone(),
+            backend: self.db.backend,
+            url: self.db.url.clone(),
+            pg: self.db.pg.clone(),
+            _dir: None,
+        };
+        std::mem::replace(&mut self.db, placeholder)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Asserts a JSON error body of our format with `code` (and `field`, when given).
+pub async fn assert_error(response: Response, status: StatusCode, code: &str, field: Option<&str>) {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.expect("JSON error body");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    if let Some(field) = field {
+        assert_eq!(body["error"]["details"]["field"], field, "{body}");
+    }
+}
+
+/// Generates one `#[tokio::test]` per backend for each listed `async fn(Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::support::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::support::Backend::Postgres).await })*
+        }
+    };
+}
