@@ -2,6 +2,8 @@
 //! random port, and typed helpers to talk to it.
 #![allow(dead_code)]
 
+pub mod fake_kube;
+
 use std::str::FromStr;
 use std::sync::Arc;
 
