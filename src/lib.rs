@@ -13,6 +13,8 @@ pub mod config;
 pub mod domain;
 /// The HTTP API: router, layers, handlers.
 pub mod http;
+/// Deploy history from Kubernetes rollouts and Helm releases.
+pub mod k8s;
 /// Group commit of inbound notifications.
 pub mod ingest;
 /// Durable state behind one trait, for PostgreSQL and SQLite.

@@ -4,7 +4,9 @@
 //! types; nothing here knows those adapters exist.
 
 pub mod alert;
+pub mod deploy;
 pub mod role;
 
 pub use alert::{Alert, AlertStatus, Labels, Notification, Source};
+pub use deploy::{Deploy, DeploySource, TargetRef};
 pub use role::{Access, Role};

@@ -1,0 +1,241 @@
+//! Deploys: every revision of every target, from whichever source saw it. The decision
+//! engine can only blame a deploy it knows about.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A deployable unit: a workload in a namespace of a cluster, or a Helm release.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TargetRef {
+    pub cluster: String,
+    pub namespace: String,
+    /// `Deployment`, or `HelmRelease` for a release's own history.
+    pub kind: String,
+    pub name: String,
+}
+
+/// The `kind` of a Helm release's own rows.
+pub const HELM_RELEASE_KIND: &str = "HelmRelease";
+
+impl TargetRef {
+    pub fn new(cluster: &str, namespace: &str, kind: &str, name: &str) -> Self {
+        Self {
+            cluster: cluster.into(),
+            namespace: namespace.into(),
+            kind: kind.into(),
+            name: name.into(),
+        }
+    }
+
+    pub fn deployment(cluster: &str, namespace: &str, name: &str) -> Self {
+        Self::new(cluster, namespace, "Deployment", name)
+    }
+
+    pub fn helm_release(cluster: &str, namespace: &str, release: &str) -> Self {
+        Self::new(cluster, namespace, HELM_RELEASE_KIND, release)
+    }
+
+    /// The canonical key stored with every row: `cluster/namespace/kind/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}/{}", self.cluster, self.namespace, self.kind, self.name)
+    }
+}
+
+impl fmt::Display for TargetRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+/// Who told us about a deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeploySource {
+    /// A Deployment's ReplicaSet revision (`kubectl rollout history`).
+    Kubernetes,
+    /// A Helm release revision (`helm history`).
+    Helm,
+    /// A CI/CD pipeline's callback.
+    Ci,
+    /// A Flagger canary run.
+    Flagger,
+    /// An Argo Rollouts analysis.
+    Argo,
+}
+
+impl DeploySource {
+    pub const ALL: [DeploySource; 5] = [
+        DeploySource::Kubernetes,
+        DeploySource::Helm,
+        DeploySource::Ci,
+        DeploySource::Flagger,
+        DeploySource::Argo,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploySource::Kubernetes => "kubernetes",
+            DeploySource::Helm => "helm",
+            DeploySource::Ci => "ci",
+            DeploySource::Flagger => "flagger",
+            DeploySource::Argo => "argo",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|source| source.as_str() == s)
+    }
+}
+
+/// Statuses a deploy may carry. Sources keep their own words (Helm's `pending-upgrade`,
+/// a pipeline's `started`); these are the ones rules look at.
+pub mod status {
+    /// The live revision, rolled out (Kubernetes) or released (Helm).
+    pub const DEPLOYED: &str = "deployed";
+    /// Replaced by a later revision after having been live.
+    pub const SUPERSEDED: &str = "superseded";
+    /// Still rolling out.
+    pub const PROGRESSING: &str = "progressing";
+    /// The rollout failed (progress deadline exceeded, Helm or pipeline failure).
+    pub const FAILED: &str = "failed";
+    /// A pipeline reported the deploy finished well.
+    pub const SUCCEEDED: &str = "succeeded";
+    /// A pipeline reported the deploy started.
+    pub const STARTED: &str = "started";
+}
+
+/// One revision of one target, as a source reported it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deploy {
+    pub target: TargetRef,
+    pub source: DeploySource,
+    /// The source's revision: ReplicaSet revision, Helm revision, pipeline run id.
+    pub revision: String,
+    pub status: String,
+    pub environment: Option<String>,
+    pub region: Option<String>,
+    /// A version string: app version, image tag, release number.
+    pub version: Option<String>,
+    pub images: Vec<String>,
+    pub commit_sha: Option<String>,
+    /// `kubernetes.io/change-cause`, as `kubectl rollout history` shows it.
+    pub change_cause: Option<String>,
+    pub description: Option<String>,
+    /// The Helm release that manages the target, linking rollouts to upgrades.
+    pub helm_release: Option<String>,
+    pub chart: Option<String>,
+    pub chart_version: Option<String>,
+    pub app_version: Option<String>,
+    pub pod_template_hash: Option<String>,
+    /// Where to read more: the pipeline run, the release notes.
+    pub link: Option<String>,
+    pub actor: Option<String>,
+    pub started_at: DateTime<Utc>,
+    /// When the rollout of this revision completed, if it did.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Source-specific facts that have no column.
+    pub details: serde_json::Value,
+}
+
+impl Deploy {
+    /// A deploy with only the identifying fields set.
+    pub fn new(
+        target: TargetRef,
+        source: DeploySource,
+        revision: impl Into<String>,
+        status: impl Into<String>,
+        started_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            target,
+            source,
+            revision: revision.into(),
+            status: status.into(),
+            environment: None,
+            region: None,
+            version: None,
+            images: Vec::new(),
+            commit_sha: None,
+            change_cause: None,
+            description: None,
+            helm_release: None,
+            chart: None,
+            chart_version: None,
+            app_version: None,
+            pod_template_hash: None,
+            link: None,
+            actor: None,
+            started_at,
+            finished_at: None,
+            details: serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    /// Whether this revision ran without failing: a candidate rollback target.
+    pub fn stayed_healthy(&self) -> bool {
+        is_healthy_status(&self.status)
+    }
+}
+
+/// The statuses of a revision that ran without failing.
+pub fn is_healthy_status(status: &str) -> bool {
+    matches!(
+        status,
+        status::DEPLOYED | status::SUPERSEDED | status::SUCCEEDED
+    )
+}
+
+/// The status to keep when a source reports `new` for a revision stored as `old`.
+///
+/// A failure is history: a failed revision that a later one replaces stays `failed`,
+/// or the engine would pick it as the last good version.
+pub fn merge_status<'a>(old: &'a str, new: &'a str) -> &'a str {
+    if old == status::FAILED && new == status::SUPERSEDED {
+        old
+    } else {
+        new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_keys_are_stable() {
+        let t = TargetRef::deployment("prod-eu", "shop", "checkout");
+        assert_eq!(t.key(), "prod-eu/shop/Deployment/checkout");
+        assert_eq!(
+            TargetRef::helm_release("prod-eu", "shop", "checkout").key(),
+            "prod-eu/shop/HelmRelease/checkout"
+        );
+    }
+
+    #[test]
+    fn a_failed_revision_stays_failed_when_superseded() {
+        assert_eq!(merge_status("failed", "superseded"), "failed");
+        assert_eq!(merge_status("progressing", "deployed"), "deployed");
+        assert_eq!(merge_status("deployed", "superseded"), "superseded");
+        assert_eq!(merge_status("failed", "deployed"), "deployed");
+    }
+
+    #[test]
+    fn only_revisions_that_ran_well_are_healthy() {
+        for s in ["deployed", "superseded", "succeeded"] {
+            assert!(is_healthy_status(s), "{s}");
+        }
+        for s in ["failed", "progressing", "pending-upgrade", "started", "uninstalled"] {
+            assert!(!is_healthy_status(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn sources_round_trip() {
+        for source in DeploySource::ALL {
+            assert_eq!(DeploySource::parse(source.as_str()), Some(source));
+        }
+        assert_eq!(DeploySource::parse("jenkins"), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! Helm release storage (Secret and ConfigMap drivers) decoded into deploys.

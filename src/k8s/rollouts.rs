@@ -1,0 +1,2 @@
+//! Rollout history: a Deployment's ReplicaSet revisions, as `kubectl rollout history`
+//! shows them, mapped to deploys.
