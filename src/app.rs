@@ -26,6 +26,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub bounds: Bounds,
+    /// The cluster name of target keys (`kubernetes.cluster`).
+    pub cluster: String,
     pub body_limit_bytes: usize,
     pub request_timeout_secs: u64,
 }
@@ -88,6 +90,7 @@ impl App {
             metrics,
             clock,
             bounds: config.limits.bounds(),
+            cluster: config.kubernetes.cluster.clone(),
             body_limit_bytes: config.server.body_limit_bytes,
             request_timeout_secs: config.server.request_timeout_secs,
         };

@@ -51,6 +51,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+    pub kubernetes: KubernetesConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,6 +189,45 @@ impl LimitsConfig {
     }
 }
 
+/// Deploy history from a Kubernetes cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Watch Deployments, ReplicaSets and Helm releases. Off: CI callbacks still work.
+    pub enabled: bool,
+    /// The name this cluster goes by in target keys (`cluster/namespace/kind/name`);
+    /// also the default cluster of CI callbacks.
+    pub cluster: String,
+    /// Namespaces to watch; empty watches all (needs cluster-wide RBAC).
+    pub namespaces: Vec<String>,
+    /// A kubeconfig file; empty uses the in-cluster service account, then
+    /// `$KUBECONFIG` or `~/.kube/config`.
+    pub kubeconfig: String,
+    /// The kubeconfig context; empty uses the current one.
+    pub context: String,
+    /// Where Helm keeps releases: `secret` (Helm's default), `configmap`, `both`, `none`.
+    pub helm_driver: HelmDriver,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HelmDriver {
+    Secret,
+    Configmap,
+    Both,
+    None,
+}
+
+impl HelmDriver {
+    pub fn secrets(self) -> bool {
+        matches!(self, HelmDriver::Secret | HelmDriver::Both)
+    }
+
+    pub fn configmaps(self) -> bool {
+        matches!(self, HelmDriver::Configmap | HelmDriver::Both)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -306,6 +346,34 @@ impl Config {
                 format!("{:?} is not a valid filter", self.log.level),
             ));
         }
+        let dns = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        };
+        if !dns(&self.kubernetes.cluster) {
+            return Err(invalid(
+                "kubernetes.cluster",
+                "must be 1 to 63 lower-case letters, digits or '-'",
+            ));
+        }
+        for (i, namespace) in self.kubernetes.namespaces.iter().enumerate() {
+            if !dns(namespace) {
+                return Err(invalid(
+                    format!("kubernetes.namespaces[{i}]"),
+                    format!("{namespace:?} is not a namespace name"),
+                ));
+            }
+        }
+        if !self.kubernetes.kubeconfig.is_empty()
+            && !Path::new(&self.kubernetes.kubeconfig).exists()
+        {
+            return Err(invalid(
+                "kubernetes.kubeconfig",
+                format!("{} does not exist", self.kubernetes.kubeconfig),
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, token) in self.auth.tokens.iter().enumerate() {
             let key = format!("auth.tokens[{i}]");
@@ -405,6 +473,14 @@ max_annotation_value_bytes = 16384
 [log]
 level = "info"
 format = "text"
+
+[kubernetes]
+enabled = false
+cluster = "default"
+namespaces = []
+kubeconfig = ""
+context = ""
+helm_driver = "secret"
 "#;
 
 #[cfg(test)]

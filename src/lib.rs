@@ -13,10 +13,10 @@ pub mod config;
 pub mod domain;
 /// The HTTP API: router, layers, handlers.
 pub mod http;
-/// Deploy history from Kubernetes rollouts and Helm releases.
-pub mod k8s;
 /// Group commit of inbound notifications.
 pub mod ingest;
+/// Deploy history from Kubernetes rollouts and Helm releases.
+pub mod k8s;
 /// Durable state behind one trait, for PostgreSQL and SQLite.
 pub mod store;
 /// Logging and metrics.

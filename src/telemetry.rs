@@ -101,15 +101,19 @@ impl Metrics {
             ingest_batch_size.clone(),
         );
         // Known series exist from the start at 0, so rate() and alerts work at once.
-        for outcome in ["accepted", "duplicate", "rejected", "failed"] {
-            notifications
-                .get_or_create(&NotificationLabels {
-                    source: "alertmanager",
-                    outcome,
-                })
-                .get();
+        for source in ["alertmanager", "ci"] {
+            for outcome in ["accepted", "duplicate", "rejected", "failed"] {
+                notifications
+                    .get_or_create(&NotificationLabels { source, outcome })
+                    .get();
+            }
         }
-        for operation in ["record_notifications", "list_alerts", "ping"] {
+        for operation in [
+            "record_notifications",
+            "record_deploys",
+            "list_alerts",
+            "ping",
+        ] {
             for kind in ["unavailable", "query"] {
                 store_errors
                     .get_or_create(&StoreErrorLabels { operation, kind })

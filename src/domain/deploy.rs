@@ -39,7 +39,10 @@ impl TargetRef {
 
     /// The canonical key stored with every row: `cluster/namespace/kind/name`.
     pub fn key(&self) -> String {
-        format!("{}/{}/{}/{}", self.cluster, self.namespace, self.kind, self.name)
+        format!(
+            "{}/{}/{}/{}",
+            self.cluster, self.namespace, self.kind, self.name
+        )
     }
 }
 
@@ -173,6 +176,49 @@ impl Deploy {
         }
     }
 
+    /// Merges a later report of the same revision (same target, source and revision)
+    /// into this one, and says whether anything changed.
+    ///
+    /// The first report's start time stands; a later report fills in what it knows
+    /// (a pipeline's `succeeded` adds the finish time, a relist adds nothing) and never
+    /// erases what an earlier one said; a failure stays on record.
+    pub fn merge(&mut self, later: &Deploy) -> bool {
+        let before = self.clone();
+        self.status = merge_status(&self.status, &later.status).to_string();
+        let fill = |mine: &mut Option<String>, theirs: &Option<String>| {
+            if theirs.is_some() {
+                mine.clone_from(theirs);
+            }
+        };
+        fill(&mut self.environment, &later.environment);
+        fill(&mut self.region, &later.region);
+        fill(&mut self.version, &later.version);
+        fill(&mut self.commit_sha, &later.commit_sha);
+        fill(&mut self.change_cause, &later.change_cause);
+        fill(&mut self.description, &later.description);
+        fill(&mut self.helm_release, &later.helm_release);
+        fill(&mut self.chart, &later.chart);
+        fill(&mut self.chart_version, &later.chart_version);
+        fill(&mut self.app_version, &later.app_version);
+        fill(&mut self.pod_template_hash, &later.pod_template_hash);
+        fill(&mut self.link, &later.link);
+        fill(&mut self.actor, &later.actor);
+        if !later.images.is_empty() {
+            self.images.clone_from(&later.images);
+        }
+        if later.finished_at.is_some() {
+            self.finished_at = later.finished_at;
+        }
+        if let (Some(mine), Some(theirs)) =
+            (self.details.as_object_mut(), later.details.as_object())
+        {
+            for (key, value) in theirs {
+                mine.insert(key.clone(), value.clone());
+            }
+        }
+        *self != before
+    }
+
     /// Whether this revision ran without failing: a candidate rollback target.
     pub fn stayed_healthy(&self) -> bool {
         is_healthy_status(&self.status)
@@ -226,9 +272,62 @@ mod tests {
         for s in ["deployed", "superseded", "succeeded"] {
             assert!(is_healthy_status(s), "{s}");
         }
-        for s in ["failed", "progressing", "pending-upgrade", "started", "uninstalled"] {
+        for s in [
+            "failed",
+            "progressing",
+            "pending-upgrade",
+            "started",
+            "uninstalled",
+        ] {
             assert!(!is_healthy_status(s), "{s}");
         }
+    }
+
+    fn deploy(status: &str) -> Deploy {
+        let t0 = DateTime::parse_from_rfc3339("2026-08-22T14:00:00Z")
+            .unwrap()
+            .to_utc();
+        Deploy::new(
+            TargetRef::deployment("c", "prod", "checkout"),
+            DeploySource::Ci,
+            "2231",
+            status,
+            t0,
+        )
+    }
+
+    #[test]
+    fn a_later_report_fills_in_and_never_erases() {
+        let mut stored = deploy("started");
+        stored.commit_sha = Some("abc123".into());
+        stored.details = serde_json::json!({"pipeline": "deploy"});
+        let mut later = deploy("succeeded");
+        later.started_at += chrono::Duration::minutes(5);
+        later.finished_at = Some(later.started_at);
+        later.link = Some("https://ci.example.com/runs/2231".into());
+        later.details = serde_json::json!({"attempt": 2});
+
+        assert!(stored.merge(&later));
+        assert_eq!(stored.status, "succeeded");
+        assert_eq!(
+            stored.started_at,
+            deploy("x").started_at,
+            "the first start time stands"
+        );
+        assert_eq!(stored.commit_sha.as_deref(), Some("abc123"));
+        assert_eq!(stored.link, later.link);
+        assert_eq!(stored.finished_at, later.finished_at);
+        assert_eq!(
+            stored.details,
+            serde_json::json!({"pipeline": "deploy", "attempt": 2})
+        );
+    }
+
+    #[test]
+    fn the_same_report_twice_changes_nothing() {
+        let mut stored = deploy("succeeded");
+        let again = stored.clone();
+        assert!(!stored.merge(&again));
     }
 
     #[test]

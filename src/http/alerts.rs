@@ -3,16 +3,14 @@
 use axum::extract::{RawQuery, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::error::ApiError;
+use super::query::{self, DEFAULT_LIMIT, invalid};
 use crate::app::AppState;
 use crate::domain::AlertStatus;
 use crate::store::{AlertQuery, StoredAlert};
 
-pub const DEFAULT_LIMIT: u32 = 100;
-pub const MAX_LIMIT: u32 = 1000;
 /// Label matchers in one query.
 const MAX_LABEL_MATCHERS: usize = 16;
 
@@ -31,101 +29,76 @@ async fn list_alerts(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Page<StoredAlert>>, ApiError> {
-    let mut query = parse_query(raw.as_deref().unwrap_or(""))?;
+    let mut query = parse_query(raw.as_deref())?;
     let limit = query.limit;
     // One row more than asked says whether another page exists.
     query.limit = limit + 1;
-    let mut items = state.store.list_alerts(&query).await.inspect_err(|err| {
+    let items = state.store.list_alerts(&query).await.inspect_err(|err| {
         state.metrics.store_error("list_alerts", err);
     })?;
-    let next = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|a| a.id.to_string())
-    } else {
-        None
-    };
+    let (items, more) = query::split_page(items, limit);
+    let next = more
+        .then(|| items.last().map(|a| a.id.to_string()))
+        .flatten();
     Ok(Json(Page { items, next }))
 }
 
-fn parse_query(raw: &str) -> Result<AlertQuery, ApiError> {
+fn parse_query(raw: Option<&str>) -> Result<AlertQuery, ApiError> {
     let mut query = AlertQuery {
         limit: DEFAULT_LIMIT,
         ..AlertQuery::default()
     };
-    for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
-        match key.as_ref() {
+    for (key, value) in query::pairs(raw) {
+        match key.as_str() {
             "status" => {
-                query.status = Some(AlertStatus::parse(&value).ok_or_else(|| {
-                    ApiError::bad_request("invalid_query", "status", "must be firing or resolved")
-                })?);
+                query.status = Some(
+                    AlertStatus::parse(&value)
+                        .ok_or_else(|| invalid("status", "must be firing or resolved"))?,
+                );
             }
-            "alertname" => query.alertname = Some(value.into_owned()),
+            "alertname" => query.alertname = Some(query::text("alertname", value)?),
             "label" => {
-                let (name, val) = value.split_once('=').ok_or_else(|| {
-                    ApiError::bad_request("invalid_query", "label", "must be NAME=VALUE")
-                })?;
+                let (name, val) = value
+                    .split_once('=')
+                    .ok_or_else(|| invalid("label", "must be NAME=VALUE"))?;
                 if !is_label_name(name) {
-                    return Err(ApiError::bad_request(
-                        "invalid_query",
+                    return Err(invalid(
                         "label",
                         format!("{name:?} is not a Prometheus label name"),
                     ));
                 }
                 if query.labels.len() == MAX_LABEL_MATCHERS {
-                    return Err(ApiError::bad_request(
-                        "invalid_query",
+                    return Err(invalid(
                         "label",
                         format!("at most {MAX_LABEL_MATCHERS} label matchers"),
                     ));
                 }
-                query.labels.push((name.to_string(), val.to_string()));
+                query
+                    .labels
+                    .push((name.to_string(), query::text("label", val.to_string())?));
             }
-            "since" => query.since = Some(parse_time("since", &value)?),
-            "until" => query.until = Some(parse_time("until", &value)?),
-            "limit" => {
-                query.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=MAX_LIMIT).contains(l))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "invalid_query",
-                            "limit",
-                            format!("must be a number from 1 to {MAX_LIMIT}"),
-                        )
-                    })?;
-            }
+            "since" => query.since = Some(query::time("since", &value)?),
+            "until" => query.until = Some(query::time("until", &value)?),
+            "limit" => query.limit = query::limit(&value)?,
             "after" => {
-                query.before_id =
-                    Some(value.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
-                        ApiError::bad_request("invalid_query", "after", "not a cursor from `next`")
-                    })?);
+                query.before_id = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|id| *id > 0)
+                        .ok_or_else(|| invalid("after", "not a cursor from `next`"))?,
+                );
             }
             other => {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
+                return Err(query::unknown(
                     other,
-                    "unknown parameter; use status, alertname, label, since, until, limit, after",
+                    "status, alertname, label, since, until, limit, after",
                 ));
             }
         }
     }
-    if let (Some(since), Some(until)) = (query.since, query.until)
-        && since >= until
-    {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "since",
-            "must be before until",
-        ));
-    }
+    query::check_range(query.since, query.until)?;
     Ok(query)
-}
-
-fn parse_time(field: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(value)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| ApiError::bad_request("invalid_query", field, "must be an RFC 3339 timestamp"))
 }
 
 /// `[a-zA-Z_][a-zA-Z0-9_]*`, Prometheus' label name syntax.
@@ -143,10 +116,10 @@ mod tests {
 
     #[test]
     fn a_full_query_parses() {
-        let q = parse_query(
+        let q = parse_query(Some(
             "status=firing&alertname=HighErrorRate&label=namespace%3Dprod&label=team=payments\
              &since=2026-08-22T14:00:00Z&until=2026-08-22T15:00:00%2B00:00&limit=5&after=42",
-        )
+        ))
         .unwrap();
         assert_eq!(q.status, Some(AlertStatus::Firing));
         assert_eq!(q.alertname.as_deref(), Some("HighErrorRate"));
@@ -177,7 +150,7 @@ mod tests {
                 "since",
             ),
         ] {
-            let err = parse_query(raw).expect_err(raw);
+            let err = parse_query(Some(raw)).expect_err(raw);
             assert_eq!(err.details.unwrap()["field"], field, "{raw}");
         }
     }

@@ -4,9 +4,11 @@
 mod alertmanager;
 mod alerts;
 pub mod auth;
+mod deploys;
 pub mod error;
 pub mod extract;
 mod health;
+mod query;
 
 use std::time::{Duration, Instant};
 
@@ -36,15 +38,16 @@ pub fn router(state: AppState) -> Router {
         auth: state.auth.clone(),
         access,
     };
-    let ingest =
-        Router::new()
-            .merge(alertmanager::router())
-            .route_layer(middleware::from_fn_with_state(
-                gate(Access::Ingest),
-                auth::require,
-            ));
+    let ingest = Router::new()
+        .merge(alertmanager::router())
+        .merge(deploys::ingest_router())
+        .route_layer(middleware::from_fn_with_state(
+            gate(Access::Ingest),
+            auth::require,
+        ));
     let read = Router::new()
         .merge(alerts::router())
+        .merge(deploys::read_router())
         .route_layer(middleware::from_fn_with_state(
             gate(Access::Read),
             auth::require,

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{Alert, AlertStatus, Labels, Notification};
+use crate::domain::{Alert, AlertStatus, Deploy, DeploySource, Labels, Notification, TargetRef};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -123,6 +123,84 @@ pub struct AlertQuery {
     pub limit: u32,
 }
 
+/// A deploy as stored, with its row id.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredDeploy {
+    pub id: i64,
+    /// `cluster/namespace/kind/name`, the key the row is stored under.
+    pub target_key: String,
+    #[serde(flatten)]
+    pub deploy: Deploy,
+    pub first_seen_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What [`Store::record_deploys`] did with one deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DeployWrite {
+    pub id: i64,
+    /// A new (target, source, revision).
+    pub created: bool,
+    /// The row was inserted or its content changed.
+    pub changed: bool,
+}
+
+/// Keyset position in a deploy listing, which runs newest first by
+/// `(started_at, id)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeployCursor {
+    pub started_at: DateTime<Utc>,
+    pub id: i64,
+}
+
+impl DeployCursor {
+    pub fn of(deploy: &StoredDeploy) -> Self {
+        Self {
+            started_at: deploy.deploy.started_at,
+            id: deploy.id,
+        }
+    }
+
+    /// The opaque text form handed out as `next`.
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.started_at.timestamp_micros(), self.id)
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let (micros, id) = s.split_once('_')?;
+        Some(Self {
+            started_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            id: id.parse().ok().filter(|id| *id > 0)?,
+        })
+    }
+}
+
+/// Filters for [`Store::list_deploys`]; every filter narrows (AND).
+#[derive(Debug, Clone, Default)]
+pub struct DeployQuery {
+    /// A full target key, `cluster/namespace/kind/name`.
+    pub target: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub source: Option<DeploySource>,
+    pub environment: Option<String>,
+    /// Deploys that started at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Deploys that started before this instant.
+    pub until: Option<DateTime<Utc>>,
+    pub after: Option<DeployCursor>,
+    pub limit: u32,
+}
+
+/// Held while this replica runs a singleton job (the Kubernetes watchers).
+#[async_trait]
+pub trait Lease: Send {
+    /// Whether the lease is still held; false once the holding connection is lost.
+    async fn still_held(&mut self) -> bool;
+    /// Gives the lease up so another replica can take it at once.
+    async fn release(self: Box<Self>);
+}
+
 /// Durable state. Implementations must pass the conformance suite in
 /// `tests/it/store.rs` with identical results.
 #[async_trait]
@@ -149,8 +227,74 @@ pub trait Store: Send + Sync + 'static {
     /// Alerts matching `query`, newest first, at most `query.limit`.
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError>;
 
+    /// Stores deploys idempotently by (target, source, revision), merging a report of a
+    /// known revision with [`Deploy::merge`]. One transaction; one result per deploy.
+    async fn record_deploys(
+        &self,
+        deploys: &[Deploy],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DeployWrite>, StoreError>;
+
+    /// Deploys matching `query`, newest first by start time.
+    async fn list_deploys(&self, query: &DeployQuery) -> Result<Vec<StoredDeploy>, StoreError>;
+
+    /// One target's timeline, newest first: its own deploys (rollouts, pipelines,
+    /// canaries) and the revisions of the Helm release that manages it.
+    async fn target_history(
+        &self,
+        target: &TargetRef,
+        after: Option<DeployCursor>,
+        limit: u32,
+    ) -> Result<Vec<StoredDeploy>, StoreError>;
+
+    /// The target's deploys (as in [`Store::target_history`]) that started in
+    /// `[from, to)`, newest first: the suspects for a regression seen at `to`.
+    async fn deploys_between(
+        &self,
+        target: &TargetRef,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<StoredDeploy>, StoreError>;
+
+    /// The newest deploy of the same target and source that started before `deploy`
+    /// and stayed healthy: the revision to roll back to.
+    async fn last_healthy_before(
+        &self,
+        deploy: &StoredDeploy,
+    ) -> Result<Option<StoredDeploy>, StoreError>;
+
+    /// Takes the singleton lease `name` if no other replica holds it.
+    async fn try_lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError>;
+
     /// Closes every connection; in-flight operations finish first.
     async fn close(&self);
+}
+
+/// The columns of a deploy row, in the order both backends read and write them.
+pub(crate) const DEPLOY_COLUMNS: &str = "id, target, cluster, namespace, kind, name, source, \
+     revision, status, environment, region, version, images, commit_sha, change_cause, \
+     description, helm_release, chart, chart_version, app_version, pod_template_hash, link, \
+     actor, started_at, finished_at, details, first_seen_at, updated_at";
+
+/// Rows of one target plus those of the Helm releases that manage it: `?1` is the target
+/// key, `?2` its cluster, `?3` its namespace (placeholders are written per backend).
+pub(crate) fn linked_target_sql(key: &str, cluster: &str, namespace: &str) -> String {
+    format!(
+        "(target = {key} OR (kind = '{}' AND cluster = {cluster} AND namespace = {namespace} \
+         AND name IN (SELECT helm_release FROM deploys \
+                      WHERE target = {key} AND helm_release IS NOT NULL)))",
+        crate::domain::deploy::HELM_RELEASE_KIND
+    )
+}
+
+/// The statuses `last_healthy_before` accepts, as an SQL list.
+pub(crate) fn healthy_statuses_sql() -> String {
+    use crate::domain::deploy::status;
+    [status::DEPLOYED, status::SUPERSEDED, status::SUCCEEDED]
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Opens the store that `url` names: `sqlite:PATH` or `postgres://…`.

@@ -10,8 +10,12 @@ use sqlx::types::Json;
 use sqlx::{QueryBuilder, Row};
 use tracing::instrument;
 
-use super::{AlertQuery, IngestOutcome, PlannedBatch, Receipt, Store, StoreError, StoredAlert};
-use crate::domain::{AlertStatus, Labels, Notification};
+use super::{
+    AlertQuery, DEPLOY_COLUMNS, DeployCursor, DeployQuery, DeployWrite, IngestOutcome, Lease,
+    PlannedBatch, Receipt, Store, StoreError, StoredAlert, StoredDeploy, healthy_statuses_sql,
+    linked_target_sql,
+};
+use crate::domain::{AlertStatus, Deploy, DeploySource, Labels, Notification, TargetRef};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -293,9 +297,333 @@ impl Store for PostgresStore {
         rows.iter().map(alert_from_row).collect()
     }
 
+    #[instrument(skip_all, fields(deploys = deploys.len()))]
+    async fn record_deploys(
+        &self,
+        deploys: &[Deploy],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DeployWrite>, StoreError> {
+        let mut attempt = 1;
+        loop {
+            match self.try_record_deploys(deploys, now).await {
+                Ok(writes) => return Ok(writes),
+                Err(err) if attempt < MAX_ATTEMPTS && is_retryable(&err) => attempt += 1,
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    async fn list_deploys(&self, query: &DeployQuery) -> Result<Vec<StoredDeploy>, StoreError> {
+        let mut q = QueryBuilder::new(format!("SELECT {DEPLOY_COLUMNS} FROM deploys WHERE TRUE"));
+        if let Some(target) = &query.target {
+            q.push(" AND target = ").push_bind(target.clone());
+        }
+        if let Some(namespace) = &query.namespace {
+            q.push(" AND namespace = ").push_bind(namespace.clone());
+        }
+        if let Some(name) = &query.name {
+            q.push(" AND name = ").push_bind(name.clone());
+        }
+        if let Some(source) = query.source {
+            q.push(" AND source = ").push_bind(source.as_str());
+        }
+        if let Some(environment) = &query.environment {
+            q.push(" AND environment = ").push_bind(environment.clone());
+        }
+        if let Some(since) = query.since {
+            q.push(" AND started_at >= ").push_bind(since);
+        }
+        if let Some(until) = query.until {
+            q.push(" AND started_at < ").push_bind(until);
+        }
+        if let Some(after) = query.after {
+            q.push(" AND (started_at, id) < (")
+                .push_bind(after.started_at)
+                .push(", ")
+                .push_bind(after.id)
+                .push(")");
+        }
+        q.push(" ORDER BY started_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(query.limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(deploy_from_row).collect()
+    }
+
+    async fn target_history(
+        &self,
+        target: &TargetRef,
+        after: Option<DeployCursor>,
+        limit: u32,
+    ) -> Result<Vec<StoredDeploy>, StoreError> {
+        let sql = format!(
+            "SELECT {DEPLOY_COLUMNS} FROM deploys WHERE {} \
+             AND ($4::timestamptz IS NULL OR (started_at, id) < ($4, $5)) \
+             ORDER BY started_at DESC, id DESC LIMIT $6",
+            linked_target_sql("$1", "$2", "$3")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(target.key())
+            .bind(&target.cluster)
+            .bind(&target.namespace)
+            .bind(after.map(|c| c.started_at))
+            .bind(after.map_or(0, |c| c.id))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(deploy_from_row).collect()
+    }
+
+    async fn deploys_between(
+        &self,
+        target: &TargetRef,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<StoredDeploy>, StoreError> {
+        let sql = format!(
+            "SELECT {DEPLOY_COLUMNS} FROM deploys WHERE {} \
+             AND started_at >= $4 AND started_at < $5 ORDER BY started_at DESC, id DESC",
+            linked_target_sql("$1", "$2", "$3")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(target.key())
+            .bind(&target.cluster)
+            .bind(&target.namespace)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(deploy_from_row).collect()
+    }
+
+    async fn last_healthy_before(
+        &self,
+        deploy: &StoredDeploy,
+    ) -> Result<Option<StoredDeploy>, StoreError> {
+        let sql = format!(
+            "SELECT {DEPLOY_COLUMNS} FROM deploys \
+             WHERE target = $1 AND source = $2 AND (started_at, id) < ($3, $4) \
+               AND status IN ({}) \
+             ORDER BY started_at DESC, id DESC LIMIT 1",
+            healthy_statuses_sql()
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&deploy.target_key)
+            .bind(deploy.deploy.source.as_str())
+            .bind(deploy.deploy.started_at)
+            .bind(deploy.id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(deploy_from_row).transpose()
+    }
+
+    async fn try_lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        // A session-level advisory lock lives exactly as long as this one connection:
+        // a crashed replica's lock goes with its connection.
+        let mut conn = self.pool.acquire().await?.detach();
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
+        if held {
+            Ok(Some(Box::new(AdvisoryLease {
+                conn: Some(conn),
+                name: name.to_string(),
+            })))
+        } else {
+            let _ = sqlx::Connection::close(conn).await;
+            Ok(None)
+        }
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+impl PostgresStore {
+    async fn try_record_deploys(
+        &self,
+        deploys: &[Deploy],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DeployWrite>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut writes = Vec::with_capacity(deploys.len());
+        for deploy in deploys {
+            let key = deploy.target.key();
+            loop {
+                let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {DEPLOY_COLUMNS} FROM deploys \
+                     WHERE target = $1 AND source = $2 AND revision = $3 FOR UPDATE"
+                )))
+                .bind(&key)
+                .bind(deploy.source.as_str())
+                .bind(&deploy.revision)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(row) = existing {
+                    let stored =
+                        deploy_from_row(&row).map_err(|e| sqlx::Error::Decode(e.into()))?;
+                    let mut merged = stored.deploy.clone();
+                    let changed = merged.merge(deploy);
+                    if changed {
+                        sqlx::query(
+                            "UPDATE deploys SET status = $2, environment = $3, region = $4,
+                                 version = $5, images = $6, commit_sha = $7, change_cause = $8,
+                                 description = $9, helm_release = $10, chart = $11,
+                                 chart_version = $12, app_version = $13, pod_template_hash = $14,
+                                 link = $15, actor = $16, finished_at = $17, details = $18,
+                                 updated_at = $19
+                             WHERE id = $1",
+                        )
+                        .bind(stored.id)
+                        .bind(&merged.status)
+                        .bind(&merged.environment)
+                        .bind(&merged.region)
+                        .bind(&merged.version)
+                        .bind(Json(&merged.images))
+                        .bind(&merged.commit_sha)
+                        .bind(&merged.change_cause)
+                        .bind(&merged.description)
+                        .bind(&merged.helm_release)
+                        .bind(&merged.chart)
+                        .bind(&merged.chart_version)
+                        .bind(&merged.app_version)
+                        .bind(&merged.pod_template_hash)
+                        .bind(&merged.link)
+                        .bind(&merged.actor)
+                        .bind(merged.finished_at)
+                        .bind(Json(&merged.details))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    writes.push(DeployWrite {
+                        id: stored.id,
+                        created: false,
+                        changed,
+                    });
+                    break;
+                }
+                let inserted: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO deploys (target, cluster, namespace, kind, name, source,
+                         revision, status, environment, region, version, images, commit_sha,
+                         change_cause, description, helm_release, chart, chart_version,
+                         app_version, pod_template_hash, link, actor, started_at, finished_at,
+                         details, first_seen_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                             $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $26)
+                     ON CONFLICT (target, source, revision) DO NOTHING
+                     RETURNING id",
+                )
+                .bind(&key)
+                .bind(&deploy.target.cluster)
+                .bind(&deploy.target.namespace)
+                .bind(&deploy.target.kind)
+                .bind(&deploy.target.name)
+                .bind(deploy.source.as_str())
+                .bind(&deploy.revision)
+                .bind(&deploy.status)
+                .bind(&deploy.environment)
+                .bind(&deploy.region)
+                .bind(&deploy.version)
+                .bind(Json(&deploy.images))
+                .bind(&deploy.commit_sha)
+                .bind(&deploy.change_cause)
+                .bind(&deploy.description)
+                .bind(&deploy.helm_release)
+                .bind(&deploy.chart)
+                .bind(&deploy.chart_version)
+                .bind(&deploy.app_version)
+                .bind(&deploy.pod_template_hash)
+                .bind(&deploy.link)
+                .bind(&deploy.actor)
+                .bind(deploy.started_at)
+                .bind(deploy.finished_at)
+                .bind(Json(&deploy.details))
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                // None: a concurrent transaction inserted it first; read and merge it.
+                if let Some(id) = inserted {
+                    writes.push(DeployWrite {
+                        id,
+                        created: true,
+                        changed: true,
+                    });
+                    break;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(writes)
+    }
+}
+
+/// A held `pg_try_advisory_lock`, on the connection that took it.
+struct AdvisoryLease {
+    conn: Option<sqlx::PgConnection>,
+    name: String,
+}
+
+#[async_trait]
+impl Lease for AdvisoryLease {
+    async fn still_held(&mut self) -> bool {
+        match self.conn.as_mut() {
+            Some(conn) => sqlx::query("SELECT 1").execute(conn).await.is_ok(),
+            None => false,
+        }
+    }
+
+    async fn release(mut self: Box<Self>) {
+        if let Some(mut conn) = self.conn.take() {
+            let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+                .bind(&self.name)
+                .execute(&mut conn)
+                .await;
+            let _ = sqlx::Connection::close(conn).await;
+        }
+    }
+}
+
+fn deploy_from_row(row: &PgRow) -> Result<StoredDeploy, StoreError> {
+    let source: String = row.try_get("source")?;
+    let source = DeploySource::parse(&source)
+        .ok_or_else(|| StoreError::Corrupt(format!("deploy source {source:?}")))?;
+    let deploy = Deploy {
+        target: TargetRef {
+            cluster: row.try_get("cluster")?,
+            namespace: row.try_get("namespace")?,
+            kind: row.try_get("kind")?,
+            name: row.try_get("name")?,
+        },
+        source,
+        revision: row.try_get("revision")?,
+        status: row.try_get("status")?,
+        environment: row.try_get("environment")?,
+        region: row.try_get("region")?,
+        version: row.try_get("version")?,
+        images: row.try_get::<Json<Vec<String>>, _>("images")?.0,
+        commit_sha: row.try_get("commit_sha")?,
+        change_cause: row.try_get("change_cause")?,
+        description: row.try_get("description")?,
+        helm_release: row.try_get("helm_release")?,
+        chart: row.try_get("chart")?,
+        chart_version: row.try_get("chart_version")?,
+        app_version: row.try_get("app_version")?,
+        pod_template_hash: row.try_get("pod_template_hash")?,
+        link: row.try_get("link")?,
+        actor: row.try_get("actor")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        details: row.try_get::<Json<serde_json::Value>, _>("details")?.0,
+    };
+    Ok(StoredDeploy {
+        id: row.try_get("id")?,
+        target_key: row.try_get("target")?,
+        deploy,
+        first_seen_at: row.try_get("first_seen_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
 }
 
 fn alert_from_row(row: &PgRow) -> Result<StoredAlert, StoreError> {

@@ -13,8 +13,12 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row};
 use tracing::instrument;
 
-use super::{AlertQuery, IngestOutcome, PlannedBatch, Receipt, Store, StoreError, StoredAlert};
-use crate::domain::{AlertStatus, Notification};
+use super::{
+    AlertQuery, DEPLOY_COLUMNS, DeployCursor, DeployQuery, DeployWrite, IngestOutcome, Lease,
+    PlannedBatch, Receipt, Store, StoreError, StoredAlert, StoredDeploy, healthy_statuses_sql,
+    linked_target_sql,
+};
+use crate::domain::{AlertStatus, Deploy, DeploySource, Notification, TargetRef};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -210,9 +214,286 @@ impl Store for SqliteStore {
         rows.iter().map(alert_from_row).collect()
     }
 
+    #[instrument(skip_all, fields(deploys = deploys.len()))]
+    async fn record_deploys(
+        &self,
+        deploys: &[Deploy],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DeployWrite>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writes = Vec::with_capacity(deploys.len());
+        for deploy in deploys {
+            let key = deploy.target.key();
+            let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {DEPLOY_COLUMNS} FROM deploys \
+                 WHERE target = ? AND source = ? AND revision = ?"
+            )))
+            .bind(&key)
+            .bind(deploy.source.as_str())
+            .bind(&deploy.revision)
+            .fetch_optional(&mut *tx)
+            .await?;
+            // The write lock taken by BEGIN IMMEDIATE makes read-merge-write atomic.
+            let write = match existing {
+                Some(row) => {
+                    let stored = deploy_from_row(&row)?;
+                    let mut merged = stored.deploy.clone();
+                    let changed = merged.merge(deploy);
+                    if changed {
+                        sqlx::query(
+                            "UPDATE deploys SET status = ?, environment = ?, region = ?,
+                                 version = ?, images = ?, commit_sha = ?, change_cause = ?,
+                                 description = ?, helm_release = ?, chart = ?,
+                                 chart_version = ?, app_version = ?, pod_template_hash = ?,
+                                 link = ?, actor = ?, finished_at = ?, details = ?,
+                                 updated_at = ?
+                             WHERE id = ?",
+                        )
+                        .bind(&merged.status)
+                        .bind(&merged.environment)
+                        .bind(&merged.region)
+                        .bind(&merged.version)
+                        .bind(serde_json::to_string(&merged.images)?)
+                        .bind(&merged.commit_sha)
+                        .bind(&merged.change_cause)
+                        .bind(&merged.description)
+                        .bind(&merged.helm_release)
+                        .bind(&merged.chart)
+                        .bind(&merged.chart_version)
+                        .bind(&merged.app_version)
+                        .bind(&merged.pod_template_hash)
+                        .bind(&merged.link)
+                        .bind(&merged.actor)
+                        .bind(merged.finished_at.map(ts))
+                        .bind(serde_json::to_string(&merged.details)?)
+                        .bind(ts(now))
+                        .bind(stored.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    DeployWrite {
+                        id: stored.id,
+                        created: false,
+                        changed,
+                    }
+                }
+                None => {
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO deploys (target, cluster, namespace, kind, name, source,
+                             revision, status, environment, region, version, images,
+                             commit_sha, change_cause, description, helm_release, chart,
+                             chart_version, app_version, pod_template_hash, link, actor,
+                             started_at, finished_at, details, first_seen_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
+                                 ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?26)
+                         RETURNING id",
+                    )
+                    .bind(&key)
+                    .bind(&deploy.target.cluster)
+                    .bind(&deploy.target.namespace)
+                    .bind(&deploy.target.kind)
+                    .bind(&deploy.target.name)
+                    .bind(deploy.source.as_str())
+                    .bind(&deploy.revision)
+                    .bind(&deploy.status)
+                    .bind(&deploy.environment)
+                    .bind(&deploy.region)
+                    .bind(&deploy.version)
+                    .bind(serde_json::to_string(&deploy.images)?)
+                    .bind(&deploy.commit_sha)
+                    .bind(&deploy.change_cause)
+                    .bind(&deploy.description)
+                    .bind(&deploy.helm_release)
+                    .bind(&deploy.chart)
+                    .bind(&deploy.chart_version)
+                    .bind(&deploy.app_version)
+                    .bind(&deploy.pod_template_hash)
+                    .bind(&deploy.link)
+                    .bind(&deploy.actor)
+                    .bind(ts(deploy.started_at))
+                    .bind(deploy.finished_at.map(ts))
+                    .bind(serde_json::to_string(&deploy.details)?)
+                    .bind(ts(now))
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    DeployWrite {
+                        id,
+                        created: true,
+                        changed: true,
+                    }
+                }
+            };
+            writes.push(write);
+        }
+        tx.commit().await?;
+        Ok(writes)
+    }
+
+    async fn list_deploys(&self, query: &DeployQuery) -> Result<Vec<StoredDeploy>, StoreError> {
+        let mut q = QueryBuilder::new(format!("SELECT {DEPLOY_COLUMNS} FROM deploys WHERE 1"));
+        if let Some(target) = &query.target {
+            q.push(" AND target = ").push_bind(target.clone());
+        }
+        if let Some(namespace) = &query.namespace {
+            q.push(" AND namespace = ").push_bind(namespace.clone());
+        }
+        if let Some(name) = &query.name {
+            q.push(" AND name = ").push_bind(name.clone());
+        }
+        if let Some(source) = query.source {
+            q.push(" AND source = ").push_bind(source.as_str());
+        }
+        if let Some(environment) = &query.environment {
+            q.push(" AND environment = ").push_bind(environment.clone());
+        }
+        if let Some(since) = query.since {
+            q.push(" AND started_at >= ").push_bind(ts(since));
+        }
+        if let Some(until) = query.until {
+            q.push(" AND started_at < ").push_bind(ts(until));
+        }
+        if let Some(after) = query.after {
+            q.push(" AND (started_at, id) < (")
+                .push_bind(ts(after.started_at))
+                .push(", ")
+                .push_bind(after.id)
+                .push(")");
+        }
+        q.push(" ORDER BY started_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(query.limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(deploy_from_row).collect()
+    }
+
+    async fn target_history(
+        &self,
+        target: &TargetRef,
+        after: Option<DeployCursor>,
+        limit: u32,
+    ) -> Result<Vec<StoredDeploy>, StoreError> {
+        let sql = format!(
+            "SELECT {DEPLOY_COLUMNS} FROM deploys WHERE {} \
+             AND (?4 IS NULL OR (started_at, id) < (?4, ?5)) \
+             ORDER BY started_at DESC, id DESC LIMIT ?6",
+            linked_target_sql("?1", "?2", "?3")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(target.key())
+            .bind(&target.cluster)
+            .bind(&target.namespace)
+            .bind(after.map(|c| ts(c.started_at)))
+            .bind(after.map_or(0, |c| c.id))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(deploy_from_row).collect()
+    }
+
+    async fn deploys_between(
+        &self,
+        target: &TargetRef,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<StoredDeploy>, StoreError> {
+        let sql = format!(
+            "SELECT {DEPLOY_COLUMNS} FROM deploys WHERE {} \
+             AND started_at >= ?4 AND started_at < ?5 ORDER BY started_at DESC, id DESC",
+            linked_target_sql("?1", "?2", "?3")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(target.key())
+            .bind(&target.cluster)
+            .bind(&target.namespace)
+            .bind(ts(from))
+            .bind(ts(to))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(deploy_from_row).collect()
+    }
+
+    async fn last_healthy_before(
+        &self,
+        deploy: &StoredDeploy,
+    ) -> Result<Option<StoredDeploy>, StoreError> {
+        let sql = format!(
+            "SELECT {DEPLOY_COLUMNS} FROM deploys \
+             WHERE target = ? AND source = ? AND (started_at, id) < (?, ?) \
+               AND status IN ({}) \
+             ORDER BY started_at DESC, id DESC LIMIT 1",
+            healthy_statuses_sql()
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&deploy.target_key)
+            .bind(deploy.deploy.source.as_str())
+            .bind(ts(deploy.deploy.started_at))
+            .bind(deploy.id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(deploy_from_row).transpose()
+    }
+
+    async fn try_lease(&self, _name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        // An SQLite file serves one rollwarden process (the single-node setup), which is
+        // therefore always the one that runs singleton jobs.
+        Ok(Some(Box::new(SingleNodeLease)))
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+struct SingleNodeLease;
+
+#[async_trait]
+impl Lease for SingleNodeLease {
+    async fn still_held(&mut self) -> bool {
+        true
+    }
+
+    async fn release(self: Box<Self>) {}
+}
+
+fn deploy_from_row(row: &SqliteRow) -> Result<StoredDeploy, StoreError> {
+    let source: String = row.try_get("source")?;
+    let source = DeploySource::parse(&source)
+        .ok_or_else(|| StoreError::Corrupt(format!("deploy source {source:?}")))?;
+    let finished_at: Option<String> = row.try_get("finished_at")?;
+    let deploy = Deploy {
+        target: TargetRef {
+            cluster: row.try_get("cluster")?,
+            namespace: row.try_get("namespace")?,
+            kind: row.try_get("kind")?,
+            name: row.try_get("name")?,
+        },
+        source,
+        revision: row.try_get("revision")?,
+        status: row.try_get("status")?,
+        environment: row.try_get("environment")?,
+        region: row.try_get("region")?,
+        version: row.try_get("version")?,
+        images: serde_json::from_str(row.try_get("images")?)?,
+        commit_sha: row.try_get("commit_sha")?,
+        change_cause: row.try_get("change_cause")?,
+        description: row.try_get("description")?,
+        helm_release: row.try_get("helm_release")?,
+        chart: row.try_get("chart")?,
+        chart_version: row.try_get("chart_version")?,
+        app_version: row.try_get("app_version")?,
+        pod_template_hash: row.try_get("pod_template_hash")?,
+        link: row.try_get("link")?,
+        actor: row.try_get("actor")?,
+        started_at: parse_ts(row.try_get("started_at")?)?,
+        finished_at: finished_at.as_deref().map(parse_ts).transpose()?,
+        details: serde_json::from_str(row.try_get("details")?)?,
+    };
+    Ok(StoredDeploy {
+        id: row.try_get("id")?,
+        target_key: row.try_get("target")?,
+        deploy,
+        first_seen_at: parse_ts(row.try_get("first_seen_at")?)?,
+        updated_at: parse_ts(row.try_get("updated_at")?)?,
+    })
 }
 
 fn alert_from_row(row: &SqliteRow) -> Result<StoredAlert, StoreError> {

@@ -4,6 +4,7 @@
 //! offending field; nothing half-parsed leaves this module.
 
 pub mod alertmanager;
+pub mod ci;
 
 use serde::de::DeserializeOwned;
 

@@ -31,13 +31,31 @@ fn routes() -> Vec<Route> {
             denied: vec![VIEWER_TOKEN],
         },
         Route {
+            method: Method::POST,
+            path: "/api/v1/deploys",
+            body: Some(
+                r#"{"namespace":"prod","name":"checkout","revision":"1","status":"started"}"#,
+            ),
+            allowed: vec![WEBHOOK_TOKEN, OPERATOR_TOKEN, ADMIN_TOKEN],
+            denied: vec![VIEWER_TOKEN],
+        },
+    ]
+    .into_iter()
+    .chain(
+        [
+            "/api/v1/alerts",
+            "/api/v1/deploys",
+            "/api/v1/targets/prod/checkout/history",
+        ]
+        .map(|path| Route {
             method: Method::GET,
-            path: "/api/v1/alerts",
+            path,
             body: None,
             allowed: vec![VIEWER_TOKEN, OPERATOR_TOKEN, ADMIN_TOKEN],
             denied: vec![WEBHOOK_TOKEN],
-        },
-    ]
+        }),
+    )
+    .collect()
 }
 
 #[tokio::test]

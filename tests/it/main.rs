@@ -6,6 +6,7 @@ mod support;
 mod api;
 mod auth;
 mod cli;
+mod deploys;
 mod fake_kube;
 mod ingest;
 mod shutdown;

@@ -1,0 +1,162 @@
+//! Deploy history: CI callbacks in, the deploy list and one target's timeline out.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::alerts::Page;
+use super::error::ApiError;
+use super::extract::RawBody;
+use super::query::{self, DEFAULT_LIMIT, invalid};
+use crate::app::AppState;
+use crate::domain::{DeploySource, TargetRef};
+use crate::store::{DeployCursor, DeployQuery, StoredDeploy};
+use crate::wire::ci::CiDeployPayload;
+
+const SOURCE: &str = "ci";
+
+/// Routes that take deploys in (role `webhook` or higher).
+pub fn ingest_router() -> Router<AppState> {
+    Router::new().route("/api/v1/deploys", axum::routing::post(receive_deploy))
+}
+
+/// Routes that read history (role `viewer` or higher).
+pub fn read_router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/deploys", get(list_deploys))
+        .route(
+            "/api/v1/targets/{namespace}/{name}/history",
+            get(target_history),
+        )
+}
+
+/// A pipeline announces a deploy: 201 when new, 200 when that (target, revision) was
+/// known (the report is merged in, so `started` then `succeeded` is one row).
+async fn receive_deploy(
+    State(state): State<AppState>,
+    body: Result<RawBody, ApiError>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let parsed = body.and_then(|RawBody(body)| {
+        Ok(CiDeployPayload::parse(
+            &body,
+            &state.cluster,
+            state.clock.now(),
+        )?)
+    });
+    let deploy = parsed.inspect_err(|_| state.metrics.notification(SOURCE, "rejected"))?;
+    let writes = state
+        .store
+        .record_deploys(std::slice::from_ref(&deploy), state.clock.now())
+        .await
+        .inspect_err(|err| {
+            state.metrics.notification(SOURCE, "failed");
+            state.metrics.store_error("record_deploys", err);
+        })?;
+    let write = writes.first().ok_or_else(ApiError::internal)?;
+    state.metrics.notification(
+        SOURCE,
+        if write.changed {
+            "accepted"
+        } else {
+            "duplicate"
+        },
+    );
+    let status = if write.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({
+            "id": write.id,
+            "target": deploy.target.key(),
+            "created": write.created,
+            "changed": write.changed,
+        })),
+    ))
+}
+
+async fn list_deploys(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Page<StoredDeploy>>, ApiError> {
+    let mut query = DeployQuery {
+        limit: DEFAULT_LIMIT,
+        ..DeployQuery::default()
+    };
+    for (key, value) in query::pairs(raw.as_deref()) {
+        match key.as_str() {
+            "target" => query.target = Some(query::text("target", value)?),
+            "namespace" => query.namespace = Some(query::text("namespace", value)?),
+            "name" => query.name = Some(query::text("name", value)?),
+            "source" => {
+                query.source = Some(DeploySource::parse(&value).ok_or_else(|| {
+                    invalid("source", "must be kubernetes, helm, ci, flagger or argo")
+                })?);
+            }
+            "environment" => query.environment = Some(query::text("environment", value)?),
+            "since" => query.since = Some(query::time("since", &value)?),
+            "until" => query.until = Some(query::time("until", &value)?),
+            "limit" => query.limit = query::limit(&value)?,
+            "after" => query.after = Some(cursor(&value)?),
+            other => {
+                return Err(query::unknown(
+                    other,
+                    "target, namespace, name, source, environment, since, until, limit, after",
+                ));
+            }
+        }
+    }
+    query::check_range(query.since, query.until)?;
+    let limit = query.limit;
+    query.limit = limit + 1;
+    let items = state
+        .store
+        .list_deploys(&query)
+        .await
+        .inspect_err(|err| state.metrics.store_error("list_deploys", err))?;
+    Ok(Json(page(items, limit)))
+}
+
+/// The merged rollout + Helm + CI timeline of one workload, newest first.
+async fn target_history(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Page<StoredDeploy>>, ApiError> {
+    let mut cluster = state.cluster.clone();
+    let mut kind = "Deployment".to_string();
+    let mut limit = DEFAULT_LIMIT;
+    let mut after = None;
+    for (key, value) in query::pairs(raw.as_deref()) {
+        match key.as_str() {
+            "cluster" => cluster = query::text("cluster", value)?,
+            "kind" => kind = query::text("kind", value)?,
+            "limit" => limit = query::limit(&value)?,
+            "after" => after = Some(cursor(&value)?),
+            other => return Err(query::unknown(other, "cluster, kind, limit, after")),
+        }
+    }
+    let target = TargetRef::new(&cluster, &namespace, &kind, &name);
+    let items = state
+        .store
+        .target_history(&target, after, limit + 1)
+        .await
+        .inspect_err(|err| state.metrics.store_error("target_history", err))?;
+    Ok(Json(page(items, limit)))
+}
+
+fn cursor(value: &str) -> Result<DeployCursor, ApiError> {
+    DeployCursor::decode(value).ok_or_else(|| invalid("after", "not a cursor from `next`"))
+}
+
+fn page(items: Vec<StoredDeploy>, limit: u32) -> Page<StoredDeploy> {
+    let (items, more) = query::split_page(items, limit);
+    let next = more
+        .then(|| items.last().map(|d| DeployCursor::of(d).encode()))
+        .flatten();
+    Page { items, next }
+}

@@ -1,0 +1,277 @@
+//! The CI/CD deploy callback: `POST /api/v1/deploys`, our own format.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::WireError;
+use crate::domain::deploy::status;
+use crate::domain::{Deploy, DeploySource, TargetRef};
+
+/// What a pipeline posts when it starts or finishes a deploy. Unknown fields are
+/// rejected, so that a typo (`comit`) is a 400, not silently lost evidence.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CiDeployPayload {
+    /// Defaults to `kubernetes.cluster` from the config.
+    pub cluster: Option<String>,
+    pub namespace: String,
+    /// The workload's name, e.g. the Deployment.
+    pub name: String,
+    /// Defaults to `Deployment`.
+    pub kind: Option<String>,
+    /// The pipeline's own id for this deploy (run number): the idempotency key.
+    pub revision: String,
+    /// `started`, `succeeded` or `failed`.
+    pub status: String,
+    pub environment: Option<String>,
+    pub region: Option<String>,
+    pub version: Option<String>,
+    pub image: Option<String>,
+    #[serde(default)]
+    pub images: Vec<String>,
+    pub commit: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// The pipeline run's URL.
+    pub link: Option<String>,
+    pub actor: Option<String>,
+    pub description: Option<String>,
+    pub helm_release: Option<String>,
+}
+
+const MAX_TEXT: usize = 1024;
+const MAX_IMAGES: usize = 32;
+
+impl CiDeployPayload {
+    /// Parses and validates a body; `now` stands in for a missing `started_at`.
+    pub fn parse(
+        body: &[u8],
+        default_cluster: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Deploy, WireError> {
+        let payload: CiDeployPayload = super::from_json(body)?;
+        payload.into_deploy(default_cluster, now)
+    }
+
+    fn into_deploy(self, default_cluster: &str, now: DateTime<Utc>) -> Result<Deploy, WireError> {
+        let cluster = self.cluster.unwrap_or_else(|| default_cluster.to_string());
+        check_name("cluster", &cluster, true)?;
+        check_name("namespace", &self.namespace, false)?;
+        check_name("name", &self.name, false)?;
+        let kind = self.kind.unwrap_or_else(|| "Deployment".into());
+        if kind.is_empty() || kind.len() > 63 || !kind.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(WireError::new(
+                "invalid_field",
+                "kind",
+                "must be a Kubernetes kind such as Deployment",
+            ));
+        }
+        if self.revision.is_empty()
+            || self.revision.len() > 128
+            || self
+                .revision
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(WireError::new(
+                "invalid_field",
+                "revision",
+                "must be 1 to 128 printable characters without spaces",
+            ));
+        }
+        if ![status::STARTED, status::SUCCEEDED, status::FAILED].contains(&self.status.as_str()) {
+            return Err(WireError::new(
+                "invalid_field",
+                "status",
+                format!("{:?} is not started, succeeded or failed", self.status),
+            ));
+        }
+        let started_at = match &self.started_at {
+            Some(s) => parse_time("started_at", s)?,
+            None => now,
+        };
+        let finished_at = self
+            .finished_at
+            .as_deref()
+            .map(|s| parse_time("finished_at", s))
+            .transpose()?;
+        if finished_at.is_some_and(|f| f < started_at) {
+            return Err(WireError::new(
+                "invalid_field",
+                "finished_at",
+                "is before started_at",
+            ));
+        }
+        let mut images = self.images;
+        images.extend(self.image);
+        if images.len() > MAX_IMAGES {
+            return Err(WireError::new(
+                "invalid_field",
+                "images",
+                format!("at most {MAX_IMAGES}"),
+            ));
+        }
+        for (i, image) in images.iter().enumerate() {
+            check_text(&format!("images[{i}]"), image)?;
+            if image.is_empty() || image.chars().any(char::is_whitespace) {
+                return Err(WireError::new(
+                    "invalid_field",
+                    format!("images[{i}]"),
+                    "not an image reference",
+                ));
+            }
+        }
+        for (field, value) in [
+            ("environment", &self.environment),
+            ("region", &self.region),
+            ("version", &self.version),
+            ("commit", &self.commit),
+            ("actor", &self.actor),
+            ("description", &self.description),
+            ("helm_release", &self.helm_release),
+            ("link", &self.link),
+        ] {
+            if let Some(value) = value {
+                check_text(field, value)?;
+            }
+        }
+        if let Some(link) = &self.link
+            && !(link.starts_with("https://") || link.starts_with("http://"))
+        {
+            return Err(WireError::new(
+                "invalid_field",
+                "link",
+                "must be an http(s) URL",
+            ));
+        }
+        let target = TargetRef::new(&cluster, &self.namespace, &kind, &self.name);
+        let mut deploy = Deploy::new(
+            target,
+            DeploySource::Ci,
+            self.revision,
+            self.status,
+            started_at,
+        );
+        deploy.finished_at = finished_at;
+        deploy.environment = self.environment;
+        deploy.region = self.region;
+        deploy.version = self.version;
+        deploy.images = images;
+        deploy.commit_sha = self.commit;
+        deploy.link = self.link;
+        deploy.actor = self.actor;
+        deploy.description = self.description;
+        deploy.helm_release = self.helm_release;
+        Ok(deploy)
+    }
+}
+
+/// Kubernetes object names: DNS-1123 (lower-case alphanumerics, `-` and `.`).
+fn check_name(field: &str, value: &str, allow_empty: bool) -> Result<(), WireError> {
+    let ok = (allow_empty || !value.is_empty())
+        && value.len() <= 253
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(WireError::new(
+            "invalid_field",
+            field,
+            "must be a Kubernetes name: lower-case letters, digits, '-' and '.', at most 253",
+        ))
+    }
+}
+
+fn check_text(field: &str, value: &str) -> Result<(), WireError> {
+    if value.len() > MAX_TEXT || value.chars().any(char::is_control) {
+        return Err(WireError::new(
+            "invalid_field",
+            field,
+            format!("must be at most {MAX_TEXT} bytes without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_time(field: &str, value: &str) -> Result<DateTime<Utc>, WireError> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| WireError::new("invalid_timestamp", field, "must be an RFC 3339 timestamp"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn now() -> DateTime<Utc> {
+        "2026-08-22T14:00:00Z".parse().unwrap()
+    }
+
+    fn full() -> Value {
+        json!({
+            "namespace": "prod", "name": "checkout", "revision": "2231", "status": "succeeded",
+            "environment": "production", "region": "eu-west-1", "version": "1.6.0",
+            "image": "registry.example.com/shop/checkout:1.6.0", "commit": "9f1c2d3",
+            "started_at": "2026-08-22T13:55:00Z", "finished_at": "2026-08-22T13:58:00Z",
+            "link": "https://ci.example.com/shop/checkout/runs/2231", "actor": "release-bot"
+        })
+    }
+
+    fn parse(v: &Value) -> Result<Deploy, WireError> {
+        CiDeployPayload::parse(v.to_string().as_bytes(), "prod-eu", now())
+    }
+
+    #[test]
+    fn a_full_callback_becomes_a_ci_deploy() {
+        let d = parse(&full()).unwrap();
+        assert_eq!(d.target.key(), "prod-eu/prod/Deployment/checkout");
+        assert_eq!(
+            (d.source, d.revision.as_str(), d.status.as_str()),
+            (DeploySource::Ci, "2231", "succeeded")
+        );
+        assert_eq!(d.images, ["registry.example.com/shop/checkout:1.6.0"]);
+        assert_eq!(d.commit_sha.as_deref(), Some("9f1c2d3"));
+        assert_eq!(d.finished_at, Some("2026-08-22T13:58:00Z".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_minimal_callback_starts_now() {
+        let d = parse(
+            &json!({"namespace": "prod", "name": "checkout", "revision": "7", "status": "started"}),
+        )
+        .unwrap();
+        assert_eq!(d.started_at, now());
+        assert_eq!(d.finished_at, None);
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let cases: Vec<(&str, Value, &str)> = vec![
+            ("namespace", json!("Prod"), "namespace"),
+            ("name", json!(""), "name"),
+            ("name", json!(7), "name"),
+            ("kind", json!("Deploy ment"), "kind"),
+            ("revision", json!("run 7"), "revision"),
+            ("revision", json!("x".repeat(129)), "revision"),
+            ("status", json!("done"), "status"),
+            ("started_at", json!("13:55"), "started_at"),
+            ("finished_at", json!("2026-08-22T13:00:00Z"), "finished_at"),
+            ("link", json!("javascript:alert(1)"), "link"),
+            ("image", json!("has space:1"), "images[0]"),
+            ("actor", json!("a\u{7}b"), "actor"),
+            ("comit", json!("9f1c2d3"), "comit"),
+        ];
+        for (key, value, field) in cases {
+            let mut body = full();
+            body[key] = value;
+            let err = parse(&body).expect_err(key);
+            assert_eq!(err.field, field, "{key}: {err}");
+        }
+        let mut body = full();
+        body.as_object_mut().unwrap().remove("revision");
+        assert_eq!(parse(&body).unwrap_err().field, "body");
+    }
+}
