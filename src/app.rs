@@ -13,6 +13,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::http::auth::Authenticator;
 use crate::ingest::Ingestor;
+use crate::k8s::watch::{self, Watchers};
 use crate::store::{self, Store};
 use crate::telemetry::Metrics;
 use crate::wire::Bounds;
@@ -38,6 +39,8 @@ pub struct App {
     state: AppState,
     workers: JoinSet<()>,
     grace: Duration,
+    kubernetes: crate::config::KubernetesConfig,
+    watchers: Option<Watchers>,
 }
 
 impl App {
@@ -50,7 +53,30 @@ impl App {
         .await
         .with_context(|| format!("opening {:?}", config.database.url))?;
         store.migrate().await.context("applying migrations")?;
-        Self::build_with(config, store, Arc::new(SystemClock)).await
+        let kubernetes = config.kubernetes.clone();
+        let app = Self::build_with(config, store, Arc::new(SystemClock)).await?;
+        if !kubernetes.enabled {
+            tracing::info!("kubernetes.enabled = false: deploy history from CI callbacks only");
+            return Ok(app);
+        }
+        let client = watch::client(&kubernetes).await.context(
+            "kubernetes.enabled = true but no cluster access: run in a pod with a service \
+             account, or set kubernetes.kubeconfig",
+        )?;
+        Ok(app.with_kubernetes(client))
+    }
+
+    /// Watches deploy history through `client` while serving (tests pass a client of
+    /// the fake API server here).
+    pub fn with_kubernetes(mut self, client: kube::Client) -> Self {
+        self.watchers = Some(Watchers {
+            client,
+            store: self.state.store.clone(),
+            metrics: self.state.metrics.clone(),
+            clock: self.state.clock.clone(),
+            config: self.kubernetes.clone(),
+        });
+        self
     }
 
     /// Builds the app on a given store and clock (tests inject theirs here).
@@ -99,6 +125,8 @@ impl App {
             state,
             workers,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
+            kubernetes: config.kubernetes,
+            watchers: None,
         })
     }
 
@@ -121,7 +149,12 @@ impl App {
             state,
             mut workers,
             grace,
+            watchers,
+            ..
         } = self;
+        if let Some(watchers) = watchers {
+            workers.spawn(watchers.run(shutdown.clone()));
+        }
         let store = state.store.clone();
         tracing::info!(addr = %listener.local_addr()?, store = store.backend(), "serving");
         let router = crate::http::router(state);

@@ -207,6 +207,9 @@ pub struct KubernetesConfig {
     pub context: String,
     /// Where Helm keeps releases: `secret` (Helm's default), `configmap`, `both`, `none`.
     pub helm_driver: HelmDriver,
+    /// With several replicas, how often the watching one checks its lease and the others
+    /// try to take it: the failover time after the watching replica dies.
+    pub lease_retry_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -366,6 +369,9 @@ impl Config {
                 ));
             }
         }
+        if self.kubernetes.lease_retry_secs == 0 {
+            return Err(invalid("kubernetes.lease_retry_secs", "must be at least 1"));
+        }
         if !self.kubernetes.kubeconfig.is_empty()
             && !Path::new(&self.kubernetes.kubeconfig).exists()
         {
@@ -481,6 +487,7 @@ namespaces = []
 kubeconfig = ""
 context = ""
 helm_driver = "secret"
+lease_retry_secs = 10
 "#;
 
 #[cfg(test)]

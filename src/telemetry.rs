@@ -44,6 +44,24 @@ pub struct HttpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchErrorLabels {
+    pub resource: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeployLabels {
+    pub source: &'static str,
+    /// created, changed, unchanged
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StoreErrorLabels {
     pub operation: &'static str,
     pub kind: &'static str,
@@ -64,6 +82,9 @@ pub struct Metrics {
     pub http_duration: HistogramFamily<HttpLabels>,
     pub store_errors: Family<StoreErrorLabels, Counter>,
     pub ingest_batch_size: Histogram,
+    pub watch_errors: Family<WatchErrorLabels, Counter>,
+    pub helm_decode_errors: Family<ReasonLabels, Counter>,
+    pub deploys_recorded: Family<DeployLabels, Counter>,
 }
 
 impl Metrics {
@@ -100,6 +121,24 @@ impl Metrics {
             "Notifications committed per group-commit transaction",
             ingest_batch_size.clone(),
         );
+        let watch_errors = Family::<WatchErrorLabels, Counter>::default();
+        registry.register(
+            "kubernetes_watch_errors",
+            "Kubernetes list/watch failures by resource and reason (retried with backoff)",
+            watch_errors.clone(),
+        );
+        let helm_decode_errors = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "helm_decode_errors",
+            "Helm release objects skipped because they do not decode, by reason",
+            helm_decode_errors.clone(),
+        );
+        let deploys_recorded = Family::<DeployLabels, Counter>::default();
+        registry.register(
+            "deploys_recorded",
+            "Deploy reports by source and what they did to the history",
+            deploys_recorded.clone(),
+        );
         // Known series exist from the start at 0, so rate() and alerts work at once.
         for source in ["alertmanager", "ci"] {
             for outcome in ["accepted", "duplicate", "rejected", "failed"] {
@@ -127,6 +166,9 @@ impl Metrics {
             http_duration,
             store_errors,
             ingest_batch_size,
+            watch_errors,
+            helm_decode_errors,
+            deploys_recorded,
         }
     }
 
@@ -142,6 +184,29 @@ impl Metrics {
                 operation,
                 kind: err.metric_label(),
             })
+            .inc();
+    }
+
+    pub fn watch_error(&self, resource: &'static str, reason: &'static str) {
+        self.watch_errors
+            .get_or_create(&WatchErrorLabels { resource, reason })
+            .inc();
+    }
+
+    pub fn helm_decode_error(&self, reason: &'static str) {
+        self.helm_decode_errors
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn deploy_recorded(&self, source: &'static str, created: bool, changed: bool) {
+        let outcome = match (created, changed) {
+            (true, _) => "created",
+            (false, true) => "changed",
+            (false, false) => "unchanged",
+        };
+        self.deploys_recorded
+            .get_or_create(&DeployLabels { source, outcome })
             .inc();
     }
 

@@ -179,7 +179,7 @@ impl Deploy {
     /// Merges a later report of the same revision (same target, source and revision)
     /// into this one, and says whether anything changed.
     ///
-    /// The first report's start time stands; a later report fills in what it knows
+    /// The first report's start and finish times stand; a later report fills in what it knows
     /// (a pipeline's `succeeded` adds the finish time, a relist adds nothing) and never
     /// erases what an earlier one said; a failure stays on record.
     pub fn merge(&mut self, later: &Deploy) -> bool {
@@ -206,7 +206,9 @@ impl Deploy {
         if !later.images.is_empty() {
             self.images.clone_from(&later.images);
         }
-        if later.finished_at.is_some() {
+        // Like the start, the first report of completion stands: a watcher that only
+        // knows "complete by now" must not move it on every re-evaluation.
+        if self.finished_at.is_none() {
             self.finished_at = later.finished_at;
         }
         if let (Some(mine), Some(theirs)) =
@@ -320,6 +322,19 @@ mod tests {
         assert_eq!(
             stored.details,
             serde_json::json!({"pipeline": "deploy", "attempt": 2})
+        );
+    }
+
+    #[test]
+    fn the_first_finish_time_stands() {
+        let mut stored = deploy("deployed");
+        stored.finished_at = Some(stored.started_at + chrono::Duration::minutes(3));
+        let mut later = stored.clone();
+        later.finished_at = Some(stored.started_at + chrono::Duration::minutes(9));
+        assert!(!stored.merge(&later));
+        assert_eq!(
+            stored.finished_at,
+            Some(stored.started_at + chrono::Duration::minutes(3))
         );
     }
 

@@ -3,3 +3,4 @@
 
 pub mod helm;
 pub mod rollouts;
+pub mod watch;

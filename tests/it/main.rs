@@ -11,3 +11,4 @@ mod fake_kube;
 mod ingest;
 mod shutdown;
 mod store;
+mod watchers;

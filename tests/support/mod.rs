@@ -77,6 +77,12 @@ impl TestStore {
         }
     }
 
+    /// The same database with a fresh connection pool, for the app's next life.
+    pub async fn reopened(mut self) -> Self {
+        self.store = self.reopen().await;
+        self
+    }
+
     /// Opens the same database again (after the app under test closed its pool).
     pub async fn reopen(&self) -> Arc<dyn Store> {
         match &self.pg {
@@ -161,13 +167,25 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, edit: impl FnOnce(&mut Config)) -> Self {
+        let db = TestStore::new(backend).await;
+        Self::spawn_on(db, edit, None).await
+    }
+
+    /// The app on an existing store (a restart), watching `kube` when given.
+    pub async fn spawn_on(
+        db: TestStore,
+        edit: impl FnOnce(&mut Config),
+        kube: Option<kube::Client>,
+    ) -> Self {
         let mut config = test_config();
         edit(&mut config);
-        let db = TestStore::new(backend).await;
         let clock = Arc::new(ManualClock::new(t0()));
-        let app = App::build_with(config, db.store.clone(), clock.clone())
+        let mut app = App::build_with(config, db.store.clone(), clock.clone())
             .await
             .expect("app builds");
+        if let Some(client) = kube {
+            app = app.with_kubernetes(client);
+        }
         let base = format!("http://{}", app.local_addr());
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(app.run(shutdown.clone()));

@@ -1,0 +1,429 @@
+//! The watchers: Deployments with their ReplicaSets, and Helm release Secrets or
+//! ConfigMaps, turned into deploys as they change.
+//!
+//! They run on one replica at a time (the store's lease: a Postgres advisory lock, or
+//! the single SQLite node), relist and back off on API errors through
+//! `kube::runtime::watcher`, and write idempotently, so a restart or a relist never
+//! duplicates a row and a pruned ReplicaSet's revision stays on record.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use super::helm::{self, HelmDecodeError, HelmRelease};
+use super::rollouts;
+use crate::clock::Clock;
+use crate::config::KubernetesConfig;
+use crate::domain::Deploy;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+/// The singleton lease the watchers hold.
+pub const LEASE: &str = "rollwarden-kubernetes-watchers";
+
+/// Builds a client: the configured kubeconfig, else in-cluster, else `$KUBECONFIG` or
+/// `~/.kube/config`.
+pub async fn client(config: &KubernetesConfig) -> anyhow::Result<Client> {
+    let options = kube::config::KubeConfigOptions {
+        context: (!config.context.is_empty()).then(|| config.context.clone()),
+        ..Default::default()
+    };
+    let kube_config = if !config.kubeconfig.is_empty() {
+        let file = kube::config::Kubeconfig::read_from(&config.kubeconfig)?;
+        kube::Config::from_custom_kubeconfig(file, &options).await?
+    } else if options.context.is_some() {
+        kube::Config::from_kubeconfig(&options).await?
+    } else {
+        kube::Config::infer().await?
+    };
+    Ok(Client::try_from(kube_config)?)
+}
+
+/// Everything the watchers need.
+#[derive(Clone)]
+pub struct Watchers {
+    pub client: Client,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub config: KubernetesConfig,
+}
+
+impl Watchers {
+    /// Runs until `shutdown`: takes the lease when it is free, watches while holding it.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let retry = Duration::from_secs(self.config.lease_retry_secs);
+        while !shutdown.is_cancelled() {
+            match self.store.try_lease(LEASE).await {
+                Ok(Some(mut lease)) => {
+                    tracing::info!("kubernetes watchers: lease taken, watching");
+                    let watching = shutdown.child_token();
+                    let tasks = self.spawn_all(&watching);
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(retry) => {
+                                if !lease.still_held().await {
+                                    tracing::warn!("kubernetes watchers: lease lost, stopping");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    watching.cancel();
+                    for task in tasks {
+                        let _ = task.await;
+                    }
+                    lease.release().await;
+                }
+                Ok(None) => {
+                    tracing::debug!("kubernetes watchers: another replica holds the lease");
+                    sleep_or_cancel(&shutdown, retry).await;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "kubernetes watchers: cannot ask for the lease");
+                    self.metrics.store_error("try_lease", &err);
+                    sleep_or_cancel(&shutdown, retry).await;
+                }
+            }
+        }
+    }
+
+    fn spawn_all(&self, stop: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        let namespaces: Vec<Option<String>> = if self.config.namespaces.is_empty() {
+            vec![None]
+        } else {
+            self.config.namespaces.iter().cloned().map(Some).collect()
+        };
+        let mut tasks = Vec::new();
+        for namespace in namespaces {
+            tasks.push(tokio::spawn(
+                self.clone().watch_rollouts(namespace.clone(), stop.clone()),
+            ));
+            if self.config.helm_driver.secrets() {
+                tasks.push(tokio::spawn(
+                    self.clone()
+                        .watch_helm::<Secret>(namespace.clone(), stop.clone()),
+                ));
+            }
+            if self.config.helm_driver.configmaps() {
+                tasks.push(tokio::spawn(
+                    self.clone()
+                        .watch_helm::<ConfigMap>(namespace, stop.clone()),
+                ));
+            }
+        }
+        tasks
+    }
+
+    fn api<K>(&self, namespace: &Option<String>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+
+    /// Deployments and ReplicaSets of one namespace (or all), kept in memory as the
+    /// API server reports them; every change re-derives the owning Deployment's
+    /// revisions and records them.
+    async fn watch_rollouts(self, namespace: Option<String>, stop: CancellationToken) {
+        let deployments = events(self.api::<Deployment>(&namespace), "deployments.apps");
+        let replicasets = events(self.api::<ReplicaSet>(&namespace), "replicasets.apps");
+        let mut stream = futures::stream::select(
+            deployments.map(Change::Deployment),
+            replicasets.map(Change::ReplicaSet),
+        );
+        let mut world = RolloutWorld::default();
+        loop {
+            let change = tokio::select! {
+                () = stop.cancelled() => return,
+                change = stream.next() => change,
+            };
+            let Some(change) = change else { return };
+            let touched = match change {
+                Change::Deployment(event) => self.on_event(
+                    event,
+                    "deployments.apps",
+                    &mut world.deployments,
+                    &mut world.deployments_init,
+                    |d| vec![key_of(d)],
+                ),
+                Change::ReplicaSet(event) => self.on_event(
+                    event,
+                    "replicasets.apps",
+                    &mut world.replicasets,
+                    &mut world.replicasets_init,
+                    |rs| owner_deployment(rs).into_iter().collect(),
+                ),
+            };
+            for key in touched {
+                self.record_rollout(&world, &key).await;
+            }
+        }
+    }
+
+    /// Applies one watcher event to `objects` and returns the Deployments it touches.
+    fn on_event<K: kube::Resource + Clone>(
+        &self,
+        event: Result<watcher::Event<K>, watcher::Error>,
+        resource: &'static str,
+        objects: &mut BTreeMap<ObjectKey, K>,
+        relisting: &mut Option<BTreeMap<ObjectKey, K>>,
+        affects: impl Fn(&K) -> Vec<ObjectKey>,
+    ) -> Vec<ObjectKey> {
+        match event {
+            Ok(watcher::Event::Apply(obj)) => {
+                let touched = affects(&obj);
+                objects.insert(key_of(&obj), obj);
+                touched
+            }
+            Ok(watcher::Event::Delete(obj)) => {
+                objects.remove(&key_of(&obj));
+                // The revisions stay on record; re-derive only the survivors' statuses.
+                affects(&obj)
+            }
+            Ok(watcher::Event::Init) => {
+                *relisting = Some(BTreeMap::new());
+                Vec::new()
+            }
+            Ok(watcher::Event::InitApply(obj)) => {
+                relisting
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(key_of(&obj), obj);
+                Vec::new()
+            }
+            Ok(watcher::Event::InitDone) => {
+                *objects = relisting.take().unwrap_or_default();
+                let mut touched: Vec<ObjectKey> = objects.values().flat_map(&affects).collect();
+                touched.sort();
+                touched.dedup();
+                touched
+            }
+            Err(err) => {
+                self.watch_error(resource, &err);
+                Vec::new()
+            }
+        }
+    }
+
+    async fn record_rollout(&self, world: &RolloutWorld, key: &ObjectKey) {
+        let Some(deployment) = world.deployments.get(key) else {
+            return;
+        };
+        let replicasets: Vec<ReplicaSet> = world
+            .replicasets
+            .range(ObjectKey::namespace_start(&key.0)..)
+            .take_while(|(k, _)| k.0 == key.0)
+            .map(|(_, rs)| rs.clone())
+            .collect();
+        let deploys = rollouts::deploys_for(
+            deployment,
+            &replicasets,
+            &self.config.cluster,
+            self.clock.now(),
+        );
+        self.record(&deploys, "kubernetes").await;
+    }
+
+    /// Helm release objects (`owner=helm`) of one namespace (or all).
+    async fn watch_helm<K>(self, namespace: Option<String>, stop: CancellationToken)
+    where
+        K: HelmStorage,
+    {
+        let api = self.api::<K>(&namespace);
+        let resource = K::RESOURCE;
+        let mut stream = events_with(
+            api,
+            resource,
+            watcher::Config::default().labels("owner=helm"),
+        );
+        loop {
+            let event = tokio::select! {
+                () = stop.cancelled() => return,
+                event = stream.next() => event,
+            };
+            let Some(event) = event else { return };
+            match event {
+                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+                    match K::release(&obj) {
+                        Ok(release) => {
+                            let deploy = release.to_deploy(&self.config.cluster);
+                            self.record(std::slice::from_ref(&deploy), "helm").await;
+                        }
+                        Err(err) => self.bad_release(&obj, &err),
+                    }
+                }
+                // Helm deletes old revisions (--history-max); their rows stay.
+                Ok(watcher::Event::Delete(_) | watcher::Event::Init | watcher::Event::InitDone) => {
+                }
+                Err(err) => self.watch_error(resource, &err),
+            }
+        }
+    }
+
+    fn bad_release<K: ResourceExt>(&self, obj: &K, err: &HelmDecodeError) {
+        self.metrics.helm_decode_error(err.metric_label());
+        tracing::warn!(
+            namespace = obj.namespace().unwrap_or_default(),
+            name = obj.name_any(),
+            error = %err,
+            "skipping a Helm release object that does not decode"
+        );
+    }
+
+    async fn record(&self, deploys: &[Deploy], source: &'static str) {
+        if deploys.is_empty() {
+            return;
+        }
+        match self.store.record_deploys(deploys, self.clock.now()).await {
+            Ok(writes) => {
+                for write in writes {
+                    self.metrics
+                        .deploy_recorded(source, write.created, write.changed);
+                }
+            }
+            Err(err) => {
+                // The next event or relist of this object records it again.
+                self.metrics.store_error("record_deploys", &err);
+                tracing::error!(error = %err, source, "recording deploys failed");
+            }
+        }
+    }
+
+    fn watch_error(&self, resource: &'static str, err: &watcher::Error) {
+        let reason = watch_error_reason(err);
+        self.metrics.watch_error(resource, reason);
+        if reason == "forbidden" {
+            tracing::error!(
+                resource,
+                error = %err,
+                "missing RBAC: rollwarden needs get, list and watch on {resource}"
+            );
+        } else {
+            tracing::warn!(resource, error = %err, "watch failed; retrying with backoff");
+        }
+    }
+}
+
+/// A namespaced object's identity.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct ObjectKey(String, String);
+
+impl ObjectKey {
+    fn namespace_start(namespace: &str) -> Self {
+        ObjectKey(namespace.to_string(), String::new())
+    }
+}
+
+fn key_of<K: ResourceExt>(obj: &K) -> ObjectKey {
+    ObjectKey(obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// The Deployment that controls a ReplicaSet, by its controller ownerReference.
+fn owner_deployment(rs: &ReplicaSet) -> Option<ObjectKey> {
+    rs.owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "Deployment")
+        .map(|o| ObjectKey(rs.namespace().unwrap_or_default(), o.name.clone()))
+}
+
+#[derive(Default)]
+struct RolloutWorld {
+    deployments: BTreeMap<ObjectKey, Deployment>,
+    replicasets: BTreeMap<ObjectKey, ReplicaSet>,
+    /// Objects of a relist in progress; they replace the map at `InitDone`.
+    deployments_init: Option<BTreeMap<ObjectKey, Deployment>>,
+    replicasets_init: Option<BTreeMap<ObjectKey, ReplicaSet>>,
+}
+
+enum Change {
+    Deployment(Result<watcher::Event<Deployment>, watcher::Error>),
+    ReplicaSet(Result<watcher::Event<ReplicaSet>, watcher::Error>),
+}
+
+/// How Helm stores a release in one kind of object.
+pub trait HelmStorage:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    const RESOURCE: &'static str;
+    fn release(&self) -> Result<HelmRelease, HelmDecodeError>;
+}
+
+impl HelmStorage for Secret {
+    const RESOURCE: &'static str = "secrets";
+    fn release(&self) -> Result<HelmRelease, HelmDecodeError> {
+        helm::release_from_secret(self)
+    }
+}
+
+impl HelmStorage for ConfigMap {
+    const RESOURCE: &'static str = "configmaps";
+    fn release(&self) -> Result<HelmRelease, HelmDecodeError> {
+        helm::release_from_configmap(self)
+    }
+}
+
+fn events<K>(
+    api: Api<K>,
+    resource: &'static str,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    events_with(api, resource, watcher::Config::default())
+}
+
+/// A watch that lists, watches, resumes from the last resourceVersion after a dropped
+/// connection, relists after 410 Gone, and backs off (exponentially, capped) on errors.
+fn events_with<K>(
+    api: Api<K>,
+    _resource: &'static str,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, config).default_backoff().boxed()
+}
+
+fn watch_error_reason(err: &watcher::Error) -> &'static str {
+    let api_code = match err {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => Some(status.code),
+        watcher::Error::WatchError(status) => Some(status.code),
+        _ => None,
+    };
+    match api_code {
+        Some(401) => "unauthorized",
+        Some(403) => "forbidden",
+        Some(404) => "not_found",
+        Some(410) => "expired",
+        Some(_) => "api",
+        None => "transport",
+    }
+}
+
+async fn sleep_or_cancel(shutdown: &CancellationToken, duration: Duration) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(duration) => {}
+    }
+}
