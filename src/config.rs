@@ -511,6 +511,29 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_documents_exactly_the_defaults() {
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let documented = Config::load_from(Some(&example), env(&[])).unwrap();
+        let defaults = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(documented.render(), defaults.render());
+        // And every key of the defaults is written out in the example.
+        let text = std::fs::read_to_string(&example).unwrap();
+        let table: toml::Table = DEFAULTS.parse().unwrap();
+        for (section, keys) in table {
+            assert!(
+                text.contains(&format!("[{section}]")),
+                "[{section}] undocumented"
+            );
+            for key in keys.as_table().unwrap().keys() {
+                assert!(
+                    text.lines().any(|l| l.starts_with(&format!("{key} = "))),
+                    "{section}.{key} undocumented"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn environment_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");

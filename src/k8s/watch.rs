@@ -139,8 +139,14 @@ impl Watchers {
     /// API server reports them; every change re-derives the owning Deployment's
     /// revisions and records them.
     async fn watch_rollouts(self, namespace: Option<String>, stop: CancellationToken) {
-        let deployments = events(self.api::<Deployment>(&namespace), "deployments.apps");
-        let replicasets = events(self.api::<ReplicaSet>(&namespace), "replicasets.apps");
+        let deployments = events(
+            self.api::<Deployment>(&namespace),
+            watcher::Config::default(),
+        );
+        let replicasets = events(
+            self.api::<ReplicaSet>(&namespace),
+            watcher::Config::default(),
+        );
         let mut stream = futures::stream::select(
             deployments.map(Change::Deployment),
             replicasets.map(Change::ReplicaSet),
@@ -244,11 +250,7 @@ impl Watchers {
     {
         let api = self.api::<K>(&namespace);
         let resource = K::RESOURCE;
-        let mut stream = events_with(
-            api,
-            resource,
-            watcher::Config::default().labels("owner=helm"),
-        );
+        let mut stream = events(api, watcher::Config::default().labels("owner=helm"));
         loop {
             let event = tokio::select! {
                 () = stop.cancelled() => return,
@@ -381,21 +383,10 @@ impl HelmStorage for ConfigMap {
     }
 }
 
-fn events<K>(
-    api: Api<K>,
-    resource: &'static str,
-) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
-where
-    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    events_with(api, resource, watcher::Config::default())
-}
-
 /// A watch that lists, watches, resumes from the last resourceVersion after a dropped
 /// connection, relists after 410 Gone, and backs off (exponentially, capped) on errors.
-fn events_with<K>(
+fn events<K>(
     api: Api<K>,
-    _resource: &'static str,
     config: watcher::Config,
 ) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
 where

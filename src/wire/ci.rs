@@ -86,22 +86,32 @@ impl CiDeployPayload {
                 format!("{:?} is not started, succeeded or failed", self.status),
             ));
         }
-        let started_at = match &self.started_at {
-            Some(s) => parse_time("started_at", s)?,
-            None => now,
-        };
-        let finished_at = self
+        let started = self
+            .started_at
+            .as_deref()
+            .map(|s| parse_time("started_at", s))
+            .transpose()?;
+        let mut finished_at = self
             .finished_at
             .as_deref()
             .map(|s| parse_time("finished_at", s))
             .transpose()?;
-        if finished_at.is_some_and(|f| f < started_at) {
+        if let (Some(started), Some(finished)) = (started, finished_at)
+            && finished < started
+        {
             return Err(WireError::new(
                 "invalid_field",
                 "finished_at",
                 "is before started_at",
             ));
         }
+        // A final report without a time finished when it was sent.
+        if finished_at.is_none() && self.status != status::STARTED {
+            finished_at = Some(now);
+        }
+        // A pipeline that only reports the end: the deploy started no later than that.
+        // (For a deploy already on record, the stored start stands.)
+        let started_at = started.unwrap_or_else(|| finished_at.map_or(now, |f| f.min(now)));
         let mut images = self.images;
         images.extend(self.image);
         if images.len() > MAX_IMAGES {
@@ -235,6 +245,22 @@ mod tests {
         assert_eq!(d.images, ["registry.example.com/shop/checkout:1.6.0"]);
         assert_eq!(d.commit_sha.as_deref(), Some("9f1c2d3"));
         assert_eq!(d.finished_at, Some("2026-08-22T13:58:00Z".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_finish_report_without_times_finishes_now_and_is_not_checked_against_a_guess() {
+        let d = parse(
+            &json!({"namespace": "prod", "name": "checkout", "revision": "7",
+                              "status": "succeeded", "finished_at": "2026-08-22T13:00:00Z"}),
+        )
+        .unwrap();
+        assert_eq!(d.finished_at, Some("2026-08-22T13:00:00Z".parse().unwrap()));
+        assert_eq!(d.started_at, d.finished_at.unwrap());
+        let d = parse(
+            &json!({"namespace": "prod", "name": "checkout", "revision": "7", "status": "failed"}),
+        )
+        .unwrap();
+        assert_eq!(d.finished_at, Some(now()));
     }
 
     #[test]
