@@ -227,6 +227,14 @@ impl Deploy {
     }
 }
 
+/// A deploy with its row id, as decisions cite it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployRecord {
+    pub id: i64,
+    #[serde(flatten)]
+    pub deploy: Deploy,
+}
+
 /// The statuses of a revision that ran without failing.
 pub fn is_healthy_status(status: &str) -> bool {
     matches!(

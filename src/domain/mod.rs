@@ -5,8 +5,14 @@
 
 pub mod alert;
 pub mod deploy;
+pub mod freeze;
 pub mod role;
+pub mod signal;
+pub mod target;
 
 pub use alert::{Alert, AlertStatus, Labels, Notification, Source};
-pub use deploy::{Deploy, DeploySource, TargetRef};
+pub use deploy::{Deploy, DeployRecord, DeploySource, TargetRef};
+pub use freeze::Freeze;
 pub use role::{Access, Role};
+pub use signal::{Scope, Signal, SignalKind, SignalSource};
+pub use target::{Mode, Target};
