@@ -133,6 +133,7 @@ CREATE TABLE actions (
     approved_by      TEXT,
     approval_comment TEXT,
     expires_at       TIMESTAMPTZ,
+    executed_at      TIMESTAMPTZ, -- when the executor carried it out (loop guard)
     result           JSONB,
     last_error       TEXT,
     created_at       TIMESTAMPTZ NOT NULL,

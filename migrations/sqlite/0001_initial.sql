@@ -132,6 +132,7 @@ CREATE TABLE actions (
     approved_by      TEXT,
     approval_comment TEXT,
     expires_at       TEXT       ,
+    executed_at      TEXT       , -- when the executor carried it out (loop guard)
     result           TEXT,
     last_error       TEXT,
     created_at       TEXT        NOT NULL,

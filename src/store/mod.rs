@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{Alert, AlertStatus, Deploy, DeploySource, Labels, Notification, TargetRef};
+use crate::domain::{
+    Alert, AlertStatus, Deploy, DeploySource, Freeze, Labels, Notification, Signal, TargetRef,
+};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -192,6 +194,49 @@ pub struct DeployQuery {
     pub limit: u32,
 }
 
+/// A decision to record: indexed columns plus the whole decision as JSON.
+#[derive(Debug, Clone)]
+pub struct NewDecision {
+    pub target_key: String,
+    pub verdict: String,
+    pub reason: String,
+    /// Equal for two evaluations with the same outcome and inputs.
+    pub inputs_hash: String,
+    pub policy_version: String,
+    pub suspect_deploy_id: Option<i64>,
+    pub rollback_to_id: Option<i64>,
+    /// The decision with its evidence, as the API serves it.
+    pub decision: serde_json::Value,
+    pub decided_at: DateTime<Utc>,
+}
+
+/// A recorded decision.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredDecision {
+    pub id: i64,
+    pub target_key: String,
+    pub verdict: String,
+    pub reason: String,
+    pub inputs_hash: String,
+    pub policy_version: String,
+    pub suspect_deploy_id: Option<i64>,
+    pub rollback_to_id: Option<i64>,
+    pub decided_at: DateTime<Utc>,
+    pub decision: serde_json::Value,
+}
+
+/// Filters for [`Store::list_decisions`], newest first.
+#[derive(Debug, Clone, Default)]
+pub struct DecisionQuery {
+    pub target: Option<String>,
+    pub verdict: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Keyset cursor: only decisions with an id below this one.
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
 /// Held while this replica runs a singleton job (the Kubernetes watchers).
 #[async_trait]
 pub trait Lease: Send {
@@ -263,6 +308,57 @@ pub trait Store: Send + Sync + 'static {
         deploy: &StoredDeploy,
     ) -> Result<Option<StoredDeploy>, StoreError>;
 
+    /// Alerts still firing, or resolved at or after `since`: what an evaluation looks at.
+    async fn alerts_for_evaluation(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<StoredAlert>, StoreError>;
+
+    /// Stores a signal posted to the API, idempotent on (source, fingerprint, start);
+    /// a repeat updates its value and end. Returns the row id and whether it was new.
+    async fn record_signal(
+        &self,
+        signal: &Signal,
+        now: DateTime<Utc>,
+    ) -> Result<(i64, bool), StoreError>;
+
+    /// Posted signals still active, or ended at or after `since`.
+    async fn signals_for_evaluation(&self, since: DateTime<Utc>)
+    -> Result<Vec<Signal>, StoreError>;
+
+    /// Records `decision` unless the target's latest decision has the same verdict and
+    /// inputs hash: one evaluation per target at a time, across replicas. Returns the
+    /// decision now standing and whether it is new.
+    async fn record_decision(
+        &self,
+        decision: &NewDecision,
+    ) -> Result<(StoredDecision, bool), StoreError>;
+
+    async fn latest_decision(&self, target_key: &str)
+    -> Result<Option<StoredDecision>, StoreError>;
+
+    async fn decision(&self, id: i64) -> Result<Option<StoredDecision>, StoreError>;
+
+    async fn list_decisions(
+        &self,
+        query: &DecisionQuery,
+    ) -> Result<Vec<StoredDecision>, StoreError>;
+
+    /// Target keys whose latest decision is not `ok`: they need re-evaluation until
+    /// they recover.
+    async fn unsettled_targets(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Freezes in force at `now`.
+    async fn active_freezes(&self, now: DateTime<Utc>) -> Result<Vec<Freeze>, StoreError>;
+
+    /// When automatic rollbacks of `target_key` were executed at or after `since`,
+    /// oldest first (the loop guard's input).
+    async fn automatic_rollbacks(
+        &self,
+        target_key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DateTime<Utc>>, StoreError>;
+
     /// Takes the singleton lease `name` if no other replica holds it.
     async fn try_lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError>;
 
@@ -286,6 +382,15 @@ pub(crate) fn linked_target_sql(key: &str, cluster: &str, namespace: &str) -> St
         crate::domain::deploy::HELM_RELEASE_KIND
     )
 }
+
+/// Action kinds that roll a target back, and the state of one that was carried out.
+pub(crate) const ROLLBACK_ACTION_KINDS: &str =
+    "'rollout_undo', 'helm_rollback', 'workflow_dispatch', 'command'";
+pub(crate) const ACTION_DONE_STATES: &str = "'succeeded', 'verifying', 'verified', 'escalated'";
+
+/// The columns of a decision row, in the order both backends read them.
+pub(crate) const DECISION_COLUMNS: &str = "id, target, verdict, reason, inputs_hash, \
+     policy_version, suspect_deploy_id, rollback_to_id, evidence, decided_at";
 
 /// The statuses `last_healthy_before` accepts, as an SQL list.
 pub(crate) fn healthy_statuses_sql() -> String {

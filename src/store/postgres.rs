@@ -11,11 +11,14 @@ use sqlx::{QueryBuilder, Row};
 use tracing::instrument;
 
 use super::{
-    AlertQuery, DEPLOY_COLUMNS, DeployCursor, DeployQuery, DeployWrite, IngestOutcome, Lease,
-    PlannedBatch, Receipt, Store, StoreError, StoredAlert, StoredDeploy, healthy_statuses_sql,
-    linked_target_sql,
+    ACTION_DONE_STATES, AlertQuery, DECISION_COLUMNS, DEPLOY_COLUMNS, DecisionQuery, DeployCursor,
+    DeployQuery, DeployWrite, IngestOutcome, Lease, NewDecision, PlannedBatch,
+    ROLLBACK_ACTION_KINDS, Receipt, Store, StoreError, StoredAlert, StoredDecision, StoredDeploy,
+    healthy_statuses_sql, linked_target_sql,
 };
-use crate::domain::{AlertStatus, Deploy, DeploySource, Labels, Notification, TargetRef};
+use crate::domain::{
+    AlertStatus, Deploy, DeploySource, Freeze, Labels, Notification, Signal, TargetRef,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -416,6 +419,240 @@ impl Store for PostgresStore {
         row.as_ref().map(deploy_from_row).transpose()
     }
 
+    async fn alerts_for_evaluation(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, fingerprint, status, alertname, labels, annotations, starts_at, ends_at,
+                    generator_url, receiver, group_key, first_receipt_id, last_receipt_id,
+                    first_seen_at, updated_at
+             FROM alerts WHERE status = 'firing' OR ends_at >= $1 ORDER BY id",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(alert_from_row).collect()
+    }
+
+    async fn record_signal(
+        &self,
+        signal: &Signal,
+        now: DateTime<Utc>,
+    ) -> Result<(i64, bool), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let source = serde_json::to_value(signal.source)?;
+        let source = source.as_str().unwrap_or("api");
+        let existing: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM signals WHERE source = $1 AND fingerprint = $2 AND started_at = $3
+             FOR UPDATE",
+        )
+        .bind(source)
+        .bind(&signal.fingerprint)
+        .bind(signal.started_at)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let details = Json(serde_json::to_value(signal)?);
+        let result = match existing {
+            Some(id) => {
+                sqlx::query(
+                    "UPDATE signals SET value = $2, baseline = $3, ended_at = $4,
+                         observed_at = $5, details = $6 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(signal.value)
+                .bind(signal.baseline)
+                .bind(signal.ended_at)
+                .bind(now)
+                .bind(&details)
+                .execute(&mut *tx)
+                .await?;
+                (id, false)
+            }
+            None => {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO signals (target, kind, scope, dependency, value, baseline, source,
+                         fingerprint, started_at, ended_at, observed_at, details)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+                )
+                .bind(signal.target.as_ref().map(TargetRef::key))
+                .bind(signal.kind.as_str())
+                .bind(signal.scope.as_str())
+                .bind(&signal.dependency)
+                .bind(signal.value)
+                .bind(signal.baseline)
+                .bind(source)
+                .bind(&signal.fingerprint)
+                .bind(signal.started_at)
+                .bind(signal.ended_at)
+                .bind(now)
+                .bind(&details)
+                .fetch_one(&mut *tx)
+                .await?;
+                (id, true)
+            }
+        };
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    async fn signals_for_evaluation(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Signal>, StoreError> {
+        let rows: Vec<Json<Signal>> = sqlx::query_scalar(
+            "SELECT details FROM signals WHERE ended_at IS NULL OR ended_at >= $1 ORDER BY id",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|j| j.0).collect())
+    }
+
+    async fn record_decision(
+        &self,
+        decision: &NewDecision,
+    ) -> Result<(StoredDecision, bool), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Serialises evaluations of one target across replicas until commit.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('decision:' || $1))")
+            .bind(&decision.target_key)
+            .execute(&mut *tx)
+            .await?;
+        let latest = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions WHERE target = $1 ORDER BY id DESC LIMIT 1"
+        )))
+        .bind(&decision.target_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = latest {
+            let latest = decision_from_row(&row)?;
+            if latest.verdict == decision.verdict && latest.inputs_hash == decision.inputs_hash {
+                tx.commit().await?;
+                return Ok((latest, false));
+            }
+        }
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO decisions (target, verdict, reason, inputs_hash, policy_version,
+                 suspect_deploy_id, rollback_to_id, evidence, decided_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {DECISION_COLUMNS}"
+        )))
+        .bind(&decision.target_key)
+        .bind(&decision.verdict)
+        .bind(&decision.reason)
+        .bind(&decision.inputs_hash)
+        .bind(&decision.policy_version)
+        .bind(decision.suspect_deploy_id)
+        .bind(decision.rollback_to_id)
+        .bind(Json(&decision.decision))
+        .bind(decision.decided_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((decision_from_row(&row)?, true))
+    }
+
+    async fn latest_decision(
+        &self,
+        target_key: &str,
+    ) -> Result<Option<StoredDecision>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions WHERE target = $1 ORDER BY id DESC LIMIT 1"
+        )))
+        .bind(target_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(decision_from_row).transpose()
+    }
+
+    async fn decision(&self, id: i64) -> Result<Option<StoredDecision>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(decision_from_row).transpose()
+    }
+
+    async fn list_decisions(
+        &self,
+        query: &DecisionQuery,
+    ) -> Result<Vec<StoredDecision>, StoreError> {
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions WHERE TRUE"
+        ));
+        if let Some(target) = &query.target {
+            q.push(" AND target = ").push_bind(target.clone());
+        }
+        if let Some(verdict) = &query.verdict {
+            q.push(" AND verdict = ").push_bind(verdict.clone());
+        }
+        if let Some(since) = query.since {
+            q.push(" AND decided_at >= ").push_bind(since);
+        }
+        if let Some(until) = query.until {
+            q.push(" AND decided_at < ").push_bind(until);
+        }
+        if let Some(before) = query.before_id {
+            q.push(" AND id < ").push_bind(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(query.limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(decision_from_row).collect()
+    }
+
+    async fn unsettled_targets(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT target FROM decisions
+             WHERE id IN (SELECT MAX(id) FROM decisions GROUP BY target) AND verdict <> 'ok'
+             ORDER BY target",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn active_freezes(&self, now: DateTime<Utc>) -> Result<Vec<Freeze>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, scope, reason, created_by, created_at, expires_at FROM freezes
+             WHERE lifted_at IS NULL AND created_at <= $1 AND (expires_at IS NULL OR expires_at > $1)
+             ORDER BY id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Freeze {
+                    id: row.try_get("id")?,
+                    scope: row.try_get("scope")?,
+                    reason: row.try_get("reason")?,
+                    created_by: row.try_get("created_by")?,
+                    created_at: row.try_get("created_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn automatic_rollbacks(
+        &self,
+        target_key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DateTime<Utc>>, StoreError> {
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT executed_at FROM actions
+             WHERE target = $1 AND mode = 'auto' AND kind IN ({ROLLBACK_ACTION_KINDS})
+               AND state IN ({ACTION_DONE_STATES}) AND executed_at >= $2
+             ORDER BY executed_at"
+        )))
+        .bind(target_key)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn try_lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
         // A session-level advisory lock lives exactly as long as this one connection:
         // a crashed replica's lock goes with its connection.
@@ -583,6 +820,21 @@ impl Lease for AdvisoryLease {
             let _ = sqlx::Connection::close(conn).await;
         }
     }
+}
+
+fn decision_from_row(row: &PgRow) -> Result<StoredDecision, StoreError> {
+    Ok(StoredDecision {
+        id: row.try_get("id")?,
+        target_key: row.try_get("target")?,
+        verdict: row.try_get("verdict")?,
+        reason: row.try_get("reason")?,
+        inputs_hash: row.try_get("inputs_hash")?,
+        policy_version: row.try_get("policy_version")?,
+        suspect_deploy_id: row.try_get("suspect_deploy_id")?,
+        rollback_to_id: row.try_get("rollback_to_id")?,
+        decided_at: row.try_get("decided_at")?,
+        decision: row.try_get::<Json<serde_json::Value>, _>("evidence")?.0,
+    })
 }
 
 fn deploy_from_row(row: &PgRow) -> Result<StoredDeploy, StoreError> {

@@ -14,11 +14,12 @@ use sqlx::{QueryBuilder, Row};
 use tracing::instrument;
 
 use super::{
-    AlertQuery, DEPLOY_COLUMNS, DeployCursor, DeployQuery, DeployWrite, IngestOutcome, Lease,
-    PlannedBatch, Receipt, Store, StoreError, StoredAlert, StoredDeploy, healthy_statuses_sql,
-    linked_target_sql,
+    ACTION_DONE_STATES, AlertQuery, DECISION_COLUMNS, DEPLOY_COLUMNS, DecisionQuery, DeployCursor,
+    DeployQuery, DeployWrite, IngestOutcome, Lease, NewDecision, PlannedBatch,
+    ROLLBACK_ACTION_KINDS, Receipt, Store, StoreError, StoredAlert, StoredDecision, StoredDeploy,
+    healthy_statuses_sql, linked_target_sql,
 };
-use crate::domain::{AlertStatus, Deploy, DeploySource, Notification, TargetRef};
+use crate::domain::{AlertStatus, Deploy, DeploySource, Freeze, Notification, Signal, TargetRef};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -432,6 +433,238 @@ impl Store for SqliteStore {
         row.as_ref().map(deploy_from_row).transpose()
     }
 
+    async fn alerts_for_evaluation(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, fingerprint, status, alertname, labels, annotations, starts_at, ends_at,
+                    generator_url, receiver, group_key, first_receipt_id, last_receipt_id,
+                    first_seen_at, updated_at
+             FROM alerts WHERE status = 'firing' OR ends_at >= ? ORDER BY id",
+        )
+        .bind(ts(since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(alert_from_row).collect()
+    }
+
+    async fn record_signal(
+        &self,
+        signal: &Signal,
+        now: DateTime<Utc>,
+    ) -> Result<(i64, bool), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let source = serde_json::to_value(signal.source)?;
+        let source = source.as_str().unwrap_or("api");
+        let existing: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM signals WHERE source = ? AND fingerprint = ? AND started_at = ?",
+        )
+        .bind(source)
+        .bind(&signal.fingerprint)
+        .bind(ts(signal.started_at))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let details = serde_json::to_string(signal)?;
+        let result = match existing {
+            Some(id) => {
+                sqlx::query(
+                    "UPDATE signals SET value = ?, baseline = ?, ended_at = ?, observed_at = ?,
+                         details = ? WHERE id = ?",
+                )
+                .bind(signal.value)
+                .bind(signal.baseline)
+                .bind(signal.ended_at.map(ts))
+                .bind(ts(now))
+                .bind(&details)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                (id, false)
+            }
+            None => {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO signals (target, kind, scope, dependency, value, baseline, source,
+                         fingerprint, started_at, ended_at, observed_at, details)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                )
+                .bind(signal.target.as_ref().map(TargetRef::key))
+                .bind(signal.kind.as_str())
+                .bind(signal.scope.as_str())
+                .bind(&signal.dependency)
+                .bind(signal.value)
+                .bind(signal.baseline)
+                .bind(source)
+                .bind(&signal.fingerprint)
+                .bind(ts(signal.started_at))
+                .bind(signal.ended_at.map(ts))
+                .bind(ts(now))
+                .bind(&details)
+                .fetch_one(&mut *tx)
+                .await?;
+                (id, true)
+            }
+        };
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    async fn signals_for_evaluation(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Signal>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT details FROM signals WHERE ended_at IS NULL OR ended_at >= ? ORDER BY id",
+        )
+        .bind(ts(since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|d| serde_json::from_str(d).map_err(StoreError::from))
+            .collect()
+    }
+
+    async fn record_decision(
+        &self,
+        decision: &NewDecision,
+    ) -> Result<(StoredDecision, bool), StoreError> {
+        // BEGIN IMMEDIATE: the single writer serialises evaluations of every target.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let latest = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions WHERE target = ? ORDER BY id DESC LIMIT 1"
+        )))
+        .bind(&decision.target_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = latest {
+            let latest = decision_from_row(&row)?;
+            if latest.verdict == decision.verdict && latest.inputs_hash == decision.inputs_hash {
+                tx.commit().await?;
+                return Ok((latest, false));
+            }
+        }
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO decisions (target, verdict, reason, inputs_hash, policy_version,
+                 suspect_deploy_id, rollback_to_id, evidence, decided_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {DECISION_COLUMNS}"
+        )))
+        .bind(&decision.target_key)
+        .bind(&decision.verdict)
+        .bind(&decision.reason)
+        .bind(&decision.inputs_hash)
+        .bind(&decision.policy_version)
+        .bind(decision.suspect_deploy_id)
+        .bind(decision.rollback_to_id)
+        .bind(serde_json::to_string(&decision.decision)?)
+        .bind(ts(decision.decided_at))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((decision_from_row(&row)?, true))
+    }
+
+    async fn latest_decision(
+        &self,
+        target_key: &str,
+    ) -> Result<Option<StoredDecision>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions WHERE target = ? ORDER BY id DESC LIMIT 1"
+        )))
+        .bind(target_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(decision_from_row).transpose()
+    }
+
+    async fn decision(&self, id: i64) -> Result<Option<StoredDecision>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(decision_from_row).transpose()
+    }
+
+    async fn list_decisions(
+        &self,
+        query: &DecisionQuery,
+    ) -> Result<Vec<StoredDecision>, StoreError> {
+        let mut q = QueryBuilder::new(format!("SELECT {DECISION_COLUMNS} FROM decisions WHERE 1"));
+        if let Some(target) = &query.target {
+            q.push(" AND target = ").push_bind(target.clone());
+        }
+        if let Some(verdict) = &query.verdict {
+            q.push(" AND verdict = ").push_bind(verdict.clone());
+        }
+        if let Some(since) = query.since {
+            q.push(" AND decided_at >= ").push_bind(ts(since));
+        }
+        if let Some(until) = query.until {
+            q.push(" AND decided_at < ").push_bind(ts(until));
+        }
+        if let Some(before) = query.before_id {
+            q.push(" AND id < ").push_bind(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(query.limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(decision_from_row).collect()
+    }
+
+    async fn unsettled_targets(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT target FROM decisions
+             WHERE id IN (SELECT MAX(id) FROM decisions GROUP BY target) AND verdict <> 'ok'
+             ORDER BY target",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn active_freezes(&self, now: DateTime<Utc>) -> Result<Vec<Freeze>, StoreError> {
+        let now = ts(now);
+        let rows = sqlx::query(
+            "SELECT id, scope, reason, created_by, created_at, expires_at FROM freezes
+             WHERE lifted_at IS NULL AND created_at <= ?1 AND (expires_at IS NULL OR expires_at > ?1)
+             ORDER BY id",
+        )
+        .bind(&now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let expires_at: Option<String> = row.try_get("expires_at")?;
+                Ok(Freeze {
+                    id: row.try_get("id")?,
+                    scope: row.try_get("scope")?,
+                    reason: row.try_get("reason")?,
+                    created_by: row.try_get("created_by")?,
+                    created_at: parse_ts(row.try_get("created_at")?)?,
+                    expires_at: expires_at.as_deref().map(parse_ts).transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn automatic_rollbacks(
+        &self,
+        target_key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DateTime<Utc>>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT executed_at FROM actions
+             WHERE target = ? AND mode = 'auto' AND kind IN ({ROLLBACK_ACTION_KINDS})
+               AND state IN ({ACTION_DONE_STATES}) AND executed_at >= ?
+             ORDER BY executed_at"
+        )))
+        .bind(target_key)
+        .bind(ts(since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|t| parse_ts(t)).collect()
+    }
+
     async fn try_lease(&self, _name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
         // An SQLite file serves one rollwarden process (the single-node setup), which is
         // therefore always the one that runs singleton jobs.
@@ -452,6 +685,21 @@ impl Lease for SingleNodeLease {
     }
 
     async fn release(self: Box<Self>) {}
+}
+
+fn decision_from_row(row: &SqliteRow) -> Result<StoredDecision, StoreError> {
+    Ok(StoredDecision {
+        id: row.try_get("id")?,
+        target_key: row.try_get("target")?,
+        verdict: row.try_get("verdict")?,
+        reason: row.try_get("reason")?,
+        inputs_hash: row.try_get("inputs_hash")?,
+        policy_version: row.try_get("policy_version")?,
+        suspect_deploy_id: row.try_get("suspect_deploy_id")?,
+        rollback_to_id: row.try_get("rollback_to_id")?,
+        decided_at: parse_ts(row.try_get("decided_at")?)?,
+        decision: serde_json::from_str(row.try_get("evidence")?)?,
+    })
 }
 
 fn deploy_from_row(row: &SqliteRow) -> Result<StoredDeploy, StoreError> {

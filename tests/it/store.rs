@@ -198,3 +198,238 @@ on_both_backends!(
     list_alerts_filters_and_pages,
     ping_answers_while_open,
 );
+
+mod engine_inputs {
+    //! The store methods the decision engine reads and writes.
+
+    use chrono::Duration;
+    use serde_json::json;
+
+    use rollwarden::domain::{Scope, Signal, SignalKind, SignalSource, TargetRef};
+    use rollwarden::store::{DecisionQuery, NewDecision};
+
+    use super::{at, one};
+    use crate::on_both_backends;
+    use crate::support::{Backend, TestStore, t0};
+
+    fn decision(
+        target: &str,
+        verdict: &str,
+        hash: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> NewDecision {
+        NewDecision {
+            target_key: target.into(),
+            verdict: verdict.into(),
+            reason: format!("{verdict} because {hash}"),
+            inputs_hash: hash.into(),
+            policy_version: "runbooks-1".into(),
+            suspect_deploy_id: None,
+            rollback_to_id: None,
+            decision: json!({"verdict": verdict, "hash": hash}),
+            decided_at: at,
+        }
+    }
+
+    fn signal(fingerprint: &str, value: f64, ended: Option<&str>) -> Signal {
+        Signal {
+            kind: SignalKind::CustomerReports,
+            target: Some(TargetRef::deployment("default", "prod", "checkout")),
+            scope: Scope::Any,
+            dependency: None,
+            value: Some(value),
+            baseline: None,
+            inconclusive: None,
+            started_at: at("2026-08-22T14:00:00Z"),
+            ended_at: ended.map(at),
+            observations: 1,
+            source: SignalSource::Api,
+            fingerprint: fingerprint.into(),
+            summary: "customer reports".into(),
+        }
+    }
+
+    async fn a_decision_is_written_only_when_verdict_or_inputs_change(backend: Backend) {
+        let db = TestStore::new(backend).await;
+        let key = "default/prod/Deployment/checkout";
+        let (first, created) = db
+            .store
+            .record_decision(&decision(key, "monitor", "h1", t0()))
+            .await
+            .unwrap();
+        assert!(created);
+        let later = t0() + Duration::seconds(10);
+        let (same, created) = db
+            .store
+            .record_decision(&decision(key, "monitor", "h1", later))
+            .await
+            .unwrap();
+        assert!(!created, "an unchanged evaluation writes nothing");
+        assert_eq!(same.id, first.id);
+        let (changed, created) = db
+            .store
+            .record_decision(&decision(key, "rollback", "h2", later))
+            .await
+            .unwrap();
+        assert!(created && changed.id > first.id);
+        db.store
+            .record_decision(&decision("default/prod/Deployment/cart", "ok", "h0", later))
+            .await
+            .unwrap();
+
+        assert_eq!(
+            db.store
+                .latest_decision(key)
+                .await
+                .unwrap()
+                .unwrap()
+                .verdict,
+            "rollback"
+        );
+        assert_eq!(
+            db.store.decision(first.id).await.unwrap().unwrap().decision,
+            json!({"verdict": "monitor", "hash": "h1"})
+        );
+        assert_eq!(db.store.unsettled_targets().await.unwrap(), [key]);
+        let q = DecisionQuery {
+            target: Some(key.into()),
+            limit: 10,
+            ..Default::default()
+        };
+        let listed: Vec<_> = db
+            .store
+            .list_decisions(&q)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.verdict)
+            .collect();
+        assert_eq!(listed, ["rollback", "monitor"]);
+        let q = DecisionQuery {
+            verdict: Some("ok".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(db.store.list_decisions(&q).await.unwrap().len(), 1);
+    }
+
+    async fn concurrent_identical_evaluations_record_one_decision(backend: Backend) {
+        let db = TestStore::new(backend).await;
+        let key = "default/prod/Deployment/checkout";
+        let same = decision(key, "rollback", "same", t0());
+        let writes = (0..8).map(|_| db.store.record_decision(&same));
+        let results = futures::future::join_all(writes).await;
+        let created = results
+            .into_iter()
+            .filter(|r| r.as_ref().unwrap().1)
+            .count();
+        assert_eq!(created, 1);
+    }
+
+    async fn posted_signals_are_idempotent_and_end(backend: Backend) {
+        let db = TestStore::new(backend).await;
+        let (id, new) = db
+            .store
+            .record_signal(&signal("support-7", 12.0, None), t0())
+            .await
+            .unwrap();
+        assert!(new);
+        let (again, new) = db
+            .store
+            .record_signal(&signal("support-7", 25.0, None), t0())
+            .await
+            .unwrap();
+        assert_eq!((again, new), (id, false));
+        let active = db
+            .store
+            .signals_for_evaluation(at("2026-08-22T13:00:00Z"))
+            .await
+            .unwrap();
+        assert_eq!(active, [signal("support-7", 25.0, None)]);
+        db.store
+            .record_signal(
+                &signal("support-7", 25.0, Some("2026-08-22T14:10:00Z")),
+                t0(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            db.store
+                .signals_for_evaluation(at("2026-08-22T14:05:00Z"))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            db.store
+                .signals_for_evaluation(at("2026-08-22T14:20:00Z"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    async fn evaluation_sees_firing_and_recently_resolved_alerts(backend: Backend) {
+        let db = TestStore::new(backend).await;
+        db.store
+            .record_notifications(&[
+                one(
+                    "f1",
+                    "HighErrorRate",
+                    "prod",
+                    "firing",
+                    "2026-08-22T10:00:00Z",
+                ),
+                // api::notification resolves at 15:00.
+                one(
+                    "r1",
+                    "HighLatency",
+                    "prod",
+                    "resolved",
+                    "2026-08-22T11:00:00Z",
+                ),
+            ])
+            .await
+            .unwrap();
+        let fps = |v: Vec<rollwarden::store::StoredAlert>| {
+            v.into_iter().map(|a| a.fingerprint).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            fps(db
+                .store
+                .alerts_for_evaluation(at("2026-08-22T14:00:00Z"))
+                .await
+                .unwrap()),
+            ["f1", "r1"]
+        );
+        assert_eq!(
+            fps(db
+                .store
+                .alerts_for_evaluation(at("2026-08-22T15:00:01Z"))
+                .await
+                .unwrap()),
+            ["f1"]
+        );
+    }
+
+    async fn no_freezes_or_rollbacks_on_a_fresh_store(backend: Backend) {
+        let db = TestStore::new(backend).await;
+        assert!(db.store.active_freezes(t0()).await.unwrap().is_empty());
+        assert!(
+            db.store
+                .automatic_rollbacks("default/prod/Deployment/checkout", t0())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    on_both_backends!(
+        a_decision_is_written_only_when_verdict_or_inputs_change,
+        concurrent_identical_evaluations_record_one_decision,
+        posted_signals_are_idempotent_and_end,
+        evaluation_sees_firing_and_recently_resolved_alerts,
+        no_freezes_or_rollbacks_on_a_fresh_store,
+    );
+}
