@@ -11,6 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::domain::TargetRef;
+use crate::domain::classify::Classifier;
+use crate::engine::{Engine, EngineHandle};
 use crate::http::auth::Authenticator;
 use crate::ingest::Ingestor;
 use crate::k8s::watch::{self, Watchers};
@@ -29,6 +32,10 @@ pub struct AppState {
     pub bounds: Bounds,
     /// The cluster name of target keys (`kubernetes.cluster`).
     pub cluster: String,
+    /// Maps alerts to targets and signals.
+    pub classifier: Arc<Classifier>,
+    /// Where handlers report the targets an ingest touched; `None` with the engine off.
+    pub engine: Option<EngineHandle>,
     pub body_limit_bytes: usize,
     pub request_timeout_secs: u64,
 }
@@ -41,6 +48,9 @@ pub struct App {
     grace: Duration,
     kubernetes: crate::config::KubernetesConfig,
     watchers: Option<Watchers>,
+    /// The decision loop and its queue, when `engine.enabled`.
+    engine: Option<(Engine, tokio::sync::mpsc::Receiver<Vec<TargetRef>>)>,
+    tick: Duration,
 }
 
 impl App {
@@ -98,6 +108,20 @@ impl App {
             tracing::warn!(%listen, "no auth tokens configured: every request is allowed");
         }
         let metrics = Arc::new(Metrics::new());
+        let classifier = Arc::new(config.classifier()?);
+        let (engine_handle, engine) = if config.engine.enabled {
+            let (handle, queue) = Engine::channel();
+            let engine = Engine {
+                store: store.clone(),
+                classifier: classifier.clone(),
+                policy: Arc::new(config.policy.clone()),
+                clock: clock.clone(),
+                metrics: metrics.clone(),
+            };
+            (Some(handle), Some((engine, queue)))
+        } else {
+            (None, None)
+        };
         let mut workers = JoinSet::new();
         let ingestor = Ingestor::start(
             store.clone(),
@@ -117,6 +141,8 @@ impl App {
             clock,
             bounds: config.limits.bounds(),
             cluster: config.kubernetes.cluster.clone(),
+            classifier,
+            engine: engine_handle,
             body_limit_bytes: config.server.body_limit_bytes,
             request_timeout_secs: config.server.request_timeout_secs,
         };
@@ -127,6 +153,8 @@ impl App {
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
             kubernetes: config.kubernetes,
             watchers: None,
+            engine,
+            tick: Duration::from_secs(config.engine.tick_secs),
         })
     }
 
@@ -150,10 +178,15 @@ impl App {
             mut workers,
             grace,
             watchers,
+            engine,
+            tick,
             ..
         } = self;
         if let Some(watchers) = watchers {
             workers.spawn(watchers.run(shutdown.clone()));
+        }
+        if let Some((engine, queue)) = engine {
+            workers.spawn(engine.run(queue, tick, shutdown.clone()));
         }
         let store = state.store.clone();
         tracing::info!(addr = %listener.local_addr()?, store = store.backend(), "serving");

@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize, Serializer};
 
+use std::collections::BTreeMap;
+
 use crate::domain::Role;
+use crate::domain::classify::{Classifier, EnvironmentConfig, SignalsConfig, TargetConfig};
+use crate::domain::policy::Policy;
 use crate::wire::Bounds;
 
 /// A value that must never be printed: tokens, passwords.
@@ -52,6 +56,30 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub kubernetes: KubernetesConfig,
+    pub engine: EngineConfig,
+    /// Configured targets (`[[targets]]`); alerts also discover targets by labels.
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+    /// Environments and the mode each selects (`[environments.prod] mode = "approve"`).
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentConfig>,
+    /// How alerts become signals.
+    #[serde(default)]
+    pub signals: SignalsConfig,
+    /// The decision matrix; defaults reproduce the runbooks.
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// The decision loop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Evaluate targets after ingests and on every tick. Off: nothing is decided.
+    pub enabled: bool,
+    /// How often every target with an active signal (or an unsettled decision) is
+    /// evaluated again: duration rules such as G1 need time to pass.
+    pub tick_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -380,6 +408,13 @@ impl Config {
                 format!("{} does not exist", self.kubernetes.kubeconfig),
             ));
         }
+        if self.engine.tick_secs == 0 {
+            return Err(invalid("engine.tick_secs", "must be at least 1"));
+        }
+        self.classifier()?;
+        self.policy
+            .validate()
+            .map_err(|e| invalid("policy", e.to_string()))?;
         let mut names = std::collections::HashSet::new();
         for (i, token) in self.auth.tokens.iter().enumerate() {
             let key = format!("auth.tokens[{i}]");
@@ -435,6 +470,17 @@ impl Config {
         Ok(resolved)
     }
 
+    /// The alert classifier and target registry this config describes.
+    pub fn classifier(&self) -> Result<Classifier, ConfigError> {
+        Classifier::new(
+            &self.signals,
+            &self.targets,
+            &self.environments,
+            &self.kubernetes.cluster,
+        )
+        .map_err(|e| invalid(e.key, e.message))
+    }
+
     /// The effective settings as TOML, secrets masked: what `check-config` prints.
     pub fn render(&self) -> String {
         toml::to_string_pretty(self).expect("the config always serialises")
@@ -488,6 +534,10 @@ kubeconfig = ""
 context = ""
 helm_driver = "secret"
 lease_retry_secs = 10
+
+[engine]
+enabled = true
+tick_secs = 10
 "#;
 
 #[cfg(test)]
@@ -531,6 +581,24 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn label_names_in_matchers_keep_their_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[[targets]]\nnamespace = \"prod\"\nname = \"checkout\"\nenvironment = \"Prod\"\n\
+             matchers = { Service = \"checkout\" }\n[environments.Prod]\nmode = \"approve\"\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&file), env(&[])).unwrap();
+        assert_eq!(
+            c.targets[0].matchers.keys().collect::<Vec<_>>(),
+            ["Service"]
+        );
+        assert!(c.environments.contains_key("Prod"));
     }
 
     #[test]

@@ -11,12 +11,16 @@ pub mod clock;
 pub mod config;
 /// Pure types and rules: no I/O.
 pub mod domain;
+/// The decision loop: evaluations after ingests and on a tick.
+pub mod engine;
 /// The HTTP API: router, layers, handlers.
 pub mod http;
 /// Group commit of inbound notifications.
 pub mod ingest;
 /// Deploy history from Kubernetes rollouts and Helm releases.
 pub mod k8s;
+/// Shadow mode: replay a recorded stream through a policy; export one.
+pub mod replay;
 /// Durable state behind one trait, for PostgreSQL and SQLite.
 pub mod store;
 /// Logging and metrics.

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use rollwarden::app::App;
 use rollwarden::config::{Config, LogFormat};
-use rollwarden::{store, telemetry};
+use rollwarden::{replay, store, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -33,8 +33,37 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Validate the configuration and print the effective settings, secrets masked.
+    /// Validate the configuration and print the effective settings (secrets masked)
+    /// and the decision policy as a table.
     CheckConfig,
+    /// Shadow mode: run a recorded stream (NDJSON, as `export` writes) through the
+    /// policy and print, decision by decision, what rollwarden would have done.
+    Replay {
+        /// The recorded stream; `-` reads standard input.
+        file: PathBuf,
+        /// A policy file (TOML, the keys of `[policy]`) to use instead of the config's.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Print a table or one JSON decision per line.
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReplayFormat,
+    },
+    /// Write what the store holds (Alertmanager receipts, deploys, posted signals) as a
+    /// replay stream.
+    Export {
+        /// From this instant (RFC 3339); default: 7 days ago.
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Until this instant (RFC 3339); default: now.
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReplayFormat {
+    Table,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -52,6 +81,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         print!("{}", config.render());
+        println!(
+            "\n# The effective decision policy\n{}",
+            config.policy.table()
+        );
         return ExitCode::SUCCESS;
     }
     telemetry::init_logging(
@@ -90,6 +123,56 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             store.migrate().await?;
             store.close().await;
             tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Replay {
+            file,
+            policy,
+            format,
+        } => {
+            let policy = match policy {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let policy: rollwarden::domain::Policy = toml::from_str(&text)
+                        .with_context(|| format!("{}: not a policy", path.display()))?;
+                    policy
+                        .validate()
+                        .with_context(|| format!("{}: invalid policy", path.display()))?;
+                    policy
+                }
+                None => config.policy.clone(),
+            };
+            let records = if file.as_os_str() == "-" {
+                replay::read_records(std::io::stdin().lock())?
+            } else {
+                let f = std::fs::File::open(&file)
+                    .with_context(|| format!("opening {}", file.display()))?;
+                replay::read_records(std::io::BufReader::new(f))?
+            };
+            let tick = chrono::Duration::seconds(config.engine.tick_secs as i64);
+            let rows = replay::replay(records, policy, config.classifier()?, tick).await?;
+            match format {
+                ReplayFormat::Table => print!("{}", replay::table(&rows)),
+                ReplayFormat::Json => {
+                    for row in &rows {
+                        println!("{}", serde_json::to_string(row)?);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Export { since, until } => {
+            let until = until.unwrap_or_else(chrono::Utc::now);
+            let since = since.unwrap_or(until - chrono::Duration::days(7));
+            let store = store::connect(config.database.url.expose(), 2)
+                .await
+                .with_context(|| format!("opening {:?}", config.database.url))?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let n = replay::export(store.as_ref(), since, until, &mut out).await?;
+            std::io::Write::flush(&mut out)?;
+            store.close().await;
+            tracing::info!(records = n, "exported");
             Ok(())
         }
         Command::CheckConfig => unreachable!("handled before the runtime starts"),

@@ -63,6 +63,11 @@ pub struct DeployLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StoreErrorLabels {
     pub operation: &'static str,
     pub kind: &'static str,
@@ -86,6 +91,7 @@ pub struct Metrics {
     pub watch_errors: Family<WatchErrorLabels, Counter>,
     pub helm_decode_errors: Family<ReasonLabels, Counter>,
     pub deploys_recorded: Family<DeployLabels, Counter>,
+    pub decisions: Family<VerdictLabels, Counter>,
 }
 
 impl Metrics {
@@ -140,6 +146,19 @@ impl Metrics {
             "Deploy reports by source and what they did to the history",
             deploys_recorded.clone(),
         );
+        let decisions = Family::<VerdictLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Decisions recorded (a verdict or its inputs changed), by verdict",
+            decisions.clone(),
+        );
+        for verdict in ["ok", "monitor", "investigate", "hold", "rollback", "freeze"] {
+            decisions
+                .get_or_create(&VerdictLabels {
+                    verdict: verdict.to_string(),
+                })
+                .get();
+        }
         // Known series exist from the start at 0, so rate() and alerts work at once.
         for source in ["alertmanager", "ci"] {
             for outcome in ["accepted", "duplicate", "rejected", "failed"] {
@@ -170,6 +189,7 @@ impl Metrics {
             watch_errors,
             helm_decode_errors,
             deploys_recorded,
+            decisions,
         }
     }
 
@@ -208,6 +228,14 @@ impl Metrics {
         };
         self.deploys_recorded
             .get_or_create(&DeployLabels { source, outcome })
+            .inc();
+    }
+
+    pub fn decision(&self, verdict: &str) {
+        self.decisions
+            .get_or_create(&VerdictLabels {
+                verdict: verdict.to_string(),
+            })
             .inc();
     }
 

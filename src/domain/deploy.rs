@@ -37,6 +37,17 @@ impl TargetRef {
         Self::new(cluster, namespace, HELM_RELEASE_KIND, release)
     }
 
+    /// Parses a key made by [`TargetRef::key`]. Kubernetes names contain no `/`.
+    pub fn parse(key: &str) -> Option<Self> {
+        let mut parts = key.split('/');
+        let (cluster, namespace, kind, name) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || namespace.is_empty() || kind.is_empty() || name.is_empty() {
+            return None;
+        }
+        Some(Self::new(cluster, namespace, kind, name))
+    }
+
     /// The canonical key stored with every row: `cluster/namespace/kind/name`.
     pub fn key(&self) -> String {
         format!(
@@ -267,6 +278,21 @@ mod tests {
             TargetRef::helm_release("prod-eu", "shop", "checkout").key(),
             "prod-eu/shop/HelmRelease/checkout"
         );
+    }
+
+    #[test]
+    fn keys_parse_back_and_nonsense_does_not() {
+        let t = TargetRef::deployment("prod-eu", "shop", "checkout");
+        assert_eq!(TargetRef::parse(&t.key()), Some(t));
+        for bad in [
+            "",
+            "a/b/c",
+            "a/b/c/d/e",
+            "a//Deployment/x",
+            "a/b/Deployment/",
+        ] {
+            assert_eq!(TargetRef::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -4,15 +4,28 @@
 //! types; nothing here knows those adapters exist.
 
 pub mod alert;
+pub mod classify;
+pub mod decide;
+pub mod decision;
 pub mod deploy;
 pub mod freeze;
+pub mod policy;
+pub mod report;
 pub mod role;
 pub mod signal;
 pub mod target;
 
 pub use alert::{Alert, AlertStatus, Labels, Notification, Source};
+pub use classify::{
+    Classified, Classifier, ClassifyConfigError, DependencyConfig, EnvironmentConfig, SignalRule,
+    SignalsConfig, TargetConfig, default_signal_rules,
+};
+pub use decide::{History, decide};
+pub use decision::{Decision, FiredRule, HoldReason, Verdict, VerificationStatus};
 pub use deploy::{Deploy, DeployRecord, DeploySource, TargetRef};
 pub use freeze::Freeze;
+pub use policy::{Condition, LoopGuard, Outcome, Policy, PolicyError, Rule, Verification};
+pub use report::{evidence, incident_report};
 pub use role::{Access, Role};
 pub use signal::{Scope, Signal, SignalKind, SignalSource};
 pub use target::{Mode, Target};

@@ -73,7 +73,10 @@ impl SignalKind {
     /// Kinds whose value is a ratio in [0, 1]; a larger value is a unit mistake
     /// (a percentage), so it is inconclusive rather than believed.
     pub fn is_ratio(self) -> bool {
-        matches!(self, SignalKind::ErrorRate | SignalKind::Cpu | SignalKind::Memory)
+        matches!(
+            self,
+            SignalKind::ErrorRate | SignalKind::Cpu | SignalKind::Memory
+        )
     }
 }
 

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::extract::RawBody;
 use crate::app::AppState;
+use crate::domain::TargetRef;
 use crate::wire::alertmanager::AlertmanagerPayload;
 
 const SOURCE: &str = "alertmanager";
@@ -40,6 +41,21 @@ async fn receive_notification(
         }
     };
     let alerts = notification.alerts.len();
+    // Which targets the alerts are about, for the engine (only if the store took it).
+    let touched: Vec<TargetRef> = match &state.engine {
+        Some(_) => {
+            let mut targets: Vec<TargetRef> = notification
+                .alerts
+                .iter()
+                .filter_map(|a| state.classifier.target_for(&a.labels))
+                .map(|t| t.target)
+                .collect();
+            targets.sort();
+            targets.dedup();
+            targets
+        }
+        None => Vec::new(),
+    };
     match state.ingestor.submit(notification).await {
         Ok(outcome) => {
             let status = if outcome.duplicate {
@@ -48,6 +64,9 @@ async fn receive_notification(
                 "accepted"
             };
             state.metrics.notification(SOURCE, status);
+            if let Some(engine) = state.engine.as_ref().filter(|_| !outcome.duplicate) {
+                engine.touched(touched);
+            }
             Ok(Json(json!({
                 "status": status,
                 "receipt_id": outcome.receipt_id,

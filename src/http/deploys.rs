@@ -63,6 +63,9 @@ async fn receive_deploy(
             "duplicate"
         },
     );
+    if let Some(engine) = state.engine.as_ref().filter(|_| write.changed) {
+        engine.touched(vec![deploy.target.clone()]);
+    }
     let status = if write.created {
         StatusCode::CREATED
     } else {

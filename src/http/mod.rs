@@ -4,11 +4,13 @@
 mod alertmanager;
 mod alerts;
 pub mod auth;
+mod decisions;
 mod deploys;
 pub mod error;
 pub mod extract;
 mod health;
 mod query;
+mod signals;
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +43,7 @@ pub fn router(state: AppState) -> Router {
     let ingest = Router::new()
         .merge(alertmanager::router())
         .merge(deploys::ingest_router())
+        .merge(signals::router())
         .route_layer(middleware::from_fn_with_state(
             gate(Access::Ingest),
             auth::require,
@@ -48,6 +51,7 @@ pub fn router(state: AppState) -> Router {
     let read = Router::new()
         .merge(alerts::router())
         .merge(deploys::read_router())
+        .merge(decisions::router())
         .route_layer(middleware::from_fn_with_state(
             gate(Access::Read),
             auth::require,

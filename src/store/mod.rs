@@ -109,6 +109,21 @@ pub struct StoredAlert {
     pub updated_at: DateTime<Utc>,
 }
 
+impl StoredAlert {
+    /// The alert itself, as the domain knows it.
+    pub fn to_alert(&self) -> Alert {
+        Alert {
+            fingerprint: self.fingerprint.clone(),
+            status: self.status,
+            labels: self.labels.clone(),
+            annotations: self.annotations.clone(),
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            generator_url: self.generator_url.clone(),
+        }
+    }
+}
+
 /// Filters for [`Store::list_alerts`]; every filter narrows (AND).
 #[derive(Debug, Clone, Default)]
 pub struct AlertQuery {
@@ -269,6 +284,17 @@ pub trait Store: Send + Sync + 'static {
 
     async fn receipt(&self, id: i64) -> Result<Option<Receipt>, StoreError>;
 
+    /// Receipts of `source` received in `[since, until)`, oldest first, after the id
+    /// `after_id`, at most `limit`: what `rollwarden export` pages through.
+    async fn receipts_between(
+        &self,
+        source: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Receipt>, StoreError>;
+
     /// Alerts matching `query`, newest first, at most `query.limit`.
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError>;
 
@@ -314,8 +340,9 @@ pub trait Store: Send + Sync + 'static {
         since: DateTime<Utc>,
     ) -> Result<Vec<StoredAlert>, StoreError>;
 
-    /// Stores a signal posted to the API, idempotent on (source, fingerprint, start);
-    /// a repeat updates its value and end. Returns the row id and whether it was new.
+    /// Stores a signal, idempotent on its poster's id (`fingerprint`) for API signals
+    /// and on (source, fingerprint, start) for others; a repeat updates its value and
+    /// end (its start stands). Returns the row id and whether it was new.
     async fn record_signal(
         &self,
         signal: &Signal,

@@ -262,6 +262,42 @@ impl Store for PostgresStore {
         .map_err(|e: sqlx::Error| e.into())
     }
 
+    async fn receipts_between(
+        &self,
+        source: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Receipt>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, source, group_key, body, received_at, last_received_at, duplicate_count
+             FROM receipts
+             WHERE source = $1 AND received_at >= $2 AND received_at < $3 AND id > $4
+             ORDER BY id LIMIT $5",
+        )
+        .bind(source)
+        .bind(since)
+        .bind(until)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Receipt {
+                    id: row.try_get("id")?,
+                    source: row.try_get("source")?,
+                    group_key: row.try_get("group_key")?,
+                    body: row.try_get("body")?,
+                    received_at: row.try_get("received_at")?,
+                    last_received_at: row.try_get("last_received_at")?,
+                    duplicate_count: row.try_get("duplicate_count")?,
+                })
+            })
+            .collect()
+    }
+
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError> {
         let mut q = QueryBuilder::new(
             "SELECT id, fingerprint, status, alertname, labels, annotations, starts_at, ends_at,
@@ -443,18 +479,23 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await?;
         let source = serde_json::to_value(signal.source)?;
         let source = source.as_str().unwrap_or("api");
-        let existing: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM signals WHERE source = $1 AND fingerprint = $2 AND started_at = $3
-             FOR UPDATE",
+        let existing: Option<(i64, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT id, started_at FROM signals WHERE source = $1 AND fingerprint = $2
+               AND (source = 'api' OR started_at = $3)
+             ORDER BY id DESC LIMIT 1 FOR UPDATE",
         )
         .bind(source)
         .bind(&signal.fingerprint)
         .bind(signal.started_at)
         .fetch_optional(&mut *tx)
         .await?;
-        let details = Json(serde_json::to_value(signal)?);
         let result = match existing {
-            Some(id) => {
+            Some((id, started_at)) => {
+                let kept = Signal {
+                    started_at,
+                    ..signal.clone()
+                };
+                let details = Json(serde_json::to_value(&kept)?);
                 sqlx::query(
                     "UPDATE signals SET value = $2, baseline = $3, ended_at = $4,
                          observed_at = $5, details = $6 WHERE id = $1",
@@ -470,6 +511,7 @@ impl Store for PostgresStore {
                 (id, false)
             }
             None => {
+                let details = Json(serde_json::to_value(signal)?);
                 let id: i64 = sqlx::query_scalar(
                     "INSERT INTO signals (target, kind, scope, dependency, value, baseline, source,
                          fingerprint, started_at, ended_at, observed_at, details)

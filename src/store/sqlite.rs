@@ -180,6 +180,42 @@ impl Store for SqliteStore {
         }))
     }
 
+    async fn receipts_between(
+        &self,
+        source: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Receipt>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, source, group_key, body, received_at, last_received_at, duplicate_count
+             FROM receipts
+             WHERE source = ? AND received_at >= ? AND received_at < ? AND id > ?
+             ORDER BY id LIMIT ?",
+        )
+        .bind(source)
+        .bind(ts(since))
+        .bind(ts(until))
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Receipt {
+                    id: row.try_get("id")?,
+                    source: row.try_get("source")?,
+                    group_key: row.try_get("group_key")?,
+                    body: row.try_get("body")?,
+                    received_at: parse_ts(row.try_get("received_at")?)?,
+                    last_received_at: parse_ts(row.try_get("last_received_at")?)?,
+                    duplicate_count: row.try_get("duplicate_count")?,
+                })
+            })
+            .collect()
+    }
+
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError> {
         let mut q = QueryBuilder::new(
             "SELECT id, fingerprint, status, alertname, labels, annotations, starts_at, ends_at,
@@ -457,17 +493,23 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let source = serde_json::to_value(signal.source)?;
         let source = source.as_str().unwrap_or("api");
-        let existing: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM signals WHERE source = ? AND fingerprint = ? AND started_at = ?",
+        let existing: Option<(i64, String)> = sqlx::query_as(
+            "SELECT id, started_at FROM signals WHERE source = ?1 AND fingerprint = ?2
+               AND (source = 'api' OR started_at = ?3)
+             ORDER BY id DESC LIMIT 1",
         )
         .bind(source)
         .bind(&signal.fingerprint)
         .bind(ts(signal.started_at))
         .fetch_optional(&mut *tx)
         .await?;
-        let details = serde_json::to_string(signal)?;
         let result = match existing {
-            Some(id) => {
+            Some((id, started_at)) => {
+                let kept = Signal {
+                    started_at: parse_ts(&started_at)?,
+                    ..signal.clone()
+                };
+                let details = serde_json::to_string(&kept)?;
                 sqlx::query(
                     "UPDATE signals SET value = ?, baseline = ?, ended_at = ?, observed_at = ?,
                          details = ? WHERE id = ?",
@@ -483,6 +525,7 @@ impl Store for SqliteStore {
                 (id, false)
             }
             None => {
+                let details = serde_json::to_string(signal)?;
                 let id: i64 = sqlx::query_scalar(
                     "INSERT INTO signals (target, kind, scope, dependency, value, baseline, source,
                          fingerprint, started_at, ended_at, observed_at, details)

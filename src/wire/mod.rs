@@ -5,6 +5,7 @@
 
 pub mod alertmanager;
 pub mod ci;
+pub mod signal;
 
 use serde::de::DeserializeOwned;
 

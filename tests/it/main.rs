@@ -7,6 +7,7 @@ mod api;
 mod auth;
 mod cli;
 mod deploys;
+mod engine;
 mod fake_kube;
 mod ingest;
 mod shutdown;

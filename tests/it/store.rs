@@ -334,11 +334,10 @@ mod engine_inputs {
             .await
             .unwrap();
         assert!(new);
-        let (again, new) = db
-            .store
-            .record_signal(&signal("support-7", 25.0, None), t0())
-            .await
-            .unwrap();
+        // A retry without its start time (the poster defaulted it to "now"): same signal.
+        let mut retry = signal("support-7", 25.0, None);
+        retry.started_at += Duration::minutes(3);
+        let (again, new) = db.store.record_signal(&retry, t0()).await.unwrap();
         assert_eq!((again, new), (id, false));
         let active = db
             .store

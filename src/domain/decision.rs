@@ -1,0 +1,570 @@
+//! The output of decide(): a verdict with everything that led to it — the rules that
+//! fired with their thresholds and observed values, the holds that overrode a rollback,
+//! the suspect deploy and the revision to return to, the commands a person would run —
+//! and a hash of what it depends on, so that a new decision is recorded only when it
+//! changes.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::policy::{Outcome, fmt_secs};
+use super::{DeployRecord, DeploySource, Scope, SignalKind, TargetRef};
+
+/// What to do about a target. Declared weakest first: the derived order is the
+/// precedence `freeze > hold > rollback > investigate > monitor > ok`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Nothing fired.
+    Ok,
+    /// Watch closely (M1, M3).
+    Monitor,
+    /// Someone looks now (M5).
+    Investigate,
+    /// Roll back to the known-good revision.
+    Rollback,
+    /// A rollback is called for (or cannot be ruled out) but must not happen; the
+    /// decision's holds say why.
+    Hold,
+    /// Stop all deployments and escalate (M8); approved rollbacks are still admitted.
+    Freeze,
+}
+
+impl Verdict {
+    /// All verdicts, weakest first.
+    pub const ALL: [Verdict; 6] = [
+        Verdict::Ok,
+        Verdict::Monitor,
+        Verdict::Investigate,
+        Verdict::Rollback,
+        Verdict::Hold,
+        Verdict::Freeze,
+    ];
+
+    /// The precedence: a larger rank wins.
+    pub fn rank(self) -> u8 {
+        match self {
+            Verdict::Ok => 0,
+            Verdict::Monitor => 1,
+            Verdict::Investigate => 2,
+            Verdict::Rollback => 3,
+            Verdict::Hold => 4,
+            Verdict::Freeze => 5,
+        }
+    }
+
+    /// The lowercase name, as serialised and stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Monitor => "monitor",
+            Verdict::Investigate => "investigate",
+            Verdict::Rollback => "rollback",
+            Verdict::Hold => "hold",
+            Verdict::Freeze => "freeze",
+        }
+    }
+
+    /// The verdict with this name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<Outcome> for Verdict {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Monitor => Verdict::Monitor,
+            Outcome::Investigate => Verdict::Investigate,
+            Outcome::Rollback => Verdict::Rollback,
+            Outcome::Freeze => Verdict::Freeze,
+        }
+    }
+}
+
+/// A rule that fired, with the evidence: one entry per rule, however many signals
+/// fired it (the numbers of the one furthest over the threshold are shown, every
+/// fingerprint is cited).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FiredRule {
+    pub rule_id: String,
+    /// The runbook's words.
+    pub description: String,
+    /// The kind of the signal whose numbers are shown (the one furthest over).
+    pub kind: SignalKind,
+    /// The kinds of all the signals that fired it, sorted.
+    pub kinds: Vec<SignalKind>,
+    /// The rule's scope.
+    pub scope: Scope,
+    /// The condition in words (`> 5 %`).
+    pub condition: String,
+    /// The effective threshold the value exceeded (for relative rules, computed from
+    /// the baseline); `None` for presence rules.
+    pub threshold: Option<f64>,
+    pub observed: Option<f64>,
+    pub baseline: Option<f64>,
+    /// How long the earliest firing signal had been active at decision time.
+    pub duration_secs: Option<u64>,
+    pub outcome: Outcome,
+    /// Fingerprints of every signal that fired it, sorted.
+    pub fingerprints: Vec<String>,
+    /// When the earliest firing signal started.
+    pub started_at: DateTime<Utc>,
+}
+
+/// Why a rollback is held. `code()` is stable: it is stored, hashed and filtered on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "code")]
+pub enum HoldReason {
+    /// H1: the regression started before the latest deploy, so that deploy did not
+    /// cause it.
+    #[serde(rename = "H1")]
+    PredatesDeploy {
+        regression_started_at: DateTime<Utc>,
+        deploy_id: i64,
+        deploy_source: DeploySource,
+        deploy_revision: String,
+        deploy_started_at: DateTime<Utc>,
+    },
+    /// H2: a dependency of the target is degraded.
+    #[serde(rename = "H2")]
+    DependencyDegraded {
+        dependency: String,
+        fingerprint: String,
+        since: DateTime<Utc>,
+    },
+    /// The only evidence for a rollback cannot be trusted.
+    #[serde(rename = "inconclusive")]
+    Inconclusive {
+        kind: SignalKind,
+        fingerprint: String,
+        why: String,
+    },
+    /// No deploy of the target started inside the correlation window before the
+    /// regression: nothing to roll back.
+    #[serde(rename = "no_deploy_in_window")]
+    NoDeployInWindow {
+        regression_started_at: DateTime<Utc>,
+        window_secs: u64,
+    },
+    /// The suspect has no earlier healthy revision of the same source to return to.
+    #[serde(rename = "no_known_good")]
+    NoKnownGood {
+        suspect_id: i64,
+        source: DeploySource,
+        revision: String,
+    },
+    /// The circuit breaker: too many automatic rollbacks, or the last one too recent.
+    #[serde(rename = "loop_guard")]
+    LoopGuard {
+        rollbacks_in_window: u32,
+        limit: u32,
+        window_secs: u64,
+        last_rollback_at: Option<DateTime<Utc>>,
+        min_interval_secs: u64,
+    },
+    /// A GitOps controller manages the target: an undo would be reverted by
+    /// self-heal, so the change must be reverted in Git.
+    #[serde(rename = "gitops")]
+    Gitops {
+        controller: String,
+        commit_sha: Option<String>,
+    },
+}
+
+impl HoldReason {
+    /// The stable code: `H1`, `H2`, `inconclusive`, `no_deploy_in_window`,
+    /// `no_known_good`, `loop_guard`, `gitops`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            HoldReason::PredatesDeploy { .. } => "H1",
+            HoldReason::DependencyDegraded { .. } => "H2",
+            HoldReason::Inconclusive { .. } => "inconclusive",
+            HoldReason::NoDeployInWindow { .. } => "no_deploy_in_window",
+            HoldReason::NoKnownGood { .. } => "no_known_good",
+            HoldReason::LoopGuard { .. } => "loop_guard",
+            HoldReason::Gitops { .. } => "gitops",
+        }
+    }
+
+    /// The reason in words, for people.
+    pub fn detail(&self) -> String {
+        match self {
+            HoldReason::PredatesDeploy {
+                regression_started_at,
+                deploy_id,
+                deploy_source,
+                deploy_revision,
+                deploy_started_at,
+            } => format!(
+                "H1: the regression started at {} before the latest deploy \
+                 ({} revision {deploy_revision}, deploy #{deploy_id}, started {}), \
+                 so that deploy did not cause it; keep investigating",
+                clock(*regression_started_at),
+                deploy_source.as_str(),
+                clock(*deploy_started_at),
+            ),
+            HoldReason::DependencyDegraded {
+                dependency,
+                fingerprint,
+                since,
+            } => format!(
+                "H2: the dependency `{dependency}` is degraded since {} (signal {fingerprint}); \
+                 keep investigating",
+                clock(*since)
+            ),
+            HoldReason::Inconclusive {
+                kind,
+                fingerprint,
+                why,
+            } => format!(
+                "the {} signal {fingerprint} is inconclusive ({why})",
+                kind.as_str()
+            ),
+            HoldReason::NoDeployInWindow {
+                regression_started_at,
+                window_secs,
+            } => format!(
+                "no deploy of the target started in the {} before the regression began at {}",
+                fmt_secs(*window_secs),
+                clock(*regression_started_at)
+            ),
+            HoldReason::NoKnownGood {
+                suspect_id,
+                source,
+                revision,
+            } => format!(
+                "no healthy {} revision precedes the suspect (revision {revision}, deploy #{suspect_id})",
+                source.as_str()
+            ),
+            HoldReason::LoopGuard {
+                rollbacks_in_window,
+                limit,
+                window_secs,
+                last_rollback_at,
+                min_interval_secs,
+            } => {
+                let last = last_rollback_at
+                    .map_or_else(String::new, |at| format!(", the last at {}", clock(at)));
+                format!(
+                    "loop guard: {rollbacks_in_window} automatic rollbacks in the last {} \
+                     (limit {limit}, at least {} apart){last}",
+                    fmt_secs(*window_secs),
+                    fmt_secs(*min_interval_secs)
+                )
+            }
+            HoldReason::Gitops {
+                controller,
+                commit_sha,
+            } => match commit_sha {
+                Some(sha) => format!(
+                    "{controller} manages the target and would revert a rollout undo by \
+                     self-heal; revert commit {sha} in Git instead"
+                ),
+                None => format!(
+                    "{controller} manages the target and would revert a rollout undo by \
+                     self-heal; revert the change in Git instead"
+                ),
+            },
+        }
+    }
+}
+
+/// V1: whether the target meets the post-rollback thresholds while it is watched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerificationStatus {
+    /// When the rollback was executed.
+    pub rolled_back_at: DateTime<Utc>,
+    /// The end of the watch.
+    pub watch_until: DateTime<Utc>,
+    /// Every active signal meets its V1 threshold.
+    pub passing: bool,
+    /// What does not, in words (`error_rate 0.4 % >= 0.1 %`).
+    pub failing: Vec<String>,
+}
+
+/// What decide() concluded about one target at one moment, with its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub verdict: Verdict,
+    /// One sentence that says why — and, for a hold, why not.
+    pub reason: String,
+    pub target: TargetRef,
+    /// The target's region and environment, from its configuration.
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// The rules that fired, in policy order.
+    pub fired: Vec<FiredRule>,
+    /// Why a rollback is held; empty unless one is called for.
+    pub holds: Vec<HoldReason>,
+    /// The deploy blamed: the latest one before the regression, inside the window.
+    pub suspect: Option<DeployRecord>,
+    /// The last healthy revision before the suspect, of the same source.
+    pub rollback_to: Option<DeployRecord>,
+    /// When the earliest signal behind a rollback or freeze rule started.
+    pub regression_started_at: Option<DateTime<Utc>>,
+    /// The exact commands a person would run, in order of preference.
+    pub recommended: Vec<String>,
+    /// Why to escalate now (E1, M8, loop guard), if anything.
+    pub escalate: Option<String>,
+    /// V1 while a rolled-back target is watched.
+    pub verification: Option<VerificationStatus>,
+    /// The GitOps controller (`argocd`, `flux`) that manages the target.
+    pub gitops: Option<String>,
+    pub policy_version: String,
+    /// sha256 over what the decision depends on (not the clock); see
+    /// [`Decision::compute_inputs_hash`].
+    pub inputs_hash: String,
+}
+
+impl Decision {
+    /// The hash of what the decision depends on: verdict, fired rule ids with observed
+    /// values, hold codes (with the dependency for H2), suspect and rollback-target ids,
+    /// policy version, the escalation raised and whether verification passes. Durations and texts that move with the clock are left out, so that
+    /// re-deciding an unchanged situation gives the same hash.
+    pub fn compute_inputs_hash(&self) -> String {
+        let mut canonical = format!("policy={}\nverdict={}\n", self.policy_version, self.verdict);
+        for rule in &self.fired {
+            let observed = rule
+                .observed
+                .map_or_else(|| "-".to_string(), |v| v.to_string());
+            canonical.push_str(&format!("fired={}:{observed}\n", rule.rule_id));
+        }
+        for hold in &self.holds {
+            match hold {
+                HoldReason::DependencyDegraded { dependency, .. } => {
+                    canonical.push_str(&format!("hold=H2:{dependency}\n"));
+                }
+                other => canonical.push_str(&format!("hold={}\n", other.code())),
+            }
+        }
+        let id = |d: &Option<DeployRecord>| d.as_ref().map_or("-".into(), |d| d.id.to_string());
+        canonical.push_str(&format!(
+            "suspect={}\nrollback_to={}\n",
+            id(&self.suspect),
+            id(&self.rollback_to)
+        ));
+        if let Some(escalate) = &self.escalate {
+            // decide() words escalations without elapsed times, so the text is stable.
+            canonical.push_str(&format!("escalate={escalate}\n"));
+        }
+        if let Some(v) = &self.verification {
+            canonical.push_str(&format!("verification={}\n", v.passing));
+        }
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    }
+
+    /// The rules that fired with this outcome.
+    pub fn fired_with(&self, outcome: Outcome) -> impl Iterator<Item = &FiredRule> {
+        self.fired.iter().filter(move |f| f.outcome == outcome)
+    }
+
+    /// Whether the rule with this id fired.
+    pub fn has_fired(&self, rule_id: &str) -> bool {
+        self.fired.iter().any(|f| f.rule_id == rule_id)
+    }
+
+    /// Whether a hold with this code is present.
+    pub fn has_hold(&self, code: &str) -> bool {
+        self.holds.iter().any(|h| h.code() == code)
+    }
+}
+
+/// A time as people read it in a reason: `2026-08-22 10:05 UTC`.
+pub(crate) fn clock(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn verdicts_order_by_precedence() {
+        use Verdict::*;
+        let mut shuffled = vec![Rollback, Ok, Freeze, Monitor, Hold, Investigate];
+        shuffled.sort();
+        assert_eq!(shuffled, [Ok, Monitor, Investigate, Rollback, Hold, Freeze]);
+        for pair in Verdict::ALL.windows(2) {
+            assert!(pair[0].rank() < pair[1].rank());
+            assert!(pair[0] < pair[1]);
+        }
+        assert_eq!(Freeze.max(Hold), Freeze);
+        assert_eq!(Hold.max(Rollback), Hold);
+    }
+
+    #[test]
+    fn verdicts_serialise_lowercase_and_parse_back() {
+        for verdict in Verdict::ALL {
+            let json = serde_json::to_string(&verdict).unwrap();
+            assert_eq!(json, format!("\"{}\"", verdict.as_str()));
+            assert_eq!(Verdict::parse(verdict.as_str()), Some(verdict));
+            assert_eq!(serde_json::from_str::<Verdict>(&json).unwrap(), verdict);
+        }
+    }
+
+    fn holds() -> Vec<HoldReason> {
+        let t = at("2026-08-22T10:05:00Z");
+        vec![
+            HoldReason::PredatesDeploy {
+                regression_started_at: t,
+                deploy_id: 8,
+                deploy_source: DeploySource::Kubernetes,
+                deploy_revision: "8".into(),
+                deploy_started_at: at("2026-08-22T10:10:00Z"),
+            },
+            HoldReason::DependencyDegraded {
+                dependency: "database".into(),
+                fingerprint: "fp-db".into(),
+                since: t,
+            },
+            HoldReason::Inconclusive {
+                kind: SignalKind::ErrorRate,
+                fingerprint: "fp".into(),
+                why: "no value".into(),
+            },
+            HoldReason::NoDeployInWindow {
+                regression_started_at: t,
+                window_secs: 7200,
+            },
+            HoldReason::NoKnownGood {
+                suspect_id: 7,
+                source: DeploySource::Helm,
+                revision: "12".into(),
+            },
+            HoldReason::LoopGuard {
+                rollbacks_in_window: 3,
+                limit: 3,
+                window_secs: 3600,
+                last_rollback_at: Some(t),
+                min_interval_secs: 300,
+            },
+            HoldReason::Gitops {
+                controller: "argocd".into(),
+                commit_sha: Some("abc123".into()),
+            },
+        ]
+    }
+
+    #[test]
+    fn hold_codes_are_stable_and_serialised_as_the_tag() {
+        let codes: Vec<&str> = holds().iter().map(HoldReason::code).collect();
+        assert_eq!(
+            codes,
+            [
+                "H1",
+                "H2",
+                "inconclusive",
+                "no_deploy_in_window",
+                "no_known_good",
+                "loop_guard",
+                "gitops"
+            ]
+        );
+        for hold in holds() {
+            let json = serde_json::to_value(&hold).unwrap();
+            assert_eq!(json["code"], hold.code());
+            assert_eq!(serde_json::from_value::<HoldReason>(json).unwrap(), hold);
+        }
+    }
+
+    #[test]
+    fn hold_details_say_what_holds() {
+        let details: Vec<String> = holds().iter().map(HoldReason::detail).collect();
+        assert!(details[0].starts_with("H1: the regression started at 2026-08-22 10:05 UTC"));
+        assert!(details[1].contains("`database`"));
+        assert!(details[2].contains("no value"));
+        assert!(details[3].contains("2 h"));
+        assert!(details[4].contains("helm revision"));
+        assert!(details[5].contains("3 automatic rollbacks in the last 1 h (limit 3"));
+        assert!(details[6].contains("revert commit abc123 in Git"));
+    }
+
+    fn decision() -> Decision {
+        Decision {
+            verdict: Verdict::Rollback,
+            reason: "r".into(),
+            target: TargetRef::deployment("c", "prod", "checkout"),
+            region: None,
+            environment: None,
+            fired: vec![FiredRule {
+                rule_id: "M2".into(),
+                description: "d".into(),
+                kind: SignalKind::ErrorRate,
+                kinds: vec![SignalKind::ErrorRate],
+                scope: Scope::Any,
+                condition: "> 5 %".into(),
+                threshold: Some(0.05),
+                observed: Some(0.07),
+                baseline: None,
+                duration_secs: Some(60),
+                outcome: Outcome::Rollback,
+                fingerprints: vec!["fp".into()],
+                started_at: at("2026-08-22T10:05:00Z"),
+            }],
+            holds: vec![],
+            suspect: None,
+            rollback_to: None,
+            regression_started_at: Some(at("2026-08-22T10:05:00Z")),
+            recommended: vec![],
+            escalate: None,
+            verification: None,
+            gitops: None,
+            policy_version: "runbooks-1".into(),
+            inputs_hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_inputs_hash_ignores_durations_and_wording() {
+        let a = decision();
+        let mut b = decision();
+        b.fired[0].duration_secs = Some(600);
+        b.reason = "another sentence".into();
+        assert_eq!(a.compute_inputs_hash(), b.compute_inputs_hash());
+        assert_eq!(a.compute_inputs_hash().len(), 64);
+    }
+
+    #[test]
+    fn the_inputs_hash_changes_with_what_the_decision_depends_on() {
+        let base = decision().compute_inputs_hash();
+        type Change = Box<dyn Fn(&mut Decision)>;
+        let changes: Vec<Change> = vec![
+            Box::new(|d| d.verdict = Verdict::Hold),
+            Box::new(|d| d.fired[0].observed = Some(0.08)),
+            Box::new(|d| d.fired[0].rule_id = "G2".into()),
+            Box::new(|d| d.holds = holds()[..1].to_vec()),
+            Box::new(|d| d.policy_version = "runbooks-2".into()),
+            Box::new(|d| d.escalate = Some("E1: not restored".into())),
+        ];
+        for change in changes {
+            let mut d = decision();
+            change(&mut d);
+            assert_ne!(d.compute_inputs_hash(), base);
+        }
+    }
+
+    #[test]
+    fn a_decision_round_trips_through_json() {
+        let mut d = decision();
+        d.holds = holds();
+        d.inputs_hash = d.compute_inputs_hash();
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(serde_json::from_str::<Decision>(&json).unwrap(), d);
+    }
+}

@@ -1,0 +1,274 @@
+//! The decision loop. A target is evaluated after each committed ingest that touches it
+//! and on a tick (duration rules such as G1 need the clock to move); an evaluation
+//! loads the target's signals, deploys, freezes and rollback history, calls the pure
+//! `decide()`, and records the decision when its verdict or inputs changed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::instrument;
+
+use crate::clock::Clock;
+use crate::domain::classify::Classifier;
+use crate::domain::decide::{History, decide};
+use crate::domain::policy::Policy;
+use crate::domain::{Decision, DeployRecord, Signal, Target, TargetRef};
+use crate::store::{DecisionQuery, NewDecision, Store, StoreError, StoredDecision};
+use crate::telemetry::Metrics;
+
+/// Deploys of a target an evaluation looks at: the suspect and what came before it.
+const HISTORY_DEPTH: u32 = 200;
+
+/// Everything an evaluation needs. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub store: Arc<dyn Store>,
+    pub classifier: Arc<Classifier>,
+    pub policy: Arc<Policy>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What one evaluation produced.
+#[derive(Debug)]
+pub struct Evaluation {
+    pub decision: Decision,
+    /// The decision now standing for the target.
+    pub stored: StoredDecision,
+    /// Whether this evaluation recorded a new decision (the verdict or inputs changed).
+    pub changed: bool,
+}
+
+/// Handlers tell the engine which targets an ingest touched.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Vec<TargetRef>>,
+}
+
+impl EngineHandle {
+    /// Asks for an evaluation of `targets`. Never blocks an ingest: when the queue is
+    /// full the next tick evaluates them anyway.
+    pub fn touched(&self, targets: Vec<TargetRef>) {
+        if !targets.is_empty() {
+            let _ = self.tx.try_send(targets);
+        }
+    }
+}
+
+impl Engine {
+    /// The channel handlers send to, and its receiving end for [`Engine::run`].
+    pub fn channel() -> (EngineHandle, mpsc::Receiver<Vec<TargetRef>>) {
+        let (tx, rx) = mpsc::channel(1024);
+        (EngineHandle { tx }, rx)
+    }
+
+    /// The target as configured, or as discovered from its key.
+    pub fn target(&self, key: &TargetRef) -> Target {
+        self.classifier.target(key)
+    }
+
+    /// Evaluates `target` now and records the decision if it changed.
+    #[instrument(skip_all, fields(target = %target.target))]
+    pub async fn evaluate(&self, target: &Target) -> Result<Evaluation, StoreError> {
+        let now = self.clock.now();
+        let since = now - chrono::Duration::seconds(self.policy.correlation_window_secs as i64);
+        let signals = self.signals_for(target, since).await?;
+        let deploys: Vec<DeployRecord> = self
+            .store
+            .target_history(&target.target, None, HISTORY_DEPTH)
+            .await?
+            .into_iter()
+            .map(|d| DeployRecord {
+                id: d.id,
+                deploy: d.deploy,
+            })
+            .collect();
+        let freezes = self.store.active_freezes(now).await?;
+        let history = self.history(&target.target, now).await?;
+        let decision = decide(
+            &self.policy,
+            target,
+            &deploys,
+            &signals,
+            &freezes,
+            &history,
+            now,
+        );
+        let new = NewDecision {
+            target_key: target.target.key(),
+            verdict: decision.verdict.as_str().to_string(),
+            reason: decision.reason.clone(),
+            inputs_hash: decision.inputs_hash.clone(),
+            policy_version: decision.policy_version.clone(),
+            suspect_deploy_id: decision.suspect.as_ref().map(|d| d.id),
+            rollback_to_id: decision.rollback_to.as_ref().map(|d| d.id),
+            decision: serde_json::to_value(&decision)?,
+            decided_at: now,
+        };
+        let (stored, changed) = self.store.record_decision(&new).await?;
+        if changed {
+            self.metrics.decision(decision.verdict.as_str());
+            tracing::info!(
+                verdict = decision.verdict.as_str(),
+                reason = %decision.reason,
+                decision = stored.id,
+                "new decision"
+            );
+        }
+        Ok(Evaluation {
+            decision,
+            stored,
+            changed,
+        })
+    }
+
+    /// The target's signals: classified from its alerts, posted to the API, and the
+    /// dependency signals that concern it.
+    async fn signals_for(
+        &self,
+        target: &Target,
+        since: chrono::DateTime<Utc>,
+    ) -> Result<Vec<Signal>, StoreError> {
+        let alerts = self.store.alerts_for_evaluation(since).await?;
+        let posted = self.store.signals_for_evaluation(since).await?;
+        let mut signals = Vec::new();
+        for alert in &alerts {
+            if let Some(classified) = self.classifier.classify(&alert.to_alert())
+                && self.concerns(target, &classified)
+            {
+                signals.push(classified.signal);
+            }
+        }
+        for signal in posted {
+            let classified = crate::domain::classify::Classified {
+                signal,
+                namespace: None,
+            };
+            if self.concerns(target, &classified) {
+                signals.push(classified.signal);
+            }
+        }
+        Ok(signals)
+    }
+
+    fn concerns(&self, target: &Target, classified: &crate::domain::classify::Classified) -> bool {
+        match &classified.signal.target {
+            Some(t) => *t == target.target,
+            None => self.classifier.depends_on(target, classified),
+        }
+    }
+
+    /// The loop guard's and verification's view of past rollbacks of `target`.
+    async fn history(
+        &self,
+        target: &TargetRef,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<History, StoreError> {
+        let guard = &self.policy.loop_guard;
+        let window = chrono::Duration::seconds(guard.window_secs as i64);
+        let automatic_rollbacks = self
+            .store
+            .automatic_rollbacks(&target.key(), now - window)
+            .await?;
+        let recovered = self
+            .store
+            .list_decisions(&DecisionQuery {
+                target: Some(target.key()),
+                verdict: Some("ok".into()),
+                limit: 1,
+                ..DecisionQuery::default()
+            })
+            .await?;
+        Ok(History {
+            last_rollback: automatic_rollbacks.last().copied(),
+            automatic_rollbacks,
+            recovered_at: recovered.first().map(|d| d.decided_at),
+        })
+    }
+
+    /// Targets worth a tick: those with an active signal, and those whose standing
+    /// decision is not `ok` (so they can recover).
+    pub async fn due(&self) -> Result<Vec<TargetRef>, StoreError> {
+        let now = self.clock.now();
+        let since = now - chrono::Duration::seconds(self.policy.correlation_window_secs as i64);
+        let mut due = BTreeSet::new();
+        for alert in self.store.alerts_for_evaluation(since).await? {
+            if let Some(target) = self.classifier.target_for(&alert.labels) {
+                due.insert(target.target);
+            }
+        }
+        for signal in self.store.signals_for_evaluation(since).await? {
+            if let Some(target) = signal.target {
+                due.insert(target);
+            }
+        }
+        for key in self.store.unsettled_targets().await? {
+            if let Some(target) = TargetRef::parse(&key) {
+                due.insert(target);
+            }
+        }
+        Ok(due.into_iter().collect())
+    }
+
+    /// Evaluates every due target; returns how many decisions changed.
+    pub async fn tick(&self) -> usize {
+        let due = match self.due().await {
+            Ok(due) => due,
+            Err(err) => {
+                self.metrics.store_error("engine_due", &err);
+                tracing::error!(error = %err, "engine tick: cannot list due targets");
+                return 0;
+            }
+        };
+        let mut changed = 0;
+        for key in due {
+            changed += usize::from(self.evaluate_logged(&key).await);
+        }
+        changed
+    }
+
+    async fn evaluate_logged(&self, key: &TargetRef) -> bool {
+        match self.evaluate(&self.target(key)).await {
+            Ok(evaluation) => evaluation.changed,
+            Err(err) => {
+                self.metrics.store_error("evaluate", &err);
+                tracing::error!(error = %err, target = %key, "evaluation failed");
+                false
+            }
+        }
+    }
+
+    /// Runs until `shutdown`: evaluates touched targets as they arrive and every due
+    /// target each `tick`.
+    pub async fn run(
+        self,
+        mut touched: mpsc::Receiver<Vec<TargetRef>>,
+        tick: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                batch = touched.recv() => {
+                    let Some(batch) = batch else { return };
+                    let mut targets: BTreeSet<TargetRef> = batch.into_iter().collect();
+                    while let Ok(more) = touched.try_recv() {
+                        targets.extend(more);
+                    }
+                    for key in targets {
+                        self.evaluate_logged(&key).await;
+                    }
+                }
+                _ = interval.tick() => {
+                    self.tick().await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Shadow mode. `rollwarden replay` runs a recorded stream through a policy and says,
+//! decision by decision, what rollwarden would have done; `rollwarden export` writes the
+//! stream from what a running rollwarden stored.
+//!
+//! Replay uses the server's own engine on a throwaway in-memory store with a manual
+//! clock, so its answers are the server's answers, and nothing outside it is touched.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::ManualClock;
+use crate::domain::classify::Classifier;
+use crate::domain::policy::Policy;
+use crate::domain::{Deploy, Signal, TargetRef};
+use crate::engine::Engine;
+use crate::store::{DeployQuery, SqliteStore, Store};
+use crate::telemetry::Metrics;
+use crate::wire::Bounds;
+use crate::wire::alertmanager::AlertmanagerPayload;
+
+/// One line of a recorded stream (NDJSON): when it happened and what.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// What happened. Exactly one key per line besides `at`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// An Alertmanager webhook body, as received.
+    Alertmanager(serde_json::Value),
+    /// A deploy, as rollwarden stores it (`GET /api/v1/deploys` items work too).
+    Deploy(Box<Deploy>),
+    /// A signal, as rollwarden stores it.
+    Signal(Box<Signal>),
+}
+
+/// One decision a replay produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayRow {
+    pub at: DateTime<Utc>,
+    pub target: String,
+    pub verdict: String,
+    pub rules: Vec<String>,
+    pub holds: Vec<String>,
+    pub suspect: Option<String>,
+    pub rollback_to: Option<String>,
+    pub reason: String,
+    pub decision: serde_json::Value,
+}
+
+/// Reads NDJSON records; a bad line is an error naming its number.
+pub fn read_records(input: impl BufRead) -> anyhow::Result<Vec<Record>> {
+    let mut records = Vec::new();
+    for (n, line) in input.lines().enumerate() {
+        let line = line.with_context(|| format!("reading line {}", n + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: Record = serde_json::from_str(&line)
+            .with_context(|| format!("line {}: not a replay record", n + 1))?;
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// Replays `records` (in time order) through `policy`, ticking every `tick` between
+/// records so that duration rules see time pass, and returns every decision that
+/// changed.
+pub async fn replay(
+    mut records: Vec<Record>,
+    policy: Policy,
+    classifier: Classifier,
+    tick: Duration,
+) -> anyhow::Result<Vec<ReplayRow>> {
+    if tick <= Duration::zero() {
+        bail!("the tick must be positive");
+    }
+    records.sort_by_key(|r| r.at);
+    let Some(first) = records.first() else {
+        return Ok(Vec::new());
+    };
+    // One connection: every connection to `sqlite::memory:` is a database of its own.
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::connect("sqlite::memory:", 1).await?);
+    store.migrate().await?;
+    let clock = Arc::new(ManualClock::new(first.at));
+    let engine = Engine {
+        store: store.clone(),
+        classifier: Arc::new(classifier),
+        policy: Arc::new(policy),
+        clock: clock.clone(),
+        metrics: Arc::new(Metrics::new()),
+    };
+    let mut rows = Vec::new();
+    let mut now = first.at;
+    for record in &records {
+        // Let the clock run to this record, ticking, as the server would.
+        while now + tick < record.at {
+            now += tick;
+            clock.set(now);
+            tick_into(&engine, &mut rows).await?;
+        }
+        now = record.at;
+        clock.set(now);
+        let touched = apply(&engine, record).await?;
+        for target in touched {
+            evaluate_into(&engine, &target, &mut rows).await?;
+        }
+    }
+    // One last look after the stream, for decisions that only a tick reaches.
+    clock.set(now + tick);
+    tick_into(&engine, &mut rows).await?;
+    store.close().await;
+    Ok(rows)
+}
+
+async fn apply(engine: &Engine, record: &Record) -> anyhow::Result<BTreeSet<TargetRef>> {
+    let mut touched = BTreeSet::new();
+    match &record.event {
+        Event::Alertmanager(body) => {
+            let raw = serde_json::to_vec(body)?;
+            let notification = AlertmanagerPayload::parse(&raw, &Bounds::default(), record.at)
+                .map_err(|e| anyhow::anyhow!("alertmanager record at {}: {e}", record.at))?;
+            for alert in &notification.alerts {
+                if let Some(target) = engine.classifier.target_for(&alert.labels) {
+                    touched.insert(target.target);
+                }
+            }
+            engine.store.record_notifications(&[notification]).await?;
+        }
+        Event::Deploy(deploy) => {
+            engine
+                .store
+                .record_deploys(std::slice::from_ref(deploy), record.at)
+                .await?;
+            touched.insert(deploy.target.clone());
+        }
+        Event::Signal(signal) => {
+            engine.store.record_signal(signal, record.at).await?;
+            touched.extend(signal.target.clone());
+        }
+    }
+    Ok(touched)
+}
+
+async fn tick_into(engine: &Engine, rows: &mut Vec<ReplayRow>) -> anyhow::Result<()> {
+    for target in engine.due().await? {
+        evaluate_into(engine, &target, rows).await?;
+    }
+    Ok(())
+}
+
+async fn evaluate_into(
+    engine: &Engine,
+    target: &TargetRef,
+    rows: &mut Vec<ReplayRow>,
+) -> anyhow::Result<()> {
+    let evaluation = engine.evaluate(&engine.target(target)).await?;
+    if evaluation.changed {
+        let d = &evaluation.decision;
+        let deploy = |r: &Option<crate::domain::DeployRecord>| {
+            r.as_ref()
+                .map(|r| format!("{} {}", r.deploy.source.as_str(), r.deploy.revision))
+        };
+        rows.push(ReplayRow {
+            at: evaluation.stored.decided_at,
+            target: target.key(),
+            verdict: d.verdict.as_str().to_string(),
+            rules: d.fired.iter().map(|f| f.rule_id.clone()).collect(),
+            holds: d.holds.iter().map(|h| h.code().to_string()).collect(),
+            suspect: deploy(&d.suspect),
+            rollback_to: deploy(&d.rollback_to),
+            reason: d.reason.clone(),
+            decision: evaluation.stored.decision.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The rows as a fixed-width table.
+pub fn table(rows: &[ReplayRow]) -> String {
+    let mut out = format!(
+        "{:<24} {:<40} {:<11} {:<14} {:<22} {:<16} {:<16}\n",
+        "AT", "TARGET", "VERDICT", "RULES", "HOLDS", "SUSPECT", "ROLLBACK TO"
+    );
+    for r in rows {
+        let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(",")
+            }
+        };
+        out.push_str(&format!(
+            "{:<24} {:<40} {:<11} {:<14} {:<22} {:<16} {:<16}\n",
+            r.at.format("%Y-%m-%dT%H:%M:%SZ"),
+            r.target,
+            r.verdict,
+            list(&r.rules),
+            list(&r.holds),
+            dash(&r.suspect),
+            dash(&r.rollback_to),
+        ));
+    }
+    out
+}
+
+/// Writes what `store` holds between `since` and `until` as replay records, in time
+/// order: Alertmanager receipts, deploys and posted signals.
+pub async fn export(
+    store: &dyn Store,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    out: &mut impl Write,
+) -> anyhow::Result<usize> {
+    let mut records = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .receipts_between("alertmanager", since, until, after, 1000)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for receipt in page {
+            let body: serde_json::Value = serde_json::from_str(&receipt.body)
+                .with_context(|| format!("receipt {} is not JSON", receipt.id))?;
+            records.push(Record {
+                at: receipt.received_at,
+                event: Event::Alertmanager(body),
+            });
+        }
+    }
+    let mut query = DeployQuery {
+        since: Some(since),
+        until: Some(until),
+        limit: 1000,
+        ..DeployQuery::default()
+    };
+    loop {
+        let page = store.list_deploys(&query).await?;
+        let Some(last) = page.last() else { break };
+        query.after = Some(crate::store::DeployCursor::of(last));
+        for deploy in page {
+            records.push(Record {
+                at: deploy.deploy.started_at,
+                event: Event::Deploy(Box::new(deploy.deploy)),
+            });
+        }
+    }
+    for signal in store.signals_for_evaluation(since).await? {
+        if signal.started_at < until {
+            records.push(Record {
+                at: signal.started_at,
+                event: Event::Signal(Box::new(signal)),
+            });
+        }
+    }
+    records.sort_by_key(|r| r.at);
+    for record in &records {
+        serde_json::to_writer(&mut *out, record)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(records.len())
+}

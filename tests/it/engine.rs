@@ -1,0 +1,324 @@
+//! The decision engine through the API: the runbooks' scenarios posted to a running
+//! rollwarden yield the runbooks' outcomes, each explained by its evidence.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::on_both_backends;
+use crate::support::{Backend, TestApp, VIEWER_TOKEN, WEBHOOK_TOKEN, t0};
+
+const CHECKOUT: &str = "default/prod/Deployment/checkout";
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn minutes(m: i64) -> chrono::Duration {
+    chrono::Duration::minutes(m)
+}
+
+/// An Alertmanager notification of one firing alert about prod/checkout.
+fn alert(
+    name: &str,
+    fingerprint: &str,
+    extra: Value,
+    annotations: Value,
+    starts: DateTime<Utc>,
+) -> String {
+    let mut labels = json!({"alertname": name, "namespace": "prod", "service": "checkout", "severity": "critical"});
+    for (k, v) in extra.as_object().unwrap() {
+        labels[k] = v.clone();
+    }
+    json!({
+        "receiver": "rollwarden", "status": "firing",
+        "alerts": [{"status": "firing", "labels": labels, "annotations": annotations,
+                    "startsAt": ts(starts), "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://prometheus:9090/graph", "fingerprint": fingerprint}],
+        "groupLabels": {"alertname": name}, "commonLabels": {}, "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093", "version": "4",
+        "groupKey": format!("{{}}:{{alertname=\"{name}\", fp=\"{fingerprint}\"}}"), "truncatedAlerts": 0
+    })
+    .to_string()
+}
+
+async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
+    app.http
+        .post(app.url(path))
+        .bearer_auth(WEBHOOK_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Two pipeline deploys: 2231 (good, 40 min ago) and 2232 (10 min ago).
+async fn two_deploys(app: &TestApp) {
+    for (rev, image, at) in [
+        ("2231", "1.5.0", t0() - minutes(40)),
+        ("2232", "1.6.0", t0() - minutes(10)),
+    ] {
+        let r = post(app, "/api/v1/deploys", json!({
+            "namespace": "prod", "name": "checkout", "revision": rev, "status": "succeeded",
+            "image": format!("registry.example.com/shop/checkout:{image}"), "version": image,
+            "started_at": ts(at), "finished_at": ts(at + minutes(2)), "commit": format!("c{rev}")
+        })).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+}
+
+/// Polls the target's decisions until the newest has `verdict` (bounded: 10 s).
+async fn wait_for_verdict(app: &TestApp, verdict: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..500 {
+        let (_, body) = app
+            .get_json(&format!("/api/v1/decisions?target={CHECKOUT}&limit=1"))
+            .await;
+        if let Some(d) = body["items"].as_array().and_then(|i| i.first()) {
+            if d["verdict"] == verdict {
+                return d.clone();
+            }
+            last = d.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no {verdict} decision; last: {last}");
+}
+
+fn fired(decision: &Value) -> Vec<String> {
+    decision["decision"]["fired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn holds(decision: &Value) -> Vec<String> {
+    decision["decision"]["holds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["code"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn spawn(backend: Backend) -> TestApp {
+    TestApp::spawn_with(backend, |c| c.engine.tick_secs = 1).await
+}
+
+async fn an_error_rate_over_five_percent_after_a_deploy_rolls_back_with_evidence(backend: Backend) {
+    let app = spawn(backend).await;
+    two_deploys(&app).await;
+    // Four minutes: G2 (above the SLO threshold for more than 5 minutes) not yet.
+    let r = app
+        .post_alertmanager(alert(
+            "HighErrorRate",
+            "aa01",
+            json!({}),
+            json!({"value": "0.124", "summary": "5xx"}),
+            t0() - minutes(4),
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let d = wait_for_verdict(&app, "rollback").await;
+    assert_eq!(fired(&d), ["M1", "M2"]);
+    let m2 = &d["decision"]["fired"][1];
+    assert_eq!(
+        (m2["threshold"].as_f64(), m2["observed"].as_f64()),
+        (Some(0.05), Some(0.124))
+    );
+    assert_eq!(m2["fingerprints"], json!(["aa01"]));
+    assert_eq!(d["decision"]["suspect"]["revision"], "2232");
+    assert_eq!(d["decision"]["rollback_to"]["revision"], "2231");
+    let id = d["id"].as_i64().unwrap();
+
+    let (status, evidence) = app
+        .get_json(&format!("/api/v1/decisions/{id}/evidence"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let text = evidence.to_string();
+    for needle in ["M2", "aa01", "1.6.0", "1.5.0"] {
+        assert!(text.contains(needle), "evidence lacks {needle}: {text}");
+    }
+    let report = app
+        .http
+        .get(app.url(&format!("/api/v1/decisions/{id}/report")))
+        .bearer_auth(VIEWER_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(report.status(), StatusCode::OK);
+    assert!(
+        report.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/markdown")
+    );
+    let report = report.text().await.unwrap();
+    for needle in [
+        "Incident ID",
+        "INC-20260822-",
+        "Timeline",
+        "Root Cause",
+        "Follow-up",
+    ] {
+        assert!(report.contains(needle), "report lacks {needle}:\n{report}");
+    }
+    assert!(
+        app.metrics()
+            .await
+            .contains("rollwarden_decisions_total{verdict=\"rollback\"} 1")
+    );
+}
+
+async fn a_regression_that_predates_the_latest_deploy_is_held_h1(backend: Backend) {
+    let app = spawn(backend).await;
+    two_deploys(&app).await;
+    // Errors began 20 minutes ago, before deploy 2232 (10 minutes ago).
+    app.post_alertmanager(alert(
+        "HighErrorRate",
+        "aa02",
+        json!({}),
+        json!({"value": "0.2"}),
+        t0() - minutes(20),
+    ))
+    .await;
+    let d = wait_for_verdict(&app, "hold").await;
+    assert!(holds(&d).contains(&"H1".to_string()), "{d}");
+    assert!(
+        fired(&d).contains(&"M2".to_string()),
+        "the rule still fired: {d}"
+    );
+}
+
+async fn a_degraded_database_holds_the_rollback_h2(backend: Backend) {
+    let app = spawn(backend).await;
+    two_deploys(&app).await;
+    let db_down = json!({
+        "receiver": "rollwarden", "status": "firing",
+        "alerts": [{"status": "firing", "labels": {"alertname": "PostgresqlDown", "namespace": "prod", "instance": "db-0"},
+                    "annotations": {}, "startsAt": ts(t0() - minutes(6)), "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "", "fingerprint": "db01"}],
+        "version": "4", "groupKey": "{}:{alertname=\"PostgresqlDown\"}", "truncatedAlerts": 0
+    });
+    assert_eq!(
+        app.post_alertmanager(db_down.to_string()).await.status(),
+        StatusCode::OK
+    );
+    app.post_alertmanager(alert(
+        "HighErrorRate",
+        "aa03",
+        json!({}),
+        json!({"value": "0.3"}),
+        t0() - minutes(5),
+    ))
+    .await;
+    let d = wait_for_verdict(&app, "hold").await;
+    assert_eq!(holds(&d), ["H2"], "{d}");
+    assert!(d["reason"].as_str().unwrap().contains("database"), "{d}");
+}
+
+async fn posted_data_corruption_freezes_m8(backend: Backend) {
+    let app = spawn(backend).await;
+    two_deploys(&app).await;
+    let r = post(&app, "/api/v1/signals", json!({
+        "kind": "data_corruption", "target": {"namespace": "prod", "name": "checkout"},
+        "id": "support-4711", "summary": "orders written twice", "started_at": ts(t0() - minutes(1))
+    }))
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let d = wait_for_verdict(&app, "freeze").await;
+    assert!(fired(&d).contains(&"M8".to_string()), "{d}");
+    // The same signal again changes nothing.
+    let r = post(&app, "/api/v1/signals", json!({
+        "kind": "data_corruption", "target": {"namespace": "prod", "name": "checkout"},
+        "id": "support-4711", "summary": "orders written twice", "started_at": ts(t0() - minutes(1))
+    }))
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+async fn failing_health_checks_roll_back_only_after_three_minutes_g1(backend: Backend) {
+    let app = spawn(backend).await;
+    two_deploys(&app).await;
+    // Health checks fail from now on; G1 needs them failing for more than 3 minutes.
+    app.post_alertmanager(alert(
+        "MaestroServiceDown",
+        "hc01",
+        json!({}),
+        json!({}),
+        t0(),
+    ))
+    .await;
+    let d = wait_for_verdict(&app, "ok").await;
+    assert!(fired(&d).is_empty(), "{d}");
+    // The tick evaluates again as time passes.
+    app.clock.advance(minutes(3) + chrono::Duration::seconds(1));
+    let d = wait_for_verdict(&app, "rollback").await;
+    assert_eq!(fired(&d), ["G1"]);
+}
+
+async fn an_unchanged_situation_writes_no_new_decision(backend: Backend) {
+    let app = spawn(backend).await;
+    two_deploys(&app).await;
+    let body = alert(
+        "HighErrorRate",
+        "aa04",
+        json!({}),
+        json!({"value": "0.124"}),
+        t0() - minutes(5),
+    );
+    app.post_alertmanager(body.clone()).await;
+    wait_for_verdict(&app, "rollback").await;
+    // Re-deliveries and several ticks later, still one rollback decision.
+    app.post_alertmanager(body).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, all) = app
+        .get_json(&format!("/api/v1/decisions?target={CHECKOUT}"))
+        .await;
+    let verdicts: Vec<_> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["verdict"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        verdicts.iter().filter(|v| *v == "rollback").count(),
+        1,
+        "{verdicts:?}"
+    );
+}
+
+on_both_backends!(
+    an_error_rate_over_five_percent_after_a_deploy_rolls_back_with_evidence,
+    a_regression_that_predates_the_latest_deploy_is_held_h1,
+    a_degraded_database_holds_the_rollback_h2,
+    posted_data_corruption_freezes_m8,
+    failing_health_checks_roll_back_only_after_three_minutes_g1,
+    an_unchanged_situation_writes_no_new_decision,
+);
+
+#[tokio::test]
+async fn decisions_api_rejects_nonsense_and_unknown_ids() {
+    let app = spawn(Backend::Sqlite).await;
+    let (status, body) = app.get_json("/api/v1/decisions?verdict=maybe").await;
+    assert_eq!(
+        (status, body["error"]["details"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("verdict"))
+    );
+    let (status, _) = app.get_json("/api/v1/decisions/99999").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = app.get_json("/api/v1/decisions/abc/report").await;
+    assert_eq!(
+        (status, body["error"]["details"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("id"))
+    );
+}
