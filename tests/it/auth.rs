@@ -39,6 +39,15 @@ fn routes() -> Vec<Route> {
             allowed: vec![WEBHOOK_TOKEN, OPERATOR_TOKEN, ADMIN_TOKEN],
             denied: vec![VIEWER_TOKEN],
         },
+        Route {
+            method: Method::POST,
+            path: "/api/v1/signals",
+            body: Some(
+                r#"{"kind":"sla_violation","target":{"namespace":"prod","name":"checkout"},"id":"sla-1"}"#,
+            ),
+            allowed: vec![WEBHOOK_TOKEN, OPERATOR_TOKEN, ADMIN_TOKEN],
+            denied: vec![VIEWER_TOKEN],
+        },
     ]
     .into_iter()
     .chain(
@@ -46,6 +55,7 @@ fn routes() -> Vec<Route> {
             "/api/v1/alerts",
             "/api/v1/deploys",
             "/api/v1/targets/prod/checkout/history",
+            "/api/v1/decisions",
         ]
         .map(|path| Route {
             method: Method::GET,

@@ -59,6 +59,13 @@ fn check_config_prints_the_effective_settings_with_secrets_masked() {
     );
     assert!(printed.contains("token = \"***\""), "{printed}");
     assert!(!printed.contains(TOKEN) && !printed.contains("pa55word"));
+    // The effective policy, as a table with every runbook rule.
+    for id in ["C1", "M2", "M8", "G1", "G4", "E1", "V1"] {
+        assert!(
+            printed.lines().any(|l| l.trim_start().starts_with(id)),
+            "{id} missing:\n{printed}"
+        );
+    }
 }
 
 #[test]

@@ -297,8 +297,31 @@ async fn an_unchanged_situation_writes_no_new_decision(backend: Backend) {
     );
 }
 
+async fn customer_reports_investigate_then_roll_back_m5_m6(backend: Backend) {
+    let app = spawn(backend).await;
+    two_deploys(&app).await;
+    let report = |count: u64| {
+        json!({"kind": "customer_reports", "target": {"namespace": "prod", "name": "checkout"},
+               "id": "support-queue", "count": count, "started_at": ts(t0() - minutes(3))})
+    };
+    assert_eq!(
+        post(&app, "/api/v1/signals", report(6)).await.status(),
+        StatusCode::CREATED
+    );
+    let d = wait_for_verdict(&app, "investigate").await;
+    assert_eq!(fired(&d), ["M5"]);
+    // The count grows past 20 in the window: the same signal, updated.
+    assert_eq!(
+        post(&app, "/api/v1/signals", report(21)).await.status(),
+        StatusCode::OK
+    );
+    let d = wait_for_verdict(&app, "rollback").await;
+    assert_eq!(fired(&d), ["M5", "M6"]);
+}
+
 on_both_backends!(
     an_error_rate_over_five_percent_after_a_deploy_rolls_back_with_evidence,
+    customer_reports_investigate_then_roll_back_m5_m6,
     a_regression_that_predates_the_latest_deploy_is_held_h1,
     a_degraded_database_holds_the_rollback_h2,
     posted_data_corruption_freezes_m8,

@@ -10,6 +10,7 @@ mod deploys;
 mod engine;
 mod fake_kube;
 mod ingest;
+mod replay;
 mod shutdown;
 mod store;
 mod watchers;
