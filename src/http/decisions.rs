@@ -118,11 +118,16 @@ async fn get_evidence(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let (stored, decision) = load(&state, &id).await?;
+    // The runbook's DEPLOYMENT_LOG_URL: the suspect deploy's pipeline run, when known.
+    let log_link = decision
+        .suspect
+        .as_ref()
+        .and_then(|d| d.deploy.link.clone());
     Ok(Json(report::evidence(
         &decision,
         stored.decided_at,
         stored.id,
-        None,
+        log_link.as_deref(),
     )))
 }
 

@@ -63,7 +63,8 @@ async fn two_deploys(app: &TestApp) {
         let r = post(app, "/api/v1/deploys", json!({
             "namespace": "prod", "name": "checkout", "revision": rev, "status": "succeeded",
             "image": format!("registry.example.com/shop/checkout:{image}"), "version": image,
-            "started_at": ts(at), "finished_at": ts(at + minutes(2)), "commit": format!("c{rev}")
+            "started_at": ts(at), "finished_at": ts(at + minutes(2)), "commit": format!("c{rev}"),
+            "link": format!("https://ci.example.com/runs/{rev}")
         })).await;
         assert_eq!(r.status(), StatusCode::CREATED);
     }
@@ -140,7 +141,13 @@ async fn an_error_rate_over_five_percent_after_a_deploy_rolls_back_with_evidence
         .await;
     assert_eq!(status, StatusCode::OK);
     let text = evidence.to_string();
-    for needle in ["M2", "aa01", "1.6.0", "1.5.0"] {
+    for needle in [
+        "M2",
+        "aa01",
+        "1.6.0",
+        "1.5.0",
+        "https://ci.example.com/runs/2232",
+    ] {
         assert!(text.contains(needle), "evidence lacks {needle}: {text}");
     }
     let report = app
