@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
 use crate::clock::Clock;
-use crate::domain::classify::Classifier;
+use crate::domain::classify::{Classified, Classifier};
 use crate::domain::decide::{History, decide};
 use crate::domain::policy::Policy;
-use crate::domain::{Decision, DeployRecord, Signal, Target, TargetRef};
+use crate::domain::{Decision, DeployRecord, Freeze, Signal, Target, TargetRef};
 use crate::store::{DecisionQuery, NewDecision, Store, StoreError, StoredDecision};
 use crate::telemetry::Metrics;
 
@@ -31,6 +31,16 @@ pub struct Engine {
     pub policy: Arc<Policy>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
+}
+
+/// What every evaluation at one instant reads, loaded and classified once: a tick
+/// evaluates many targets against the same snapshot instead of re-reading (and
+/// re-classifying) every alert per target.
+pub struct Snapshot {
+    pub now: chrono::DateTime<Utc>,
+    /// Classified alerts and posted signals, of every target.
+    pub signals: Vec<Classified>,
+    pub freezes: Vec<Freeze>,
 }
 
 /// What one evaluation produced.
@@ -71,12 +81,58 @@ impl Engine {
         self.classifier.target(key)
     }
 
-    /// Evaluates `target` now and records the decision if it changed.
-    #[instrument(skip_all, fields(target = %target.target))]
-    pub async fn evaluate(&self, target: &Target) -> Result<Evaluation, StoreError> {
+    /// Loads what evaluations at this instant read: every alert still firing or
+    /// recently resolved (classified once), posted signals, and freezes in force.
+    pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let now = self.clock.now();
         let since = now - chrono::Duration::seconds(self.policy.correlation_window_secs as i64);
-        let signals = self.signals_for(target, since).await?;
+        let mut signals: Vec<Classified> = self
+            .store
+            .alerts_for_evaluation(since)
+            .await?
+            .iter()
+            .filter_map(|alert| self.classifier.classify(&alert.to_alert()))
+            .collect();
+        signals.extend(
+            self.store
+                .signals_for_evaluation(since)
+                .await?
+                .into_iter()
+                .map(|signal| Classified {
+                    signal,
+                    namespace: None,
+                }),
+        );
+        let freezes = self.store.active_freezes(now).await?;
+        Ok(Snapshot {
+            now,
+            signals,
+            freezes,
+        })
+    }
+
+    /// Evaluates `target` now and records the decision if it changed.
+    pub async fn evaluate(&self, target: &Target) -> Result<Evaluation, StoreError> {
+        let snapshot = self.snapshot().await?;
+        self.evaluate_in(target, &snapshot).await
+    }
+
+    /// Evaluates `target` against `snapshot` and records the decision if it changed.
+    #[instrument(skip_all, fields(target = %target.target))]
+    pub async fn evaluate_in(
+        &self,
+        target: &Target,
+        snapshot: &Snapshot,
+    ) -> Result<Evaluation, StoreError> {
+        let now = snapshot.now;
+        // The target's signals: classified from its alerts, posted to the API, and the
+        // dependency signals that concern it.
+        let signals: Vec<Signal> = snapshot
+            .signals
+            .iter()
+            .filter(|c| self.concerns(target, c))
+            .map(|c| c.signal.clone())
+            .collect();
         let deploys: Vec<DeployRecord> = self
             .store
             .target_history(&target.target, None, HISTORY_DEPTH)
@@ -87,14 +143,13 @@ impl Engine {
                 deploy: d.deploy,
             })
             .collect();
-        let freezes = self.store.active_freezes(now).await?;
         let history = self.history(&target.target, now).await?;
         let decision = decide(
             &self.policy,
             target,
             &deploys,
             &signals,
-            &freezes,
+            &snapshot.freezes,
             &history,
             now,
         );
@@ -126,36 +181,7 @@ impl Engine {
         })
     }
 
-    /// The target's signals: classified from its alerts, posted to the API, and the
-    /// dependency signals that concern it.
-    async fn signals_for(
-        &self,
-        target: &Target,
-        since: chrono::DateTime<Utc>,
-    ) -> Result<Vec<Signal>, StoreError> {
-        let alerts = self.store.alerts_for_evaluation(since).await?;
-        let posted = self.store.signals_for_evaluation(since).await?;
-        let mut signals = Vec::new();
-        for alert in &alerts {
-            if let Some(classified) = self.classifier.classify(&alert.to_alert())
-                && self.concerns(target, &classified)
-            {
-                signals.push(classified.signal);
-            }
-        }
-        for signal in posted {
-            let classified = crate::domain::classify::Classified {
-                signal,
-                namespace: None,
-            };
-            if self.concerns(target, &classified) {
-                signals.push(classified.signal);
-            }
-        }
-        Ok(signals)
-    }
-
-    fn concerns(&self, target: &Target, classified: &crate::domain::classify::Classified) -> bool {
+    fn concerns(&self, target: &Target, classified: &Classified) -> bool {
         match &classified.signal.target {
             Some(t) => *t == target.target,
             None => self.classifier.depends_on(target, classified),
@@ -192,20 +218,12 @@ impl Engine {
 
     /// Targets worth a tick: those with an active signal, and those whose standing
     /// decision is not `ok` (so they can recover).
-    pub async fn due(&self) -> Result<Vec<TargetRef>, StoreError> {
-        let now = self.clock.now();
-        let since = now - chrono::Duration::seconds(self.policy.correlation_window_secs as i64);
-        let mut due = BTreeSet::new();
-        for alert in self.store.alerts_for_evaluation(since).await? {
-            if let Some(target) = self.classifier.target_for(&alert.labels) {
-                due.insert(target.target);
-            }
-        }
-        for signal in self.store.signals_for_evaluation(since).await? {
-            if let Some(target) = signal.target {
-                due.insert(target);
-            }
-        }
+    pub async fn due(&self, snapshot: &Snapshot) -> Result<Vec<TargetRef>, StoreError> {
+        let mut due: BTreeSet<TargetRef> = snapshot
+            .signals
+            .iter()
+            .filter_map(|c| c.signal.target.clone())
+            .collect();
         for key in self.store.unsettled_targets().await? {
             if let Some(target) = TargetRef::parse(&key) {
                 due.insert(target);
@@ -216,23 +234,27 @@ impl Engine {
 
     /// Evaluates every due target; returns how many decisions changed.
     pub async fn tick(&self) -> usize {
-        let due = match self.due().await {
-            Ok(due) => due,
+        let loaded = match self.snapshot().await {
+            Ok(snapshot) => self.due(&snapshot).await.map(|due| (snapshot, due)),
+            Err(err) => Err(err),
+        };
+        let (snapshot, due) = match loaded {
+            Ok(loaded) => loaded,
             Err(err) => {
                 self.metrics.store_error("engine_due", &err);
-                tracing::error!(error = %err, "engine tick: cannot list due targets");
+                tracing::error!(error = %err, "engine tick: cannot load its inputs");
                 return 0;
             }
         };
         let mut changed = 0;
         for key in due {
-            changed += usize::from(self.evaluate_logged(&key).await);
+            changed += usize::from(self.evaluate_logged(&key, &snapshot).await);
         }
         changed
     }
 
-    async fn evaluate_logged(&self, key: &TargetRef) -> bool {
-        match self.evaluate(&self.target(key)).await {
+    async fn evaluate_logged(&self, key: &TargetRef, snapshot: &Snapshot) -> bool {
+        match self.evaluate_in(&self.target(key), snapshot).await {
             Ok(evaluation) => evaluation.changed,
             Err(err) => {
                 self.metrics.store_error("evaluate", &err);
@@ -261,8 +283,17 @@ impl Engine {
                     while let Ok(more) = touched.try_recv() {
                         targets.extend(more);
                     }
-                    for key in targets {
-                        self.evaluate_logged(&key).await;
+                    match self.snapshot().await {
+                        Ok(snapshot) => {
+                            for key in targets {
+                                self.evaluate_logged(&key, &snapshot).await;
+                            }
+                        }
+                        Err(err) => {
+                            // The next tick evaluates them.
+                            self.metrics.store_error("engine_snapshot", &err);
+                            tracing::error!(error = %err, "engine: cannot load its inputs");
+                        }
                     }
                 }
                 _ = interval.tick() => {

@@ -152,7 +152,8 @@ async fn apply(engine: &Engine, record: &Record) -> anyhow::Result<BTreeSet<Targ
 }
 
 async fn tick_into(engine: &Engine, rows: &mut Vec<ReplayRow>) -> anyhow::Result<()> {
-    for target in engine.due().await? {
+    let snapshot = engine.snapshot().await?;
+    for target in engine.due(&snapshot).await? {
         evaluate_into(engine, &target, rows).await?;
     }
     Ok(())
