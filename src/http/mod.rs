@@ -8,6 +8,7 @@ mod decisions;
 mod deploys;
 pub mod error;
 pub mod extract;
+mod freezes;
 mod health;
 mod query;
 mod signals;
@@ -52,15 +53,24 @@ pub fn router(state: AppState) -> Router {
         .merge(alerts::router())
         .merge(deploys::read_router())
         .merge(decisions::router())
+        .merge(freezes::read_router())
         .route_layer(middleware::from_fn_with_state(
             gate(Access::Read),
             auth::require,
         ));
+    let write =
+        Router::new()
+            .merge(freezes::write_router())
+            .route_layer(middleware::from_fn_with_state(
+                gate(Access::Write),
+                auth::require,
+            ));
     let timeout = Duration::from_secs(state.request_timeout_secs);
 
     Router::new()
         .merge(ingest)
         .merge(read)
+        .merge(write)
         .merge(health::router())
         .fallback(|| async { ApiError::not_found() })
         .layer(middleware::from_fn_with_state(state.clone(), track_latency))

@@ -252,6 +252,26 @@ pub struct DecisionQuery {
     pub limit: u32,
 }
 
+/// A freeze to create.
+#[derive(Debug, Clone)]
+pub struct NewFreeze {
+    pub scope: String,
+    pub reason: String,
+    pub created_by: String,
+    pub decision_id: Option<i64>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A freeze as stored, lifted or not.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FreezeRecord {
+    #[serde(flatten)]
+    pub freeze: Freeze,
+    pub decision_id: Option<i64>,
+    pub lifted_at: Option<DateTime<Utc>>,
+    pub lifted_by: Option<String>,
+}
+
 /// Held while this replica runs a singleton job (the Kubernetes watchers).
 #[async_trait]
 pub trait Lease: Send {
@@ -378,6 +398,31 @@ pub trait Store: Send + Sync + 'static {
     /// Freezes in force at `now`.
     async fn active_freezes(&self, now: DateTime<Utc>) -> Result<Vec<Freeze>, StoreError>;
 
+    /// Creates a freeze and its audit event, in one transaction.
+    async fn create_freeze(
+        &self,
+        freeze: &NewFreeze,
+        now: DateTime<Utc>,
+    ) -> Result<FreezeRecord, StoreError>;
+
+    /// Lifts a freeze (and records who did, with an audit event). Lifting a lifted
+    /// freeze changes nothing. `None` when there is no such freeze.
+    async fn lift_freeze(
+        &self,
+        id: i64,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<FreezeRecord>, StoreError>;
+
+    /// Freezes newest first: only those in force at `now`, or all (lifted and expired
+    /// too); keyset `before_id`.
+    async fn list_freezes(
+        &self,
+        active_at: Option<DateTime<Utc>>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<FreezeRecord>, StoreError>;
+
     /// When automatic rollbacks of `target_key` were executed at or after `since`,
     /// oldest first (the loop guard's input).
     async fn automatic_rollbacks(
@@ -414,6 +459,10 @@ pub(crate) fn linked_target_sql(key: &str, cluster: &str, namespace: &str) -> St
 pub(crate) const ROLLBACK_ACTION_KINDS: &str =
     "'rollout_undo', 'helm_rollback', 'workflow_dispatch', 'command'";
 pub(crate) const ACTION_DONE_STATES: &str = "'succeeded', 'verifying', 'verified', 'escalated'";
+
+/// The columns of a freeze row, in the order both backends read them.
+pub(crate) const FREEZE_COLUMNS: &str =
+    "id, scope, reason, created_by, decision_id, created_at, expires_at, lifted_at, lifted_by";
 
 /// The columns of a decision row, in the order both backends read them.
 pub(crate) const DECISION_COLUMNS: &str = "id, target, verdict, reason, inputs_hash, \

@@ -12,9 +12,9 @@ use tracing::instrument;
 
 use super::{
     ACTION_DONE_STATES, AlertQuery, DECISION_COLUMNS, DEPLOY_COLUMNS, DecisionQuery, DeployCursor,
-    DeployQuery, DeployWrite, IngestOutcome, Lease, NewDecision, PlannedBatch,
-    ROLLBACK_ACTION_KINDS, Receipt, Store, StoreError, StoredAlert, StoredDecision, StoredDeploy,
-    healthy_statuses_sql, linked_target_sql,
+    DeployQuery, DeployWrite, FREEZE_COLUMNS, FreezeRecord, IngestOutcome, Lease, NewDecision,
+    NewFreeze, PlannedBatch, ROLLBACK_ACTION_KINDS, Receipt, Store, StoreError, StoredAlert,
+    StoredDecision, StoredDeploy, healthy_statuses_sql, linked_target_sql,
 };
 use crate::domain::{
     AlertStatus, Deploy, DeploySource, Freeze, Labels, Notification, Signal, TargetRef,
@@ -678,6 +678,97 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn create_freeze(
+        &self,
+        freeze: &NewFreeze,
+        now: DateTime<Utc>,
+    ) -> Result<FreezeRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO freezes (scope, reason, created_by, decision_id, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {FREEZE_COLUMNS}"
+        )))
+        .bind(&freeze.scope)
+        .bind(&freeze.reason)
+        .bind(&freeze.created_by)
+        .bind(freeze.decision_id)
+        .bind(now)
+        .bind(freeze.expires_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        let record = freeze_from_row(&row)?;
+        audit(
+            &mut tx,
+            now,
+            &freeze.created_by,
+            "freeze.created",
+            record.freeze.id,
+            &record,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn lift_freeze(
+        &self,
+        id: i64,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<FreezeRecord>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let lifted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE freezes SET lifted_at = $2, lifted_by = $3
+             WHERE id = $1 AND lifted_at IS NULL RETURNING {FREEZE_COLUMNS}"
+        )))
+        .bind(id)
+        .bind(now)
+        .bind(by)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let record = match lifted {
+            Some(row) => {
+                let record = freeze_from_row(&row)?;
+                audit(&mut tx, now, by, "freeze.lifted", id, &record).await?;
+                Some(record)
+            }
+            None => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {FREEZE_COLUMNS} FROM freezes WHERE id = $1"
+            )))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .as_ref()
+            .map(freeze_from_row)
+            .transpose()?,
+        };
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn list_freezes(
+        &self,
+        active_at: Option<DateTime<Utc>>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<FreezeRecord>, StoreError> {
+        let mut q = QueryBuilder::new(format!("SELECT {FREEZE_COLUMNS} FROM freezes WHERE TRUE"));
+        if let Some(now) = active_at {
+            q.push(" AND lifted_at IS NULL AND created_at <= ")
+                .push_bind(now)
+                .push(" AND (expires_at IS NULL OR expires_at > ")
+                .push_bind(now)
+                .push(")");
+        }
+        if let Some(before) = before_id {
+            q.push(" AND id < ").push_bind(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(freeze_from_row).collect()
+    }
+
     async fn automatic_rollbacks(
         &self,
         target_key: &str,
@@ -862,6 +953,47 @@ impl Lease for AdvisoryLease {
             let _ = sqlx::Connection::close(conn).await;
         }
     }
+}
+
+/// Records who did what, inside the caller's transaction.
+async fn audit(
+    tx: &mut sqlx::PgConnection,
+    at: DateTime<Utc>,
+    actor: &str,
+    kind: &str,
+    subject_id: i64,
+    details: &impl serde::Serialize,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_events (at, actor, kind, subject, details) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(at)
+    .bind(actor)
+    .bind(kind)
+    .bind(format!(
+        "{}:{subject_id}",
+        kind.split('.').next().unwrap_or(kind)
+    ))
+    .bind(Json(serde_json::to_value(details)?))
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+fn freeze_from_row(row: &PgRow) -> Result<FreezeRecord, StoreError> {
+    Ok(FreezeRecord {
+        freeze: Freeze {
+            id: row.try_get("id")?,
+            scope: row.try_get("scope")?,
+            reason: row.try_get("reason")?,
+            created_by: row.try_get("created_by")?,
+            created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
+        },
+        decision_id: row.try_get("decision_id")?,
+        lifted_at: row.try_get("lifted_at")?,
+        lifted_by: row.try_get("lifted_by")?,
+    })
 }
 
 fn decision_from_row(row: &PgRow) -> Result<StoredDecision, StoreError> {

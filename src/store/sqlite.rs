@@ -15,9 +15,9 @@ use tracing::instrument;
 
 use super::{
     ACTION_DONE_STATES, AlertQuery, DECISION_COLUMNS, DEPLOY_COLUMNS, DecisionQuery, DeployCursor,
-    DeployQuery, DeployWrite, IngestOutcome, Lease, NewDecision, PlannedBatch,
-    ROLLBACK_ACTION_KINDS, Receipt, Store, StoreError, StoredAlert, StoredDecision, StoredDeploy,
-    healthy_statuses_sql, linked_target_sql,
+    DeployQuery, DeployWrite, FREEZE_COLUMNS, FreezeRecord, IngestOutcome, Lease, NewDecision,
+    NewFreeze, PlannedBatch, ROLLBACK_ACTION_KINDS, Receipt, Store, StoreError, StoredAlert,
+    StoredDecision, StoredDeploy, healthy_statuses_sql, linked_target_sql,
 };
 use crate::domain::{AlertStatus, Deploy, DeploySource, Freeze, Notification, Signal, TargetRef};
 
@@ -690,6 +690,97 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn create_freeze(
+        &self,
+        freeze: &NewFreeze,
+        now: DateTime<Utc>,
+    ) -> Result<FreezeRecord, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO freezes (scope, reason, created_by, decision_id, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING {FREEZE_COLUMNS}"
+        )))
+        .bind(&freeze.scope)
+        .bind(&freeze.reason)
+        .bind(&freeze.created_by)
+        .bind(freeze.decision_id)
+        .bind(ts(now))
+        .bind(freeze.expires_at.map(ts))
+        .fetch_one(&mut *tx)
+        .await?;
+        let record = freeze_from_row(&row)?;
+        audit(
+            &mut tx,
+            now,
+            &freeze.created_by,
+            "freeze.created",
+            record.freeze.id,
+            &record,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn lift_freeze(
+        &self,
+        id: i64,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<FreezeRecord>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let lifted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE freezes SET lifted_at = ?2, lifted_by = ?3
+             WHERE id = ?1 AND lifted_at IS NULL RETURNING {FREEZE_COLUMNS}"
+        )))
+        .bind(id)
+        .bind(ts(now))
+        .bind(by)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let record = match lifted {
+            Some(row) => {
+                let record = freeze_from_row(&row)?;
+                audit(&mut tx, now, by, "freeze.lifted", id, &record).await?;
+                Some(record)
+            }
+            None => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {FREEZE_COLUMNS} FROM freezes WHERE id = ?"
+            )))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .as_ref()
+            .map(freeze_from_row)
+            .transpose()?,
+        };
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn list_freezes(
+        &self,
+        active_at: Option<DateTime<Utc>>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<FreezeRecord>, StoreError> {
+        let mut q = QueryBuilder::new(format!("SELECT {FREEZE_COLUMNS} FROM freezes WHERE 1"));
+        if let Some(now) = active_at {
+            q.push(" AND lifted_at IS NULL AND created_at <= ")
+                .push_bind(ts(now))
+                .push(" AND (expires_at IS NULL OR expires_at > ")
+                .push_bind(ts(now))
+                .push(")");
+        }
+        if let Some(before) = before_id {
+            q.push(" AND id < ").push_bind(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(freeze_from_row).collect()
+    }
+
     async fn automatic_rollbacks(
         &self,
         target_key: &str,
@@ -728,6 +819,49 @@ impl Lease for SingleNodeLease {
     }
 
     async fn release(self: Box<Self>) {}
+}
+
+/// Records who did what, inside the caller's transaction.
+async fn audit(
+    tx: &mut sqlx::SqliteConnection,
+    at: DateTime<Utc>,
+    actor: &str,
+    kind: &str,
+    subject_id: i64,
+    details: &impl serde::Serialize,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_events (at, actor, kind, subject, details) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(ts(at))
+    .bind(actor)
+    .bind(kind)
+    .bind(format!(
+        "{}:{subject_id}",
+        kind.split('.').next().unwrap_or(kind)
+    ))
+    .bind(serde_json::to_string(details)?)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+fn freeze_from_row(row: &SqliteRow) -> Result<FreezeRecord, StoreError> {
+    let expires_at: Option<String> = row.try_get("expires_at")?;
+    let lifted_at: Option<String> = row.try_get("lifted_at")?;
+    Ok(FreezeRecord {
+        freeze: Freeze {
+            id: row.try_get("id")?,
+            scope: row.try_get("scope")?,
+            reason: row.try_get("reason")?,
+            created_by: row.try_get("created_by")?,
+            created_at: parse_ts(row.try_get("created_at")?)?,
+            expires_at: expires_at.as_deref().map(parse_ts).transpose()?,
+        },
+        decision_id: row.try_get("decision_id")?,
+        lifted_at: lifted_at.as_deref().map(parse_ts).transpose()?,
+        lifted_by: row.try_get("lifted_by")?,
+    })
 }
 
 fn decision_from_row(row: &SqliteRow) -> Result<StoredDecision, StoreError> {

@@ -48,6 +48,21 @@ fn routes() -> Vec<Route> {
             allowed: vec![WEBHOOK_TOKEN, OPERATOR_TOKEN, ADMIN_TOKEN],
             denied: vec![VIEWER_TOKEN],
         },
+        // Declaring and lifting freezes is the on-call's: operator or admin only.
+        Route {
+            method: Method::POST,
+            path: "/api/v1/freezes",
+            body: Some(r#"{"scope":"*","reason":"auth test"}"#),
+            allowed: vec![OPERATOR_TOKEN, ADMIN_TOKEN],
+            denied: vec![WEBHOOK_TOKEN, VIEWER_TOKEN],
+        },
+        Route {
+            method: Method::DELETE,
+            path: "/api/v1/freezes/1",
+            body: None,
+            allowed: vec![OPERATOR_TOKEN, ADMIN_TOKEN],
+            denied: vec![WEBHOOK_TOKEN, VIEWER_TOKEN],
+        },
     ]
     .into_iter()
     .chain(
@@ -56,6 +71,7 @@ fn routes() -> Vec<Route> {
             "/api/v1/deploys",
             "/api/v1/targets/prod/checkout/history",
             "/api/v1/decisions",
+            "/api/v1/freezes",
         ]
         .map(|path| Route {
             method: Method::GET,

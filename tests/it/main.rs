@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod deploys;
 mod engine;
+mod freezes;
 mod fake_kube;
 mod ingest;
 mod replay;
