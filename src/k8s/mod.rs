@@ -3,4 +3,5 @@
 
 pub mod helm;
 pub mod rollouts;
+pub mod undo;
 pub mod watch;
