@@ -5,6 +5,9 @@ local threads = {}
 local token = os.getenv("BENCH_TOKEN") or ""
 -- Distinct per wrk run, so a run never re-sends an earlier run's notifications.
 local run = tonumber(os.getenv("BENCH_RUN") or "0")
+-- Services the alerts are spread over (targets the engine evaluates); 0: every
+-- notification is about a service of its own.
+local targets = tonumber(os.getenv("BENCH_TARGETS") or "50")
 
 function setup(thread)
   thread:set("tid", #threads + 1)
@@ -36,9 +39,11 @@ end
 function request()
   counter = counter + 1
   local id = string.format("%d-%d-%d", run, tid, counter)
-  local a = string.format(alert, id .. "a", id, id .. "a", string.format("%04x%04x%08x", run, tid, counter * 2))
-  local b = string.format(alert, id .. "b", id, id .. "b", string.format("%04x%04x%08x", run, tid, counter * 2 + 1))
-  local body = string.format(template, a, b, id, id, id)
+  local service = id
+  if targets > 0 then service = tostring((tid * 7919 + counter) % targets) end
+  local a = string.format(alert, id .. "a", service, id .. "a", string.format("%04x%04x%08x", run, tid, counter * 2))
+  local b = string.format(alert, id .. "b", service, id .. "b", string.format("%04x%04x%08x", run, tid, counter * 2 + 1))
+  local body = string.format(template, a, b, id, service, id)
   return wrk.format("POST", "/webhooks/alertmanager", headers, body)
 end
 
