@@ -314,22 +314,11 @@ fn to_chrono(time: &Time) -> Option<DateTime<Utc>> {
 mod tests {
     use k8s_openapi::api::apps::v1::DeploymentStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-    use serde_json::{Value, json};
+    use serde_json::json;
 
     use super::*;
 
-    const FIXTURE: &str = include_str!("../../tests/fixtures/deployment-with-replicasets.json");
-
-    fn fixture() -> (Deployment, Vec<ReplicaSet>) {
-        let list: Value = serde_json::from_str(FIXTURE).unwrap();
-        let items = list["items"].as_array().unwrap();
-        let deployment = serde_json::from_value(items[0].clone()).unwrap();
-        let replicasets = items[1..]
-            .iter()
-            .map(|item| serde_json::from_value(item.clone()).unwrap())
-            .collect();
-        (deployment, replicasets)
-    }
+    use crate::k8s::fixtures::deployment_with_replicasets as fixture;
 
     fn now() -> DateTime<Utc> {
         time("2026-08-23T08:00:00Z")

@@ -521,19 +521,7 @@ mod tests {
 
     use super::*;
 
-    const FIXTURE: &str = include_str!("../../tests/fixtures/deployment-with-replicasets.json");
-
-    /// The fixture's Deployment (revision 3) and its ReplicaSets for revisions 1, 2, 3.
-    fn fixture() -> (Deployment, Vec<ReplicaSet>) {
-        let list: Value = serde_json::from_str(FIXTURE).unwrap();
-        let items = list["items"].as_array().unwrap();
-        let deployment = serde_json::from_value(items[0].clone()).unwrap();
-        let replicasets = items[1..]
-            .iter()
-            .map(|item| serde_json::from_value(item.clone()).unwrap())
-            .collect();
-        (deployment, replicasets)
-    }
+    use crate::k8s::fixtures::deployment_with_replicasets as fixture;
 
     fn annotate(meta: &mut ObjectMeta, key: &str, value: &str) {
         meta.annotations

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::WireError;
+use super::{WireError, parse_time};
 use crate::domain::deploy::status;
 use crate::domain::{Deploy, DeploySource, TargetRef};
 
@@ -203,12 +203,6 @@ fn check_text(field: &str, value: &str) -> Result<(), WireError> {
         ));
     }
     Ok(())
-}
-
-fn parse_time(field: &str, value: &str) -> Result<DateTime<Utc>, WireError> {
-    DateTime::parse_from_rfc3339(value)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| WireError::new("invalid_timestamp", field, "must be an RFC 3339 timestamp"))
 }
 
 #[cfg(test)]

@@ -74,6 +74,16 @@ pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
     })
 }
 
+/// An RFC 3339 timestamp in UTC, or an error naming `field`.
+pub(crate) fn parse_time(
+    field: &str,
+    value: &str,
+) -> Result<chrono::DateTime<chrono::Utc>, WireError> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| WireError::new("invalid_timestamp", field, "must be an RFC 3339 timestamp"))
+}
+
 /// serde_json appends " at line 1 column 17"; the field path says more to a sender.
 fn strip_position(message: &str) -> String {
     match message.rfind(" at line ") {

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 
-use super::WireError;
+use super::{WireError, parse_time};
 use crate::domain::classify::MAX_SUMMARY_CHARS;
 use crate::domain::{Scope, Signal, SignalKind, SignalSource, TargetRef};
 
@@ -295,12 +295,6 @@ fn check_number(field: &str, value: f64, kind: SignalKind) -> Result<(), WireErr
         ));
     }
     Ok(())
-}
-
-fn parse_time(field: &str, value: &str) -> Result<DateTime<Utc>, WireError> {
-    DateTime::parse_from_rfc3339(value)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| WireError::new("invalid_timestamp", field, "must be an RFC 3339 timestamp"))
 }
 
 #[cfg(test)]
