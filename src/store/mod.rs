@@ -252,6 +252,60 @@ pub struct DecisionQuery {
     pub limit: u32,
 }
 
+/// An action to put in the outbox.
+#[derive(Debug, Clone)]
+pub struct NewAction {
+    pub decision_id: i64,
+    pub target_key: String,
+    /// rollout_undo, helm_rollback, workflow_dispatch, command, webhook, freeze
+    pub kind: String,
+    /// observe, recommend, approve, auto
+    pub mode: String,
+    /// One action per key, ever: (target, suspect deploy, kind). Duplicates of a
+    /// decision (replicas, Alertmanager HA) find the existing action instead.
+    pub idempotency_key: String,
+    /// `pending` (a worker may claim it), `awaiting_approval`, or `recorded` (observe).
+    pub state: String,
+    pub params: serde_json::Value,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An action as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionRecord {
+    pub id: i64,
+    pub decision_id: i64,
+    pub target_key: String,
+    pub kind: String,
+    pub mode: String,
+    pub idempotency_key: String,
+    pub state: String,
+    pub params: serde_json::Value,
+    pub attempts: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub executed_at: Option<DateTime<Utc>>,
+    pub result: Option<serde_json::Value>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// How a worker's attempt at an action ended.
+#[derive(Debug, Clone)]
+pub enum ActionFinish {
+    /// Carried out; `executed_at` is set (the loop guard counts it).
+    Succeeded { result: serde_json::Value },
+    /// A transient failure: claimable again from `retry_at`.
+    Retry {
+        error: String,
+        retry_at: DateTime<Utc>,
+    },
+    /// A permanent failure: never retried.
+    Failed { error: String },
+}
+
 /// A freeze to create.
 #[derive(Debug, Clone)]
 pub struct NewFreeze {
@@ -398,6 +452,38 @@ pub trait Store: Send + Sync + 'static {
     /// Freezes in force at `now`.
     async fn active_freezes(&self, now: DateTime<Utc>) -> Result<Vec<Freeze>, StoreError>;
 
+    /// Puts an action in the outbox unless one with its idempotency key exists; returns
+    /// the action standing for the key and whether it is new.
+    async fn enqueue_action(
+        &self,
+        action: &NewAction,
+        now: DateTime<Utc>,
+    ) -> Result<(ActionRecord, bool), StoreError>;
+
+    /// Claims the oldest action a worker may run now — `pending` or `approved` and due,
+    /// or `running` under an expired lease (its worker died; the next one resumes it) —
+    /// and leases it to `owner` until `now + lease`. No two claims get the same action
+    /// while a lease holds.
+    async fn claim_action(
+        &self,
+        owner: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ActionRecord>, StoreError>;
+
+    /// Records how `owner`'s attempt ended. `false` when `owner` no longer holds the
+    /// lease (it expired and another worker claimed the action): nothing is written.
+    async fn finish_action(
+        &self,
+        id: i64,
+        owner: &str,
+        finish: &ActionFinish,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// The actions of a decision, oldest first.
+    async fn decision_actions(&self, decision_id: i64) -> Result<Vec<ActionRecord>, StoreError>;
+
     /// Creates a freeze and its audit event, in one transaction.
     async fn create_freeze(
         &self,
@@ -459,6 +545,30 @@ pub(crate) fn linked_target_sql(key: &str, cluster: &str, namespace: &str) -> St
 pub(crate) const ROLLBACK_ACTION_KINDS: &str =
     "'rollout_undo', 'helm_rollback', 'workflow_dispatch', 'command'";
 pub(crate) const ACTION_DONE_STATES: &str = "'succeeded', 'verifying', 'verified', 'escalated'";
+
+/// The columns of an action row, in the order both backends read them.
+pub(crate) const ACTION_COLUMNS: &str = "id, decision_id, target, kind, mode, idempotency_key, \
+     state, params, attempts, next_attempt_at, lease_owner, lease_expires_at, executed_at, \
+     result, last_error, created_at, updated_at";
+
+/// States a worker may claim (besides `running` under an expired lease).
+pub(crate) const CLAIMABLE_STATES: &str = "'pending', 'approved'";
+
+/// The state and columns an attempt's end writes.
+pub(crate) fn finish_columns(
+    finish: &ActionFinish,
+) -> (
+    &'static str,
+    Option<&serde_json::Value>,
+    Option<&str>,
+    Option<DateTime<Utc>>,
+) {
+    match finish {
+        ActionFinish::Succeeded { result } => ("succeeded", Some(result), None, None),
+        ActionFinish::Retry { error, retry_at } => ("pending", None, Some(error), Some(*retry_at)),
+        ActionFinish::Failed { error } => ("failed", None, Some(error), None),
+    }
+}
 
 /// The columns of a freeze row, in the order both backends read them.
 pub(crate) const FREEZE_COLUMNS: &str =

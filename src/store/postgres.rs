@@ -11,10 +11,11 @@ use sqlx::{QueryBuilder, Row};
 use tracing::instrument;
 
 use super::{
-    ACTION_DONE_STATES, AlertQuery, DECISION_COLUMNS, DEPLOY_COLUMNS, DecisionQuery, DeployCursor,
-    DeployQuery, DeployWrite, FREEZE_COLUMNS, FreezeRecord, IngestOutcome, Lease, NewDecision,
-    NewFreeze, PlannedBatch, ROLLBACK_ACTION_KINDS, Receipt, Store, StoreError, StoredAlert,
-    StoredDecision, StoredDeploy, healthy_statuses_sql, linked_target_sql,
+    ACTION_COLUMNS, ACTION_DONE_STATES, ActionFinish, ActionRecord, AlertQuery, CLAIMABLE_STATES,
+    DECISION_COLUMNS, DEPLOY_COLUMNS, DecisionQuery, DeployCursor, DeployQuery, DeployWrite,
+    FREEZE_COLUMNS, FreezeRecord, IngestOutcome, Lease, NewAction, NewDecision, NewFreeze,
+    PlannedBatch, ROLLBACK_ACTION_KINDS, Receipt, Store, StoreError, StoredAlert, StoredDecision,
+    StoredDeploy, finish_columns, healthy_statuses_sql, linked_target_sql,
 };
 use crate::domain::{
     AlertStatus, Deploy, DeploySource, Freeze, Labels, Notification, Signal, TargetRef,
@@ -678,6 +679,103 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn enqueue_action(
+        &self,
+        action: &NewAction,
+        now: DateTime<Utc>,
+    ) -> Result<(ActionRecord, bool), StoreError> {
+        let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO actions (decision_id, target, kind, mode, idempotency_key, state, params,
+                 expires_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING {ACTION_COLUMNS}"
+        )))
+        .bind(action.decision_id)
+        .bind(&action.target_key)
+        .bind(&action.kind)
+        .bind(&action.mode)
+        .bind(&action.idempotency_key)
+        .bind(&action.state)
+        .bind(Json(&action.params))
+        .bind(action.expires_at)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = inserted {
+            return Ok((action_from_row(&row)?, true));
+        }
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACTION_COLUMNS} FROM actions WHERE idempotency_key = $1"
+        )))
+        .bind(&action.idempotency_key)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((action_from_row(&row)?, false))
+    }
+
+    async fn claim_action(
+        &self,
+        owner: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ActionRecord>, StoreError> {
+        // SKIP LOCKED: concurrent workers each take a different row, none waits.
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE actions SET state = 'running', lease_owner = $1, lease_expires_at = $2,
+                 attempts = attempts + 1, updated_at = $3
+             WHERE id = (
+                 SELECT id FROM actions
+                 WHERE (state IN ({CLAIMABLE_STATES})
+                        AND (next_attempt_at IS NULL OR next_attempt_at <= $3))
+                    OR (state = 'running' AND lease_expires_at <= $3)
+                 ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
+             RETURNING {ACTION_COLUMNS}"
+        )))
+        .bind(owner)
+        .bind(now + lease)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(action_from_row).transpose()
+    }
+
+    async fn finish_action(
+        &self,
+        id: i64,
+        owner: &str,
+        finish: &ActionFinish,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (state, result, error, retry_at) = finish_columns(finish);
+        let done = sqlx::query(
+            "UPDATE actions SET state = $3, result = COALESCE($4, result), last_error = $5,
+                 next_attempt_at = $6,
+                 executed_at = CASE WHEN $3 = 'succeeded' THEN $7 ELSE executed_at END,
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = $7
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(state)
+        .bind(result.map(Json))
+        .bind(error)
+        .bind(retry_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn decision_actions(&self, decision_id: i64) -> Result<Vec<ActionRecord>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACTION_COLUMNS} FROM actions WHERE decision_id = $1 ORDER BY id"
+        )))
+        .bind(decision_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(action_from_row).collect()
+    }
+
     async fn create_freeze(
         &self,
         freeze: &NewFreeze,
@@ -978,6 +1076,30 @@ async fn audit(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+fn action_from_row(row: &PgRow) -> Result<ActionRecord, StoreError> {
+    Ok(ActionRecord {
+        id: row.try_get("id")?,
+        decision_id: row.try_get("decision_id")?,
+        target_key: row.try_get("target")?,
+        kind: row.try_get("kind")?,
+        mode: row.try_get("mode")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        state: row.try_get("state")?,
+        params: row.try_get::<Json<serde_json::Value>, _>("params")?.0,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        executed_at: row.try_get("executed_at")?,
+        result: row
+            .try_get::<Option<Json<serde_json::Value>>, _>("result")?
+            .map(|j| j.0),
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
 }
 
 fn freeze_from_row(row: &PgRow) -> Result<FreezeRecord, StoreError> {

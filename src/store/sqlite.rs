@@ -14,10 +14,11 @@ use sqlx::{QueryBuilder, Row};
 use tracing::instrument;
 
 use super::{
-    ACTION_DONE_STATES, AlertQuery, DECISION_COLUMNS, DEPLOY_COLUMNS, DecisionQuery, DeployCursor,
-    DeployQuery, DeployWrite, FREEZE_COLUMNS, FreezeRecord, IngestOutcome, Lease, NewDecision,
-    NewFreeze, PlannedBatch, ROLLBACK_ACTION_KINDS, Receipt, Store, StoreError, StoredAlert,
-    StoredDecision, StoredDeploy, healthy_statuses_sql, linked_target_sql,
+    ACTION_COLUMNS, ACTION_DONE_STATES, ActionFinish, ActionRecord, AlertQuery, CLAIMABLE_STATES,
+    DECISION_COLUMNS, DEPLOY_COLUMNS, DecisionQuery, DeployCursor, DeployQuery, DeployWrite,
+    FREEZE_COLUMNS, FreezeRecord, IngestOutcome, Lease, NewAction, NewDecision, NewFreeze,
+    PlannedBatch, ROLLBACK_ACTION_KINDS, Receipt, Store, StoreError, StoredAlert, StoredDecision,
+    StoredDeploy, finish_columns, healthy_statuses_sql, linked_target_sql,
 };
 use crate::domain::{AlertStatus, Deploy, DeploySource, Freeze, Notification, Signal, TargetRef};
 
@@ -690,6 +691,116 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn enqueue_action(
+        &self,
+        action: &NewAction,
+        now: DateTime<Utc>,
+    ) -> Result<(ActionRecord, bool), StoreError> {
+        let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO actions (decision_id, target, kind, mode, idempotency_key, state, params,
+                 expires_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING {ACTION_COLUMNS}"
+        )))
+        .bind(action.decision_id)
+        .bind(&action.target_key)
+        .bind(&action.kind)
+        .bind(&action.mode)
+        .bind(&action.idempotency_key)
+        .bind(&action.state)
+        .bind(serde_json::to_string(&action.params)?)
+        .bind(action.expires_at.map(ts))
+        .bind(ts(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = inserted {
+            return Ok((action_from_row(&row)?, true));
+        }
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACTION_COLUMNS} FROM actions WHERE idempotency_key = ?"
+        )))
+        .bind(&action.idempotency_key)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((action_from_row(&row)?, false))
+    }
+
+    async fn claim_action(
+        &self,
+        owner: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ActionRecord>, StoreError> {
+        // The single writer (BEGIN IMMEDIATE) makes pick-and-lease atomic.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let now_ts = ts(now);
+        let id: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM actions
+             WHERE (state IN ({CLAIMABLE_STATES})
+                    AND (next_attempt_at IS NULL OR next_attempt_at <= ?1))
+                OR (state = 'running' AND lease_expires_at <= ?1)
+             ORDER BY id LIMIT 1"
+        )))
+        .bind(&now_ts)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE actions SET state = 'running', lease_owner = ?1, lease_expires_at = ?2,
+                 attempts = attempts + 1, updated_at = ?3
+             WHERE id = ?4 RETURNING {ACTION_COLUMNS}"
+        )))
+        .bind(owner)
+        .bind(ts(now + lease))
+        .bind(&now_ts)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(action_from_row(&row)?))
+    }
+
+    async fn finish_action(
+        &self,
+        id: i64,
+        owner: &str,
+        finish: &ActionFinish,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (state, result, error, retry_at) = finish_columns(finish);
+        let result = result.map(serde_json::to_string).transpose()?;
+        let done = sqlx::query(
+            "UPDATE actions SET state = ?3, result = COALESCE(?4, result), last_error = ?5,
+                 next_attempt_at = ?6,
+                 executed_at = CASE WHEN ?3 = 'succeeded' THEN ?7 ELSE executed_at END,
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = ?7
+             WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(state)
+        .bind(result)
+        .bind(error)
+        .bind(retry_at.map(ts))
+        .bind(ts(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn decision_actions(&self, decision_id: i64) -> Result<Vec<ActionRecord>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACTION_COLUMNS} FROM actions WHERE decision_id = ? ORDER BY id"
+        )))
+        .bind(decision_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(action_from_row).collect()
+    }
+
     async fn create_freeze(
         &self,
         freeze: &NewFreeze,
@@ -844,6 +955,33 @@ async fn audit(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+fn action_from_row(row: &SqliteRow) -> Result<ActionRecord, StoreError> {
+    let opt_ts = |column: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        let text: Option<String> = row.try_get(column)?;
+        text.as_deref().map(parse_ts).transpose()
+    };
+    let result: Option<String> = row.try_get("result")?;
+    Ok(ActionRecord {
+        id: row.try_get("id")?,
+        decision_id: row.try_get("decision_id")?,
+        target_key: row.try_get("target")?,
+        kind: row.try_get("kind")?,
+        mode: row.try_get("mode")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        state: row.try_get("state")?,
+        params: serde_json::from_str(row.try_get("params")?)?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: opt_ts("next_attempt_at")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_expires_at: opt_ts("lease_expires_at")?,
+        executed_at: opt_ts("executed_at")?,
+        result: result.as_deref().map(serde_json::from_str).transpose()?,
+        last_error: row.try_get("last_error")?,
+        created_at: parse_ts(row.try_get("created_at")?)?,
+        updated_at: parse_ts(row.try_get("updated_at")?)?,
+    })
 }
 
 fn freeze_from_row(row: &SqliteRow) -> Result<FreezeRecord, StoreError> {

@@ -11,6 +11,7 @@ mod engine;
 mod fake_kube;
 mod freezes;
 mod ingest;
+mod outbox;
 mod replay;
 mod shutdown;
 mod store;
