@@ -80,15 +80,7 @@ fn parse_query(raw: Option<&str>) -> Result<AlertQuery, ApiError> {
             "since" => query.since = Some(query::time("since", &value)?),
             "until" => query.until = Some(query::time("until", &value)?),
             "limit" => query.limit = query::limit(&value)?,
-            "after" => {
-                query.before_id = Some(
-                    value
-                        .parse()
-                        .ok()
-                        .filter(|id| *id > 0)
-                        .ok_or_else(|| invalid("after", "not a cursor from `next`"))?,
-                );
-            }
+            "after" => query.before_id = Some(query::id_cursor(&value)?),
             other => {
                 return Err(query::unknown(
                     other,

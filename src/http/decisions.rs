@@ -48,15 +48,7 @@ async fn list_decisions(
             "since" => q.since = Some(query::time("since", &value)?),
             "until" => q.until = Some(query::time("until", &value)?),
             "limit" => q.limit = query::limit(&value)?,
-            "after" => {
-                q.before_id = Some(
-                    value
-                        .parse()
-                        .ok()
-                        .filter(|id| *id > 0)
-                        .ok_or_else(|| invalid("after", "not a cursor from `next`"))?,
-                );
-            }
+            "after" => q.before_id = Some(query::id_cursor(&value)?),
             other => {
                 return Err(query::unknown(
                     other,

@@ -124,15 +124,7 @@ async fn list_freezes(
                     .map_err(|_| invalid("active", "must be true or false"))?;
             }
             "limit" => limit = query::limit(&value)?,
-            "after" => {
-                before = Some(
-                    value
-                        .parse()
-                        .ok()
-                        .filter(|id: &i64| *id > 0)
-                        .ok_or_else(|| invalid("after", "not a cursor from `next`"))?,
-                );
-            }
+            "after" => before = Some(query::id_cursor(&value)?),
             other => return Err(query::unknown(other, "active, limit, after")),
         }
     }

@@ -37,6 +37,15 @@ pub fn limit(value: &str) -> Result<u32, ApiError> {
         .ok_or_else(|| invalid("limit", format!("must be a number from 1 to {MAX_LIMIT}")))
 }
 
+/// An `after` cursor of an id-ordered list: the id of the last item of the page.
+pub fn id_cursor(value: &str) -> Result<i64, ApiError> {
+    value
+        .parse()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| invalid("after", "not a cursor from `next`"))
+}
+
 /// A bounded, non-empty text filter.
 pub fn text(field: &str, value: String) -> Result<String, ApiError> {
     if value.is_empty() || value.len() > 512 {
