@@ -17,6 +17,26 @@ pub struct Freeze {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// Checks a freeze scope: `*`, `cluster/namespace`, or a full target key
+/// `cluster/namespace/kind/name`, with Kubernetes names in it.
+pub fn check_scope(scope: &str) -> Result<(), &'static str> {
+    let name = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    };
+    let ok = scope == "*"
+        || matches!(scope.split_once('/'), Some((c, ns)) if name(c) && name(ns))
+        || TargetRef::parse(scope)
+            .is_some_and(|t| name(&t.cluster) && name(&t.namespace) && name(&t.name));
+    if ok {
+        Ok(())
+    } else {
+        Err("must be *, cluster/namespace, or cluster/namespace/kind/name")
+    }
+}
+
 impl Freeze {
     /// Whether this freeze holds `target` at `now`.
     pub fn covers(&self, target: &TargetRef, now: DateTime<Utc>) -> bool {
@@ -41,6 +61,23 @@ mod tests {
             created_by: "engine".into(),
             created_at: "2026-08-22T10:00:00Z".parse().unwrap(),
             expires_at: Some("2026-08-22T12:00:00Z".parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn scopes_are_everything_a_namespace_or_a_target() {
+        for ok in ["*", "eu/prod", "eu/prod/Deployment/checkout"] {
+            assert_eq!(check_scope(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "prod",
+            "eu/Prod",
+            "eu/prod/Deployment",
+            "eu/prod/Deployment/x/y",
+            "**",
+        ] {
+            assert!(check_scope(bad).is_err(), "{bad}");
         }
     }
 

@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::extract::ApiJson;
 use super::query::{self, DEFAULT_LIMIT, invalid};
 use crate::app::AppState;
-use crate::domain::TargetRef;
+use crate::domain::freeze;
 use crate::store::{FreezeRecord, NewFreeze};
 
 /// The longest reason kept.
@@ -48,7 +48,8 @@ async fn create_freeze(
     ApiJson(request): ApiJson<FreezeRequest>,
 ) -> Result<(StatusCode, Json<FreezeRecord>), ApiError> {
     let now = state.clock.now();
-    check_scope(&request.scope)?;
+    freeze::check_scope(&request.scope)
+        .map_err(|why| ApiError::bad_request("invalid_field", "scope", why))?;
     let reason = request.reason.trim();
     if reason.is_empty() || reason.len() > MAX_REASON || reason.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
@@ -138,27 +139,4 @@ async fn list_freezes(
         .then(|| items.last().map(|f| f.freeze.id.to_string()))
         .flatten();
     Ok(Json(Page { items, next }))
-}
-
-/// `*`, `cluster/namespace`, or a full target key.
-fn check_scope(scope: &str) -> Result<(), ApiError> {
-    let name = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 253
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-    };
-    let ok = scope == "*"
-        || matches!(scope.split_once('/'), Some((c, ns)) if name(c) && name(ns))
-        || TargetRef::parse(scope)
-            .is_some_and(|t| name(&t.cluster) && name(&t.namespace) && name(&t.name));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            "invalid_field",
-            "scope",
-            "must be *, cluster/namespace, or cluster/namespace/kind/name",
-        ))
-    }
 }
