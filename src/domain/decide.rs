@@ -1059,6 +1059,7 @@ mod tests {
             cd_workflow: None,
             dependencies: vec!["database".into(), "cache".into()],
             gitops: None,
+            actions: Vec::new(),
         }
     }
 

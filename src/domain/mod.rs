@@ -3,6 +3,7 @@
 //! Everything else in the crate adapts the world (HTTP, databases, Kubernetes) to these
 //! types; nothing here knows those adapters exist.
 
+pub mod action;
 pub mod alert;
 pub mod classify;
 pub mod decide;

@@ -1,6 +1,7 @@
 //! The HTTP surface: the router, its layers, and one module per resource or webhook.
 //! Handlers parse, authorise and hand over; they hold no business logic.
 
+mod actions;
 mod alertmanager;
 mod alerts;
 pub mod auth;
@@ -54,17 +55,18 @@ pub fn router(state: AppState) -> Router {
         .merge(deploys::read_router())
         .merge(decisions::router())
         .merge(freezes::read_router())
+        .merge(actions::read_router())
         .route_layer(middleware::from_fn_with_state(
             gate(Access::Read),
             auth::require,
         ));
-    let write =
-        Router::new()
-            .merge(freezes::write_router())
-            .route_layer(middleware::from_fn_with_state(
-                gate(Access::Write),
-                auth::require,
-            ));
+    let write = Router::new()
+        .merge(freezes::write_router())
+        .merge(actions::write_router())
+        .route_layer(middleware::from_fn_with_state(
+            gate(Access::Write),
+            auth::require,
+        ));
     let timeout = Duration::from_secs(state.request_timeout_secs);
 
     Router::new()

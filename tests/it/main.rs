@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod actions;
 mod api;
 mod auth;
 mod cli;
