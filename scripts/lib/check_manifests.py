@@ -284,7 +284,9 @@ def main():
         namespace = deployment["metadata"].get("namespace")
         check(namespace, overlay, "the Deployment has no namespace")
         for o in objects:
-            if o["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+            # A Role or RoleBinding may grant in a watched namespace (the README's
+            # narrowing of RBAC); everything else lives beside the Deployment.
+            if o["kind"] not in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
                 check(o["metadata"].get("namespace") == namespace, overlay,
                       f"{name_of(o)} is not in namespace {namespace}")
         pdb = check_service_and_pdb(overlay, objects, deployment["spec"]["template"]["metadata"].get("labels", {}))
