@@ -9,6 +9,7 @@ mod auth;
 mod cli;
 mod deploys;
 mod engine;
+mod executors;
 mod fake_kube;
 mod freezes;
 mod ingest;
