@@ -414,7 +414,32 @@ async fn dry_run_records_what_it_would_do_and_changes_nothing(backend: Backend) 
     wait_for_slack(&slack, "Dry run").await;
 }
 
+async fn data_corruption_freezes_deployments_and_escalates(backend: Backend) {
+    let (fake, _controller) = cluster().await;
+    let slack = slack().await;
+    let app = spawn(backend, Mode::Auto, &slack, &fake).await;
+    fake.wait_for_watches(2).await;
+    let corruption = error_rate("firing")
+        .replace("HighErrorRate", "OrdersDataCorruption")
+        .replace("e1e1", "dc01");
+    app.post_alertmanager(corruption).await;
+    let action = wait_for_action(&app, "freeze", |a| {
+        a["kind"] == "freeze" && a["state"] == "succeeded"
+    })
+    .await;
+    let (_, freezes) = app.get_json("/api/v1/freezes").await;
+    let freeze = &freezes["items"][0];
+    assert_eq!(freeze["scope"], "*", "M8 stops all deployments: {freezes}");
+    assert_eq!(freeze["decision_id"], action["decision_id"]);
+    assert_eq!(freeze["created_by"], "rollwarden");
+    assert_eq!(action["result"]["freeze_id"], freeze["id"]);
+    wait_for_slack(&slack, "Escalation").await;
+    // A freeze rolls nothing back by itself.
+    assert!(real_patches(&fake).is_empty());
+}
+
 on_both_backends!(
+    data_corruption_freezes_deployments_and_escalates,
     auto_mode_rolls_back_once_verifies_and_announces,
     approve_mode_waits_for_a_person,
     a_rejected_or_expired_approval_does_nothing,
