@@ -4,6 +4,7 @@
 //! types; nothing here knows those adapters exist.
 
 pub mod alert;
+pub mod canary;
 pub mod classify;
 pub mod decide;
 pub mod decision;
