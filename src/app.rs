@@ -36,6 +36,8 @@ pub struct AppState {
     pub classifier: Arc<Classifier>,
     /// Where handlers report the targets an ingest touched; `None` with the engine off.
     pub engine: Option<EngineHandle>,
+    /// Evaluates a target on request (canary gates), with the engine on or off.
+    pub evaluator: Engine,
     pub body_limit_bytes: usize,
     pub request_timeout_secs: u64,
 }
@@ -109,16 +111,16 @@ impl App {
         }
         let metrics = Arc::new(Metrics::new());
         let classifier = Arc::new(config.classifier()?);
+        let evaluator = Engine {
+            store: store.clone(),
+            classifier: classifier.clone(),
+            policy: Arc::new(config.policy.clone()),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+        };
         let (engine_handle, engine) = if config.engine.enabled {
             let (handle, queue) = Engine::channel();
-            let engine = Engine {
-                store: store.clone(),
-                classifier: classifier.clone(),
-                policy: Arc::new(config.policy.clone()),
-                clock: clock.clone(),
-                metrics: metrics.clone(),
-            };
-            (Some(handle), Some((engine, queue)))
+            (Some(handle), Some((evaluator.clone(), queue)))
         } else {
             (None, None)
         };
@@ -143,6 +145,7 @@ impl App {
             cluster: config.kubernetes.cluster.clone(),
             classifier,
             engine: engine_handle,
+            evaluator,
             body_limit_bytes: config.server.body_limit_bytes,
             request_timeout_secs: config.server.request_timeout_secs,
         };

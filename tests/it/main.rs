@@ -5,6 +5,7 @@ mod support;
 
 mod api;
 mod auth;
+mod canary;
 mod cli;
 mod deploys;
 mod engine;
