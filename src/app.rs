@@ -40,6 +40,8 @@ pub struct AppState {
     pub engine: Option<EngineHandle>,
     /// Wakes the outbox workers (after an approval).
     pub actions_wake: Arc<tokio::sync::Notify>,
+    /// Evaluates a target on request (canary gates), with the engine on or off.
+    pub evaluator: Engine,
     pub body_limit_bytes: usize,
     pub request_timeout_secs: u64,
 }
@@ -177,17 +179,17 @@ impl App {
         } else {
             None
         };
+        let evaluator = Engine {
+            store: store.clone(),
+            classifier: classifier.clone(),
+            policy,
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            planner: Some(planner),
+        };
         let (engine_handle, engine) = if config.engine.enabled {
             let (handle, queue) = Engine::channel();
-            let engine = Engine {
-                store: store.clone(),
-                classifier: classifier.clone(),
-                policy,
-                clock: clock.clone(),
-                metrics: metrics.clone(),
-                planner: Some(planner),
-            };
-            (Some(handle), Some((engine, queue)))
+            (Some(handle), Some((evaluator.clone(), queue)))
         } else {
             (None, None)
         };
@@ -213,6 +215,7 @@ impl App {
             classifier,
             engine: engine_handle,
             actions_wake,
+            evaluator,
             body_limit_bytes: config.server.body_limit_bytes,
             request_timeout_secs: config.server.request_timeout_secs,
         };

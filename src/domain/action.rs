@@ -87,6 +87,13 @@ pub fn default_executors(decision: &Decision, target: &Target) -> Vec<String> {
     let Some(plan) = &decision.plan else {
         return Vec::new();
     };
+    // A canary run rolls back through its controller (Flagger's rollback hook, the Argo
+    // analysis): an undo of the Deployment would fight the controller.
+    if decision.suspect.as_ref().is_some_and(|s| {
+        matches!(s.deploy.source, super::DeploySource::Flagger | super::DeploySource::Argo)
+    }) {
+        return Vec::new();
+    }
     if target.helm_release.is_some() && plan.helm_revision.is_some() {
         vec![HELM_ROLLBACK.into()]
     } else if target.target.kind == "Deployment" {

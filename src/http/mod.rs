@@ -4,11 +4,13 @@
 mod actions;
 mod alertmanager;
 mod alerts;
+mod analysis;
 pub mod auth;
 mod decisions;
 mod deploys;
 pub mod error;
 pub mod extract;
+mod flagger;
 mod freezes;
 mod health;
 mod query;
@@ -49,9 +51,21 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             gate(Access::Ingest),
             auth::require,
-        ));
+        ))
+        // Ingest too (role webhook), with its own layer: Flagger cannot send headers,
+        // so its token may come in the payload.
+        .merge(
+            flagger::router().route_layer(middleware::from_fn_with_state(
+                flagger::FlaggerGate {
+                    gate: gate(Access::Ingest),
+                    body_limit: state.body_limit_bytes,
+                },
+                flagger::authenticate,
+            )),
+        );
     let read = Router::new()
         .merge(alerts::router())
+        .merge(analysis::router())
         .merge(deploys::read_router())
         .merge(decisions::router())
         .merge(freezes::read_router())

@@ -11,6 +11,10 @@ use crate::support::{
     assert_error, test_config,
 };
 
+const FLAGGER_CART: &str =
+    r#"{"name":"cart","namespace":"prod","phase":"WaitingPromotion","checksum":"7d9c5b4f6"}"#;
+const FLAGGER_EVENT: &str = include_str!("../fixtures/flagger-event.json");
+
 /// An authenticated route: method, path, body, tokens that may use it, tokens that may not.
 struct Route {
     method: Method,
@@ -45,6 +49,22 @@ fn routes() -> Vec<Route> {
             body: Some(
                 r#"{"kind":"sla_violation","target":{"namespace":"prod","name":"checkout"},"id":"sla-1"}"#,
             ),
+            allowed: vec![WEBHOOK_TOKEN, OPERATOR_TOKEN, ADMIN_TOKEN],
+            denied: vec![VIEWER_TOKEN],
+        },
+        // Flagger's webhooks, about a canary no other route here touches (so that its
+        // gates are open). Its token may also come in `metadata.token`: see canary.rs.
+        Route {
+            method: Method::POST,
+            path: "/webhooks/flagger/confirm-promotion",
+            body: Some(FLAGGER_CART),
+            allowed: vec![WEBHOOK_TOKEN, OPERATOR_TOKEN, ADMIN_TOKEN],
+            denied: vec![VIEWER_TOKEN],
+        },
+        Route {
+            method: Method::POST,
+            path: "/webhooks/flagger/event",
+            body: Some(FLAGGER_EVENT),
             allowed: vec![WEBHOOK_TOKEN, OPERATOR_TOKEN, ADMIN_TOKEN],
             denied: vec![VIEWER_TOKEN],
         },
@@ -89,6 +109,7 @@ fn routes() -> Vec<Route> {
             "/api/v1/freezes",
             "/api/v1/actions",
             "/api/v1/actions/1",
+            "/api/v1/analysis/prod/checkout",
         ]
         .map(|path| Route {
             method: Method::GET,

@@ -6,6 +6,7 @@ mod support;
 mod actions;
 mod api;
 mod auth;
+mod canary;
 mod cli;
 mod deploys;
 mod engine;
