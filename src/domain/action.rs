@@ -90,7 +90,10 @@ pub fn default_executors(decision: &Decision, target: &Target) -> Vec<String> {
     // A canary run rolls back through its controller (Flagger's rollback hook, the Argo
     // analysis): an undo of the Deployment would fight the controller.
     if decision.suspect.as_ref().is_some_and(|s| {
-        matches!(s.deploy.source, super::DeploySource::Flagger | super::DeploySource::Argo)
+        matches!(
+            s.deploy.source,
+            super::DeploySource::Flagger | super::DeploySource::Argo
+        )
     }) {
         return Vec::new();
     }
