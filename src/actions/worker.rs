@@ -129,8 +129,10 @@ impl Worker {
 
     /// One pass over every kind of work.
     pub async fn step(&self) -> Result<StepReport, StoreError> {
-        let mut report = StepReport::default();
-        report.expired = self.expire_approvals().await?;
+        let mut report = StepReport {
+            expired: self.expire_approvals().await?,
+            ..StepReport::default()
+        };
         for _ in 0..BATCH {
             let now = self.clock.now();
             let lease =
@@ -217,14 +219,16 @@ impl Worker {
                 .await;
         };
         let dry_run = self.config.dry_run;
-        if kind.rolls_back() && action.mode == "auto" && !dry_run {
-            if let Some(trip) = self.loop_guard(&action).await? {
-                let finish = ActionFinish::Escalated {
-                    error: trip,
-                    result: None,
-                };
-                return self.finish(&action, finish, report).await;
-            }
+        if kind.rolls_back()
+            && action.mode == "auto"
+            && !dry_run
+            && let Some(trip) = self.loop_guard(&action).await?
+        {
+            let finish = ActionFinish::Escalated {
+                error: trip,
+                result: None,
+            };
+            return self.finish(&action, finish, report).await;
         }
         self.audit(
             &action,
