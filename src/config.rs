@@ -848,6 +848,77 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configs_in_deploy_are_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+        for name in [
+            "rollwarden-control-plane.toml",
+            "rollwarden-multi-region.toml",
+        ] {
+            let c = Config::load_from(Some(&dir.join(name)), env(&[]))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!c.targets.is_empty(), "{name}");
+            assert!(c.targets.iter().all(|t| !t.actions.is_empty()), "{name}");
+        }
+    }
+
+    #[test]
+    fn action_settings_are_checked_and_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let cases = [
+            (
+                "[[actions.commands]]\nname = \"x\"\nargv = [\"aws\", \"{{ regoin }}\"]\n",
+                "actions.commands[0].argv[1]",
+            ),
+            (
+                "[[actions.commands]]\nname = \"x\"\nargv = []\n",
+                "actions.commands[0].argv",
+            ),
+            (
+                "[[actions.webhooks]]\nname = \"x\"\nurl = \"ftp://x\"\n",
+                "actions.webhooks[0].url",
+            ),
+            (
+                "[actions]\ngithub_repository = \"nope\"\n",
+                "actions.github_repository",
+            ),
+            ("[actions]\nlease_secs = 60\n", "actions.lease_secs"),
+            (
+                "[[targets]]\nnamespace = \"p\"\nname = \"c\"\nactions = [\"command:missing\"]\n",
+                "targets[0].actions[0]",
+            ),
+            (
+                "[[targets]]\nnamespace = \"p\"\nname = \"c\"\nactions = [\"teleport\"]\n",
+                "targets[0].actions[0]",
+            ),
+            (
+                "[[targets]]\nnamespace = \"p\"\nname = \"c\"\nactions = [\"workflow_dispatch\"]\n",
+                "targets[0].actions[0]",
+            ),
+            (
+                "[notify]\nslack_webhook_url = \"not a url\"\n",
+                "notify.slack_webhook_url",
+            ),
+        ];
+        for (text, key) in cases {
+            std::fs::write(&file, text).unwrap();
+            let err = Config::load_from(Some(&file), env(&[])).unwrap_err();
+            assert!(err.to_string().starts_with(key), "{text}: {err}");
+        }
+        std::fs::write(
+            &file,
+            "[notify]\nslack_webhook_url = \"https://hooks.slack.com/services/T0/B0/SECRETPART\"\n\
+             [actions]\ngithub_token = \"ghp_secretsecretsecret\"\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&file), env(&[])).unwrap();
+        for printed in [format!("{c:?}"), c.render()] {
+            assert!(!printed.contains("SECRETPART"), "{printed}");
+            assert!(!printed.contains("ghp_secret"), "{printed}");
+        }
+    }
+
+    #[test]
     fn label_names_in_matchers_keep_their_case() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
