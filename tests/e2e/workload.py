@@ -10,7 +10,8 @@ Metrics (GET /metrics, Prometheus text format):
   data_integrity_corrupt_rows               rows its consistency check finds corrupt
 
 Control (POST, no body):
-  /bad, /good          serve errors (30 %) and slow answers (~0.6 s), or behave
+  /bad, /good          serve errors (--bad-error-ratio, 30 %) and slow answers
+                       (--bad-latency, ~0.6 s; 0 keeps them fast), or behave
   /database/down, /database/up
   /corrupt, /repair    corrupt three rows, or repair them all
 GET /state answers the switches as JSON.
@@ -122,7 +123,10 @@ def make_handler(state, args):
                 with state.lock:
                     bad = state.bad
                 if bad:
-                    time.sleep(random.uniform(0.45, 0.8))
+                    if args.bad_latency > 0:
+                        time.sleep(random.uniform(0.75, 1.33) * args.bad_latency)
+                    else:
+                        time.sleep(random.uniform(0.004, 0.03))
                     code = 500 if random.random() < args.bad_error_ratio else 200
                 else:
                     time.sleep(random.uniform(0.004, 0.03))
@@ -202,6 +206,7 @@ def main():
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rate", type=float, default=4.0, help="requests/s per client")
     parser.add_argument("--bad-error-ratio", type=float, default=0.3)
+    parser.add_argument("--bad-latency", type=float, default=0.6, help="seconds; 0: fast")
     parser.add_argument("--follow", help="URL of the Deployment (JSON) to follow")
     parser.add_argument("--bad-version", action="append", default=[])
     args = parser.parse_args()
