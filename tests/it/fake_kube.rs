@@ -838,3 +838,99 @@ async fn version_reports_kubernetes_1_33() {
     let info = fake.client().apiserver_version().await.expect("version");
     assert_eq!((info.major.as_str(), info.minor.as_str()), ("1", "33"));
 }
+
+#[tokio::test]
+async fn the_simulated_controller_rolls_a_new_template_out_as_the_next_revision() {
+    let fake = started_with_fixtures().await;
+    fake.simulate_deployment_controller(true);
+    let mut current = fake.get("Deployment", "prod", "checkout").unwrap();
+    let generation = current["metadata"]["generation"].as_i64().unwrap();
+    // Left out, the generation is the API server's to bump.
+    current["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("generation");
+    fake.apply(with_image(
+        current,
+        "registry.example.com/shop/checkout:1.7.0",
+    ));
+
+    let d = fake.get("Deployment", "prod", "checkout").unwrap();
+    assert_eq!(d["metadata"]["generation"], generation + 1);
+    assert_eq!(d["status"]["observedGeneration"], generation + 1);
+    assert_eq!(d["status"]["updatedReplicas"], 3);
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "4"
+    );
+    let progressing = d["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .unwrap();
+    assert_eq!(progressing["reason"], "NewReplicaSetAvailable");
+
+    let replicasets: Api<ReplicaSet> = Api::namespaced(fake.client(), "prod");
+    let all = timeout(WAIT, replicasets.list(&ListParams::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(all.items.len(), 4);
+    let new = all
+        .items
+        .iter()
+        .find(|rs| rs.annotations().get("deployment.kubernetes.io/revision") == Some(&"4".into()))
+        .expect("a ReplicaSet for revision 4");
+    let hash = new.labels()["pod-template-hash"].clone();
+    assert_eq!(new.name_any(), format!("checkout-{hash}"));
+    let spec = new.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(3));
+    assert_eq!(
+        spec.selector.match_labels.as_ref().unwrap()["pod-template-hash"],
+        hash
+    );
+    let owner = &new.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("Deployment", Some(true))
+    );
+    assert_eq!(
+        new.annotations().get("kubernetes.io/change-cause"),
+        Some(&"release 1.6.0 (pipeline 2231)".into())
+    );
+    for old in all
+        .items
+        .iter()
+        .filter(|rs| rs.name_any() != new.name_any())
+    {
+        assert_eq!(
+            old.spec.as_ref().unwrap().replicas,
+            Some(0),
+            "{}",
+            old.name_any()
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_the_simulated_controller_a_new_template_stays_unobserved() {
+    let fake = started_with_fixtures().await;
+    let mut current = fake.get("Deployment", "prod", "checkout").unwrap();
+    current["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("generation");
+    fake.apply(with_image(
+        current,
+        "registry.example.com/shop/checkout:1.7.0",
+    ));
+    let d = fake.get("Deployment", "prod", "checkout").unwrap();
+    assert_eq!(d["metadata"]["generation"], 4);
+    assert_eq!(d["status"]["observedGeneration"], 3);
+    assert!(
+        fake.get("ReplicaSet", "prod", "checkout-c6df558d4")
+            .is_some()
+    );
+    assert_eq!(fake.requests().len(), 0);
+}

@@ -433,3 +433,60 @@ async fn undoing_a_failed_rollout_does_not_report_the_old_deadline() {
     .unwrap();
     assert_eq!(status, RolloutStatus::TimedOut);
 }
+
+#[tokio::test]
+async fn with_the_controller_simulated_an_undo_of_a_failed_rollout_completes() {
+    let fake = started().await;
+    fake.apply(past_deadline(&fake));
+    fake.simulate_deployment_controller(true);
+    let client = fake.client();
+    let outcome = bounded(rollout_undo(&client, "prod", "checkout", 0, false))
+        .await
+        .unwrap();
+    assert!(matches!(
+        outcome,
+        UndoOutcome::RolledBack { revision: 2, .. }
+    ));
+    let status = bounded(rollout_status(
+        &client,
+        "prod",
+        "checkout",
+        WAIT,
+        Duration::from_millis(20),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(status, RolloutStatus::Complete);
+    assert_eq!(patches(&fake).len(), 1);
+
+    // The controller reused revision 2's ReplicaSet as revision 4, as it does.
+    let d = deployment(&fake);
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "4"
+    );
+    assert_eq!(
+        d["spec"]["template"],
+        replicaset_template(&fake, "checkout-7c67857fd")
+    );
+    assert_eq!(
+        d["status"]["observedGeneration"],
+        d["metadata"]["generation"]
+    );
+    let reused = fake
+        .get("ReplicaSet", "prod", "checkout-7c67857fd")
+        .unwrap();
+    let annotations = &reused["metadata"]["annotations"];
+    assert_eq!(annotations["deployment.kubernetes.io/revision"], "4");
+    assert_eq!(
+        annotations["deployment.kubernetes.io/revision-history"],
+        "2"
+    );
+    assert_eq!(reused["spec"]["replicas"], 3);
+    assert_eq!(reused["status"]["availableReplicas"], 3);
+    let bad = fake
+        .get("ReplicaSet", "prod", "checkout-69c9cdb879")
+        .unwrap();
+    assert_eq!(bad["spec"]["replicas"], 0);
+    assert_eq!(bad["status"]["replicas"], 0);
+}

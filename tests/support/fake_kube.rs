@@ -41,7 +41,7 @@ pub struct FakeKube {
 }
 
 /// One HTTP request as the fake received it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct RecordedRequest {
     /// HTTP method, e.g. `PATCH`.
     pub method: String,
@@ -79,10 +79,15 @@ impl RecordedRequest {
 impl FakeKube {
     /// Binds 127.0.0.1 on a free port and serves the fake API on a spawned task.
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
-            .expect("fake kube: bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("fake kube: local address");
+            .expect("fake kube: bind 127.0.0.1:0")
+    }
+
+    /// Like [`FakeKube::start`], on `addr` (port 0 picks a free one).
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
         let (open_watches, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             cluster: Mutex::new(Cluster::default()),
@@ -96,11 +101,11 @@ impl FakeKube {
                 eprintln!("fake kube server stopped: {error}");
             }
         });
-        Self {
+        Ok(Self {
             addr,
             shared,
             server,
-        }
+        })
     }
 
     /// Base URL of the server, e.g. `http://127.0.0.1:41234`.
@@ -127,68 +132,25 @@ impl FakeKube {
     /// always assigns a new resourceVersion. Returns the stored object.
     ///
     /// Panics when the object has no known apiVersion/kind or no name.
-    pub fn apply(&self, mut obj: Value) -> Value {
-        let resource =
-            resource_of(&obj).unwrap_or_else(|| panic!("fake kube: unsupported object {obj}"));
-        let name = str_at(&obj, "/metadata/name")
-            .unwrap_or_else(|| panic!("fake kube: object without metadata.name: {obj}"))
-            .to_owned();
-        if str_at(&obj, "/metadata/namespace").is_none() {
-            meta_mut(&mut obj).insert("namespace".into(), json!("default"));
-        }
-        let namespace = str_at(&obj, "/metadata/namespace")
-            .unwrap_or("default")
-            .to_owned();
-        let key = ObjectKey::new(resource, &namespace, &name);
-
+    pub fn apply(&self, obj: Value) -> Value {
         let mut cluster = self.shared.lock();
-        let existing = cluster.objects.get(&key).cloned();
-        set_type_meta(&mut obj, resource);
-        let meta = meta_mut(&mut obj);
-        if !meta.contains_key("uid") {
-            let uid = existing
-                .as_ref()
-                .and_then(|e| str_at(e, "/metadata/uid").map(str::to_owned))
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            meta.insert("uid".into(), json!(uid));
-        }
-        if !meta.contains_key("creationTimestamp") {
-            let created = existing
-                .as_ref()
-                .and_then(|e| str_at(e, "/metadata/creationTimestamp").map(str::to_owned))
-                .unwrap_or_else(|| chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string());
-            meta.insert("creationTimestamp".into(), json!(created));
-        }
-        if resource.generation != GenerationRule::None && !meta.contains_key("generation") {
-            let generation = match &existing {
-                None => 1,
-                Some(old) => {
-                    let old_generation = old
-                        .pointer("/metadata/generation")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(1);
-                    old_generation + i64::from(resource.generation.bumps(old, &obj))
-                }
-            };
-            meta_mut(&mut obj).insert("generation".into(), json!(generation));
-        }
-        let revision = cluster.next_revision();
-        set_resource_version(&mut obj, revision);
-        let kind = if existing.is_some() {
-            ChangeKind::Modified
-        } else {
-            ChangeKind::Added
-        };
-        cluster.objects.insert(key, obj.clone());
-        cluster.commit(Change {
-            revision,
-            resource,
-            kind,
-            object: obj.clone(),
-            previous: existing,
-        });
+        let stored = cluster.apply(obj);
+        cluster.after_write(&stored);
         self.shared.publish_watch_count(&cluster);
-        obj
+        stored
+    }
+
+    /// Turns the simulated Deployment controller on or off (off by default).
+    ///
+    /// When on, every write of a Deployment whose `metadata.generation` is ahead of
+    /// its `status.observedGeneration` (a new template, a rollout undo) is synced at
+    /// once, the way the controller would once every pod is ready: the ReplicaSet
+    /// whose template matches is reused (a rollback: it gets the next revision and
+    /// `revision-history`) or created (the next revision), scaled to
+    /// `spec.replicas` while the others go to 0, and the Deployment gets that
+    /// revision, `observedGeneration` and a complete rollout status.
+    pub fn simulate_deployment_controller(&self, on: bool) {
+        self.shared.lock().controller = on;
     }
 
     /// Deletes an object and emits DELETED; returns its last state (with the
@@ -388,9 +350,74 @@ struct Cluster {
     next_watch_id: u64,
     failures: Vec<Failure>,
     requests: Vec<RecordedRequest>,
+    /// Whether the Deployment controller is simulated.
+    controller: bool,
 }
 
 impl Cluster {
+    /// Stores `obj` as [`FakeKube::apply`] describes, without the controller.
+    fn apply(&mut self, mut obj: Value) -> Value {
+        let resource =
+            resource_of(&obj).unwrap_or_else(|| panic!("fake kube: unsupported object {obj}"));
+        let name = str_at(&obj, "/metadata/name")
+            .unwrap_or_else(|| panic!("fake kube: object without metadata.name: {obj}"))
+            .to_owned();
+        if str_at(&obj, "/metadata/namespace").is_none() {
+            meta_mut(&mut obj).insert("namespace".into(), json!("default"));
+        }
+        let namespace = str_at(&obj, "/metadata/namespace")
+            .unwrap_or("default")
+            .to_owned();
+        let key = ObjectKey::new(resource, &namespace, &name);
+
+        let existing = self.objects.get(&key).cloned();
+        set_type_meta(&mut obj, resource);
+        let meta = meta_mut(&mut obj);
+        if !meta.contains_key("uid") {
+            let uid = existing
+                .as_ref()
+                .and_then(|e| str_at(e, "/metadata/uid").map(str::to_owned))
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            meta.insert("uid".into(), json!(uid));
+        }
+        if !meta.contains_key("creationTimestamp") {
+            let created = existing
+                .as_ref()
+                .and_then(|e| str_at(e, "/metadata/creationTimestamp").map(str::to_owned))
+                .unwrap_or_else(|| chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string());
+            meta.insert("creationTimestamp".into(), json!(created));
+        }
+        if resource.generation != GenerationRule::None && !meta.contains_key("generation") {
+            let generation = match &existing {
+                None => 1,
+                Some(old) => {
+                    let old_generation = old
+                        .pointer("/metadata/generation")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1);
+                    old_generation + i64::from(resource.generation.bumps(old, &obj))
+                }
+            };
+            meta_mut(&mut obj).insert("generation".into(), json!(generation));
+        }
+        let revision = self.next_revision();
+        set_resource_version(&mut obj, revision);
+        let kind = if existing.is_some() {
+            ChangeKind::Modified
+        } else {
+            ChangeKind::Added
+        };
+        self.objects.insert(key, obj.clone());
+        self.commit(Change {
+            revision,
+            resource,
+            kind,
+            object: obj.clone(),
+            previous: existing,
+        });
+        obj
+    }
+
     fn next_revision(&mut self) -> u64 {
         self.revision += 1;
         self.revision
@@ -1367,8 +1394,315 @@ fn patch(
         object: patched.clone(),
         previous: Some(current),
     });
+    cluster.after_write(&patched);
     shared.publish_watch_count(&cluster);
     json_response(StatusCode::OK, &patched)
+}
+
+// ---------------------------------------------------------------------------
+// The simulated Deployment controller (opt-in: `simulate_deployment_controller`)
+
+/// Annotations the controller never copies from a Deployment to its ReplicaSets
+/// (`annotationsToSkip` in k8s.io/kubernetes/pkg/controller/deployment/util).
+const CONTROLLER_SKIPPED_ANNOTATIONS: [&str; 6] = [
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION,
+    REVISION_HISTORY,
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+    "deprecated.deployment.rollback.to",
+];
+const REVISION: &str = "deployment.kubernetes.io/revision";
+const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
+const HASH_LABEL: &str = "pod-template-hash";
+
+impl Cluster {
+    /// Runs the simulated controller after `written` was stored, when it is on.
+    fn after_write(&mut self, written: &Value) {
+        if self.controller && written.get("kind").and_then(Value::as_str) == Some("Deployment") {
+            let namespace = str_at(written, "/metadata/namespace")
+                .unwrap_or_default()
+                .to_owned();
+            let name = str_at(written, "/metadata/name")
+                .unwrap_or_default()
+                .to_owned();
+            self.sync_deployment(&namespace, &name);
+        }
+    }
+
+    /// One sync of the Deployment controller, completed at once: see
+    /// [`FakeKube::simulate_deployment_controller`].
+    fn sync_deployment(&mut self, namespace: &str, name: &str) {
+        let (deployments, replicasets) = (deployment_resource(), replicaset_resource());
+        let Some(mut deployment) = self
+            .objects
+            .get(&ObjectKey::new(deployments, namespace, name))
+            .cloned()
+        else {
+            return;
+        };
+        let generation = int_at(&deployment, "/metadata/generation");
+        if int_at(&deployment, "/status/observedGeneration") >= generation
+            || deployment.pointer("/spec/paused") == Some(&json!(true))
+        {
+            return;
+        }
+        let uid = str_at(&deployment, "/metadata/uid")
+            .unwrap_or_default()
+            .to_owned();
+        let replicas = deployment
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let template = without_hash(
+            deployment
+                .pointer("/spec/template")
+                .cloned()
+                .unwrap_or_default(),
+        );
+        let owned: Vec<Value> = self
+            .objects
+            .iter()
+            .filter(|(key, rs)| {
+                key.kind == replicasets.kind
+                    && key.namespace == namespace
+                    && rs
+                        .pointer("/metadata/ownerReferences")
+                        .and_then(Value::as_array)
+                        .is_some_and(|owners| {
+                            owners.iter().any(|o| {
+                                o.get("controller") == Some(&json!(true))
+                                    && o.get("uid").and_then(Value::as_str) == Some(uid.as_str())
+                            })
+                        })
+            })
+            .map(|(_, rs)| rs.clone())
+            .collect();
+        let latest = owned.iter().map(revision_number).max().unwrap_or(0);
+        let copied: Map<String, Value> = deployment
+            .pointer("/metadata/annotations")
+            .and_then(Value::as_object)
+            .map(|a| {
+                a.iter()
+                    .filter(|(k, _)| !CONTROLLER_SKIPPED_ANNOTATIONS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        let reused = owned.iter().find(|rs| {
+            without_hash(rs.pointer("/spec/template").cloned().unwrap_or_default()) == template
+        });
+        let mut new_rs = match reused {
+            Some(rs) => {
+                let mut rs = rs.clone();
+                let own = revision_number(&rs);
+                if own < latest {
+                    // A rollback: the old ReplicaSet becomes the newest revision and
+                    // remembers the one it had.
+                    let mut history: Vec<String> = str_at(
+                        &rs,
+                        "/metadata/annotations/deployment.kubernetes.io~1revision-history",
+                    )
+                    .filter(|h| !h.is_empty())
+                    .map(|h| h.split(',').map(str::to_owned).collect())
+                    .unwrap_or_default();
+                    history.push(own.to_string());
+                    let annotations = annotations_mut(&mut rs);
+                    annotations.insert(REVISION.into(), json!((latest + 1).to_string()));
+                    annotations.insert(REVISION_HISTORY.into(), json!(history.join(",")));
+                }
+                rs
+            }
+            None => {
+                let hash = pod_template_hash(&template);
+                let mut rs_template = template.clone();
+                labels_mut(&mut rs_template).insert(HASH_LABEL.into(), json!(hash));
+                let mut selector = deployment
+                    .pointer("/spec/selector")
+                    .cloned()
+                    .unwrap_or_else(|| json!({}));
+                selector["matchLabels"][HASH_LABEL] = json!(hash);
+                let mut labels = rs_template
+                    .pointer("/metadata/labels")
+                    .cloned()
+                    .unwrap_or_else(|| json!({}));
+                labels[HASH_LABEL] = json!(hash);
+                json!({
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "metadata": {
+                        "name": format!("{name}-{hash}"),
+                        "namespace": namespace,
+                        "labels": labels,
+                        "annotations": {REVISION: (latest + 1).to_string()},
+                        "ownerReferences": [{
+                            "apiVersion": "apps/v1", "kind": "Deployment", "name": name,
+                            "uid": uid, "controller": true, "blockOwnerDeletion": true,
+                        }],
+                    },
+                    "spec": {"replicas": replicas, "selector": selector, "template": rs_template},
+                })
+            }
+        };
+        let annotations = annotations_mut(&mut new_rs);
+        annotations.extend(copied);
+        annotations.insert(
+            "deployment.kubernetes.io/desired-replicas".into(),
+            json!(replicas.to_string()),
+        );
+        annotations.insert(
+            "deployment.kubernetes.io/max-replicas".into(),
+            json!((replicas + 1).to_string()),
+        );
+        let new_name = str_at(&new_rs, "/metadata/name")
+            .unwrap_or_default()
+            .to_owned();
+        let new_revision = revision_number(&new_rs);
+        self.scale(new_rs, replicas);
+        for rs in owned {
+            if str_at(&rs, "/metadata/name") != Some(new_name.as_str())
+                && rs.pointer("/spec/replicas").and_then(Value::as_i64) != Some(0)
+            {
+                self.scale(rs, 0);
+            }
+        }
+
+        // Through the status subresource: no new generation.
+        annotations_mut(&mut deployment).insert(REVISION.into(), json!(new_revision.to_string()));
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let since = |kind: &str| {
+            deployment
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|c| {
+                    c.iter()
+                        .find(|c| c["type"] == kind && c["status"] == "True")
+                })
+                .and_then(|c| c.get("lastTransitionTime").cloned())
+                .unwrap_or_else(|| json!(now))
+        };
+        let status = json!({
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+            "conditions": [
+                {
+                    "type": "Available", "status": "True",
+                    "reason": "MinimumReplicasAvailable",
+                    "message": "Deployment has minimum availability.",
+                    "lastUpdateTime": now, "lastTransitionTime": since("Available"),
+                },
+                {
+                    "type": "Progressing", "status": "True",
+                    "reason": "NewReplicaSetAvailable",
+                    "message": format!("ReplicaSet \"{new_name}\" has successfully progressed."),
+                    "lastUpdateTime": now, "lastTransitionTime": since("Progressing"),
+                },
+            ],
+        });
+        deployment["status"] = status;
+        self.apply(deployment);
+    }
+
+    /// Writes `rs` scaled to `replicas`, with every replica ready and available.
+    fn scale(&mut self, mut rs: Value, replicas: i64) {
+        rs["spec"]["replicas"] = json!(replicas);
+        let key = ObjectKey::new(
+            replicaset_resource(),
+            str_at(&rs, "/metadata/namespace").unwrap_or_default(),
+            str_at(&rs, "/metadata/name").unwrap_or_default(),
+        );
+        let generation = match self.objects.get(&key) {
+            None => 1,
+            Some(stored) => {
+                int_at(stored, "/metadata/generation").max(1)
+                    + i64::from(stored.get("spec") != rs.get("spec"))
+            }
+        };
+        meta_mut(&mut rs).insert("generation".into(), json!(generation));
+        rs["status"] = json!({
+            "replicas": replicas,
+            "fullyLabeledReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+            "observedGeneration": generation,
+        });
+        self.apply(rs);
+    }
+}
+
+fn deployment_resource() -> &'static Resource {
+    find_resource("Deployment").expect("Deployments are served")
+}
+
+fn replicaset_resource() -> &'static Resource {
+    find_resource("ReplicaSet").expect("ReplicaSets are served")
+}
+
+fn int_at(obj: &Value, pointer: &str) -> i64 {
+    obj.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn revision_number(rs: &Value) -> i64 {
+    str_at(
+        rs,
+        "/metadata/annotations/deployment.kubernetes.io~1revision",
+    )
+    .and_then(|r| r.parse().ok())
+    .unwrap_or(0)
+}
+
+/// A pod template without the `pod-template-hash` label, as the controller compares them.
+fn without_hash(mut template: Value) -> Value {
+    if let Some(labels) = template
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
+        labels.remove(HASH_LABEL);
+    }
+    template
+}
+
+fn annotations_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    map_at(meta_mut(obj), "annotations")
+}
+
+fn labels_mut(template: &mut Value) -> &mut Map<String, Value> {
+    let Some(root) = template.as_object_mut() else {
+        panic!("fake kube: a pod template must be a JSON object");
+    };
+    let meta = root.entry("metadata").or_insert_with(|| json!({}));
+    let Some(meta) = meta.as_object_mut() else {
+        panic!("fake kube: template metadata must be a JSON object");
+    };
+    map_at(meta, "labels")
+}
+
+fn map_at<'a>(parent: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    let entry = parent.entry(key).or_insert_with(|| json!({}));
+    if !entry.is_object() {
+        *entry = json!({});
+    }
+    match entry {
+        Value::Object(map) => map,
+        _ => unreachable!("{key} was just made an object"),
+    }
+}
+
+/// A pod-template-hash in the controller's shape: a 32-bit FNV-1a of the template,
+/// its decimal digits mapped onto the vowel-free alphabet (`rand.SafeEncodeString`).
+fn pod_template_hash(template: &Value) -> String {
+    const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let hash = template.to_string().bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash.to_string()
+        .bytes()
+        .map(|b| char::from(SAFE[usize::from(b) % SAFE.len()]))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
