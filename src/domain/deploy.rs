@@ -5,9 +5,10 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// A deployable unit: a workload in a namespace of a cluster, or a Helm release.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 pub struct TargetRef {
     pub cluster: String,
     pub namespace: String,
@@ -64,7 +65,7 @@ impl fmt::Display for TargetRef {
 }
 
 /// Who told us about a deploy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeploySource {
     /// A Deployment's ReplicaSet revision (`kubectl rollout history`).
@@ -121,7 +122,7 @@ pub mod status {
 }
 
 /// One revision of one target, as a source reported it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Deploy {
     pub target: TargetRef,
     pub source: DeploySource,
@@ -150,6 +151,7 @@ pub struct Deploy {
     /// When the rollout of this revision completed, if it did.
     pub finished_at: Option<DateTime<Utc>>,
     /// Source-specific facts that have no column.
+    #[schema(value_type = Object)]
     pub details: serde_json::Value,
 }
 
@@ -239,7 +241,7 @@ impl Deploy {
 }
 
 /// A deploy with its row id, as decisions cite it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DeployRecord {
     pub id: i64,
     #[serde(flatten)]
