@@ -73,6 +73,14 @@ pub struct StoreErrorLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThrottleLabels {
+    /// The rate-limited route group: ingest, write
+    pub group: &'static str,
+    /// The token's configured name; `anonymous` without auth
+    pub principal: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -92,6 +100,7 @@ pub struct Metrics {
     pub helm_decode_errors: Family<ReasonLabels, Counter>,
     pub deploys_recorded: Family<DeployLabels, Counter>,
     pub decisions: Family<VerdictLabels, Counter>,
+    pub throttled: Family<ThrottleLabels, Counter>,
 }
 
 impl Metrics {
@@ -152,6 +161,13 @@ impl Metrics {
             "Decisions recorded (a verdict or its inputs changed), by verdict",
             decisions.clone(),
         );
+        let throttled = Family::<ThrottleLabels, Counter>::default();
+        registry.register(
+            "http_requests_throttled",
+            "Requests answered 429 because their caller was over the rate limit, by route \
+             group and token name",
+            throttled.clone(),
+        );
         for verdict in ["ok", "monitor", "investigate", "hold", "rollback", "freeze"] {
             decisions
                 .get_or_create(&VerdictLabels {
@@ -190,7 +206,14 @@ impl Metrics {
             helm_decode_errors,
             deploys_recorded,
             decisions,
+            throttled,
         }
+    }
+
+    pub fn throttled(&self, group: &'static str, principal: String) {
+        self.throttled
+            .get_or_create(&ThrottleLabels { group, principal })
+            .inc();
     }
 
     pub fn notification(&self, source: &'static str, outcome: &'static str) {

@@ -10,22 +10,27 @@ pub mod error;
 pub mod extract;
 mod freezes;
 mod health;
+pub mod limit;
+pub mod openapi;
 mod query;
 mod signals;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::app::AppState;
 use crate::domain::Access;
@@ -35,44 +40,83 @@ use error::ApiError;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole API with its layers.
-pub fn router(state: AppState) -> Router {
-    let gate = |access| Gate {
-        auth: state.auth.clone(),
-        access,
-    };
-    let ingest = Router::new()
+/// Every documented route, grouped by who may call them: the router and the OpenAPI
+/// document are both built from this (see [`openapi`] for adding a route).
+fn api(state: &AppState) -> OpenApiRouter<AppState> {
+    let ingest = OpenApiRouter::new()
         .merge(alertmanager::router())
         .merge(deploys::ingest_router())
-        .merge(signals::router())
-        .route_layer(middleware::from_fn_with_state(
-            gate(Access::Ingest),
-            auth::require,
-        ));
-    let read = Router::new()
+        .merge(signals::router());
+    let read = OpenApiRouter::new()
         .merge(alerts::router())
         .merge(deploys::read_router())
         .merge(decisions::router())
-        .merge(freezes::read_router())
-        .route_layer(middleware::from_fn_with_state(
-            gate(Access::Read),
-            auth::require,
-        ));
-    let write =
-        Router::new()
-            .merge(freezes::write_router())
-            .route_layer(middleware::from_fn_with_state(
-                gate(Access::Write),
-                auth::require,
-            ));
+        .merge(freezes::read_router());
+    let write = OpenApiRouter::new().merge(freezes::write_router());
+    let public = OpenApiRouter::new()
+        .merge(health::router())
+        .merge(openapi::router());
+    OpenApiRouter::with_openapi(openapi::base())
+        .merge(gated(
+            ingest,
+            Access::Ingest,
+            state.ingest_limit.clone(),
+            state,
+        ))
+        .merge(gated(read, Access::Read, None, state))
+        .merge(gated(
+            write,
+            Access::Write,
+            state.write_limit.clone(),
+            state,
+        ))
+        .merge(public)
+}
+
+/// A route group behind the token check for `access` (and a per-caller rate limit),
+/// documented as such.
+fn gated(
+    routes: OpenApiRouter<AppState>,
+    access: Access,
+    limit: Option<Arc<limit::RateLimit>>,
+    state: &AppState,
+) -> OpenApiRouter<AppState> {
+    let mut routes = match limit {
+        // Route layers run last-added first: the token check, then the limit, which
+        // is keyed by the principal the check found.
+        Some(limit) => routes.route_layer(middleware::from_fn_with_state(limit, limit::throttle)),
+        None => routes,
+    }
+    .route_layer(middleware::from_fn_with_state(
+        Gate {
+            auth: state.auth.clone(),
+            access,
+        },
+        auth::require,
+    ));
+    // Documented whether or not this instance limits: the limit is configuration.
+    let limited = matches!(access, Access::Ingest | Access::Write);
+    openapi::gate(routes.get_openapi_mut(), access, limited);
+    routes
+}
+
+/// The whole API with its layers, `/openapi.json` and the viewer at `/docs`.
+pub fn router(state: AppState) -> Router {
+    let (api, mut document) = api(&state).split_for_parts();
+    openapi::finish(&mut document);
+    let document = openapi::Document(
+        document
+            .to_json()
+            .expect("the OpenAPI document serialises")
+            .into(),
+    );
+    let docs = SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json"));
     let timeout = Duration::from_secs(state.request_timeout_secs);
 
-    Router::new()
-        .merge(ingest)
-        .merge(read)
-        .merge(write)
-        .merge(health::router())
+    api.merge(Router::from(docs))
+        .layer(Extension(document))
         .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(middleware::from_fn_with_state(state.clone(), track_latency))
         .layer(DefaultBodyLimit::max(state.body_limit_bytes))
         .layer(
