@@ -172,3 +172,36 @@ async fn track_latency(State(state): State<AppState>, req: Request, next: Next) 
         .observe(started.elapsed().as_secs_f64());
     response
 }
+
+#[cfg(test)]
+mod tests {
+    /// The router and the OpenAPI document are one list only while every route goes
+    /// through `routes!`: a route added with axum's `.route(..)` would be served but
+    /// not documented (and not in the role table of tests/it/auth.rs).
+    #[test]
+    fn every_route_is_registered_through_the_openapi_router() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Spelt in pieces, so that this test does not find itself.
+            let calls = ["route", "route_service", "nest_service"]
+                .map(|method| format!(".{method}("))
+                .into_iter()
+                .chain([format!("{}::", "routing")]);
+            let calls: Vec<String> = calls.collect();
+            for (i, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                for call in &calls {
+                    assert!(
+                        !code.contains(call),
+                        "{}:{}: `{call}` registers a route the OpenAPI document does not \
+                         show; annotate the handler and use routes! (see http/openapi.rs)",
+                        path.display(),
+                        i + 1
+                    );
+                }
+            }
+        }
+    }
+}

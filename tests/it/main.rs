@@ -11,6 +11,8 @@ mod engine;
 mod fake_kube;
 mod freezes;
 mod ingest;
+mod limits;
+mod openapi;
 mod outbox;
 mod replay;
 mod shutdown;
