@@ -25,7 +25,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[allow(dead_code)]
 struct AlertFilters {
     status: Option<AlertStatus>,
-    #[param(min_length = 1, max_length = 512)]
+    #[param(
+        max_length = 512,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$"
+    )]
     alertname: Option<String>,
     /// `NAME=VALUE`: the alert has that label (repeatable, at most 16, all must
     /// match).

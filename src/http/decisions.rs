@@ -32,8 +32,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 struct DecisionFilters {
     /// A target key, `cluster/namespace/kind/name`.
     #[param(
-        min_length = 1,
         max_length = 512,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$",
         example = "default/prod/Deployment/checkout"
     )]
     target: Option<String>,

@@ -55,12 +55,21 @@ struct DeployFilters {
         example = "default/prod/Deployment/checkout"
     )]
     target: Option<String>,
-    #[param(min_length = 1, max_length = 512)]
+    #[param(
+        max_length = 512,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$"
+    )]
     namespace: Option<String>,
-    #[param(min_length = 1, max_length = 512)]
+    #[param(
+        max_length = 512,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$"
+    )]
     name: Option<String>,
     source: Option<DeploySource>,
-    #[param(min_length = 1, max_length = 512)]
+    #[param(
+        max_length = 512,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$"
+    )]
     environment: Option<String>,
 }
 
@@ -70,10 +79,18 @@ struct DeployFilters {
 #[allow(dead_code)]
 struct HistoryTarget {
     /// The namespace.
-    #[param(min_length = 1, max_length = 512, example = "prod")]
+    #[param(
+        max_length = 512,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$",
+        example = "prod"
+    )]
     namespace: String,
     /// The workload's name.
-    #[param(min_length = 1, max_length = 512, example = "checkout")]
+    #[param(
+        max_length = 512,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$",
+        example = "checkout"
+    )]
     name: String,
 }
 
@@ -83,10 +100,16 @@ struct HistoryTarget {
 #[allow(dead_code)]
 struct HistoryOptions {
     /// Default: `kubernetes.cluster`.
-    #[param(min_length = 1, max_length = 512)]
+    #[param(
+        max_length = 512,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$"
+    )]
     cluster: Option<String>,
     /// Default: `Deployment`.
-    #[param(min_length = 1, max_length = 512)]
+    #[param(
+        max_length = 512,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$"
+    )]
     kind: Option<String>,
 }
 

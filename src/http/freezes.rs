@@ -37,10 +37,17 @@ pub fn write_router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 struct FreezeRequest {
     /// `*`, `cluster/namespace`, or a target key `cluster/namespace/kind/name`.
-    #[schema(example = "default/prod")]
+    #[schema(
+        pattern = "^([*]|[a-z0-9.-]{1,253}/[a-z0-9.-]{1,253}(/[A-Za-z0-9]{1,63}/[a-z0-9.-]{1,253})?)$",
+        example = "default/prod"
+    )]
     scope: String,
     /// Why; 1 to 1024 bytes of text without control characters.
-    #[schema(min_length = 1, max_length = 1024, example = "INC-42: data corruption")]
+    #[schema(
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        max_length = 1024,
+        example = "INC-42: data corruption"
+    )]
     reason: String,
     /// When it ends by itself (RFC 3339, in the future); none: until lifted.
     expires_at: Option<DateTime<Utc>>,

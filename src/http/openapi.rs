@@ -32,8 +32,14 @@
 //! 3. Merge that router into its group in [`super::api`]: `Access::Ingest` (webhooks),
 //!    `Access::Read` or `Access::Write`; or into the public routes. Do not add security,
 //!    401/403/429/5xx to the annotation: the group adds them.
-//! 4. Add a row to the route table in `tests/it/auth.rs`. The test fails while the
-//!    document and the table disagree.
+//! 4. Add a row to `routes()` in `tests/it/auth.rs`, with the path as the document
+//!    writes it and who may call it, e.g.
+//!    `route(Method::GET, "/api/v1/actions", Who::Readers)`, or
+//!    `with(Method::POST, "/api/v1/decisions/{id}/approve", BODY, Who::Operators)`.
+//!    `{id}` is filled in with 1 (decision 1 and freeze 1 exist when the rows run).
+//!    The table test checks no token, a wrong token, each too-weak role and each
+//!    allowed one; a second test fails while the table and the document disagree, in
+//!    routes or in roles.
 
 use std::sync::Arc;
 

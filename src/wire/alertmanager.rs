@@ -20,7 +20,9 @@ pub struct AlertmanagerPayload {
     /// Identifies the alert group; part of the deduplication key.
     #[schema(min_length = 1)]
     pub group_key: String,
+    /// Alerts left out by `max_alerts` on Alertmanager's side.
     #[serde(default)]
+    #[schema(maximum = 9_223_372_036_854_775_807_u64)]
     pub truncated_alerts: u64,
     pub receiver: String,
     #[schema(value_type = AlertStatus)]
@@ -94,6 +96,14 @@ impl AlertmanagerPayload {
             ));
         }
         let status = parse_status(&self.status, "status")?;
+        // A count that does not fit a signed 64-bit integer is no count of alerts.
+        if i64::try_from(self.truncated_alerts).is_err() {
+            return Err(WireError::new(
+                "invalid_field",
+                "truncatedAlerts",
+                "out of range",
+            ));
+        }
         if self.group_key.is_empty() {
             return Err(WireError::new(
                 "invalid_field",

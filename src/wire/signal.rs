@@ -16,7 +16,7 @@ use crate::domain::{Scope, Signal, SignalKind, SignalSource, TargetRef};
 #[serde(deny_unknown_fields)]
 pub struct SignalPayload {
     /// A signal kind (`customer_reports`, `sla_violation`, `dependency`…); required.
-    #[schema(value_type = Option<SignalKind>, example = "customer_reports")]
+    #[schema(value_type = SignalKind, required = true, example = "customer_reports")]
     pub kind: Option<String>,
     /// The workload it is about; required unless `kind` is `dependency`.
     pub target: Option<SignalTargetPayload>,
@@ -44,7 +44,7 @@ pub struct SignalPayload {
     pub ended_at: Option<String>,
     /// The poster's id for this observation (1 to 128 characters, no spaces): its
     /// fingerprint, so that a retry is recognised. Required.
-    #[schema(pattern = "^\\S{1,128}$", example = "support-queue")]
+    #[schema(value_type = String, required = true, pattern = "^\\S{1,128}$", example = "support-queue")]
     pub id: Option<String>,
     /// A one-line description, at most 256 characters.
     #[schema(max_length = 256)]
