@@ -5,7 +5,6 @@
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -50,7 +49,8 @@ struct FreezeRequest {
     )]
     reason: String,
     /// When it ends by itself (RFC 3339, in the future); none: until lifted.
-    expires_at: Option<DateTime<Utc>>,
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
 }
 
 /// Which freezes to list.
@@ -103,7 +103,13 @@ async fn create_freeze(
             format!("must be 1 to {MAX_REASON} bytes of text"),
         ));
     }
-    if request.expires_at.is_some_and(|end| end <= now) {
+    // The same RFC 3339 parser as every payload, and its error.
+    let expires_at = request
+        .expires_at
+        .as_deref()
+        .map(|s| crate::wire::parse_time("expires_at", s))
+        .transpose()?;
+    if expires_at.is_some_and(|end| end <= now) {
         return Err(ApiError::bad_request(
             "invalid_field",
             "expires_at",
@@ -118,7 +124,7 @@ async fn create_freeze(
                 reason: reason.to_string(),
                 created_by: principal.name.clone(),
                 decision_id: None,
-                expires_at: request.expires_at,
+                expires_at,
             },
             now,
         )

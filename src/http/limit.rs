@@ -92,7 +92,8 @@ pub async fn throttle(State(limit): State<Arc<RateLimit>>, req: Request, next: N
         Ok(()) => next.run(req).await,
         Err(retry_after) => {
             limit.metrics.throttled(limit.group, principal);
-            tracing::info!(group = limit.group, retry_after, "rate limited");
+            // Counted, and logged only at debug: a runaway sender must not flood the log.
+            tracing::debug!(group = limit.group, retry_after, "rate limited");
             let mut response = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
