@@ -7,7 +7,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
-use super::query::{self, DEFAULT_LIMIT, IdPage, Page, TimeRange, invalid};
+use super::query::{self, DEFAULT_LIMIT, IdPage, TimeRange, invalid};
+// `Page` lives in `query` now, beside the pagination parameters; re-exported here so
+// that modules written before the move (`use super::alerts::Page`) still compile.
+pub use super::query::Page;
 use crate::app::AppState;
 use crate::domain::AlertStatus;
 use crate::store::{AlertQuery, StoredAlert};
