@@ -84,7 +84,7 @@ fn gated(
     let mut routes = match limit {
         // Route layers run last-added first: the token check, then the limit, which
         // is keyed by the principal the check found.
-        Some(limit) => routes.route_layer(middleware::from_fn_with_state(limit, limit::throttle)),
+        Some(budget) => routes.route_layer(middleware::from_fn_with_state(budget, limit::throttle)),
         None => routes,
     }
     .route_layer(middleware::from_fn_with_state(
