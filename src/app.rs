@@ -17,6 +17,7 @@ use crate::domain::TargetRef;
 use crate::domain::classify::Classifier;
 use crate::engine::{Engine, EngineHandle};
 use crate::http::auth::Authenticator;
+use crate::http::limit::RateLimit;
 use crate::ingest::Ingestor;
 use crate::k8s::watch::{self, Watchers};
 use crate::store::{self, Store};
@@ -44,6 +45,9 @@ pub struct AppState {
     pub evaluator: Engine,
     pub body_limit_bytes: usize,
     pub request_timeout_secs: u64,
+    /// Per-caller limits of the ingest and write route groups; `None`: unlimited.
+    pub ingest_limit: Option<Arc<RateLimit>>,
+    pub write_limit: Option<Arc<RateLimit>>,
 }
 
 /// A built service, bound to its address, not yet serving.
@@ -204,6 +208,21 @@ impl App {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
+        let limits = &config.limits;
+        let ingest_limit = RateLimit::new(
+            "ingest",
+            limits.ingest_per_second,
+            limits.ingest_burst,
+            auth.clone(),
+            metrics.clone(),
+        );
+        let write_limit = RateLimit::new(
+            "write",
+            limits.write_per_second,
+            limits.write_burst,
+            auth.clone(),
+            metrics.clone(),
+        );
         let state = AppState {
             store,
             ingestor,
@@ -218,6 +237,8 @@ impl App {
             evaluator,
             body_limit_bytes: config.server.body_limit_bytes,
             request_timeout_secs: config.server.request_timeout_secs,
+            ingest_limit,
+            write_limit,
         };
         Ok(App {
             listener,
@@ -278,9 +299,13 @@ impl App {
         let router = crate::http::router(state);
         let stop = shutdown.clone();
         let mut server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
+            // The client's address keys the rate limits when there are no tokens.
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
         });
         let served = tokio::select! {
             result = &mut server => Some(result),

@@ -292,6 +292,17 @@ pub struct LimitsConfig {
     pub max_annotations: usize,
     /// Bytes in an annotation value (and a generator URL).
     pub max_annotation_value_bytes: usize,
+    /// Requests per second each caller (a token, or a client address without auth) may
+    /// make to the ingest routes (webhooks, deploys, signals) once its burst is spent;
+    /// 0: no limit.
+    pub ingest_per_second: u32,
+    /// Requests each caller may make to the ingest routes at once.
+    pub ingest_burst: u32,
+    /// Requests per second each caller may make to the write routes (freezes,
+    /// approvals) once its burst is spent; 0: no limit.
+    pub write_per_second: u32,
+    /// Requests each caller may make to the write routes at once.
+    pub write_burst: u32,
 }
 
 impl LimitsConfig {
@@ -459,6 +470,25 @@ impl Config {
         for (key, value) in limits {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        for (group, rate, burst) in [
+            (
+                "ingest",
+                self.limits.ingest_per_second,
+                self.limits.ingest_burst,
+            ),
+            (
+                "write",
+                self.limits.write_per_second,
+                self.limits.write_burst,
+            ),
+        ] {
+            if rate > 0 && burst < rate {
+                return Err(invalid(
+                    format!("limits.{group}_burst"),
+                    format!("must be at least limits.{group}_per_second ({rate})"),
+                ));
             }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
@@ -756,6 +786,10 @@ max_label_name_bytes = 256
 max_label_value_bytes = 4096
 max_annotations = 64
 max_annotation_value_bytes = 16384
+ingest_per_second = 500
+ingest_burst = 5000
+write_per_second = 10
+write_burst = 50
 
 [log]
 level = "info"
@@ -974,6 +1008,7 @@ mod tests {
                 "10",
                 "server.body_limit_bytes",
             ),
+            ("ROLLWARDEN__LIMITS__WRITE_BURST", "5", "limits.write_burst"),
         ];
         for (var, value, key) in cases {
             let err = Config::load_from(None, env(&[(var, value)])).unwrap_err();

@@ -85,6 +85,14 @@ pub struct StoreErrorLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThrottleLabels {
+    /// The rate-limited route group: ingest, write
+    pub group: &'static str,
+    /// The token's configured name; `anonymous` without auth
+    pub principal: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -106,6 +114,7 @@ pub struct Metrics {
     pub decisions: Family<VerdictLabels, Counter>,
     pub actions: Family<ActionLabels, Counter>,
     pub notifications_sent: Family<ChannelLabels, Counter>,
+    pub throttled: Family<ThrottleLabels, Counter>,
 }
 
 impl Metrics {
@@ -165,6 +174,13 @@ impl Metrics {
             "decisions",
             "Decisions recorded (a verdict or its inputs changed), by verdict",
             decisions.clone(),
+        );
+        let throttled = Family::<ThrottleLabels, Counter>::default();
+        registry.register(
+            "http_requests_throttled",
+            "Requests answered 429 because their caller was over the rate limit, by route \
+             group and token name",
+            throttled.clone(),
         );
         for verdict in ["ok", "monitor", "investigate", "hold", "rollback", "freeze"] {
             decisions
@@ -242,6 +258,7 @@ impl Metrics {
             decisions,
             actions,
             notifications_sent,
+            throttled,
         }
     }
 
@@ -260,6 +277,12 @@ impl Metrics {
                 channel: channel.into(),
                 outcome: outcome.into(),
             })
+            .inc();
+    }
+
+    pub fn throttled(&self, group: &'static str, principal: String) {
+        self.throttled
+            .get_or_create(&ThrottleLabels { group, principal })
             .inc();
     }
 

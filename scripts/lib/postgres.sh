@@ -1,6 +1,7 @@
 # Sourced by scripts/test and scripts/bench: start and stop a throwaway PostgreSQL from
 # the machine's installed server binaries, in a directory and on a port of its own.
-# After start_throwaway_postgres, DATABASE_URL points at it; an EXIT trap removes it.
+# After start_throwaway_postgres, DATABASE_URL points at it (and PG_BIN, PG_PORT say
+# where its binaries are and which port it has); an EXIT trap removes it.
 
 find_pg_bin() {
   if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then
@@ -43,6 +44,9 @@ start_throwaway_postgres() {
     -l "$PG_DIR/server.log" -w start >/dev/null \
     || { cat "$PG_DIR/server.log" >&2; echo "${0##*/}: PostgreSQL did not start" >&2; exit 1; }
   export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  # For callers that need more of the cluster than DATABASE_URL (createdb, say).
+  PG_BIN=$bin
+  PG_PORT=$port
   echo "${0##*/}: throwaway PostgreSQL on port $port ($PG_DIR)"
 }
 

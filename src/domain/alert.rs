@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 /// Label or annotation pairs, sorted by name so that equal sets compare and hash equal.
 pub type Labels = BTreeMap<String, String>;
@@ -25,7 +26,7 @@ impl Source {
 }
 
 /// Whether an alert is still firing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertStatus {
     Firing,

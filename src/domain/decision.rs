@@ -9,13 +9,16 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 use super::policy::{Outcome, fmt_secs};
 use super::{DeployRecord, DeploySource, Scope, SignalKind, TargetRef};
 
 /// What to do about a target. Declared weakest first: the derived order is the
 /// precedence `freeze > hold > rollback > investigate > monitor > ok`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// Nothing fired.
@@ -94,7 +97,7 @@ impl From<Outcome> for Verdict {
 /// A rule that fired, with the evidence: one entry per rule, however many signals
 /// fired it (the numbers of the one furthest over the threshold are shown, every
 /// fingerprint is cited).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FiredRule {
     pub rule_id: String,
     /// The runbook's words.
@@ -122,7 +125,7 @@ pub struct FiredRule {
 }
 
 /// Why a rollback is held. `code()` is stable: it is stored, hashed and filtered on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "code")]
 pub enum HoldReason {
     /// H1: the regression started before the latest deploy, so that deploy did not
@@ -280,7 +283,7 @@ impl HoldReason {
 }
 
 /// What a rollback returns to, for each way the runbooks roll back.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 pub struct RollbackPlan {
     /// `kubectl rollout undo --to-revision`: the known-good ReplicaSet revision.
     pub kubernetes_revision: Option<String>,
@@ -348,7 +351,7 @@ impl RollbackPlan {
 }
 
 /// V1: whether the target meets the post-rollback thresholds while it is watched.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct VerificationStatus {
     /// When the rollback was executed.
     pub rolled_back_at: DateTime<Utc>,
@@ -361,7 +364,7 @@ pub struct VerificationStatus {
 }
 
 /// What decide() concluded about one target at one moment, with its evidence.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Decision {
     pub verdict: Verdict,
     /// One sentence that says why — and, for a hold, why not.

@@ -9,9 +9,10 @@ use serde_json::Value;
 
 /// The key of a canary run's timeline in [`Deploy::details`].
 pub const EVENTS: &str = "events";
+use utoipa::ToSchema;
 
 /// A deployable unit: a workload in a namespace of a cluster, or a Helm release.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 pub struct TargetRef {
     pub cluster: String,
     pub namespace: String,
@@ -68,7 +69,7 @@ impl fmt::Display for TargetRef {
 }
 
 /// Who told us about a deploy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeploySource {
     /// A Deployment's ReplicaSet revision (`kubectl rollout history`).
@@ -138,7 +139,7 @@ pub mod status {
 }
 
 /// One revision of one target, as a source reported it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Deploy {
     pub target: TargetRef,
     pub source: DeploySource,
@@ -167,6 +168,7 @@ pub struct Deploy {
     /// When the rollout of this revision completed, if it did.
     pub finished_at: Option<DateTime<Utc>>,
     /// Source-specific facts that have no column.
+    #[schema(value_type = Object)]
     pub details: serde_json::Value,
 }
 
@@ -267,7 +269,7 @@ impl Deploy {
 }
 
 /// A deploy with its row id, as decisions cite it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DeployRecord {
     pub id: i64,
     #[serde(flatten)]

@@ -4,113 +4,201 @@
 //! incident report (Markdown, the fields of its template).
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::decide::{label, summary};
-use super::decision::{Decision, HoldReason, Verdict};
-use super::policy::fmt_value;
-use super::{DeployRecord, SignalKind};
+use super::decision::{Decision, HoldReason, Verdict, VerificationStatus};
+use super::policy::{Outcome, fmt_value};
+use super::{DeployRecord, DeploySource, Scope, SignalKind};
 
 /// Who or what decided, as evidence and reports name it.
 pub fn decided_by(decision: &Decision) -> String {
     format!("rollwarden policy {}", decision.policy_version)
 }
 
-fn version(d: Option<&DeployRecord>) -> Value {
-    d.map_or(Value::Null, |d| {
-        json!({
-            "deploy_id": d.id,
-            "target": d.deploy.target.key(),
-            "source": d.deploy.source,
-            "revision": d.deploy.revision,
-            "version": d.deploy.version,
-            "images": d.deploy.images,
-            "commit_sha": d.deploy.commit_sha,
-            "helm_release": d.deploy.helm_release,
-            "started_at": d.deploy.started_at,
-            "link": d.deploy.link,
-        })
+/// One side of the rollback: the suspect deploy (`from`) or the one to return to (`to`).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct EvidenceVersion {
+    pub deploy_id: i64,
+    /// The target key, `cluster/namespace/kind/name`.
+    pub target: String,
+    pub source: DeploySource,
+    pub revision: String,
+    pub version: Option<String>,
+    pub images: Vec<String>,
+    pub commit_sha: Option<String>,
+    pub helm_release: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub link: Option<String>,
+}
+
+fn version(d: Option<&DeployRecord>) -> Option<EvidenceVersion> {
+    d.map(|d| EvidenceVersion {
+        deploy_id: d.id,
+        target: d.deploy.target.key(),
+        source: d.deploy.source,
+        revision: d.deploy.revision.clone(),
+        version: d.deploy.version.clone(),
+        images: d.deploy.images.clone(),
+        commit_sha: d.deploy.commit_sha.clone(),
+        helm_release: d.deploy.helm_release.clone(),
+        started_at: d.deploy.started_at,
+        link: d.deploy.link.clone(),
     })
 }
 
-/// The evidence record for one decision, as `GET /api/v1/decisions/{id}/evidence`
-/// serves it and as the control-plane runbook's rollback script wrote it.
+/// The versions a rollback goes from and to.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct EvidenceVersions {
+    pub from: Option<EvidenceVersion>,
+    pub to: Option<EvidenceVersion>,
+}
+
+/// The deploy ids a decision cites.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct EvidenceDeployIds {
+    pub suspect: Option<i64>,
+    pub rollback_to: Option<i64>,
+}
+
+/// A rule that fired, with its values.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct EvidenceRule {
+    pub id: String,
+    pub description: String,
+    pub outcome: Outcome,
+    pub condition: String,
+    pub kinds: Vec<SignalKind>,
+    pub scope: Scope,
+    pub threshold: Option<f64>,
+    pub observed: Option<f64>,
+    pub baseline: Option<f64>,
+    pub duration_secs: Option<u64>,
+    pub started_at: DateTime<Utc>,
+    pub fingerprints: Vec<String>,
+}
+
+/// A hold with its reason in words.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct EvidenceHold {
+    #[serde(flatten)]
+    pub hold: HoldReason,
+    pub detail: String,
+}
+
+/// The control-plane runbook's evidence record of one decision.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Evidence {
+    pub decision_id: i64,
+    pub decided_at: DateTime<Utc>,
+    pub decided_by: String,
+    pub policy_version: String,
+    /// The target key, `cluster/namespace/kind/name`.
+    pub target: String,
+    pub verdict: Verdict,
+    pub reason: String,
+    pub versions: EvidenceVersions,
+    pub deploy_ids: EvidenceDeployIds,
+    pub regression_started_at: Option<DateTime<Utc>>,
+    pub rules: Vec<EvidenceRule>,
+    /// Every alert fingerprint cited, sorted.
+    pub fingerprints: Vec<String>,
+    pub holds: Vec<EvidenceHold>,
+    pub recommended: Vec<String>,
+    pub escalate: Option<String>,
+    pub verification: Option<VerificationStatus>,
+    pub gitops: Option<String>,
+    /// The runbook's DEPLOYMENT_LOG_URL: the suspect deploy's pipeline run, if known.
+    pub log_link: Option<String>,
+    pub inputs_hash: String,
+}
+
+/// The evidence record for one decision, as JSON (see [`evidence_record`]).
 pub fn evidence(
     decision: &Decision,
     decided_at: DateTime<Utc>,
     decision_id: i64,
     log_link: Option<&str>,
 ) -> Value {
-    let rules: Vec<Value> = decision
+    serde_json::to_value(evidence_record(decision, decided_at, decision_id, log_link))
+        .unwrap_or(Value::Null)
+}
+
+/// The evidence record for one decision, as `GET /api/v1/decisions/{id}/evidence`
+/// serves it and as the control-plane runbook's rollback script wrote it.
+pub fn evidence_record(
+    decision: &Decision,
+    decided_at: DateTime<Utc>,
+    decision_id: i64,
+    log_link: Option<&str>,
+) -> Evidence {
+    let rules = decision
         .fired
         .iter()
-        .map(|f| {
-            json!({
-                "id": f.rule_id,
-                "description": f.description,
-                "outcome": f.outcome,
-                "condition": f.condition,
-                "kinds": f.kinds,
-                "scope": f.scope,
-                "threshold": f.threshold,
-                "observed": f.observed,
-                "baseline": f.baseline,
-                "duration_secs": f.duration_secs,
-                "started_at": f.started_at,
-                "fingerprints": f.fingerprints,
-            })
+        .map(|f| EvidenceRule {
+            id: f.rule_id.clone(),
+            description: f.description.clone(),
+            outcome: f.outcome,
+            condition: f.condition.clone(),
+            kinds: f.kinds.clone(),
+            scope: f.scope,
+            threshold: f.threshold,
+            observed: f.observed,
+            baseline: f.baseline,
+            duration_secs: f.duration_secs,
+            started_at: f.started_at,
+            fingerprints: f.fingerprints.clone(),
         })
         .collect();
-    let mut fingerprints: Vec<&str> = decision
+    let mut fingerprints: Vec<String> = decision
         .fired
         .iter()
-        .flat_map(|f| f.fingerprints.iter().map(String::as_str))
+        .flat_map(|f| f.fingerprints.iter().cloned())
         .chain(decision.holds.iter().filter_map(|h| match h {
             HoldReason::DependencyDegraded { fingerprint, .. }
-            | HoldReason::Inconclusive { fingerprint, .. } => Some(fingerprint.as_str()),
+            | HoldReason::Inconclusive { fingerprint, .. } => Some(fingerprint.clone()),
             _ => None,
         }))
         .collect();
     fingerprints.sort_unstable();
     fingerprints.dedup();
-    let holds: Vec<Value> = decision
+    let holds = decision
         .holds
         .iter()
-        .map(|h| {
-            let mut value = serde_json::to_value(h).unwrap_or(Value::Null);
-            if let Value::Object(map) = &mut value {
-                map.insert("detail".into(), Value::String(h.detail()));
-            }
-            value
+        .map(|h| EvidenceHold {
+            hold: h.clone(),
+            detail: h.detail(),
         })
         .collect();
-    json!({
-        "decision_id": decision_id,
-        "decided_at": decided_at,
-        "decided_by": decided_by(decision),
-        "policy_version": decision.policy_version,
-        "target": decision.target.key(),
-        "verdict": decision.verdict,
-        "reason": decision.reason,
-        "versions": {
-            "from": version(decision.suspect.as_ref()),
-            "to": version(decision.rollback_to.as_ref()),
+    Evidence {
+        decision_id,
+        decided_at,
+        decided_by: decided_by(decision),
+        policy_version: decision.policy_version.clone(),
+        target: decision.target.key(),
+        verdict: decision.verdict,
+        reason: decision.reason.clone(),
+        versions: EvidenceVersions {
+            from: version(decision.suspect.as_ref()),
+            to: version(decision.rollback_to.as_ref()),
         },
-        "deploy_ids": {
-            "suspect": decision.suspect.as_ref().map(|d| d.id),
-            "rollback_to": decision.rollback_to.as_ref().map(|d| d.id),
+        deploy_ids: EvidenceDeployIds {
+            suspect: decision.suspect.as_ref().map(|d| d.id),
+            rollback_to: decision.rollback_to.as_ref().map(|d| d.id),
         },
-        "regression_started_at": decision.regression_started_at,
-        "rules": rules,
-        "fingerprints": fingerprints,
-        "holds": holds,
-        "recommended": decision.recommended,
-        "escalate": decision.escalate,
-        "verification": decision.verification,
-        "gitops": decision.gitops,
-        "log_link": log_link,
-        "inputs_hash": decision.inputs_hash,
-    })
+        regression_started_at: decision.regression_started_at,
+        rules,
+        fingerprints,
+        holds,
+        recommended: decision.recommended.clone(),
+        escalate: decision.escalate.clone(),
+        verification: decision.verification.clone(),
+        gitops: decision.gitops.clone(),
+        log_link: log_link.map(str::to_string),
+        inputs_hash: decision.inputs_hash.clone(),
+    }
 }
 
 /// `10:05 UTC` on the day of the decision, the full date otherwise.

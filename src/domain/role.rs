@@ -28,6 +28,8 @@ pub enum Access {
 }
 
 impl Role {
+    pub const ALL: [Role; 4] = [Role::Webhook, Role::Viewer, Role::Operator, Role::Admin];
+
     /// Whether a token with this role may perform `access`.
     ///
     /// `webhook` and `viewer` are deliberately disjoint: a sender's token cannot read

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::TargetRef;
 
@@ -9,7 +10,9 @@ use super::TargetRef;
 /// for `error_rate`, `cpu` and `memory` (as Prometheus computes them: 0.05 is 5 %),
 /// seconds for `latency_p95`, a count for `customer_reports`; other kinds are
 /// present-or-not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SignalKind {
     ErrorRate,
@@ -81,7 +84,7 @@ impl SignalKind {
 }
 
 /// Which side of a canary a signal observes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Canary,

@@ -4,16 +4,17 @@
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::alerts::Page;
 use super::auth::Principal;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::RawBody;
-use super::query::{self, DEFAULT_LIMIT, invalid};
+use super::query::{self, DEFAULT_LIMIT, IdPage, Page, invalid};
 use crate::app::AppState;
 use crate::store::{ActionQuery, ActionRecord, ActionTransition, AuditEvent, Store, StoreError};
 
@@ -39,20 +40,71 @@ pub const STATES: [&str; 15] = [
 /// The longest approval comment kept.
 const MAX_COMMENT: usize = 1024;
 
-pub fn read_router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/actions", get(list_actions))
-        .route("/api/v1/actions/{id}", get(get_action))
+pub fn read_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_actions))
+        .routes(routes!(get_action))
 }
 
-pub fn write_router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/decisions/{id}/approve", post(approve))
-        .route("/api/v1/decisions/{id}/reject", post(reject))
+pub fn write_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(approve))
+        .routes(routes!(reject))
+}
+
+/// Filters of the action list; every one narrows (AND).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct ActionFilters {
+    /// A target key, `cluster/namespace/kind/name`.
+    #[param(
+        max_length = 512,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$",
+        example = "default/prod/Deployment/checkout"
+    )]
+    target: Option<String>,
+    /// `recorded`, `recommended`, `awaiting_approval`, `approved`, `rejected`,
+    /// `expired`, `pending`, `running`, `succeeded`, `verifying`, `verified`,
+    /// `escalated`, `failed`, `dry_run`.
+    #[param(
+        pattern = "^(recorded|recommended|awaiting_approval|approved|rejected|expired|pending|running|succeeded|verifying|verified|escalated|failed|dry_run|cancelled)$"
+    )]
+    state: Option<String>,
+    /// `rollout_undo`, `helm_rollback`, `workflow_dispatch`, `freeze`, `command:NAME`,
+    /// `webhook:NAME`.
+    #[param(
+        max_length = 512,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$"
+    )]
+    kind: Option<String>,
+    /// A decision id.
+    #[param(minimum = 1, maximum = 9_007_199_254_740_991_i64)]
+    decision: Option<i64>,
+}
+
+/// An id in the path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct ActionId {
+    /// An action's `id`.
+    #[param(minimum = 1, maximum = 9_007_199_254_740_991_i64)]
+    id: i64,
+}
+
+/// The decision id in the path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct DecisionId {
+    /// A decision's `id`.
+    #[param(minimum = 1, maximum = 9_007_199_254_740_991_i64)]
+    id: i64,
 }
 
 /// An action with its audit trail, oldest event first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ActionView {
     #[serde(flatten)]
     pub action: ActionRecord,
@@ -77,6 +129,14 @@ pub async fn with_timelines(
         .collect())
 }
 
+/// Actions (rollbacks, approvals, freezes), newest first.
+#[utoipa::path(get, path = "/api/v1/actions", tag = "actions",
+    params(ActionFilters, IdPage),
+    responses(
+        (status = 200, description = "One page of actions", body = Page<ActionRecord>),
+        (status = 400, description = "A query parameter is unknown or malformed",
+            body = ErrorBody),
+    ))]
 async fn list_actions(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -127,10 +187,21 @@ async fn list_actions(
     Ok(Json(Page { items, next }))
 }
 
+/// One action with its timeline (every audit event, oldest first).
+#[utoipa::path(get, path = "/api/v1/actions/{id}", tag = "actions",
+    params(ActionId),
+    responses(
+        (status = 200, description = "The action", body = ActionView),
+        (status = 400, description = "Not an action id, or a query parameter given",
+            body = ErrorBody),
+        (status = 404, description = "No such action", body = ErrorBody),
+    ))]
 async fn get_action(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<ActionView>, ApiError> {
+    query::none(raw.as_deref())?;
     let id: i64 = id
         .parse()
         .ok()
@@ -161,34 +232,68 @@ async fn get_action(
 }
 
 /// The optional body of an approval or rejection.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Verdict {
+pub struct ApprovalRequest {
+    /// Why, in the operator's words (at most 1024 bytes); kept on the action.
     comment: Option<String>,
 }
 
 /// What an approval or rejection changed.
-#[derive(Debug, Serialize)]
-struct Decided {
-    decision_id: i64,
-    actions: Vec<ActionRecord>,
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Decided {
+    pub decision_id: i64,
+    /// The actions moved, with the operator's name and comment.
+    pub actions: Vec<ActionRecord>,
 }
 
+/// Approves the decision's actions awaiting approval; the workers run them at once.
+/// Recorded with the token's name and the comment.
+#[utoipa::path(post, path = "/api/v1/decisions/{id}/approve", tag = "actions",
+    params(DecisionId),
+    request_body(content = Option<ApprovalRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Approved", body = Decided),
+        (status = 400, description = "Not a decision id, a malformed body, or a query parameter given",
+            body = ErrorBody),
+        (status = 404, description = "No such decision", body = ErrorBody),
+        (status = 409, description = "Nothing awaits approval, or the approval window has passed",
+            body = ErrorBody),
+        (status = 413, description = "Larger than `server.body_limit_bytes`", body = ErrorBody),
+    ))]
 async fn approve(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
     body: RawBody,
 ) -> Result<Json<Decided>, ApiError> {
+    query::none(raw.as_deref())?;
     decide(state, principal, id, body, "approved").await
 }
 
+/// Rejects the decision's actions awaiting approval: nothing is done. Recorded with
+/// the token's name and the comment.
+#[utoipa::path(post, path = "/api/v1/decisions/{id}/reject", tag = "actions",
+    params(DecisionId),
+    request_body(content = Option<ApprovalRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Rejected", body = Decided),
+        (status = 400, description = "Not a decision id, a malformed body, or a query parameter given",
+            body = ErrorBody),
+        (status = 404, description = "No such decision", body = ErrorBody),
+        (status = 409, description = "Nothing awaits approval, or the approval window has passed",
+            body = ErrorBody),
+        (status = 413, description = "Larger than `server.body_limit_bytes`", body = ErrorBody),
+    ))]
 async fn reject(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
     body: RawBody,
 ) -> Result<Json<Decided>, ApiError> {
+    query::none(raw.as_deref())?;
     decide(state, principal, id, body, "rejected").await
 }
 
@@ -204,8 +309,8 @@ async fn decide(
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(|| ApiError::bad_request("invalid_path", "id", "must be a decision id"))?;
-    let request: Verdict = if body.iter().all(u8::is_ascii_whitespace) {
-        Verdict::default()
+    let request: ApprovalRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ApprovalRequest::default()
     } else {
         crate::wire::from_json(&body)?
     };

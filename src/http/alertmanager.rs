@@ -4,12 +4,14 @@
 //! Alertmanager) for a payload that can never be accepted; 503 (retried) for our own
 //! transient faults, so that nothing is lost.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::RawBody;
 use crate::app::AppState;
 use crate::domain::TargetRef;
@@ -17,14 +19,39 @@ use crate::wire::alertmanager::AlertmanagerPayload;
 
 const SOURCE: &str = "alertmanager";
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/webhooks/alertmanager", post(receive_notification))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(receive_notification))
 }
 
+/// What became of a notification.
+#[derive(Serialize, ToSchema)]
+pub struct NotificationReceipt {
+    /// `accepted`, or `duplicate` when the same content was received before (nothing
+    /// changed but the receipt's duplicate count).
+    #[schema(pattern = "^(accepted|duplicate)$")]
+    pub status: &'static str,
+    /// The kept receipt of the raw body.
+    pub receipt_id: i64,
+    /// Alerts in the notification.
+    pub alerts: usize,
+}
+
+/// Receives an Alertmanager (v4) notification. Answered 200 only after it committed;
+/// a redelivery is answered `duplicate` and changes nothing.
+#[utoipa::path(post, path = "/webhooks/alertmanager", tag = "ingest",
+    request_body(content = AlertmanagerPayload, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Committed (or a duplicate of a committed one)",
+            body = NotificationReceipt),
+        (status = 400, description = "Never acceptable: malformed JSON, another version, \
+            a missing or mistyped field, over a `[limits]` bound; `details.field` names it",
+            body = ErrorBody),
+        (status = 413, description = "Larger than `server.body_limit_bytes`", body = ErrorBody),
+    ))]
 async fn receive_notification(
     State(state): State<AppState>,
     body: Result<RawBody, ApiError>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NotificationReceipt>, ApiError> {
     let parsed = body.and_then(|RawBody(body)| {
         Ok(AlertmanagerPayload::parse(
             &body,
@@ -67,11 +94,11 @@ async fn receive_notification(
             if let Some(engine) = state.engine.as_ref().filter(|_| !outcome.duplicate) {
                 engine.touched(touched);
             }
-            Ok(Json(json!({
-                "status": status,
-                "receipt_id": outcome.receipt_id,
-                "alerts": alerts,
-            })))
+            Ok(Json(NotificationReceipt {
+                status,
+                receipt_id: outcome.receipt_id,
+                alerts,
+            }))
         }
         Err(err) => {
             state.metrics.notification(SOURCE, "failed");

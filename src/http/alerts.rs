@@ -1,12 +1,16 @@
 //! `GET /api/v1/alerts`: what arrived, filtered, newest first, keyset-paginated.
 
+use axum::Json;
 use axum::extract::{RawQuery, State};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Serialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::ApiError;
-use super::query::{self, DEFAULT_LIMIT, invalid};
+use super::error::{ApiError, ErrorBody};
+use super::query::{self, DEFAULT_LIMIT, IdPage, TimeRange, invalid};
+// `Page` lives in `query` now, beside the pagination parameters; re-exported here so
+// that modules written before the move (`use super::alerts::Page`) still compile.
+pub use super::query::Page;
 use crate::app::AppState;
 use crate::domain::AlertStatus;
 use crate::store::{AlertQuery, StoredAlert};
@@ -14,17 +18,35 @@ use crate::store::{AlertQuery, StoredAlert};
 /// Label matchers in one query.
 const MAX_LABEL_MATCHERS: usize = 16;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/alerts", get(list_alerts))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_alerts))
 }
 
-/// One page of a list: `next` is the `after` cursor of the following page, if any.
-#[derive(Serialize)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next: Option<String>,
+/// Filters of the alert list; every one narrows (AND).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct AlertFilters {
+    status: Option<AlertStatus>,
+    #[param(
+        max_length = 512,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$"
+    )]
+    alertname: Option<String>,
+    /// `NAME=VALUE`: the alert has that label (repeatable, at most 16, all must
+    /// match).
+    #[param(max_items = 16, pattern = "^[A-Za-z_][A-Za-z0-9_]{0,100}=.{1,200}$")]
+    label: Option<Vec<String>>,
 }
 
+/// Alert occurrences, newest first; `since`/`until` apply to `startsAt`.
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts",
+    params(AlertFilters, TimeRange, IdPage),
+    responses(
+        (status = 200, description = "One page of alerts", body = Page<StoredAlert>),
+        (status = 400, description = "A query parameter is unknown or malformed",
+            body = ErrorBody),
+    ))]
 async fn list_alerts(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,

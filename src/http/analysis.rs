@@ -8,22 +8,24 @@
 //! measurement is inconclusive and Argo pauses the rollout. Non-2xx answers are kept
 //! for "cannot tell": 400 for a malformed request, 503 when the store is down.
 
+use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::query::{self, invalid};
 use crate::app::AppState;
 use crate::domain::canary::CanaryStatus;
-use crate::domain::{Freeze, TargetRef};
+use crate::domain::{Freeze, Outcome, Scope, SignalKind, TargetRef, Verdict};
 use crate::engine::Evaluation;
 use crate::wire::check_name;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/analysis/{namespace}/{name}", get(analyse_target))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(analyse_target))
 }
 
 /// A target's decision, evaluated at the call, with the freezes covering it.
@@ -68,11 +70,51 @@ pub async fn assess(state: &AppState, key: &TargetRef) -> Result<Assessment, Api
     })
 }
 
+/// The target of an analysis: a workload's namespace and name.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct AnalysisPath {
+    /// The workload's namespace.
+    #[param(max_length = 253, pattern = "^[a-z0-9.-]{1,253}$", example = "prod")]
+    namespace: String,
+    /// The workload's name.
+    #[param(
+        max_length = 253,
+        pattern = "^[a-z0-9.-]{1,253}$",
+        example = "checkout"
+    )]
+    name: String,
+}
+
+/// Another cluster or kind than the defaults.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct AnalysisQuery {
+    /// The cluster in the target key (default `kubernetes.cluster`).
+    #[param(max_length = 253, pattern = "^[a-z0-9.-]{0,253}$")]
+    cluster: Option<String>,
+    /// The workload's kind (default `Deployment`).
+    #[param(max_length = 63, pattern = "^[A-Za-z0-9]{1,63}$")]
+    kind: Option<String>,
+}
+
+/// What rollwarden decides about a target now, for Argo Rollouts' web metric provider
+/// and canary pipelines. Always 200 with JSON for a well-formed request: Argo reads a
+/// non-2xx as a measurement error, not a failure.
+#[utoipa::path(get, path = "/api/v1/analysis/{namespace}/{name}", tag = "canary",
+    params(AnalysisPath, AnalysisQuery),
+    responses(
+        (status = 200, description = "The verdict with its evidence", body = Analysis),
+        (status = 400, description = "A malformed name, cluster or kind, or an unknown query parameter",
+            body = ErrorBody),
+    ))]
 async fn analyse_target(
     State(state): State<AppState>,
     Path((namespace, name)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Analysis>, ApiError> {
     let mut cluster = state.cluster.clone();
     let mut kind = "Deployment".to_string();
     for (key, value) in query::pairs(raw.as_deref()) {
@@ -98,53 +140,108 @@ async fn analyse_target(
     Ok(Json(analysis_body(&key, &assessment)))
 }
 
-/// What a canary controller reads: the verdict and the two booleans its conditions
-/// test, the rules that fired with their numbers, the holds, and the freezes.
-fn analysis_body(key: &TargetRef, a: &Assessment) -> Value {
+/// A fired rule as a canary controller reads it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnalysisRule {
+    pub rule_id: String,
+    pub kind: SignalKind,
+    pub scope: Scope,
+    /// The condition in words (`> 5 %`).
+    pub condition: String,
+    pub outcome: Outcome,
+    pub observed: Option<f64>,
+    pub threshold: Option<f64>,
+    pub baseline: Option<f64>,
+    pub duration_secs: Option<u64>,
+}
+
+/// Why a rollback is held.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnalysisHold {
+    /// `H1`, `H2`, `inconclusive`…
+    pub code: String,
+    pub detail: String,
+}
+
+/// A freeze covering the target.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnalysisFreeze {
+    pub id: i64,
+    pub scope: String,
+    pub reason: String,
+    pub created_by: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// What a canary controller reads: the verdict and the booleans its conditions test
+/// (`result.rollback == true` fails the canary, `result.healthy == true` passes it), the
+/// rules that fired with their numbers, the holds, and the freezes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Analysis {
+    /// `cluster/namespace/kind/name`.
+    pub target: String,
+    pub verdict: Verdict,
+    /// rollwarden decides the canary must roll back.
+    pub rollback: bool,
+    /// Nothing stands in the way of the canary advancing.
+    pub healthy: bool,
+    /// A freeze covers the target.
+    pub frozen: bool,
+    pub reason: String,
+    pub fired: Vec<AnalysisRule>,
+    pub holds: Vec<AnalysisHold>,
+    pub freezes: Vec<AnalysisFreeze>,
+    pub decision_id: i64,
+    pub decided_at: DateTime<Utc>,
+    pub evaluated_at: DateTime<Utc>,
+}
+
+fn analysis_body(key: &TargetRef, a: &Assessment) -> Analysis {
     let decision = &a.evaluation.decision;
     let stored = &a.evaluation.stored;
-    let fired: Vec<Value> = decision
-        .fired
-        .iter()
-        .map(|f| {
-            json!({
-                "rule_id": f.rule_id,
-                "kind": f.kind,
-                "scope": f.scope,
-                "condition": f.condition,
-                "outcome": f.outcome,
-                "observed": f.observed,
-                "threshold": f.threshold,
-                "baseline": f.baseline,
-                "duration_secs": f.duration_secs,
+    Analysis {
+        target: key.key(),
+        verdict: a.status.verdict,
+        rollback: a.status.rollback,
+        healthy: a.status.healthy,
+        frozen: a.status.frozen,
+        reason: decision.reason.clone(),
+        fired: decision
+            .fired
+            .iter()
+            .map(|f| AnalysisRule {
+                rule_id: f.rule_id.clone(),
+                kind: f.kind,
+                scope: f.scope,
+                condition: f.condition.clone(),
+                outcome: f.outcome,
+                observed: f.observed,
+                threshold: f.threshold,
+                baseline: f.baseline,
+                duration_secs: f.duration_secs,
             })
-        })
-        .collect();
-    let holds: Vec<Value> = decision
-        .holds
-        .iter()
-        .map(|h| json!({"code": h.code(), "detail": h.detail()}))
-        .collect();
-    let freezes: Vec<Value> = a
-        .covering
-        .iter()
-        .map(|f| {
-            json!({"id": f.id, "scope": f.scope, "reason": f.reason,
-                   "created_by": f.created_by, "expires_at": f.expires_at})
-        })
-        .collect();
-    json!({
-        "target": key.key(),
-        "verdict": a.status.verdict,
-        "rollback": a.status.rollback,
-        "healthy": a.status.healthy,
-        "frozen": a.status.frozen,
-        "reason": decision.reason,
-        "fired": fired,
-        "holds": holds,
-        "freezes": freezes,
-        "decision_id": stored.id,
-        "decided_at": stored.decided_at,
-        "evaluated_at": a.evaluated_at,
-    })
+            .collect(),
+        holds: decision
+            .holds
+            .iter()
+            .map(|h| AnalysisHold {
+                code: h.code().to_string(),
+                detail: h.detail(),
+            })
+            .collect(),
+        freezes: a
+            .covering
+            .iter()
+            .map(|f| AnalysisFreeze {
+                id: f.id,
+                scope: f.scope.clone(),
+                reason: f.reason.clone(),
+                created_by: f.created_by.clone(),
+                expires_at: f.expires_at,
+            })
+            .collect(),
+        decision_id: stored.id,
+        decided_at: stored.decided_at,
+        evaluated_at: a.evaluated_at,
+    }
 }

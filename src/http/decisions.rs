@@ -1,32 +1,65 @@
 //! Decisions and their evidence: what rollwarden decided, why, and why not.
 
+use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::Value;
+use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::actions::{ActionView, with_timelines};
-use super::alerts::Page;
-use super::error::ApiError;
-use super::query::{self, DEFAULT_LIMIT, invalid};
+use super::error::{ApiError, ErrorBody};
+use super::query::{self, DEFAULT_LIMIT, IdPage, Page, TimeRange, invalid};
 use crate::app::AppState;
-use crate::domain::Decision;
-use crate::domain::report;
+use crate::domain::report::{self, Evidence};
+use crate::domain::{Decision, Verdict};
 use crate::store::{DecisionQuery, NotificationRecord, StoredDecision};
-use serde::Serialize;
 
 const VERDICTS: [&str; 6] = ["ok", "monitor", "investigate", "hold", "rollback", "freeze"];
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/decisions", get(list_decisions))
-        .route("/api/v1/decisions/{id}", get(get_decision))
-        .route("/api/v1/decisions/{id}/evidence", get(get_evidence))
-        .route("/api/v1/decisions/{id}/report", get(get_report))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_decisions))
+        .routes(routes!(get_decision))
+        .routes(routes!(get_evidence))
+        .routes(routes!(get_report))
 }
 
+/// Filters of the decision list; every one narrows (AND).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct DecisionFilters {
+    /// A target key, `cluster/namespace/kind/name`.
+    #[param(
+        max_length = 512,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$",
+        example = "default/prod/Deployment/checkout"
+    )]
+    target: Option<String>,
+    verdict: Option<Verdict>,
+}
+
+/// The decision id in the path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct DecisionId {
+    /// A decision's `id`.
+    #[param(minimum = 1, maximum = 9_007_199_254_740_991_i64)]
+    id: i64,
+}
+
+/// Decisions, newest first; `since`/`until` apply to `decided_at`.
+#[utoipa::path(get, path = "/api/v1/decisions", tag = "decisions",
+    params(DecisionFilters, TimeRange, IdPage),
+    responses(
+        (status = 200, description = "One page of decisions", body = Page<StoredDecision>),
+        (status = 400, description = "A query parameter is unknown or malformed",
+            body = ErrorBody),
+    ))]
 async fn list_decisions(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -74,7 +107,12 @@ async fn list_decisions(
     Ok(Json(Page { items, next }))
 }
 
-async fn load(state: &AppState, id: &str) -> Result<(StoredDecision, Decision), ApiError> {
+async fn load(
+    state: &AppState,
+    id: &str,
+    raw: Option<&str>,
+) -> Result<(StoredDecision, Decision), ApiError> {
+    query::none(raw)?;
     let id: i64 = id
         .parse()
         .ok()
@@ -101,19 +139,31 @@ async fn load(state: &AppState, id: &str) -> Result<(StoredDecision, Decision), 
 
 /// A decision with what came of it: its actions with their timelines, and the
 /// notifications sent about it.
-#[derive(Debug, Serialize)]
-struct DecisionView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionView {
     #[serde(flatten)]
     stored: StoredDecision,
     actions: Vec<ActionView>,
     notifications: Vec<NotificationRecord>,
 }
 
+/// One decision: verdict, reason, every fired rule with threshold, observed value and
+/// baseline, holds, suspect deploy, rollback target, recommended commands; its actions
+/// with their timelines, and the notifications sent about it.
+#[utoipa::path(get, path = "/api/v1/decisions/{id}", tag = "decisions",
+    params(DecisionId),
+    responses(
+        (status = 200, description = "The decision", body = DecisionView),
+        (status = 400, description = "Not a decision id, or a query parameter given",
+            body = ErrorBody),
+        (status = 404, description = "No such decision", body = ErrorBody),
+    ))]
 async fn get_decision(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<DecisionView>, ApiError> {
-    let stored = load(&state, &id).await?.0;
+    let stored = load(&state, &id, raw.as_deref()).await?.0;
     let actions = state
         .store
         .decision_actions(stored.id)
@@ -135,17 +185,26 @@ async fn get_decision(
 }
 
 /// The evidence record the control-plane runbook requires for every rollback.
+#[utoipa::path(get, path = "/api/v1/decisions/{id}/evidence", tag = "decisions",
+    params(DecisionId),
+    responses(
+        (status = 200, description = "The evidence record", body = Evidence),
+        (status = 400, description = "Not a decision id, or a query parameter given",
+            body = ErrorBody),
+        (status = 404, description = "No such decision", body = ErrorBody),
+    ))]
 async fn get_evidence(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let (stored, decision) = load(&state, &id).await?;
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Evidence>, ApiError> {
+    let (stored, decision) = load(&state, &id, raw.as_deref()).await?;
     // The runbook's DEPLOYMENT_LOG_URL: the suspect deploy's pipeline run, when known.
     let log_link = decision
         .suspect
         .as_ref()
         .and_then(|d| d.deploy.link.clone());
-    Ok(Json(report::evidence(
+    Ok(Json(report::evidence_record(
         &decision,
         stored.decided_at,
         stored.id,
@@ -154,11 +213,21 @@ async fn get_evidence(
 }
 
 /// The incident report (Markdown) in the multi-region runbook's template.
+#[utoipa::path(get, path = "/api/v1/decisions/{id}/report", tag = "decisions",
+    params(DecisionId),
+    responses(
+        (status = 200, description = "The incident report", body = String,
+            content_type = "text/markdown; charset=utf-8"),
+        (status = 400, description = "Not a decision id, or a query parameter given",
+            body = ErrorBody),
+        (status = 404, description = "No such decision", body = ErrorBody),
+    ))]
 async fn get_report(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (stored, decision) = load(&state, &id).await?;
+    let (stored, decision) = load(&state, &id, raw.as_deref()).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
         report::incident_report(&decision, stored.decided_at, stored.id),

@@ -1,13 +1,51 @@
 //! Every error the API returns, rendered as `{"error": {"code", "message", "details"}}`.
+//!
+//! [`ErrorBody`] is both what is serialised and what the OpenAPI document shows, so the
+//! two cannot drift apart.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::ingest::IngestError;
 use crate::store::StoreError;
 use crate::wire::WireError;
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for programs (`code`) and for people (`message`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `invalid_query`, `invalid_field`, `invalid_path`,
+    /// `malformed_json`, `invalid_timestamp`, `unsupported_version`, `too_many_alerts`,
+    /// `body_too_large`, `unauthorized`, `forbidden`, `not_found`,
+    /// `method_not_allowed`, `rate_limited`, `unavailable`, `internal`, ...
+    #[schema(example = "invalid_query")]
+    pub code: String,
+    /// One sentence for a person; for a client error it starts with the field.
+    #[schema(example = "limit: must be a number from 1 to 1000")]
+    pub message: String,
+    /// Present for errors about one input: `field` names it (a query parameter, a
+    /// path segment or the JSON path in the body, such as `alerts[1].startsAt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<ErrorDetails>)]
+    pub details: Option<Value>,
+}
+
+/// Details of an error about one input.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetails {
+    /// The offending input.
+    #[schema(example = "limit")]
+    pub field: String,
+}
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -66,6 +104,14 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not take that method",
+        )
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -77,11 +123,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({ "code": self.code, "message": self.message });
-        if let Some(details) = self.details {
-            error["details"] = details;
-        }
-        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+                details: self.details,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -11,29 +11,32 @@
 //! Flagger cannot send headers (PROTOCOLS.md B.1): besides `Authorization: Bearer`, this
 //! route takes the token from the payload's `metadata.token`. It is never stored.
 
+use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::analysis::{Assessment, assess};
 use super::auth::{self, Gate};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::RawBody;
 use crate::app::AppState;
+use crate::domain::Verdict;
 use crate::domain::canary::{self, Answer, Hook};
 use crate::store::DeployWrite;
 use crate::wire::flagger::{Answered, FlaggerCall, FlaggerPayload};
 
 const SOURCE: &str = "flagger";
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/webhooks/flagger/{hook}", post(receive_hook))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(receive_hook))
 }
 
 /// Route-layer state of [`authenticate`].
@@ -88,6 +91,56 @@ fn metadata_token(body: &Bytes) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// A hook's 200 answer. `post-rollout` and `event` are only recorded; the others carry
+/// the decision they were answered from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HookAnswer {
+    pub hook: String,
+    /// `cluster/namespace/kind/name`.
+    pub target: String,
+    /// `recorded`, `pass`, or (the rollback hook) `rollback`.
+    pub answer: String,
+    /// The canary run's deploy row.
+    pub deploy_id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frozen: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub freezes: Option<Vec<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Which Flagger webhook is calling.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct HookPath {
+    /// `confirm-rollout`, `pre-rollout`, `rollout`, `confirm-traffic-increase`,
+    /// `confirm-promotion`, `post-rollout`, `rollback` or `event`.
+    #[param(example = "confirm-promotion")]
+    hook: String,
+}
+
+/// Flagger's webhooks, every type. Flagger reads only 200–202 as yes: a pass (and, for
+/// the rollback hook, "roll back now") is 200; a refusal is 403 with the reason.
+#[utoipa::path(post, path = "/webhooks/flagger/{hook}", tag = "canary",
+    params(HookPath),
+    request_body = FlaggerPayload,
+    responses(
+        (status = 200, description = "Passed (or recorded; for `rollback`: roll back now)", body = HookAnswer),
+        (status = 400, description = "A malformed payload", body = ErrorBody),
+        (status = 403, description = "The gate is closed, the check failed, or no rollback: the reason and the decision in `details`", body = ErrorBody),
+        (status = 404, description = "No such hook", body = ErrorBody),
+        (status = 413, description = "The body is over server.body_limit_bytes", body = ErrorBody),
+    ))]
 async fn receive_hook(
     State(state): State<AppState>,
     Path(hook): Path<String>,
@@ -126,12 +179,19 @@ async fn receive_hook(
             engine.touched(vec![call.target.clone()]);
         }
         state.metrics.notification(SOURCE, "accepted");
-        let body = json!({
-            "hook": hook.as_str(),
-            "target": call.target.key(),
-            "answer": "recorded",
-            "deploy_id": write.id,
-        });
+        let body = HookAnswer {
+            hook: hook.as_str().into(),
+            target: call.target.key(),
+            answer: "recorded".into(),
+            deploy_id: write.id,
+            verdict: None,
+            rollback: None,
+            healthy: None,
+            frozen: None,
+            decision_id: None,
+            freezes: None,
+            reason: None,
+        };
         return Ok((StatusCode::OK, Json(body)).into_response());
     }
     // The run is on record before the evaluation, which may blame it.
@@ -200,14 +260,24 @@ fn respond(call: &FlaggerCall, a: &Assessment, answer: &Answer, deploy_id: i64) 
     });
     match answer {
         Answer::Pass => {
-            let mut body = facts;
-            body["answer"] = if call.hook == Hook::Rollback {
-                "rollback"
-            } else {
-                "pass"
-            }
-            .into();
-            body["reason"] = decision.reason.clone().into();
+            let body = HookAnswer {
+                hook: call.hook.as_str().into(),
+                target: call.target.key(),
+                answer: if call.hook == Hook::Rollback {
+                    "rollback"
+                } else {
+                    "pass"
+                }
+                .into(),
+                deploy_id,
+                verdict: Some(a.status.verdict),
+                rollback: Some(a.status.rollback),
+                healthy: Some(a.status.healthy),
+                frozen: Some(a.status.frozen),
+                decision_id: Some(a.evaluation.stored.id),
+                freezes: Some(a.covering.iter().map(|f| f.id).collect()),
+                reason: Some(decision.reason.clone()),
+            };
             (StatusCode::OK, Json(body)).into_response()
         }
         Answer::Refuse { code, why } => ApiError::new(StatusCode::FORBIDDEN, code, why.clone())

@@ -4,16 +4,16 @@
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Extension, Json, Router};
-use chrono::{DateTime, Utc};
+use axum::{Extension, Json};
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::alerts::Page;
 use super::auth::Principal;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
-use super::query::{self, DEFAULT_LIMIT, invalid};
+use super::query::{self, DEFAULT_LIMIT, IdPage, Page, invalid};
 use crate::app::AppState;
 use crate::domain::freeze;
 use crate::store::{FreezeRecord, NewFreeze};
@@ -21,32 +21,77 @@ use crate::store::{FreezeRecord, NewFreeze};
 /// The longest reason kept.
 const MAX_REASON: usize = 1024;
 
-pub fn read_router() -> Router<AppState> {
-    Router::new().route("/api/v1/freezes", get(list_freezes))
+pub fn read_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_freezes))
 }
 
-pub fn write_router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/freezes", axum::routing::post(create_freeze))
-        .route("/api/v1/freezes/{id}", delete(lift_freeze))
+pub fn write_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_freeze))
+        .routes(routes!(lift_freeze))
 }
 
 /// A freeze an operator declares.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FreezeRequest {
     /// `*`, `cluster/namespace`, or a target key `cluster/namespace/kind/name`.
+    #[schema(
+        pattern = "^([*]|[a-z0-9.-]{1,253}/[a-z0-9.-]{1,253}(/[A-Za-z0-9]{1,63}/[a-z0-9.-]{1,253})?)$",
+        example = "default/prod"
+    )]
     scope: String,
+    /// Why; 1 to 1024 bytes of text without control characters.
+    #[schema(
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        max_length = 1024,
+        example = "INC-42: data corruption"
+    )]
     reason: String,
-    /// When it ends by itself (RFC 3339); none: until lifted.
-    expires_at: Option<DateTime<Utc>>,
+    /// When it ends by itself (RFC 3339, in the future); none: until lifted.
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
 }
 
+/// Which freezes to list.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct FreezeFilters {
+    /// `true`: only those in force now; `false`: all, lifted and expired too.
+    #[param(default = true)]
+    active: Option<bool>,
+}
+
+/// The freeze id in the path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct FreezeId {
+    /// A freeze's `id`.
+    #[param(minimum = 1, maximum = 9_007_199_254_740_991_i64)]
+    id: i64,
+}
+
+/// Declares a freeze: new rollouts in its scope are blocked until it is lifted or
+/// expires; rollbacks and operator-approved deploys are still admitted. Audited under
+/// the token's name.
+#[utoipa::path(post, path = "/api/v1/freezes", tag = "freezes",
+    request_body(content = FreezeRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The freeze, in force", body = FreezeRecord),
+        (status = 400, description = "A field is missing, unknown or invalid (`details.field` \
+            names it), or a query parameter was given", body = ErrorBody),
+        (status = 413, description = "Larger than `server.body_limit_bytes`", body = ErrorBody),
+    ))]
 async fn create_freeze(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    ApiJson(request): ApiJson<FreezeRequest>,
+    RawQuery(raw): RawQuery,
+    request: Result<ApiJson<FreezeRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<FreezeRecord>), ApiError> {
+    query::none(raw.as_deref())?;
+    let ApiJson(request) = request?;
     let now = state.clock.now();
     freeze::check_scope(&request.scope)
         .map_err(|why| ApiError::bad_request("invalid_field", "scope", why))?;
@@ -58,7 +103,13 @@ async fn create_freeze(
             format!("must be 1 to {MAX_REASON} bytes of text"),
         ));
     }
-    if request.expires_at.is_some_and(|end| end <= now) {
+    // The same RFC 3339 parser as every payload, and its error.
+    let expires_at = request
+        .expires_at
+        .as_deref()
+        .map(|s| crate::wire::parse_time("expires_at", s))
+        .transpose()?;
+    if expires_at.is_some_and(|end| end <= now) {
         return Err(ApiError::bad_request(
             "invalid_field",
             "expires_at",
@@ -73,7 +124,7 @@ async fn create_freeze(
                 reason: reason.to_string(),
                 created_by: principal.name.clone(),
                 decision_id: None,
-                expires_at: request.expires_at,
+                expires_at,
             },
             now,
         )
@@ -83,11 +134,23 @@ async fn create_freeze(
     Ok((StatusCode::CREATED, Json(record)))
 }
 
+/// Lifts a freeze; lifting a lifted one changes nothing. Audited under the token's
+/// name.
+#[utoipa::path(delete, path = "/api/v1/freezes/{id}", tag = "freezes",
+    params(FreezeId),
+    responses(
+        (status = 200, description = "The freeze, lifted", body = FreezeRecord),
+        (status = 400, description = "Not a freeze id, or a query parameter given",
+            body = ErrorBody),
+        (status = 404, description = "No such freeze", body = ErrorBody),
+    ))]
 async fn lift_freeze(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<FreezeRecord>, ApiError> {
+    query::none(raw.as_deref())?;
     let id: i64 = id
         .parse()
         .ok()
@@ -110,6 +173,13 @@ async fn lift_freeze(
 }
 
 /// Freezes in force (default), or every freeze with `active=false`; newest first.
+#[utoipa::path(get, path = "/api/v1/freezes", tag = "freezes",
+    params(FreezeFilters, IdPage),
+    responses(
+        (status = 200, description = "One page of freezes", body = Page<FreezeRecord>),
+        (status = 400, description = "A query parameter is unknown or malformed",
+            body = ErrorBody),
+    ))]
 async fn list_freezes(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,

@@ -13,22 +13,27 @@ pub mod extract;
 mod flagger;
 mod freezes;
 mod health;
+pub mod limit;
+pub mod openapi;
 mod query;
 mod signals;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::app::AppState;
 use crate::domain::Access;
@@ -38,57 +43,112 @@ use error::ApiError;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole API with its layers.
-pub fn router(state: AppState) -> Router {
-    let gate = |access| Gate {
-        auth: state.auth.clone(),
-        access,
-    };
-    let ingest = Router::new()
+/// Every documented route, grouped by who may call them: the router and the OpenAPI
+/// document are both built from this (see [`openapi`] for adding a route).
+fn api(state: &AppState) -> OpenApiRouter<AppState> {
+    let ingest = OpenApiRouter::new()
         .merge(alertmanager::router())
         .merge(deploys::ingest_router())
-        .merge(signals::router())
-        .route_layer(middleware::from_fn_with_state(
-            gate(Access::Ingest),
-            auth::require,
-        ))
-        // Ingest too (role webhook), with its own layer: Flagger cannot send headers,
-        // so its token may come in the payload.
-        .merge(
-            flagger::router().route_layer(middleware::from_fn_with_state(
-                flagger::FlaggerGate {
-                    gate: gate(Access::Ingest),
-                    body_limit: state.body_limit_bytes,
-                },
-                flagger::authenticate,
-            )),
-        );
-    let read = Router::new()
+        .merge(signals::router());
+    let read = OpenApiRouter::new()
         .merge(alerts::router())
         .merge(analysis::router())
         .merge(deploys::read_router())
         .merge(decisions::router())
         .merge(freezes::read_router())
-        .merge(actions::read_router())
-        .route_layer(middleware::from_fn_with_state(
-            gate(Access::Read),
-            auth::require,
-        ));
-    let write = Router::new()
+        .merge(actions::read_router());
+    let write = OpenApiRouter::new()
         .merge(freezes::write_router())
-        .merge(actions::write_router())
-        .route_layer(middleware::from_fn_with_state(
-            gate(Access::Write),
-            auth::require,
-        ));
+        .merge(actions::write_router());
+    let public = OpenApiRouter::new()
+        .merge(health::router())
+        .merge(openapi::router());
+    OpenApiRouter::with_openapi(openapi::base())
+        .merge(gated(
+            ingest,
+            Access::Ingest,
+            state.ingest_limit.clone(),
+            state,
+        ))
+        .merge(flagger_group(state))
+        .merge(gated(read, Access::Read, None, state))
+        .merge(gated(
+            write,
+            Access::Write,
+            state.write_limit.clone(),
+            state,
+        ))
+        .merge(public)
+}
+
+/// A route group behind the token check for `access` (and a per-caller rate limit),
+/// documented as such.
+fn gated(
+    routes: OpenApiRouter<AppState>,
+    access: Access,
+    limit: Option<Arc<limit::RateLimit>>,
+    state: &AppState,
+) -> OpenApiRouter<AppState> {
+    let mut routes = match limit {
+        // Route layers run last-added first: the token check, then the limit, which
+        // is keyed by the principal the check found.
+        Some(budget) => routes.route_layer(middleware::from_fn_with_state(budget, limit::throttle)),
+        None => routes,
+    }
+    .route_layer(middleware::from_fn_with_state(
+        Gate {
+            auth: state.auth.clone(),
+            access,
+        },
+        auth::require,
+    ));
+    // Documented whether or not this instance limits: the limit is configuration.
+    let limited = matches!(access, Access::Ingest | Access::Write);
+    openapi::gate(routes.get_openapi_mut(), access, limited);
+    routes
+}
+
+/// Flagger's webhooks: ingest (role webhook, rate-limited like the other senders), with
+/// a token check of their own, because Flagger cannot send headers and its token may
+/// come in the payload's metadata.
+fn flagger_group(state: &AppState) -> OpenApiRouter<AppState> {
+    let routes = match state.ingest_limit.clone() {
+        Some(budget) => {
+            flagger::router().route_layer(middleware::from_fn_with_state(budget, limit::throttle))
+        }
+        None => flagger::router(),
+    };
+    let mut routes = routes.route_layer(middleware::from_fn_with_state(
+        flagger::FlaggerGate {
+            gate: Gate {
+                auth: state.auth.clone(),
+                access: Access::Ingest,
+            },
+            body_limit: state.body_limit_bytes,
+        },
+        flagger::authenticate,
+    ));
+    openapi::gate(routes.get_openapi_mut(), Access::Ingest, true);
+    routes
+}
+
+/// The whole API with its layers, `/openapi.json` and the viewer at `/docs`.
+pub fn router(state: AppState) -> Router {
+    let (api, mut document) = api(&state).split_for_parts();
+    openapi::finish(&mut document);
+    let document = openapi::Document(
+        document
+            .to_json()
+            .expect("the OpenAPI document serialises")
+            .into(),
+    );
+    let docs = SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json"));
     let timeout = Duration::from_secs(state.request_timeout_secs);
 
-    Router::new()
-        .merge(ingest)
-        .merge(read)
-        .merge(write)
-        .merge(health::router())
+    api.merge(Router::from(docs))
+        .layer(Extension(document))
         .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(middleware::from_fn_with_state(state.clone(), track_latency))
         .layer(DefaultBodyLimit::max(state.body_limit_bytes))
         .layer(
@@ -143,4 +203,37 @@ async fn track_latency(State(state): State<AppState>, req: Request, next: Next) 
         })
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    /// The router and the OpenAPI document are one list only while every route goes
+    /// through `routes!`: a route added with axum's `.route(..)` would be served but
+    /// not documented (and not in the role table of tests/it/auth.rs).
+    #[test]
+    fn every_route_is_registered_through_the_openapi_router() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Spelt in pieces, so that this test does not find itself.
+            let calls = ["route", "route_service", "nest_service"]
+                .map(|method| format!(".{method}("))
+                .into_iter()
+                .chain([format!("{}::", "routing")]);
+            let calls: Vec<String> = calls.collect();
+            for (i, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                for call in &calls {
+                    assert!(
+                        !code.contains(call),
+                        "{}:{}: `{call}` registers a route the OpenAPI document does not \
+                         show; annotate the handler and use routes! (see http/openapi.rs)",
+                        path.display(),
+                        i + 1
+                    );
+                }
+            }
+        }
+    }
 }

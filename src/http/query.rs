@@ -2,8 +2,59 @@
 //! ones rejected, each error a 400 naming the parameter.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
+
+/// One page of a list, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// The `after` cursor of the following page; `null` on the last page.
+    pub next: Option<String>,
+}
+
+// The structs below document query parameters; the handlers parse the query by hand
+// (every parameter validated, unknown ones rejected), and tests/it/openapi.rs checks
+// that the two agree.
+
+/// Keyset pagination of a list ordered by id.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct IdPage {
+    /// Items per page.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<u32>,
+    /// The `next` of the previous page.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
+    after: Option<String>,
+}
+
+/// Keyset pagination of a deploy list, ordered by start time.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct DeployPage {
+    /// Items per page.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<u32>,
+    /// The `next` of the previous page.
+    #[param(pattern = "^-?[0-9]{1,15}_[1-9][0-9]{0,17}$")]
+    after: Option<String>,
+}
+
+/// A time range; `since` must come before `until`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct TimeRange {
+    /// At or after this instant (RFC 3339).
+    since: Option<DateTime<Utc>>,
+    /// Before this instant (RFC 3339).
+    until: Option<DateTime<Utc>>,
+}
 
 pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1000;
@@ -21,6 +72,14 @@ pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
 
 pub fn unknown(field: &str, known: &str) -> ApiError {
     invalid(field, format!("unknown parameter; use {known}"))
+}
+
+/// For routes that take no query parameters: any one is unknown.
+pub fn none(raw: Option<&str>) -> Result<(), ApiError> {
+    match pairs(raw).first() {
+        Some((key, _)) => Err(invalid(key, "unknown parameter; this route takes none")),
+        None => Ok(()),
+    }
 }
 
 pub fn time(field: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
@@ -46,12 +105,32 @@ pub fn id_cursor(value: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| invalid("after", "not a cursor from `next`"))
 }
 
-/// A bounded, non-empty text filter.
+/// A bounded, non-empty text filter. Control characters are refused: PostgreSQL
+/// cannot even compare text with a NUL in it.
 pub fn text(field: &str, value: String) -> Result<String, ApiError> {
-    if value.is_empty() || value.len() > 512 {
-        return Err(invalid(field, "must be 1 to 512 bytes"));
+    if !is_text(&value) {
+        return Err(invalid(
+            field,
+            "must be 1 to 512 bytes without control characters",
+        ));
     }
     Ok(value)
+}
+
+/// A text path segment, bounded like [`text`].
+pub fn path_text(field: &str, value: String) -> Result<String, ApiError> {
+    if !is_text(&value) {
+        return Err(ApiError::bad_request(
+            "invalid_path",
+            field,
+            "must be 1 to 512 bytes without control characters",
+        ));
+    }
+    Ok(value)
+}
+
+fn is_text(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 512 && !value.chars().any(char::is_control)
 }
 
 /// `since` must come before `until` when both are given.

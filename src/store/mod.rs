@@ -11,9 +11,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::domain::{
     Alert, AlertStatus, Deploy, DeploySource, Freeze, Labels, Notification, Signal, TargetRef,
+    Verdict,
 };
 
 pub use postgres::PostgresStore;
@@ -90,19 +92,23 @@ pub struct Receipt {
 }
 
 /// An alert occurrence as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct StoredAlert {
     pub id: i64,
     pub fingerprint: String,
     pub status: AlertStatus,
     pub alertname: String,
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
     pub labels: Labels,
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
     pub annotations: Labels,
     pub starts_at: DateTime<Utc>,
+    /// Set once resolved.
     pub ends_at: Option<DateTime<Utc>>,
     pub generator_url: String,
     pub receiver: String,
     pub group_key: String,
+    /// The receipts (kept raw bodies) that first and last carried it.
     pub first_receipt_id: i64,
     pub last_receipt_id: i64,
     pub first_seen_at: DateTime<Utc>,
@@ -141,7 +147,7 @@ pub struct AlertQuery {
 }
 
 /// A deploy as stored, with its row id.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct StoredDeploy {
     pub id: i64,
     /// `cluster/namespace/kind/name`, the key the row is stored under.
@@ -226,10 +232,12 @@ pub struct NewDecision {
 }
 
 /// A recorded decision.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct StoredDecision {
     pub id: i64,
+    /// `cluster/namespace/kind/name`.
     pub target_key: String,
+    #[schema(value_type = Verdict)]
     pub verdict: String,
     pub reason: String,
     pub inputs_hash: String,
@@ -237,6 +245,8 @@ pub struct StoredDecision {
     pub suspect_deploy_id: Option<i64>,
     pub rollback_to_id: Option<i64>,
     pub decided_at: DateTime<Utc>,
+    /// The decision with its evidence.
+    #[schema(value_type = crate::domain::Decision)]
     pub decision: serde_json::Value,
 }
 
@@ -271,7 +281,7 @@ pub struct NewAction {
 }
 
 /// An action as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ActionRecord {
     pub id: i64,
     pub decision_id: i64,
@@ -353,7 +363,7 @@ pub struct ActionTransition<'a> {
 }
 
 /// An entry of the audit trail.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct AuditEvent {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -380,7 +390,7 @@ pub struct NewNotification {
 }
 
 /// A notification as stored, with how its delivery went.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct NotificationRecord {
     pub id: i64,
     pub action_id: Option<i64>,
@@ -425,7 +435,7 @@ pub struct NewFreeze {
 }
 
 /// A freeze as stored, lifted or not.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct FreezeRecord {
     #[serde(flatten)]
     pub freeze: Freeze,

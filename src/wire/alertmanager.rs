@@ -4,21 +4,30 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::{Bounds, WireError};
 use crate::domain::{Alert, AlertStatus, Labels, Notification, Source};
 
 /// The body Alertmanager posts to a `webhook_configs` receiver. Unknown fields (newer
 /// Alertmanagers add some, e.g. `routeLabels` in 0.34) are ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertmanagerPayload {
+    /// The payload version; only `4` is accepted.
+    #[schema(pattern = "^4$", example = "4")]
     pub version: String,
+    /// Identifies the alert group; part of the deduplication key.
+    #[schema(min_length = 1)]
     pub group_key: String,
+    /// Alerts left out by `max_alerts` on Alertmanager's side.
     #[serde(default)]
+    #[schema(maximum = 9_223_372_036_854_775_807_u64)]
     pub truncated_alerts: u64,
     pub receiver: String,
+    #[schema(value_type = AlertStatus)]
     pub status: String,
+    /// At most `limits.max_alerts` (1000).
     pub alerts: Vec<AlertmanagerAlert>,
     #[serde(default)]
     pub group_labels: BTreeMap<String, String>,
@@ -32,18 +41,28 @@ pub struct AlertmanagerPayload {
     pub notification_reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One alert of a notification.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertmanagerAlert {
+    #[schema(value_type = AlertStatus)]
     pub status: String,
+    /// At least one; at most `limits.max_labels` (64), names of at most
+    /// `limits.max_label_name_bytes`, values of at most `limits.max_label_value_bytes`.
     pub labels: BTreeMap<String, String>,
+    /// At most `limits.max_annotations` (64); `value` and `baseline` carry numbers.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// RFC 3339; not the zero time.
+    #[schema(format = DateTime)]
     pub starts_at: String,
+    /// RFC 3339; required for a resolved alert (`0001-01-01T00:00:00Z` means none).
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub ends_at: Option<String>,
     #[serde(default, rename = "generatorURL")]
     pub generator_url: String,
+    #[schema(pattern = "^[A-Za-z0-9]{1,64}$", example = "4d2b2a0f8e3c1b7a")]
     pub fingerprint: String,
 }
 
@@ -77,6 +96,14 @@ impl AlertmanagerPayload {
             ));
         }
         let status = parse_status(&self.status, "status")?;
+        // A count that does not fit a signed 64-bit integer is no count of alerts.
+        if i64::try_from(self.truncated_alerts).is_err() {
+            return Err(WireError::new(
+                "invalid_field",
+                "truncatedAlerts",
+                "out of range",
+            ));
+        }
         if self.group_key.is_empty() {
             return Err(WireError::new(
                 "invalid_field",

@@ -2,40 +2,69 @@
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::{WireError, check_name, parse_time};
 use crate::domain::deploy::status;
 use crate::domain::{Deploy, DeploySource, TargetRef};
 
 /// What a pipeline posts when it starts or finishes a deploy. Unknown fields are
-/// rejected, so that a typo (`comit`) is a 400, not silently lost evidence.
-#[derive(Debug, Deserialize)]
+/// rejected, so that a typo (`comit`) is a 400, not silently lost evidence. Text fields
+/// are at most 1024 bytes without control characters.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CiDeployPayload {
     /// Defaults to `kubernetes.cluster` from the config.
+    #[schema(pattern = "^[a-z0-9.-]{0,253}$")]
     pub cluster: Option<String>,
+    #[schema(pattern = "^[a-z0-9.-]{1,253}$", example = "prod")]
     pub namespace: String,
     /// The workload's name, e.g. the Deployment.
+    #[schema(pattern = "^[a-z0-9.-]{1,253}$", example = "checkout")]
     pub name: String,
     /// Defaults to `Deployment`.
+    #[schema(pattern = "^[A-Za-z0-9]{1,63}$", example = "Deployment")]
     pub kind: Option<String>,
     /// The pipeline's own id for this deploy (run number): the idempotency key.
+    #[schema(pattern = "^[!-~]{1,128}$", example = "2231")]
     pub revision: String,
     /// `started`, `succeeded` or `failed`.
+    #[schema(pattern = "^(started|succeeded|failed)$", example = "succeeded")]
     pub status: String,
+    #[schema(max_length = 1024)]
     pub environment: Option<String>,
+    #[schema(max_length = 1024)]
     pub region: Option<String>,
+    #[schema(max_length = 1024)]
     pub version: Option<String>,
+    /// One image reference (added to `images`).
+    #[schema(pattern = "^[!-~]{1,1024}$")]
     pub image: Option<String>,
+    /// Image references; at most 32 with `image`.
     #[serde(default)]
+    #[schema(max_items = 31, pattern = "^[!-~]{1,1024}$")]
     pub images: Vec<String>,
+    #[schema(max_length = 1024)]
     pub commit: Option<String>,
+    /// RFC 3339; a deploy first reported without it started then (or at its
+    /// `finished_at`, if that came first).
+    #[schema(format = DateTime)]
     pub started_at: Option<String>,
+    /// RFC 3339, not before `started_at`; a `succeeded` or `failed` report without it
+    /// finished when it was sent.
+    #[schema(format = DateTime)]
     pub finished_at: Option<String>,
-    /// The pipeline run's URL.
+    /// The pipeline run's URL (http or https).
+    #[schema(
+        pattern = "^https?://[!-~]{1,1000}$",
+        example = "https://ci.example.com/runs/2231"
+    )]
     pub link: Option<String>,
+    #[schema(max_length = 1024)]
     pub actor: Option<String>,
+    #[schema(max_length = 1024)]
     pub description: Option<String>,
+    #[schema(max_length = 1024)]
     pub helm_release: Option<String>,
 }
 

@@ -24,7 +24,7 @@ use crate::domain::{Deploy, DeploySource, TargetRef};
 
 /// What Flagger posts to every webhook. Unknown fields are ignored, like
 /// Alertmanager's: a newer Flagger must not close every gate.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct FlaggerPayload {
     /// The Canary object's name; rollwarden's target is the Deployment of that name.
     pub name: String,

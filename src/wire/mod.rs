@@ -57,6 +57,14 @@ impl Default for Bounds {
 
 /// Deserialises JSON, naming the path of the first field that does not fit.
 pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
+    if has_escaped_nul(body) {
+        // PostgreSQL stores no NUL in text or jsonb: refuse it here, on both stores.
+        return Err(WireError::new(
+            "invalid_field",
+            "body",
+            "contains a NUL character (\\u0000), which cannot be stored",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
@@ -103,10 +111,33 @@ pub(crate) fn check_name(field: &str, value: &str, allow_empty: bool) -> Result<
     }
 }
 
+/// Whether a JSON text has a `\u0000` escape in a string (a raw NUL is not valid JSON
+/// anyway). A backslash counts only when an odd number of them precede the `u`.
+fn has_escaped_nul(body: &[u8]) -> bool {
+    body.windows(6).enumerate().any(|(i, w)| {
+        w == b"\\u0000" && body[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
+    })
+}
+
 /// serde_json appends " at line 1 column 17"; the field path says more to a sender.
 fn strip_position(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(i) => message[..i].to_string(),
         None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_escaped_nul_is_refused_but_an_escaped_backslash_before_u0000_is_text() {
+        assert!(has_escaped_nul(br#"{"a": "x\u0000"}"#));
+        assert!(has_escaped_nul(br#"{"a": "\\\u0000"}"#));
+        assert!(!has_escaped_nul(br#"{"a": "\\u0000"}"#));
+        assert!(!has_escaped_nul(br#"{"a": "u0000"}"#));
+        let err = from_json::<serde_json::Value>(br#"{"a": "\u0000"}"#).unwrap_err();
+        assert_eq!(err.field, "body");
     }
 }

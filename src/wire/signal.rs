@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::{WireError, parse_time};
 use crate::domain::classify::MAX_SUMMARY_CHARS;
@@ -11,47 +12,63 @@ use crate::domain::{Scope, Signal, SignalKind, SignalSource, TargetRef};
 
 /// What a poster sends. Unknown fields are rejected, so that a typo (`vaule`) is a
 /// 400, not a signal without its value.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignalPayload {
     /// A signal kind (`customer_reports`, `sla_violation`, `dependency`…); required.
+    #[schema(value_type = SignalKind, required = true, example = "customer_reports")]
     pub kind: Option<String>,
     /// The workload it is about; required unless `kind` is `dependency`.
     pub target: Option<SignalTargetPayload>,
     /// For `kind` = `dependency` (and only then, where it is required): its name.
+    #[schema(pattern = "^\\S{1,128}$", example = "database")]
     pub dependency: Option<String>,
     /// `canary`, `stable` (or `primary`) or `any` (the default).
+    #[schema(pattern = "^(canary|stable|primary|any)$")]
     pub scope: Option<String>,
     /// The observed value in the kind's unit: a ratio in [0, 1] for `error_rate`,
     /// `cpu` and `memory`, seconds for `latency_p95`, a whole number of reports for
     /// `customer_reports`.
+    #[schema(minimum = 0.0)]
     pub value: Option<f64>,
     /// The baseline to compare the value with, in the same unit.
+    #[schema(minimum = 0.0)]
     pub baseline: Option<f64>,
     /// For `customer_reports`: the number of reports, instead of `value`.
     pub count: Option<u64>,
-    /// RFC 3339; defaults to the time of receipt.
+    /// RFC 3339; defaults to the time of receipt; at most 5 minutes ahead of ours.
+    #[schema(format = DateTime)]
     pub started_at: Option<String>,
     /// RFC 3339; absent while the condition lasts.
+    #[schema(format = DateTime)]
     pub ended_at: Option<String>,
     /// The poster's id for this observation (1 to 128 characters, no spaces): its
-    /// fingerprint, so that a retry is recognised.
+    /// fingerprint, so that a retry is recognised. Required.
+    #[schema(value_type = String, required = true, pattern = "^\\S{1,128}$", example = "support-queue")]
     pub id: Option<String>,
     /// A one-line description, at most 256 characters.
+    #[schema(max_length = 256)]
     pub summary: Option<String>,
     /// Observations of the condition in a row; at least 1 (the default).
+    #[schema(minimum = 1)]
     pub observations: Option<u32>,
 }
 
 /// The workload a posted signal is about.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignalTargetPayload {
     /// Defaults to `kubernetes.cluster` from the config.
+    #[schema(pattern = "^[a-z0-9-]{1,63}$")]
     pub cluster: Option<String>,
+    /// Required.
+    #[schema(pattern = "^[a-z0-9-]{1,63}$", example = "prod")]
     pub namespace: Option<String>,
     /// Defaults to `Deployment`.
+    #[schema(pattern = "^[A-Za-z0-9]{1,63}$")]
     pub kind: Option<String>,
+    /// Required.
+    #[schema(pattern = "^[a-z0-9.-]{1,253}$", example = "checkout")]
     pub name: Option<String>,
 }
 

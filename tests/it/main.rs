@@ -14,6 +14,8 @@ mod executors;
 mod fake_kube;
 mod freezes;
 mod ingest;
+mod limits;
+mod openapi;
 mod outbox;
 mod replay;
 mod shutdown;

@@ -1,0 +1,275 @@
+//! The OpenAPI 3.1 document (`GET /openapi.json`, viewer at `/docs`), generated from the
+//! code that serves the routes.
+//!
+//! Every route is registered with `utoipa_axum`'s `routes!` from a handler annotated with
+//! `#[utoipa::path]`, so the router and the document are built from the same list: a
+//! route cannot be served without being documented. The group a route is merged into
+//! (see [`super::router`]) adds what the group decides, to the route and to its
+//! document alike: the bearer requirement with the roles that may call it, 401 and 403,
+//! 429 where the group is rate-limited, and 500/503, which any route may answer.
+//!
+//! # Adding a route
+//!
+//! 1. Write the handler in its resource's file (`src/http/actions.rs`, say) and annotate
+//!    it:
+//!    ```text
+//!    #[utoipa::path(get, path = "/api/v1/actions", tag = "actions",
+//!        params(ActionFilters),                       // an IntoParams struct of the query
+//!        responses(
+//!            (status = 200, description = "One page, newest first", body = Page<ActionRecord>),
+//!            (status = 400, description = "A query parameter is unknown or malformed",
+//!             body = ErrorBody),
+//!        ))]
+//!    async fn list_actions(...) -> Result<Json<Page<ActionRecord>>, ApiError> { ... }
+//!    ```
+//!    Document only what the handler itself answers: success, 400, 404, 413. Bodies are
+//!    `#[derive(Serialize, ToSchema)]` types (never `serde_json::Value` built with
+//!    `json!`), so that the schema is the type that is serialised. Request bodies are
+//!    `request_body = WirePayload` with `ToSchema` on the wire type.
+//! 2. Register it in the resource's router with `routes!`, never with `.route(..)`
+//!    (a unit test greps for that): `OpenApiRouter::new().routes(routes!(list_actions))`.
+//!    Handlers of the same path and group may share one `routes!(a, b)`.
+//! 3. Merge that router into its group in [`super::api`]: `Access::Ingest` (webhooks),
+//!    `Access::Read` or `Access::Write`; or into the public routes. Do not add security,
+//!    401/403/429/5xx to the annotation: the group adds them.
+//! 4. Add a row to `routes()` in `tests/it/auth.rs`, with the path as the document
+//!    writes it and who may call it, e.g.
+//!    `route(Method::GET, "/api/v1/actions", Who::Readers)`, or
+//!    `with(Method::POST, "/api/v1/decisions/{id}/approve", BODY, Who::Operators)`.
+//!    `{id}` is filled in with 1 (decision 1 and freeze 1 exist when the rows run).
+//!    The table test checks no token, a wrong token, each too-weak role and each
+//!    allowed one; a second test fails while the table and the document disagree, in
+//!    routes or in roles.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::http::header;
+use axum::response::IntoResponse;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{
+    Components, ContentBuilder, HeaderBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Ref, RefOr,
+    Tag,
+};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::domain::{Access, Role};
+
+/// The name of the bearer security scheme.
+pub const BEARER: &str = "bearer";
+
+const DESCRIPTION: &str = "\
+rollwarden decides, with evidence, whether a bad deploy must be rolled back.
+
+**Auth.** Send `Authorization: Bearer <token>`. Each token has a role: `webhook` \
+(ingest routes only), `viewer` (reads only), `operator` and `admin` (everything). The \
+roles that may call an operation are listed in its security requirement. A missing or \
+wrong token gets 401, a token whose role may not call the route 403.
+
+**Errors.** Every error has one shape: `{\"error\": {\"code\", \"message\", \"details\"}}`; \
+`details.field` names the offending input of a client error.
+
+**Lists** return `{\"items\": [...], \"next\": \"<cursor>\" | null}`, newest first. Pass \
+`next` back as `after` for the following page; `limit` is 1 to 1000 (default 100). An \
+unknown or malformed query parameter gets a 400 naming it.
+
+**Times** are RFC 3339 (`2026-08-22T14:03:00Z`), in UTC in responses.
+
+**Rate limits.** The ingest and write routes are rate-limited per token (per client \
+address without auth): over the limit, 429 with `Retry-After` (seconds).";
+
+/// The document's skeleton: info, tags, the bearer scheme and the shared responses.
+pub fn base() -> OpenApi {
+    let mut components = Components::new();
+    components.security_schemes.insert(
+        BEARER.into(),
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "A token from `[[auth.tokens]]` in the configuration; its role decides \
+                     which routes it may call.",
+                ))
+                .build(),
+        )
+        .into(),
+    );
+    for (name, response) in shared_responses() {
+        components.responses.insert(name.into(), response.into());
+    }
+    let tag = |name: &str, description: &str| {
+        let mut tag = Tag::new(name);
+        tag.description = Some(description.into());
+        tag
+    };
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("rollwarden")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(DESCRIPTION))
+                .build(),
+        )
+        .components(Some(components))
+        .tags(Some([
+            tag("ingest", "What senders post: alerts, deploys, signals"),
+            tag("alerts", "Alerts as received"),
+            tag("deploys", "Deploy history from every source"),
+            tag("decisions", "What rollwarden decided, why, and why not"),
+            tag("freezes", "Deployment freezes"),
+            tag(
+                "actions",
+                "What came of decisions: rollbacks, approvals, freezes, notifications",
+            ),
+            tag("canary", "Flagger webhooks and the Argo Rollouts analysis"),
+            tag("operations", "Health, metrics and this document"),
+        ]))
+        .build()
+}
+
+fn error_response(description: &str) -> ResponseBuilder {
+    ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build(),
+    )
+}
+
+fn integer_header(description: &str) -> utoipa::openapi::Header {
+    HeaderBuilder::new()
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1)),
+        ))
+        .description(Some(description))
+        .build()
+}
+
+/// Responses that whole groups of routes share, by component name.
+fn shared_responses() -> Vec<(&'static str, Response)> {
+    vec![
+        (
+            "Unauthorized",
+            error_response("No valid bearer token (`unauthorized`)")
+                .header(
+                    "WWW-Authenticate",
+                    HeaderBuilder::new()
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                        .description(Some("`Bearer`"))
+                        .build(),
+                )
+                .build(),
+        ),
+        (
+            "Forbidden",
+            error_response("The token's role may not call this route (`forbidden`)").build(),
+        ),
+        (
+            "TooManyRequests",
+            error_response("This caller is over the group's rate limit (`rate_limited`)")
+                .header(
+                    "Retry-After",
+                    integer_header("Seconds until a request will be admitted again"),
+                )
+                .build(),
+        ),
+        (
+            "Internal",
+            error_response("A fault of ours, logged with its cause (`internal`)").build(),
+        ),
+        (
+            "Unavailable",
+            error_response(
+                "Transient: the store is unreachable, the request timed out, or the server \
+                 is shutting down (`unavailable`); retry later",
+            )
+            .build(),
+        ),
+    ]
+}
+
+fn shared(name: &str) -> RefOr<Response> {
+    RefOr::Ref(Ref::from_response_name(name))
+}
+
+/// Every operation of `doc`, mutably.
+fn operations(doc: &mut OpenApi) -> impl Iterator<Item = &mut Operation> {
+    doc.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .filter_map(Option::as_mut)
+    })
+}
+
+/// The roles that may do `access`, weakest first.
+pub fn roles(access: Access) -> Vec<&'static str> {
+    Role::ALL
+        .into_iter()
+        .filter(|role| role.allows(access))
+        .map(Role::as_str)
+        .collect()
+}
+
+/// Documents what a route group adds to each of its routes: the bearer requirement with
+/// the roles allowed, 401 and 403, and 429 when the group is rate-limited.
+pub fn gate(doc: &mut OpenApi, access: Access, rate_limited: bool) {
+    let roles = roles(access);
+    let note = format!("Roles: {}.", roles.join(", "));
+    for op in operations(doc) {
+        op.security = Some(vec![SecurityRequirement::new(BEARER, roles.clone())]);
+        op.description = Some(match op.description.take() {
+            Some(text) => format!("{text}\n\n{note}"),
+            None => note.clone(),
+        });
+        let responses = &mut op.responses.responses;
+        responses.insert("401".into(), shared("Unauthorized"));
+        responses.insert("403".into(), shared("Forbidden"));
+        if rate_limited {
+            responses.insert("429".into(), shared("TooManyRequests"));
+        }
+    }
+}
+
+/// Completes the document: every route may answer 500 (a panic) and 503 (a timeout).
+pub fn finish(doc: &mut OpenApi) {
+    for op in operations(doc) {
+        let responses = &mut op.responses.responses;
+        responses.entry("500".into()).or_insert(shared("Internal"));
+        responses
+            .entry("503".into())
+            .or_insert(shared("Unavailable"));
+    }
+}
+
+/// `GET /openapi.json`, public.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(openapi_document))
+}
+
+/// The document, serialised once when the router is built.
+#[derive(Clone)]
+pub struct Document(pub Arc<str>);
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API",
+        content_type = "application/json", body = Object)))]
+async fn openapi_document(Extension(document): Extension<Document>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.0.to_string(),
+    )
+}
