@@ -351,3 +351,178 @@ fn commands(d: &Decision) -> String {
         format!("```\n{}\n```", d.recommended.join("\n"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Deploy, DeployRecord, DeploySource, RollbackPlan, TargetRef};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn target(mode: Mode) -> Target {
+        let mut t = Target::discovered(TargetRef::deployment("default", "prod", "checkout"));
+        t.mode = mode;
+        t.region = Some("eu-west-1".into());
+        t
+    }
+
+    fn record(id: i64, source: DeploySource, revision: &str) -> DeployRecord {
+        DeployRecord {
+            id,
+            deploy: Deploy::new(
+                TargetRef::deployment("default", "prod", "checkout"),
+                source,
+                revision,
+                "deployed",
+                at("2026-08-22T13:55:00Z"),
+            ),
+        }
+    }
+
+    fn decision(verdict: Verdict, source: DeploySource) -> Decision {
+        Decision {
+            verdict,
+            reason: "M2: error rate 12.4 % > 5 %".into(),
+            target: TargetRef::deployment("default", "prod", "checkout"),
+            region: Some("eu-west-1".into()),
+            environment: None,
+            fired: Vec::new(),
+            holds: Vec::new(),
+            suspect: Some(record(42, source, "3")),
+            rollback_to: Some(record(41, source, "2")),
+            regression_started_at: Some(at("2026-08-22T13:59:00Z")),
+            recommended: vec![
+                "kubectl -n prod rollout undo deployment/checkout --to-revision=2".into(),
+            ],
+            plan: Some(RollbackPlan {
+                kubernetes_revision: Some("2".into()),
+                suspect_revision: "3".into(),
+                rollback_revision: "2".into(),
+                ..RollbackPlan::default()
+            }),
+            escalate: None,
+            verification: None,
+            gitops: None,
+            policy_version: "runbooks-1".into(),
+            inputs_hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn each_mode_enqueues_the_undo_in_its_state_under_one_key() {
+        let d = decision(Verdict::Rollback, DeploySource::Kubernetes);
+        for (mode, state) in [
+            (Mode::Observe, "recorded"),
+            (Mode::Recommend, "recommended"),
+            (Mode::Approve, "awaiting_approval"),
+            (Mode::Auto, "pending"),
+        ] {
+            let planned = plan(&d, &target(mode), FreezeScope::All);
+            assert_eq!(planned.len(), 1, "{mode:?}");
+            assert_eq!(planned[0].kind, ROLLOUT_UNDO);
+            assert_eq!(planned[0].state, state);
+            assert_eq!(
+                planned[0].idempotency_key,
+                "default/prod/Deployment/checkout|deploy:42|rollout_undo"
+            );
+            assert_eq!(planned[0].params["kubernetes_revision"], "2");
+            assert_eq!(planned[0].params["region"], "eu-west-1");
+        }
+    }
+
+    #[test]
+    fn holds_and_other_verdicts_enqueue_nothing() {
+        for verdict in [
+            Verdict::Ok,
+            Verdict::Monitor,
+            Verdict::Investigate,
+            Verdict::Hold,
+        ] {
+            let d = decision(verdict, DeploySource::Kubernetes);
+            assert!(
+                plan(&d, &target(Mode::Auto), FreezeScope::All).is_empty(),
+                "{verdict}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_freeze_is_scoped_and_admits_the_rollback_only_for_approval() {
+        let d = decision(Verdict::Freeze, DeploySource::Kubernetes);
+        let planned = plan(&d, &target(Mode::Auto), FreezeScope::Namespace);
+        let kinds: Vec<(&str, &str, Mode)> = planned
+            .iter()
+            .map(|p| (p.kind.as_str(), p.state, p.mode))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (FREEZE, "pending", Mode::Auto),
+                (ROLLOUT_UNDO, "awaiting_approval", Mode::Approve)
+            ]
+        );
+        assert_eq!(planned[0].params["scope"], "default/prod");
+        assert_eq!(
+            planned[0].idempotency_key,
+            "default/prod/Deployment/checkout|freeze@2026-08-22T13:59:00+00:00|freeze"
+        );
+        let observed = plan(&d, &target(Mode::Observe), FreezeScope::All);
+        assert_eq!(observed[0].state, "recorded");
+    }
+
+    #[test]
+    fn configured_executors_win_and_a_canary_run_is_left_to_its_controller() {
+        let d = decision(Verdict::Rollback, DeploySource::Kubernetes);
+        let mut t = target(Mode::Auto);
+        t.actions = vec!["command:ecs-revert".into(), "webhook:federation".into()];
+        let kinds: Vec<String> = plan(&d, &t, FreezeScope::All)
+            .into_iter()
+            .map(|p| p.kind)
+            .collect();
+        assert_eq!(kinds, ["command:ecs-revert", "webhook:federation"]);
+
+        let canary = decision(Verdict::Rollback, DeploySource::Flagger);
+        assert!(plan(&canary, &target(Mode::Auto), FreezeScope::All).is_empty());
+    }
+
+    #[test]
+    fn kinds_parse_and_say_whether_they_roll_back() {
+        assert_eq!(
+            ActionKind::parse("command:x"),
+            Some(ActionKind::Command("x".into()))
+        );
+        assert_eq!(ActionKind::parse("command:"), None);
+        assert_eq!(ActionKind::parse("teleport"), None);
+        assert!(ActionKind::parse(HELM_ROLLBACK).unwrap().rolls_back());
+        assert!(!ActionKind::parse(FREEZE).unwrap().rolls_back());
+        assert!(!ActionKind::parse("webhook:x").unwrap().rolls_back());
+    }
+
+    #[test]
+    fn the_announcement_says_what_the_runbook_asks() {
+        let d = decision(Verdict::Rollback, DeploySource::Kubernetes);
+        let text = Message {
+            event: Event::Announce,
+            decision_id: 7,
+            decision: &d,
+            action: Some((ROLLOUT_UNDO, "running")),
+            detail: None,
+            now: at("2026-08-22T14:03:00Z"),
+            eta: Some(at("2026-08-22T14:13:00Z")),
+            public_url: "https://rollwarden.example.com/",
+        }
+        .text();
+        for needle in [
+            "prod/checkout",
+            "region eu-west-1",
+            "Reason: M2",
+            "From kubernetes revision 3 to revision 2",
+            "Started: 2026-08-22 14:03 UTC. ETA: 2026-08-22 14:13 UTC.",
+            "https://rollwarden.example.com/api/v1/decisions/7/report",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from {text}");
+        }
+    }
+}
