@@ -103,8 +103,11 @@ impl Planner {
             }
             enqueued.push((record, created));
         }
-        // Decision-level escalations (E1, a loop-guard hold, M8): once per decision.
-        if let Some(escalate) = &decision.escalate {
+        // Decision-level escalations (a loop-guard hold, M8): once per decision. An E1
+        // alone is announced by the worker's verification of the rollback it executed
+        // (rollwarden's own rollbacks are the only ones decide() counts), not twice.
+        let e1_only = |e: &str| e.starts_with("E1:") && !e.contains("; ");
+        if let Some(escalate) = decision.escalate.as_deref().filter(|e| !e1_only(e)) {
             let message = Message {
                 event: Event::Escalate,
                 decision_id: stored.id,

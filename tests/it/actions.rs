@@ -438,7 +438,35 @@ async fn data_corruption_freezes_deployments_and_escalates(backend: Backend) {
     assert!(real_patches(&fake).is_empty());
 }
 
+async fn a_rollback_that_does_not_restore_service_escalates_once_e1(backend: Backend) {
+    let (fake, _controller) = cluster().await;
+    let slack = slack().await;
+    let app = spawn(backend, Mode::Auto, &slack, &fake).await;
+    fake.wait_for_watches(2).await;
+    app.post_alertmanager(error_rate("firing")).await;
+    wait_for_action(&app, "verifying", |a| a["state"] == "verifying").await;
+    // The errors go on; ten minutes later (E1) the rollback has not restored service.
+    app.clock.advance(chrono::Duration::seconds(601));
+    let escalated = wait_for_action(&app, "escalated", |a| {
+        a["kind"] == "rollout_undo" && a["state"] == "escalated"
+    })
+    .await;
+    assert!(escalated["executed_at"].is_string());
+    let texts = wait_for_slack(&slack, "E1:").await;
+    // Let the engine tick over the escalated decision too: still one E1 message.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let texts_after = slack_texts(&slack).await;
+    let e1: Vec<&String> = texts_after.iter().filter(|t| t.contains("E1")).collect();
+    assert_eq!(e1.len(), 1, "{texts:?}");
+    assert_eq!(
+        real_patches(&fake).len(),
+        1,
+        "no second rollback of the same deploy"
+    );
+}
+
 on_both_backends!(
+    a_rollback_that_does_not_restore_service_escalates_once_e1,
     data_corruption_freezes_deployments_and_escalates,
     auto_mode_rolls_back_once_verifies_and_announces,
     approve_mode_waits_for_a_person,
