@@ -9,6 +9,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::actions::executor::{Executors, RolloutUndo};
+use crate::actions::{Channels, Planner, Worker, WorkerConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::domain::TargetRef;
@@ -36,6 +38,10 @@ pub struct AppState {
     pub classifier: Arc<Classifier>,
     /// Where handlers report the targets an ingest touched; `None` with the engine off.
     pub engine: Option<EngineHandle>,
+    /// Wakes the outbox workers (after an approval).
+    pub actions_wake: Arc<tokio::sync::Notify>,
+    /// Evaluates a target on request (canary gates), with the engine on or off.
+    pub evaluator: Engine,
     pub body_limit_bytes: usize,
     pub request_timeout_secs: u64,
 }
@@ -50,8 +56,16 @@ pub struct App {
     watchers: Option<Watchers>,
     /// The decision loop and its queue, when `engine.enabled`.
     engine: Option<(Engine, tokio::sync::mpsc::Receiver<Vec<TargetRef>>)>,
+    /// The outbox workers, when `actions.enabled`.
+    actions: Option<Worker>,
     tick: Duration,
+    rollout_timeout: Duration,
+    rollout_poll: Duration,
 }
+
+/// Outbox workers each replica runs: a rollback that waits minutes for its rollout
+/// does not hold up the others' actions and notifications.
+const ACTION_WORKERS: usize = 2;
 
 impl App {
     /// Connects and migrates the configured store, then builds the app on it.
@@ -79,6 +93,16 @@ impl App {
     /// Watches deploy history through `client` while serving (tests pass a client of
     /// the fake API server here).
     pub fn with_kubernetes(mut self, client: kube::Client) -> Self {
+        if let Some(worker) = &mut self.actions {
+            worker.executors = worker.executors.clone().with(
+                crate::domain::action::ROLLOUT_UNDO,
+                Arc::new(RolloutUndo {
+                    client: client.clone(),
+                    timeout: self.rollout_timeout,
+                    poll: self.rollout_poll,
+                }),
+            );
+        }
         self.watchers = Some(Watchers {
             client,
             store: self.state.store.clone(),
@@ -109,16 +133,63 @@ impl App {
         }
         let metrics = Arc::new(Metrics::new());
         let classifier = Arc::new(config.classifier()?);
-        let (engine_handle, engine) = if config.engine.enabled {
-            let (handle, queue) = Engine::channel();
-            let engine = Engine {
+        let policy = Arc::new(config.policy.clone());
+        let actions_wake = Arc::new(tokio::sync::Notify::new());
+        let channels = Channels::from_config(&config.notify);
+        let planner = Planner {
+            store: store.clone(),
+            freeze_scope: config.actions.freeze_scope,
+            approval_ttl: chrono::Duration::seconds(
+                i64::try_from(config.actions.approval_ttl_secs).unwrap_or(i64::MAX),
+            ),
+            channels: channels.clone(),
+            wake: actions_wake.clone(),
+        };
+        let actions = if config.actions.enabled {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(config.actions.http_timeout_secs))
+                .user_agent(concat!("rollwarden/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .context("building the HTTP client of the executors")?;
+            if config.actions.dry_run {
+                tracing::warn!(
+                    "actions.dry_run = true: executors record what they would do and do nothing"
+                );
+            }
+            Some(Worker {
+                owner: format!("worker-{}", uuid::Uuid::new_v4()),
                 store: store.clone(),
-                classifier: classifier.clone(),
-                policy: Arc::new(config.policy.clone()),
                 clock: clock.clone(),
                 metrics: metrics.clone(),
-            };
-            (Some(handle), Some((engine, queue)))
+                policy: policy.clone(),
+                executors: Executors::new(
+                    &config.actions,
+                    config.github_token(),
+                    None,
+                    store.clone(),
+                    clock.clone(),
+                    http.clone(),
+                ),
+                channels,
+                http,
+                config: WorkerConfig::from_config(&config.actions, config.notify.max_attempts),
+                wake: actions_wake.clone(),
+            })
+        } else {
+            None
+        };
+        let evaluator = Engine {
+            store: store.clone(),
+            classifier: classifier.clone(),
+            policy,
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            planner: Some(planner),
+        };
+        let (engine_handle, engine) = if config.engine.enabled {
+            let (handle, queue) = Engine::channel();
+            (Some(handle), Some((evaluator.clone(), queue)))
         } else {
             (None, None)
         };
@@ -143,6 +214,8 @@ impl App {
             cluster: config.kubernetes.cluster.clone(),
             classifier,
             engine: engine_handle,
+            actions_wake,
+            evaluator,
             body_limit_bytes: config.server.body_limit_bytes,
             request_timeout_secs: config.server.request_timeout_secs,
         };
@@ -155,6 +228,10 @@ impl App {
             watchers: None,
             engine,
             tick: Duration::from_secs(config.engine.tick_secs),
+            actions,
+            rollout_timeout: Duration::from_secs(config.actions.rollout_timeout_secs),
+            // `rollout status` polls as kubectl's watch would notice: within a second.
+            rollout_poll: Duration::from_millis(config.actions.poll_ms.min(1000)),
         })
     }
 
@@ -180,8 +257,16 @@ impl App {
             watchers,
             engine,
             tick,
+            actions,
             ..
         } = self;
+        if let Some(worker) = actions {
+            for i in 0..ACTION_WORKERS {
+                let mut worker = worker.clone();
+                worker.owner = format!("{}-{i}", worker.owner);
+                workers.spawn(worker.run(shutdown.clone()));
+            }
+        }
         if let Some(watchers) = watchers {
             workers.spawn(watchers.run(shutdown.clone()));
         }

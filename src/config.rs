@@ -57,6 +57,8 @@ pub struct Config {
     pub log: LogConfig,
     pub kubernetes: KubernetesConfig,
     pub engine: EngineConfig,
+    pub actions: ActionsConfig,
+    pub notify: NotifyConfig,
     /// Configured targets (`[[targets]]`); alerts also discover targets by labels.
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
@@ -80,6 +82,94 @@ pub struct EngineConfig {
     /// How often every target with an active signal (or an unsettled decision) is
     /// evaluated again: duration rules such as G1 need time to pass.
     pub tick_secs: u64,
+}
+
+/// Turning decisions into actions: the outbox workers and the executors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionsConfig {
+    /// Run the outbox workers. Off: actions are enqueued (and visible) but not run.
+    pub enabled: bool,
+    /// Every executor records and logs what it would do, and does nothing else.
+    pub dry_run: bool,
+    /// How often an idle worker looks for work (new actions also wake it).
+    pub poll_ms: u64,
+    /// How long a claimed action is leased to its worker; a worker that dies holds it
+    /// this long, then the next worker checks the world and resumes it.
+    pub lease_secs: u64,
+    /// Attempts at a transiently failing action before it fails for good.
+    pub max_attempts: u32,
+    /// Retry backoff: base, doubled per attempt, capped.
+    pub retry_base_secs: u64,
+    pub retry_max_secs: u64,
+    /// An action awaiting approval expires after this long.
+    pub approval_ttl_secs: u64,
+    /// How an M8 freeze is scoped: `all` (the runbook's "stop all deployments"),
+    /// `namespace`, or `target`.
+    pub freeze_scope: crate::domain::action::FreezeScope,
+    /// Longest a rollout undo waits for `rollout status` (the Deployment's own
+    /// progress deadline usually ends it first).
+    pub rollout_timeout_secs: u64,
+    /// The `helm` binary, and how long `helm rollback --wait` may take.
+    pub helm_path: String,
+    pub helm_timeout_secs: u64,
+    /// GitHub Actions workflow_dispatch: API base (GitHub Enterprise:
+    /// `https://HOST/api/v3`), `owner/repo`, the ref to run on, and the token (or the
+    /// environment variable holding it).
+    pub github_api_url: String,
+    pub github_repository: String,
+    pub github_ref: String,
+    pub github_token: Secret,
+    pub github_token_env: String,
+    /// Timeout of every outbound HTTP call (GitHub, webhooks, Slack).
+    pub http_timeout_secs: u64,
+    /// Command executors (`command:NAME`): argv templates, never run through a shell.
+    pub commands: Vec<CommandConfig>,
+    /// Webhook executors (`webhook:NAME`): POST the decision JSON.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// `[[actions.commands]]`: an argv template. Each element is a template with
+/// `{{ namespace }}`, `{{ name }}`, `{{ region }}`, `{{ rollback_revision }}`,
+/// `{{ image_tag }}`… (see the README); unknown names are configuration errors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandConfig {
+    pub name: String,
+    pub argv: Vec<String>,
+    #[serde(default = "default_command_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_command_timeout() -> u64 {
+    300
+}
+
+/// `[[actions.webhooks]]`: where to POST the decision JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub name: String,
+    pub url: String,
+    /// Sent as `Authorization: Bearer …` when set.
+    #[serde(default)]
+    pub token: Secret,
+}
+
+/// Where people hear about decisions and actions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// A Slack incoming-webhook URL (a secret: whoever has it can post).
+    pub slack_webhook_url: Secret,
+    /// A generic JSON webhook: every notification is POSTed here too.
+    pub webhook_url: String,
+    /// Sent to `webhook_url` as `Authorization: Bearer …` when set.
+    pub webhook_token: Secret,
+    /// rollwarden's external URL, for links in messages.
+    pub public_url: String,
+    /// Attempts at delivering one notification.
+    pub max_attempts: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -411,6 +501,7 @@ impl Config {
         if self.engine.tick_secs == 0 {
             return Err(invalid("engine.tick_secs", "must be at least 1"));
         }
+        self.validate_actions()?;
         self.classifier()?;
         self.policy
             .validate()
@@ -438,6 +529,131 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn validate_actions(&self) -> Result<(), ConfigError> {
+        let a = &self.actions;
+        for (key, value) in [
+            ("actions.poll_ms", a.poll_ms),
+            ("actions.lease_secs", a.lease_secs),
+            ("actions.retry_base_secs", a.retry_base_secs),
+            ("actions.retry_max_secs", a.retry_max_secs),
+            ("actions.approval_ttl_secs", a.approval_ttl_secs),
+            ("actions.rollout_timeout_secs", a.rollout_timeout_secs),
+            ("actions.helm_timeout_secs", a.helm_timeout_secs),
+            ("actions.http_timeout_secs", a.http_timeout_secs),
+            ("actions.max_attempts", u64::from(a.max_attempts)),
+            ("notify.max_attempts", u64::from(self.notify.max_attempts)),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        // A lease must outlast the longest attempt, or a live worker would be taken
+        // for dead and its action resumed under it.
+        let longest = a
+            .rollout_timeout_secs
+            .max(a.helm_timeout_secs)
+            .max(a.commands.iter().map(|c| c.timeout_secs).max().unwrap_or(0))
+            + a.http_timeout_secs;
+        if a.lease_secs <= longest {
+            return Err(invalid(
+                "actions.lease_secs",
+                format!("must be longer than the longest attempt ({longest} s)"),
+            ));
+        }
+        if a.helm_path.trim().is_empty() {
+            return Err(invalid("actions.helm_path", "must not be empty"));
+        }
+        check_url("actions.github_api_url", &a.github_api_url)?;
+        if !a.github_repository.is_empty() {
+            let parts: Vec<&str> = a.github_repository.split('/').collect();
+            let ok = parts.len() == 2
+                && parts.iter().all(|p| {
+                    !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                });
+            if !ok {
+                return Err(invalid("actions.github_repository", "must be OWNER/REPO"));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, command) in a.commands.iter().enumerate() {
+            let key = format!("actions.commands[{i}]");
+            check_name(&format!("{key}.name"), &command.name)?;
+            if !names.insert(format!("command:{}", command.name)) {
+                return Err(invalid(format!("{key}.name"), "is used twice"));
+            }
+            if command.argv.is_empty() || command.argv[0].trim().is_empty() {
+                return Err(invalid(format!("{key}.argv"), "needs a program"));
+            }
+            if command.timeout_secs == 0 {
+                return Err(invalid(format!("{key}.timeout_secs"), "must be at least 1"));
+            }
+            crate::actions::command::check_argv(&command.argv)
+                .map_err(|(j, why)| invalid(format!("{key}.argv[{j}]"), why))?;
+        }
+        for (i, webhook) in a.webhooks.iter().enumerate() {
+            let key = format!("actions.webhooks[{i}]");
+            check_name(&format!("{key}.name"), &webhook.name)?;
+            if !names.insert(format!("webhook:{}", webhook.name)) {
+                return Err(invalid(format!("{key}.name"), "is used twice"));
+            }
+            check_url(&format!("{key}.url"), &webhook.url)?;
+        }
+        for (i, target) in self.targets.iter().enumerate() {
+            for (j, action) in target.actions.iter().enumerate() {
+                let key = format!("targets[{i}].actions[{j}]");
+                if action.contains(':') && !names.contains(action) {
+                    return Err(invalid(
+                        key,
+                        format!("{action:?} names no [[actions.commands]] or [[actions.webhooks]]"),
+                    ));
+                }
+                if action == crate::domain::action::WORKFLOW_DISPATCH
+                    && a.github_repository.is_empty()
+                {
+                    return Err(invalid(
+                        key,
+                        "workflow_dispatch needs actions.github_repository",
+                    ));
+                }
+                if action == crate::domain::action::WORKFLOW_DISPATCH
+                    && target.cd_workflow.is_none()
+                {
+                    return Err(invalid(
+                        key,
+                        "workflow_dispatch needs the target's cd_workflow",
+                    ));
+                }
+            }
+        }
+        if !self.notify.slack_webhook_url.is_empty() {
+            check_url(
+                "notify.slack_webhook_url",
+                self.notify.slack_webhook_url.expose(),
+            )?;
+        }
+        if !self.notify.webhook_url.is_empty() {
+            check_url("notify.webhook_url", &self.notify.webhook_url)?;
+        }
+        if !self.notify.public_url.is_empty() {
+            check_url("notify.public_url", &self.notify.public_url)?;
+        }
+        Ok(())
+    }
+
+    /// The GitHub token: `actions.github_token`, else the variable
+    /// `actions.github_token_env` names; `None` when neither is set.
+    pub fn github_token(&self) -> Option<Secret> {
+        if !self.actions.github_token.is_empty() {
+            return Some(self.actions.github_token.clone());
+        }
+        std::env::var(&self.actions.github_token_env)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(Secret::new)
     }
 
     /// The tokens with their values read from wherever they are configured.
@@ -496,6 +712,25 @@ impl Config {
     }
 }
 
+fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err(invalid(key, "must be an http:// or https:// URL")),
+    }
+}
+
+fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(invalid(key, "must be 1 to 63 letters, digits, '-' or '_'"));
+    }
+    Ok(())
+}
+
 /// Built-in defaults; `config.example.toml` documents the same values.
 const DEFAULTS: &str = r#"
 [server]
@@ -538,6 +773,35 @@ lease_retry_secs = 10
 [engine]
 enabled = true
 tick_secs = 10
+
+[actions]
+enabled = true
+dry_run = false
+poll_ms = 1000
+lease_secs = 900
+max_attempts = 5
+retry_base_secs = 5
+retry_max_secs = 300
+approval_ttl_secs = 3600
+freeze_scope = "all"
+rollout_timeout_secs = 600
+helm_path = "helm"
+helm_timeout_secs = 300
+github_api_url = "https://api.github.com"
+github_repository = ""
+github_ref = "main"
+github_token = ""
+github_token_env = "GITHUB_TOKEN"
+http_timeout_secs = 10
+commands = []
+webhooks = []
+
+[notify]
+slack_webhook_url = ""
+webhook_url = ""
+webhook_token = ""
+public_url = ""
+max_attempts = 5
 "#;
 
 #[cfg(test)]
@@ -580,6 +844,77 @@ mod tests {
                     "{section}.{key} undocumented"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_example_configs_in_deploy_are_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+        for name in [
+            "rollwarden-control-plane.toml",
+            "rollwarden-multi-region.toml",
+        ] {
+            let c = Config::load_from(Some(&dir.join(name)), env(&[]))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!c.targets.is_empty(), "{name}");
+            assert!(c.targets.iter().all(|t| !t.actions.is_empty()), "{name}");
+        }
+    }
+
+    #[test]
+    fn action_settings_are_checked_and_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let cases = [
+            (
+                "[[actions.commands]]\nname = \"x\"\nargv = [\"aws\", \"{{ regoin }}\"]\n",
+                "actions.commands[0].argv[1]",
+            ),
+            (
+                "[[actions.commands]]\nname = \"x\"\nargv = []\n",
+                "actions.commands[0].argv",
+            ),
+            (
+                "[[actions.webhooks]]\nname = \"x\"\nurl = \"ftp://x\"\n",
+                "actions.webhooks[0].url",
+            ),
+            (
+                "[actions]\ngithub_repository = \"nope\"\n",
+                "actions.github_repository",
+            ),
+            ("[actions]\nlease_secs = 60\n", "actions.lease_secs"),
+            (
+                "[[targets]]\nnamespace = \"p\"\nname = \"c\"\nactions = [\"command:missing\"]\n",
+                "targets[0].actions[0]",
+            ),
+            (
+                "[[targets]]\nnamespace = \"p\"\nname = \"c\"\nactions = [\"teleport\"]\n",
+                "targets[0].actions[0]",
+            ),
+            (
+                "[[targets]]\nnamespace = \"p\"\nname = \"c\"\nactions = [\"workflow_dispatch\"]\n",
+                "targets[0].actions[0]",
+            ),
+            (
+                "[notify]\nslack_webhook_url = \"not a url\"\n",
+                "notify.slack_webhook_url",
+            ),
+        ];
+        for (text, key) in cases {
+            std::fs::write(&file, text).unwrap();
+            let err = Config::load_from(Some(&file), env(&[])).unwrap_err();
+            assert!(err.to_string().starts_with(key), "{text}: {err}");
+        }
+        std::fs::write(
+            &file,
+            "[notify]\nslack_webhook_url = \"https://hooks.slack.com/services/T0/B0/SECRETPART\"\n\
+             [actions]\ngithub_token = \"ghp_secretsecretsecret\"\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&file), env(&[])).unwrap();
+        for printed in [format!("{c:?}"), c.render()] {
+            assert!(!printed.contains("SECRETPART"), "{printed}");
+            assert!(!printed.contains("ghp_secret"), "{printed}");
         }
     }
 

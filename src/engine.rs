@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
+use crate::actions::Planner;
 use crate::clock::Clock;
 use crate::domain::classify::{Classified, Classifier};
 use crate::domain::decide::{History, decide};
@@ -31,6 +32,8 @@ pub struct Engine {
     pub policy: Arc<Policy>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
+    /// Turns rollback and freeze decisions into actions; `None` records decisions only.
+    pub planner: Option<Planner>,
 }
 
 /// What every evaluation at one instant reads, loaded and classified once: a tick
@@ -165,6 +168,13 @@ impl Engine {
             decided_at: now,
         };
         let (stored, changed) = self.store.record_decision(&new).await?;
+        // On every evaluation, not only a changed one: enqueueing is idempotent, so a
+        // crash between recording the decision and enqueueing its actions loses nothing.
+        if let Some(planner) = &self.planner
+            && Planner::concerns(&decision)
+        {
+            planner.enqueue(&stored, &decision, target, now).await?;
+        }
         if changed {
             self.metrics.decision(decision.verdict.as_str());
             tracing::info!(

@@ -4,6 +4,8 @@
 //! later modules). See DESIGN.md for the whole picture.
 
 /// Building, serving and shutting down the service.
+/// Decisions into actions: the outbox, its workers, executors and notifications.
+pub mod actions;
 pub mod app;
 /// Time as an injectable dependency.
 pub mod clock;

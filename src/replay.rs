@@ -98,6 +98,8 @@ pub async fn replay(
         policy: Arc::new(policy),
         clock: clock.clone(),
         metrics: Arc::new(Metrics::new()),
+        // Shadow mode records decisions only: nothing is enqueued, nothing acts.
+        planner: None,
     };
     let mut rows = Vec::new();
     let mut now = first.at;

@@ -68,6 +68,18 @@ pub struct VerdictLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub kind: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabels {
+    pub channel: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StoreErrorLabels {
     pub operation: &'static str,
     pub kind: &'static str,
@@ -92,6 +104,8 @@ pub struct Metrics {
     pub helm_decode_errors: Family<ReasonLabels, Counter>,
     pub deploys_recorded: Family<DeployLabels, Counter>,
     pub decisions: Family<VerdictLabels, Counter>,
+    pub actions: Family<ActionLabels, Counter>,
+    pub notifications_sent: Family<ChannelLabels, Counter>,
 }
 
 impl Metrics {
@@ -159,6 +173,42 @@ impl Metrics {
                 })
                 .get();
         }
+        let actions = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "actions",
+            "Action state changes (attempt outcomes, verifications, expiries) by kind and outcome",
+            actions.clone(),
+        );
+        let notifications_sent = Family::<ChannelLabels, Counter>::default();
+        registry.register(
+            "notifications_sent",
+            "Outbound notification delivery attempts by channel and outcome",
+            notifications_sent.clone(),
+        );
+        for kind in [
+            "rollout_undo",
+            "helm_rollback",
+            "workflow_dispatch",
+            "command",
+            "webhook",
+            "freeze",
+        ] {
+            for outcome in [
+                "verifying",
+                "succeeded",
+                "verified",
+                "escalated",
+                "failed",
+                "dry_run",
+            ] {
+                actions
+                    .get_or_create(&ActionLabels {
+                        kind: kind.into(),
+                        outcome: outcome.into(),
+                    })
+                    .get();
+            }
+        }
         // Known series exist from the start at 0, so rate() and alerts work at once.
         for source in ["alertmanager", "ci"] {
             for outcome in ["accepted", "duplicate", "rejected", "failed"] {
@@ -190,7 +240,27 @@ impl Metrics {
             helm_decode_errors,
             deploys_recorded,
             decisions,
+            actions,
+            notifications_sent,
         }
+    }
+
+    pub fn action(&self, kind: &str, outcome: &str) {
+        self.actions
+            .get_or_create(&ActionLabels {
+                kind: kind.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    pub fn notification_sent(&self, channel: &str, outcome: &str) {
+        self.notifications_sent
+            .get_or_create(&ChannelLabels {
+                channel: channel.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     pub fn notification(&self, source: &'static str, outcome: &'static str) {

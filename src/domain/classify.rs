@@ -60,6 +60,10 @@ pub struct TargetConfig {
     /// `argocd` or `flux` when a GitOps controller manages it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gitops: Option<String>,
+    /// The executors that roll it back, in order: `rollout_undo`, `helm_rollback`,
+    /// `workflow_dispatch`, `command:NAME`, `webhook:NAME`. Empty: picked from its
+    /// deploy history (Helm when `helm_release` is set, else a rollout undo).
+    pub actions: Vec<String>,
     /// Alert label equality matchers (`{ service = "checkout", namespace = "prod" }`);
     /// an alert whose labels match all of them is about this target. A value `""`
     /// matches an absent label. None: only alerts discovered as this workload map to it.
@@ -79,6 +83,7 @@ impl Default for TargetConfig {
             cd_workflow: None,
             dependencies: Vec::new(),
             gitops: None,
+            actions: Vec::new(),
             matchers: BTreeMap::new(),
         }
     }
@@ -761,6 +766,19 @@ fn compile_target(
             format!("{gitops:?} is not argocd or flux"),
         ));
     }
+    for (i, action) in config.actions.iter().enumerate() {
+        if super::action::ActionKind::parse(action)
+            .is_none_or(|a| a == super::action::ActionKind::Freeze)
+        {
+            return Err(invalid(
+                format!("{key}.actions[{i}]"),
+                format!(
+                    "{action:?} is not rollout_undo, helm_rollback, workflow_dispatch, \
+                     command:NAME or webhook:NAME"
+                ),
+            ));
+        }
+    }
     let matchers = check_matchers(&format!("{key}.matchers"), &config.matchers)?;
     Ok(ConfiguredTarget {
         target: Target {
@@ -772,6 +790,7 @@ fn compile_target(
             cd_workflow: config.cd_workflow.clone(),
             dependencies: config.dependencies.clone(),
             gitops: config.gitops.clone(),
+            actions: config.actions.clone(),
         },
         matchers,
     })

@@ -59,7 +59,9 @@ use std::cmp::Ordering;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::decision::{Decision, FiredRule, HoldReason, Verdict, VerificationStatus, clock};
+use super::decision::{
+    Decision, FiredRule, HoldReason, RollbackPlan, Verdict, VerificationStatus, clock,
+};
 use super::deploy::is_healthy_status;
 use super::policy::{Condition, Outcome, Policy, Rule, fmt_secs, fmt_value};
 use super::{DeployRecord, DeploySource, Freeze, Signal, SignalKind, Target};
@@ -150,10 +152,15 @@ pub fn decide(
         strongest.map_or(Verdict::Ok, Verdict::from)
     };
 
-    let recommended = if verdict == Verdict::Rollback
+    let plan = if verdict == Verdict::Rollback
         || (verdict == Verdict::Freeze && rollback_fires && holds.is_empty())
     {
-        rollback_commands(target, &deploys, suspect, rollback_to)
+        rollback_plan(target, &deploys, suspect, rollback_to)
+    } else {
+        None
+    };
+    let recommended = if let Some(plan) = &plan {
+        plan.commands(target)
     } else if verdict == Verdict::Hold
         && holds.iter().any(|h| matches!(h, HoldReason::Gitops { .. }))
         && holds.iter().all(|h| {
@@ -202,6 +209,7 @@ pub fn decide(
         rollback_to: rollback_to.cloned(),
         regression_started_at,
         recommended,
+        plan,
         gitops: target.gitops.clone(),
         policy_version: policy.version.clone(),
         inputs_hash: String::new(),
@@ -650,70 +658,55 @@ fn image_tag(d: &DeployRecord) -> Option<String> {
         .or_else(|| d.deploy.app_version.clone())
 }
 
-/// The commands that return the target to its known-good revision, one per way the
-/// runbooks roll back: rollout undo, Helm rollback, the CD rollback workflow.
-fn rollback_commands(
+/// The revisions that return the target to its known-good state, one per way the
+/// runbooks roll back: rollout undo, Helm rollback, the CD rollback workflow. `None`
+/// without a suspect and a known-good revision.
+fn rollback_plan(
     target: &Target,
     deploys: &[&DeployRecord],
     suspect: Option<&DeployRecord>,
     rollback_to: Option<&DeployRecord>,
-) -> Vec<String> {
+) -> Option<RollbackPlan> {
     let (Some(suspect), Some(rollback_to)) = (suspect, rollback_to) else {
-        return Vec::new();
+        return None;
     };
-    let t = &target.target;
-    let is_deployment = t.kind == "Deployment";
     let good = |source| story_member(deploys, suspect, source).and_then(|m| known_good(deploys, m));
     let kube_good = good(DeploySource::Kubernetes);
     let helm_good = good(DeploySource::Helm);
     let ci_good = good(DeploySource::Ci);
-    let mut commands = Vec::new();
-    let undo = |revision: Option<&str>| {
-        let to = revision.map_or_else(String::new, |r| format!(" --to-revision={r}"));
-        [
-            format!(
-                "kubectl -n {} rollout undo deployment/{}{to}",
-                t.namespace, t.name
-            ),
-            format!(
-                "kubectl -n {} rollout status deployment/{} --watch",
-                t.namespace, t.name
-            ),
-        ]
-    };
-    if let (true, Some(good)) = (is_deployment, kube_good) {
-        commands.extend(undo(Some(&good.deploy.revision)));
-    }
     let release = target
         .helm_release
         .clone()
         .or_else(|| suspect.deploy.helm_release.clone())
         .or_else(|| helm_good.map(|g| g.deploy.target.name.clone()));
-    if let (Some(release), Some(good)) = (release, helm_good) {
-        commands.push(format!(
-            "helm rollback {release} {} -n {} --cleanup-on-fail",
-            good.deploy.revision, good.deploy.target.namespace
-        ));
-    }
-    let environment = target
-        .environment
-        .clone()
-        .or_else(|| suspect.deploy.environment.clone());
-    let tag = [ci_good, Some(rollback_to), kube_good, helm_good]
-        .into_iter()
-        .flatten()
-        .find_map(image_tag);
-    if let (Some(workflow), Some(environment), Some(tag)) = (&target.cd_workflow, environment, tag)
-    {
-        commands.push(format!(
-            "gh workflow run {workflow} -f environment={environment} -f image_tag={tag}"
-        ));
-    }
-    if commands.is_empty() && is_deployment {
-        // No revision of a known source to name: undo to the previous revision.
-        commands.extend(undo(None));
-    }
-    commands
+    let (helm_release, helm_revision, helm_namespace) = match (release, helm_good) {
+        (Some(release), Some(good)) => (
+            Some(release),
+            Some(good.deploy.revision.clone()),
+            Some(good.deploy.target.namespace.clone()),
+        ),
+        _ => (None, None, None),
+    };
+    Some(RollbackPlan {
+        kubernetes_revision: kube_good
+            .filter(|_| target.target.kind == "Deployment")
+            .map(|g| g.deploy.revision.clone()),
+        helm_release,
+        helm_revision,
+        helm_namespace,
+        environment: target
+            .environment
+            .clone()
+            .or_else(|| suspect.deploy.environment.clone()),
+        image_tag: [ci_good, Some(rollback_to), kube_good, helm_good]
+            .into_iter()
+            .flatten()
+            .find_map(image_tag),
+        cd_workflow: target.cd_workflow.clone(),
+        suspect_revision: suspect.deploy.revision.clone(),
+        rollback_revision: rollback_to.deploy.revision.clone(),
+        rollback_images: rollback_to.deploy.images.clone(),
+    })
 }
 
 fn gitops_commands(target: &Target, suspect: Option<&DeployRecord>) -> Vec<String> {
@@ -1066,6 +1059,7 @@ mod tests {
             cd_workflow: None,
             dependencies: vec!["database".into(), "cache".into()],
             gitops: None,
+            actions: Vec::new(),
         }
     }
 

@@ -279,6 +279,74 @@ impl HoldReason {
     }
 }
 
+/// What a rollback returns to, for each way the runbooks roll back.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RollbackPlan {
+    /// `kubectl rollout undo --to-revision`: the known-good ReplicaSet revision.
+    pub kubernetes_revision: Option<String>,
+    /// `helm rollback RELEASE REVISION -n NAMESPACE`.
+    pub helm_release: Option<String>,
+    pub helm_revision: Option<String>,
+    pub helm_namespace: Option<String>,
+    /// The environment and image tag the CD rollback workflow is dispatched with.
+    pub environment: Option<String>,
+    pub image_tag: Option<String>,
+    pub cd_workflow: Option<String>,
+    /// The suspect's revision and the known-good one, in their own source's numbering.
+    pub suspect_revision: String,
+    pub rollback_revision: String,
+    /// The known-good revision's images.
+    pub rollback_images: Vec<String>,
+}
+
+impl RollbackPlan {
+    /// The exact commands a person would run, in order of preference: rollout undo
+    /// and status, Helm rollback, the CD rollback workflow; without any of them, an
+    /// undo to the previous revision.
+    pub fn commands(&self, target: &super::Target) -> Vec<String> {
+        let t = &target.target;
+        let is_deployment = t.kind == "Deployment";
+        let mut commands = Vec::new();
+        let undo = |revision: Option<&str>| {
+            let to = revision.map_or_else(String::new, |r| format!(" --to-revision={r}"));
+            [
+                format!(
+                    "kubectl -n {} rollout undo deployment/{}{to}",
+                    t.namespace, t.name
+                ),
+                format!(
+                    "kubectl -n {} rollout status deployment/{} --watch",
+                    t.namespace, t.name
+                ),
+            ]
+        };
+        if let (true, Some(revision)) = (is_deployment, &self.kubernetes_revision) {
+            commands.extend(undo(Some(revision)));
+        }
+        if let (Some(release), Some(revision), Some(namespace)) = (
+            &self.helm_release,
+            &self.helm_revision,
+            &self.helm_namespace,
+        ) {
+            commands.push(format!(
+                "helm rollback {release} {revision} -n {namespace} --cleanup-on-fail"
+            ));
+        }
+        if let (Some(workflow), Some(environment), Some(tag)) =
+            (&self.cd_workflow, &self.environment, &self.image_tag)
+        {
+            commands.push(format!(
+                "gh workflow run {workflow} -f environment={environment} -f image_tag={tag}"
+            ));
+        }
+        if commands.is_empty() && is_deployment {
+            // No revision of a known source to name: undo to the previous revision.
+            commands.extend(undo(None));
+        }
+        commands
+    }
+}
+
 /// V1: whether the target meets the post-rollback thresholds while it is watched.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VerificationStatus {
@@ -316,6 +384,10 @@ pub struct Decision {
     pub regression_started_at: Option<DateTime<Utc>>,
     /// The exact commands a person would run, in order of preference.
     pub recommended: Vec<String>,
+    /// The revisions a rollback returns to, per way of rolling back: what the
+    /// executors act on (and what `recommended` is rendered from).
+    #[serde(default)]
+    pub plan: Option<RollbackPlan>,
     /// Why to escalate now (E1, M8, loop guard), if anything.
     pub escalate: Option<String>,
     /// V1 while a rolled-back target is watched.
@@ -522,6 +594,7 @@ mod tests {
             rollback_to: None,
             regression_started_at: Some(at("2026-08-22T10:05:00Z")),
             recommended: vec![],
+            plan: None,
             escalate: None,
             verification: None,
             gitops: None,

@@ -5,6 +5,10 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The key of a canary run's timeline in [`Deploy::details`].
+pub const EVENTS: &str = "events";
 
 /// A deployable unit: a workload in a namespace of a cluster, or a Helm release.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -118,6 +122,19 @@ pub mod status {
     pub const SUCCEEDED: &str = "succeeded";
     /// A pipeline reported the deploy started.
     pub const STARTED: &str = "started";
+    /// A canary run waiting to start (at its controller's confirm-rollout gate).
+    pub const WAITING: &str = "waiting";
+    /// A canary controller setting a workload up for the first time.
+    pub const INITIALIZING: &str = "initializing";
+    /// A canary controller tearing its set-up down (the Canary object is deleted).
+    pub const TERMINATING: &str = "terminating";
+    pub const TERMINATED: &str = "terminated";
+
+    /// Statuses that say nothing of how a revision fared: a report of one never
+    /// replaces a status already on record (see [`super::merge_status`]).
+    pub fn is_neutral(status: &str) -> bool {
+        matches!(status, WAITING | INITIALIZING | TERMINATING | TERMINATED)
+    }
 }
 
 /// One revision of one target, as a source reported it.
@@ -192,7 +209,8 @@ impl Deploy {
     ///
     /// The first report's start and finish times stand; a later report fills in what it knows
     /// (a pipeline's `succeeded` adds the finish time, a relist adds nothing) and never
-    /// erases what an earlier one said; a failure stays on record.
+    /// erases what an earlier one said; a failure stays on record. `details` merge key
+    /// by key, except the timeline `details.events`, which grows.
     pub fn merge(&mut self, later: &Deploy) -> bool {
         let before = self.clone();
         self.status = merge_status(&self.status, &later.status).to_string();
@@ -226,7 +244,17 @@ impl Deploy {
             (self.details.as_object_mut(), later.details.as_object())
         {
             for (key, value) in theirs {
-                mine.insert(key.clone(), value.clone());
+                // A canary run's timeline grows; see `canary::merge_events`.
+                let grown = match (mine.get_mut(key), value) {
+                    (Some(Value::Array(events)), Value::Array(later_events)) if key == EVENTS => {
+                        super::canary::merge_events(events, later_events);
+                        true
+                    }
+                    _ => false,
+                };
+                if !grown {
+                    mine.insert(key.clone(), value.clone());
+                }
             }
         }
         *self != before
@@ -258,8 +286,12 @@ pub fn is_healthy_status(status: &str) -> bool {
 ///
 /// A failure is history: a failed revision that a later one replaces stays `failed`,
 /// or the engine would pick it as the last good version.
+///
+/// A neutral status ([`status::is_neutral`]: a canary run still waiting, or its
+/// controller tearing down) never replaces another: a gate that Flagger asks about a
+/// finished run must not make it look unfinished.
 pub fn merge_status<'a>(old: &'a str, new: &'a str) -> &'a str {
-    if old == status::FAILED && new == status::SUPERSEDED {
+    if (old == status::FAILED && new == status::SUPERSEDED) || status::is_neutral(new) {
         old
     } else {
         new
@@ -369,6 +401,44 @@ mod tests {
         assert_eq!(
             stored.finished_at,
             Some(stored.started_at + chrono::Duration::minutes(3))
+        );
+    }
+
+    #[test]
+    fn a_neutral_report_never_replaces_a_known_status() {
+        for neutral in ["waiting", "initializing", "terminating", "terminated"] {
+            for known in ["succeeded", "failed", "progressing", "deployed"] {
+                assert_eq!(
+                    merge_status(known, neutral),
+                    known,
+                    "{neutral} over {known}"
+                );
+            }
+            assert_eq!(merge_status(neutral, "progressing"), "progressing");
+        }
+        assert_eq!(merge_status("waiting", "failed"), "failed");
+    }
+
+    #[test]
+    fn a_canary_timeline_grows_while_other_details_are_replaced() {
+        let mut stored = deploy("progressing");
+        stored.details = serde_json::json!({"phase": "Progressing",
+            "events": [{"at": "t1", "hook": "event", "message": "New revision"}]});
+        let mut later = deploy("succeeded");
+        later.details = serde_json::json!({"phase": "Succeeded",
+            "events": [{"at": "t2", "hook": "event", "message": "Promotion completed"}]});
+        assert!(stored.merge(&later));
+        assert_eq!(stored.details["phase"], "Succeeded");
+        let messages: Vec<&str> = stored.details["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["message"].as_str().unwrap())
+            .collect();
+        assert_eq!(messages, ["New revision", "Promotion completed"]);
+        assert!(
+            !stored.merge(&later),
+            "the same event again changes nothing"
         );
     }
 

@@ -3,7 +3,9 @@
 //! Everything else in the crate adapts the world (HTTP, databases, Kubernetes) to these
 //! types; nothing here knows those adapters exist.
 
+pub mod action;
 pub mod alert;
+pub mod canary;
 pub mod classify;
 pub mod decide;
 pub mod decision;
@@ -21,7 +23,7 @@ pub use classify::{
     SignalsConfig, TargetConfig, default_signal_rules,
 };
 pub use decide::{History, decide};
-pub use decision::{Decision, FiredRule, HoldReason, Verdict, VerificationStatus};
+pub use decision::{Decision, FiredRule, HoldReason, RollbackPlan, Verdict, VerificationStatus};
 pub use deploy::{Deploy, DeployRecord, DeploySource, TargetRef};
 pub use freeze::Freeze;
 pub use policy::{Condition, LoopGuard, Outcome, Policy, PolicyError, Rule, Verification};

@@ -360,6 +360,7 @@ mod tests {
             cd_workflow: None,
             dependencies: vec!["database".into()],
             gitops: None,
+            actions: Vec::new(),
         };
         let deploys = [
             rollout(41, "6", "superseded", "09:00:00", "v2.4.9"),

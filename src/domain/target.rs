@@ -37,6 +37,11 @@ pub struct Target {
     /// `argocd` or `flux` when a GitOps controller manages it: an undo would be
     /// reverted by self-heal, so the Git revert is recommended instead.
     pub gitops: Option<String>,
+    /// The executors that roll it back (`rollout_undo`, `helm_rollback`,
+    /// `workflow_dispatch`, `command:NAME`, `webhook:NAME`); empty picks them from its
+    /// deploy history (see `domain::action::default_executors`).
+    #[serde(default)]
+    pub actions: Vec<String>,
 }
 
 impl Target {
@@ -51,6 +56,7 @@ impl Target {
             cd_workflow: None,
             dependencies: Vec::new(),
             gitops: None,
+            actions: Vec::new(),
         }
     }
 }

@@ -43,15 +43,27 @@ impl Authenticator {
         self.tokens.is_empty()
     }
 
+    fn anonymous() -> Principal {
+        Principal {
+            name: "anonymous".into(),
+            role: Role::Admin,
+        }
+    }
+
     fn authenticate(&self, authorization: Option<&[u8]>) -> Option<Principal> {
         if self.is_open() {
-            return Some(Principal {
-                name: "anonymous".into(),
-                role: Role::Admin,
-            });
+            return Some(Self::anonymous());
         }
-        let presented = authorization?.strip_prefix(b"Bearer ")?;
-        let presented = digest_bytes(presented);
+        self.authenticate_token(authorization?.strip_prefix(b"Bearer ")?)
+    }
+
+    /// The principal holding `token` (the bare token, as a sender that cannot set
+    /// headers puts it in its payload).
+    pub fn authenticate_token(&self, token: &[u8]) -> Option<Principal> {
+        if self.is_open() {
+            return Some(Self::anonymous());
+        }
+        let presented = digest_bytes(token);
         let mut found = None;
         for (candidate, principal) in &self.tokens {
             if bool::from(candidate.ct_eq(&presented)) {
@@ -78,12 +90,24 @@ pub struct Gate {
 }
 
 /// Middleware: 401 without a valid token, 403 when its role may not do `access`.
-pub async fn require(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
+pub async fn require(State(gate): State<Gate>, req: Request, next: Next) -> Response {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    let Some(principal) = gate.auth.authenticate(header) else {
+    let principal = gate.auth.authenticate(header);
+    admit(&gate, principal, req, next).await
+}
+
+/// Runs the request as `principal`: 401 without one, 403 when its role may not do the
+/// gate's access.
+pub async fn admit(
+    gate: &Gate,
+    principal: Option<Principal>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(principal) = principal else {
         return ApiError::unauthorized().into_response();
     };
     if !principal.role.allows(gate.access) {

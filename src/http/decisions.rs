@@ -7,13 +7,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::Value;
 
+use super::actions::{ActionView, with_timelines};
 use super::alerts::Page;
 use super::error::ApiError;
 use super::query::{self, DEFAULT_LIMIT, invalid};
 use crate::app::AppState;
 use crate::domain::Decision;
 use crate::domain::report;
-use crate::store::{DecisionQuery, StoredDecision};
+use crate::store::{DecisionQuery, NotificationRecord, StoredDecision};
+use serde::Serialize;
 
 const VERDICTS: [&str; 6] = ["ok", "monitor", "investigate", "hold", "rollback", "freeze"];
 
@@ -97,11 +99,39 @@ async fn load(state: &AppState, id: &str) -> Result<(StoredDecision, Decision), 
     Ok((stored, decision))
 }
 
+/// A decision with what came of it: its actions with their timelines, and the
+/// notifications sent about it.
+#[derive(Debug, Serialize)]
+struct DecisionView {
+    #[serde(flatten)]
+    stored: StoredDecision,
+    actions: Vec<ActionView>,
+    notifications: Vec<NotificationRecord>,
+}
+
 async fn get_decision(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<StoredDecision>, ApiError> {
-    Ok(Json(load(&state, &id).await?.0))
+) -> Result<Json<DecisionView>, ApiError> {
+    let stored = load(&state, &id).await?.0;
+    let actions = state
+        .store
+        .decision_actions(stored.id)
+        .await
+        .inspect_err(|err| state.metrics.store_error("decision_actions", err))?;
+    let actions = with_timelines(&*state.store, actions)
+        .await
+        .inspect_err(|err| state.metrics.store_error("audit_trail", err))?;
+    let notifications = state
+        .store
+        .decision_notifications(stored.id)
+        .await
+        .inspect_err(|err| state.metrics.store_error("decision_notifications", err))?;
+    Ok(Json(DecisionView {
+        stored,
+        actions,
+        notifications,
+    }))
 }
 
 /// The evidence record the control-plane runbook requires for every rollback.

@@ -1,13 +1,16 @@
 //! The HTTP surface: the router, its layers, and one module per resource or webhook.
 //! Handlers parse, authorise and hand over; they hold no business logic.
 
+mod actions;
 mod alertmanager;
 mod alerts;
+mod analysis;
 pub mod auth;
 mod decisions;
 mod deploys;
 pub mod error;
 pub mod extract;
+mod flagger;
 mod freezes;
 mod health;
 mod query;
@@ -48,23 +51,36 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             gate(Access::Ingest),
             auth::require,
-        ));
+        ))
+        // Ingest too (role webhook), with its own layer: Flagger cannot send headers,
+        // so its token may come in the payload.
+        .merge(
+            flagger::router().route_layer(middleware::from_fn_with_state(
+                flagger::FlaggerGate {
+                    gate: gate(Access::Ingest),
+                    body_limit: state.body_limit_bytes,
+                },
+                flagger::authenticate,
+            )),
+        );
     let read = Router::new()
         .merge(alerts::router())
+        .merge(analysis::router())
         .merge(deploys::read_router())
         .merge(decisions::router())
         .merge(freezes::read_router())
+        .merge(actions::read_router())
         .route_layer(middleware::from_fn_with_state(
             gate(Access::Read),
             auth::require,
         ));
-    let write =
-        Router::new()
-            .merge(freezes::write_router())
-            .route_layer(middleware::from_fn_with_state(
-                gate(Access::Write),
-                auth::require,
-            ));
+    let write = Router::new()
+        .merge(freezes::write_router())
+        .merge(actions::write_router())
+        .route_layer(middleware::from_fn_with_state(
+            gate(Access::Write),
+            auth::require,
+        ));
     let timeout = Duration::from_secs(state.request_timeout_secs);
 
     Router::new()

@@ -288,6 +288,13 @@ pub struct ActionRecord {
     pub executed_at: Option<DateTime<Utc>>,
     pub result: Option<serde_json::Value>,
     pub last_error: Option<String>,
+    /// The operator who approved or rejected it, and their comment.
+    pub approved_by: Option<String>,
+    pub approval_comment: Option<String>,
+    /// When an action awaiting approval expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The current attempt resumes one whose worker lost its lease mid-attempt.
+    pub resumed: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -295,8 +302,21 @@ pub struct ActionRecord {
 /// How a worker's attempt at an action ended.
 #[derive(Debug, Clone)]
 pub enum ActionFinish {
-    /// Carried out; `executed_at` is set (the loop guard counts it).
-    Succeeded { result: serde_json::Value },
+    /// Carried out; `executed_at` is set (the loop guard counts it). With `verify`, the
+    /// action goes on to `verifying` (a rollback whose outcome is watched), else to
+    /// `succeeded`.
+    Succeeded {
+        result: serde_json::Value,
+        verify: bool,
+    },
+    /// Global dry run: what would have been done is recorded, nothing was.
+    DryRun { result: serde_json::Value },
+    /// Not carried out, and a person must look: a loop-guard trip, an interrupted
+    /// attempt that cannot be checked against the world, a failed rollout.
+    Escalated {
+        error: String,
+        result: Option<serde_json::Value>,
+    },
     /// A transient failure: claimable again from `retry_at`.
     Retry {
         error: String,
@@ -304,6 +324,94 @@ pub enum ActionFinish {
     },
     /// A permanent failure: never retried.
     Failed { error: String },
+}
+
+/// Filters for [`Store::list_actions`], newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ActionQuery {
+    pub target: Option<String>,
+    pub state: Option<String>,
+    pub kind: Option<String>,
+    pub decision_id: Option<i64>,
+    /// Keyset cursor: only actions with an id below this one.
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// A conditional state change of an action by a person or the worker, audited.
+#[derive(Debug, Clone)]
+pub struct ActionTransition<'a> {
+    /// The change happens only from one of these states.
+    pub from: &'a [&'a str],
+    pub to: &'a str,
+    /// Who made it (a token's name, or `rollwarden`).
+    pub actor: &'a str,
+    /// Kept as the approval comment when moving to `approved` or `rejected`.
+    pub comment: Option<&'a str>,
+    /// Recorded with the audit event.
+    pub details: serde_json::Value,
+}
+
+/// An entry of the audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    /// `action.approved`, `action.executed`, `freeze.created`…
+    pub kind: String,
+    /// `action:12`, `freeze:3`…
+    pub subject: String,
+    pub details: serde_json::Value,
+}
+
+/// A notification to deliver.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub action_id: Option<i64>,
+    pub decision_id: Option<i64>,
+    /// `slack` or `webhook:NAME`.
+    pub channel: String,
+    /// What it announces: `recommend`, `approval`, `announce`, `result`, `escalate`…
+    pub event: String,
+    /// One notification per key, ever.
+    pub idempotency_key: String,
+    pub payload: serde_json::Value,
+}
+
+/// A notification as stored, with how its delivery went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NotificationRecord {
+    pub id: i64,
+    pub action_id: Option<i64>,
+    pub decision_id: Option<i64>,
+    pub channel: String,
+    pub event: String,
+    pub payload: serde_json::Value,
+    /// `pending`, `sending`, `delivered` or `failed`.
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    /// The receiver's answer (status and a bounded excerpt of the body).
+    pub response: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone)]
+pub enum NotificationFinish {
+    Delivered {
+        response: String,
+    },
+    Retry {
+        error: String,
+        retry_at: DateTime<Utc>,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 /// A freeze to create.
@@ -484,6 +592,64 @@ pub trait Store: Send + Sync + 'static {
     /// The actions of a decision, oldest first.
     async fn decision_actions(&self, decision_id: i64) -> Result<Vec<ActionRecord>, StoreError>;
 
+    /// Actions matching `query`, newest first.
+    async fn list_actions(&self, query: &ActionQuery) -> Result<Vec<ActionRecord>, StoreError>;
+
+    /// Moves action `id` to `change.to` if it is in one of `change.from`, with an audit
+    /// event `action.<to>`, in one transaction. `None` when it is not (or does not
+    /// exist): the caller lost a race or asked for something no longer possible.
+    async fn transition_action(
+        &self,
+        id: i64,
+        change: &ActionTransition<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ActionRecord>, StoreError>;
+
+    /// Appends an event to the audit trail of `subject` (`action:12`).
+    async fn record_audit(
+        &self,
+        actor: &str,
+        kind: &str,
+        subject: &str,
+        details: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// The audit trail of these subjects, oldest first.
+    async fn audit_trail(&self, subjects: &[String]) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Puts a notification in the outbox unless one with its key exists; returns the
+    /// one standing for the key and whether it is new.
+    async fn enqueue_notification(
+        &self,
+        notification: &NewNotification,
+        now: DateTime<Utc>,
+    ) -> Result<(NotificationRecord, bool), StoreError>;
+
+    /// Claims the oldest notification due for delivery (or one whose sender's lease
+    /// expired) and leases it to `owner`.
+    async fn claim_notification(
+        &self,
+        owner: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<NotificationRecord>, StoreError>;
+
+    /// Records how `owner`'s delivery attempt ended; `false` when it lost the lease.
+    async fn finish_notification(
+        &self,
+        id: i64,
+        owner: &str,
+        finish: &NotificationFinish,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// The notifications about a decision and its actions, oldest first.
+    async fn decision_notifications(
+        &self,
+        decision_id: i64,
+    ) -> Result<Vec<NotificationRecord>, StoreError>;
+
     /// Creates a freeze and its audit event, in one transaction.
     async fn create_freeze(
         &self,
@@ -549,24 +715,88 @@ pub(crate) const ACTION_DONE_STATES: &str = "'succeeded', 'verifying', 'verified
 /// The columns of an action row, in the order both backends read them.
 pub(crate) const ACTION_COLUMNS: &str = "id, decision_id, target, kind, mode, idempotency_key, \
      state, params, attempts, next_attempt_at, lease_owner, lease_expires_at, executed_at, \
-     result, last_error, created_at, updated_at";
+     result, last_error, approved_by, approval_comment, expires_at, resumed, created_at, \
+     updated_at";
+
+/// The columns of a notification row, in the order both backends read them.
+pub(crate) const NOTIFICATION_COLUMNS: &str = "id, action_id, decision_id, channel, event, \
+     payload, status, attempts, last_error, response, next_attempt_at, created_at, delivered_at";
+
+/// The columns of an audit row.
+pub(crate) const AUDIT_COLUMNS: &str = "id, at, actor, kind, subject, details";
 
 /// States a worker may claim (besides `running` under an expired lease).
 pub(crate) const CLAIMABLE_STATES: &str = "'pending', 'approved'";
 
 /// The state and columns an attempt's end writes.
-pub(crate) fn finish_columns(
-    finish: &ActionFinish,
+pub(crate) struct FinishColumns<'a> {
+    pub state: &'static str,
+    pub result: Option<&'a serde_json::Value>,
+    pub error: Option<&'a str>,
+    pub retry_at: Option<DateTime<Utc>>,
+    /// Whether the executor carried it out (sets `executed_at`).
+    pub executed: bool,
+}
+
+/// The state and columns an attempt's end writes.
+pub(crate) fn finish_columns(finish: &ActionFinish) -> FinishColumns<'_> {
+    let (state, result, error, retry_at, executed) = match finish {
+        ActionFinish::Succeeded { result, verify } => (
+            if *verify { "verifying" } else { "succeeded" },
+            Some(result),
+            None,
+            None,
+            true,
+        ),
+        ActionFinish::DryRun { result } => ("dry_run", Some(result), None, None, false),
+        ActionFinish::Escalated { error, result } => (
+            "escalated",
+            result.as_ref(),
+            Some(error.as_str()),
+            None,
+            false,
+        ),
+        ActionFinish::Retry { error, retry_at } => (
+            "pending",
+            None,
+            Some(error.as_str()),
+            Some(*retry_at),
+            false,
+        ),
+        ActionFinish::Failed { error } => ("failed", None, Some(error.as_str()), None, false),
+    };
+    FinishColumns {
+        state,
+        result,
+        error,
+        retry_at,
+        executed,
+    }
+}
+
+/// The status and columns a delivery attempt's end writes: (status, response, error,
+/// retry_at, delivered).
+pub(crate) fn notification_finish_columns(
+    finish: &NotificationFinish,
 ) -> (
     &'static str,
-    Option<&serde_json::Value>,
+    Option<&str>,
     Option<&str>,
     Option<DateTime<Utc>>,
+    bool,
 ) {
     match finish {
-        ActionFinish::Succeeded { result } => ("succeeded", Some(result), None, None),
-        ActionFinish::Retry { error, retry_at } => ("pending", None, Some(error), Some(*retry_at)),
-        ActionFinish::Failed { error } => ("failed", None, Some(error), None),
+        NotificationFinish::Delivered { response } => {
+            ("delivered", Some(response.as_str()), None, None, true)
+        }
+        NotificationFinish::Retry { error, retry_at } => (
+            "pending",
+            None,
+            Some(error.as_str()),
+            Some(*retry_at),
+            false,
+        ),
+        NotificationFinish::Failed { error } => ("failed", None, Some(error.as_str()), None, false),
     }
 }
 

@@ -11,11 +11,13 @@ use sqlx::{QueryBuilder, Row};
 use tracing::instrument;
 
 use super::{
-    ACTION_COLUMNS, ACTION_DONE_STATES, ActionFinish, ActionRecord, AlertQuery, CLAIMABLE_STATES,
-    DECISION_COLUMNS, DEPLOY_COLUMNS, DecisionQuery, DeployCursor, DeployQuery, DeployWrite,
-    FREEZE_COLUMNS, FreezeRecord, IngestOutcome, Lease, NewAction, NewDecision, NewFreeze,
-    PlannedBatch, ROLLBACK_ACTION_KINDS, Receipt, Store, StoreError, StoredAlert, StoredDecision,
-    StoredDeploy, finish_columns, healthy_statuses_sql, linked_target_sql,
+    ACTION_COLUMNS, ACTION_DONE_STATES, AUDIT_COLUMNS, ActionFinish, ActionQuery, ActionRecord,
+    ActionTransition, AlertQuery, AuditEvent, CLAIMABLE_STATES, DECISION_COLUMNS, DEPLOY_COLUMNS,
+    DecisionQuery, DeployCursor, DeployQuery, DeployWrite, FREEZE_COLUMNS, FreezeRecord,
+    IngestOutcome, Lease, NOTIFICATION_COLUMNS, NewAction, NewDecision, NewFreeze, NewNotification,
+    NotificationFinish, NotificationRecord, PlannedBatch, ROLLBACK_ACTION_KINDS, Receipt, Store,
+    StoreError, StoredAlert, StoredDecision, StoredDeploy, finish_columns, healthy_statuses_sql,
+    linked_target_sql, notification_finish_columns,
 };
 use crate::domain::{
     AlertStatus, Deploy, DeploySource, Freeze, Labels, Notification, Signal, TargetRef,
@@ -722,7 +724,7 @@ impl Store for PostgresStore {
         // SKIP LOCKED: concurrent workers each take a different row, none waits.
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE actions SET state = 'running', lease_owner = $1, lease_expires_at = $2,
-                 attempts = attempts + 1, updated_at = $3
+                 attempts = attempts + 1, updated_at = $3, resumed = (state = 'running')
              WHERE id = (
                  SELECT id FROM actions
                  WHERE (state IN ({CLAIMABLE_STATES})
@@ -746,21 +748,22 @@ impl Store for PostgresStore {
         finish: &ActionFinish,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let (state, result, error, retry_at) = finish_columns(finish);
+        let cols = finish_columns(finish);
         let done = sqlx::query(
             "UPDATE actions SET state = $3, result = COALESCE($4, result), last_error = $5,
                  next_attempt_at = $6,
-                 executed_at = CASE WHEN $3 = 'succeeded' THEN $7 ELSE executed_at END,
+                 executed_at = CASE WHEN $8 THEN $7 ELSE executed_at END,
                  lease_owner = NULL, lease_expires_at = NULL, updated_at = $7
              WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
         )
         .bind(id)
         .bind(owner)
-        .bind(state)
-        .bind(result.map(Json))
-        .bind(error)
-        .bind(retry_at)
+        .bind(cols.state)
+        .bind(cols.result.map(Json))
+        .bind(cols.error)
+        .bind(cols.retry_at)
         .bind(now)
+        .bind(cols.executed)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -774,6 +777,204 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(action_from_row).collect()
+    }
+
+    async fn list_actions(&self, query: &ActionQuery) -> Result<Vec<ActionRecord>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACTION_COLUMNS} FROM actions
+             WHERE ($1::text IS NULL OR target = $1) AND ($2::text IS NULL OR state = $2)
+               AND ($3::text IS NULL OR kind = $3) AND ($4::bigint IS NULL OR decision_id = $4)
+               AND ($5::bigint IS NULL OR id < $5)
+             ORDER BY id DESC LIMIT $6"
+        )))
+        .bind(&query.target)
+        .bind(&query.state)
+        .bind(&query.kind)
+        .bind(query.decision_id)
+        .bind(query.before_id)
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(action_from_row).collect()
+    }
+
+    async fn transition_action(
+        &self,
+        id: i64,
+        change: &ActionTransition<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ActionRecord>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let from: Vec<String> = change.from.iter().map(|s| (*s).to_string()).collect();
+        let decided = matches!(change.to, "approved" | "rejected");
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE actions SET state = $3, updated_at = $4,
+                 approved_by = CASE WHEN $5 THEN $6 ELSE approved_by END,
+                 approval_comment = CASE WHEN $5 THEN $7 ELSE approval_comment END,
+                 next_attempt_at = CASE WHEN $5 THEN NULL ELSE next_attempt_at END
+             WHERE id = $1 AND state = ANY($2) RETURNING {ACTION_COLUMNS}"
+        )))
+        .bind(id)
+        .bind(&from)
+        .bind(change.to)
+        .bind(now)
+        .bind(decided)
+        .bind(change.actor)
+        .bind(change.comment)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let record = action_from_row(&row)?;
+        let kind = format!("action.{}", change.to);
+        audit(&mut tx, now, change.actor, &kind, id, &change.details).await?;
+        tx.commit().await?;
+        Ok(Some(record))
+    }
+
+    async fn record_audit(
+        &self,
+        actor: &str,
+        kind: &str,
+        subject: &str,
+        details: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_events (at, actor, kind, subject, details)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(now)
+        .bind(actor)
+        .bind(kind)
+        .bind(subject)
+        .bind(Json(details))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_trail(&self, subjects: &[String]) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE subject = ANY($1) ORDER BY id"
+        )))
+        .bind(subjects)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditEvent {
+                    id: row.try_get("id")?,
+                    at: row.try_get("at")?,
+                    actor: row.try_get("actor")?,
+                    kind: row.try_get("kind")?,
+                    subject: row.try_get("subject")?,
+                    details: row.try_get::<Json<serde_json::Value>, _>("details")?.0,
+                })
+            })
+            .collect()
+    }
+
+    async fn enqueue_notification(
+        &self,
+        n: &NewNotification,
+        now: DateTime<Utc>,
+    ) -> Result<(NotificationRecord, bool), StoreError> {
+        let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO notifications (action_id, decision_id, channel, event, idempotency_key,
+                 payload, status, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7)
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING {NOTIFICATION_COLUMNS}"
+        )))
+        .bind(n.action_id)
+        .bind(n.decision_id)
+        .bind(&n.channel)
+        .bind(&n.event)
+        .bind(&n.idempotency_key)
+        .bind(Json(&n.payload))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = inserted {
+            return Ok((notification_from_row(&row)?, true));
+        }
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE idempotency_key = $1"
+        )))
+        .bind(&n.idempotency_key)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((notification_from_row(&row)?, false))
+    }
+
+    async fn claim_notification(
+        &self,
+        owner: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<NotificationRecord>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE notifications SET status = 'sending', lease_owner = $1,
+                 lease_expires_at = $2, attempts = attempts + 1
+             WHERE id = (
+                 SELECT id FROM notifications
+                 WHERE (status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $3))
+                    OR (status = 'sending' AND lease_expires_at <= $3)
+                 ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
+             RETURNING {NOTIFICATION_COLUMNS}"
+        )))
+        .bind(owner)
+        .bind(now + lease)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(notification_from_row).transpose()
+    }
+
+    async fn finish_notification(
+        &self,
+        id: i64,
+        owner: &str,
+        finish: &NotificationFinish,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (status, response, error, retry_at, delivered) = notification_finish_columns(finish);
+        let done = sqlx::query(
+            "UPDATE notifications SET status = $3, response = COALESCE($4, response),
+                 last_error = $5, next_attempt_at = $6,
+                 delivered_at = CASE WHEN $8 THEN $7 ELSE delivered_at END,
+                 lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = $1 AND lease_owner = $2 AND status = 'sending'",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(status)
+        .bind(response)
+        .bind(error)
+        .bind(retry_at)
+        .bind(now)
+        .bind(delivered)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn decision_notifications(
+        &self,
+        decision_id: i64,
+    ) -> Result<Vec<NotificationRecord>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications
+             WHERE decision_id = $1
+                OR action_id IN (SELECT id FROM actions WHERE decision_id = $1)
+             ORDER BY id"
+        )))
+        .bind(decision_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(notification_from_row).collect()
     }
 
     async fn create_freeze(
@@ -1097,8 +1298,30 @@ fn action_from_row(row: &PgRow) -> Result<ActionRecord, StoreError> {
             .try_get::<Option<Json<serde_json::Value>>, _>("result")?
             .map(|j| j.0),
         last_error: row.try_get("last_error")?,
+        approved_by: row.try_get("approved_by")?,
+        approval_comment: row.try_get("approval_comment")?,
+        expires_at: row.try_get("expires_at")?,
+        resumed: row.try_get("resumed")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn notification_from_row(row: &PgRow) -> Result<NotificationRecord, StoreError> {
+    Ok(NotificationRecord {
+        id: row.try_get("id")?,
+        action_id: row.try_get("action_id")?,
+        decision_id: row.try_get("decision_id")?,
+        channel: row.try_get("channel")?,
+        event: row.try_get("event")?,
+        payload: row.try_get::<Json<serde_json::Value>, _>("payload")?.0,
+        status: row.try_get("status")?,
+        attempts: row.try_get("attempts")?,
+        last_error: row.try_get("last_error")?,
+        response: row.try_get("response")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        created_at: row.try_get("created_at")?,
+        delivered_at: row.try_get("delivered_at")?,
     })
 }
 

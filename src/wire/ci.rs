@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::{WireError, parse_time};
+use super::{WireError, check_name, parse_time};
 use crate::domain::deploy::status;
 use crate::domain::{Deploy, DeploySource, TargetRef};
 
@@ -173,24 +173,6 @@ impl CiDeployPayload {
         deploy.description = self.description;
         deploy.helm_release = self.helm_release;
         Ok(deploy)
-    }
-}
-
-/// Kubernetes object names: DNS-1123 (lower-case alphanumerics, `-` and `.`).
-fn check_name(field: &str, value: &str, allow_empty: bool) -> Result<(), WireError> {
-    let ok = (allow_empty || !value.is_empty())
-        && value.len() <= 253
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-    if ok {
-        Ok(())
-    } else {
-        Err(WireError::new(
-            "invalid_field",
-            field,
-            "must be a Kubernetes name: lower-case letters, digits, '-' and '.', at most 253",
-        ))
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod alertmanager;
 pub mod ci;
+pub mod flagger;
 pub mod signal;
 
 use serde::de::DeserializeOwned;
@@ -82,6 +83,24 @@ pub(crate) fn parse_time(
     chrono::DateTime::parse_from_rfc3339(value)
         .map(|t| t.with_timezone(&chrono::Utc))
         .map_err(|_| WireError::new("invalid_timestamp", field, "must be an RFC 3339 timestamp"))
+}
+
+/// Kubernetes object names: DNS-1123 (lower-case alphanumerics, `-` and `.`).
+pub(crate) fn check_name(field: &str, value: &str, allow_empty: bool) -> Result<(), WireError> {
+    let ok = (allow_empty || !value.is_empty())
+        && value.len() <= 253
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(WireError::new(
+            "invalid_field",
+            field,
+            "must be a Kubernetes name: lower-case letters, digits, '-' and '.', at most 253",
+        ))
+    }
 }
 
 /// serde_json appends " at line 1 column 17"; the field path says more to a sender.

@@ -3,11 +3,14 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod actions;
 mod api;
 mod auth;
+mod canary;
 mod cli;
 mod deploys;
 mod engine;
+mod executors;
 mod fake_kube;
 mod freezes;
 mod ingest;

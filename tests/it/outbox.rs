@@ -80,6 +80,7 @@ async fn two_worker_pools_run_each_action_exactly_once(backend: Backend) {
                         &owner,
                         &ActionFinish::Succeeded {
                             result: json!({"by": owner}),
+                            verify: false,
                         },
                         t0(),
                     )
@@ -152,7 +153,10 @@ async fn a_dead_workers_action_is_resumed_after_its_lease(backend: Backend) {
         (first.id, 2, Some("w2"))
     );
     // w1 comes back too late: its result is not recorded.
-    let late = ActionFinish::Succeeded { result: json!({}) };
+    let late = ActionFinish::Succeeded {
+        result: json!({}),
+        verify: false,
+    };
     assert!(
         !db.store
             .finish_action(first.id, "w1", &late, t0() + Duration::seconds(32))

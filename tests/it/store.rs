@@ -432,3 +432,109 @@ mod engine_inputs {
         no_freezes_or_rollbacks_on_a_fresh_store,
     );
 }
+
+mod canary_runs {
+    //! A Flagger canary run's deploy row, as both backends keep it.
+
+    use chrono::Duration;
+    use serde_json::{Value, json};
+
+    use rollwarden::domain::DeploySource;
+    use rollwarden::domain::canary::Hook;
+    use rollwarden::store::DeployQuery;
+    use rollwarden::wire::Bounds;
+    use rollwarden::wire::flagger::{Answered, FlaggerCall, FlaggerPayload};
+
+    use crate::on_both_backends;
+    use crate::support::{Backend, TestStore, t0};
+
+    const ROLLOUT: &str = include_str!("../fixtures/flagger-rollout.json");
+
+    fn call(hook: Hook, phase: &str, minute: i64) -> FlaggerCall {
+        let mut body: Value = serde_json::from_str(ROLLOUT).unwrap();
+        body["phase"] = phase.into();
+        FlaggerPayload::parse(
+            body.to_string().as_bytes(),
+            hook,
+            "default",
+            &Bounds::default(),
+            t0() + Duration::minutes(minute),
+        )
+        .unwrap()
+    }
+
+    fn answered(status: u16, decision_id: i64) -> Option<Answered<'static>> {
+        Some(Answered {
+            status,
+            verdict: "hold",
+            decision_id,
+        })
+    }
+
+    async fn a_canary_runs_timeline_grows_and_neutral_reports_keep_its_status(backend: Backend) {
+        let db = TestStore::new(backend).await;
+        let record = |c: FlaggerCall, entry: Value| {
+            let store = db.store.clone();
+            async move {
+                store
+                    .record_deploys(&[c.to_deploy(Some(entry))], c.received_at)
+                    .await
+                    .unwrap()[0]
+            }
+        };
+        let ended = call(Hook::PostRollout, "Succeeded", 0);
+        let first = record(ended.clone(), ended.entry(None)).await;
+        assert!(first.created);
+        // Flagger asks its confirm-rollout gate with the promoted run's checksum while
+        // the next run waits: the answer joins the timeline, the status stays.
+        for minute in [1, 2] {
+            let asked = call(Hook::ConfirmRollout, "Waiting", minute);
+            let write = record(asked.clone(), asked.entry(answered(403, 3))).await;
+            assert_eq!(
+                (write.id, write.created, write.changed),
+                (first.id, false, true)
+            );
+        }
+        let asked = call(Hook::ConfirmRollout, "Waiting", 3);
+        record(asked.clone(), asked.entry(answered(200, 4))).await;
+
+        let history = db
+            .store
+            .target_history(&ended.target, None, 10)
+            .await
+            .unwrap();
+        assert_eq!(history.len(), 1);
+        let run = &history[0].deploy;
+        assert_eq!(
+            (run.source, run.revision.as_str(), run.status.as_str()),
+            (DeploySource::Flagger, "64c6d9c894", "succeeded")
+        );
+        assert_eq!(run.started_at, t0());
+        assert_eq!(run.finished_at, Some(t0()));
+        assert_eq!(run.details["phase"], "Waiting");
+        assert_eq!(
+            run.details["events"],
+            json!([
+                {"at": "2026-08-22T14:03:00.000Z", "hook": "post-rollout", "phase": "Succeeded",
+                 "answer": 200},
+                {"at": "2026-08-22T14:04:00.000Z", "last_at": "2026-08-22T14:05:00.000Z",
+                 "calls": 2, "hook": "confirm-rollout", "phase": "Waiting", "answer": 403,
+                 "verdict": "hold", "decision_id": 3},
+                {"at": "2026-08-22T14:06:00.000Z", "hook": "confirm-rollout", "phase": "Waiting",
+                 "answer": 200, "verdict": "hold", "decision_id": 4},
+            ])
+        );
+        let listed = db
+            .store
+            .list_deploys(&DeployQuery {
+                source: Some(DeploySource::Flagger),
+                limit: 10,
+                ..DeployQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed, history);
+    }
+
+    on_both_backends!(a_canary_runs_timeline_grows_and_neutral_reports_keep_its_status);
+}

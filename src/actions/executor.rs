@@ -1,0 +1,787 @@
+//! The executors, each behind [`Executor`]: Kubernetes rollout undo, Helm rollback,
+//! GitHub Actions workflow dispatch, argv commands, webhooks, freezes. An executor
+//! first looks at the world where it can (is the Deployment already at the target
+//! revision? is the release already rolled back?), and an attempt that resumes an
+//! interrupted one (`ActionRecord::resumed`) is never repeated blindly: executors that
+//! cannot look escalate instead.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+
+use super::command;
+use crate::clock::Clock;
+use crate::config::{ActionsConfig, CommandConfig, Secret, WebhookConfig};
+use crate::domain::action;
+use crate::k8s::undo::{self, RolloutStatus, UndoError, UndoOutcome};
+use crate::store::{ActionRecord, NewFreeze, Store};
+
+/// Most bytes of a program's stdout or stderr kept in the action record.
+const OUTPUT_LIMIT: usize = 16 * 1024;
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecOutcome {
+    /// Carried out (or found already done). `verify`: a rollback whose effect is
+    /// watched next.
+    Done { result: Value, verify: bool },
+    /// Dry run: what would have been done.
+    DryRun { result: Value },
+    /// Worth another attempt later (5xx, timeouts, a busy release).
+    Retry(String),
+    /// Never worth repeating (4xx, bad parameters, a refused request).
+    Failed(String),
+    /// A person must look: the outcome is unknown or the rollback itself failed.
+    Escalate {
+        error: String,
+        result: Option<Value>,
+    },
+}
+
+/// One way of acting on a decision.
+#[async_trait]
+pub trait Executor: Send + Sync {
+    /// Acts on `action` (its `params` come from [`action::plan`]); with `dry_run`,
+    /// only says what it would do.
+    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome;
+}
+
+/// The executors this configuration provides, by action kind.
+#[derive(Clone, Default)]
+pub struct Executors {
+    by_kind: HashMap<String, Arc<dyn Executor>>,
+}
+
+impl Executors {
+    /// Every executor `config` describes; rollout undo only with a Kubernetes client.
+    pub fn new(
+        config: &ActionsConfig,
+        github_token: Option<Secret>,
+        kube: Option<kube::Client>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        http: reqwest::Client,
+    ) -> Self {
+        let mut by_kind: HashMap<String, Arc<dyn Executor>> = HashMap::new();
+        if let Some(client) = kube {
+            by_kind.insert(
+                action::ROLLOUT_UNDO.into(),
+                Arc::new(RolloutUndo {
+                    client,
+                    timeout: Duration::from_secs(config.rollout_timeout_secs),
+                    poll: Duration::from_secs(1),
+                }),
+            );
+        }
+        by_kind.insert(
+            action::HELM_ROLLBACK.into(),
+            Arc::new(HelmRollback {
+                helm: config.helm_path.clone(),
+                timeout: Duration::from_secs(config.helm_timeout_secs),
+            }),
+        );
+        if !config.github_repository.is_empty() {
+            by_kind.insert(
+                action::WORKFLOW_DISPATCH.into(),
+                Arc::new(WorkflowDispatch {
+                    http: http.clone(),
+                    api_url: config.github_api_url.trim_end_matches('/').to_string(),
+                    repository: config.github_repository.clone(),
+                    git_ref: config.github_ref.clone(),
+                    token: github_token,
+                }),
+            );
+        }
+        for c in &config.commands {
+            by_kind.insert(format!("command:{}", c.name), Arc::new(Command(c.clone())));
+        }
+        for w in &config.webhooks {
+            by_kind.insert(
+                format!("webhook:{}", w.name),
+                Arc::new(Webhook {
+                    http: http.clone(),
+                    config: w.clone(),
+                }),
+            );
+        }
+        by_kind.insert(action::FREEZE.into(), Arc::new(Freeze { store, clock }));
+        Self { by_kind }
+    }
+
+    /// Replaces (or adds) the executor of `kind`: tests tune the rollout poll here.
+    pub fn with(mut self, kind: &str, executor: Arc<dyn Executor>) -> Self {
+        self.by_kind.insert(kind.to_string(), executor);
+        self
+    }
+
+    pub fn get(&self, kind: &str) -> Option<Arc<dyn Executor>> {
+        self.by_kind.get(kind).cloned()
+    }
+}
+
+fn param<'a>(action: &'a ActionRecord, name: &str) -> Option<&'a str> {
+    action.params.get(name).and_then(Value::as_str)
+}
+
+fn required<'a>(action: &'a ActionRecord, name: &str) -> Result<&'a str, ExecOutcome> {
+    param(action, name)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ExecOutcome::Failed(format!("the decision names no {name}")))
+}
+
+/// `kubectl rollout undo` natively, then `kubectl rollout status`.
+pub struct RolloutUndo {
+    pub client: kube::Client,
+    /// Longest wait for the rollout to settle.
+    pub timeout: Duration,
+    pub poll: Duration,
+}
+
+#[async_trait]
+impl Executor for RolloutUndo {
+    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome {
+        let (namespace, name) = match (required(action, "namespace"), required(action, "name")) {
+            (Ok(ns), Ok(name)) => (ns, name),
+            (Err(e), _) | (_, Err(e)) => return e,
+        };
+        // The known-good revision; without one, kubectl's "previous".
+        let to_revision = match param(action, "kubernetes_revision") {
+            None => 0,
+            Some(r) => match r.parse::<i64>() {
+                Ok(r) if r > 0 => r,
+                _ => return ExecOutcome::Failed(format!("revision {r:?} is not a number")),
+            },
+        };
+        let command = format!(
+            "kubectl -n {namespace} rollout undo deployment/{name}{}",
+            if to_revision > 0 {
+                format!(" --to-revision={to_revision}")
+            } else {
+                String::new()
+            }
+        );
+        // A dry run still asks the API server, which validates the patch and changes
+        // nothing (`dryRun=All`).
+        let outcome =
+            match undo::rollout_undo(&self.client, namespace, name, to_revision, dry_run).await {
+                Ok(outcome) => outcome,
+                Err(err) => return undo_error(err),
+            };
+        match outcome {
+            UndoOutcome::RolledBack {
+                dry_run: true,
+                revision,
+                images,
+            } => ExecOutcome::DryRun {
+                result: json!({
+                    "would_run": command,
+                    "revision": revision,
+                    "images": images,
+                    "server_dry_run": true,
+                }),
+            },
+            UndoOutcome::Skipped { revision } if dry_run => ExecOutcome::DryRun {
+                result: json!({
+                    "would_run": command,
+                    "revision": revision,
+                    "already_at_revision": true,
+                }),
+            },
+            UndoOutcome::Skipped { revision } => {
+                // The world already shows the rollback (a previous attempt of ours, or
+                // a person): do not send it again, but still watch the rollout.
+                self.follow(
+                    namespace,
+                    name,
+                    json!({
+                        "command": command,
+                        "revision": revision,
+                        "already_at_revision": true,
+                    }),
+                )
+                .await
+            }
+            UndoOutcome::RolledBack {
+                revision, images, ..
+            } => {
+                self.follow(
+                    namespace,
+                    name,
+                    json!({
+                        "command": command,
+                        "revision": revision,
+                        "images": images,
+                    }),
+                )
+                .await
+            }
+        }
+    }
+}
+
+impl RolloutUndo {
+    async fn follow(&self, namespace: &str, name: &str, mut result: Value) -> ExecOutcome {
+        let status = match undo::rollout_status(
+            &self.client,
+            namespace,
+            name,
+            self.timeout,
+            self.poll,
+        )
+        .await
+        {
+            Ok(status) => status,
+            Err(err) => {
+                result["rollout"] = json!("unknown");
+                return ExecOutcome::Escalate {
+                    error: format!("rolled back, but rollout status failed: {err}"),
+                    result: Some(result),
+                };
+            }
+        };
+        match status {
+            RolloutStatus::Complete => {
+                result["rollout"] = json!("complete");
+                ExecOutcome::Done {
+                    result,
+                    verify: true,
+                }
+            }
+            RolloutStatus::Failed { message } => {
+                result["rollout"] = json!("failed");
+                ExecOutcome::Escalate {
+                    error: message,
+                    result: Some(result),
+                }
+            }
+            RolloutStatus::TimedOut => {
+                result["rollout"] = json!("timed_out");
+                ExecOutcome::Escalate {
+                    error: format!(
+                        "the rollout did not complete within {} s",
+                        self.timeout.as_secs()
+                    ),
+                    result: Some(result),
+                }
+            }
+        }
+    }
+}
+
+fn undo_error(err: UndoError) -> ExecOutcome {
+    match &err {
+        UndoError::Kube { source, .. } => {
+            let transient = match source {
+                kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+                _ => true,
+            };
+            if transient {
+                ExecOutcome::Retry(err.to_string())
+            } else {
+                ExecOutcome::Failed(err.to_string())
+            }
+        }
+        _ => ExecOutcome::Failed(err.to_string()),
+    }
+}
+
+/// `helm rollback RELEASE REVISION -n NS --cleanup-on-fail --wait` through the binary.
+pub struct HelmRollback {
+    pub helm: String,
+    pub timeout: Duration,
+}
+
+#[async_trait]
+impl Executor for HelmRollback {
+    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome {
+        let (release, revision, namespace) = match (
+            required(action, "helm_release"),
+            required(action, "helm_revision"),
+            required(action, "helm_namespace").or_else(|_| required(action, "namespace")),
+        ) {
+            (Ok(r), Ok(v), Ok(n)) => (r, v, n),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
+        };
+        let timeout = format!("{}s", self.timeout.as_secs());
+        let argv: Vec<String> = [
+            self.helm.as_str(),
+            "rollback",
+            release,
+            revision,
+            "-n",
+            namespace,
+            "--cleanup-on-fail",
+            "--wait",
+            "--timeout",
+            &timeout,
+        ]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect();
+        if dry_run {
+            return ExecOutcome::DryRun {
+                result: json!({ "would_run": argv }),
+            };
+        }
+        // The world first: is the release already rolled back to that revision?
+        let history = [
+            self.helm.as_str(),
+            "history",
+            release,
+            "-n",
+            namespace,
+            "--max",
+            "1",
+            "-o",
+            "json",
+        ]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect::<Vec<_>>();
+        let seen = run(&history, Duration::from_secs(60)).await;
+        match &seen {
+            Ran::Exited {
+                code: 0, stdout, ..
+            } => {
+                if let Some(latest) = rolled_back_to(stdout, revision) {
+                    return ExecOutcome::Done {
+                        result: json!({
+                            "argv": argv,
+                            "already_rolled_back": true,
+                            "release_revision": latest,
+                        }),
+                        verify: true,
+                    };
+                }
+            }
+            other => {
+                return ExecOutcome::Retry(format!(
+                    "cannot read the release history first: {}",
+                    other.describe()
+                ));
+            }
+        }
+        // `--wait` can take up to the timeout; allow Helm a little more to exit.
+        match run(&argv, self.timeout + Duration::from_secs(30)).await {
+            Ran::Exited {
+                code: 0,
+                stdout,
+                stderr,
+            } => ExecOutcome::Done {
+                result: json!({ "argv": argv, "exit_code": 0, "stdout": stdout, "stderr": stderr }),
+                verify: true,
+            },
+            Ran::Exited {
+                code,
+                stdout,
+                stderr,
+            } => {
+                let result =
+                    json!({ "argv": argv, "exit_code": code, "stdout": stdout, "stderr": stderr });
+                if stderr.contains("another operation (install/upgrade/rollback) is in progress") {
+                    ExecOutcome::Retry(format!("helm exited {code}: {}", stderr.trim()))
+                } else {
+                    ExecOutcome::Escalate {
+                        error: format!("helm exited {code}: {}", stderr.trim()),
+                        result: Some(result),
+                    }
+                }
+            }
+            other => ExecOutcome::Escalate {
+                error: other.describe(),
+                result: Some(json!({ "argv": argv })),
+            },
+        }
+    }
+}
+
+/// The latest revision of a `helm history -o json --max 1` listing, when it is a
+/// deployed rollback to `revision` (Helm writes `Rollback to N`).
+fn rolled_back_to(history: &str, revision: &str) -> Option<i64> {
+    let entries: Vec<Value> = serde_json::from_str(history).ok()?;
+    let latest = entries.last()?;
+    let description = latest.get("description")?.as_str()?;
+    let status = latest.get("status")?.as_str()?;
+    (description == format!("Rollback to {revision}") && status == "deployed")
+        .then(|| latest.get("revision").and_then(Value::as_i64))
+        .flatten()
+}
+
+/// GitHub Actions `workflow_dispatch` through the REST API.
+pub struct WorkflowDispatch {
+    pub http: reqwest::Client,
+    pub api_url: String,
+    pub repository: String,
+    pub git_ref: String,
+    pub token: Option<Secret>,
+}
+
+#[async_trait]
+impl Executor for WorkflowDispatch {
+    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome {
+        let (workflow, environment, tag) = match (
+            required(action, "cd_workflow"),
+            required(action, "environment"),
+            required(action, "image_tag"),
+        ) {
+            (Ok(w), Ok(e), Ok(t)) => (w, e, t),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
+        };
+        let url = format!(
+            "{}/repos/{}/actions/workflows/{workflow}/dispatches",
+            self.api_url, self.repository
+        );
+        let body = json!({
+            "ref": self.git_ref,
+            "inputs": { "environment": environment, "image_tag": tag },
+        });
+        if dry_run {
+            return ExecOutcome::DryRun {
+                result: json!({ "would_post": url, "body": body }),
+            };
+        }
+        if action.resumed {
+            // GitHub cannot tell whether the interrupted attempt's dispatch arrived.
+            return ExecOutcome::Escalate {
+                error: format!(
+                    "an earlier attempt was interrupted mid-dispatch; check the runs of \
+                     {workflow} in {} before dispatching again",
+                    self.repository
+                ),
+                result: Some(json!({ "url": url, "body": body })),
+            };
+        }
+        let Some(token) = &self.token else {
+            return ExecOutcome::Failed(
+                "no GitHub token: set actions.github_token or the variable actions.github_token_env names"
+                    .into(),
+            );
+        };
+        let request = self
+            .http
+            .post(&url)
+            .bearer_auth(token.expose())
+            .header("accept", "application/vnd.github+json")
+            .header("x-github-api-version", "2022-11-28")
+            .json(&body);
+        match post(request).await {
+            Posted::Ok { status, body: text } => ExecOutcome::Done {
+                result: json!({ "url": url, "body": body, "status": status, "response": text }),
+                verify: true,
+            },
+            Posted::Transient(why) => ExecOutcome::Retry(why),
+            Posted::Rejected(why) => ExecOutcome::Failed(why),
+        }
+    }
+}
+
+/// A configured argv, rendered from the action's parameters, run without a shell.
+pub struct Command(pub CommandConfig);
+
+#[async_trait]
+impl Executor for Command {
+    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome {
+        let mut params = action.params.clone();
+        params["decision_id"] = json!(action.decision_id.to_string());
+        params["action_id"] = json!(action.id.to_string());
+        let argv = match command::render_argv(&self.0.argv, &params) {
+            Ok(argv) => argv,
+            Err(why) => return ExecOutcome::Failed(why),
+        };
+        if dry_run {
+            return ExecOutcome::DryRun {
+                result: json!({ "would_run": argv }),
+            };
+        }
+        if action.resumed {
+            return ExecOutcome::Escalate {
+                error: format!(
+                    "an earlier attempt of command {:?} was interrupted; it is not run again \
+                     blindly — check its effect, then re-run it by hand",
+                    self.0.name
+                ),
+                result: Some(json!({ "argv": argv })),
+            };
+        }
+        match run(&argv, Duration::from_secs(self.0.timeout_secs)).await {
+            Ran::Exited {
+                code: 0,
+                stdout,
+                stderr,
+            } => ExecOutcome::Done {
+                result: json!({ "argv": argv, "exit_code": 0, "stdout": stdout, "stderr": stderr }),
+                verify: true,
+            },
+            Ran::Exited {
+                code,
+                stdout,
+                stderr,
+            } => ExecOutcome::Escalate {
+                error: format!("{} exited {code}: {}", argv[0], stderr.trim()),
+                result: Some(
+                    json!({ "argv": argv, "exit_code": code, "stdout": stdout, "stderr": stderr }),
+                ),
+            },
+            other => ExecOutcome::Escalate {
+                error: other.describe(),
+                result: Some(json!({ "argv": argv })),
+            },
+        }
+    }
+}
+
+/// POST the action and its decision's facts to a configured URL.
+pub struct Webhook {
+    pub http: reqwest::Client,
+    pub config: WebhookConfig,
+}
+
+#[async_trait]
+impl Executor for Webhook {
+    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome {
+        let body = json!({
+            "action_id": action.id,
+            "decision_id": action.decision_id,
+            "idempotency_key": action.idempotency_key,
+            "target": action.target_key,
+            "mode": action.mode,
+            "params": action.params,
+        });
+        if dry_run {
+            return ExecOutcome::DryRun {
+                result: json!({ "would_post": self.config.url, "body": body }),
+            };
+        }
+        // Receivers deduplicate on the key, so a resumed attempt may send again.
+        let mut request = self
+            .http
+            .post(&self.config.url)
+            .header("idempotency-key", &action.idempotency_key)
+            .json(&body);
+        if !self.config.token.is_empty() {
+            request = request.bearer_auth(self.config.token.expose());
+        }
+        match post(request).await {
+            Posted::Ok { status, body: text } => ExecOutcome::Done {
+                result: json!({ "url": self.config.url, "status": status, "response": text }),
+                verify: false,
+            },
+            Posted::Transient(why) => ExecOutcome::Retry(why),
+            Posted::Rejected(why) => ExecOutcome::Failed(why),
+        }
+    }
+}
+
+/// M8: a freeze record the canary gates honour.
+pub struct Freeze {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[async_trait]
+impl Executor for Freeze {
+    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome {
+        let (scope, reason) = match (required(action, "scope"), required(action, "reason")) {
+            (Ok(s), Ok(r)) => (s, r),
+            (Err(e), _) | (_, Err(e)) => return e,
+        };
+        if dry_run {
+            return ExecOutcome::DryRun {
+                result: json!({ "would_freeze": scope, "reason": reason }),
+            };
+        }
+        let now = self.clock.now();
+        // The world first: a freeze of this decision may already stand.
+        match self.store.list_freezes(Some(now), None, 500).await {
+            Ok(freezes) => {
+                if let Some(existing) = freezes
+                    .iter()
+                    .find(|f| f.decision_id == Some(action.decision_id) && f.freeze.scope == scope)
+                {
+                    return ExecOutcome::Done {
+                        result: json!({ "freeze_id": existing.freeze.id, "scope": scope, "existing": true }),
+                        verify: false,
+                    };
+                }
+            }
+            Err(err) => return ExecOutcome::Retry(err.to_string()),
+        }
+        let freeze = NewFreeze {
+            scope: scope.to_string(),
+            reason: reason.chars().take(1024).collect(),
+            created_by: "rollwarden".into(),
+            decision_id: Some(action.decision_id),
+            expires_at: None,
+        };
+        match self.store.create_freeze(&freeze, now).await {
+            Ok(record) => ExecOutcome::Done {
+                result: json!({ "freeze_id": record.freeze.id, "scope": scope }),
+                verify: false,
+            },
+            Err(err) => ExecOutcome::Retry(err.to_string()),
+        }
+    }
+}
+
+/// How a child process ended.
+#[derive(Debug)]
+pub(crate) enum Ran {
+    Exited {
+        code: i32,
+        stdout: String,
+        stderr: String,
+    },
+    /// Killed at the timeout: what it did is unknown.
+    TimedOut(Duration),
+    /// Could not be started (not found, not executable) or was killed by a signal.
+    Broken(String),
+}
+
+impl Ran {
+    fn describe(&self) -> String {
+        match self {
+            Ran::Exited { code, stderr, .. } => format!("exited {code}: {}", stderr.trim()),
+            Ran::TimedOut(after) => format!("killed after its {} s timeout", after.as_secs()),
+            Ran::Broken(why) => why.clone(),
+        }
+    }
+}
+
+/// Runs `argv` (no shell, no stdin) with a timeout, keeping the first
+/// [`OUTPUT_LIMIT`] bytes of stdout and stderr.
+pub(crate) async fn run(argv: &[String], timeout: Duration) -> Ran {
+    let Some((program, args)) = argv.split_first() else {
+        return Ran::Broken("empty argv".into());
+    };
+    let mut child = match tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) => return Ran::Broken(format!("cannot run {program}: {err}")),
+    };
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let read = |pipe: Option<_>| async move {
+        let mut buffer = Vec::new();
+        if let Some(pipe) = pipe {
+            let pipe: Box<dyn tokio::io::AsyncRead + Unpin + Send> = pipe;
+            // Read everything (so the child never blocks on a full pipe), keep a prefix.
+            let mut chunk = [0u8; 8192];
+            let mut pipe = pipe;
+            while let Ok(n) = pipe.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                let room = OUTPUT_LIMIT.saturating_sub(buffer.len());
+                buffer.extend_from_slice(&chunk[..n.min(room)]);
+            }
+        }
+        String::from_utf8_lossy(&buffer).into_owned()
+    };
+    let boxed_out = stdout.map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
+    let boxed_err = stderr.map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
+    let waited = tokio::time::timeout(timeout, async {
+        let (out, err, status) = tokio::join!(read(boxed_out), read(boxed_err), child.wait());
+        (out, err, status)
+    })
+    .await;
+    match waited {
+        Err(_) => {
+            let _ = child.kill().await;
+            Ran::TimedOut(timeout)
+        }
+        Ok((_, _, Err(err))) => Ran::Broken(format!("waiting for {program}: {err}")),
+        Ok((stdout, stderr, Ok(status))) => match status.code() {
+            Some(code) => Ran::Exited {
+                code,
+                stdout,
+                stderr,
+            },
+            None => Ran::Broken(format!("{program} was killed by a signal")),
+        },
+    }
+}
+
+/// How an outbound POST went.
+pub(crate) enum Posted {
+    Ok {
+        status: u16,
+        body: String,
+    },
+    /// Network errors, timeouts, 429 and 5xx: retried with backoff.
+    Transient(String),
+    /// Other 4xx (and redirects): repeating would not help.
+    Rejected(String),
+}
+
+/// Sends `request`, keeping a bounded excerpt of the answer.
+pub(crate) async fn post(request: reqwest::RequestBuilder) -> Posted {
+    let response = match request.send().await {
+        Ok(response) => response,
+        // Without the URL: Slack webhook URLs are secrets.
+        Err(err) => return Posted::Transient(format!("request failed: {}", err.without_url())),
+    };
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    let excerpt: String = body.chars().take(512).collect();
+    if status.is_success() {
+        Posted::Ok {
+            status: status.as_u16(),
+            body: excerpt,
+        }
+    } else if status.is_server_error() || status.as_u16() == 429 {
+        Posted::Transient(format!("answered {status}: {excerpt}"))
+    } else {
+        Posted::Rejected(format!("answered {status}: {excerpt}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helm_history_shows_a_finished_rollback() {
+        let history = r#"[{"revision":4,"updated":"2026-08-22T14:10:00Z","status":"deployed","chart":"checkout-1.0.0","app_version":"2.4.9","description":"Rollback to 2"}]"#;
+        assert_eq!(rolled_back_to(history, "2"), Some(4));
+        assert_eq!(rolled_back_to(history, "3"), None);
+        let upgrade = r#"[{"revision":3,"status":"deployed","description":"Upgrade complete"}]"#;
+        assert_eq!(rolled_back_to(upgrade, "2"), None);
+        assert_eq!(rolled_back_to("not json", "2"), None);
+    }
+
+    #[tokio::test]
+    async fn a_command_runs_without_a_shell_and_its_output_is_kept() {
+        let argv = vec!["/bin/echo".to_string(), "a; b".to_string()];
+        match run(&argv, Duration::from_secs(10)).await {
+            Ran::Exited { code, stdout, .. } => {
+                assert_eq!(code, 0);
+                assert_eq!(stdout, "a; b\n");
+            }
+            other => panic!("{other:?}"),
+        }
+        match run(&["/no/such/program".to_string()], Duration::from_secs(10)).await {
+            Ran::Broken(why) => assert!(why.contains("/no/such/program"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        match run(
+            &["/bin/sleep".to_string(), "5".to_string()],
+            Duration::from_millis(100),
+        )
+        .await
+        {
+            Ran::TimedOut(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Notification channels: a Slack incoming webhook and a generic JSON webhook. A
+//! message is enqueued once per (event, channel) and delivered by the workers with
+//! retries; every attempt's outcome is kept on its row.
+
+use chrono::{DateTime, Utc};
+
+use super::executor::{Posted, post};
+use crate::config::{NotifyConfig, Secret};
+use crate::domain::action::Message;
+use crate::store::{NewNotification, NotificationRecord, Store, StoreError};
+
+/// Where notifications go.
+#[derive(Clone, Default)]
+pub struct Channels {
+    pub slack: Option<Secret>,
+    pub webhook: Option<(String, Secret)>,
+    pub public_url: String,
+}
+
+impl Channels {
+    pub fn from_config(config: &NotifyConfig) -> Self {
+        Self {
+            slack: (!config.slack_webhook_url.is_empty()).then(|| config.slack_webhook_url.clone()),
+            webhook: (!config.webhook_url.is_empty())
+                .then(|| (config.webhook_url.clone(), config.webhook_token.clone())),
+            public_url: config.public_url.clone(),
+        }
+    }
+
+    /// Enqueues `message` on every configured channel; `true` when any row is new.
+    pub async fn enqueue(
+        &self,
+        store: &dyn Store,
+        message: &Message<'_>,
+        action_id: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let subject = match action_id {
+            Some(id) => format!("action:{id}"),
+            None => format!("decision:{}", message.decision_id),
+        };
+        let event = message.event.as_str();
+        let mut any = false;
+        let mut channels = Vec::new();
+        if self.slack.is_some() {
+            channels.push(("slack", message.slack()));
+        }
+        if self.webhook.is_some() {
+            channels.push(("webhook", message.webhook()));
+        }
+        for (channel, payload) in channels {
+            // A result can be announced once per state the action reaches.
+            let state = message.action.map_or("", |(_, state)| state);
+            let notification = NewNotification {
+                action_id,
+                decision_id: Some(message.decision_id),
+                channel: channel.into(),
+                event: event.into(),
+                idempotency_key: format!("{subject}|{event}:{state}|{channel}"),
+                payload,
+            };
+            let (_, new) = store.enqueue_notification(&notification, now).await?;
+            any |= new;
+        }
+        Ok(any)
+    }
+
+    /// POSTs a notification to its channel.
+    pub(crate) async fn deliver(
+        &self,
+        http: &reqwest::Client,
+        notification: &NotificationRecord,
+    ) -> Posted {
+        let request = match notification.channel.as_str() {
+            "slack" => match &self.slack {
+                Some(url) => http.post(url.expose()).json(&notification.payload),
+                None => return Posted::Rejected("slack is no longer configured".into()),
+            },
+            "webhook" => match &self.webhook {
+                Some((url, token)) => {
+                    let mut request = http
+                        .post(url)
+                        .header(
+                            "idempotency-key",
+                            format!("rollwarden-notification-{}", notification.id),
+                        )
+                        .json(&notification.payload);
+                    if !token.is_empty() {
+                        request = request.bearer_auth(token.expose());
+                    }
+                    request
+                }
+                None => return Posted::Rejected("the webhook is no longer configured".into()),
+            },
+            other => return Posted::Rejected(format!("unknown channel {other:?}")),
+        };
+        post(request).await
+    }
+}

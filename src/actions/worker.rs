@@ -1,0 +1,533 @@
+//! The outbox worker. Each step: expire approvals nobody gave, run every claimable
+//! action (loop guard first, announcement before, result after), verify executed
+//! rollbacks against the target's latest decision (V1) and escalate those that have
+//! not restored service in time (E1), and deliver pending notifications.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::executor::{ExecOutcome, Executors, Posted};
+use super::notify::Channels;
+use crate::clock::Clock;
+use crate::domain::action::{ActionKind, Event, Message};
+use crate::domain::policy::Policy;
+use crate::domain::{Decision, Verdict};
+use crate::store::{
+    ActionFinish, ActionQuery, ActionRecord, ActionTransition, NotificationFinish, Store,
+    StoreError,
+};
+use crate::telemetry::Metrics;
+
+/// Most actions, verifications or notifications handled per step and kind of work.
+const BATCH: u32 = 64;
+
+/// How a worker behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub dry_run: bool,
+    pub lease: Duration,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub notify_max_attempts: u32,
+    /// How long an announced rollback is expected to take (the ETA).
+    pub eta: Duration,
+    /// How often an idle worker looks for work.
+    pub poll: Duration,
+}
+
+impl WorkerConfig {
+    pub fn from_config(config: &crate::config::ActionsConfig, notify_max_attempts: u32) -> Self {
+        Self {
+            dry_run: config.dry_run,
+            lease: Duration::from_secs(config.lease_secs),
+            max_attempts: config.max_attempts,
+            retry_base: Duration::from_secs(config.retry_base_secs),
+            retry_max: Duration::from_secs(config.retry_max_secs),
+            notify_max_attempts,
+            eta: Duration::from_secs(config.rollout_timeout_secs),
+            poll: Duration::from_millis(config.poll_ms),
+        }
+    }
+
+    /// The wait before attempt `attempts + 1`: the base doubled per attempt, capped.
+    fn backoff(&self, attempts: i32) -> chrono::Duration {
+        let exponent = u32::try_from(attempts.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+        let wait = self
+            .retry_base
+            .saturating_mul(2u32.saturating_pow(exponent))
+            .min(self.retry_max);
+        chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX)
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StepReport {
+    pub expired: usize,
+    pub ran: usize,
+    pub verified: usize,
+    pub escalated: usize,
+    pub delivered: usize,
+    pub undelivered: usize,
+}
+
+impl StepReport {
+    fn busy(&self) -> bool {
+        self.ran + self.delivered + self.undelivered > 0
+    }
+}
+
+/// One worker; run several (in one replica or many) on one store.
+#[derive(Clone)]
+pub struct Worker {
+    /// Names this worker in leases and the audit trail.
+    pub owner: String,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub policy: Arc<Policy>,
+    pub executors: Executors,
+    pub channels: Channels,
+    pub http: reqwest::Client,
+    pub config: WorkerConfig,
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+impl Worker {
+    /// Runs steps until `shutdown`, sleeping between idle ones (new work wakes it).
+    /// A shutdown abandons an attempt in progress exactly as a crash would: its lease
+    /// expires and the next worker checks the world before acting again.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let step = tokio::select! {
+                () = shutdown.cancelled() => return,
+                step = self.step() => step,
+            };
+            let busy = match step {
+                Ok(report) => report.busy(),
+                Err(err) => {
+                    self.metrics.store_error("actions_worker", &err);
+                    tracing::error!(error = %err, worker = %self.owner, "actions worker step failed");
+                    false
+                }
+            };
+            if busy && !shutdown.is_cancelled() {
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.config.poll) => {}
+            }
+        }
+    }
+
+    /// One pass over every kind of work.
+    pub async fn step(&self) -> Result<StepReport, StoreError> {
+        let mut report = StepReport {
+            expired: self.expire_approvals().await?,
+            ..StepReport::default()
+        };
+        for _ in 0..BATCH {
+            let now = self.clock.now();
+            let lease =
+                chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::MAX);
+            let Some(action) = self.store.claim_action(&self.owner, lease, now).await? else {
+                break;
+            };
+            self.run_action(action, &mut report).await?;
+            report.ran += 1;
+        }
+        self.verify(&mut report).await?;
+        self.deliver(&mut report).await?;
+        Ok(report)
+    }
+
+    async fn decision(&self, id: i64) -> Result<Option<Decision>, StoreError> {
+        Ok(self
+            .store
+            .decision(id)
+            .await?
+            .and_then(|stored| serde_json::from_value(stored.decision).ok()))
+    }
+
+    /// Enqueues a message about `action` on every channel.
+    async fn announce(
+        &self,
+        action: &ActionRecord,
+        state: &str,
+        event: Event,
+        detail: Option<&str>,
+        eta: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let Some(decision) = self.decision(action.decision_id).await? else {
+            return Ok(());
+        };
+        let message = Message {
+            event,
+            decision_id: action.decision_id,
+            decision: &decision,
+            action: Some((&action.kind, state)),
+            detail,
+            now: self.clock.now(),
+            eta,
+            public_url: &self.channels.public_url,
+        };
+        self.channels
+            .enqueue(&*self.store, &message, Some(action.id), self.clock.now())
+            .await?;
+        Ok(())
+    }
+
+    async fn audit(
+        &self,
+        action: &ActionRecord,
+        kind: &str,
+        details: Value,
+    ) -> Result<(), StoreError> {
+        self.store
+            .record_audit(
+                &self.owner,
+                kind,
+                &format!("action:{}", action.id),
+                &details,
+                self.clock.now(),
+            )
+            .await
+    }
+
+    async fn run_action(
+        &self,
+        action: ActionRecord,
+        report: &mut StepReport,
+    ) -> Result<(), StoreError> {
+        let kind = ActionKind::parse(&action.kind);
+        let executor = self.executors.get(&action.kind);
+        let (Some(kind), Some(executor)) = (kind, executor) else {
+            let error = format!(
+                "no executor for {:?} here (is Kubernetes access configured, or the \
+                 command/webhook still in the config?)",
+                action.kind
+            );
+            return self
+                .finish(&action, ActionFinish::Failed { error }, report)
+                .await;
+        };
+        let dry_run = self.config.dry_run;
+        if kind.rolls_back()
+            && action.mode == "auto"
+            && !dry_run
+            && let Some(trip) = self.loop_guard(&action).await?
+        {
+            let finish = ActionFinish::Escalated {
+                error: trip,
+                result: None,
+            };
+            return self.finish(&action, finish, report).await;
+        }
+        self.audit(
+            &action,
+            "action.started",
+            json!({ "attempt": action.attempts, "resumed": action.resumed, "dry_run": dry_run }),
+        )
+        .await?;
+        if kind.rolls_back() && !dry_run {
+            // The runbook's announcement goes out before the rollback starts.
+            let eta = self.clock.now()
+                + chrono::Duration::from_std(self.config.eta).unwrap_or(chrono::Duration::zero());
+            self.announce(&action, "running", Event::Announce, None, Some(eta))
+                .await?;
+            self.deliver(report).await?;
+        }
+        tracing::info!(action = action.id, kind = %action.kind, target = %action.target_key, dry_run, attempt = action.attempts, "executing");
+        let outcome = executor.execute(&action, dry_run).await;
+        let finish = match outcome {
+            ExecOutcome::Done { result, verify } => ActionFinish::Succeeded {
+                result,
+                verify: verify && kind.rolls_back(),
+            },
+            ExecOutcome::DryRun { result } => ActionFinish::DryRun { result },
+            ExecOutcome::Retry(error) if action.attempts < self.config.max_attempts as i32 => {
+                ActionFinish::Retry {
+                    retry_at: self.clock.now() + self.config.backoff(action.attempts),
+                    error,
+                }
+            }
+            ExecOutcome::Retry(error) => ActionFinish::Failed {
+                error: format!("gave up after {} attempts: {error}", action.attempts),
+            },
+            ExecOutcome::Failed(error) => ActionFinish::Failed { error },
+            ExecOutcome::Escalate { error, result } => ActionFinish::Escalated { error, result },
+        };
+        self.finish(&action, finish, report).await
+    }
+
+    /// The loop guard, enforced at execution time too: `Some(why)` when another
+    /// automatic rollback of the target now would trip it.
+    async fn loop_guard(&self, action: &ActionRecord) -> Result<Option<String>, StoreError> {
+        let guard = &self.policy.loop_guard;
+        let now = self.clock.now();
+        let window =
+            chrono::Duration::seconds(i64::try_from(guard.window_secs).unwrap_or(i64::MAX));
+        let done = self
+            .store
+            .automatic_rollbacks(&action.target_key, now - window)
+            .await?;
+        let min_interval =
+            chrono::Duration::seconds(i64::try_from(guard.min_interval_secs).unwrap_or(i64::MAX));
+        if done.len() >= guard.limit as usize {
+            return Ok(Some(format!(
+                "loop guard: {} automatic rollbacks of this target in the last {} s (limit {}); \
+                 not rolling back again",
+                done.len(),
+                guard.window_secs,
+                guard.limit
+            )));
+        }
+        if let Some(last) = done.last().filter(|last| now - **last < min_interval) {
+            return Ok(Some(format!(
+                "loop guard: the last automatic rollback of this target was at {last}, less \
+                 than {} s ago; not rolling back again",
+                guard.min_interval_secs
+            )));
+        }
+        Ok(None)
+    }
+
+    async fn finish(
+        &self,
+        action: &ActionRecord,
+        finish: ActionFinish,
+        report: &mut StepReport,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        if !self
+            .store
+            .finish_action(action.id, &self.owner, &finish, now)
+            .await?
+        {
+            tracing::warn!(action = action.id, worker = %self.owner, "lease lost before the attempt ended; its outcome is left to the next claim");
+            return Ok(());
+        }
+        let (state, detail, details): (&str, Option<String>, Value) = match &finish {
+            ActionFinish::Succeeded { result, verify } => (
+                if *verify { "verifying" } else { "succeeded" },
+                None,
+                result.clone(),
+            ),
+            ActionFinish::DryRun { result } => ("dry_run", None, result.clone()),
+            ActionFinish::Escalated { error, result } => (
+                "escalated",
+                Some(error.clone()),
+                json!({ "error": error, "result": result }),
+            ),
+            ActionFinish::Retry { error, retry_at } => (
+                "retry",
+                Some(error.clone()),
+                json!({ "error": error, "retry_at": retry_at }),
+            ),
+            ActionFinish::Failed { error } => {
+                ("failed", Some(error.clone()), json!({ "error": error }))
+            }
+        };
+        self.metrics.action(metric_kind(&action.kind), state);
+        tracing::info!(action = action.id, kind = %action.kind, state, error = detail.as_deref().unwrap_or(""), "action attempt ended");
+        self.audit(action, &format!("action.{state}"), details)
+            .await?;
+        let announced = match state {
+            "retry" => None,
+            "escalated" => {
+                report.escalated += 1;
+                Some(Event::Escalate)
+            }
+            _ => Some(Event::Result),
+        };
+        if let Some(event) = announced {
+            let detail = detail.or_else(|| match state {
+                "verifying" => Some(format!(
+                    "Executed; now verifying that service is restored (escalation after {} s).",
+                    self.policy.verification.escalate_after_secs
+                )),
+                "dry_run" => {
+                    Some("Dry run: recorded what would have been done; nothing was.".into())
+                }
+                _ => None,
+            });
+            self.announce(action, state, event, detail.as_deref(), None)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Moves approvals past their expiry to `expired`.
+    async fn expire_approvals(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let waiting = self
+            .store
+            .list_actions(&ActionQuery {
+                state: Some("awaiting_approval".into()),
+                limit: BATCH * 4,
+                ..ActionQuery::default()
+            })
+            .await?;
+        let mut expired = 0;
+        for action in waiting {
+            if action.expires_at.is_none_or(|at| at > now) {
+                continue;
+            }
+            let change = ActionTransition {
+                from: &["awaiting_approval"],
+                to: "expired",
+                actor: &self.owner,
+                comment: None,
+                details: json!({ "expires_at": action.expires_at }),
+            };
+            if let Some(action) = self
+                .store
+                .transition_action(action.id, &change, now)
+                .await?
+            {
+                expired += 1;
+                self.metrics.action(metric_kind(&action.kind), "expired");
+                self.announce(
+                    &action,
+                    "expired",
+                    Event::Result,
+                    Some("Nobody approved it in time; nothing was done."),
+                    None,
+                )
+                .await?;
+            }
+        }
+        Ok(expired)
+    }
+
+    /// V1/E1: a rollback being verified is `verified` once the target's latest
+    /// decision after it shows service restored, and `escalated` when that has not
+    /// happened within `verification.escalate_after_secs`.
+    async fn verify(&self, report: &mut StepReport) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let verifying = self
+            .store
+            .list_actions(&ActionQuery {
+                state: Some("verifying".into()),
+                limit: BATCH * 4,
+                ..ActionQuery::default()
+            })
+            .await?;
+        let window = chrono::Duration::seconds(
+            i64::try_from(self.policy.verification.escalate_after_secs).unwrap_or(i64::MAX),
+        );
+        for action in verifying {
+            let executed_at = action.executed_at.unwrap_or(action.updated_at);
+            let latest = self.store.latest_decision(&action.target_key).await?;
+            let restored = latest
+                .as_ref()
+                .filter(|d| d.decided_at >= executed_at)
+                .and_then(|d| {
+                    let decision: Decision = serde_json::from_value(d.decision.clone()).ok()?;
+                    let passing = decision.verification.as_ref().is_none_or(|v| v.passing);
+                    (matches!(decision.verdict, Verdict::Ok | Verdict::Monitor) && passing)
+                        .then_some(d.id)
+                });
+            let (to, event, detail) = if let Some(decision_id) = restored {
+                (
+                    "verified",
+                    Event::Result,
+                    format!("Service restored: decision #{decision_id} shows the target healthy."),
+                )
+            } else if now - executed_at >= window {
+                (
+                    "escalated",
+                    Event::Escalate,
+                    format!(
+                        "E1: the rollback has not restored service within {} s; escalate to \
+                         the platform on-call (and the database owners).",
+                        self.policy.verification.escalate_after_secs
+                    ),
+                )
+            } else {
+                continue;
+            };
+            let change = ActionTransition {
+                from: &["verifying"],
+                to,
+                actor: &self.owner,
+                comment: None,
+                details: json!({ "detail": detail, "latest_decision": latest.as_ref().map(|d| d.id) }),
+            };
+            if let Some(action) = self
+                .store
+                .transition_action(action.id, &change, now)
+                .await?
+            {
+                if to == "verified" {
+                    report.verified += 1;
+                } else {
+                    report.escalated += 1;
+                }
+                self.metrics.action(metric_kind(&action.kind), to);
+                self.announce(&action, to, event, Some(&detail), None)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers every notification due.
+    async fn deliver(&self, report: &mut StepReport) -> Result<(), StoreError> {
+        let lease = chrono::Duration::seconds(60);
+        for _ in 0..BATCH {
+            let now = self.clock.now();
+            let Some(n) = self
+                .store
+                .claim_notification(&self.owner, lease, now)
+                .await?
+            else {
+                break;
+            };
+            let finish = match self.channels.deliver(&self.http, &n).await {
+                Posted::Ok { status, body } => {
+                    report.delivered += 1;
+                    NotificationFinish::Delivered {
+                        response: format!("{status} {body}"),
+                    }
+                }
+                Posted::Transient(error) if n.attempts < self.config.notify_max_attempts as i32 => {
+                    report.undelivered += 1;
+                    NotificationFinish::Retry {
+                        retry_at: self.clock.now() + self.config.backoff(n.attempts),
+                        error,
+                    }
+                }
+                Posted::Transient(error) | Posted::Rejected(error) => {
+                    report.undelivered += 1;
+                    NotificationFinish::Failed { error }
+                }
+            };
+            let outcome = match &finish {
+                NotificationFinish::Delivered { .. } => "delivered",
+                NotificationFinish::Retry { .. } => "retry",
+                NotificationFinish::Failed { .. } => "failed",
+            };
+            self.metrics.notification_sent(&n.channel, outcome);
+            if outcome != "delivered" {
+                tracing::warn!(notification = n.id, channel = %n.channel, outcome, "notification not delivered");
+            }
+            self.store
+                .finish_notification(n.id, &self.owner, &finish, self.clock.now())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The kind as a metric label: configured names are dropped to bound cardinality.
+fn metric_kind(kind: &str) -> &str {
+    kind.split(':').next().unwrap_or(kind)
+}

@@ -1,0 +1,353 @@
+//! From a decision to actions: which executors act on a `rollback` or `freeze`
+//! verdict, in which mode, under which idempotency key, and the words people read
+//! about it (Slack and webhook notifications). Pure: the outbox worker does the I/O.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::decision::clock;
+use super::{Decision, Mode, Target, Verdict};
+
+/// The built-in executors; `command:NAME` and `webhook:NAME` name configured ones.
+pub const ROLLOUT_UNDO: &str = "rollout_undo";
+pub const HELM_ROLLBACK: &str = "helm_rollback";
+pub const WORKFLOW_DISPATCH: &str = "workflow_dispatch";
+pub const FREEZE: &str = "freeze";
+
+/// What an action does, parsed from its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionKind {
+    RolloutUndo,
+    HelmRollback,
+    WorkflowDispatch,
+    /// A configured argv template (`[[actions.commands]]`).
+    Command(String),
+    /// POST the decision to a configured URL (`[[actions.webhooks]]`).
+    Webhook(String),
+    /// Create a freeze record (M8).
+    Freeze,
+}
+
+impl ActionKind {
+    /// Parses `rollout_undo`, `helm_rollback`, `workflow_dispatch`, `freeze`,
+    /// `command:NAME`, `webhook:NAME`.
+    pub fn parse(kind: &str) -> Option<Self> {
+        match kind {
+            ROLLOUT_UNDO => Some(Self::RolloutUndo),
+            HELM_ROLLBACK => Some(Self::HelmRollback),
+            WORKFLOW_DISPATCH => Some(Self::WorkflowDispatch),
+            FREEZE => Some(Self::Freeze),
+            other => match other.split_once(':') {
+                Some(("command", name)) if !name.is_empty() => Some(Self::Command(name.into())),
+                Some(("webhook", name)) if !name.is_empty() => Some(Self::Webhook(name.into())),
+                _ => None,
+            },
+        }
+    }
+
+    /// Whether carrying it out rolls the target back (the loop guard counts those,
+    /// and their outcome is verified).
+    pub fn rolls_back(&self) -> bool {
+        !matches!(self, Self::Webhook(_) | Self::Freeze)
+    }
+}
+
+/// An action to enqueue for a decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedAction {
+    pub kind: String,
+    pub mode: Mode,
+    /// `pending` (a worker runs it), `awaiting_approval`, `recommended` or `recorded`.
+    pub state: &'static str,
+    /// One action per key, ever: the target, the suspect deploy (or, for a freeze, the
+    /// regression's start) and the kind.
+    pub idempotency_key: String,
+    /// What the executor needs, from the decision and the target.
+    pub params: Value,
+}
+
+/// How the freeze of an M8 decision is scoped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FreezeScope {
+    /// Every target: the runbook's "stop all deployments".
+    #[default]
+    All,
+    /// The target's cluster and namespace.
+    Namespace,
+    /// The target alone.
+    Target,
+}
+
+/// The executors that roll `target` back when none are configured: Helm when the
+/// target is a Helm release with a known-good revision, else a rollout undo for a
+/// Deployment, else the CD rollback workflow when it can be dispatched.
+pub fn default_executors(decision: &Decision, target: &Target) -> Vec<String> {
+    let Some(plan) = &decision.plan else {
+        return Vec::new();
+    };
+    // A canary run rolls back through its controller (Flagger's rollback hook, the Argo
+    // analysis): an undo of the Deployment would fight the controller.
+    if decision.suspect.as_ref().is_some_and(|s| {
+        matches!(
+            s.deploy.source,
+            super::DeploySource::Flagger | super::DeploySource::Argo
+        )
+    }) {
+        return Vec::new();
+    }
+    if target.helm_release.is_some() && plan.helm_revision.is_some() {
+        vec![HELM_ROLLBACK.into()]
+    } else if target.target.kind == "Deployment" {
+        vec![ROLLOUT_UNDO.into()]
+    } else if plan.cd_workflow.is_some() && plan.environment.is_some() && plan.image_tag.is_some() {
+        vec![WORKFLOW_DISPATCH.into()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The actions `decision` calls for, given the target's mode.
+///
+/// - `rollback` with a plan: one action per executor of the target (configured, or
+///   [`default_executors`]).
+/// - `freeze`: a freeze action (executed in every mode but `observe`: blocking new
+///   rollouts is always safe); when a rollback also fired without a hold, the rollback
+///   actions too, but never automatically — a freeze admits only approved rollbacks.
+/// - anything else: nothing.
+pub fn plan(decision: &Decision, target: &Target, freeze_scope: FreezeScope) -> Vec<PlannedAction> {
+    let key = target.target.key();
+    let mut planned = Vec::new();
+    if decision.verdict == Verdict::Freeze {
+        let since = decision
+            .regression_started_at
+            .map_or_else(|| "-".to_string(), |t| t.to_rfc3339());
+        let scope = match freeze_scope {
+            FreezeScope::All => "*".to_string(),
+            FreezeScope::Namespace => {
+                format!("{}/{}", target.target.cluster, target.target.namespace)
+            }
+            FreezeScope::Target => key.clone(),
+        };
+        planned.push(PlannedAction {
+            kind: FREEZE.into(),
+            mode: target.mode,
+            state: if target.mode == Mode::Observe {
+                "recorded"
+            } else {
+                "pending"
+            },
+            idempotency_key: format!("{key}|freeze@{since}|{FREEZE}"),
+            params: json!({
+                "target": key,
+                "scope": scope,
+                "reason": decision.reason,
+            }),
+        });
+    }
+    let rollback = matches!(decision.verdict, Verdict::Rollback | Verdict::Freeze)
+        && decision.holds.is_empty();
+    let (Some(plan), Some(suspect), true) = (&decision.plan, &decision.suspect, rollback) else {
+        return planned;
+    };
+    let mode = match (decision.verdict, target.mode) {
+        (Verdict::Freeze, Mode::Auto) => Mode::Approve,
+        (_, mode) => mode,
+    };
+    let executors = if target.actions.is_empty() {
+        default_executors(decision, target)
+    } else {
+        target.actions.clone()
+    };
+    let t = &target.target;
+    for kind in executors {
+        let image = plan.rollback_images.first().cloned();
+        planned.push(PlannedAction {
+            state: match mode {
+                Mode::Observe => "recorded",
+                Mode::Recommend => "recommended",
+                Mode::Approve => "awaiting_approval",
+                Mode::Auto => "pending",
+            },
+            mode,
+            idempotency_key: format!("{key}|deploy:{}|{kind}", suspect.id),
+            params: json!({
+                "target": key,
+                "cluster": t.cluster,
+                "namespace": t.namespace,
+                "kind": t.kind,
+                "name": t.name,
+                "region": target.region,
+                "environment": plan.environment,
+                "suspect_deploy_id": suspect.id,
+                "suspect_revision": plan.suspect_revision,
+                "rollback_revision": plan.rollback_revision,
+                "kubernetes_revision": plan.kubernetes_revision,
+                "helm_release": plan.helm_release,
+                "helm_revision": plan.helm_revision,
+                "helm_namespace": plan.helm_namespace,
+                "cd_workflow": plan.cd_workflow,
+                "image_tag": plan.image_tag,
+                "image": image,
+                "reason": decision.reason,
+                "commands": decision.recommended,
+            }),
+            kind,
+        });
+    }
+    planned
+}
+
+/// What a notification announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// recommend mode: the commands a person would run.
+    Recommend,
+    /// approve mode: waiting for a person.
+    Approval,
+    /// auto (or approved): the rollback has started.
+    Announce,
+    /// How it ended.
+    Result,
+    /// Service not restored, loop guard tripped, freeze: a person must act.
+    Escalate,
+}
+
+impl Event {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Recommend => "recommend",
+            Event::Approval => "approval",
+            Event::Announce => "announce",
+            Event::Result => "result",
+            Event::Escalate => "escalate",
+        }
+    }
+}
+
+/// The facts a message is written from.
+#[derive(Debug, Clone)]
+pub struct Message<'a> {
+    pub event: Event,
+    pub decision_id: i64,
+    pub decision: &'a Decision,
+    /// The action's kind and state, when the message is about one.
+    pub action: Option<(&'a str, &'a str)>,
+    /// The outcome or error, for results and escalations.
+    pub detail: Option<&'a str>,
+    pub now: DateTime<Utc>,
+    /// When an announced rollback should be done by.
+    pub eta: Option<DateTime<Utc>>,
+    /// rollwarden's external URL for links (may be empty).
+    pub public_url: &'a str,
+}
+
+impl Message<'_> {
+    /// The text people read (Slack mrkdwn).
+    pub fn text(&self) -> String {
+        let d = self.decision;
+        let target = &d.target;
+        let region = d.region.as_deref().unwrap_or("-");
+        let environment = d.environment.as_deref().unwrap_or("-");
+        let head = format!(
+            "*{}* `{}/{}` (region {region}, environment {environment})",
+            target.kind, target.namespace, target.name
+        );
+        let mut lines = Vec::new();
+        match self.event {
+            Event::Recommend => {
+                lines.push(format!(":warning: Rollback recommended for {head}"));
+                lines.push(format!("Reason: {}", d.reason));
+                lines.push("Run:".into());
+                lines.push(commands(d));
+            }
+            Event::Approval => {
+                lines.push(format!(
+                    ":raised_hand: Rollback awaiting approval for {head}"
+                ));
+                lines.push(format!("Reason: {}", d.reason));
+                lines.push(format!(
+                    "Approve: `POST /api/v1/decisions/{}/approve` (operator) — or reject: \
+                     `POST /api/v1/decisions/{}/reject`",
+                    self.decision_id, self.decision_id
+                ));
+                lines.push("It would run the equivalent of:".into());
+                lines.push(commands(d));
+            }
+            Event::Announce => {
+                let (kind, _) = self.action.unwrap_or(("rollback", ""));
+                lines.push(format!(":rewind: Rolling back {head} ({kind})"));
+                lines.push(format!("Reason: {}", d.reason));
+                if let (Some(suspect), Some(to)) = (&d.suspect, &d.rollback_to) {
+                    lines.push(format!(
+                        "From {} revision {} to revision {}",
+                        suspect.deploy.source.as_str(),
+                        suspect.deploy.revision,
+                        to.deploy.revision
+                    ));
+                }
+                let eta = self.eta.map_or_else(|| "unknown".to_string(), clock);
+                lines.push(format!("Started: {}. ETA: {eta}.", clock(self.now)));
+                lines.push("Next update here when it completes.".into());
+            }
+            Event::Result => {
+                let (kind, state) = self.action.unwrap_or(("rollback", "done"));
+                let icon = match state {
+                    "verified" | "succeeded" | "verifying" => ":white_check_mark:",
+                    "dry_run" => ":memo:",
+                    _ => ":x:",
+                };
+                lines.push(format!("{icon} {kind} of {head}: {state}"));
+                if let Some(detail) = self.detail {
+                    lines.push(detail.to_string());
+                }
+            }
+            Event::Escalate => {
+                lines.push(format!(":rotating_light: Escalation for {head}"));
+                if let Some(detail) = self.detail {
+                    lines.push(detail.to_string());
+                }
+                lines.push(format!("Decision: {}", d.reason));
+            }
+        }
+        if !self.public_url.is_empty() {
+            lines.push(format!(
+                "Evidence: {}/api/v1/decisions/{}/report",
+                self.public_url.trim_end_matches('/'),
+                self.decision_id
+            ));
+        } else {
+            lines.push(format!("Decision #{}", self.decision_id));
+        }
+        lines.join("\n")
+    }
+
+    /// The Slack incoming-webhook body.
+    pub fn slack(&self) -> Value {
+        json!({ "text": self.text() })
+    }
+
+    /// The generic JSON webhook body: the event, the text, and the decision itself.
+    pub fn webhook(&self) -> Value {
+        json!({
+            "event": self.event.as_str(),
+            "decision_id": self.decision_id,
+            "target": self.decision.target.key(),
+            "verdict": self.decision.verdict,
+            "action": self.action.map(|(kind, state)| json!({"kind": kind, "state": state})),
+            "detail": self.detail,
+            "at": self.now,
+            "text": self.text(),
+            "decision": self.decision,
+        })
+    }
+}
+
+fn commands(d: &Decision) -> String {
+    if d.recommended.is_empty() {
+        "(no command: no known-good revision to name)".into()
+    } else {
+        format!("```\n{}\n```", d.recommended.join("\n"))
+    }
+}

@@ -1,0 +1,594 @@
+//! The executors and the worker against real peers: a stub `helm` that records its
+//! argv, GitHub and Slack stand-ins (wiremock: request shape, auth, retry on 5xx, none
+//! on 4xx), and exactly-once execution with two worker pools and a killed worker.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::matchers::{body_json, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use rollwarden::actions::executor::{
+    ExecOutcome, Executor, Executors, HelmRollback, RolloutUndo, WorkflowDispatch,
+};
+use rollwarden::actions::{Channels, Worker, WorkerConfig};
+use rollwarden::clock::ManualClock;
+use rollwarden::config::{ActionsConfig, Config, Secret};
+use rollwarden::domain::policy::Policy;
+use rollwarden::k8s::undo::rollout_undo;
+use rollwarden::store::{ActionRecord, NewAction, NewDecision, NewNotification, Store};
+use rollwarden::telemetry::Metrics;
+
+use crate::actions::{CHECKOUT, cluster, real_patches};
+use crate::on_both_backends;
+use crate::support::{Backend, TestStore, t0};
+
+fn record(kind: &str, params: Value) -> ActionRecord {
+    ActionRecord {
+        id: 7,
+        decision_id: 3,
+        target_key: CHECKOUT.into(),
+        kind: kind.into(),
+        mode: "auto".into(),
+        idempotency_key: format!("{CHECKOUT}|deploy:9|{kind}"),
+        state: "running".into(),
+        params,
+        attempts: 1,
+        next_attempt_at: None,
+        lease_owner: Some("w".into()),
+        lease_expires_at: None,
+        executed_at: None,
+        result: None,
+        last_error: None,
+        approved_by: None,
+        approval_comment: None,
+        expires_at: None,
+        resumed: false,
+        created_at: t0(),
+        updated_at: t0(),
+    }
+}
+
+fn actions_config() -> ActionsConfig {
+    Config::load_from(None, Vec::new()).unwrap().actions
+}
+
+fn worker(
+    store: &Arc<dyn Store>,
+    clock: &Arc<ManualClock>,
+    executors: Executors,
+    channels: Channels,
+    owner: &str,
+) -> Worker {
+    Worker {
+        owner: owner.into(),
+        store: store.clone(),
+        clock: clock.clone(),
+        metrics: Arc::new(Metrics::new()),
+        policy: Arc::new(Policy::default()),
+        executors,
+        channels,
+        http: reqwest::Client::new(),
+        config: WorkerConfig {
+            dry_run: false,
+            lease: Duration::from_secs(60),
+            max_attempts: 3,
+            retry_base: Duration::from_secs(5),
+            retry_max: Duration::from_secs(60),
+            notify_max_attempts: 3,
+            eta: Duration::from_secs(600),
+            poll: Duration::from_millis(20),
+        },
+        wake: Arc::new(tokio::sync::Notify::new()),
+    }
+}
+
+fn no_executors(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Executors {
+    Executors::new(
+        &actions_config(),
+        None,
+        None,
+        store.clone(),
+        clock.clone(),
+        reqwest::Client::new(),
+    )
+}
+
+async fn decision(store: &Arc<dyn Store>, hash: &str) -> i64 {
+    let (d, _) = store
+        .record_decision(&NewDecision {
+            target_key: CHECKOUT.into(),
+            verdict: "rollback".into(),
+            reason: "M2: error rate 12.4 % > 5 % after deploy".into(),
+            inputs_hash: hash.into(),
+            policy_version: "runbooks-1".into(),
+            suspect_deploy_id: None,
+            rollback_to_id: None,
+            decision: json!({}),
+            decided_at: t0(),
+        })
+        .await
+        .unwrap();
+    d.id
+}
+
+fn new_action(decision_id: i64, kind: &str, params: Value) -> NewAction {
+    NewAction {
+        decision_id,
+        target_key: CHECKOUT.into(),
+        kind: kind.into(),
+        mode: "auto".into(),
+        idempotency_key: format!("{CHECKOUT}|deploy:9|{kind}"),
+        state: "pending".into(),
+        params,
+        expires_at: None,
+    }
+}
+
+async fn action_state(store: &Arc<dyn Store>, decision_id: i64) -> ActionRecord {
+    store.decision_actions(decision_id).await.unwrap().remove(0)
+}
+
+// ---------------------------------------------------------------------------- helm
+
+/// A stub `helm`: appends its argv to `argv.log`, prints `history.json` for
+/// `history`, and for `rollback` prints `rollback.out`/`rollback.err` and exits with
+/// the code in `rollback.code`.
+struct StubHelm {
+    dir: tempfile::TempDir,
+}
+
+impl StubHelm {
+    fn new(history: &str, code: i32, stderr: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        std::fs::write(dir.path().join("history.json"), history).unwrap();
+        std::fs::write(dir.path().join("rollback.err"), stderr).unwrap();
+        let script = format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {d}/argv.log\n\
+             case \"$1\" in\n\
+               history) cat {d}/history.json ;;\n\
+               rollback) echo 'Rollback was a success! Happy Helming!'; cat {d}/rollback.err >&2; exit {code} ;;\n\
+               *) exit 64 ;;\n\
+             esac\n"
+        );
+        let path = dir.path().join("helm");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Self { dir }
+    }
+
+    fn executor(&self) -> HelmRollback {
+        HelmRollback {
+            helm: self.dir.path().join("helm").display().to_string(),
+            timeout: Duration::from_secs(120),
+        }
+    }
+
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("argv.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn helm_params() -> Value {
+    json!({"helm_release": "checkout", "helm_revision": "2", "helm_namespace": "prod", "namespace": "prod"})
+}
+
+const UPGRADED: &str = r#"[{"revision":3,"status":"deployed","chart":"checkout-1.4.0","description":"Upgrade complete"}]"#;
+
+#[tokio::test]
+async fn helm_rollback_runs_the_runbooks_argv_after_checking_the_release() {
+    let helm = StubHelm::new(UPGRADED, 0, "");
+    let outcome = helm
+        .executor()
+        .execute(&record("helm_rollback", helm_params()), false)
+        .await;
+    assert_eq!(
+        helm.calls(),
+        [
+            "history checkout -n prod --max 1 -o json",
+            "rollback checkout 2 -n prod --cleanup-on-fail --wait --timeout 120s",
+        ]
+    );
+    let ExecOutcome::Done { result, verify } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(verify);
+    assert_eq!(result["exit_code"], 0);
+    assert_eq!(result["stdout"], "Rollback was a success! Happy Helming!\n");
+}
+
+#[tokio::test]
+async fn helm_does_not_roll_back_a_release_already_rolled_back() {
+    let done = r#"[{"revision":4,"status":"deployed","chart":"checkout-1.3.2","description":"Rollback to 2"}]"#;
+    let helm = StubHelm::new(done, 0, "");
+    let outcome = helm
+        .executor()
+        .execute(&record("helm_rollback", helm_params()), false)
+        .await;
+    assert_eq!(helm.calls(), ["history checkout -n prod --max 1 -o json"]);
+    let ExecOutcome::Done { result, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(result["already_rolled_back"], true);
+    assert_eq!(result["release_revision"], 4);
+}
+
+#[tokio::test]
+async fn a_failed_helm_rollback_escalates_with_its_output_and_a_busy_release_retries() {
+    let helm = StubHelm::new(UPGRADED, 1, "Error: timed out waiting for the condition");
+    let outcome = helm
+        .executor()
+        .execute(&record("helm_rollback", helm_params()), false)
+        .await;
+    let ExecOutcome::Escalate { error, result } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(error.contains("helm exited 1: Error: timed out"), "{error}");
+    assert_eq!(
+        result.unwrap()["stderr"],
+        "Error: timed out waiting for the condition"
+    );
+
+    let busy = StubHelm::new(
+        UPGRADED,
+        1,
+        "Error: another operation (install/upgrade/rollback) is in progress",
+    );
+    let outcome = busy
+        .executor()
+        .execute(&record("helm_rollback", helm_params()), false)
+        .await;
+    assert!(matches!(outcome, ExecOutcome::Retry(_)), "{outcome:?}");
+
+    let dry = StubHelm::new(UPGRADED, 0, "");
+    let outcome = dry
+        .executor()
+        .execute(&record("helm_rollback", helm_params()), true)
+        .await;
+    assert!(matches!(outcome, ExecOutcome::DryRun { .. }), "{outcome:?}");
+    assert!(dry.calls().is_empty(), "a dry run runs nothing");
+}
+
+// -------------------------------------------------------------------------- github
+
+fn dispatch(server: &MockServer) -> WorkflowDispatch {
+    WorkflowDispatch {
+        http: reqwest::Client::new(),
+        api_url: server.uri(),
+        repository: "acme/shop".into(),
+        git_ref: "main".into(),
+        token: Some(Secret::new("ghp_test_token")),
+    }
+}
+
+fn dispatch_params() -> Value {
+    json!({"cd_workflow": "cd-rollback.yml", "environment": "production", "image_tag": "1.5.0"})
+}
+
+const DISPATCHES: &str = "/repos/acme/shop/actions/workflows/cd-rollback.yml/dispatches";
+
+#[tokio::test]
+async fn workflow_dispatch_sends_githubs_request() {
+    let github = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(DISPATCHES))
+        .and(header("authorization", "Bearer ghp_test_token"))
+        .and(header("accept", "application/vnd.github+json"))
+        .and(header("x-github-api-version", "2022-11-28"))
+        .and(body_json(
+            json!({"ref": "main", "inputs": {"environment": "production", "image_tag": "1.5.0"}}),
+        ))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&github)
+        .await;
+    let outcome = dispatch(&github)
+        .execute(&record("workflow_dispatch", dispatch_params()), false)
+        .await;
+    assert!(
+        matches!(outcome, ExecOutcome::Done { verify: true, .. }),
+        "{outcome:?}"
+    );
+
+    // An attempt that resumes an interrupted one does not dispatch blindly.
+    let mut resumed = record("workflow_dispatch", dispatch_params());
+    resumed.resumed = true;
+    let outcome = dispatch(&github).execute(&resumed, false).await;
+    assert!(
+        matches!(outcome, ExecOutcome::Escalate { .. }),
+        "{outcome:?}"
+    );
+}
+
+async fn the_worker_retries_githubs_5xx_and_not_its_4xx(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let clock = Arc::new(ManualClock::new(t0()));
+    let github = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(DISPATCHES))
+        .respond_with(ResponseTemplate::new(503).set_body_string("unicorn"))
+        .up_to_n_times(1)
+        .mount(&github)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(DISPATCHES))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&github)
+        .await;
+    let executors =
+        no_executors(&db.store, &clock).with("workflow_dispatch", Arc::new(dispatch(&github)));
+    let w = worker(
+        &db.store,
+        &clock,
+        executors.clone(),
+        Channels::default(),
+        "w1",
+    );
+    let d = decision(&db.store, "h1").await;
+    db.store
+        .enqueue_action(&new_action(d, "workflow_dispatch", dispatch_params()), t0())
+        .await
+        .unwrap();
+
+    w.step().await.unwrap();
+    let a = action_state(&db.store, d).await;
+    assert_eq!(a.state, "pending");
+    assert!(a.last_error.as_deref().unwrap().contains("503"), "{a:?}");
+    assert_eq!(a.next_attempt_at, Some(t0() + chrono::Duration::seconds(5)));
+    // Not due yet: nothing is sent.
+    w.step().await.unwrap();
+    assert_eq!(github.received_requests().await.unwrap().len(), 1);
+    clock.advance(chrono::Duration::seconds(5));
+    w.step().await.unwrap();
+    assert_eq!(action_state(&db.store, d).await.state, "verifying");
+    assert_eq!(github.received_requests().await.unwrap().len(), 2);
+
+    // Another automatic rollback of the same target five seconds later trips the loop
+    // guard (at least 5 min apart): escalated, nothing sent.
+    let d_again = decision(&db.store, "h-again").await;
+    let mut again = new_action(d_again, "workflow_dispatch", dispatch_params());
+    again.idempotency_key = format!("{CHECKOUT}|deploy:11|workflow_dispatch");
+    db.store
+        .enqueue_action(&again, rollwarden::clock::Clock::now(&*clock))
+        .await
+        .unwrap();
+    assert_eq!(w.step().await.unwrap().escalated, 1);
+    let a = action_state(&db.store, d_again).await;
+    assert_eq!(a.state, "escalated");
+    assert!(a.last_error.unwrap().starts_with("loop guard"));
+    assert_eq!(github.received_requests().await.unwrap().len(), 2);
+
+    // A 4xx fails for good after one request.
+    let rejecting = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(422).set_body_string("{\"message\":\"No ref found\"}"))
+        .mount(&rejecting)
+        .await;
+    let executors =
+        no_executors(&db.store, &clock).with("workflow_dispatch", Arc::new(dispatch(&rejecting)));
+    let w = worker(&db.store, &clock, executors, Channels::default(), "w2");
+    let d2 = decision(&db.store, "h2").await;
+    let mut second = new_action(d2, "workflow_dispatch", dispatch_params());
+    second.target_key = "default/prod/Deployment/cart".into();
+    second.idempotency_key = "default/prod/Deployment/cart|deploy:10|workflow_dispatch".into();
+    db.store
+        .enqueue_action(&second, rollwarden::clock::Clock::now(&*clock))
+        .await
+        .unwrap();
+    w.step().await.unwrap();
+    clock.advance(chrono::Duration::minutes(10));
+    w.step().await.unwrap();
+    let a = action_state(&db.store, d2).await;
+    assert_eq!(a.state, "failed");
+    assert!(a.last_error.unwrap().contains("422"));
+    assert_eq!(rejecting.received_requests().await.unwrap().len(), 1);
+}
+
+// --------------------------------------------------------------------------- slack
+
+async fn slack_notifications_retry_5xx_and_record_every_outcome(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let clock = Arc::new(ManualClock::new(t0()));
+    let slack = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hooks/a"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .mount(&slack)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/hooks/a"))
+        .and(header("content-type", "application/json"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&slack)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/hooks/gone"))
+        .respond_with(ResponseTemplate::new(404).set_body_string("no_service"))
+        .mount(&slack)
+        .await;
+    let d = decision(&db.store, "h1").await;
+    for (hook, key) in [("a", "n1"), ("gone", "n2")] {
+        let channels = Channels {
+            slack: Some(Secret::new(format!("{}/hooks/{hook}", slack.uri()))),
+            ..Channels::default()
+        };
+        let w = worker(
+            &db.store,
+            &clock,
+            no_executors(&db.store, &clock),
+            channels,
+            hook,
+        );
+        db.store
+            .enqueue_notification(
+                &NewNotification {
+                    action_id: None,
+                    decision_id: Some(d),
+                    channel: "slack".into(),
+                    event: "escalate".into(),
+                    idempotency_key: key.into(),
+                    payload: json!({"text": "E1: escalate"}),
+                },
+                rollwarden::clock::Clock::now(&*clock),
+            )
+            .await
+            .unwrap();
+        w.step().await.unwrap();
+        clock.advance(chrono::Duration::seconds(5));
+        w.step().await.unwrap();
+    }
+    let sent = db.store.decision_notifications(d).await.unwrap();
+    assert_eq!(
+        sent.iter()
+            .map(|n| (n.status.as_str(), n.attempts))
+            .collect::<Vec<_>>(),
+        [("delivered", 2), ("failed", 1)]
+    );
+    assert_eq!(sent[0].response.as_deref(), Some("200 ok"));
+    assert!(sent[1].last_error.as_deref().unwrap().contains("404"));
+    let bodies: Vec<Value> = slack
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(bodies.len(), 3);
+    assert!(bodies.iter().all(|b| b == &json!({"text": "E1: escalate"})));
+}
+
+// ------------------------------------------------------------------- exactly once
+
+async fn two_worker_pools_execute_200_duplicate_decisions_once(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let clock = Arc::new(ManualClock::new(t0()));
+    let (fake, _controller) = cluster().await;
+    let undo = Arc::new(RolloutUndo {
+        client: fake.client(),
+        timeout: Duration::from_secs(10),
+        poll: Duration::from_millis(20),
+    });
+    let params = json!({"namespace": "prod", "name": "checkout", "kubernetes_revision": "2"});
+    // Two replicas each record 100 duplicates of the decision (Alertmanager HA, re-
+    // evaluations) and enqueue its action, concurrently.
+    let mut enqueuers = Vec::new();
+    for replica in 0..2 {
+        for i in 0..100 {
+            let store = db.store.clone();
+            let params = params.clone();
+            enqueuers.push(tokio::spawn(async move {
+                let d = decision(&store, &format!("r{replica}-{i}")).await;
+                let (a, new) = store
+                    .enqueue_action(&new_action(d, "rollout_undo", params), t0())
+                    .await
+                    .unwrap();
+                (a.id, new)
+            }));
+        }
+    }
+    let mut ids = BTreeSet::new();
+    let mut created = 0;
+    for e in enqueuers {
+        let (id, new) = e.await.unwrap();
+        ids.insert(id);
+        created += usize::from(new);
+    }
+    assert_eq!((ids.len(), created), (1, 1));
+    // Two pools of four workers each step at once.
+    let mut pools = Vec::new();
+    for pool in 0..2 {
+        for n in 0..4 {
+            let executors = no_executors(&db.store, &clock).with("rollout_undo", undo.clone());
+            let w = worker(
+                &db.store,
+                &clock,
+                executors,
+                Channels::default(),
+                &format!("p{pool}-{n}"),
+            );
+            pools.push(tokio::spawn(async move { w.step().await.unwrap().ran }));
+        }
+    }
+    let mut ran = 0;
+    for p in pools {
+        ran += p.await.unwrap();
+    }
+    assert_eq!(ran, 1);
+    assert_eq!(real_patches(&fake).len(), 1);
+    let action = db
+        .store
+        .list_actions(&rollwarden::store::ActionQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(action.len(), 1);
+    assert_eq!(action[0].state, "verifying");
+}
+
+async fn a_worker_killed_mid_action_is_not_repeated_when_the_world_shows_it(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let clock = Arc::new(ManualClock::new(t0()));
+    let (fake, _controller) = cluster().await;
+    let d = decision(&db.store, "h").await;
+    let params = json!({"namespace": "prod", "name": "checkout", "kubernetes_revision": "2"});
+    db.store
+        .enqueue_action(&new_action(d, "rollout_undo", params), t0())
+        .await
+        .unwrap();
+    // A worker claims it, patches the Deployment, and dies before recording anything.
+    let claimed = db
+        .store
+        .claim_action("dead", chrono::Duration::seconds(60), t0())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!claimed.resumed);
+    rollout_undo(&fake.client(), "prod", "checkout", 2, false)
+        .await
+        .unwrap();
+    assert_eq!(real_patches(&fake).len(), 1);
+
+    let undo = Arc::new(RolloutUndo {
+        client: fake.client(),
+        timeout: Duration::from_secs(10),
+        poll: Duration::from_millis(20),
+    });
+    let executors = no_executors(&db.store, &clock).with("rollout_undo", undo);
+    let w = worker(&db.store, &clock, executors, Channels::default(), "next");
+    // While its lease holds, nobody takes it over.
+    assert_eq!(w.step().await.unwrap().ran, 0);
+    clock.advance(chrono::Duration::seconds(61));
+    assert_eq!(w.step().await.unwrap().ran, 1);
+    let a = action_state(&db.store, d).await;
+    assert!(a.resumed);
+    assert_eq!(a.attempts, 2);
+    assert_eq!(a.state, "verifying");
+    assert_eq!(
+        a.result.as_ref().unwrap()["already_at_revision"],
+        true,
+        "{a:?}"
+    );
+    assert_eq!(
+        real_patches(&fake).len(),
+        1,
+        "the rollback was not sent twice"
+    );
+}
+
+on_both_backends!(
+    the_worker_retries_githubs_5xx_and_not_its_4xx,
+    slack_notifications_retry_5xx_and_record_every_outcome,
+    two_worker_pools_execute_200_duplicate_decisions_once,
+    a_worker_killed_mid_action_is_not_repeated_when_the_world_shows_it,
+);
