@@ -100,12 +100,16 @@ pub struct Worker {
 
 impl Worker {
     /// Runs steps until `shutdown`, sleeping between idle ones (new work wakes it).
-    /// A shutdown abandons an attempt in progress exactly as a crash would: its lease
-    /// expires and the next worker checks the world before acting again.
+    /// A shutdown abandons an attempt in progress as a crash would, except that it ends
+    /// its lease at once: the next worker (this replica after a restart, or another)
+    /// resumes it without waiting, checking the world before acting again.
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
             let step = tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => {
+                    self.release().await;
+                    return;
+                }
                 step = self.step() => step,
             };
             let busy = match step {
@@ -123,6 +127,22 @@ impl Worker {
                 () = shutdown.cancelled() => return,
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.config.poll) => {}
+            }
+        }
+    }
+
+    async fn release(&self) {
+        match self
+            .store
+            .expire_leases(&self.owner, self.clock.now())
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(worker = %self.owner, actions = n, "shutting down mid-attempt: lease released, the next worker resumes it")
+            }
+            Err(err) => {
+                tracing::error!(worker = %self.owner, error = %err, "shutting down: cannot release leases; they expire by themselves")
             }
         }
     }

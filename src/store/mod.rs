@@ -602,6 +602,11 @@ pub trait Store: Send + Sync + 'static {
     /// The actions of a decision, oldest first.
     async fn decision_actions(&self, decision_id: i64) -> Result<Vec<ActionRecord>, StoreError>;
 
+    /// Ends the leases `owner` holds on running actions now (a worker shutting down
+    /// mid-attempt): the next claim resumes them at once, as `resumed`, instead of
+    /// after the lease would have run out. Returns how many.
+    async fn expire_leases(&self, owner: &str, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
     /// Actions matching `query`, newest first.
     async fn list_actions(&self, query: &ActionQuery) -> Result<Vec<ActionRecord>, StoreError>;
 

@@ -779,6 +779,18 @@ impl Store for PostgresStore {
         rows.iter().map(action_from_row).collect()
     }
 
+    async fn expire_leases(&self, owner: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE actions SET lease_expires_at = $2
+             WHERE lease_owner = $1 AND state = 'running' AND lease_expires_at > $2",
+        )
+        .bind(owner)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn list_actions(&self, query: &ActionQuery) -> Result<Vec<ActionRecord>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ACTION_COLUMNS} FROM actions

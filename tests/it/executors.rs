@@ -586,7 +586,57 @@ async fn a_worker_killed_mid_action_is_not_repeated_when_the_world_shows_it(back
     );
 }
 
+async fn a_worker_shut_down_mid_action_releases_its_lease(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let clock = Arc::new(ManualClock::new(t0()));
+    let slow = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
+        .mount(&slow)
+        .await;
+    let webhook = rollwarden::actions::executor::Webhook {
+        http: reqwest::Client::new(),
+        config: rollwarden::config::WebhookConfig {
+            name: "slow".into(),
+            url: format!("{}/hook", slow.uri()),
+            token: Secret::default(),
+        },
+    };
+    let executors = no_executors(&db.store, &clock).with("webhook:slow", Arc::new(webhook));
+    let w = worker(&db.store, &clock, executors, Channels::default(), "leaving");
+    let d = decision(&db.store, "h").await;
+    db.store
+        .enqueue_action(&new_action(d, "webhook:slow", json!({})), t0())
+        .await
+        .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(w.run(shutdown.clone()));
+    for _ in 0..500 {
+        if action_state(&db.store, d).await.state == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(action_state(&db.store, d).await.state, "running");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the worker stops at once")
+        .unwrap();
+    // Its lease ended with it: the next worker takes the action over now, resumed,
+    // instead of after the 60 s lease.
+    let next = db
+        .store
+        .claim_action("next", chrono::Duration::seconds(60), t0())
+        .await
+        .unwrap()
+        .expect("claimable at once");
+    assert!(next.resumed);
+    assert_eq!(next.attempts, 2);
+}
+
 on_both_backends!(
+    a_worker_shut_down_mid_action_releases_its_lease,
     the_worker_retries_githubs_5xx_and_not_its_4xx,
     slack_notifications_retry_5xx_and_record_every_outcome,
     two_worker_pools_execute_200_duplicate_decisions_once,
