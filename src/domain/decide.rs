@@ -612,6 +612,9 @@ fn hold_reasons(inputs: &HoldInputs) -> Vec<HoldReason> {
             regression_started_at: start,
             window_secs: policy.correlation_window_secs,
         }),
+        // A canary run needs no earlier revision: rolling it back is its controller's
+        // abort, which leaves the primary (the version serving before the canary).
+        (Some(s), None) if is_canary_run(s) => {}
         (Some(s), None) => holds.push(HoldReason::NoKnownGood {
             suspect_id: s.id,
             source: s.deploy.source,
@@ -869,6 +872,11 @@ fn verification(
 }
 
 /// A deploy as people name it: `kubernetes revision 7 (v2.5.0)`.
+/// Whether a deploy is a canary controller's run (Flagger, Argo Rollouts).
+fn is_canary_run(d: &DeployRecord) -> bool {
+    matches!(d.deploy.source, DeploySource::Flagger | DeploySource::Argo)
+}
+
 pub(crate) fn label(d: &DeployRecord) -> String {
     let version = d
         .deploy
@@ -976,7 +984,15 @@ fn reason(r: &ReasonInputs) -> String {
             format!(
                 "Roll back {key} from {} to {}: {}{since}",
                 r.suspect.map_or_else(|| "?".into(), label),
-                r.rollback_to.map_or_else(|| "?".into(), label),
+                r.rollback_to.map_or_else(
+                    || match r.suspect {
+                        Some(s) if is_canary_run(s) => {
+                            "the primary (the canary controller aborts the run)".into()
+                        }
+                        _ => "?".into(),
+                    },
+                    label
+                ),
                 with(Outcome::Rollback)
             )
         }
@@ -1924,6 +1940,24 @@ mod tests {
             );
             assert_eq!(d.suspect, None);
         }
+    }
+
+    #[test]
+    fn a_first_canary_run_rolls_back_to_its_primary_without_a_known_good_revision() {
+        let first = [deploy(
+            20,
+            DeploySource::Flagger,
+            "a1b2c3",
+            "progressing",
+            at("10:10"),
+        )];
+        let d = run(&first, &[canary(SignalKind::ErrorRate, 0.03, 0.01)]);
+        assert_eq!((d.verdict, codes(&d)), (Verdict::Rollback, vec![]));
+        assert_eq!(d.suspect.as_ref().map(|s| s.id), Some(20));
+        assert_eq!(d.rollback_to, None);
+        assert!(d.reason.contains("to the primary"), "{}", d.reason);
+        // Nothing for an executor: the controller's rollback hook is the way back.
+        assert!(d.recommended.is_empty() && d.plan.is_none());
     }
 
     #[test]
