@@ -578,6 +578,12 @@ impl Config {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
+            if value > MAX_ACTION_SETTING {
+                return Err(invalid(
+                    key,
+                    format!("must be at most {MAX_ACTION_SETTING}"),
+                ));
+            }
         }
         // A lease must outlast the longest attempt, or a live worker would be taken
         // for dead and its action resumed under it.
@@ -618,8 +624,17 @@ impl Config {
             if command.argv.is_empty() || command.argv[0].trim().is_empty() {
                 return Err(invalid(format!("{key}.argv"), "needs a program"));
             }
-            if command.timeout_secs == 0 {
-                return Err(invalid(format!("{key}.timeout_secs"), "must be at least 1"));
+            if command.timeout_secs == 0 || command.timeout_secs > MAX_ACTION_SETTING {
+                return Err(invalid(
+                    format!("{key}.timeout_secs"),
+                    format!("must be 1 to {MAX_ACTION_SETTING}"),
+                ));
+            }
+            if command.argv.len() > 256 || command.argv.iter().any(|a| a.len() > 4096) {
+                return Err(invalid(
+                    format!("{key}.argv"),
+                    "at most 256 arguments of at most 4096 bytes each",
+                ));
             }
             crate::actions::command::check_argv(&command.argv)
                 .map_err(|(j, why)| invalid(format!("{key}.argv[{j}]"), why))?;
@@ -741,6 +756,10 @@ impl Config {
         }
     }
 }
+
+/// The largest value of an `[actions]` time or count (a year in seconds): larger ones
+/// are typos, and would overflow the arithmetic on times.
+const MAX_ACTION_SETTING: u64 = 31_536_000;
 
 fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     match reqwest::Url::parse(url) {
@@ -917,6 +936,10 @@ mod tests {
                 "actions.github_repository",
             ),
             ("[actions]\nlease_secs = 60\n", "actions.lease_secs"),
+            (
+                "[actions]\napproval_ttl_secs = 999999999999\n",
+                "actions.approval_ttl_secs",
+            ),
             (
                 "[[targets]]\nnamespace = \"p\"\nname = \"c\"\nactions = [\"command:missing\"]\n",
                 "targets[0].actions[0]",

@@ -56,6 +56,32 @@ pub struct Evaluation {
     pub changed: bool,
 }
 
+/// The loop guard's and verification's view of past rollbacks of `target_key`: its
+/// automatic rollbacks inside the loop guard's window, and when it last recovered.
+pub async fn load_history(
+    store: &dyn Store,
+    policy: &Policy,
+    target_key: &str,
+    now: chrono::DateTime<Utc>,
+) -> Result<History, StoreError> {
+    let window =
+        chrono::Duration::seconds(i64::try_from(policy.loop_guard.window_secs).unwrap_or(i64::MAX));
+    let automatic_rollbacks = store.automatic_rollbacks(target_key, now - window).await?;
+    let recovered = store
+        .list_decisions(&DecisionQuery {
+            target: Some(target_key.to_string()),
+            verdict: Some("ok".into()),
+            limit: 1,
+            ..DecisionQuery::default()
+        })
+        .await?;
+    Ok(History {
+        last_rollback: automatic_rollbacks.last().copied(),
+        automatic_rollbacks,
+        recovered_at: recovered.first().map(|d| d.decided_at),
+    })
+}
+
 /// Handlers tell the engine which targets an ingest touched.
 #[derive(Clone)]
 pub struct EngineHandle {
@@ -204,26 +230,7 @@ impl Engine {
         target: &TargetRef,
         now: chrono::DateTime<Utc>,
     ) -> Result<History, StoreError> {
-        let guard = &self.policy.loop_guard;
-        let window = chrono::Duration::seconds(guard.window_secs as i64);
-        let automatic_rollbacks = self
-            .store
-            .automatic_rollbacks(&target.key(), now - window)
-            .await?;
-        let recovered = self
-            .store
-            .list_decisions(&DecisionQuery {
-                target: Some(target.key()),
-                verdict: Some("ok".into()),
-                limit: 1,
-                ..DecisionQuery::default()
-            })
-            .await?;
-        Ok(History {
-            last_rollback: automatic_rollbacks.last().copied(),
-            automatic_rollbacks,
-            recovered_at: recovered.first().map(|d| d.decided_at),
-        })
+        load_history(&*self.store, &self.policy, &target.key(), now).await
     }
 
     /// Targets worth a tick: those with an active signal, and those whose standing

@@ -669,30 +669,9 @@ pub(crate) async fn run(argv: &[String], timeout: Duration) -> Ran {
         Ok(child) => child,
         Err(err) => return Ran::Broken(format!("cannot run {program}: {err}")),
     };
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let read = |pipe: Option<_>| async move {
-        let mut buffer = Vec::new();
-        if let Some(pipe) = pipe {
-            let pipe: Box<dyn tokio::io::AsyncRead + Unpin + Send> = pipe;
-            // Read everything (so the child never blocks on a full pipe), keep a prefix.
-            let mut chunk = [0u8; 8192];
-            let mut pipe = pipe;
-            while let Ok(n) = pipe.read(&mut chunk).await {
-                if n == 0 {
-                    break;
-                }
-                let room = OUTPUT_LIMIT.saturating_sub(buffer.len());
-                buffer.extend_from_slice(&chunk[..n.min(room)]);
-            }
-        }
-        String::from_utf8_lossy(&buffer).into_owned()
-    };
-    let boxed_out = stdout.map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
-    let boxed_err = stderr.map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let waited = tokio::time::timeout(timeout, async {
-        let (out, err, status) = tokio::join!(read(boxed_out), read(boxed_err), child.wait());
-        (out, err, status)
+        tokio::join!(read_prefix(stdout), read_prefix(stderr), child.wait())
     })
     .await;
     match waited {
@@ -710,6 +689,23 @@ pub(crate) async fn run(argv: &[String], timeout: Duration) -> Ran {
             None => Ran::Broken(format!("{program} was killed by a signal")),
         },
     }
+}
+
+/// Reads a pipe to its end (so the child never blocks on a full pipe), keeping the
+/// first [`OUTPUT_LIMIT`] bytes.
+async fn read_prefix(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
+    let mut kept = Vec::new();
+    if let Some(mut pipe) = pipe {
+        let mut chunk = [0u8; 8192];
+        while let Ok(n) = pipe.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            let room = OUTPUT_LIMIT.saturating_sub(kept.len());
+            kept.extend_from_slice(&chunk[..n.min(room)]);
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
 }
 
 /// How an outbound POST went.

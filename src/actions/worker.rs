@@ -15,7 +15,8 @@ use super::notify::Channels;
 use crate::clock::Clock;
 use crate::domain::action::{ActionKind, Event, Message};
 use crate::domain::policy::Policy;
-use crate::domain::{Decision, Verdict};
+use crate::domain::{Decision, loop_guard};
+use crate::engine::load_history;
 use crate::store::{
     ActionFinish, ActionQuery, ActionRecord, ActionTransition, NotificationFinish, Store,
     StoreError,
@@ -287,36 +288,12 @@ impl Worker {
         self.finish(&action, finish, report).await
     }
 
-    /// The loop guard, enforced at execution time too: `Some(why)` when another
-    /// automatic rollback of the target now would trip it.
+    /// The loop guard, enforced at execution time too (the same rule `decide()` holds
+    /// on): `Some(why)` when another automatic rollback of the target now would trip it.
     async fn loop_guard(&self, action: &ActionRecord) -> Result<Option<String>, StoreError> {
-        let guard = &self.policy.loop_guard;
         let now = self.clock.now();
-        let window =
-            chrono::Duration::seconds(i64::try_from(guard.window_secs).unwrap_or(i64::MAX));
-        let done = self
-            .store
-            .automatic_rollbacks(&action.target_key, now - window)
-            .await?;
-        let min_interval =
-            chrono::Duration::seconds(i64::try_from(guard.min_interval_secs).unwrap_or(i64::MAX));
-        if done.len() >= guard.limit as usize {
-            return Ok(Some(format!(
-                "loop guard: {} automatic rollbacks of this target in the last {} s (limit {}); \
-                 not rolling back again",
-                done.len(),
-                guard.window_secs,
-                guard.limit
-            )));
-        }
-        if let Some(last) = done.last().filter(|last| now - **last < min_interval) {
-            return Ok(Some(format!(
-                "loop guard: the last automatic rollback of this target was at {last}, less \
-                 than {} s ago; not rolling back again",
-                guard.min_interval_secs
-            )));
-        }
-        Ok(None)
+        let history = load_history(&*self.store, &self.policy, &action.target_key, now).await?;
+        Ok(loop_guard(&self.policy, &history, now).map(|hold| hold.detail()))
     }
 
     async fn finish(
@@ -449,12 +426,11 @@ impl Worker {
             let restored = latest
                 .as_ref()
                 .filter(|d| d.decided_at >= executed_at)
-                .and_then(|d| {
-                    let decision: Decision = serde_json::from_value(d.decision.clone()).ok()?;
-                    let passing = decision.verification.as_ref().is_none_or(|v| v.passing);
-                    (matches!(decision.verdict, Verdict::Ok | Verdict::Monitor) && passing)
-                        .then_some(d.id)
-                });
+                .filter(|d| {
+                    serde_json::from_value::<Decision>(d.decision.clone())
+                        .is_ok_and(|decision| decision.restores_service())
+                })
+                .map(|d| d.id);
             let (to, event, detail) = if let Some(decision_id) = restored {
                 (
                     "verified",

@@ -568,6 +568,26 @@ fn rollbacks_in_window(policy: &Policy, rollbacks: &[DateTime<Utc>], now: DateTi
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// The loop guard: `Some` (a [`HoldReason::LoopGuard`]) when another automatic
+/// rollback of the target now would trip the circuit breaker — `limit` in the window,
+/// or one less than `min_interval` ago; rollbacks before the target recovered do not
+/// count. `decide()` holds on it, and the action worker checks it again just before
+/// it executes an automatic rollback.
+pub fn loop_guard(policy: &Policy, history: &History, now: DateTime<Utc>) -> Option<HoldReason> {
+    let guard = &policy.loop_guard;
+    let rollbacks = counted_rollbacks(history, now);
+    let in_window = rollbacks_in_window(policy, &rollbacks, now);
+    let last = rollbacks.last().copied();
+    let too_soon = last.is_some_and(|t| now - t < span(guard.min_interval_secs));
+    (in_window >= guard.limit || too_soon).then_some(HoldReason::LoopGuard {
+        rollbacks_in_window: in_window,
+        limit: guard.limit,
+        window_secs: guard.window_secs,
+        last_rollback_at: last,
+        min_interval_secs: guard.min_interval_secs,
+    })
+}
+
 fn hold_reasons(inputs: &HoldInputs) -> Vec<HoldReason> {
     let HoldInputs {
         policy,
@@ -622,20 +642,7 @@ fn hold_reasons(inputs: &HoldInputs) -> Vec<HoldReason> {
         }),
         (Some(_), Some(_)) => {}
     }
-    let guard = &policy.loop_guard;
-    let rollbacks = counted_rollbacks(history, now);
-    let in_window = rollbacks_in_window(policy, &rollbacks, now);
-    let last = rollbacks.last().copied();
-    let too_soon = last.is_some_and(|t| now - t < span(guard.min_interval_secs));
-    if in_window >= guard.limit || too_soon {
-        holds.push(HoldReason::LoopGuard {
-            rollbacks_in_window: in_window,
-            limit: guard.limit,
-            window_secs: guard.window_secs,
-            last_rollback_at: last,
-            min_interval_secs: guard.min_interval_secs,
-        });
-    }
+    holds.extend(loop_guard(policy, history, now));
     if let Some(controller) = &target.gitops {
         holds.push(HoldReason::Gitops {
             controller: controller.clone(),

@@ -450,6 +450,14 @@ impl Decision {
         self.fired.iter().any(|f| f.rule_id == rule_id)
     }
 
+    /// Whether this decision, made after a rollback, shows service restored (V1): no
+    /// rule calls for more than watching, and every watched signal meets its
+    /// threshold.
+    pub fn restores_service(&self) -> bool {
+        matches!(self.verdict, Verdict::Ok | Verdict::Monitor)
+            && self.verification.as_ref().is_none_or(|v| v.passing)
+    }
+
     /// Whether a hold with this code is present.
     pub fn has_hold(&self, code: &str) -> bool {
         self.holds.iter().any(|h| h.code() == code)
@@ -603,6 +611,35 @@ mod tests {
             gitops: None,
             policy_version: "runbooks-1".into(),
             inputs_hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn service_is_restored_when_nothing_calls_for_more_than_watching_and_v1_passes() {
+        let watch = |passing: bool| VerificationStatus {
+            rolled_back_at: at("2026-08-22T10:10:00Z"),
+            watch_until: at("2026-08-22T10:25:00Z"),
+            passing,
+            failing: vec![],
+        };
+        let with = |verdict, verification| Decision {
+            verdict,
+            verification,
+            ..decision()
+        };
+        assert!(with(Verdict::Ok, None).restores_service());
+        assert!(with(Verdict::Monitor, Some(watch(true))).restores_service());
+        assert!(!with(Verdict::Ok, Some(watch(false))).restores_service());
+        for verdict in [
+            Verdict::Investigate,
+            Verdict::Rollback,
+            Verdict::Hold,
+            Verdict::Freeze,
+        ] {
+            assert!(
+                !with(verdict, Some(watch(true))).restores_service(),
+                "{verdict}"
+            );
         }
     }
 

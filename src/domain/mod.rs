@@ -22,7 +22,7 @@ pub use classify::{
     Classified, Classifier, ClassifyConfigError, DependencyConfig, EnvironmentConfig, SignalRule,
     SignalsConfig, TargetConfig, default_signal_rules,
 };
-pub use decide::{History, decide};
+pub use decide::{History, decide, loop_guard};
 pub use decision::{Decision, FiredRule, HoldReason, RollbackPlan, Verdict, VerificationStatus};
 pub use deploy::{Deploy, DeployRecord, DeploySource, TargetRef};
 pub use freeze::Freeze;
