@@ -12,7 +12,6 @@ mod worker;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 
 pub use notify::Channels;
 pub use worker::{StepReport, Worker, WorkerConfig};
@@ -47,6 +46,25 @@ impl Planner {
         let mut enqueued = Vec::new();
         let mut wake = false;
         for planned in action::plan(decision, target, self.freeze_scope) {
+            // A new recommendation or approval request is announced by notifications
+            // written with the action itself.
+            let event = match planned.state {
+                "recommended" => Some(Event::Recommend),
+                "awaiting_approval" => Some(Event::Approval),
+                _ => None,
+            };
+            let notify = event.map_or_else(Vec::new, |event| {
+                self.channels.render(&Message {
+                    event,
+                    decision_id: stored.id,
+                    decision,
+                    action: Some((&planned.kind, planned.state)),
+                    detail: None,
+                    now,
+                    eta: None,
+                    public_url: &self.channels.public_url,
+                })
+            });
             let new = NewAction {
                 decision_id: stored.id,
                 target_key: stored.target_key.clone(),
@@ -56,6 +74,7 @@ impl Planner {
                 state: planned.state.into(),
                 params: planned.params,
                 expires_at: (planned.mode == Mode::Approve).then(|| now + self.approval_ttl),
+                notify,
             };
             let (record, created) = self.store.enqueue_action(&new, now).await?;
             if created {
@@ -67,35 +86,6 @@ impl Planner {
                     decision = stored.id,
                     "action enqueued"
                 );
-                self.store
-                    .record_audit(
-                        "rollwarden",
-                        "action.created",
-                        &format!("action:{}", record.id),
-                        &json!({ "decision_id": stored.id, "state": record.state, "mode": record.mode }),
-                        now,
-                    )
-                    .await?;
-                let event = match record.state.as_str() {
-                    "recommended" => Some(Event::Recommend),
-                    "awaiting_approval" => Some(Event::Approval),
-                    _ => None,
-                };
-                if let Some(event) = event {
-                    let message = Message {
-                        event,
-                        decision_id: stored.id,
-                        decision,
-                        action: Some((&record.kind, &record.state)),
-                        detail: None,
-                        now,
-                        eta: None,
-                        public_url: &self.channels.public_url,
-                    };
-                    self.channels
-                        .enqueue(&*self.store, &message, Some(record.id), now)
-                        .await?;
-                }
                 wake |= matches!(
                     record.state.as_str(),
                     "pending" | "recommended" | "awaiting_approval"

@@ -39,8 +39,20 @@ impl Channels {
             Some(id) => format!("action:{id}"),
             None => format!("decision:{}", message.decision_id),
         };
-        let event = message.event.as_str();
         let mut any = false;
+        for mut notification in self.render(message) {
+            notification.action_id = action_id;
+            notification.idempotency_key = format!("{subject}|{}", notification.idempotency_key);
+            let (_, new) = store.enqueue_notification(&notification, now).await?;
+            any |= new;
+        }
+        Ok(any)
+    }
+
+    /// `message` as one notification per configured channel, keyed
+    /// `{event}:{state}|{channel}` (a result can be announced once per state the
+    /// action reaches); the caller scopes the key to its subject.
+    pub fn render(&self, message: &Message<'_>) -> Vec<NewNotification> {
         let mut channels = Vec::new();
         if self.slack.is_some() {
             channels.push(("slack", message.slack()));
@@ -48,21 +60,19 @@ impl Channels {
         if self.webhook.is_some() {
             channels.push(("webhook", message.webhook()));
         }
-        for (channel, payload) in channels {
-            // A result can be announced once per state the action reaches.
-            let state = message.action.map_or("", |(_, state)| state);
-            let notification = NewNotification {
-                action_id,
+        let event = message.event.as_str();
+        let state = message.action.map_or("", |(_, state)| state);
+        channels
+            .into_iter()
+            .map(|(channel, payload)| NewNotification {
+                action_id: None,
                 decision_id: Some(message.decision_id),
                 channel: channel.into(),
                 event: event.into(),
-                idempotency_key: format!("{subject}|{event}:{state}|{channel}"),
+                idempotency_key: format!("{event}:{state}|{channel}"),
                 payload,
-            };
-            let (_, new) = store.enqueue_notification(&notification, now).await?;
-            any |= new;
-        }
-        Ok(any)
+            })
+            .collect()
     }
 
     /// POSTs a notification to its channel.

@@ -278,6 +278,11 @@ pub struct NewAction {
     pub state: String,
     pub params: serde_json::Value,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Notifications announcing the new action, written in the same transaction as
+    /// the action and its `action.created` audit event (never one without the other).
+    /// The store sets their `action_id` and prefixes their idempotency keys with
+    /// `action:{id}|`.
+    pub notify: Vec<NewNotification>,
 }
 
 /// An action as stored.
@@ -571,7 +576,10 @@ pub trait Store: Send + Sync + 'static {
     async fn active_freezes(&self, now: DateTime<Utc>) -> Result<Vec<Freeze>, StoreError>;
 
     /// Puts an action in the outbox unless one with its idempotency key exists; returns
-    /// the action standing for the key and whether it is new.
+    /// the action standing for the key and whether it is new. A new action is committed
+    /// together with its `action.created` audit event and its `notify` notifications,
+    /// so no worker can start it before it is on record, and no crash can leave it
+    /// unannounced.
     async fn enqueue_action(
         &self,
         action: &NewAction,

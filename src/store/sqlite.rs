@@ -698,6 +698,7 @@ impl Store for SqliteStore {
         action: &NewAction,
         now: DateTime<Utc>,
     ) -> Result<(ActionRecord, bool), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO actions (decision_id, target, kind, mode, idempotency_key, state, params,
                  expires_at, created_at, updated_at)
@@ -713,11 +714,34 @@ impl Store for SqliteStore {
         .bind(serde_json::to_string(&action.params)?)
         .bind(action.expires_at.map(ts))
         .bind(ts(now))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = inserted {
-            return Ok((action_from_row(&row)?, true));
+            let record = action_from_row(&row)?;
+            let created = serde_json::json!({
+                "decision_id": record.decision_id, "state": record.state, "mode": record.mode,
+            });
+            audit(
+                &mut tx,
+                now,
+                "rollwarden",
+                "action.created",
+                record.id,
+                &created,
+            )
+            .await?;
+            for n in &action.notify {
+                let n = NewNotification {
+                    action_id: Some(record.id),
+                    idempotency_key: format!("action:{}|{}", record.id, n.idempotency_key),
+                    ..n.clone()
+                };
+                insert_notification(&mut tx, &n, now).await?;
+            }
+            tx.commit().await?;
+            return Ok((record, true));
         }
+        tx.commit().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ACTION_COLUMNS} FROM actions WHERE idempotency_key = ?"
         )))
@@ -921,21 +945,7 @@ impl Store for SqliteStore {
         n: &NewNotification,
         now: DateTime<Utc>,
     ) -> Result<(NotificationRecord, bool), StoreError> {
-        let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO notifications (action_id, decision_id, channel, event, idempotency_key,
-                 payload, status, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING {NOTIFICATION_COLUMNS}"
-        )))
-        .bind(n.action_id)
-        .bind(n.decision_id)
-        .bind(&n.channel)
-        .bind(&n.event)
-        .bind(&n.idempotency_key)
-        .bind(serde_json::to_string(&n.payload)?)
-        .bind(ts(now))
-        .fetch_optional(&self.pool)
-        .await?;
+        let inserted = insert_notification(&mut *self.pool.acquire().await?, n, now).await?;
         if let Some(row) = inserted {
             return Ok((notification_from_row(&row)?, true));
         }
@@ -1332,6 +1342,29 @@ fn alert_from_row(row: &SqliteRow) -> Result<StoredAlert, StoreError> {
         first_seen_at: parse_ts(row.try_get("first_seen_at")?)?,
         updated_at: parse_ts(row.try_get("updated_at")?)?,
     })
+}
+
+/// Inserts a notification unless its idempotency key exists; the new row, if any.
+async fn insert_notification(
+    tx: &mut sqlx::SqliteConnection,
+    n: &NewNotification,
+    now: DateTime<Utc>,
+) -> Result<Option<sqlx::sqlite::SqliteRow>, StoreError> {
+    Ok(sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO notifications (action_id, decision_id, channel, event, idempotency_key,
+                 payload, status, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING {NOTIFICATION_COLUMNS}"
+    )))
+    .bind(n.action_id)
+    .bind(n.decision_id)
+    .bind(&n.channel)
+    .bind(&n.event)
+    .bind(&n.idempotency_key)
+    .bind(serde_json::to_string(&n.payload)?)
+    .bind(ts(now))
+    .fetch_optional(tx)
+    .await?)
 }
 
 #[cfg(test)]

@@ -125,6 +125,7 @@ fn new_action(decision_id: i64, kind: &str, params: Value) -> NewAction {
         state: "pending".into(),
         params,
         expires_at: None,
+        notify: Vec::new(),
     }
 }
 

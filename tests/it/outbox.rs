@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::Duration;
 use serde_json::json;
 
-use rollwarden::store::{ActionFinish, NewAction, NewDecision, Store};
+use rollwarden::store::{ActionFinish, NewAction, NewDecision, NewNotification, Store};
 
 use crate::on_both_backends;
 use crate::support::{Backend, TestStore, t0};
@@ -40,19 +40,55 @@ fn action(decision_id: i64, key: &str, state: &str) -> NewAction {
         state: state.into(),
         params: json!({"to_revision": 2}),
         expires_at: None,
+        notify: Vec::new(),
     }
 }
 
 async fn duplicate_decisions_enqueue_one_action(backend: Backend) {
     let db = TestStore::new(backend).await;
     let d = decision(&db.store).await;
-    let same = action(d, "checkout/deploy-7/rollout_undo", "pending");
+    let mut same = action(d, "checkout/deploy-7/rollout_undo", "recommended");
+    same.notify = vec![NewNotification {
+        action_id: None,
+        decision_id: Some(d),
+        channel: "slack".into(),
+        event: "recommend".into(),
+        idempotency_key: "recommend:recommended|slack".into(),
+        payload: json!({"text": "run this"}),
+    }];
     let results =
         futures::future::join_all((0..200).map(|_| db.store.enqueue_action(&same, t0()))).await;
     let created = results.iter().filter(|r| r.as_ref().unwrap().1).count();
     let ids: HashSet<i64> = results.iter().map(|r| r.as_ref().unwrap().0.id).collect();
     assert_eq!((created, ids.len()), (1, 1));
     assert_eq!(db.store.decision_actions(d).await.unwrap().len(), 1);
+
+    // The new action came with its audit event and its announcement, each once.
+    let id = ids.into_iter().next().unwrap();
+    let trail = db
+        .store
+        .audit_trail(&[format!("action:{id}")])
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = trail.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["action.created"]);
+    assert_eq!(trail[0].details["state"], "recommended");
+    let sent = db.store.decision_notifications(d).await.unwrap();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].action_id, Some(id));
+    assert_eq!(
+        (sent[0].channel.as_str(), sent[0].event.as_str()),
+        ("slack", "recommend")
+    );
+    // Its key is scoped to the action, as Channels::enqueue scopes the later ones.
+    let again = NewNotification {
+        action_id: Some(id),
+        idempotency_key: format!("action:{id}|recommend:recommended|slack"),
+        ..same.notify[0].clone()
+    };
+    let (existing, new) = db.store.enqueue_notification(&again, t0()).await.unwrap();
+    assert!(!new);
+    assert_eq!(existing.id, sent[0].id);
 }
 
 async fn two_worker_pools_run_each_action_exactly_once(backend: Backend) {
