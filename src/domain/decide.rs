@@ -159,7 +159,11 @@ pub fn decide(
     } else {
         None
     };
-    let recommended = if let Some(plan) = &plan {
+    let recommended = if suspect.is_some_and(is_running_canary) {
+        // Its controller aborts the run (Flagger's rollback hook, Argo's analysis):
+        // a person's undo of the Deployment would fight it.
+        Vec::new()
+    } else if let Some(plan) = &plan {
         plan.commands(target)
     } else if verdict == Verdict::Hold
         && holds.iter().any(|h| matches!(h, HoldReason::Gitops { .. }))
@@ -882,6 +886,17 @@ fn verification(
 /// Whether a deploy is a canary controller's run (Flagger, Argo Rollouts).
 fn is_canary_run(d: &DeployRecord) -> bool {
     matches!(d.deploy.source, DeploySource::Flagger | DeploySource::Argo)
+}
+
+/// Whether a deploy is a canary run its controller has not finished: rolling it back
+/// is the controller's abort. A promoted run is history like any other deploy.
+fn is_running_canary(d: &DeployRecord) -> bool {
+    use crate::domain::deploy::status;
+    is_canary_run(d)
+        && matches!(
+            d.deploy.status.as_str(),
+            status::PROGRESSING | status::WAITING | status::STARTED | status::INITIALIZING
+        )
 }
 
 pub(crate) fn label(d: &DeployRecord) -> String {
@@ -1690,7 +1705,8 @@ mod tests {
         let d = run(&flagger_only, &[fresh(SignalKind::ErrorRate, 0.07)]);
         assert_eq!(d.suspect.as_ref().map(|s| s.id), Some(20));
         assert_eq!(d.rollback_to.as_ref().map(|s| s.id), Some(19));
-        // No revision of a known source to name: undo to the previous one.
+        // A promoted run is undone like any deploy; no revision of a known source to
+        // name: undo to the previous one.
         assert_eq!(
             d.recommended,
             [
@@ -1698,6 +1714,14 @@ mod tests {
                 "kubectl -n shop rollout status deployment/checkout --watch",
             ]
         );
+        // A run still in progress is its controller's to abort: no command for a
+        // person, whose undo would fight the controller.
+        let mut running = flagger_only.clone();
+        running[1].deploy.status = "progressing".into();
+        let d = run(&running, &[fresh(SignalKind::ErrorRate, 0.07)]);
+        assert_eq!(d.verdict, Verdict::Rollback);
+        assert_eq!(d.rollback_to.as_ref().map(|s| s.id), Some(19));
+        assert!(d.recommended.is_empty(), "{:?}", d.recommended);
     }
 
     #[test]
