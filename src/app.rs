@@ -13,9 +13,8 @@ use crate::actions::executor::{Executors, RolloutUndo};
 use crate::actions::{Channels, Planner, Worker, WorkerConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::domain::TargetRef;
 use crate::domain::classify::Classifier;
-use crate::engine::{Engine, EngineHandle};
+use crate::engine::{Engine, EngineHandle, Touch};
 use crate::http::auth::Authenticator;
 use crate::http::limit::RateLimit;
 use crate::ingest::Ingestor;
@@ -59,7 +58,7 @@ pub struct App {
     kubernetes: crate::config::KubernetesConfig,
     watchers: Option<Watchers>,
     /// The decision loop and its queue, when `engine.enabled`.
-    engine: Option<(Engine, tokio::sync::mpsc::Receiver<Vec<TargetRef>>)>,
+    engine: Option<(Engine, tokio::sync::mpsc::Receiver<Touch>)>,
     /// The outbox workers, when `actions.enabled`.
     actions: Option<Worker>,
     tick: Duration,

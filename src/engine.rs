@@ -3,26 +3,30 @@
 //! loads the target's signals, deploys, freezes and rollback history, calls the pure
 //! `decide()`, and records the decision when its verdict or inputs changed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
 use crate::actions::Planner;
 use crate::clock::Clock;
+use crate::domain::alert::AlertStatus;
 use crate::domain::classify::{Classified, Classifier};
 use crate::domain::decide::{History, decide};
 use crate::domain::policy::Policy;
 use crate::domain::{Decision, DeployRecord, Freeze, Signal, Target, TargetRef};
-use crate::store::{DecisionQuery, NewDecision, Store, StoreError, StoredDecision};
+use crate::store::{DecisionQuery, NewDecision, Store, StoreError, StoredAlert, StoredDecision};
 use crate::telemetry::Metrics;
 
 /// Deploys of a target an evaluation looks at: the suspect and what came before it.
 const HISTORY_DEPTH: u32 = 200;
+
+/// Alerts read per query when the window is (re)loaded.
+const WINDOW_PAGE: u32 = 1000;
 
 /// Everything an evaluation needs. Cheap to clone.
 #[derive(Clone)]
@@ -41,9 +45,89 @@ pub struct Engine {
 /// re-classifying) every alert per target.
 pub struct Snapshot {
     pub now: chrono::DateTime<Utc>,
-    /// Classified alerts and posted signals, of every target.
-    pub signals: Vec<Classified>,
+    /// Classified alerts and posted signals about a target, by target.
+    pub by_target: BTreeMap<TargetRef, Vec<Arc<Classified>>>,
+    /// Signals about no target (a dependency's): each concerns the targets that
+    /// depend on it.
+    pub untargeted: Vec<Arc<Classified>>,
     pub freezes: Vec<Freeze>,
+}
+
+impl Snapshot {
+    fn new(now: DateTime<Utc>, signals: Vec<Arc<Classified>>, freezes: Vec<Freeze>) -> Self {
+        let mut by_target: BTreeMap<TargetRef, Vec<Arc<Classified>>> = BTreeMap::new();
+        let mut untargeted = Vec::new();
+        for classified in signals {
+            match &classified.signal.target {
+                Some(target) => by_target
+                    .entry(target.clone())
+                    .or_default()
+                    .push(classified),
+                None => untargeted.push(classified),
+            }
+        }
+        Self {
+            now,
+            by_target,
+            untargeted,
+            freezes,
+        }
+    }
+}
+
+/// The run loop's view of the correlation window: every alert still firing or
+/// recently resolved, each classified once. A tick reloads it from the store; a batch
+/// of ingests merges just the rows those ingests wrote. Under a flood of alerts an
+/// evaluation then costs its own rows, not a re-read and re-classification of the
+/// whole window (which made ingest with the engine on quadratic).
+#[derive(Default)]
+pub struct Window {
+    /// By alert id; `None` until loaded (or after a failed read, to reload).
+    alerts: Option<BTreeMap<i64, WindowAlert>>,
+}
+
+struct WindowAlert {
+    updated_at: DateTime<Utc>,
+    firing: bool,
+    ends_at: Option<DateTime<Utc>>,
+    /// `None` for an alert the classifier ignores.
+    classified: Option<Arc<Classified>>,
+}
+
+impl Window {
+    /// Forgets what it holds: the next snapshot reloads the window.
+    pub fn invalidate(&mut self) {
+        self.alerts = None;
+    }
+
+    fn merge(alerts: &mut BTreeMap<i64, WindowAlert>, classifier: &Classifier, row: &StoredAlert) {
+        if alerts
+            .get(&row.id)
+            .is_some_and(|held| held.updated_at > row.updated_at)
+        {
+            return;
+        }
+        alerts.insert(
+            row.id,
+            WindowAlert {
+                updated_at: row.updated_at,
+                firing: row.status == AlertStatus::Firing,
+                ends_at: row.ends_at,
+                classified: classifier.classify(&row.to_alert()).map(Arc::new),
+            },
+        );
+    }
+}
+
+/// A message on the engine's queue.
+#[derive(Debug, Clone)]
+pub struct Touch {
+    /// Targets to evaluate.
+    pub targets: Vec<TargetRef>,
+    /// The keys (fingerprint, start) of the alerts a committed ingest wrote: they are
+    /// merged into the run loop's [`Window`] before the evaluations (also when they
+    /// name no target: a dependency alert concerns the targets that depend on it).
+    pub alerts: Vec<(String, DateTime<Utc>)>,
 }
 
 /// What one evaluation produced.
@@ -85,22 +169,32 @@ pub async fn load_history(
 /// Handlers tell the engine which targets an ingest touched.
 #[derive(Clone)]
 pub struct EngineHandle {
-    tx: mpsc::Sender<Vec<TargetRef>>,
+    tx: mpsc::Sender<Touch>,
 }
 
 impl EngineHandle {
-    /// Asks for an evaluation of `targets`. Never blocks an ingest: when the queue is
+    /// Asks for an evaluation of `targets`. Never blocks a handler: when the queue is
     /// full the next tick evaluates them anyway.
     pub fn touched(&self, targets: Vec<TargetRef>) {
         if !targets.is_empty() {
-            let _ = self.tx.try_send(targets);
+            let _ = self.tx.try_send(Touch {
+                targets,
+                alerts: Vec::new(),
+            });
         }
+    }
+
+    /// Reports a committed ingest: the keys (fingerprint, start) of the alerts it
+    /// wrote and the targets they name. When the queue is full, the next tick reloads
+    /// the window and evaluates them.
+    pub fn ingested(&self, targets: Vec<TargetRef>, alerts: Vec<(String, DateTime<Utc>)>) {
+        let _ = self.tx.try_send(Touch { targets, alerts });
     }
 }
 
 impl Engine {
     /// The channel handlers send to, and its receiving end for [`Engine::run`].
-    pub fn channel() -> (EngineHandle, mpsc::Receiver<Vec<TargetRef>>) {
+    pub fn channel() -> (EngineHandle, mpsc::Receiver<Touch>) {
         let (tx, rx) = mpsc::channel(1024);
         (EngineHandle { tx }, rx)
     }
@@ -113,31 +207,72 @@ impl Engine {
     /// Loads what evaluations at this instant read: every alert still firing or
     /// recently resolved (classified once), posted signals, and freezes in force.
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        self.snapshot_in(&mut Window::default(), &[]).await
+    }
+
+    /// [`Engine::snapshot`] through `window`: loaded when empty, else brought up to
+    /// date with the alerts stored under `keys`. Posted signals and freezes (few) are read
+    /// every time.
+    pub async fn snapshot_in(
+        &self,
+        window: &mut Window,
+        keys: &[(String, DateTime<Utc>)],
+    ) -> Result<Snapshot, StoreError> {
         let now = self.clock.now();
         let since = now - chrono::Duration::seconds(self.policy.correlation_window_secs as i64);
-        let mut signals: Vec<Classified> = self
-            .store
-            .alerts_for_evaluation(since)
-            .await?
-            .iter()
-            .filter_map(|alert| self.classifier.classify(&alert.to_alert()))
+        let mut alerts = match window.alerts.take() {
+            Some(mut alerts) => {
+                if !keys.is_empty() {
+                    for row in self.store.alerts_by_key(keys).await? {
+                        Window::merge(&mut alerts, &self.classifier, &row);
+                    }
+                }
+                alerts
+            }
+            None => {
+                // Page by page: under a flood the window holds 100,000s of alerts, and
+                // one read and classification of them all would stall the runtime's
+                // workers (and every ingest on them) for as long.
+                let mut alerts = BTreeMap::new();
+                let mut after = 0;
+                loop {
+                    let page = self
+                        .store
+                        .alerts_for_evaluation(since, after, WINDOW_PAGE)
+                        .await?;
+                    for row in &page {
+                        Window::merge(&mut alerts, &self.classifier, row);
+                    }
+                    match page.last() {
+                        Some(last) if page.len() == WINDOW_PAGE as usize => after = last.id,
+                        _ => break,
+                    }
+                    tokio::task::yield_now().await;
+                }
+                alerts
+            }
+        };
+        // The store's rule for the window (alerts_for_evaluation), as time moves on.
+        alerts.retain(|_, a| a.firing || a.ends_at.is_some_and(|end| end >= since));
+        let mut signals: Vec<Arc<Classified>> = alerts
+            .values()
+            .filter_map(|a| a.classified.clone())
             .collect();
+        window.alerts = Some(alerts);
         signals.extend(
             self.store
                 .signals_for_evaluation(since)
                 .await?
                 .into_iter()
-                .map(|signal| Classified {
-                    signal,
-                    namespace: None,
+                .map(|signal| {
+                    Arc::new(Classified {
+                        signal,
+                        namespace: None,
+                    })
                 }),
         );
         let freezes = self.store.active_freezes(now).await?;
-        Ok(Snapshot {
-            now,
-            signals,
-            freezes,
-        })
+        Ok(Snapshot::new(now, signals, freezes))
     }
 
     /// Evaluates `target` now and records the decision if it changed.
@@ -155,11 +290,18 @@ impl Engine {
     ) -> Result<Evaluation, StoreError> {
         let now = snapshot.now;
         // The target's signals: classified from its alerts, posted to the API, and the
-        // dependency signals that concern it.
+        // dependency signals that concern it (decide() orders them).
         let signals: Vec<Signal> = snapshot
-            .signals
-            .iter()
-            .filter(|c| self.concerns(target, c))
+            .by_target
+            .get(&target.target)
+            .into_iter()
+            .flatten()
+            .chain(
+                snapshot
+                    .untargeted
+                    .iter()
+                    .filter(|c| self.classifier.depends_on(target, c)),
+            )
             .map(|c| c.signal.clone())
             .collect();
         let deploys: Vec<DeployRecord> = self
@@ -217,13 +359,6 @@ impl Engine {
         })
     }
 
-    fn concerns(&self, target: &Target, classified: &Classified) -> bool {
-        match &classified.signal.target {
-            Some(t) => *t == target.target,
-            None => self.classifier.depends_on(target, classified),
-        }
-    }
-
     /// The loop guard's and verification's view of past rollbacks of `target`.
     async fn history(
         &self,
@@ -236,11 +371,7 @@ impl Engine {
     /// Targets worth a tick: those with an active signal, and those whose standing
     /// decision is not `ok` (so they can recover).
     pub async fn due(&self, snapshot: &Snapshot) -> Result<Vec<TargetRef>, StoreError> {
-        let mut due: BTreeSet<TargetRef> = snapshot
-            .signals
-            .iter()
-            .filter_map(|c| c.signal.target.clone())
-            .collect();
+        let mut due: BTreeSet<TargetRef> = snapshot.by_target.keys().cloned().collect();
         for key in self.store.unsettled_targets().await? {
             if let Some(target) = TargetRef::parse(&key) {
                 due.insert(target);
@@ -251,7 +382,14 @@ impl Engine {
 
     /// Evaluates every due target; returns how many decisions changed.
     pub async fn tick(&self) -> usize {
-        let loaded = match self.snapshot().await {
+        self.tick_in(&mut Window::default()).await
+    }
+
+    /// [`Engine::tick`], reloading `window` from the store first: a tick is also when
+    /// alerts the queue did not carry (another replica's, or a full queue's) come in.
+    pub async fn tick_in(&self, window: &mut Window) -> usize {
+        window.invalidate();
+        let loaded = match self.snapshot_in(window, &[]).await {
             Ok(snapshot) => self.due(&snapshot).await.map(|due| (snapshot, due)),
             Err(err) => Err(err),
         };
@@ -285,36 +423,41 @@ impl Engine {
     /// target each `tick`.
     pub async fn run(
         self,
-        mut touched: mpsc::Receiver<Vec<TargetRef>>,
+        mut touched: mpsc::Receiver<Touch>,
         tick: Duration,
         shutdown: CancellationToken,
     ) {
+        let mut window = Window::default();
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                batch = touched.recv() => {
-                    let Some(batch) = batch else { return };
-                    let mut targets: BTreeSet<TargetRef> = batch.into_iter().collect();
-                    while let Ok(more) = touched.try_recv() {
-                        targets.extend(more);
+                touch = touched.recv() => {
+                    let Some(touch) = touch else { return };
+                    let mut targets: BTreeSet<TargetRef> = BTreeSet::new();
+                    let mut keys = Vec::new();
+                    let more = std::iter::from_fn(|| touched.try_recv().ok());
+                    for touch in std::iter::once(touch).chain(more) {
+                        targets.extend(touch.targets);
+                        keys.extend(touch.alerts);
                     }
-                    match self.snapshot().await {
+                    match self.snapshot_in(&mut window, &keys).await {
                         Ok(snapshot) => {
                             for key in targets {
                                 self.evaluate_logged(&key, &snapshot).await;
                             }
                         }
                         Err(err) => {
-                            // The next tick evaluates them.
+                            // The next tick reloads the window and evaluates them.
+                            window.invalidate();
                             self.metrics.store_error("engine_snapshot", &err);
                             tracing::error!(error = %err, "engine: cannot load its inputs");
                         }
                     }
                 }
                 _ = interval.tick() => {
-                    self.tick().await;
+                    self.tick_in(&mut window).await;
                 }
             }
         }

@@ -68,21 +68,24 @@ async fn receive_notification(
         }
     };
     let alerts = notification.alerts.len();
-    // Which targets the alerts are about, for the engine (only if the store took it).
-    let touched: Vec<TargetRef> = match &state.engine {
-        Some(_) => {
-            let mut targets: Vec<TargetRef> = notification
-                .alerts
-                .iter()
-                .filter_map(|a| state.classifier.target_for(&a.labels))
-                .map(|t| t.target)
-                .collect();
-            targets.sort();
-            targets.dedup();
-            targets
-        }
-        None => Vec::new(),
-    };
+    // Which targets the alerts are about, and which alerts, for the engine (only if
+    // the store took it).
+    let touched: Option<(Vec<TargetRef>, Vec<_>)> = state.engine.as_ref().map(|_| {
+        let mut targets: Vec<TargetRef> = notification
+            .alerts
+            .iter()
+            .filter_map(|a| state.classifier.target_for(&a.labels))
+            .map(|t| t.target)
+            .collect();
+        targets.sort();
+        targets.dedup();
+        let keys = notification
+            .alerts
+            .iter()
+            .map(|a| (a.fingerprint.clone(), a.starts_at))
+            .collect();
+        (targets, keys)
+    });
     match state.ingestor.submit(notification).await {
         Ok(outcome) => {
             let status = if outcome.duplicate {
@@ -91,8 +94,10 @@ async fn receive_notification(
                 "accepted"
             };
             state.metrics.notification(SOURCE, status);
-            if let Some(engine) = state.engine.as_ref().filter(|_| !outcome.duplicate) {
-                engine.touched(touched);
+            if let (Some(engine), Some((targets, keys))) = (&state.engine, touched)
+                && !outcome.duplicate
+            {
+                engine.ingested(targets, keys);
             }
             Ok(Json(NotificationReceipt {
                 status,

@@ -532,9 +532,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<StoredDeploy>, StoreError>;
 
     /// Alerts still firing, or resolved at or after `since`: what an evaluation looks at.
+    /// A page of at most `limit`, in id order, after id `after` (0 for the first).
     async fn alerts_for_evaluation(
         &self,
         since: DateTime<Utc>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredAlert>, StoreError>;
+
+    /// The alerts stored under `keys` (fingerprint and start, their identity), in id
+    /// order, as they stand: what the engine merges into its view of the window after
+    /// the ingests that carried them. Read through the table's unique key, so the
+    /// ingest pays for no extra index.
+    async fn alerts_by_key(
+        &self,
+        keys: &[(String, DateTime<Utc>)],
     ) -> Result<Vec<StoredAlert>, StoreError>;
 
     /// Stores a signal, idempotent on its poster's id (`fingerprint`) for API signals

@@ -475,14 +475,40 @@ impl Store for SqliteStore {
     async fn alerts_for_evaluation(
         &self,
         since: DateTime<Utc>,
+        after: i64,
+        limit: u32,
     ) -> Result<Vec<StoredAlert>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, fingerprint, status, alertname, labels, annotations, starts_at, ends_at,
                     generator_url, receiver, group_key, first_receipt_id, last_receipt_id,
                     first_seen_at, updated_at
-             FROM alerts WHERE status = 'firing' OR ends_at >= ? ORDER BY id",
+             FROM alerts WHERE (status = 'firing' OR ends_at >= ?) AND id > ?
+             ORDER BY id LIMIT ?",
         )
         .bind(ts(since))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(alert_from_row).collect()
+    }
+
+    async fn alerts_by_key(
+        &self,
+        keys: &[(String, DateTime<Utc>)],
+    ) -> Result<Vec<StoredAlert>, StoreError> {
+        // Starts in the text form the rows were written with (`ts`).
+        let keys: Vec<(&str, String)> = keys.iter().map(|(f, s)| (f.as_str(), ts(*s))).collect();
+        let rows = sqlx::query(
+            "SELECT id, fingerprint, status, alertname, labels, annotations, starts_at, ends_at,
+                    generator_url, receiver, group_key, first_receipt_id, last_receipt_id,
+                    first_seen_at, updated_at
+             FROM alerts WHERE id IN (
+                 SELECT a.id FROM json_each(?1) k
+                 JOIN alerts a ON a.fingerprint = k.value ->> 0 AND a.starts_at = k.value ->> 1)
+             ORDER BY id",
+        )
+        .bind(serde_json::to_string(&keys)?)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(alert_from_row).collect()
@@ -576,24 +602,33 @@ impl Store for SqliteStore {
     ) -> Result<(StoredDecision, bool), StoreError> {
         // BEGIN IMMEDIATE: the single writer serialises evaluations of every target.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let latest = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {DECISION_COLUMNS} FROM decisions WHERE target = ? ORDER BY id DESC LIMIT 1"
-        )))
+        // The standing decision's verdict and hash decide; its evidence (large, under a
+        // flood of alerts) is read only when it stays the standing one.
+        let latest: Option<(i64, String, String)> = sqlx::query_as(
+            "SELECT id, verdict, inputs_hash FROM decisions WHERE target = ?
+             ORDER BY id DESC LIMIT 1",
+        )
         .bind(&decision.target_key)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some(row) = latest {
-            let latest = decision_from_row(&row)?;
-            if latest.verdict == decision.verdict && latest.inputs_hash == decision.inputs_hash {
-                tx.commit().await?;
-                return Ok((latest, false));
-            }
+        if let Some((id, verdict, inputs_hash)) = latest
+            && verdict == decision.verdict
+            && inputs_hash == decision.inputs_hash
+        {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {DECISION_COLUMNS} FROM decisions WHERE id = ?"
+            )))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok((decision_from_row(&row)?, false));
         }
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row = sqlx::query(
             "INSERT INTO decisions (target, verdict, reason, inputs_hash, policy_version,
                  suspect_deploy_id, rollback_to_id, evidence, decided_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {DECISION_COLUMNS}"
-        )))
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id, decided_at",
+        )
         .bind(&decision.target_key)
         .bind(&decision.verdict)
         .bind(&decision.reason)
@@ -606,7 +641,20 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok((decision_from_row(&row)?, true))
+        // Built from what was written rather than decoded back from the row.
+        let stored = StoredDecision {
+            id: row.try_get("id")?,
+            target_key: decision.target_key.clone(),
+            verdict: decision.verdict.clone(),
+            reason: decision.reason.clone(),
+            inputs_hash: decision.inputs_hash.clone(),
+            policy_version: decision.policy_version.clone(),
+            suspect_deploy_id: decision.suspect_deploy_id,
+            rollback_to_id: decision.rollback_to_id,
+            decided_at: parse_ts(row.try_get("decided_at")?)?,
+            decision: decision.decision.clone(),
+        };
+        Ok((stored, true))
     }
 
     async fn latest_decision(

@@ -228,6 +228,63 @@ async fn a_degraded_database_holds_the_rollback_h2(backend: Backend) {
     assert!(d["reason"].as_str().unwrap().contains("database"), "{d}");
 }
 
+/// The engine keeps its view of the window between ticks and merges each ingest's
+/// alerts into it: with no tick to reload it, a dependency alert naming no target still
+/// holds the next evaluation, and its resolution lets the rollback through.
+async fn each_ingest_reaches_the_engine_between_ticks(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.engine.tick_secs = 3600).await;
+    two_deploys(&app).await;
+    let db = |status: &str| {
+        json!({
+            "receiver": "rollwarden", "status": status,
+            "alerts": [{"status": status, "labels": {"alertname": "PostgresqlDown", "namespace": "prod", "instance": "db-0"},
+                        "annotations": {}, "startsAt": ts(t0() - minutes(6)),
+                        "endsAt": if status == "firing" { "0001-01-01T00:00:00Z".to_string() } else { ts(t0() - minutes(1)) },
+                        "generatorURL": "", "fingerprint": "db01"}],
+            "version": "4", "groupKey": "{}:{alertname=\"PostgresqlDown\"}", "truncatedAlerts": 0
+        })
+        .to_string()
+    };
+    assert_eq!(
+        app.post_alertmanager(db("firing")).await.status(),
+        StatusCode::OK
+    );
+    let errors = |fingerprint: &str| {
+        alert(
+            "HighErrorRate",
+            fingerprint,
+            json!({"pod": fingerprint}),
+            json!({"value": "0.3"}),
+            t0() - minutes(5),
+        )
+    };
+    app.post_alertmanager(errors("aa07")).await;
+    let d = wait_for_verdict(&app, "hold").await;
+    assert_eq!(holds(&d), ["H2"], "{d}");
+
+    // The database recovers (this touches no target), then more errors arrive.
+    assert_eq!(
+        app.post_alertmanager(db("resolved")).await.status(),
+        StatusCode::OK
+    );
+    app.post_alertmanager(errors("aa08")).await;
+    let d = wait_for_verdict(&app, "rollback").await;
+    assert!(fired(&d).contains(&"M2".to_string()), "{d}");
+    // Never a rollback while the database was down (the `ok` is the deploys' own
+    // evaluation, before any alert).
+    let (_, all) = app
+        .get_json(&format!("/api/v1/decisions?target={CHECKOUT}&limit=100"))
+        .await;
+    let verdicts: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|d| d["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts, ["ok", "hold", "rollback"]);
+}
+
 async fn posted_data_corruption_freezes_m8(backend: Backend) {
     let app = spawn(backend).await;
     two_deploys(&app).await;
@@ -331,6 +388,7 @@ on_both_backends!(
     customer_reports_investigate_then_roll_back_m5_m6,
     a_regression_that_predates_the_latest_deploy_is_held_h1,
     a_degraded_database_holds_the_rollback_h2,
+    each_ingest_reaches_the_engine_between_ticks,
     posted_data_corruption_freezes_m8,
     failing_health_checks_roll_back_only_after_three_minutes_g1,
     an_unchanged_situation_writes_no_new_decision,

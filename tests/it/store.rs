@@ -265,13 +265,19 @@ mod engine_inputs {
             .await
             .unwrap();
         assert!(!created, "an unchanged evaluation writes nothing");
-        assert_eq!(same.id, first.id);
+        // What record_decision hands back is what the store holds, either way.
+        assert_eq!(same, first);
+        assert_eq!(db.store.decision(first.id).await.unwrap().unwrap(), first);
         let (changed, created) = db
             .store
             .record_decision(&decision(key, "rollback", "h2", later))
             .await
             .unwrap();
         assert!(created && changed.id > first.id);
+        assert_eq!(
+            db.store.decision(changed.id).await.unwrap().unwrap(),
+            changed
+        );
         db.store
             .record_decision(&decision("default/prod/Deployment/cart", "ok", "h0", later))
             .await
@@ -397,7 +403,7 @@ mod engine_inputs {
         assert_eq!(
             fps(db
                 .store
-                .alerts_for_evaluation(at("2026-08-22T14:00:00Z"))
+                .alerts_for_evaluation(at("2026-08-22T14:00:00Z"), 0, 100)
                 .await
                 .unwrap()),
             ["f1", "r1"]
@@ -405,10 +411,102 @@ mod engine_inputs {
         assert_eq!(
             fps(db
                 .store
-                .alerts_for_evaluation(at("2026-08-22T15:00:01Z"))
+                .alerts_for_evaluation(at("2026-08-22T15:00:01Z"), 0, 100)
                 .await
                 .unwrap()),
             ["f1"]
+        );
+        // Paged in id order: the page after f1 holds r1, and the one after that nothing.
+        let first = db
+            .store
+            .alerts_for_evaluation(at("2026-08-22T14:00:00Z"), 0, 1)
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 1);
+        let second = db
+            .store
+            .alerts_for_evaluation(at("2026-08-22T14:00:00Z"), first[0].id, 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            fps(first)
+                .into_iter()
+                .chain(fps(second.clone()))
+                .collect::<Vec<_>>(),
+            ["f1", "r1"]
+        );
+        assert!(
+            db.store
+                .alerts_for_evaluation(at("2026-08-22T14:00:00Z"), second[0].id, 1)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    async fn alerts_are_read_back_by_their_keys_as_they_stand(backend: Backend) {
+        let db = TestStore::new(backend).await;
+        let start = at("2026-08-22T10:00:00Z");
+        db.store
+            .record_notifications(&[
+                one(
+                    "f1",
+                    "HighErrorRate",
+                    "prod",
+                    "firing",
+                    "2026-08-22T10:00:00Z",
+                ),
+                one(
+                    "o1",
+                    "HighLatency",
+                    "prod",
+                    "firing",
+                    "2026-08-22T10:00:00Z",
+                ),
+            ])
+            .await
+            .unwrap();
+        let key = |fp: &str, s: chrono::DateTime<chrono::Utc>| (fp.to_string(), s);
+        let fps = |v: Vec<rollwarden::store::StoredAlert>| {
+            v.into_iter().map(|a| a.fingerprint).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            fps(db.store.alerts_by_key(&[key("f1", start)]).await.unwrap()),
+            ["f1"]
+        );
+        assert_eq!(
+            fps(db
+                .store
+                .alerts_by_key(&[key("o1", start), key("f1", start), key("f1", start)])
+                .await
+                .unwrap()),
+            ["f1", "o1"]
+        );
+        // Another start, or an unknown fingerprint, is another alert: none stored.
+        let later = start + Duration::minutes(1);
+        assert!(
+            db.store
+                .alerts_by_key(&[key("f1", later), key("zz", start)])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(db.store.alerts_by_key(&[]).await.unwrap().is_empty());
+        // A resolution is read back as it stands.
+        db.store
+            .record_notifications(&[one(
+                "f1",
+                "HighErrorRate",
+                "prod",
+                "resolved",
+                "2026-08-22T10:00:00Z",
+            )])
+            .await
+            .unwrap();
+        let f1 = db.store.alerts_by_key(&[key("f1", start)]).await.unwrap();
+        assert_eq!(
+            f1[0].status,
+            rollwarden::domain::alert::AlertStatus::Resolved
         );
     }
 
@@ -429,6 +527,7 @@ mod engine_inputs {
         concurrent_identical_evaluations_record_one_decision,
         posted_signals_are_idempotent_and_end,
         evaluation_sees_firing_and_recently_resolved_alerts,
+        alerts_are_read_back_by_their_keys_as_they_stand,
         no_freezes_or_rollbacks_on_a_fresh_store,
     );
 }
