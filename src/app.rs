@@ -14,7 +14,7 @@ use crate::actions::{Channels, Planner, Worker, WorkerConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::domain::classify::Classifier;
-use crate::engine::{Engine, EngineHandle, Touch};
+use crate::engine::{Engine, EngineHandle, EngineQueue};
 use crate::http::auth::Authenticator;
 use crate::http::limit::RateLimit;
 use crate::ingest::Ingestor;
@@ -58,7 +58,7 @@ pub struct App {
     kubernetes: crate::config::KubernetesConfig,
     watchers: Option<Watchers>,
     /// The decision loop and its queue, when `engine.enabled`.
-    engine: Option<(Engine, tokio::sync::mpsc::Receiver<Touch>)>,
+    engine: Option<(Engine, EngineQueue)>,
     /// The outbox workers, when `actions.enabled`.
     actions: Option<Worker>,
     tick: Duration,

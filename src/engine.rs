@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,7 +19,7 @@ use crate::domain::alert::AlertStatus;
 use crate::domain::classify::{Classified, Classifier};
 use crate::domain::decide::{History, decide};
 use crate::domain::policy::Policy;
-use crate::domain::{Decision, DeployRecord, Freeze, Signal, Target, TargetRef};
+use crate::domain::{Decision, DeployRecord, Freeze, Signal, Target, TargetRef, Verdict};
 use crate::store::{DecisionQuery, NewDecision, Store, StoreError, StoredAlert, StoredDecision};
 use crate::telemetry::Metrics;
 
@@ -100,6 +101,10 @@ impl Window {
         self.alerts = None;
     }
 
+    pub fn is_loaded(&self) -> bool {
+        self.alerts.is_some()
+    }
+
     fn merge(alerts: &mut BTreeMap<i64, WindowAlert>, classifier: &Classifier, row: &StoredAlert) {
         if alerts
             .get(&row.id)
@@ -170,6 +175,15 @@ pub async fn load_history(
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: mpsc::Sender<Touch>,
+    /// Set when an ingest's alerts could not be queued: the run loop then reloads its
+    /// window instead of missing them until the next tick.
+    overflowed: Arc<AtomicBool>,
+}
+
+/// The receiving end of the engine's queue, for [`Engine::run`].
+pub struct EngineQueue {
+    rx: mpsc::Receiver<Touch>,
+    overflowed: Arc<AtomicBool>,
 }
 
 impl EngineHandle {
@@ -188,15 +202,24 @@ impl EngineHandle {
     /// wrote and the targets they name. When the queue is full, the next tick reloads
     /// the window and evaluates them.
     pub fn ingested(&self, targets: Vec<TargetRef>, alerts: Vec<(String, DateTime<Utc>)>) {
-        let _ = self.tx.try_send(Touch { targets, alerts });
+        if self.tx.try_send(Touch { targets, alerts }).is_err() {
+            self.overflowed.store(true, Ordering::Relaxed);
+        }
     }
 }
 
 impl Engine {
     /// The channel handlers send to, and its receiving end for [`Engine::run`].
-    pub fn channel() -> (EngineHandle, mpsc::Receiver<Touch>) {
+    pub fn channel() -> (EngineHandle, EngineQueue) {
         let (tx, rx) = mpsc::channel(1024);
-        (EngineHandle { tx }, rx)
+        let overflowed = Arc::new(AtomicBool::new(false));
+        (
+            EngineHandle {
+                tx,
+                overflowed: overflowed.clone(),
+            },
+            EngineQueue { rx, overflowed },
+        )
     }
 
     /// The target as configured, or as discovered from its key.
@@ -288,6 +311,12 @@ impl Engine {
         target: &Target,
         snapshot: &Snapshot,
     ) -> Result<Evaluation, StoreError> {
+        let decision = self.assess(target, snapshot).await?;
+        self.record(target, decision, snapshot.now).await
+    }
+
+    /// What `decide()` makes of `target` in `snapshot`, recording nothing.
+    async fn assess(&self, target: &Target, snapshot: &Snapshot) -> Result<Decision, StoreError> {
         let now = snapshot.now;
         // The target's signals: classified from its alerts, posted to the API, and the
         // dependency signals that concern it (decide() orders them).
@@ -315,7 +344,7 @@ impl Engine {
             })
             .collect();
         let history = self.history(&target.target, now).await?;
-        let decision = decide(
+        Ok(decide(
             &self.policy,
             target,
             &deploys,
@@ -323,7 +352,16 @@ impl Engine {
             &snapshot.freezes,
             &history,
             now,
-        );
+        ))
+    }
+
+    /// Records `decision` if it changed, and enqueues what it calls for.
+    async fn record(
+        &self,
+        target: &Target,
+        decision: Decision,
+        now: DateTime<Utc>,
+    ) -> Result<Evaluation, StoreError> {
         let new = NewDecision {
             target_key: target.target.key(),
             verdict: decision.verdict.as_str().to_string(),
@@ -419,42 +457,88 @@ impl Engine {
         }
     }
 
+    /// Evaluates `targets` after merging the alerts under `keys` into `window`.
+    ///
+    /// Between ticks the window holds this replica's ingests; another replica's alert
+    /// (a dependency going down, an earlier start that makes H1 hold) may be missing
+    /// from it until the next tick. Missing signals can only make a decision act where
+    /// it should hold, never the reverse, so a rollback that would be a new decision is
+    /// confirmed against a window reloaded from the store before it is recorded.
+    async fn evaluate_batch(
+        &self,
+        window: &mut Window,
+        targets: BTreeSet<TargetRef>,
+        keys: &[(String, DateTime<Utc>)],
+    ) {
+        let mut complete = !window.is_loaded();
+        let mut snapshot = match self.snapshot_in(window, keys).await {
+            Ok(snapshot) => snapshot,
+            Err(err) => {
+                // The next tick reloads the window and evaluates them.
+                window.invalidate();
+                self.metrics.store_error("engine_snapshot", &err);
+                tracing::error!(error = %err, "engine: cannot load its inputs");
+                return;
+            }
+        };
+        for key in targets {
+            let target = self.target(&key);
+            let result = async {
+                let mut decision = self.assess(&target, &snapshot).await?;
+                if decision.verdict == Verdict::Rollback
+                    && !complete
+                    && !self.stands(&target, &decision).await?
+                {
+                    window.invalidate();
+                    snapshot = self.snapshot_in(window, &[]).await?;
+                    complete = true;
+                    decision = self.assess(&target, &snapshot).await?;
+                }
+                self.record(&target, decision, snapshot.now).await
+            }
+            .await;
+            if let Err(err) = result {
+                self.metrics.store_error("evaluate", &err);
+                tracing::error!(error = %err, target = %key, "evaluation failed");
+            }
+        }
+    }
+
+    /// Whether `decision` is already the target's standing decision.
+    async fn stands(&self, target: &Target, decision: &Decision) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .latest_decision(&target.target.key())
+            .await?
+            .is_some_and(|d| {
+                d.verdict == decision.verdict.as_str() && d.inputs_hash == decision.inputs_hash
+            }))
+    }
+
     /// Runs until `shutdown`: evaluates touched targets as they arrive and every due
     /// target each `tick`.
-    pub async fn run(
-        self,
-        mut touched: mpsc::Receiver<Touch>,
-        tick: Duration,
-        shutdown: CancellationToken,
-    ) {
+    pub async fn run(self, queue: EngineQueue, tick: Duration, shutdown: CancellationToken) {
+        let EngineQueue { mut rx, overflowed } = queue;
         let mut window = Window::default();
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                touch = touched.recv() => {
+                touch = rx.recv() => {
                     let Some(touch) = touch else { return };
                     let mut targets: BTreeSet<TargetRef> = BTreeSet::new();
                     let mut keys = Vec::new();
-                    let more = std::iter::from_fn(|| touched.try_recv().ok());
+                    let more = std::iter::from_fn(|| rx.try_recv().ok());
                     for touch in std::iter::once(touch).chain(more) {
                         targets.extend(touch.targets);
                         keys.extend(touch.alerts);
                     }
-                    match self.snapshot_in(&mut window, &keys).await {
-                        Ok(snapshot) => {
-                            for key in targets {
-                                self.evaluate_logged(&key, &snapshot).await;
-                            }
-                        }
-                        Err(err) => {
-                            // The next tick reloads the window and evaluates them.
-                            window.invalidate();
-                            self.metrics.store_error("engine_snapshot", &err);
-                            tracing::error!(error = %err, "engine: cannot load its inputs");
-                        }
+                    if overflowed.swap(false, Ordering::Relaxed) {
+                        // An ingest's keys were dropped with a full queue: reload.
+                        window.invalidate();
                     }
+                    self.evaluate_batch(&mut window, targets, &keys).await;
                 }
                 _ = interval.tick() => {
                     self.tick_in(&mut window).await;

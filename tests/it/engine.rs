@@ -7,6 +7,9 @@ use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use rollwarden::wire::Bounds;
+use rollwarden::wire::alertmanager::AlertmanagerPayload;
+
 use crate::on_both_backends;
 use crate::support::{Backend, TestApp, VIEWER_TOKEN, WEBHOOK_TOKEN, t0};
 
@@ -285,6 +288,52 @@ async fn each_ingest_reaches_the_engine_between_ticks(backend: Backend) {
     assert_eq!(verdicts, ["ok", "hold", "rollback"]);
 }
 
+/// Another replica's ingest reaches this one's window only at the next tick. A
+/// rollback is never decided on the partial window: it is confirmed on a reload, which
+/// finds the other replica's database alert and holds.
+async fn another_replicas_alert_is_seen_before_a_rollback(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.engine.tick_secs = 3600).await;
+    two_deploys(&app).await;
+    // Written by another replica: straight into the shared store, no queue message here.
+    let db_down = json!({
+        "receiver": "rollwarden", "status": "firing",
+        "alerts": [{"status": "firing", "labels": {"alertname": "PostgresqlDown", "namespace": "prod", "instance": "db-0"},
+                    "annotations": {}, "startsAt": ts(t0() - minutes(6)), "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "", "fingerprint": "db02"}],
+        "version": "4", "groupKey": "{}:{alertname=\"PostgresqlDown\"}", "truncatedAlerts": 0
+    });
+    let notification =
+        AlertmanagerPayload::parse(db_down.to_string().as_bytes(), &Bounds::default(), t0())
+            .unwrap();
+    app.db
+        .store
+        .record_notifications(&[notification])
+        .await
+        .unwrap();
+
+    app.post_alertmanager(alert(
+        "HighErrorRate",
+        "aa09",
+        json!({}),
+        json!({"value": "0.3"}),
+        t0() - minutes(5),
+    ))
+    .await;
+    let d = wait_for_verdict(&app, "hold").await;
+    assert_eq!(holds(&d), ["H2"], "{d}");
+    let (_, all) = app
+        .get_json(&format!("/api/v1/decisions?target={CHECKOUT}&limit=100"))
+        .await;
+    assert!(
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["verdict"] != "rollback"),
+        "{all}"
+    );
+}
+
 async fn posted_data_corruption_freezes_m8(backend: Backend) {
     let app = spawn(backend).await;
     two_deploys(&app).await;
@@ -389,6 +438,7 @@ on_both_backends!(
     a_regression_that_predates_the_latest_deploy_is_held_h1,
     a_degraded_database_holds_the_rollback_h2,
     each_ingest_reaches_the_engine_between_ticks,
+    another_replicas_alert_is_seen_before_a_rollback,
     posted_data_corruption_freezes_m8,
     failing_health_checks_roll_back_only_after_three_minutes_g1,
     an_unchanged_situation_writes_no_new_decision,
