@@ -725,6 +725,11 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 }
 
+/// The columns of an alert row that both backends read.
+pub(crate) const ALERT_COLUMNS: &str = "id, fingerprint, status, alertname, labels, annotations, \
+     starts_at, ends_at, generator_url, receiver, group_key, first_receipt_id, last_receipt_id, \
+     first_seen_at, updated_at";
+
 /// The columns of a deploy row, in the order both backends read and write them.
 pub(crate) const DEPLOY_COLUMNS: &str = "id, target, cluster, namespace, kind, name, source, \
      revision, status, environment, region, version, images, commit_sha, change_cause, \

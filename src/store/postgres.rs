@@ -11,13 +11,13 @@ use sqlx::{QueryBuilder, Row};
 use tracing::instrument;
 
 use super::{
-    ACTION_COLUMNS, ACTION_DONE_STATES, AUDIT_COLUMNS, ActionFinish, ActionQuery, ActionRecord,
-    ActionTransition, AlertQuery, AuditEvent, CLAIMABLE_STATES, DECISION_COLUMNS, DEPLOY_COLUMNS,
-    DecisionQuery, DeployCursor, DeployQuery, DeployWrite, FREEZE_COLUMNS, FreezeRecord,
-    IngestOutcome, Lease, NOTIFICATION_COLUMNS, NewAction, NewDecision, NewFreeze, NewNotification,
-    NotificationFinish, NotificationRecord, PlannedBatch, ROLLBACK_ACTION_KINDS, Receipt, Store,
-    StoreError, StoredAlert, StoredDecision, StoredDeploy, finish_columns, healthy_statuses_sql,
-    linked_target_sql, notification_finish_columns,
+    ACTION_COLUMNS, ACTION_DONE_STATES, ALERT_COLUMNS, AUDIT_COLUMNS, ActionFinish, ActionQuery,
+    ActionRecord, ActionTransition, AlertQuery, AuditEvent, CLAIMABLE_STATES, DECISION_COLUMNS,
+    DEPLOY_COLUMNS, DecisionQuery, DeployCursor, DeployQuery, DeployWrite, FREEZE_COLUMNS,
+    FreezeRecord, IngestOutcome, Lease, NOTIFICATION_COLUMNS, NewAction, NewDecision, NewFreeze,
+    NewNotification, NotificationFinish, NotificationRecord, PlannedBatch, ROLLBACK_ACTION_KINDS,
+    Receipt, Store, StoreError, StoredAlert, StoredDecision, StoredDeploy, finish_columns,
+    healthy_statuses_sql, linked_target_sql, notification_finish_columns,
 };
 use crate::domain::{
     AlertStatus, Deploy, DeploySource, Freeze, Labels, Notification, Signal, TargetRef,
@@ -302,12 +302,10 @@ impl Store for PostgresStore {
     }
 
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError> {
-        let mut q = QueryBuilder::new(
-            "SELECT id, fingerprint, status, alertname, labels, annotations, starts_at, ends_at,
-                    generator_url, receiver, group_key, first_receipt_id, last_receipt_id,
-                    first_seen_at, updated_at
-             FROM alerts WHERE TRUE",
-        );
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {ALERT_COLUMNS}
+             FROM alerts WHERE TRUE"
+        ));
         if let Some(status) = query.status {
             q.push(" AND status = ").push_bind(status.as_str());
         }
@@ -464,13 +462,11 @@ impl Store for PostgresStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<StoredAlert>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, fingerprint, status, alertname, labels, annotations, starts_at, ends_at,
-                    generator_url, receiver, group_key, first_receipt_id, last_receipt_id,
-                    first_seen_at, updated_at
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ALERT_COLUMNS}
              FROM alerts WHERE (status = 'firing' OR ends_at >= $1) AND id > $2
-             ORDER BY id LIMIT $3",
-        )
+             ORDER BY id LIMIT $3"
+        )))
         .bind(since)
         .bind(after)
         .bind(i64::from(limit))
@@ -485,14 +481,12 @@ impl Store for PostgresStore {
     ) -> Result<Vec<StoredAlert>, StoreError> {
         let (fingerprints, starts): (Vec<&str>, Vec<DateTime<Utc>>) =
             keys.iter().map(|(f, s)| (f.as_str(), *s)).unzip();
-        let rows = sqlx::query(
-            "SELECT id, fingerprint, status, alertname, labels, annotations, starts_at, ends_at,
-                    generator_url, receiver, group_key, first_receipt_id, last_receipt_id,
-                    first_seen_at, updated_at
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ALERT_COLUMNS}
              FROM alerts WHERE (fingerprint, starts_at) IN
                  (SELECT * FROM UNNEST($1::text[], $2::timestamptz[]))
-             ORDER BY id",
-        )
+             ORDER BY id"
+        )))
         .bind(fingerprints)
         .bind(starts)
         .fetch_all(&self.pool)

@@ -14,13 +14,13 @@ use sqlx::{QueryBuilder, Row};
 use tracing::instrument;
 
 use super::{
-    ACTION_COLUMNS, ACTION_DONE_STATES, AUDIT_COLUMNS, ActionFinish, ActionQuery, ActionRecord,
-    ActionTransition, AlertQuery, AuditEvent, CLAIMABLE_STATES, DECISION_COLUMNS, DEPLOY_COLUMNS,
-    DecisionQuery, DeployCursor, DeployQuery, DeployWrite, FREEZE_COLUMNS, FreezeRecord,
-    IngestOutcome, Lease, NOTIFICATION_COLUMNS, NewAction, NewDecision, NewFreeze, NewNotification,
-    NotificationFinish, NotificationRecord, PlannedBatch, ROLLBACK_ACTION_KINDS, Receipt, Store,
-    StoreError, StoredAlert, StoredDecision, StoredDeploy, finish_columns, healthy_statuses_sql,
-    linked_target_sql, notification_finish_columns,
+    ACTION_COLUMNS, ACTION_DONE_STATES, ALERT_COLUMNS, AUDIT_COLUMNS, ActionFinish, ActionQuery,
+    ActionRecord, ActionTransition, AlertQuery, AuditEvent, CLAIMABLE_STATES, DECISION_COLUMNS,
+    DEPLOY_COLUMNS, DecisionQuery, DeployCursor, DeployQuery, DeployWrite, FREEZE_COLUMNS,
+    FreezeRecord, IngestOutcome, Lease, NOTIFICATION_COLUMNS, NewAction, NewDecision, NewFreeze,
+    NewNotification, NotificationFinish, NotificationRecord, PlannedBatch, ROLLBACK_ACTION_KINDS,
+    Receipt, Store, StoreError, StoredAlert, StoredDecision, StoredDeploy, finish_columns,
+    healthy_statuses_sql, linked_target_sql, notification_finish_columns,
 };
 use crate::domain::{AlertStatus, Deploy, DeploySource, Freeze, Notification, Signal, TargetRef};
 
@@ -220,12 +220,10 @@ impl Store for SqliteStore {
     }
 
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError> {
-        let mut q = QueryBuilder::new(
-            "SELECT id, fingerprint, status, alertname, labels, annotations, starts_at, ends_at,
-                    generator_url, receiver, group_key, first_receipt_id, last_receipt_id,
-                    first_seen_at, updated_at
-             FROM alerts WHERE 1",
-        );
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {ALERT_COLUMNS}
+             FROM alerts WHERE 1"
+        ));
         if let Some(status) = query.status {
             q.push(" AND status = ").push_bind(status.as_str());
         }
@@ -478,13 +476,11 @@ impl Store for SqliteStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<StoredAlert>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, fingerprint, status, alertname, labels, annotations, starts_at, ends_at,
-                    generator_url, receiver, group_key, first_receipt_id, last_receipt_id,
-                    first_seen_at, updated_at
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ALERT_COLUMNS}
              FROM alerts WHERE (status = 'firing' OR ends_at >= ?) AND id > ?
-             ORDER BY id LIMIT ?",
-        )
+             ORDER BY id LIMIT ?"
+        )))
         .bind(ts(since))
         .bind(after)
         .bind(i64::from(limit))
@@ -499,15 +495,13 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredAlert>, StoreError> {
         // Starts in the text form the rows were written with (`ts`).
         let keys: Vec<(&str, String)> = keys.iter().map(|(f, s)| (f.as_str(), ts(*s))).collect();
-        let rows = sqlx::query(
-            "SELECT id, fingerprint, status, alertname, labels, annotations, starts_at, ends_at,
-                    generator_url, receiver, group_key, first_receipt_id, last_receipt_id,
-                    first_seen_at, updated_at
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ALERT_COLUMNS}
              FROM alerts WHERE id IN (
                  SELECT a.id FROM json_each(?1) k
                  JOIN alerts a ON a.fingerprint = k.value ->> 0 AND a.starts_at = k.value ->> 1)
-             ORDER BY id",
-        )
+             ORDER BY id"
+        )))
         .bind(serde_json::to_string(&keys)?)
         .fetch_all(&self.pool)
         .await?;

@@ -47,6 +47,24 @@ fn alert(
     .to_string()
 }
 
+/// An Alertmanager notification of the database alert (no target: a dependency of
+/// everything in `prod`), firing since six minutes before t0, or resolved a minute ago.
+fn database_down(fingerprint: &str, status: &str) -> String {
+    let ends = if status == "firing" {
+        "0001-01-01T00:00:00Z".to_string()
+    } else {
+        ts(t0() - minutes(1))
+    };
+    json!({
+        "receiver": "rollwarden", "status": status,
+        "alerts": [{"status": status, "labels": {"alertname": "PostgresqlDown", "namespace": "prod", "instance": "db-0"},
+                    "annotations": {}, "startsAt": ts(t0() - minutes(6)), "endsAt": ends,
+                    "generatorURL": "", "fingerprint": fingerprint}],
+        "version": "4", "groupKey": "{}:{alertname=\"PostgresqlDown\"}", "truncatedAlerts": 0
+    })
+    .to_string()
+}
+
 async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
     app.http
         .post(app.url(path))
@@ -207,15 +225,10 @@ async fn a_regression_that_predates_the_latest_deploy_is_held_h1(backend: Backen
 async fn a_degraded_database_holds_the_rollback_h2(backend: Backend) {
     let app = spawn(backend).await;
     two_deploys(&app).await;
-    let db_down = json!({
-        "receiver": "rollwarden", "status": "firing",
-        "alerts": [{"status": "firing", "labels": {"alertname": "PostgresqlDown", "namespace": "prod", "instance": "db-0"},
-                    "annotations": {}, "startsAt": ts(t0() - minutes(6)), "endsAt": "0001-01-01T00:00:00Z",
-                    "generatorURL": "", "fingerprint": "db01"}],
-        "version": "4", "groupKey": "{}:{alertname=\"PostgresqlDown\"}", "truncatedAlerts": 0
-    });
     assert_eq!(
-        app.post_alertmanager(db_down.to_string()).await.status(),
+        app.post_alertmanager(database_down("db01", "firing"))
+            .await
+            .status(),
         StatusCode::OK
     );
     app.post_alertmanager(alert(
@@ -237,17 +250,7 @@ async fn a_degraded_database_holds_the_rollback_h2(backend: Backend) {
 async fn each_ingest_reaches_the_engine_between_ticks(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| c.engine.tick_secs = 3600).await;
     two_deploys(&app).await;
-    let db = |status: &str| {
-        json!({
-            "receiver": "rollwarden", "status": status,
-            "alerts": [{"status": status, "labels": {"alertname": "PostgresqlDown", "namespace": "prod", "instance": "db-0"},
-                        "annotations": {}, "startsAt": ts(t0() - minutes(6)),
-                        "endsAt": if status == "firing" { "0001-01-01T00:00:00Z".to_string() } else { ts(t0() - minutes(1)) },
-                        "generatorURL": "", "fingerprint": "db01"}],
-            "version": "4", "groupKey": "{}:{alertname=\"PostgresqlDown\"}", "truncatedAlerts": 0
-        })
-        .to_string()
-    };
+    let db = |status: &str| database_down("db01", status);
     assert_eq!(
         app.post_alertmanager(db("firing")).await.status(),
         StatusCode::OK
@@ -295,16 +298,9 @@ async fn another_replicas_alert_is_seen_before_a_rollback(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| c.engine.tick_secs = 3600).await;
     two_deploys(&app).await;
     // Written by another replica: straight into the shared store, no queue message here.
-    let db_down = json!({
-        "receiver": "rollwarden", "status": "firing",
-        "alerts": [{"status": "firing", "labels": {"alertname": "PostgresqlDown", "namespace": "prod", "instance": "db-0"},
-                    "annotations": {}, "startsAt": ts(t0() - minutes(6)), "endsAt": "0001-01-01T00:00:00Z",
-                    "generatorURL": "", "fingerprint": "db02"}],
-        "version": "4", "groupKey": "{}:{alertname=\"PostgresqlDown\"}", "truncatedAlerts": 0
-    });
+    let db_down = database_down("db02", "firing");
     let notification =
-        AlertmanagerPayload::parse(db_down.to_string().as_bytes(), &Bounds::default(), t0())
-            .unwrap();
+        AlertmanagerPayload::parse(db_down.as_bytes(), &Bounds::default(), t0()).unwrap();
     app.db
         .store
         .record_notifications(&[notification])
