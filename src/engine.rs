@@ -461,8 +461,9 @@ impl Engine {
     ///
     /// Between ticks the window holds this replica's ingests; another replica's alert
     /// (a dependency going down, an earlier start that makes H1 hold) may be missing
-    /// from it until the next tick. Missing signals can only make a decision act where
-    /// it should hold, never the reverse, so a rollback that would be a new decision is
+    /// from it until the next tick. A missing signal can make a decision wait where it
+    /// should act, which the next tick's reload catches up with, or act where it should
+    /// hold, which must not happen: so a rollback that would be a new decision is
     /// confirmed against a window reloaded from the store before it is recorded.
     async fn evaluate_batch(
         &self,
