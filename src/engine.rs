@@ -82,7 +82,7 @@ impl Snapshot {
 /// evaluation then costs its own rows, not a re-read and re-classification of the
 /// whole window (which made ingest with the engine on quadratic).
 #[derive(Default)]
-pub struct Window {
+struct Window {
     /// By alert id; `None` until loaded (or after a failed read, to reload).
     alerts: Option<BTreeMap<i64, WindowAlert>>,
 }
@@ -97,11 +97,11 @@ struct WindowAlert {
 
 impl Window {
     /// Forgets what it holds: the next snapshot reloads the window.
-    pub fn invalidate(&mut self) {
+    fn invalidate(&mut self) {
         self.alerts = None;
     }
 
-    pub fn is_loaded(&self) -> bool {
+    fn is_loaded(&self) -> bool {
         self.alerts.is_some()
     }
 
@@ -126,13 +126,13 @@ impl Window {
 
 /// A message on the engine's queue.
 #[derive(Debug, Clone)]
-pub struct Touch {
+struct Touch {
     /// Targets to evaluate.
-    pub targets: Vec<TargetRef>,
+    targets: Vec<TargetRef>,
     /// The keys (fingerprint, start) of the alerts a committed ingest wrote: they are
     /// merged into the run loop's [`Window`] before the evaluations (also when they
     /// name no target: a dependency alert concerns the targets that depend on it).
-    pub alerts: Vec<(String, DateTime<Utc>)>,
+    alerts: Vec<(String, DateTime<Utc>)>,
 }
 
 /// What one evaluation produced.
@@ -236,7 +236,7 @@ impl Engine {
     /// [`Engine::snapshot`] through `window`: loaded when empty, else brought up to
     /// date with the alerts stored under `keys`. Posted signals and freezes (few) are read
     /// every time.
-    pub async fn snapshot_in(
+    async fn snapshot_in(
         &self,
         window: &mut Window,
         keys: &[(String, DateTime<Utc>)],
@@ -425,7 +425,7 @@ impl Engine {
 
     /// [`Engine::tick`], reloading `window` from the store first: a tick is also when
     /// alerts the queue did not carry (another replica's, or a full queue's) come in.
-    pub async fn tick_in(&self, window: &mut Window) -> usize {
+    async fn tick_in(&self, window: &mut Window) -> usize {
         window.invalidate();
         let loaded = match self.snapshot_in(window, &[]).await {
             Ok(snapshot) => self.due(&snapshot).await.map(|due| (snapshot, due)),

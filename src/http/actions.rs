@@ -148,15 +148,7 @@ async fn list_actions(
     for (key, value) in query::pairs(raw.as_deref()) {
         match key.as_str() {
             "target" => q.target = Some(query::text("target", value)?),
-            "state" => {
-                if !STATES.contains(&value.as_str()) {
-                    return Err(invalid(
-                        "state",
-                        format!("must be one of {}", STATES.join(", ")),
-                    ));
-                }
-                q.state = Some(value);
-            }
+            "state" => q.state = Some(query::one_of("state", value, &STATES)?),
             "kind" => q.kind = Some(query::text("kind", value)?),
             "decision" => {
                 let id = value.parse().ok().filter(|id| *id > 0);

@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 
 use super::actions::{ActionView, with_timelines};
 use super::error::{ApiError, ErrorBody};
-use super::query::{self, DEFAULT_LIMIT, IdPage, Page, TimeRange, invalid};
+use super::query::{self, DEFAULT_LIMIT, IdPage, Page, TimeRange};
 use crate::app::AppState;
 use crate::domain::report::{self, Evidence};
 use crate::domain::{Decision, Verdict};
@@ -71,15 +71,7 @@ async fn list_decisions(
     for (key, value) in query::pairs(raw.as_deref()) {
         match key.as_str() {
             "target" => q.target = Some(query::text("target", value)?),
-            "verdict" => {
-                if !VERDICTS.contains(&value.as_str()) {
-                    return Err(invalid(
-                        "verdict",
-                        format!("must be one of {}", VERDICTS.join(", ")),
-                    ));
-                }
-                q.verdict = Some(value);
-            }
+            "verdict" => q.verdict = Some(query::one_of("verdict", value, &VERDICTS)?),
             "since" => q.since = Some(query::time("since", &value)?),
             "until" => q.until = Some(query::time("until", &value)?),
             "limit" => q.limit = query::limit(&value)?,

@@ -96,6 +96,18 @@ pub fn limit(value: &str) -> Result<u32, ApiError> {
         .ok_or_else(|| invalid("limit", format!("must be a number from 1 to {MAX_LIMIT}")))
 }
 
+/// A value from a fixed set (a state, a verdict).
+pub fn one_of(field: &str, value: String, allowed: &[&str]) -> Result<String, ApiError> {
+    if allowed.contains(&value.as_str()) {
+        Ok(value)
+    } else {
+        Err(invalid(
+            field,
+            format!("must be one of {}", allowed.join(", ")),
+        ))
+    }
+}
+
 /// An `after` cursor of an id-ordered list: the id of the last item of the page.
 pub fn id_cursor(value: &str) -> Result<i64, ApiError> {
     value
