@@ -367,34 +367,22 @@ impl Executor for HelmRollback {
             }
         }
         // `--wait` can take up to the timeout; allow Helm a little more to exit.
-        match run(&argv, self.timeout + Duration::from_secs(30)).await {
-            Ran::Exited {
-                code: 0,
-                stdout,
-                stderr,
-            } => ExecOutcome::Done {
-                result: json!({ "argv": argv, "exit_code": 0, "stdout": stdout, "stderr": stderr }),
+        let ran = run(&argv, self.timeout + Duration::from_secs(30)).await;
+        let result = ran.record(&argv);
+        match &ran {
+            Ran::Exited { code: 0, .. } => ExecOutcome::Done {
+                result,
                 verify: true,
             },
-            Ran::Exited {
-                code,
-                stdout,
-                stderr,
-            } => {
-                let result =
-                    json!({ "argv": argv, "exit_code": code, "stdout": stdout, "stderr": stderr });
-                if stderr.contains("another operation (install/upgrade/rollback) is in progress") {
-                    ExecOutcome::Retry(format!("helm exited {code}: {}", stderr.trim()))
-                } else {
-                    ExecOutcome::Escalate {
-                        error: format!("helm exited {code}: {}", stderr.trim()),
-                        result: Some(result),
-                    }
-                }
+            Ran::Exited { code, stderr, .. }
+                if stderr
+                    .contains("another operation (install/upgrade/rollback) is in progress") =>
+            {
+                ExecOutcome::Retry(format!("helm exited {code}: {}", stderr.trim()))
             }
-            other => ExecOutcome::Escalate {
-                error: other.describe(),
-                result: Some(json!({ "argv": argv })),
+            _ => ExecOutcome::Escalate {
+                error: format!("helm {}", ran.describe()),
+                result: Some(result),
             },
         }
     }
@@ -508,28 +496,20 @@ impl Executor for Command {
                 result: Some(json!({ "argv": argv })),
             };
         }
-        match run(&argv, Duration::from_secs(self.0.timeout_secs)).await {
-            Ran::Exited {
-                code: 0,
-                stdout,
-                stderr,
-            } => ExecOutcome::Done {
-                result: json!({ "argv": argv, "exit_code": 0, "stdout": stdout, "stderr": stderr }),
+        let ran = run(&argv, Duration::from_secs(self.0.timeout_secs)).await;
+        let result = ran.record(&argv);
+        match &ran {
+            Ran::Exited { code: 0, .. } => ExecOutcome::Done {
+                result,
                 verify: true,
             },
-            Ran::Exited {
-                code,
-                stdout,
-                stderr,
-            } => ExecOutcome::Escalate {
-                error: format!("{} exited {code}: {}", argv[0], stderr.trim()),
-                result: Some(
-                    json!({ "argv": argv, "exit_code": code, "stdout": stdout, "stderr": stderr }),
-                ),
+            Ran::Exited { .. } => ExecOutcome::Escalate {
+                error: format!("{} {}", argv[0], ran.describe()),
+                result: Some(result),
             },
-            other => ExecOutcome::Escalate {
-                error: other.describe(),
-                result: Some(json!({ "argv": argv })),
+            _ => ExecOutcome::Escalate {
+                error: ran.describe(),
+                result: Some(result),
             },
         }
     }
@@ -643,6 +623,19 @@ pub(crate) enum Ran {
 }
 
 impl Ran {
+    /// What the action record keeps of a run of `argv`: its exit code and output when
+    /// it exited.
+    fn record(&self, argv: &[String]) -> Value {
+        match self {
+            Ran::Exited {
+                code,
+                stdout,
+                stderr,
+            } => json!({ "argv": argv, "exit_code": code, "stdout": stdout, "stderr": stderr }),
+            Ran::TimedOut(_) | Ran::Broken(_) => json!({ "argv": argv }),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Ran::Exited { code, stderr, .. } => format!("exited {code}: {}", stderr.trim()),
