@@ -1,31 +1,42 @@
-//! rollwarden: decides, with evidence, whether a bad deploy must be rolled back.
+//! rollwarden: decides, with evidence, whether a bad deploy must be rolled back, and then
+//! does it or asks a person to.
 //!
-//! Data flows one way: `http` → `wire` → `domain` → `store` (→ engine → actions, in
-//! later modules). See DESIGN.md for the whole picture.
+//! Data flows one way: [`http`] and [`k8s`] → [`wire`] → [`domain`] types → [`ingest`] →
+//! [`store`] → [`engine`] (`decide()`) → [`store`] → [`actions`]. Nothing in [`domain`]
+//! knows the others exist. `CONTRIBUTING.md` has the layout and the one place a route, a
+//! rule, an executor or a store method goes; `docs/` is the manual.
+//!
+//! - [`actions`]: decisions into actions, exactly once: the outbox, its workers, the
+//!   executors and the notifications.
+//! - [`app`]: building, serving and shutting down the service, around one `AppState`.
+//! - [`clock`]: time as a dependency: the system clock, or a manual one in tests.
+//! - [`config`]: layered configuration (defaults, file, `ROLLWARDEN__` variables) and
+//!   its validation.
+//! - [`domain`]: the pure core: types, classification, the policy, `decide()`; no I/O.
+//! - [`engine`]: the decision loop: a target is evaluated after each ingest that touches
+//!   it and on a tick.
+//! - [`http`]: the HTTP API: router, auth, rate limits, errors, the OpenAPI document,
+//!   one module per resource or webhook.
+//! - [`ingest`]: where every source is recorded: Alertmanager notifications (group
+//!   commit), CI deploys, Flagger calls and signals.
+//! - [`k8s`]: Kubernetes: deploy history from rollouts and Helm releases, and the
+//!   rollout undo.
+//! - [`replay`]: shadow mode: replay a recorded stream through a policy; export one.
+//! - [`store`]: durable state behind the `Store` trait: one SQL store for PostgreSQL and
+//!   SQLite.
+//! - [`telemetry`]: logs (text or JSON) and the Prometheus metrics registry.
+//! - [`wire`]: the external payload formats, parsed strictly into domain types.
 
-/// Building, serving and shutting down the service.
-/// Decisions into actions: the outbox, its workers, executors and notifications.
 pub mod actions;
 pub mod app;
-/// Time as an injectable dependency.
 pub mod clock;
-/// Layered configuration and its validation.
 pub mod config;
-/// Pure types and rules: no I/O.
 pub mod domain;
-/// The decision loop: evaluations after ingests and on a tick.
 pub mod engine;
-/// The HTTP API: router, layers, handlers.
 pub mod http;
-/// Group commit of inbound notifications.
 pub mod ingest;
-/// Deploy history from Kubernetes rollouts and Helm releases.
 pub mod k8s;
-/// Shadow mode: replay a recorded stream through a policy; export one.
 pub mod replay;
-/// Durable state behind one trait, for PostgreSQL and SQLite.
 pub mod store;
-/// Logging and metrics.
 pub mod telemetry;
-/// External payload formats.
 pub mod wire;

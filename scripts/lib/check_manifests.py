@@ -6,7 +6,7 @@ For each overlay's rendered YAML:
 1. every object validates, strictly (unknown fields are errors), against the schemas
    of KUBERNETES_VERSION that kubernetes-validate ships; an object without a schema
    (a misspelt kind or apiVersion) is an error too, not a warning;
-2. the security properties the README promises hold: non-root, read-only root
+2. the security properties docs/deploy.md promises hold: non-root, read-only root
    filesystem, no capabilities, RuntimeDefault seccomp, no privilege escalation, probes
    on /healthz and /readyz, requests and limits, and RBAC that grants exactly the
    least-privilege set;
@@ -284,7 +284,7 @@ def main():
         namespace = deployment["metadata"].get("namespace")
         check(namespace, overlay, "the Deployment has no namespace")
         for o in objects:
-            # A Role or RoleBinding may grant in a watched namespace (the README's
+            # A Role or RoleBinding may grant in a watched namespace (docs/deploy.md's
             # narrowing of RBAC); everything else lives beside the Deployment.
             if o["kind"] not in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
                 check(o["metadata"].get("namespace") == namespace, overlay,
