@@ -1055,7 +1055,7 @@ mod tests {
     use crate::wire::Bounds;
     use crate::wire::alertmanager::AlertmanagerPayload;
 
-    const FIRING: &str = include_str!("../../tests/fixtures/alertmanager-firing.json");
+    const FIRING: &str = include_str!("../../../tests/fixtures/alertmanager-firing.json");
 
     fn t0() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 8, 22, 14, 1, 0).unwrap()
