@@ -84,6 +84,16 @@ pub struct EngineConfig {
     pub tick_secs: u64,
 }
 
+impl EngineConfig {
+    /// Checks `[engine]`, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tick_secs == 0 {
+            return Err(invalid("engine.tick_secs", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 /// Turning decisions into actions: the outbox workers and the executors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +139,96 @@ pub struct ActionsConfig {
     pub webhooks: Vec<WebhookConfig>,
 }
 
+impl ActionsConfig {
+    /// Checks `[actions]` with its commands and webhooks, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let a = self;
+        for (key, value) in [
+            ("actions.poll_ms", a.poll_ms),
+            ("actions.lease_secs", a.lease_secs),
+            ("actions.retry_base_secs", a.retry_base_secs),
+            ("actions.retry_max_secs", a.retry_max_secs),
+            ("actions.approval_ttl_secs", a.approval_ttl_secs),
+            ("actions.rollout_timeout_secs", a.rollout_timeout_secs),
+            ("actions.helm_timeout_secs", a.helm_timeout_secs),
+            ("actions.http_timeout_secs", a.http_timeout_secs),
+            ("actions.max_attempts", u64::from(a.max_attempts)),
+        ] {
+            check_setting(key, value)?;
+        }
+        // A lease must outlast the longest attempt, or a live worker would be taken
+        // for dead and its action resumed under it.
+        let longest = a
+            .rollout_timeout_secs
+            .max(a.helm_timeout_secs)
+            .max(a.commands.iter().map(|c| c.timeout_secs).max().unwrap_or(0))
+            + a.http_timeout_secs;
+        if a.lease_secs <= longest {
+            return Err(invalid(
+                "actions.lease_secs",
+                format!("must be longer than the longest attempt ({longest} s)"),
+            ));
+        }
+        if a.helm_path.trim().is_empty() {
+            return Err(invalid("actions.helm_path", "must not be empty"));
+        }
+        check_url("actions.github_api_url", &a.github_api_url)?;
+        if !a.github_repository.is_empty() {
+            let parts: Vec<&str> = a.github_repository.split('/').collect();
+            let ok = parts.len() == 2
+                && parts.iter().all(|p| {
+                    !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                });
+            if !ok {
+                return Err(invalid("actions.github_repository", "must be OWNER/REPO"));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, command) in a.commands.iter().enumerate() {
+            let key = format!("actions.commands[{i}]");
+            check_name(&format!("{key}.name"), &command.name)?;
+            if !names.insert(format!("command:{}", command.name)) {
+                return Err(invalid(format!("{key}.name"), "is used twice"));
+            }
+            if command.argv.is_empty() || command.argv[0].trim().is_empty() {
+                return Err(invalid(format!("{key}.argv"), "needs a program"));
+            }
+            if command.timeout_secs == 0 || command.timeout_secs > MAX_ACTION_SETTING {
+                return Err(invalid(
+                    format!("{key}.timeout_secs"),
+                    format!("must be 1 to {MAX_ACTION_SETTING}"),
+                ));
+            }
+            if command.argv.len() > 256 || command.argv.iter().any(|a| a.len() > 4096) {
+                return Err(invalid(
+                    format!("{key}.argv"),
+                    "at most 256 arguments of at most 4096 bytes each",
+                ));
+            }
+            crate::domain::argv::check_argv(&command.argv)
+                .map_err(|(j, why)| invalid(format!("{key}.argv[{j}]"), why))?;
+        }
+        for (i, webhook) in a.webhooks.iter().enumerate() {
+            let key = format!("actions.webhooks[{i}]");
+            check_name(&format!("{key}.name"), &webhook.name)?;
+            if !names.insert(format!("webhook:{}", webhook.name)) {
+                return Err(invalid(format!("{key}.name"), "is used twice"));
+            }
+            check_url(&format!("{key}.url"), &webhook.url)?;
+        }
+        Ok(())
+    }
+
+    /// The executors a target's `actions` may name: `command:NAME`, `webhook:NAME`.
+    pub fn executor_names(&self) -> std::collections::HashSet<String> {
+        let commands = self.commands.iter().map(|c| format!("command:{}", c.name));
+        let webhooks = self.webhooks.iter().map(|w| format!("webhook:{}", w.name));
+        commands.chain(webhooks).collect()
+    }
+}
+
 /// `[[actions.commands]]`: an argv template. Each element is a template with
 /// `{{ namespace }}`, `{{ name }}`, `{{ region }}`, `{{ rollback_revision }}`,
 /// `{{ image_tag }}`… (see the README); unknown names are configuration errors.
@@ -172,6 +272,23 @@ pub struct NotifyConfig {
     pub max_attempts: u32,
 }
 
+impl NotifyConfig {
+    /// Checks `[notify]`, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_setting("notify.max_attempts", u64::from(self.max_attempts))?;
+        if !self.slack_webhook_url.is_empty() {
+            check_url("notify.slack_webhook_url", self.slack_webhook_url.expose())?;
+        }
+        if !self.webhook_url.is_empty() {
+            check_url("notify.webhook_url", &self.webhook_url)?;
+        }
+        if !self.public_url.is_empty() {
+            check_url("notify.public_url", &self.public_url)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
@@ -185,6 +302,19 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
 }
 
+impl ServerConfig {
+    /// Checks `[server]`, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.body_limit_bytes < 1024 {
+            return Err(invalid("server.body_limit_bytes", "must be at least 1024"));
+        }
+        if self.request_timeout_secs == 0 {
+            return Err(invalid("server.request_timeout_secs", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
@@ -196,6 +326,26 @@ pub struct DatabaseConfig {
     pub writers: usize,
     /// Most notifications committed in one transaction.
     pub batch_max: usize,
+}
+
+impl DatabaseConfig {
+    /// Checks `[database]`, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.url.expose();
+        if !(self.url.is_postgres() || url.starts_with("sqlite:")) {
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite: (embedded) or postgres:// (server)",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.batch_max == 0 {
+            return Err(invalid("database.batch_max", "must be at least 1"));
+        }
+        Ok(())
+    }
 }
 
 /// A database URL whose password never reaches a log.
@@ -260,6 +410,35 @@ pub struct AuthConfig {
     pub allow_anonymous: bool,
 }
 
+impl AuthConfig {
+    /// Checks `[auth]`: token names are unique and each token has one source.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for (i, token) in self.tokens.iter().enumerate() {
+            let key = format!("auth.tokens[{i}]");
+            if token.name.trim().is_empty() {
+                return Err(invalid(format!("{key}.name"), "must not be empty"));
+            }
+            if !names.insert(token.name.as_str()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("{:?} is used twice", token.name),
+                ));
+            }
+            let sources = usize::from(!token.token.is_empty())
+                + usize::from(token.token_file.is_some())
+                + usize::from(token.token_env.is_some());
+            if sources != 1 {
+                return Err(invalid(
+                    key,
+                    "set exactly one of token, token_file, token_env",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One bearer token. Exactly one of `token`, `token_file`, `token_env` gives its value.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -306,6 +485,38 @@ pub struct LimitsConfig {
 }
 
 impl LimitsConfig {
+    /// Checks `[limits]`, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let limits = [
+            ("limits.max_alerts", self.max_alerts),
+            ("limits.max_labels", self.max_labels),
+            ("limits.max_label_name_bytes", self.max_label_name_bytes),
+            ("limits.max_label_value_bytes", self.max_label_value_bytes),
+            ("limits.max_annotations", self.max_annotations),
+            (
+                "limits.max_annotation_value_bytes",
+                self.max_annotation_value_bytes,
+            ),
+        ];
+        for (key, value) in limits {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        for (group, rate, burst) in [
+            ("ingest", self.ingest_per_second, self.ingest_burst),
+            ("write", self.write_per_second, self.write_burst),
+        ] {
+            if rate > 0 && burst < rate {
+                return Err(invalid(
+                    format!("limits.{group}_burst"),
+                    format!("must be at least limits.{group}_per_second ({rate})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn bounds(&self) -> Bounds {
         Bounds {
             max_alerts: self.max_alerts,
@@ -341,6 +552,42 @@ pub struct KubernetesConfig {
     pub lease_retry_secs: u64,
 }
 
+impl KubernetesConfig {
+    /// Checks `[kubernetes]`, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let dns = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        };
+        if !dns(&self.cluster) {
+            return Err(invalid(
+                "kubernetes.cluster",
+                "must be 1 to 63 lower-case letters, digits or '-'",
+            ));
+        }
+        for (i, namespace) in self.namespaces.iter().enumerate() {
+            if !dns(namespace) {
+                return Err(invalid(
+                    format!("kubernetes.namespaces[{i}]"),
+                    format!("{namespace:?} is not a namespace name"),
+                ));
+            }
+        }
+        if self.lease_retry_secs == 0 {
+            return Err(invalid("kubernetes.lease_retry_secs", "must be at least 1"));
+        }
+        if !self.kubeconfig.is_empty() && !Path::new(&self.kubeconfig).exists() {
+            return Err(invalid(
+                "kubernetes.kubeconfig",
+                format!("{} does not exist", self.kubeconfig),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HelmDriver {
@@ -366,6 +613,19 @@ pub struct LogConfig {
     /// A tracing filter such as `info` or `rollwarden=debug,info`; `RUST_LOG` wins.
     pub level: String,
     pub format: LogFormat,
+}
+
+impl LogConfig {
+    /// Checks `[log]`: the level must be a tracing filter.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if tracing_subscriber::EnvFilter::try_new(&self.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!("{:?} is not a valid filter", self.level),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -429,224 +689,32 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks every value that serde cannot, naming the key.
+    /// Checks every value that serde cannot, naming the key: each section checks
+    /// itself, then what spans sections (the targets' actions, the classifier, the
+    /// policy).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let url = self.database.url.expose();
-        if !(self.database.url.is_postgres() || url.starts_with("sqlite:")) {
-            return Err(invalid(
-                "database.url",
-                "must start with sqlite: (embedded) or postgres:// (server)",
-            ));
-        }
-        if self.database.max_connections == 0 {
-            return Err(invalid("database.max_connections", "must be at least 1"));
-        }
-        if self.database.batch_max == 0 {
-            return Err(invalid("database.batch_max", "must be at least 1"));
-        }
-        if self.server.body_limit_bytes < 1024 {
-            return Err(invalid("server.body_limit_bytes", "must be at least 1024"));
-        }
-        if self.server.request_timeout_secs == 0 {
-            return Err(invalid("server.request_timeout_secs", "must be at least 1"));
-        }
-        let limits = [
-            ("limits.max_alerts", self.limits.max_alerts),
-            ("limits.max_labels", self.limits.max_labels),
-            (
-                "limits.max_label_name_bytes",
-                self.limits.max_label_name_bytes,
-            ),
-            (
-                "limits.max_label_value_bytes",
-                self.limits.max_label_value_bytes,
-            ),
-            ("limits.max_annotations", self.limits.max_annotations),
-            (
-                "limits.max_annotation_value_bytes",
-                self.limits.max_annotation_value_bytes,
-            ),
-        ];
-        for (key, value) in limits {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1"));
-            }
-        }
-        for (group, rate, burst) in [
-            (
-                "ingest",
-                self.limits.ingest_per_second,
-                self.limits.ingest_burst,
-            ),
-            (
-                "write",
-                self.limits.write_per_second,
-                self.limits.write_burst,
-            ),
-        ] {
-            if rate > 0 && burst < rate {
-                return Err(invalid(
-                    format!("limits.{group}_burst"),
-                    format!("must be at least limits.{group}_per_second ({rate})"),
-                ));
-            }
-        }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(invalid(
-                "log.level",
-                format!("{:?} is not a valid filter", self.log.level),
-            ));
-        }
-        let dns = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 63
-                && s.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        };
-        if !dns(&self.kubernetes.cluster) {
-            return Err(invalid(
-                "kubernetes.cluster",
-                "must be 1 to 63 lower-case letters, digits or '-'",
-            ));
-        }
-        for (i, namespace) in self.kubernetes.namespaces.iter().enumerate() {
-            if !dns(namespace) {
-                return Err(invalid(
-                    format!("kubernetes.namespaces[{i}]"),
-                    format!("{namespace:?} is not a namespace name"),
-                ));
-            }
-        }
-        if self.kubernetes.lease_retry_secs == 0 {
-            return Err(invalid("kubernetes.lease_retry_secs", "must be at least 1"));
-        }
-        if !self.kubernetes.kubeconfig.is_empty()
-            && !Path::new(&self.kubernetes.kubeconfig).exists()
-        {
-            return Err(invalid(
-                "kubernetes.kubeconfig",
-                format!("{} does not exist", self.kubernetes.kubeconfig),
-            ));
-        }
-        if self.engine.tick_secs == 0 {
-            return Err(invalid("engine.tick_secs", "must be at least 1"));
-        }
-        self.validate_actions()?;
+        self.database.validate()?;
+        self.server.validate()?;
+        self.limits.validate()?;
+        self.log.validate()?;
+        self.kubernetes.validate()?;
+        self.engine.validate()?;
+        self.actions.validate()?;
+        self.notify.validate()?;
+        self.validate_target_actions()?;
         self.classifier()?;
         self.policy
             .validate()
             .map_err(|e| invalid("policy", e.to_string()))?;
-        let mut names = std::collections::HashSet::new();
-        for (i, token) in self.auth.tokens.iter().enumerate() {
-            let key = format!("auth.tokens[{i}]");
-            if token.name.trim().is_empty() {
-                return Err(invalid(format!("{key}.name"), "must not be empty"));
-            }
-            if !names.insert(token.name.as_str()) {
-                return Err(invalid(
-                    format!("{key}.name"),
-                    format!("{:?} is used twice", token.name),
-                ));
-            }
-            let sources = usize::from(!token.token.is_empty())
-                + usize::from(token.token_file.is_some())
-                + usize::from(token.token_env.is_some());
-            if sources != 1 {
-                return Err(invalid(
-                    key,
-                    "set exactly one of token, token_file, token_env",
-                ));
-            }
-        }
+        self.auth.validate()?;
         Ok(())
     }
 
-    fn validate_actions(&self) -> Result<(), ConfigError> {
+    /// Each target's `actions` must name a configured executor, and
+    /// `workflow_dispatch` needs a repository and the target's workflow.
+    fn validate_target_actions(&self) -> Result<(), ConfigError> {
         let a = &self.actions;
-        for (key, value) in [
-            ("actions.poll_ms", a.poll_ms),
-            ("actions.lease_secs", a.lease_secs),
-            ("actions.retry_base_secs", a.retry_base_secs),
-            ("actions.retry_max_secs", a.retry_max_secs),
-            ("actions.approval_ttl_secs", a.approval_ttl_secs),
-            ("actions.rollout_timeout_secs", a.rollout_timeout_secs),
-            ("actions.helm_timeout_secs", a.helm_timeout_secs),
-            ("actions.http_timeout_secs", a.http_timeout_secs),
-            ("actions.max_attempts", u64::from(a.max_attempts)),
-            ("notify.max_attempts", u64::from(self.notify.max_attempts)),
-        ] {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1"));
-            }
-            if value > MAX_ACTION_SETTING {
-                return Err(invalid(
-                    key,
-                    format!("must be at most {MAX_ACTION_SETTING}"),
-                ));
-            }
-        }
-        // A lease must outlast the longest attempt, or a live worker would be taken
-        // for dead and its action resumed under it.
-        let longest = a
-            .rollout_timeout_secs
-            .max(a.helm_timeout_secs)
-            .max(a.commands.iter().map(|c| c.timeout_secs).max().unwrap_or(0))
-            + a.http_timeout_secs;
-        if a.lease_secs <= longest {
-            return Err(invalid(
-                "actions.lease_secs",
-                format!("must be longer than the longest attempt ({longest} s)"),
-            ));
-        }
-        if a.helm_path.trim().is_empty() {
-            return Err(invalid("actions.helm_path", "must not be empty"));
-        }
-        check_url("actions.github_api_url", &a.github_api_url)?;
-        if !a.github_repository.is_empty() {
-            let parts: Vec<&str> = a.github_repository.split('/').collect();
-            let ok = parts.len() == 2
-                && parts.iter().all(|p| {
-                    !p.is_empty()
-                        && p.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                });
-            if !ok {
-                return Err(invalid("actions.github_repository", "must be OWNER/REPO"));
-            }
-        }
-        let mut names = std::collections::HashSet::new();
-        for (i, command) in a.commands.iter().enumerate() {
-            let key = format!("actions.commands[{i}]");
-            check_name(&format!("{key}.name"), &command.name)?;
-            if !names.insert(format!("command:{}", command.name)) {
-                return Err(invalid(format!("{key}.name"), "is used twice"));
-            }
-            if command.argv.is_empty() || command.argv[0].trim().is_empty() {
-                return Err(invalid(format!("{key}.argv"), "needs a program"));
-            }
-            if command.timeout_secs == 0 || command.timeout_secs > MAX_ACTION_SETTING {
-                return Err(invalid(
-                    format!("{key}.timeout_secs"),
-                    format!("must be 1 to {MAX_ACTION_SETTING}"),
-                ));
-            }
-            if command.argv.len() > 256 || command.argv.iter().any(|a| a.len() > 4096) {
-                return Err(invalid(
-                    format!("{key}.argv"),
-                    "at most 256 arguments of at most 4096 bytes each",
-                ));
-            }
-            crate::domain::argv::check_argv(&command.argv)
-                .map_err(|(j, why)| invalid(format!("{key}.argv[{j}]"), why))?;
-        }
-        for (i, webhook) in a.webhooks.iter().enumerate() {
-            let key = format!("actions.webhooks[{i}]");
-            check_name(&format!("{key}.name"), &webhook.name)?;
-            if !names.insert(format!("webhook:{}", webhook.name)) {
-                return Err(invalid(format!("{key}.name"), "is used twice"));
-            }
-            check_url(&format!("{key}.url"), &webhook.url)?;
-        }
+        let names = a.executor_names();
         for (i, target) in self.targets.iter().enumerate() {
             for (j, action) in target.actions.iter().enumerate() {
                 let key = format!("targets[{i}].actions[{j}]");
@@ -673,18 +741,6 @@ impl Config {
                     ));
                 }
             }
-        }
-        if !self.notify.slack_webhook_url.is_empty() {
-            check_url(
-                "notify.slack_webhook_url",
-                self.notify.slack_webhook_url.expose(),
-            )?;
-        }
-        if !self.notify.webhook_url.is_empty() {
-            check_url("notify.webhook_url", &self.notify.webhook_url)?;
-        }
-        if !self.notify.public_url.is_empty() {
-            check_url("notify.public_url", &self.notify.public_url)?;
         }
         Ok(())
     }
@@ -760,6 +816,21 @@ impl Config {
 /// The largest value of an `[actions]` time or count (a year in seconds): larger ones
 /// are typos, and would overflow the arithmetic on times.
 const MAX_ACTION_SETTING: u64 = 31_536_000;
+
+/// An `[actions]` or `[notify]` time or count: at least 1, at most
+/// [`MAX_ACTION_SETTING`].
+fn check_setting(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(invalid(key, "must be at least 1"));
+    }
+    if value > MAX_ACTION_SETTING {
+        return Err(invalid(
+            key,
+            format!("must be at most {MAX_ACTION_SETTING}"),
+        ));
+    }
+    Ok(())
+}
 
 fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     match reqwest::Url::parse(url) {
