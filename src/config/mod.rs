@@ -1,0 +1,308 @@
+//! Configuration: built-in defaults, then an optional TOML file, then
+//! `ROLLWARDEN__SECTION__KEY` environment variables. `validate()` fails fast and names
+//! the key; secrets print as `***` in `Debug`, in logs and in `check-config`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+mod actions;
+mod secret;
+mod sections;
+
+pub use actions::{ActionsConfig, CommandConfig, NotifyConfig, WebhookConfig};
+pub use secret::{DatabaseUrl, Secret};
+pub use sections::{
+    AuthConfig, DatabaseConfig, EngineConfig, HelmDriver, KubernetesConfig, LimitsConfig,
+    LogConfig, LogFormat, ServerConfig, TokenConfig,
+};
+
+use crate::domain::Role;
+use crate::domain::classify::{Classifier, EnvironmentConfig, SignalsConfig, TargetConfig};
+use crate::domain::policy::Policy;
+
+/// The whole configuration. Every field has a default; see `config.example.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+    pub kubernetes: KubernetesConfig,
+    pub engine: EngineConfig,
+    pub actions: ActionsConfig,
+    pub notify: NotifyConfig,
+    /// Configured targets (`[[targets]]`); alerts also discover targets by labels.
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+    /// Environments and the mode each selects (`[environments.prod] mode = "approve"`).
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentConfig>,
+    /// How alerts become signals.
+    #[serde(default)]
+    pub signals: SignalsConfig,
+    /// The decision matrix; defaults reproduce the runbooks.
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// A configuration that cannot be used, with the key to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(#[from] config::ConfigError),
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (which must exist when given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment, for tests.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(invalid(
+                    "--config",
+                    format!("{} does not exist", path.display()),
+                ));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let env: std::collections::HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("ROLLWARDEN__"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("ROLLWARDEN")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let config: Config = builder.build()?.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value that serde cannot, naming the key: each section checks
+    /// itself, then what spans sections (the targets' actions, the classifier, the
+    /// policy).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.database.validate()?;
+        self.server.validate()?;
+        self.limits.validate()?;
+        self.log.validate()?;
+        self.kubernetes.validate()?;
+        self.engine.validate()?;
+        self.actions.validate()?;
+        self.notify.validate()?;
+        self.validate_target_actions()?;
+        self.classifier()?;
+        self.policy
+            .validate()
+            .map_err(|e| invalid("policy", e.to_string()))?;
+        self.auth.validate()?;
+        Ok(())
+    }
+
+    /// Each target's `actions` must name a configured executor, and
+    /// `workflow_dispatch` needs a repository and the target's workflow.
+    fn validate_target_actions(&self) -> Result<(), ConfigError> {
+        let a = &self.actions;
+        let names = a.executor_names();
+        for (i, target) in self.targets.iter().enumerate() {
+            for (j, action) in target.actions.iter().enumerate() {
+                let key = format!("targets[{i}].actions[{j}]");
+                if action.contains(':') && !names.contains(action) {
+                    return Err(invalid(
+                        key,
+                        format!("{action:?} names no [[actions.commands]] or [[actions.webhooks]]"),
+                    ));
+                }
+                if action == crate::domain::action::WORKFLOW_DISPATCH
+                    && a.github_repository.is_empty()
+                {
+                    return Err(invalid(
+                        key,
+                        "workflow_dispatch needs actions.github_repository",
+                    ));
+                }
+                if action == crate::domain::action::WORKFLOW_DISPATCH
+                    && target.cd_workflow.is_none()
+                {
+                    return Err(invalid(
+                        key,
+                        "workflow_dispatch needs the target's cd_workflow",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The GitHub token: `actions.github_token`, else the variable
+    /// `actions.github_token_env` names; `None` when neither is set.
+    pub fn github_token(&self) -> Option<Secret> {
+        if !self.actions.github_token.is_empty() {
+            return Some(self.actions.github_token.clone());
+        }
+        std::env::var(&self.actions.github_token_env)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(Secret::new)
+    }
+
+    /// The tokens with their values read from wherever they are configured.
+    pub fn resolve_tokens(&self) -> Result<Vec<(String, Role, Secret)>, ConfigError> {
+        let mut resolved = Vec::new();
+        for (i, token) in self.auth.tokens.iter().enumerate() {
+            let key = format!("auth.tokens[{i}]");
+            let value = if let Some(path) = &token.token_file {
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        invalid(
+                            format!("{key}.token_file"),
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?
+                    .trim()
+                    .to_string()
+            } else if let Some(var) = &token.token_env {
+                std::env::var(var).map_err(|_| {
+                    invalid(format!("{key}.token_env"), format!("${var} is not set"))
+                })?
+            } else {
+                token.token.expose().to_string()
+            };
+            if value.len() < 16 {
+                return Err(invalid(key, "a token must be at least 16 characters"));
+            }
+            resolved.push((token.name.clone(), token.role, Secret::new(value)));
+        }
+        Ok(resolved)
+    }
+
+    /// The alert classifier and target registry this config describes.
+    pub fn classifier(&self) -> Result<Classifier, ConfigError> {
+        Classifier::new(
+            &self.signals,
+            &self.targets,
+            &self.environments,
+            &self.kubernetes.cluster,
+        )
+        .map_err(|e| invalid(e.key, e.message))
+    }
+
+    /// The effective settings as TOML, secrets masked: what `check-config` prints.
+    pub fn render(&self) -> String {
+        toml::to_string_pretty(self).expect("the config always serialises")
+    }
+
+    /// Group-commit writers to run: `database.writers`, or the backend's default.
+    pub fn writers(&self) -> usize {
+        match self.database.writers {
+            0 if self.database.url.is_postgres() => 2,
+            0 => 1,
+            n => n,
+        }
+    }
+}
+
+/// Built-in defaults; `config.example.toml` documents the same values.
+const DEFAULTS: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+body_limit_bytes = 4194304
+request_timeout_secs = 30
+shutdown_grace_secs = 30
+
+[database]
+url = "sqlite:./rollwarden.db"
+max_connections = 16
+writers = 0
+batch_max = 256
+
+[auth]
+tokens = []
+allow_anonymous = false
+
+[limits]
+max_alerts = 1000
+max_labels = 64
+max_label_name_bytes = 256
+max_label_value_bytes = 4096
+max_annotations = 64
+max_annotation_value_bytes = 16384
+ingest_per_second = 500
+ingest_burst = 5000
+write_per_second = 10
+write_burst = 50
+
+[log]
+level = "info"
+format = "text"
+
+[kubernetes]
+enabled = false
+cluster = "default"
+namespaces = []
+kubeconfig = ""
+context = ""
+helm_driver = "secret"
+lease_retry_secs = 10
+
+[engine]
+enabled = true
+tick_secs = 10
+
+[actions]
+enabled = true
+dry_run = false
+poll_ms = 1000
+lease_secs = 900
+max_attempts = 5
+retry_base_secs = 5
+retry_max_secs = 300
+approval_ttl_secs = 3600
+freeze_scope = "all"
+rollout_timeout_secs = 600
+helm_path = "helm"
+helm_timeout_secs = 300
+github_api_url = "https://api.github.com"
+github_repository = ""
+github_ref = "main"
+github_token = ""
+github_token_env = "GITHUB_TOKEN"
+http_timeout_secs = 10
+commands = []
+webhooks = []
+
+[notify]
+slack_webhook_url = ""
+webhook_url = ""
+webhook_token = ""
+public_url = ""
+max_attempts = 5
+"#;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,325 @@
+//! The service's own sections: `[server]`, `[database]`, `[auth]`, `[limits]`,
+//! `[log]`, `[kubernetes]` and `[engine]`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, DatabaseUrl, Secret, invalid};
+use crate::domain::Role;
+use crate::wire::Bounds;
+
+/// The decision loop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Evaluate targets after ingests and on every tick. Off: nothing is decided.
+    pub enabled: bool,
+    /// How often every target with an active signal (or an unsettled decision) is
+    /// evaluated again: duration rules such as G1 need time to pass.
+    pub tick_secs: u64,
+}
+
+impl EngineConfig {
+    /// Checks `[engine]`, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tick_secs == 0 {
+            return Err(invalid("engine.tick_secs", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    pub body_limit_bytes: usize,
+    /// A request that takes longer is answered 503 (senders retry).
+    pub request_timeout_secs: u64,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    pub shutdown_grace_secs: u64,
+}
+
+impl ServerConfig {
+    /// Checks `[server]`, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.body_limit_bytes < 1024 {
+            return Err(invalid("server.body_limit_bytes", "must be at least 1024"));
+        }
+        if self.request_timeout_secs == 0 {
+            return Err(invalid("server.request_timeout_secs", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite:PATH` (embedded, the default) or `postgres://USER:PASSWORD@HOST/DB`.
+    pub url: DatabaseUrl,
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// Concurrent group-commit writers; 0 picks 2 for Postgres and 1 for SQLite.
+    pub writers: usize,
+    /// Most notifications committed in one transaction.
+    pub batch_max: usize,
+}
+
+impl DatabaseConfig {
+    /// Checks `[database]`, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.url.expose();
+        if !(self.url.is_postgres() || url.starts_with("sqlite:")) {
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite: (embedded) or postgres:// (server)",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.batch_max == 0 {
+            return Err(invalid("database.batch_max", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Bearer tokens and their roles.
+    pub tokens: Vec<TokenConfig>,
+    /// With no tokens, serve without auth even on a non-loopback address.
+    pub allow_anonymous: bool,
+}
+
+impl AuthConfig {
+    /// Checks `[auth]`: token names are unique and each token has one source.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for (i, token) in self.tokens.iter().enumerate() {
+            let key = format!("auth.tokens[{i}]");
+            if token.name.trim().is_empty() {
+                return Err(invalid(format!("{key}.name"), "must not be empty"));
+            }
+            if !names.insert(token.name.as_str()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("{:?} is used twice", token.name),
+                ));
+            }
+            let sources = usize::from(!token.token.is_empty())
+                + usize::from(token.token_file.is_some())
+                + usize::from(token.token_env.is_some());
+            if sources != 1 {
+                return Err(invalid(
+                    key,
+                    "set exactly one of token, token_file, token_env",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One bearer token. Exactly one of `token`, `token_file`, `token_env` gives its value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it; shown in logs and audit records instead of the token.
+    pub name: String,
+    pub role: Role,
+    #[serde(default)]
+    pub token: Secret,
+    /// A file whose content (trimmed) is the token, e.g. a mounted Kubernetes Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// An environment variable that holds the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Alerts in one notification.
+    pub max_alerts: usize,
+    /// Labels on one alert.
+    pub max_labels: usize,
+    /// Bytes in a label or annotation name.
+    pub max_label_name_bytes: usize,
+    /// Bytes in a label value.
+    pub max_label_value_bytes: usize,
+    /// Annotations on one alert.
+    pub max_annotations: usize,
+    /// Bytes in an annotation value (and a generator URL).
+    pub max_annotation_value_bytes: usize,
+    /// Requests per second each caller (a token, or a client address without auth) may
+    /// make to the ingest routes (webhooks, deploys, signals) once its burst is spent;
+    /// 0: no limit.
+    pub ingest_per_second: u32,
+    /// Requests each caller may make to the ingest routes at once.
+    pub ingest_burst: u32,
+    /// Requests per second each caller may make to the write routes (freezes,
+    /// approvals) once its burst is spent; 0: no limit.
+    pub write_per_second: u32,
+    /// Requests each caller may make to the write routes at once.
+    pub write_burst: u32,
+}
+
+impl LimitsConfig {
+    /// Checks `[limits]`, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let limits = [
+            ("limits.max_alerts", self.max_alerts),
+            ("limits.max_labels", self.max_labels),
+            ("limits.max_label_name_bytes", self.max_label_name_bytes),
+            ("limits.max_label_value_bytes", self.max_label_value_bytes),
+            ("limits.max_annotations", self.max_annotations),
+            (
+                "limits.max_annotation_value_bytes",
+                self.max_annotation_value_bytes,
+            ),
+        ];
+        for (key, value) in limits {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        for (group, rate, burst) in [
+            ("ingest", self.ingest_per_second, self.ingest_burst),
+            ("write", self.write_per_second, self.write_burst),
+        ] {
+            if rate > 0 && burst < rate {
+                return Err(invalid(
+                    format!("limits.{group}_burst"),
+                    format!("must be at least limits.{group}_per_second ({rate})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn bounds(&self) -> Bounds {
+        Bounds {
+            max_alerts: self.max_alerts,
+            max_labels: self.max_labels,
+            max_label_name_bytes: self.max_label_name_bytes,
+            max_label_value_bytes: self.max_label_value_bytes,
+            max_annotations: self.max_annotations,
+            max_annotation_value_bytes: self.max_annotation_value_bytes,
+        }
+    }
+}
+
+/// Deploy history from a Kubernetes cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Watch Deployments, ReplicaSets and Helm releases. Off: CI callbacks still work.
+    pub enabled: bool,
+    /// The name this cluster goes by in target keys (`cluster/namespace/kind/name`);
+    /// also the default cluster of CI callbacks.
+    pub cluster: String,
+    /// Namespaces to watch; empty watches all (needs cluster-wide RBAC).
+    pub namespaces: Vec<String>,
+    /// A kubeconfig file; empty uses the in-cluster service account, then
+    /// `$KUBECONFIG` or `~/.kube/config`.
+    pub kubeconfig: String,
+    /// The kubeconfig context; empty uses the current one.
+    pub context: String,
+    /// Where Helm keeps releases: `secret` (Helm's default), `configmap`, `both`, `none`.
+    pub helm_driver: HelmDriver,
+    /// With several replicas, how often the watching one checks its lease and the others
+    /// try to take it: the failover time after the watching replica dies.
+    pub lease_retry_secs: u64,
+}
+
+impl KubernetesConfig {
+    /// Checks `[kubernetes]`, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let dns = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        };
+        if !dns(&self.cluster) {
+            return Err(invalid(
+                "kubernetes.cluster",
+                "must be 1 to 63 lower-case letters, digits or '-'",
+            ));
+        }
+        for (i, namespace) in self.namespaces.iter().enumerate() {
+            if !dns(namespace) {
+                return Err(invalid(
+                    format!("kubernetes.namespaces[{i}]"),
+                    format!("{namespace:?} is not a namespace name"),
+                ));
+            }
+        }
+        if self.lease_retry_secs == 0 {
+            return Err(invalid("kubernetes.lease_retry_secs", "must be at least 1"));
+        }
+        if !self.kubeconfig.is_empty() && !Path::new(&self.kubeconfig).exists() {
+            return Err(invalid(
+                "kubernetes.kubeconfig",
+                format!("{} does not exist", self.kubeconfig),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HelmDriver {
+    Secret,
+    Configmap,
+    Both,
+    None,
+}
+
+impl HelmDriver {
+    pub fn secrets(self) -> bool {
+        matches!(self, HelmDriver::Secret | HelmDriver::Both)
+    }
+
+    pub fn configmaps(self) -> bool {
+        matches!(self, HelmDriver::Configmap | HelmDriver::Both)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `rollwarden=debug,info`; `RUST_LOG` wins.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl LogConfig {
+    /// Checks `[log]`: the level must be a tracing filter.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if tracing_subscriber::EnvFilter::try_new(&self.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!("{:?} is not a valid filter", self.level),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}

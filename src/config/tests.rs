@@ -1,0 +1,232 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn defaults_load_and_validate() {
+    let c = Config::load_from(None, env(&[])).unwrap();
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.database.url.expose(), "sqlite:./rollwarden.db");
+    assert_eq!(c.server.body_limit_bytes, 4 * 1024 * 1024);
+    assert_eq!(c.writers(), 1);
+}
+
+#[test]
+fn the_example_file_documents_exactly_the_defaults() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+    let documented = Config::load_from(Some(&example), env(&[])).unwrap();
+    let defaults = Config::load_from(None, env(&[])).unwrap();
+    assert_eq!(documented.render(), defaults.render());
+    // And every key of the defaults is written out in the example.
+    let text = std::fs::read_to_string(&example).unwrap();
+    let table: toml::Table = DEFAULTS.parse().unwrap();
+    for (section, keys) in table {
+        assert!(
+            text.contains(&format!("[{section}]")),
+            "[{section}] undocumented"
+        );
+        for key in keys.as_table().unwrap().keys() {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{key} = "))),
+                "{section}.{key} undocumented"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_example_configs_in_deploy_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+    for name in [
+        "rollwarden-control-plane.toml",
+        "rollwarden-multi-region.toml",
+    ] {
+        let c = Config::load_from(Some(&dir.join(name)), env(&[]))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!c.targets.is_empty(), "{name}");
+        assert!(c.targets.iter().all(|t| !t.actions.is_empty()), "{name}");
+    }
+}
+
+#[test]
+fn action_settings_are_checked_and_name_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    let cases = [
+        (
+            "[[actions.commands]]\nname = \"x\"\nargv = [\"aws\", \"{{ regoin }}\"]\n",
+            "actions.commands[0].argv[1]",
+        ),
+        (
+            "[[actions.commands]]\nname = \"x\"\nargv = []\n",
+            "actions.commands[0].argv",
+        ),
+        (
+            "[[actions.webhooks]]\nname = \"x\"\nurl = \"ftp://x\"\n",
+            "actions.webhooks[0].url",
+        ),
+        (
+            "[actions]\ngithub_repository = \"nope\"\n",
+            "actions.github_repository",
+        ),
+        ("[actions]\nlease_secs = 60\n", "actions.lease_secs"),
+        (
+            "[actions]\napproval_ttl_secs = 999999999999\n",
+            "actions.approval_ttl_secs",
+        ),
+        (
+            "[[targets]]\nnamespace = \"p\"\nname = \"c\"\nactions = [\"command:missing\"]\n",
+            "targets[0].actions[0]",
+        ),
+        (
+            "[[targets]]\nnamespace = \"p\"\nname = \"c\"\nactions = [\"teleport\"]\n",
+            "targets[0].actions[0]",
+        ),
+        (
+            "[[targets]]\nnamespace = \"p\"\nname = \"c\"\nactions = [\"workflow_dispatch\"]\n",
+            "targets[0].actions[0]",
+        ),
+        (
+            "[notify]\nslack_webhook_url = \"not a url\"\n",
+            "notify.slack_webhook_url",
+        ),
+    ];
+    for (text, key) in cases {
+        std::fs::write(&file, text).unwrap();
+        let err = Config::load_from(Some(&file), env(&[])).unwrap_err();
+        assert!(err.to_string().starts_with(key), "{text}: {err}");
+    }
+    std::fs::write(
+        &file,
+        "[notify]\nslack_webhook_url = \"https://hooks.slack.com/services/T0/B0/SECRETPART\"\n\
+         [actions]\ngithub_token = \"ghp_secretsecretsecret\"\n",
+    )
+    .unwrap();
+    let c = Config::load_from(Some(&file), env(&[])).unwrap();
+    for printed in [format!("{c:?}"), c.render()] {
+        assert!(!printed.contains("SECRETPART"), "{printed}");
+        assert!(!printed.contains("ghp_secret"), "{printed}");
+    }
+}
+
+#[test]
+fn label_names_in_matchers_keep_their_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "[[targets]]\nnamespace = \"prod\"\nname = \"checkout\"\nenvironment = \"Prod\"\n\
+         matchers = { Service = \"checkout\" }\n[environments.Prod]\nmode = \"approve\"\n",
+    )
+    .unwrap();
+    let c = Config::load_from(Some(&file), env(&[])).unwrap();
+    assert_eq!(
+        c.targets[0].matchers.keys().collect::<Vec<_>>(),
+        ["Service"]
+    );
+    assert!(c.environments.contains_key("Prod"));
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "[server]\nbody_limit_bytes = 2048\n[log]\nlevel = \"debug\"\n",
+    )
+    .unwrap();
+    let c = Config::load_from(
+        Some(&file),
+        env(&[
+            ("ROLLWARDEN__SERVER__BODY_LIMIT_BYTES", "4096"),
+            ("ROLLWARDEN__DATABASE__URL", "postgres://u:pw@db/rw"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.server.body_limit_bytes, 4096);
+    assert_eq!(c.log.level, "debug");
+    assert!(c.database.url.is_postgres());
+    assert_eq!(c.writers(), 2);
+}
+
+#[test]
+fn invalid_values_name_their_key() {
+    let cases = [
+        ("ROLLWARDEN__DATABASE__URL", "mysql://x", "database.url"),
+        (
+            "ROLLWARDEN__DATABASE__MAX_CONNECTIONS",
+            "0",
+            "database.max_connections",
+        ),
+        ("ROLLWARDEN__LIMITS__MAX_LABELS", "0", "limits.max_labels"),
+        (
+            "ROLLWARDEN__SERVER__BODY_LIMIT_BYTES",
+            "10",
+            "server.body_limit_bytes",
+        ),
+        ("ROLLWARDEN__LIMITS__WRITE_BURST", "5", "limits.write_burst"),
+    ];
+    for (var, value, key) in cases {
+        let err = Config::load_from(None, env(&[(var, value)])).unwrap_err();
+        assert!(err.to_string().starts_with(key), "{var}: {err}");
+    }
+}
+
+#[test]
+fn unknown_keys_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "[server]\nlisten_addr = \"0.0.0.0:1\"\n").unwrap();
+    let err = Config::load_from(Some(&file), env(&[])).unwrap_err();
+    assert!(err.to_string().contains("listen_addr"), "{err}");
+}
+
+#[test]
+fn tokens_need_exactly_one_source_and_enough_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "[[auth.tokens]]\nname = \"am\"\nrole = \"webhook\"\ntoken = \"short\"\n",
+    )
+    .unwrap();
+    let c = Config::load_from(Some(&file), env(&[])).unwrap();
+    assert!(
+        c.resolve_tokens()
+            .unwrap_err()
+            .to_string()
+            .contains("16 characters")
+    );
+
+    std::fs::write(
+        &file,
+        "[[auth.tokens]]\nname = \"am\"\nrole = \"webhook\"\ntoken = \"x\"\ntoken_env = \"Y\"\n",
+    )
+    .unwrap();
+    let err = Config::load_from(Some(&file), env(&[])).unwrap_err();
+    assert!(err.to_string().starts_with("auth.tokens[0]"), "{err}");
+}
+
+#[test]
+fn secrets_never_print() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "[database]\nurl = \"postgres://rw:hunter2hunter2@db:5432/rw\"\n\
+         [[auth.tokens]]\nname = \"am\"\nrole = \"webhook\"\ntoken = \"s3cr3t-token-value-123\"\n",
+    )
+    .unwrap();
+    let c = Config::load_from(Some(&file), env(&[])).unwrap();
+    for printed in [format!("{c:?}"), c.render()] {
+        assert!(!printed.contains("hunter2hunter2"), "{printed}");
+        assert!(!printed.contains("s3cr3t-token-value-123"), "{printed}");
+    }
+    assert!(c.render().contains("postgres://rw:***@db:5432/rw"));
+}

@@ -1,0 +1,124 @@
+//! The holds that stop a rollback a rule calls for, the loop guard among them.
+
+use chrono::{DateTime, Utc};
+
+use super::suspect::is_canary_run;
+use super::{History, span};
+use crate::domain::decision::HoldReason;
+use crate::domain::policy::Policy;
+use crate::domain::{DeployRecord, Signal, Target};
+
+pub(super) struct HoldInputs<'a> {
+    pub(super) policy: &'a Policy,
+    pub(super) target: &'a Target,
+    pub(super) deploys: &'a [&'a DeployRecord],
+    pub(super) dependency_signals: &'a [&'a Signal],
+    pub(super) history: &'a History,
+    pub(super) now: DateTime<Utc>,
+    pub(super) start: DateTime<Utc>,
+    pub(super) suspect: Option<&'a DeployRecord>,
+    pub(super) rollback_to: Option<&'a DeployRecord>,
+}
+
+/// The automatic rollbacks the loop guard counts: executed by `now`, after recovery.
+fn counted_rollbacks(history: &History, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    let recovered = history.recovered_at.filter(|r| *r <= now);
+    let mut rollbacks: Vec<DateTime<Utc>> = history
+        .automatic_rollbacks
+        .iter()
+        .copied()
+        .filter(|t| *t <= now && recovered.is_none_or(|r| *t > r))
+        .collect();
+    rollbacks.sort();
+    rollbacks
+}
+
+fn rollbacks_in_window(policy: &Policy, rollbacks: &[DateTime<Utc>], now: DateTime<Utc>) -> u32 {
+    let window = span(policy.loop_guard.window_secs);
+    let n = rollbacks.iter().filter(|t| now - **t < window).count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// The loop guard: `Some` (a [`HoldReason::LoopGuard`]) when another automatic
+/// rollback of the target now would trip the circuit breaker — `limit` in the window,
+/// or one less than `min_interval` ago; rollbacks before the target recovered do not
+/// count. `decide()` holds on it, and the action worker checks it again just before
+/// it executes an automatic rollback.
+pub fn loop_guard(policy: &Policy, history: &History, now: DateTime<Utc>) -> Option<HoldReason> {
+    let guard = &policy.loop_guard;
+    let rollbacks = counted_rollbacks(history, now);
+    let in_window = rollbacks_in_window(policy, &rollbacks, now);
+    let last = rollbacks.last().copied();
+    let too_soon = last.is_some_and(|t| now - t < span(guard.min_interval_secs));
+    (in_window >= guard.limit || too_soon).then_some(HoldReason::LoopGuard {
+        rollbacks_in_window: in_window,
+        limit: guard.limit,
+        window_secs: guard.window_secs,
+        last_rollback_at: last,
+        min_interval_secs: guard.min_interval_secs,
+    })
+}
+
+pub(super) fn hold_reasons(inputs: &HoldInputs) -> Vec<HoldReason> {
+    let HoldInputs {
+        policy,
+        target,
+        deploys,
+        dependency_signals,
+        history,
+        now,
+        start,
+        suspect,
+        rollback_to,
+    } = *inputs;
+    let mut holds = Vec::new();
+    if let Some(latest) = deploys.iter().rev().find(|d| d.deploy.started_at > start) {
+        holds.push(HoldReason::PredatesDeploy {
+            regression_started_at: start,
+            deploy_id: latest.id,
+            deploy_source: latest.deploy.source,
+            deploy_revision: latest.deploy.revision.clone(),
+            deploy_started_at: latest.deploy.started_at,
+        });
+    }
+    // The caller passes only the dependency signals that concern this target (the
+    // engine asks the classifier: the target's declared dependencies, the dependency's
+    // configured dependents, or its namespace), so every active one holds. Signals are
+    // sorted by start, so the first of each name is the earliest.
+    let mut named: Vec<&str> = Vec::new();
+    for s in dependency_signals.iter() {
+        let name = s.dependency.as_deref().unwrap_or("unknown").trim();
+        if named.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        named.push(name);
+        holds.push(HoldReason::DependencyDegraded {
+            dependency: name.to_string(),
+            fingerprint: s.fingerprint.clone(),
+            since: s.started_at,
+        });
+    }
+    match (suspect, rollback_to) {
+        (None, _) => holds.push(HoldReason::NoDeployInWindow {
+            regression_started_at: start,
+            window_secs: policy.correlation_window_secs,
+        }),
+        // A canary run needs no earlier revision: rolling it back is its controller's
+        // abort, which leaves the primary (the version serving before the canary).
+        (Some(s), None) if is_canary_run(s) => {}
+        (Some(s), None) => holds.push(HoldReason::NoKnownGood {
+            suspect_id: s.id,
+            source: s.deploy.source,
+            revision: s.deploy.revision.clone(),
+        }),
+        (Some(_), Some(_)) => {}
+    }
+    holds.extend(loop_guard(policy, history, now));
+    if let Some(controller) = &target.gitops {
+        holds.push(HoldReason::Gitops {
+            controller: controller.clone(),
+            commit_sha: suspect.and_then(|s| s.deploy.commit_sha.clone()),
+        });
+    }
+    holds
+}

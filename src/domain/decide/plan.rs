@@ -1,0 +1,88 @@
+//! The rollback plan (one revision per way back) and the GitOps revert.
+
+use super::reason::label;
+use super::suspect::{known_good, story_member};
+use crate::domain::decision::RollbackPlan;
+use crate::domain::{DeployRecord, DeploySource, Target};
+
+/// The tag of a deploy's first tagged image (`ghcr.io/acme/api:v2.4.9` → `v2.4.9`),
+/// else its version or app version.
+pub(super) fn image_tag(d: &DeployRecord) -> Option<String> {
+    d.deploy
+        .images
+        .iter()
+        .find_map(|image| {
+            let name = image.split('@').next()?;
+            let last = name.rsplit('/').next()?;
+            let (_, tag) = last.split_once(':')?;
+            (!tag.is_empty()).then(|| tag.to_string())
+        })
+        .or_else(|| d.deploy.version.clone())
+        .or_else(|| d.deploy.app_version.clone())
+}
+
+/// The revisions that return the target to its known-good state, one per way the
+/// runbooks roll back: rollout undo, Helm rollback, the CD rollback workflow. `None`
+/// without a suspect and a known-good revision.
+pub(super) fn rollback_plan(
+    target: &Target,
+    deploys: &[&DeployRecord],
+    suspect: Option<&DeployRecord>,
+    rollback_to: Option<&DeployRecord>,
+) -> Option<RollbackPlan> {
+    let (Some(suspect), Some(rollback_to)) = (suspect, rollback_to) else {
+        return None;
+    };
+    let good = |source| story_member(deploys, suspect, source).and_then(|m| known_good(deploys, m));
+    let kube_good = good(DeploySource::Kubernetes);
+    let helm_good = good(DeploySource::Helm);
+    let ci_good = good(DeploySource::Ci);
+    let release = target
+        .helm_release
+        .clone()
+        .or_else(|| suspect.deploy.helm_release.clone())
+        .or_else(|| helm_good.map(|g| g.deploy.target.name.clone()));
+    let (helm_release, helm_revision, helm_namespace) = match (release, helm_good) {
+        (Some(release), Some(good)) => (
+            Some(release),
+            Some(good.deploy.revision.clone()),
+            Some(good.deploy.target.namespace.clone()),
+        ),
+        _ => (None, None, None),
+    };
+    Some(RollbackPlan {
+        kubernetes_revision: kube_good
+            .filter(|_| target.target.kind == "Deployment")
+            .map(|g| g.deploy.revision.clone()),
+        helm_release,
+        helm_revision,
+        helm_namespace,
+        environment: target
+            .environment
+            .clone()
+            .or_else(|| suspect.deploy.environment.clone()),
+        image_tag: [ci_good, Some(rollback_to), kube_good, helm_good]
+            .into_iter()
+            .flatten()
+            .find_map(image_tag),
+        cd_workflow: target.cd_workflow.clone(),
+        suspect_revision: suspect.deploy.revision.clone(),
+        rollback_revision: rollback_to.deploy.revision.clone(),
+        rollback_images: rollback_to.deploy.images.clone(),
+    })
+}
+
+pub(super) fn gitops_commands(target: &Target, suspect: Option<&DeployRecord>) -> Vec<String> {
+    let controller = target.gitops.as_deref().unwrap_or("the GitOps controller");
+    match suspect {
+        Some(s) => match &s.deploy.commit_sha {
+            Some(sha) => vec![format!("git revert {sha}")],
+            None => vec![format!(
+                "Revert the change behind {} in the Git repository that {controller} syncs; \
+                 a rollout undo would be reverted by self-heal.",
+                label(s)
+            )],
+        },
+        None => Vec::new(),
+    }
+}

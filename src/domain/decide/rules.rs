@@ -1,0 +1,192 @@
+//! The rules: whether a signal can be assessed, whether a rule fires on it, and the
+//! signals no rule can assess (inconclusive evidence).
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::{cmp_f64, span};
+use crate::domain::decision::{FiredRule, HoldReason};
+use crate::domain::policy::{Condition, Outcome, Rule};
+use crate::domain::{DeployRecord, Signal, SignalKind};
+
+/// `v > t`, where a difference within float noise is not "more".
+pub(super) fn exceeds(value: f64, threshold: f64) -> bool {
+    value - threshold > 1e-9 * threshold.abs().max(1.0)
+}
+
+/// A value or baseline that can be compared, or why not.
+pub(super) fn usable(kind: SignalKind, x: Option<f64>, what: &str) -> Result<f64, String> {
+    match x {
+        None => Err(format!("no {what}")),
+        Some(x) if !x.is_finite() => Err(format!("the {what} is not a number")),
+        Some(x) if x < 0.0 => Err(format!("the {what} {x} is negative")),
+        Some(x) if kind.is_ratio() && x > 1.0 => Err(format!(
+            "the {what} {x} is not a ratio (a percentage sent as a ratio?)"
+        )),
+        Some(x) => Ok(x),
+    }
+}
+
+enum Assessment {
+    /// The condition holds; the effective threshold, for value rules.
+    Exceeds(Option<f64>),
+    Within,
+    Unassessable(String),
+}
+
+fn assess(condition: Condition, s: &Signal) -> Assessment {
+    if let Some(why) = &s.inconclusive {
+        return Assessment::Unassessable(why.clone());
+    }
+    let value = || usable(s.kind, s.value, "value");
+    let baseline = || usable(s.kind, s.baseline, "baseline");
+    let compared = match condition {
+        Condition::Present => return Assessment::Exceeds(None),
+        Condition::Above(x) => value().map(|v| (v, x)),
+        Condition::BaselineFactor(factor) => value().and_then(|v| {
+            baseline().and_then(|b| {
+                if b > 0.0 {
+                    Ok((v, factor * b))
+                } else {
+                    Err("a baseline of 0 has no multiple to compare with".to_string())
+                }
+            })
+        }),
+        Condition::BaselinePlus(delta) => value().and_then(|v| baseline().map(|b| (v, b + delta))),
+    };
+    match compared {
+        Ok((v, threshold)) if exceeds(v, threshold) => Assessment::Exceeds(Some(threshold)),
+        Ok(_) => Assessment::Within,
+        Err(why) => Assessment::Unassessable(why),
+    }
+}
+
+/// Duration, observations and, for `after_deploy` rules, a deploy before the signal.
+fn gates_pass(
+    rule: &Rule,
+    s: &Signal,
+    deploys: &[&DeployRecord],
+    window: Duration,
+    now: DateTime<Utc>,
+) -> bool {
+    now - s.started_at >= span(rule.min_duration_secs)
+        && s.observations >= rule.min_observations
+        && (!rule.after_deploy
+            || deploys.iter().any(|d| {
+                d.deploy.started_at <= s.started_at && s.started_at - d.deploy.started_at <= window
+            }))
+}
+
+struct Hit<'a> {
+    signal: &'a Signal,
+    threshold: Option<f64>,
+}
+
+impl Hit<'_> {
+    /// How far over the threshold: the ratio for value rules, the value otherwise.
+    fn strength(&self) -> Option<f64> {
+        match (self.signal.value, self.threshold) {
+            (Some(v), Some(t)) if t > 0.0 => Some(v / t),
+            (v, _) => v.filter(|v| v.is_finite()),
+        }
+    }
+}
+
+pub(super) fn fire_rules(
+    rules: &[(&Rule, Condition)],
+    evidence: &[&Signal],
+    deploys: &[&DeployRecord],
+    window: Duration,
+    now: DateTime<Utc>,
+) -> Vec<FiredRule> {
+    let mut fired = Vec::new();
+    for (rule, condition) in rules {
+        let hits: Vec<Hit> = evidence
+            .iter()
+            .filter(|s| rule.matches(s.kind, s.scope))
+            .filter(|s| gates_pass(rule, s, deploys, window, now))
+            .filter_map(|s| match assess(*condition, s) {
+                Assessment::Exceeds(threshold) => Some(Hit {
+                    signal: s,
+                    threshold,
+                }),
+                Assessment::Within | Assessment::Unassessable(_) => None,
+            })
+            .collect();
+        // The furthest over; among equals the earliest, then the smallest fingerprint.
+        let Some(top) = hits.iter().max_by(|a, b| {
+            cmp_f64(a.strength(), b.strength())
+                .then(b.signal.started_at.cmp(&a.signal.started_at))
+                .then_with(|| b.signal.fingerprint.cmp(&a.signal.fingerprint))
+        }) else {
+            continue;
+        };
+        let started_at = hits
+            .iter()
+            .map(|h| h.signal.started_at)
+            .min()
+            .unwrap_or(top.signal.started_at);
+        let mut kinds: Vec<SignalKind> = hits.iter().map(|h| h.signal.kind).collect();
+        kinds.sort();
+        kinds.dedup();
+        let mut fingerprints: Vec<String> =
+            hits.iter().map(|h| h.signal.fingerprint.clone()).collect();
+        fingerprints.sort();
+        fingerprints.dedup();
+        fired.push(FiredRule {
+            rule_id: rule.id.clone(),
+            description: rule.description.clone(),
+            kind: top.signal.kind,
+            kinds,
+            scope: rule.scope,
+            condition: rule.condition_words(),
+            threshold: top.threshold,
+            observed: top.signal.value,
+            baseline: top.signal.baseline,
+            duration_secs: u64::try_from((now - started_at).num_seconds()).ok(),
+            outcome: rule.outcome,
+            fingerprints,
+            started_at,
+        });
+    }
+    fired
+}
+
+/// The active signals that rollback or freeze rules watch but no rule can assess.
+pub(super) fn inconclusive_signals(
+    rules: &[(&Rule, Condition)],
+    evidence: &[&Signal],
+) -> Vec<HoldReason> {
+    let mut holds: Vec<HoldReason> = evidence
+        .iter()
+        .filter_map(|s| {
+            let matching: Vec<&(&Rule, Condition)> = rules
+                .iter()
+                .filter(|(rule, _)| rule.matches(s.kind, s.scope))
+                .collect();
+            if !matching
+                .iter()
+                .any(|(rule, _)| rule.outcome >= Outcome::Rollback)
+            {
+                return None;
+            }
+            let mut whys: Vec<String> = Vec::new();
+            for (_, condition) in matching {
+                match assess(*condition, s) {
+                    Assessment::Unassessable(why) => {
+                        if !whys.contains(&why) {
+                            whys.push(why);
+                        }
+                    }
+                    Assessment::Exceeds(_) | Assessment::Within => return None,
+                }
+            }
+            Some(HoldReason::Inconclusive {
+                kind: s.kind,
+                fingerprint: s.fingerprint.clone(),
+                why: whys.join(", "),
+            })
+        })
+        .collect();
+    holds.dedup();
+    holds
+}
