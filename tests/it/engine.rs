@@ -250,6 +250,9 @@ async fn a_degraded_database_holds_the_rollback_h2(backend: Backend) {
 async fn each_ingest_reaches_the_engine_between_ticks(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| c.engine.tick_secs = 3600).await;
     two_deploys(&app).await;
+    // The deploys' own evaluation first: posted at once, the alerts below can reach the
+    // engine in the same batch as the deploys, and then there is no `ok` to see.
+    wait_for_verdict(&app, "ok").await;
     let db = |status: &str| database_down("db01", status);
     assert_eq!(
         app.post_alertmanager(db("firing")).await.status(),
