@@ -10,6 +10,7 @@ pub mod classify;
 pub mod decide;
 pub mod decision;
 pub mod deploy;
+pub mod field;
 pub mod freeze;
 pub mod policy;
 pub mod report;
