@@ -13,6 +13,7 @@ pub mod deploy;
 pub mod field;
 pub mod freeze;
 pub mod policy;
+pub mod render;
 pub mod report;
 pub mod role;
 pub mod signal;

@@ -1,0 +1,4 @@
+//! Rendering for each audience, each in one place, with escaping by construction:
+//! [`argv`] (what executors run). The grammar of each value is in [`super::field`].
+
+pub mod argv;
