@@ -18,6 +18,7 @@ use super::command;
 use crate::clock::Clock;
 use crate::config::{ActionsConfig, CommandConfig, Secret, WebhookConfig};
 use crate::domain::action;
+use crate::domain::decision::undo_command;
 use crate::k8s::undo::{self, RolloutStatus, UndoError, UndoOutcome};
 use crate::store::{ActionRecord, NewFreeze, Store};
 
@@ -157,14 +158,8 @@ impl Executor for RolloutUndo {
                 _ => return ExecOutcome::Failed(format!("revision {r:?} is not a number")),
             },
         };
-        let command = format!(
-            "kubectl -n {namespace} rollout undo deployment/{name}{}",
-            if to_revision > 0 {
-                format!(" --to-revision={to_revision}")
-            } else {
-                String::new()
-            }
-        );
+        let revision = (to_revision > 0).then(|| to_revision.to_string());
+        let command = undo_command(namespace, name, revision.as_deref());
         // A dry run still asks the API server, which validates the patch and changes
         // nothing (`dryRun=All`).
         let outcome =
