@@ -194,8 +194,8 @@ async fn helm_rollback_runs_the_runbooks_argv_after_checking_the_release() {
     assert_eq!(
         helm.calls(),
         [
-            "history checkout -n prod --max 1 -o json",
-            "rollback checkout 2 -n prod --cleanup-on-fail --wait --timeout 120s",
+            "history -n prod --max 1 -o json -- checkout",
+            "rollback -n prod --cleanup-on-fail --wait --timeout 120s -- checkout 2",
         ]
     );
     let ExecOutcome::Done { result, verify } = outcome else {
@@ -214,7 +214,7 @@ async fn helm_does_not_roll_back_a_release_already_rolled_back() {
         .executor()
         .execute(&record("helm_rollback", helm_params()), false)
         .await;
-    assert_eq!(helm.calls(), ["history checkout -n prod --max 1 -o json"]);
+    assert_eq!(helm.calls(), ["history -n prod --max 1 -o json -- checkout"]);
     let ExecOutcome::Done { result, .. } = outcome else {
         panic!("{outcome:?}")
     };
