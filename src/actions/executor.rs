@@ -17,7 +17,8 @@ use tokio::io::AsyncReadExt;
 use crate::clock::Clock;
 use crate::config::{ActionsConfig, CommandConfig, Secret, WebhookConfig};
 use crate::domain::action;
-use crate::domain::argv::render_argv;
+use crate::domain::decision::undo_command;
+use crate::domain::render::argv::{check_param, render_argv};
 use crate::k8s::undo::{self, RolloutStatus, UndoError, UndoOutcome};
 use crate::store::{ActionRecord, NewFreeze, Store};
 
@@ -128,10 +129,13 @@ fn param<'a>(action: &'a ActionRecord, name: &str) -> Option<&'a str> {
     action.params.get(name).and_then(Value::as_str)
 }
 
+/// A parameter the action needs, checked against its grammar: a value that does not
+/// fit fails the action before anything runs.
 fn required<'a>(action: &'a ActionRecord, name: &str) -> Result<&'a str, ExecOutcome> {
-    param(action, name)
+    let value = param(action, name)
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| ExecOutcome::Failed(format!("the decision names no {name}")))
+        .ok_or_else(|| ExecOutcome::Failed(format!("the decision names no {name}")))?;
+    check_param(name, value).map_err(|err| ExecOutcome::Failed(err.to_string()))
 }
 
 /// `kubectl rollout undo` natively, then `kubectl rollout status`.
@@ -157,14 +161,8 @@ impl Executor for RolloutUndo {
                 _ => return ExecOutcome::Failed(format!("revision {r:?} is not a number")),
             },
         };
-        let command = format!(
-            "kubectl -n {namespace} rollout undo deployment/{name}{}",
-            if to_revision > 0 {
-                format!(" --to-revision={to_revision}")
-            } else {
-                String::new()
-            }
-        );
+        let revision = (to_revision > 0).then(|| to_revision.to_string());
+        let command = undo_command(namespace, name, revision.as_deref());
         // A dry run still asks the API server, which validates the patch and changes
         // nothing (`dryRun=All`).
         let outcome =
@@ -302,23 +300,30 @@ impl Executor for HelmRollback {
         let (release, revision, namespace) = match (
             required(action, "helm_release"),
             required(action, "helm_revision"),
-            required(action, "helm_namespace").or_else(|_| required(action, "namespace")),
+            // The target's namespace when the decision names none (never when it
+            // names one that does not fit).
+            match param(action, "helm_namespace") {
+                Some(ns) if !ns.is_empty() => required(action, "helm_namespace"),
+                _ => required(action, "namespace"),
+            },
         ) {
             (Ok(r), Ok(v), Ok(n)) => (r, v, n),
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
         };
         let timeout = format!("{}s", self.timeout.as_secs());
+        // Values after `--`: Helm (cobra) takes them as arguments, never as flags.
         let argv: Vec<String> = [
             self.helm.as_str(),
             "rollback",
-            release,
-            revision,
             "-n",
             namespace,
             "--cleanup-on-fail",
             "--wait",
             "--timeout",
             &timeout,
+            "--",
+            release,
+            revision,
         ]
         .iter()
         .map(|s| (*s).to_string())
@@ -332,13 +337,14 @@ impl Executor for HelmRollback {
         let history = [
             self.helm.as_str(),
             "history",
-            release,
             "-n",
             namespace,
             "--max",
             "1",
             "-o",
             "json",
+            "--",
+            release,
         ]
         .iter()
         .map(|s| (*s).to_string())

@@ -117,7 +117,7 @@ impl ActionsConfig {
                     "at most 256 arguments of at most 4096 bytes each",
                 ));
             }
-            crate::domain::argv::check_argv(&command.argv)
+            crate::domain::render::argv::check_argv(&command.argv)
                 .map_err(|(j, why)| invalid(format!("{key}.argv[{j}]"), why))?;
         }
         for (i, webhook) in a.webhooks.iter().enumerate() {

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::decision::clock;
+use super::render::mrkdwn;
 use super::{Decision, Mode, Target, Verdict};
 
 /// The built-in executors; `command:NAME` and `webhook:NAME` name configured ones.
@@ -244,21 +245,25 @@ pub struct Message<'a> {
 }
 
 impl Message<'_> {
-    /// The text people read (Slack mrkdwn).
+    /// The text people read (Slack mrkdwn). Every value it interpolates is escaped
+    /// ([`mrkdwn`]): a deploy field cannot mention, ping or link.
     pub fn text(&self) -> String {
         let d = self.decision;
         let target = &d.target;
-        let region = d.region.as_deref().unwrap_or("-");
-        let environment = d.environment.as_deref().unwrap_or("-");
+        let esc = |s: &str| mrkdwn::escape(s).into_owned();
         let head = format!(
-            "*{}* `{}/{}` (region {region}, environment {environment})",
-            target.kind, target.namespace, target.name
+            "*{}* {} (region {}, environment {})",
+            esc(&target.kind),
+            mrkdwn::code(&format!("{}/{}", target.namespace, target.name)),
+            esc(d.region.as_deref().unwrap_or("-")),
+            esc(d.environment.as_deref().unwrap_or("-")),
         );
+        let reason = esc(&d.reason);
         let mut lines = Vec::new();
         match self.event {
             Event::Recommend => {
                 lines.push(format!(":warning: Rollback recommended for {head}"));
-                lines.push(format!("Reason: {}", d.reason));
+                lines.push(format!("Reason: {reason}"));
                 lines.push("Run:".into());
                 lines.push(commands(d));
             }
@@ -266,7 +271,7 @@ impl Message<'_> {
                 lines.push(format!(
                     ":raised_hand: Rollback awaiting approval for {head}"
                 ));
-                lines.push(format!("Reason: {}", d.reason));
+                lines.push(format!("Reason: {reason}"));
                 lines.push(format!(
                     "Approve: `POST /api/v1/decisions/{}/approve` (operator) — or reject: \
                      `POST /api/v1/decisions/{}/reject`",
@@ -277,14 +282,14 @@ impl Message<'_> {
             }
             Event::Announce => {
                 let (kind, _) = self.action.unwrap_or(("rollback", ""));
-                lines.push(format!(":rewind: Rolling back {head} ({kind})"));
-                lines.push(format!("Reason: {}", d.reason));
+                lines.push(format!(":rewind: Rolling back {head} ({})", esc(kind)));
+                lines.push(format!("Reason: {reason}"));
                 if let (Some(suspect), Some(to)) = (&d.suspect, &d.rollback_to) {
                     lines.push(format!(
                         "From {} revision {} to revision {}",
                         suspect.deploy.source.as_str(),
-                        suspect.deploy.revision,
-                        to.deploy.revision
+                        esc(&suspect.deploy.revision),
+                        esc(&to.deploy.revision)
                     ));
                 }
                 let eta = self.eta.map_or_else(|| "unknown".to_string(), clock);
@@ -298,23 +303,23 @@ impl Message<'_> {
                     "dry_run" => ":memo:",
                     _ => ":x:",
                 };
-                lines.push(format!("{icon} {kind} of {head}: {state}"));
+                lines.push(format!("{icon} {} of {head}: {}", esc(kind), esc(state)));
                 if let Some(detail) = self.detail {
-                    lines.push(detail.to_string());
+                    lines.push(esc(detail));
                 }
             }
             Event::Escalate => {
                 lines.push(format!(":rotating_light: Escalation for {head}"));
                 if let Some(detail) = self.detail {
-                    lines.push(detail.to_string());
+                    lines.push(esc(detail));
                 }
-                lines.push(format!("Decision: {}", d.reason));
+                lines.push(format!("Decision: {reason}"));
             }
         }
         if !self.public_url.is_empty() {
             lines.push(format!(
                 "Evidence: {}/api/v1/decisions/{}/report",
-                self.public_url.trim_end_matches('/'),
+                esc(self.public_url.trim_end_matches('/')),
                 self.decision_id
             ));
         } else {
@@ -348,7 +353,7 @@ fn commands(d: &Decision) -> String {
     if d.recommended.is_empty() {
         "(no command: no known-good revision to name)".into()
     } else {
-        format!("```\n{}\n```", d.recommended.join("\n"))
+        mrkdwn::code_block(&d.recommended)
     }
 }
 
@@ -524,5 +529,78 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle:?} missing from {text}");
         }
+    }
+
+    /// Whether `text` holds no Slack control sequence: no `<` or `>`, and every `&`
+    /// starts one of the three escapes.
+    fn inert_mrkdwn(text: &str) -> bool {
+        !text.contains(['<', '>'])
+            && text.match_indices('&').all(|(i, _)| {
+                ["&amp;", "&lt;", "&gt;"]
+                    .iter()
+                    .any(|e| text[i..].starts_with(e))
+            })
+    }
+
+    #[test]
+    fn slack_text_escapes_every_value_it_interpolates() {
+        let mut values = crate::domain::field::tests::hostile();
+        values.push("<!channel> <https://evil.example|Click to approve>".into());
+        values.push("<@U123> &lt;!here&gt; > quote".into());
+        for value in values {
+            let mut d = decision(Verdict::Rollback, DeploySource::Ci);
+            d.reason = format!("M2: error rate > 5 % after {value}");
+            d.target = TargetRef::new("c", &value, &value, &value);
+            d.region = Some(value.clone());
+            d.environment = Some(value.clone());
+            d.recommended = vec![value.clone(), format!("x ```{value}")];
+            for record in [&mut d.suspect, &mut d.rollback_to].into_iter().flatten() {
+                record.deploy.revision = value.clone();
+            }
+            for event in [
+                Event::Recommend,
+                Event::Approval,
+                Event::Announce,
+                Event::Result,
+                Event::Escalate,
+            ] {
+                let text = Message {
+                    event,
+                    decision_id: 7,
+                    decision: &d,
+                    action: Some((&value, &value)),
+                    detail: Some(&value),
+                    now: at("2026-08-22T14:03:00Z"),
+                    eta: None,
+                    public_url: &value,
+                }
+                .text();
+                assert!(inert_mrkdwn(&text), "{event:?} {value:?}: {text}");
+            }
+        }
+        let mut d = decision(Verdict::Rollback, DeploySource::Ci);
+        d.reason = "<!channel> <https://evil.example|Click to approve>".into();
+        let text = Message {
+            event: Event::Recommend,
+            decision_id: 7,
+            decision: &d,
+            action: None,
+            detail: None,
+            now: at("2026-08-22T14:03:00Z"),
+            eta: None,
+            public_url: "",
+        }
+        .text();
+        assert!(
+            text.contains(
+                "Reason: &lt;!channel&gt; &lt;https://evil.example|Click to approve&gt;\n"
+            ),
+            "{text}"
+        );
+        // Ordinary values read as before.
+        assert!(text.contains("*Deployment* `prod/checkout` (region eu-west-1, environment -)"));
+        assert!(text.contains(
+            "```\nkubectl -n prod rollout undo deployment/checkout --to-revision=2\n```"
+        ));
     }
 }

@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
+use super::field::{Field, Rejected};
 use super::policy::{Outcome, fmt_secs};
+use super::render::argv::Argv;
+use super::render::shell;
 use super::{DeployRecord, DeploySource, Scope, SignalKind, TargetRef};
 
 /// What to do about a target. Declared weakest first: the derived order is the
@@ -305,48 +308,100 @@ pub struct RollbackPlan {
 impl RollbackPlan {
     /// The exact commands a person would run, in order of preference: rollout undo
     /// and status, Helm rollback, the CD rollback workflow; without any of them, an
-    /// undo to the previous revision.
+    /// undo to the previous revision. Each is built as an argv of checked values and
+    /// rendered as shell text once; a value on record that does not fit its grammar
+    /// leaves a comment in its command's place.
     pub fn commands(&self, target: &super::Target) -> Vec<String> {
         let t = &target.target;
         let is_deployment = t.kind == "Deployment";
         let mut commands = Vec::new();
-        let undo = |revision: Option<&str>| {
-            let to = revision.map_or_else(String::new, |r| format!(" --to-revision={r}"));
-            [
-                format!(
-                    "kubectl -n {} rollout undo deployment/{}{to}",
-                    t.namespace, t.name
-                ),
-                format!(
-                    "kubectl -n {} rollout status deployment/{} --watch",
-                    t.namespace, t.name
-                ),
-            ]
-        };
         if let (true, Some(revision)) = (is_deployment, &self.kubernetes_revision) {
-            commands.extend(undo(Some(revision)));
+            commands.extend(undo_commands(&t.namespace, &t.name, Some(revision)));
         }
         if let (Some(release), Some(revision), Some(namespace)) = (
             &self.helm_release,
             &self.helm_revision,
             &self.helm_namespace,
         ) {
-            commands.push(format!(
-                "helm rollback {release} {revision} -n {namespace} --cleanup-on-fail"
+            commands.push(command(
+                "helm rollback",
+                Argv::new("helm")
+                    .arg("rollback")
+                    .value(Field::HelmRelease, release)
+                    .and_then(|a| a.value(Field::RevisionNumber, revision))
+                    .and_then(|a| a.arg("-n").value(Field::Namespace, namespace))
+                    .map(|a| a.arg("--cleanup-on-fail")),
             ));
         }
         if let (Some(workflow), Some(environment), Some(tag)) =
             (&self.cd_workflow, &self.environment, &self.image_tag)
         {
-            commands.push(format!(
-                "gh workflow run {workflow} -f environment={environment} -f image_tag={tag}"
+            commands.push(command(
+                "gh workflow run",
+                Argv::new("gh")
+                    .arg("workflow")
+                    .arg("run")
+                    .value(Field::Workflow, workflow)
+                    .and_then(|a| {
+                        a.arg("-f")
+                            .joined("environment=", Field::Environment, environment)
+                    })
+                    .and_then(|a| a.arg("-f").joined("image_tag=", Field::ImageTag, tag)),
             ));
         }
         if commands.is_empty() && is_deployment {
             // No revision of a known source to name: undo to the previous revision.
-            commands.extend(undo(None));
+            commands.extend(undo_commands(&t.namespace, &t.name, None));
         }
         commands
+    }
+}
+
+/// `kubectl rollout undo` (to `revision`, else the previous one) and `rollout status`.
+fn undo_commands(namespace: &str, name: &str, revision: Option<&str>) -> [String; 2] {
+    let kubectl = |verb: &str| {
+        Argv::new("kubectl")
+            .arg("-n")
+            .value(Field::Namespace, namespace)
+            .map(|a| a.arg("rollout").arg(verb))
+            .and_then(|a| a.joined("deployment/", Field::Name, name))
+    };
+    let undo = kubectl("undo").and_then(|a| match revision {
+        Some(r) => a.joined("--to-revision=", Field::RevisionNumber, r),
+        None => Ok(a),
+    });
+    let status = kubectl("status").map(|a| a.arg("--watch"));
+    [
+        command("kubectl rollout undo", undo),
+        command("kubectl rollout status", status),
+    ]
+}
+
+/// The shell text of `kubectl -n NAMESPACE rollout undo deployment/NAME
+/// [--to-revision=N]`, as an executor reports what it ran.
+pub fn undo_command(namespace: &str, name: &str, revision: Option<&str>) -> String {
+    let [undo, _] = undo_commands(namespace, name, revision);
+    undo
+}
+
+/// `git revert SHA`, for a target a GitOps controller manages.
+pub fn git_revert(sha: &str) -> String {
+    command(
+        "git revert",
+        Argv::new("git").arg("revert").value(Field::Commit, sha),
+    )
+}
+
+/// A command as shell text a person can paste; when a value on record does not fit its
+/// grammar, a comment saying which command is not shown and why (without the value,
+/// which the decision's evidence has).
+fn command(what: &str, argv: Result<Argv, Rejected>) -> String {
+    match argv {
+        Ok(argv) => shell::render(argv.as_slice()),
+        Err(rejected) => shell::comment(&format!(
+            "{what}: not shown, a value on record is not {}",
+            rejected.field.expects()
+        )),
     }
 }
 
@@ -679,5 +734,89 @@ mod tests {
         d.inputs_hash = d.compute_inputs_hash();
         let json = serde_json::to_string(&d).unwrap();
         assert_eq!(serde_json::from_str::<Decision>(&json).unwrap(), d);
+    }
+
+    fn full_plan() -> RollbackPlan {
+        RollbackPlan {
+            kubernetes_revision: Some("6".into()),
+            helm_release: Some("checkout".into()),
+            helm_revision: Some("3".into()),
+            helm_namespace: Some("shop".into()),
+            environment: Some("production".into()),
+            image_tag: Some("v2.2230".into()),
+            cd_workflow: Some("cd-rollback.yml".into()),
+            ..RollbackPlan::default()
+        }
+    }
+
+    fn checkout() -> super::super::Target {
+        super::super::Target::discovered(TargetRef::deployment("prod-eu", "shop", "checkout"))
+    }
+
+    const ORDINARY: [&str; 4] = [
+        "kubectl -n shop rollout undo deployment/checkout --to-revision=6",
+        "kubectl -n shop rollout status deployment/checkout --watch",
+        "helm rollback checkout 3 -n shop --cleanup-on-fail",
+        "gh workflow run cd-rollback.yml -f environment=production -f image_tag=v2.2230",
+    ];
+
+    #[test]
+    fn recommended_commands_read_as_people_write_them() {
+        assert_eq!(full_plan().commands(&checkout()), ORDINARY);
+        assert_eq!(
+            RollbackPlan::default().commands(&checkout()),
+            [
+                "kubectl -n shop rollout undo deployment/checkout",
+                "kubectl -n shop rollout status deployment/checkout --watch"
+            ]
+        );
+        assert_eq!(git_revert("abc123"), "git revert abc123");
+        assert_eq!(
+            undo_command("shop", "checkout", Some("6")),
+            "kubectl -n shop rollout undo deployment/checkout --to-revision=6"
+        );
+    }
+
+    #[test]
+    fn a_hostile_value_on_record_turns_its_command_into_a_comment() {
+        type Set = fn(&mut RollbackPlan, String);
+        let fields: [(Set, &[usize]); 7] = [
+            (|p, v| p.kubernetes_revision = Some(v), &[0]),
+            (|p, v| p.helm_release = Some(v), &[2]),
+            (|p, v| p.helm_revision = Some(v), &[2]),
+            (|p, v| p.helm_namespace = Some(v), &[2]),
+            (|p, v| p.environment = Some(v), &[3]),
+            (|p, v| p.image_tag = Some(v), &[3]),
+            (|p, v| p.cd_workflow = Some(v), &[3]),
+        ];
+        for value in crate::domain::field::tests::hostile() {
+            for (set, affected) in &fields {
+                let mut plan = full_plan();
+                set(&mut plan, value.clone());
+                let commands = plan.commands(&checkout());
+                assert_eq!(commands.len(), 4);
+                for (i, command) in commands.iter().enumerate() {
+                    if affected.contains(&i) {
+                        assert!(
+                            command.starts_with("# ")
+                                && command.contains("not shown")
+                                && !command.contains('\n'),
+                            "{value:?}: {command}"
+                        );
+                    } else {
+                        assert_eq!(command, ORDINARY[i], "{value:?}");
+                    }
+                }
+            }
+            let mut target = checkout();
+            target.target.namespace = value.clone();
+            let commands = full_plan().commands(&target);
+            assert!(
+                commands[..2].iter().all(|c| c.starts_with("# ")),
+                "{commands:?}"
+            );
+            assert_eq!(commands[2..], ORDINARY[2..]);
+            assert!(git_revert(&value).starts_with("# git revert: not shown"));
+        }
     }
 }

@@ -5,14 +5,15 @@
 
 pub mod action;
 pub mod alert;
-pub mod argv;
 pub mod canary;
 pub mod classify;
 pub mod decide;
 pub mod decision;
 pub mod deploy;
+pub mod field;
 pub mod freeze;
 pub mod policy;
+pub mod render;
 pub mod report;
 pub mod role;
 pub mod signal;

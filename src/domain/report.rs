@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use super::decide::{label, summary};
 use super::decision::{Decision, HoldReason, Verdict, VerificationStatus};
 use super::policy::{Outcome, fmt_value};
+use super::render::markdown;
 use super::{DeployRecord, DeploySource, Scope, SignalKind};
 
 /// Who or what decided, as evidence and reports name it.
@@ -229,9 +230,12 @@ fn regions(decision: &Decision) -> String {
     regions.sort_unstable();
     regions.dedup();
     if regions.is_empty() {
-        format!("not recorded (cluster {})", decision.target.cluster)
+        format!(
+            "not recorded (cluster {})",
+            markdown::text(&decision.target.cluster)
+        )
     } else {
-        regions.join(", ")
+        markdown::text(&regions.join(", "))
     }
 }
 
@@ -273,37 +277,40 @@ fn resolution(decision: &Decision) -> String {
         Verdict::Rollback => {
             let to = decision.rollback_to.as_ref().map_or_else(
                 || "the last known good revision".into(),
-                |d| format!("{}, deploy #{}", label(d), d.id),
+                |d| format!("{}, deploy #{}", markdown::text(&label(d)), d.id),
             );
             let how = decision
                 .recommended
                 .first()
-                .map_or_else(String::new, |c| format!(", with `{c}`"));
+                .map_or_else(String::new, |c| format!(", with {}", markdown::code(c)));
             format!(
                 "Roll back to {to}{how}, as decided by {}.",
-                decided_by(decision)
+                markdown::text(&decided_by(decision))
             )
         }
         Verdict::Hold => format!(
             "Rollback held: {}.",
-            decision
-                .holds
-                .iter()
-                .map(HoldReason::detail)
-                .collect::<Vec<_>>()
-                .join("; ")
+            markdown::text(
+                &decision
+                    .holds
+                    .iter()
+                    .map(HoldReason::detail)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
         ),
         Verdict::Freeze => format!(
             "All deployments frozen and escalated: {}.",
-            decision.escalate.as_deref().unwrap_or("data corruption")
+            markdown::text(decision.escalate.as_deref().unwrap_or("data corruption"))
         ),
         Verdict::Ok | Verdict::Monitor | Verdict::Investigate => {
-            format!("No rollback: {}", decision.reason)
+            format!("No rollback: {}", markdown::text(&decision.reason))
         }
     }
 }
 
-/// The multi-region runbook's incident report for a decision, in Markdown.
+/// The multi-region runbook's incident report for a decision, in Markdown. Every value
+/// it interpolates goes through [`markdown`]: running text escaped, code fenced.
 pub fn incident_report(decision: &Decision, decided_at: DateTime<Utc>, decision_id: i64) -> String {
     let incident_id = format!("INC-{}-{decision_id:03}", decided_at.format("%Y%m%d"));
     let duration = match decision.regression_started_at {
@@ -329,7 +336,11 @@ pub fn incident_report(decision: &Decision, decided_at: DateTime<Utc>, decision_
         };
         timeline.push((
             d.deploy.started_at,
-            format!("Deployment {} started (deploy #{}, {role})", label(d), d.id),
+            format!(
+                "Deployment {} started (deploy #{}, {role})",
+                markdown::text(&label(d)),
+                d.id
+            ),
         ));
     }
     // One line per alert: the rules one signal fired together share it.
@@ -348,8 +359,8 @@ pub fn incident_report(decision: &Decision, decided_at: DateTime<Utc>, decision_
             at,
             format!(
                 "Alert triggered - {} [{}]",
-                rules.join(", "),
-                fingerprints.join(", ")
+                markdown::text(&rules.join(", ")),
+                markdown::text(&fingerprints.join(", "))
             ),
         ));
     }
@@ -359,7 +370,7 @@ pub fn incident_report(decision: &Decision, decided_at: DateTime<Utc>, decision_
         format!(
             "Decision #{decision_id}: {} by {}",
             decision.verdict,
-            decided_by(decision)
+            markdown::text(&decided_by(decision))
         ),
     ));
     let mut out = String::new();
@@ -370,7 +381,10 @@ pub fn incident_report(decision: &Decision, decided_at: DateTime<Utc>, decision_
         "- **Affected Region(s)**: {}\n",
         regions(decision)
     ));
-    out.push_str(&format!("- **Target**: `{}`\n", decision.target.key()));
+    out.push_str(&format!(
+        "- **Target**: {}\n",
+        markdown::code(&decision.target.key())
+    ));
     out.push_str(&format!("- **Duration**: {duration}\n"));
     out.push_str(&format!(
         "- **Customer Impact**: {}\n",
@@ -383,19 +397,17 @@ pub fn incident_report(decision: &Decision, decided_at: DateTime<Utc>, decision_
     out.push_str("\n## Root Cause\n\n[To be completed after investigation]\n");
     out.push_str(&format!("\n## Resolution\n\n{}\n", resolution(decision)));
     if !decision.recommended.is_empty() {
-        out.push_str("\n```bash\n");
-        for command in &decision.recommended {
-            out.push_str(command);
-            out.push('\n');
-        }
-        out.push_str("```\n");
+        let mut commands = decision.recommended.join("\n");
+        commands.push('\n');
+        out.push('\n');
+        out.push_str(&markdown::code_block("bash", &commands));
     }
     if let Some(escalate) = &decision.escalate {
-        out.push_str(&format!("\nEscalation: {escalate}.\n"));
+        out.push_str(&format!("\nEscalation: {}.\n", markdown::text(escalate)));
     }
     out.push_str(&format!(
         "\nDecision reason: {}\n\n## Follow-up Actions\n\n",
-        decision.reason
+        markdown::text(&decision.reason)
     ));
     for item in [
         "Complete root cause analysis",
@@ -610,5 +622,122 @@ mod tests {
         assert!(report.contains("- **Incident ID**: INC-20260823-012\n"));
         assert!(report.contains("Rollback held: loop guard: 3 automatic rollbacks"));
         assert!(report.contains("- 2026-08-22 10:05 UTC: Alert triggered"));
+    }
+
+    /// The report of `decision` with `value` put in every text a deploy, an alert or a
+    /// hold can carry, for each way the report ends.
+    fn reports_with(value: &str) -> Vec<String> {
+        let mut base = rollback_decision();
+        base.reason = format!("M2 after {value}");
+        base.region = Some(value.to_string());
+        base.target.namespace = value.to_string();
+        for d in [&mut base.suspect, &mut base.rollback_to]
+            .into_iter()
+            .flatten()
+        {
+            d.deploy.revision = value.to_string();
+            d.deploy.version = Some(value.to_string());
+            d.deploy.region = Some(value.to_string());
+        }
+        for f in &mut base.fired {
+            f.fingerprints = vec![value.to_string()];
+        }
+        let mut held = base.clone();
+        held.verdict = Verdict::Hold;
+        held.holds = vec![
+            HoldReason::DependencyDegraded {
+                dependency: value.into(),
+                fingerprint: value.into(),
+                since: at("10:01:00"),
+            },
+            HoldReason::NoKnownGood {
+                suspect_id: 42,
+                source: DeploySource::Ci,
+                revision: value.into(),
+            },
+        ];
+        let mut frozen = base.clone();
+        frozen.verdict = Verdict::Freeze;
+        frozen.escalate = Some(format!("M8: {value}"));
+        let mut ok = base.clone();
+        ok.verdict = Verdict::Ok;
+        [base, held, frozen, ok]
+            .iter()
+            .map(|d| incident_report(d, at("10:08:00"), 7))
+            .collect()
+    }
+
+    /// Markdown syntax characters that no backslash escapes, outside code blocks and
+    /// code spans. (`>` and `!` are left out: mid-line, and without `[`, they are text.)
+    fn unescaped(report: &str) -> usize {
+        let mut count = 0;
+        let mut in_block = false;
+        for line in report.lines() {
+            if line.starts_with("```") {
+                in_block = !in_block;
+                continue;
+            }
+            if in_block {
+                continue;
+            }
+            let chars: Vec<char> = line.chars().collect();
+            let mut i = 0;
+            while i < chars.len() {
+                match chars[i] {
+                    '\\' => i += 1,
+                    '`' => {
+                        // Skip the code span: to the next run of as many backticks.
+                        let run = chars[i..].iter().take_while(|c| **c == '`').count();
+                        let mut j = i + run;
+                        loop {
+                            let next = chars[j..].iter().take_while(|c| **c == '`').count();
+                            if next == run || j >= chars.len() {
+                                i = j + next;
+                                break;
+                            }
+                            j += next.max(1);
+                        }
+                        continue;
+                    }
+                    '<' | '[' | ']' | '*' | '|' | '~' | '&' => count += 1,
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        count
+    }
+
+    #[test]
+    fn the_incident_report_escapes_every_value_it_interpolates() {
+        let baseline = reports_with("ordinary-1");
+        let mut values = crate::domain::field::tests::hostile();
+        values.extend(
+            [
+                "[Click to approve](https://evil.example)",
+                "![x](https://evil.example/p.png)",
+                "<img src=x onerror=alert(1)>",
+                "**bold** _it_ ~~gone~~",
+                "x\n# Heading\n- [x] done\n```\nrm -rf /",
+                "a | b\n| c | d |",
+                "`code` ``more`` \\",
+                "&lt;script&gt;",
+            ]
+            .map(String::from),
+        );
+        for value in values {
+            for (report, base) in reports_with(&value).iter().zip(&baseline) {
+                let lines: Vec<&str> = report.lines().collect();
+                let base_lines: Vec<&str> = base.lines().collect();
+                assert_eq!(lines.len(), base_lines.len(), "{value:?}:\n{report}");
+                for (line, base_line) in lines.iter().zip(&base_lines) {
+                    // Every line starts as it does with ordinary values: a value starts
+                    // no heading, list item, quote or fence.
+                    let start = |l: &str| l.chars().take(3).collect::<String>();
+                    assert_eq!(start(line), start(base_line), "{value:?}:\n{report}");
+                }
+                assert_eq!(unescaped(report), unescaped(base), "{value:?}:\n{report}");
+            }
+        }
     }
 }

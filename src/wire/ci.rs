@@ -4,47 +4,68 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{WireError, check_name, parse_time};
+use super::{WireError, parse_time};
 use crate::domain::deploy::status;
+use crate::domain::field::Field;
 use crate::domain::{Deploy, DeploySource, TargetRef};
 
 /// What a pipeline posts when it starts or finishes a deploy. Unknown fields are
-/// rejected, so that a typo (`comit`) is a 400, not silently lost evidence. Text fields
-/// are at most 1024 bytes without control characters.
+/// rejected, so that a typo (`comit`) is a 400, not silently lost evidence. A field
+/// that can reach a command (an executor's argv, a command people paste) must fit its
+/// grammar ([`Field`]: never a leading `-`, no spaces, quotes or shell syntax); the
+/// other text fields are at most 1024 bytes without control characters.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CiDeployPayload {
     /// Defaults to `kubernetes.cluster` from the config.
-    #[schema(pattern = "^[a-z0-9.-]{0,253}$")]
+    #[schema(
+        max_length = 253,
+        pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$"
+    )]
     pub cluster: Option<String>,
-    #[schema(pattern = "^[a-z0-9.-]{1,253}$", example = "prod")]
+    #[schema(
+        max_length = 63,
+        pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        example = "prod"
+    )]
     pub namespace: String,
     /// The workload's name, e.g. the Deployment.
-    #[schema(pattern = "^[a-z0-9.-]{1,253}$", example = "checkout")]
+    #[schema(
+        max_length = 253,
+        pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        example = "checkout"
+    )]
     pub name: String,
     /// Defaults to `Deployment`.
-    #[schema(pattern = "^[A-Za-z0-9]{1,63}$", example = "Deployment")]
+    #[schema(pattern = "^[A-Za-z][A-Za-z0-9]{0,62}$", example = "Deployment")]
     pub kind: Option<String>,
     /// The pipeline's own id for this deploy (run number): the idempotency key.
-    #[schema(pattern = "^[!-~]{1,128}$", example = "2231")]
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._+:/-]{0,127}$", example = "2231")]
     pub revision: String,
     /// `started`, `succeeded` or `failed`.
     #[schema(pattern = "^(started|succeeded|failed)$", example = "succeeded")]
     pub status: String,
-    #[schema(max_length = 1024)]
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", example = "production")]
     pub environment: Option<String>,
-    #[schema(max_length = 1024)]
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", example = "eu-west-1")]
     pub region: Option<String>,
-    #[schema(max_length = 1024)]
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$", example = "1.6.0")]
     pub version: Option<String>,
-    /// One image reference (added to `images`).
-    #[schema(pattern = "^[!-~]{1,1024}$")]
+    /// One image reference (added to `images`): `[host[:port]/]path[:tag][@digest]`.
+    #[schema(
+        max_length = 1024,
+        pattern = r"^((localhost|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+)(:[0-9]{1,5})?/)?[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@[A-Za-z][A-Za-z0-9]*:[0-9a-fA-F]{32,})?$"
+    )]
     pub image: Option<String>,
     /// Image references; at most 32 with `image`.
     #[serde(default)]
-    #[schema(max_items = 31, pattern = "^[!-~]{1,1024}$")]
+    #[schema(
+        max_items = 31,
+        pattern = r"^((localhost|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+)(:[0-9]{1,5})?/)?[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@[A-Za-z][A-Za-z0-9]*:[0-9a-fA-F]{32,})?$"
+    )]
     pub images: Vec<String>,
-    #[schema(max_length = 1024)]
+    /// The commit deployed: 4 to 64 hexadecimal digits.
+    #[schema(pattern = "^[0-9a-fA-F]{4,64}$", example = "9f1c2d3")]
     pub commit: Option<String>,
     /// RFC 3339; a deploy first reported without it started then (or at its
     /// `finished_at`, if that came first).
@@ -64,7 +85,12 @@ pub struct CiDeployPayload {
     pub actor: Option<String>,
     #[schema(max_length = 1024)]
     pub description: Option<String>,
-    #[schema(max_length = 1024)]
+    /// A Helm release name (at most 53).
+    #[schema(
+        max_length = 53,
+        pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        example = "checkout"
+    )]
     pub helm_release: Option<String>,
 }
 
@@ -84,29 +110,26 @@ impl CiDeployPayload {
 
     fn into_deploy(self, default_cluster: &str, now: DateTime<Utc>) -> Result<Deploy, WireError> {
         let cluster = self.cluster.unwrap_or_else(|| default_cluster.to_string());
-        check_name("cluster", &cluster, true)?;
-        check_name("namespace", &self.namespace, false)?;
-        check_name("name", &self.name, false)?;
         let kind = self.kind.unwrap_or_else(|| "Deployment".into());
-        if kind.is_empty() || kind.len() > 63 || !kind.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(WireError::new(
-                "invalid_field",
-                "kind",
-                "must be a Kubernetes kind such as Deployment",
-            ));
-        }
-        if self.revision.is_empty()
-            || self.revision.len() > 128
-            || self
-                .revision
-                .chars()
-                .any(|c| c.is_control() || c.is_whitespace())
-        {
-            return Err(WireError::new(
-                "invalid_field",
-                "revision",
-                "must be 1 to 128 printable characters without spaces",
-            ));
+        for (field, grammar, value) in [
+            ("cluster", Field::Cluster, Some(&cluster)),
+            ("namespace", Field::Namespace, Some(&self.namespace)),
+            ("name", Field::Name, Some(&self.name)),
+            ("kind", Field::Kind, Some(&kind)),
+            ("revision", Field::Revision, Some(&self.revision)),
+            ("environment", Field::Environment, self.environment.as_ref()),
+            ("region", Field::Region, self.region.as_ref()),
+            ("version", Field::Version, self.version.as_ref()),
+            ("commit", Field::Commit, self.commit.as_ref()),
+            (
+                "helm_release",
+                Field::HelmRelease,
+                self.helm_release.as_ref(),
+            ),
+        ] {
+            if let Some(value) = value {
+                check(field, grammar, value)?;
+            }
         }
         if ![status::STARTED, status::SUCCEEDED, status::FAILED].contains(&self.status.as_str()) {
             return Err(WireError::new(
@@ -151,23 +174,11 @@ impl CiDeployPayload {
             ));
         }
         for (i, image) in images.iter().enumerate() {
-            check_text(&format!("images[{i}]"), image)?;
-            if image.is_empty() || image.chars().any(char::is_whitespace) {
-                return Err(WireError::new(
-                    "invalid_field",
-                    format!("images[{i}]"),
-                    "not an image reference",
-                ));
-            }
+            check(&format!("images[{i}]"), Field::Image, image)?;
         }
         for (field, value) in [
-            ("environment", &self.environment),
-            ("region", &self.region),
-            ("version", &self.version),
-            ("commit", &self.commit),
             ("actor", &self.actor),
             ("description", &self.description),
-            ("helm_release", &self.helm_release),
             ("link", &self.link),
         ] {
             if let Some(value) = value {
@@ -202,6 +213,19 @@ impl CiDeployPayload {
         deploy.description = self.description;
         deploy.helm_release = self.helm_release;
         Ok(deploy)
+    }
+}
+
+/// `value` by its field's grammar, or a 400 naming `field` and the grammar.
+fn check(field: &str, grammar: Field, value: &str) -> Result<(), WireError> {
+    if grammar.fits(value) {
+        Ok(())
+    } else {
+        Err(WireError::new(
+            "invalid_field",
+            field,
+            format!("must be {}", grammar.expects()),
+        ))
     }
 }
 
@@ -304,5 +328,55 @@ mod tests {
         let mut body = full();
         body.as_object_mut().unwrap().remove("revision");
         assert_eq!(parse(&body).unwrap_err().field, "body");
+    }
+
+    #[test]
+    fn a_value_that_could_reach_a_command_must_fit_its_grammar() {
+        for key in [
+            "cluster",
+            "namespace",
+            "name",
+            "kind",
+            "revision",
+            "environment",
+            "region",
+            "version",
+            "image",
+            "commit",
+            "helm_release",
+        ] {
+            for value in crate::domain::field::tests::hostile() {
+                if key == "cluster" && value.is_empty() {
+                    continue;
+                }
+                let mut body = full();
+                body[key] = json!(value);
+                let err = parse(&body).expect_err(&format!("{key}={value:?}"));
+                // A NUL is refused for the whole body (neither store can keep it).
+                let field = if value.contains('\0') {
+                    "body"
+                } else if key == "image" {
+                    "images[0]"
+                } else {
+                    key
+                };
+                assert_eq!(err.field, field, "{key}={value:?}: {err}");
+            }
+        }
+        let mut body = full();
+        body["images"] = json!(["ghcr.io/acme/checkout:v1", "--kubeconfig=x"]);
+        assert_eq!(parse(&body).unwrap_err().field, "images[1]");
+    }
+
+    #[test]
+    fn the_grammar_error_says_what_the_field_must_be() {
+        let mut body = full();
+        body["helm_release"] = json!("--kubeconfig=attacker.yaml");
+        let err = parse(&body).unwrap_err();
+        assert_eq!(err.field, "helm_release");
+        assert!(
+            err.message.starts_with("must be a Helm release name"),
+            "{err}"
+        );
     }
 }

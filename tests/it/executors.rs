@@ -26,7 +26,7 @@ use crate::actions::{CHECKOUT, cluster, real_patches};
 use crate::on_both_backends;
 use crate::support::{Backend, TestStore, t0};
 
-fn record(kind: &str, params: Value) -> ActionRecord {
+pub(crate) fn record(kind: &str, params: Value) -> ActionRecord {
     ActionRecord {
         id: 7,
         decision_id: 3,
@@ -56,7 +56,7 @@ fn actions_config() -> ActionsConfig {
     Config::load_from(None, Vec::new()).unwrap().actions
 }
 
-fn worker(
+pub(crate) fn worker(
     store: &Arc<dyn Store>,
     clock: &Arc<ManualClock>,
     executors: Executors,
@@ -86,7 +86,7 @@ fn worker(
     }
 }
 
-fn no_executors(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Executors {
+pub(crate) fn no_executors(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Executors {
     Executors::new(
         &actions_config(),
         None,
@@ -97,7 +97,7 @@ fn no_executors(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Executors {
     )
 }
 
-async fn decision(store: &Arc<dyn Store>, hash: &str) -> i64 {
+pub(crate) async fn decision(store: &Arc<dyn Store>, hash: &str) -> i64 {
     let (d, _) = store
         .record_decision(&NewDecision {
             target_key: CHECKOUT.into(),
@@ -115,7 +115,7 @@ async fn decision(store: &Arc<dyn Store>, hash: &str) -> i64 {
     d.id
 }
 
-fn new_action(decision_id: i64, kind: &str, params: Value) -> NewAction {
+pub(crate) fn new_action(decision_id: i64, kind: &str, params: Value) -> NewAction {
     NewAction {
         decision_id,
         target_key: CHECKOUT.into(),
@@ -129,7 +129,7 @@ fn new_action(decision_id: i64, kind: &str, params: Value) -> NewAction {
     }
 }
 
-async fn action_state(store: &Arc<dyn Store>, decision_id: i64) -> ActionRecord {
+pub(crate) async fn action_state(store: &Arc<dyn Store>, decision_id: i64) -> ActionRecord {
     store.decision_actions(decision_id).await.unwrap().remove(0)
 }
 
@@ -138,12 +138,12 @@ async fn action_state(store: &Arc<dyn Store>, decision_id: i64) -> ActionRecord 
 /// A stub `helm`: appends its argv to `argv.log`, prints `history.json` for
 /// `history`, and for `rollback` prints `rollback.out`/`rollback.err` and exits with
 /// the code in `rollback.code`.
-struct StubHelm {
+pub(crate) struct StubHelm {
     dir: tempfile::TempDir,
 }
 
 impl StubHelm {
-    fn new(history: &str, code: i32, stderr: &str) -> Self {
+    pub(crate) fn new(history: &str, code: i32, stderr: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display();
         std::fs::write(dir.path().join("history.json"), history).unwrap();
@@ -162,14 +162,14 @@ impl StubHelm {
         Self { dir }
     }
 
-    fn executor(&self) -> HelmRollback {
+    pub(crate) fn executor(&self) -> HelmRollback {
         HelmRollback {
             helm: self.dir.path().join("helm").display().to_string(),
             timeout: Duration::from_secs(120),
         }
     }
 
-    fn calls(&self) -> Vec<String> {
+    pub(crate) fn calls(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.path().join("argv.log"))
             .unwrap_or_default()
             .lines()
@@ -178,11 +178,11 @@ impl StubHelm {
     }
 }
 
-fn helm_params() -> Value {
+pub(crate) fn helm_params() -> Value {
     json!({"helm_release": "checkout", "helm_revision": "2", "helm_namespace": "prod", "namespace": "prod"})
 }
 
-const UPGRADED: &str = r#"[{"revision":3,"status":"deployed","chart":"checkout-1.4.0","description":"Upgrade complete"}]"#;
+pub(crate) const UPGRADED: &str = r#"[{"revision":3,"status":"deployed","chart":"checkout-1.4.0","description":"Upgrade complete"}]"#;
 
 #[tokio::test]
 async fn helm_rollback_runs_the_runbooks_argv_after_checking_the_release() {
@@ -194,8 +194,8 @@ async fn helm_rollback_runs_the_runbooks_argv_after_checking_the_release() {
     assert_eq!(
         helm.calls(),
         [
-            "history checkout -n prod --max 1 -o json",
-            "rollback checkout 2 -n prod --cleanup-on-fail --wait --timeout 120s",
+            "history -n prod --max 1 -o json -- checkout",
+            "rollback -n prod --cleanup-on-fail --wait --timeout 120s -- checkout 2",
         ]
     );
     let ExecOutcome::Done { result, verify } = outcome else {
@@ -214,7 +214,10 @@ async fn helm_does_not_roll_back_a_release_already_rolled_back() {
         .executor()
         .execute(&record("helm_rollback", helm_params()), false)
         .await;
-    assert_eq!(helm.calls(), ["history checkout -n prod --max 1 -o json"]);
+    assert_eq!(
+        helm.calls(),
+        ["history -n prod --max 1 -o json -- checkout"]
+    );
     let ExecOutcome::Done { result, .. } = outcome else {
         panic!("{outcome:?}")
     };
@@ -260,7 +263,7 @@ async fn a_failed_helm_rollback_escalates_with_its_output_and_a_busy_release_ret
 
 // -------------------------------------------------------------------------- github
 
-fn dispatch(server: &MockServer) -> WorkflowDispatch {
+pub(crate) fn dispatch(server: &MockServer) -> WorkflowDispatch {
     WorkflowDispatch {
         http: reqwest::Client::new(),
         api_url: server.uri(),
@@ -270,7 +273,7 @@ fn dispatch(server: &MockServer) -> WorkflowDispatch {
     }
 }
 
-fn dispatch_params() -> Value {
+pub(crate) fn dispatch_params() -> Value {
     json!({"cd_workflow": "cd-rollback.yml", "environment": "production", "image_tag": "1.5.0"})
 }
 

@@ -76,7 +76,7 @@ pub(super) fn gitops_commands(target: &Target, suspect: Option<&DeployRecord>) -
     let controller = target.gitops.as_deref().unwrap_or("the GitOps controller");
     match suspect {
         Some(s) => match &s.deploy.commit_sha {
-            Some(sha) => vec![format!("git revert {sha}")],
+            Some(sha) => vec![crate::domain::decision::git_revert(sha)],
             None => vec![format!(
                 "Revert the change behind {} in the Git repository that {controller} syncs; \
                  a rollout undo would be reverted by self-heal.",
