@@ -16,12 +16,13 @@ pub(crate) const ALERT_COLUMNS: &str = "id, fingerprint, status, alertname, labe
      starts_at, ends_at, generator_url, receiver, group_key, first_receipt_id, last_receipt_id, \
      first_seen_at, updated_at";
 
-/// The column list of an alert insert, and the upsert that merges a known occurrence by
-/// [`crate::domain::Alert::merge`]'s rule: resolution is final.
+/// How an alert insert begins; the dialects add the rows.
 pub(crate) const ALERT_UPSERT: &str = "INSERT INTO alerts
          (fingerprint, starts_at, ends_at, status, alertname, labels, annotations,
           generator_url, receiver, group_key, first_receipt_id, last_receipt_id,
           first_seen_at, updated_at)";
+/// How an alert insert ends: a known occurrence is merged by
+/// [`crate::domain::Alert::merge`]'s rule (resolution is final).
 pub(crate) const ALERT_ON_CONFLICT: &str = "ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
          status = EXCLUDED.status,
          ends_at = EXCLUDED.ends_at,
