@@ -637,3 +637,225 @@ mod canary_runs {
 
     on_both_backends!(a_canary_runs_timeline_grows_and_neutral_reports_keep_its_status);
 }
+
+/// Databases written before the two backends shared their SQL: the landed migrations, and
+/// rows exactly as each backend's own code wrote them (on SQLite: timestamps as
+/// fixed-width UTC text, JSON as text, booleans as 0 and 1). They read, match and
+/// update through today's store.
+mod existing_databases {
+    use chrono::Duration;
+    use serde_json::json;
+
+    use rollwarden::domain::{AlertStatus, Scope, Signal, SignalKind, SignalSource, TargetRef};
+    use rollwarden::store::{ActionFinish, AlertQuery, NewDecision};
+
+    use super::{at, one};
+    use crate::on_both_backends;
+    use crate::support::{Backend, TestStore, t0};
+
+    const TARGET: &str = "default/prod/Deployment/checkout";
+
+    fn signal() -> Signal {
+        Signal {
+            kind: SignalKind::CustomerReports,
+            target: Some(TargetRef::deployment("default", "prod", "checkout")),
+            scope: Scope::Any,
+            dependency: None,
+            value: Some(12.0),
+            baseline: None,
+            inconclusive: None,
+            started_at: at("2026-08-22T14:00:00Z"),
+            ended_at: None,
+            observations: 1,
+            source: SignalSource::Api,
+            fingerprint: "old-7".into(),
+            summary: "customer reports".into(),
+        }
+    }
+
+    /// The rows in the text the SQLite store wrote; PostgreSQL reads the same literals
+    /// as `timestamptz`, `jsonb` and `boolean`.
+    fn old_rows() -> String {
+        let signal = serde_json::to_string(&signal()).unwrap();
+        format!(
+            "INSERT INTO receipts (source, dedupe_key, group_key, body, received_at,
+                 last_received_at, duplicate_count)
+             VALUES ('alertmanager', 'old-key', 'g', '{{}}', '2026-08-22T10:00:00.000000Z',
+                 '2026-08-22T10:00:00.000000Z', 0);
+             INSERT INTO alerts (fingerprint, starts_at, ends_at, status, alertname, labels,
+                 annotations, generator_url, receiver, group_key, first_receipt_id,
+                 last_receipt_id, first_seen_at, updated_at)
+             VALUES ('old1', '2026-08-22T10:00:00.000000Z', NULL, 'firing', 'A',
+                 '{{\"alertname\":\"A\",\"namespace\":\"prod\",\"service\":\"checkout\"}}',
+                 '{{\"summary\":\"A in prod\"}}', 'http://prometheus:9090/graph', 'rollwarden',
+                 'g', 1, 1, '2026-08-22T10:00:00.000000Z', '2026-08-22T10:00:00.000000Z');
+             INSERT INTO deploys (target, cluster, namespace, kind, name, source, revision,
+                 status, images, details, started_at, finished_at, first_seen_at, updated_at)
+             VALUES ('{TARGET}', 'default', 'prod', 'Deployment', 'checkout', 'kubernetes', '4',
+                 'superseded', '[\"shop/checkout:1.4\"]', '{{}}', '2026-08-22T09:00:00.000000Z',
+                 '2026-08-22T09:01:00.000000Z', '2026-08-22T09:00:00.000000Z',
+                 '2026-08-22T09:01:00.000000Z'),
+                 ('{TARGET}', 'default', 'prod', 'Deployment', 'checkout', 'kubernetes', '5',
+                 'deployed', '[\"shop/checkout:1.5\"]', '{{\"note\":\"old\"}}',
+                 '2026-08-22T12:00:00.000000Z', NULL, '2026-08-22T12:00:00.000000Z',
+                 '2026-08-22T12:00:00.000000Z');
+             INSERT INTO signals (target, kind, scope, dependency, value, baseline, source,
+                 fingerprint, started_at, ended_at, observed_at, details)
+             VALUES ('{TARGET}', 'customer_reports', 'any', NULL, 12.0, NULL, 'api', 'old-7',
+                 '2026-08-22T14:00:00.000000Z', NULL, '2026-08-22T14:00:00.000000Z', '{signal}');
+             INSERT INTO decisions (target, verdict, reason, inputs_hash, policy_version,
+                 suspect_deploy_id, rollback_to_id, evidence, decided_at)
+             VALUES ('{TARGET}', 'rollback', 'because', 'h1', 'runbooks-1', 2, 1,
+                 '{{\"verdict\":\"rollback\"}}', '2026-08-22T13:00:00.000000Z');
+             INSERT INTO actions (decision_id, target, kind, mode, idempotency_key, state,
+                 params, attempts, executed_at, created_at, updated_at, resumed)
+             VALUES (1, '{TARGET}', 'rollout_undo', 'auto', 'old-done', 'succeeded', '{{}}', 1,
+                 '2026-08-22T13:01:00.000000Z', '2026-08-22T13:00:00.000000Z',
+                 '2026-08-22T13:01:00.000000Z', FALSE),
+                 (1, '{TARGET}', 'webhook', 'auto', 'old-pending', 'pending',
+                 '{{\"url\":\"http://hooks\"}}', 0, NULL, '2026-08-22T13:00:00.000000Z',
+                 '2026-08-22T13:00:00.000000Z', FALSE);
+             INSERT INTO notifications (action_id, decision_id, channel, payload, status,
+                 attempts, created_at, idempotency_key, event)
+             VALUES (NULL, 1, 'slack', '{{\"text\":\"rollback\"}}', 'pending', 0,
+                 '2026-08-22T13:00:00.000000Z', 'old-n', 'announce');
+             INSERT INTO freezes (scope, reason, created_by, decision_id, created_at,
+                 expires_at)
+             VALUES ('{TARGET}', 'bad deploy', 'oncall', 1, '2026-08-22T13:00:00.000000Z',
+                 '2026-08-22T18:00:00.000000Z');
+             INSERT INTO audit_events (at, actor, kind, subject, details)
+             VALUES ('2026-08-22T13:00:00.000000Z', 'rollwarden', 'action.created',
+                 'action:1', '{{\"mode\":\"auto\"}}');"
+        )
+    }
+
+    async fn rows_written_by_the_previous_store_read_match_and_update(backend: Backend) {
+        let db = TestStore::new(backend).await;
+        db.execute_raw(&old_rows()).await;
+        let store = &db.store;
+        let ten = at("2026-08-22T10:00:00Z");
+
+        let receipt = store.receipt(1).await.unwrap().unwrap();
+        assert_eq!((receipt.received_at, receipt.body.as_str()), (ten, "{}"));
+        let by_label = AlertQuery {
+            labels: vec![("namespace".into(), "prod".into())],
+            limit: 10,
+            ..AlertQuery::default()
+        };
+        let alerts = store.list_alerts(&by_label).await.unwrap();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!((alerts[0].id, alerts[0].starts_at), (1, ten));
+        assert_eq!(alerts[0].labels["service"], "checkout");
+        let keyed = store.alerts_by_key(&[("old1".into(), ten)]).await.unwrap();
+        assert_eq!(keyed, alerts);
+        let window = store.alerts_for_evaluation(ten, 0, 10).await.unwrap();
+        assert_eq!(window, alerts);
+        // The same occurrence arriving again finds the old row by its start time.
+        let resolved = one("old1", "A", "prod", "resolved", "2026-08-22T10:00:00Z");
+        store.record_notifications(&[resolved]).await.unwrap();
+        let all = AlertQuery {
+            limit: 10,
+            ..AlertQuery::default()
+        };
+        let alerts = store.list_alerts(&all).await.unwrap();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!((alerts[0].id, alerts[0].status), (1, AlertStatus::Resolved));
+
+        let target = TargetRef::deployment("default", "prod", "checkout");
+        let history = store.target_history(&target, None, 10).await.unwrap();
+        let revisions: Vec<_> = history.iter().map(|d| d.deploy.revision.as_str()).collect();
+        assert_eq!(revisions, ["5", "4"]);
+        assert_eq!(history[1].deploy.images, ["shop/checkout:1.4"]);
+        assert_eq!(
+            history[1].deploy.finished_at,
+            Some(at("2026-08-22T09:01:00Z"))
+        );
+        assert_eq!(history[0].deploy.details, json!({"note": "old"}));
+        let healthy = store.last_healthy_before(&history[0]).await.unwrap();
+        assert_eq!(healthy.map(|d| d.id), Some(history[1].id));
+        let suspects = store
+            .deploys_between(&target, at("2026-08-22T11:00:00Z"), t0())
+            .await
+            .unwrap();
+        assert_eq!(suspects, history[..1]);
+        let again = store
+            .record_deploys(&[history[0].deploy.clone()], t0())
+            .await
+            .unwrap();
+        assert_eq!(
+            (again[0].id, again[0].created, again[0].changed),
+            (2, false, false)
+        );
+
+        assert_eq!(
+            store
+                .signals_for_evaluation(at("2026-08-22T13:00:00Z"))
+                .await
+                .unwrap(),
+            [signal()]
+        );
+        assert_eq!(
+            store.record_signal(&signal(), t0()).await.unwrap(),
+            (1, false)
+        );
+
+        let latest = store.latest_decision(TARGET).await.unwrap().unwrap();
+        assert_eq!(
+            (latest.id, latest.suspect_deploy_id, latest.decided_at),
+            (1, Some(2), at("2026-08-22T13:00:00Z"))
+        );
+        let same = NewDecision {
+            target_key: TARGET.into(),
+            verdict: "rollback".into(),
+            reason: "because".into(),
+            inputs_hash: "h1".into(),
+            policy_version: "runbooks-1".into(),
+            suspect_deploy_id: Some(2),
+            rollback_to_id: Some(1),
+            decision: json!({"verdict": "rollback"}),
+            decided_at: t0(),
+        };
+        assert_eq!(store.record_decision(&same).await.unwrap(), (latest, false));
+
+        assert_eq!(
+            store
+                .automatic_rollbacks(TARGET, at("2026-08-22T13:00:00Z"))
+                .await
+                .unwrap(),
+            [at("2026-08-22T13:01:00Z")]
+        );
+        let claimed = store
+            .claim_action("worker", Duration::minutes(1), t0())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((claimed.id, claimed.resumed), (2, false));
+        assert_eq!(claimed.params, json!({"url": "http://hooks"}));
+        let done = ActionFinish::Failed {
+            error: "gone".into(),
+        };
+        assert!(store.finish_action(2, "worker", &done, t0()).await.unwrap());
+        assert_eq!(store.decision_actions(1).await.unwrap().len(), 2);
+
+        let notification = store
+            .claim_notification("worker", Duration::minutes(1), t0())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(notification.payload, json!({"text": "rollback"}));
+        assert_eq!(store.decision_notifications(1).await.unwrap().len(), 1);
+
+        let freezes = store.active_freezes(t0()).await.unwrap();
+        assert_eq!(freezes.len(), 1);
+        assert_eq!(freezes[0].expires_at, Some(at("2026-08-22T18:00:00Z")));
+        let lifted = store.lift_freeze(1, "oncall", t0()).await.unwrap().unwrap();
+        assert_eq!(lifted.lifted_at, Some(t0()));
+        assert!(store.active_freezes(t0()).await.unwrap().is_empty());
+
+        let trail = store.audit_trail(&["action:1".into()]).await.unwrap();
+        assert_eq!(trail[0].at, at("2026-08-22T13:00:00Z"));
+        assert_eq!(trail[0].details, json!({"mode": "auto"}));
+    }
+
+    on_both_backends!(rows_written_by_the_previous_store_read_match_and_update);
+}

@@ -83,6 +83,24 @@ impl TestStore {
         self
     }
 
+    /// Runs `sql` (several statements) on the database directly, past the store: rows
+    /// as an earlier version wrote them.
+    pub async fn execute_raw(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match &self.pg {
+            Some(options) => {
+                let pool = sqlx::PgPool::connect_with(options.clone()).await.unwrap();
+                sqlx::raw_sql(sql).execute(&pool).await.expect("raw sql");
+                pool.close().await;
+            }
+            None => {
+                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&pool).await.expect("raw sql");
+                pool.close().await;
+            }
+        }
+    }
+
     /// Opens the same database again (after the app under test closed its pool).
     pub async fn reopen(&self) -> Arc<dyn Store> {
         match &self.pg {

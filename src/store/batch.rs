@@ -1,0 +1,98 @@
+//! An ingest batch planned once for both backends: which receipts and alert rows it
+//! writes, and what each notification's outcome is once they are written.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use super::IngestOutcome;
+use crate::domain::{Alert, Notification};
+
+/// A batch reduced to the rows it writes: receipts unique by dedupe key (with how many
+/// times each occurred) and alerts unique by occurrence, merged in arrival order.
+/// Both backends write exactly this, so they agree on every outcome.
+pub struct PlannedBatch<'a> {
+    batch: &'a [Notification],
+    /// (dedupe key, first notification with it, occurrences), sorted by key so that
+    /// concurrent transactions lock rows in one order.
+    pub receipts: Vec<(String, &'a Notification, usize)>,
+    /// Index into `receipts` for each notification of the batch.
+    receipt_of: Vec<usize>,
+}
+
+impl<'a> PlannedBatch<'a> {
+    pub fn new(batch: &'a [Notification]) -> Self {
+        let keys: Vec<String> = batch.iter().map(Notification::dedupe_key).collect();
+        let mut sorted: Vec<usize> = (0..batch.len()).collect();
+        sorted.sort_by(|&a, &b| keys[a].cmp(&keys[b]).then(a.cmp(&b)));
+        let mut receipts: Vec<(String, &Notification, usize)> = Vec::new();
+        let mut receipt_of = vec![0; batch.len()];
+        for i in sorted {
+            match receipts.last_mut() {
+                Some((key, _, count)) if *key == keys[i] => *count += 1,
+                _ => receipts.push((keys[i].clone(), &batch[i], 1)),
+            }
+            receipt_of[i] = receipts.len() - 1;
+        }
+        Self {
+            batch,
+            receipts,
+            receipt_of,
+        }
+    }
+
+    /// The alerts of the receipts that turned out new (`is_new`, per receipt), merged per
+    /// occurrence in arrival order and sorted by (fingerprint, starts_at), each with the
+    /// notification and receipt id that carried it last.
+    pub fn alerts(
+        &self,
+        receipt_ids: &[i64],
+        is_new: &[bool],
+    ) -> Vec<(Alert, &'a Notification, i64)> {
+        type Merged<'n> = (Alert, &'n Notification, i64);
+        let mut merged: HashMap<(&str, DateTime<Utc>), Merged<'a>> = HashMap::new();
+        let mut taken = vec![false; self.receipts.len()];
+        for (i, notification) in self.batch.iter().enumerate() {
+            let r = self.receipt_of[i];
+            if !is_new[r] || std::mem::replace(&mut taken[r], true) {
+                continue;
+            }
+            for alert in &notification.alerts {
+                merged
+                    .entry((alert.fingerprint.as_str(), alert.starts_at))
+                    .and_modify(|(stored, n, id)| {
+                        stored.merge(alert);
+                        *n = notification;
+                        *id = receipt_ids[r];
+                    })
+                    .or_insert_with(|| (alert.clone(), notification, receipt_ids[r]));
+            }
+        }
+        let mut alerts: Vec<_> = merged.into_values().collect();
+        alerts.sort_by(|a, b| {
+            (&a.0.fingerprint, a.0.starts_at).cmp(&(&b.0.fingerprint, b.0.starts_at))
+        });
+        alerts
+    }
+
+    /// One outcome per notification of the batch, from the per receipt results. Only the
+    /// first occurrence of a new receipt counts as fresh; the rest are duplicates.
+    pub fn outcomes(&self, receipt_ids: &[i64], is_new: &[bool]) -> Vec<IngestOutcome> {
+        let mut seen = vec![false; self.receipts.len()];
+        self.receipt_of
+            .iter()
+            .map(|&r| {
+                let fresh = is_new[r] && !std::mem::replace(&mut seen[r], true);
+                IngestOutcome {
+                    receipt_id: receipt_ids[r],
+                    duplicate: !fresh,
+                    alerts_written: if fresh {
+                        self.receipts[r].1.alerts.len()
+                    } else {
+                        0
+                    },
+                }
+            })
+            .collect()
+    }
+}

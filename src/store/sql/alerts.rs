@@ -1,0 +1,275 @@
+//! Receipts, alerts and posted signals: what ingest writes and the engine reads.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{Executor, QueryBuilder};
+use tracing::instrument;
+
+use super::{BindArg, Dialect, GetCol, PushArg, SqlStore, Ts};
+use crate::domain::{AlertStatus, Labels, Notification, Signal, TargetRef};
+use crate::store::batch::PlannedBatch;
+use crate::store::{AlertQuery, AlertStore, IngestOutcome, Receipt, StoreError, StoredAlert};
+
+/// The columns of an alert row, in the order [`SqlStore::alert_row`] reads them.
+pub(crate) const ALERT_COLUMNS: &str = "id, fingerprint, status, alertname, labels, annotations, \
+     starts_at, ends_at, generator_url, receiver, group_key, first_receipt_id, last_receipt_id, \
+     first_seen_at, updated_at";
+
+/// How an alert insert begins; the dialects add the rows.
+pub(crate) const ALERT_UPSERT: &str = "INSERT INTO alerts
+         (fingerprint, starts_at, ends_at, status, alertname, labels, annotations,
+          generator_url, receiver, group_key, first_receipt_id, last_receipt_id,
+          first_seen_at, updated_at)";
+/// How an alert insert ends: a known occurrence is merged by
+/// [`crate::domain::Alert::merge`]'s rule (resolution is final).
+pub(crate) const ALERT_ON_CONFLICT: &str = "ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
+         status = EXCLUDED.status,
+         ends_at = EXCLUDED.ends_at,
+         alertname = EXCLUDED.alertname,
+         labels = EXCLUDED.labels,
+         annotations = EXCLUDED.annotations,
+         generator_url = EXCLUDED.generator_url,
+         receiver = EXCLUDED.receiver,
+         group_key = EXCLUDED.group_key,
+         last_receipt_id = EXCLUDED.last_receipt_id,
+         updated_at = EXCLUDED.updated_at
+     WHERE NOT (alerts.status = 'resolved' AND EXCLUDED.status = 'firing')";
+
+const RECEIPT_COLUMNS: &str =
+    "id, source, group_key, body, received_at, last_received_at, duplicate_count";
+
+impl<D: Dialect> SqlStore<D> {
+    pub(crate) fn alert_row(row: &D::Row) -> Result<StoredAlert, StoreError> {
+        let status: String = row.col("status")?;
+        Ok(StoredAlert {
+            id: row.col("id")?,
+            fingerprint: row.col("fingerprint")?,
+            status: AlertStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("alert status {status:?}")))?,
+            alertname: row.col("alertname")?,
+            labels: row.col::<Json<Labels>>("labels")?.0,
+            annotations: row.col::<Json<Labels>>("annotations")?.0,
+            starts_at: row.col::<Ts>("starts_at")?.0,
+            ends_at: row.col::<Option<Ts>>("ends_at")?.map(|t| t.0),
+            generator_url: row.col("generator_url")?,
+            receiver: row.col("receiver")?,
+            group_key: row.col("group_key")?,
+            first_receipt_id: row.col("first_receipt_id")?,
+            last_receipt_id: row.col("last_receipt_id")?,
+            first_seen_at: row.col::<Ts>("first_seen_at")?.0,
+            updated_at: row.col::<Ts>("updated_at")?.0,
+        })
+    }
+
+    fn receipt_row(row: &D::Row) -> Result<Receipt, StoreError> {
+        Ok(Receipt {
+            id: row.col("id")?,
+            source: row.col("source")?,
+            group_key: row.col("group_key")?,
+            body: row.col("body")?,
+            received_at: row.col::<Ts>("received_at")?.0,
+            last_received_at: row.col::<Ts>("last_received_at")?.0,
+            duplicate_count: row.col("duplicate_count")?,
+        })
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> AlertStore for SqlStore<D>
+where
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+{
+    #[instrument(skip_all, fields(batch = batch.len()))]
+    async fn record_notifications(
+        &self,
+        batch: &[Notification],
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let plan = PlannedBatch::new(batch);
+        self.retrying(|| async {
+            let mut tx = D::begin_write(&self.pool).await?;
+            let (receipt_ids, is_new) = D::insert_batch(&mut tx, &plan).await?;
+            tx.commit().await?;
+            Ok(plan.outcomes(&receipt_ids, &is_new))
+        })
+        .await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(receipt = id))]
+    async fn receipt(&self, id: i64) -> Result<Option<Receipt>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RECEIPT_COLUMNS} FROM receipts WHERE id = $1"
+        )))
+        .arg(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::receipt_row).transpose()
+    }
+
+    #[instrument(level = "debug", skip_all, fields(source = source, after = after_id))]
+    async fn receipts_between(
+        &self,
+        source: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Receipt>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RECEIPT_COLUMNS} FROM receipts
+             WHERE source = $1 AND received_at >= $2 AND received_at < $3 AND id > $4
+             ORDER BY id LIMIT $5"
+        )))
+        .arg(source)
+        .arg(Ts(since))
+        .arg(Ts(until))
+        .arg(after_id)
+        .arg(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::receipt_row).collect()
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError> {
+        let mut q = QueryBuilder::new(format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE TRUE"));
+        if let Some(status) = query.status {
+            q.push(" AND status = ").push_arg(status.as_str());
+        }
+        if let Some(name) = &query.alertname {
+            q.push(" AND alertname = ").push_arg(name.clone());
+        }
+        if !D::push_label_matchers(&mut q, &query.labels) {
+            return Ok(Vec::new());
+        }
+        if let Some(since) = query.since {
+            q.push(" AND starts_at >= ").push_arg(Ts(since));
+        }
+        if let Some(until) = query.until {
+            q.push(" AND starts_at < ").push_arg(Ts(until));
+        }
+        if let Some(before) = query.before_id {
+            q.push(" AND id < ").push_arg(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_arg(i64::from(query.limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(Self::alert_row).collect()
+    }
+
+    #[instrument(level = "debug", skip_all, fields(after = after, limit = limit))]
+    async fn alerts_for_evaluation(
+        &self,
+        since: DateTime<Utc>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ALERT_COLUMNS}
+             FROM alerts WHERE (status = 'firing' OR ends_at >= $1) AND id > $2
+             ORDER BY id LIMIT $3"
+        )))
+        .arg(Ts(since))
+        .arg(after)
+        .arg(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::alert_row).collect()
+    }
+
+    #[instrument(level = "debug", skip_all, fields(keys = keys.len()))]
+    async fn alerts_by_key(
+        &self,
+        keys: &[(String, DateTime<Utc>)],
+    ) -> Result<Vec<StoredAlert>, StoreError> {
+        let rows = D::alerts_by_key(&self.pool, keys).await?;
+        rows.iter().map(Self::alert_row).collect()
+    }
+
+    #[instrument(skip_all, fields(kind = signal.kind.as_str()))]
+    async fn record_signal(
+        &self,
+        signal: &Signal,
+        now: DateTime<Utc>,
+    ) -> Result<(i64, bool), StoreError> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        let source = serde_json::to_value(signal.source)?;
+        let source = source.as_str().unwrap_or("api");
+        let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id, started_at FROM signals WHERE source = $1 AND fingerprint = $2
+               AND (source = 'api' OR started_at = $3)
+             ORDER BY id DESC LIMIT 1{}",
+            Self::for_update()
+        )))
+        .arg(source)
+        .arg(&signal.fingerprint)
+        .arg(Ts(signal.started_at))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let result = match existing {
+            Some(row) => {
+                let id: i64 = row.col("id")?;
+                let kept = Signal {
+                    started_at: row.col::<Ts>("started_at")?.0,
+                    ..signal.clone()
+                };
+                sqlx::query(
+                    "UPDATE signals SET value = $2, baseline = $3, ended_at = $4,
+                         observed_at = $5, details = $6 WHERE id = $1",
+                )
+                .arg(id)
+                .arg(signal.value)
+                .arg(signal.baseline)
+                .arg(signal.ended_at.map(Ts))
+                .arg(Ts(now))
+                .arg(Json(&serde_json::to_value(&kept)?))
+                .execute(&mut *tx)
+                .await?;
+                (id, false)
+            }
+            None => {
+                let row = sqlx::query(
+                    "INSERT INTO signals (target, kind, scope, dependency, value, baseline, source,
+                         fingerprint, started_at, ended_at, observed_at, details)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+                )
+                .arg(signal.target.as_ref().map(TargetRef::key))
+                .arg(signal.kind.as_str())
+                .arg(signal.scope.as_str())
+                .arg(&signal.dependency)
+                .arg(signal.value)
+                .arg(signal.baseline)
+                .arg(source)
+                .arg(&signal.fingerprint)
+                .arg(Ts(signal.started_at))
+                .arg(signal.ended_at.map(Ts))
+                .arg(Ts(now))
+                .arg(Json(&serde_json::to_value(signal)?))
+                .fetch_one(&mut *tx)
+                .await?;
+                (row.col("id")?, true)
+            }
+        };
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn signals_for_evaluation(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Signal>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT details FROM signals WHERE ended_at IS NULL OR ended_at >= $1 ORDER BY id",
+        )
+        .arg(Ts(since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok(row.col::<Json<Signal>>("details")?.0))
+            .collect()
+    }
+}

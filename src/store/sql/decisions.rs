@@ -1,0 +1,309 @@
+//! Decisions and deployment freezes.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{Executor, QueryBuilder};
+use tracing::instrument;
+
+use super::{BindArg, Dialect, GetCol, PushArg, SqlStore, Ts};
+use crate::domain::Freeze;
+use crate::store::{
+    DecisionQuery, DecisionStore, FreezeRecord, FreezeStore, NewDecision, NewFreeze, StoreError,
+    StoredDecision,
+};
+
+/// The columns of a decision row, in the order [`SqlStore::decision_row`] reads them.
+const DECISION_COLUMNS: &str = "id, target, verdict, reason, inputs_hash, \
+     policy_version, suspect_deploy_id, rollback_to_id, evidence, decided_at";
+
+/// The columns of a freeze row, in the order [`SqlStore::freeze_row`] reads them.
+const FREEZE_COLUMNS: &str =
+    "id, scope, reason, created_by, decision_id, created_at, expires_at, lifted_at, lifted_by";
+
+impl<D: Dialect> SqlStore<D> {
+    fn decision_row(row: &D::Row) -> Result<StoredDecision, StoreError> {
+        Ok(StoredDecision {
+            id: row.col("id")?,
+            target_key: row.col("target")?,
+            verdict: row.col("verdict")?,
+            reason: row.col("reason")?,
+            inputs_hash: row.col("inputs_hash")?,
+            policy_version: row.col("policy_version")?,
+            suspect_deploy_id: row.col("suspect_deploy_id")?,
+            rollback_to_id: row.col("rollback_to_id")?,
+            decided_at: row.col::<Ts>("decided_at")?.0,
+            decision: row.col::<Json<serde_json::Value>>("evidence")?.0,
+        })
+    }
+
+    fn freeze(row: &D::Row) -> Result<Freeze, StoreError> {
+        Ok(Freeze {
+            id: row.col("id")?,
+            scope: row.col("scope")?,
+            reason: row.col("reason")?,
+            created_by: row.col("created_by")?,
+            created_at: row.col::<Ts>("created_at")?.0,
+            expires_at: row.col::<Option<Ts>>("expires_at")?.map(|t| t.0),
+        })
+    }
+
+    fn freeze_row(row: &D::Row) -> Result<FreezeRecord, StoreError> {
+        Ok(FreezeRecord {
+            freeze: Self::freeze(row)?,
+            decision_id: row.col("decision_id")?,
+            lifted_at: row.col::<Option<Ts>>("lifted_at")?.map(|t| t.0),
+            lifted_by: row.col("lifted_by")?,
+        })
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> DecisionStore for SqlStore<D>
+where
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+{
+    #[instrument(skip_all, fields(target = decision.target_key, verdict = decision.verdict))]
+    async fn record_decision(
+        &self,
+        decision: &NewDecision,
+    ) -> Result<(StoredDecision, bool), StoreError> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        D::lock_target(&mut *tx, &decision.target_key).await?;
+        // The standing decision's verdict and hash decide; its evidence (large, under a
+        // flood of alerts) is read only when it stays the standing one.
+        let latest = sqlx::query(
+            "SELECT id, verdict, inputs_hash FROM decisions WHERE target = $1
+             ORDER BY id DESC LIMIT 1",
+        )
+        .arg(&decision.target_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = latest
+            && row.col::<String>("verdict")? == decision.verdict
+            && row.col::<String>("inputs_hash")? == decision.inputs_hash
+        {
+            let id: i64 = row.col("id")?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {DECISION_COLUMNS} FROM decisions WHERE id = $1"
+            )))
+            .arg(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok((Self::decision_row(&row)?, false));
+        }
+        let row = sqlx::query(
+            "INSERT INTO decisions (target, verdict, reason, inputs_hash, policy_version,
+                 suspect_deploy_id, rollback_to_id, evidence, decided_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id, decided_at",
+        )
+        .arg(&decision.target_key)
+        .arg(&decision.verdict)
+        .arg(&decision.reason)
+        .arg(&decision.inputs_hash)
+        .arg(&decision.policy_version)
+        .arg(decision.suspect_deploy_id)
+        .arg(decision.rollback_to_id)
+        .arg(Json(&decision.decision))
+        .arg(Ts(decision.decided_at))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        // Built from what was written rather than decoded back from the row.
+        let stored = StoredDecision {
+            id: row.col("id")?,
+            target_key: decision.target_key.clone(),
+            verdict: decision.verdict.clone(),
+            reason: decision.reason.clone(),
+            inputs_hash: decision.inputs_hash.clone(),
+            policy_version: decision.policy_version.clone(),
+            suspect_deploy_id: decision.suspect_deploy_id,
+            rollback_to_id: decision.rollback_to_id,
+            decided_at: row.col::<Ts>("decided_at")?.0,
+            decision: decision.decision.clone(),
+        };
+        Ok((stored, true))
+    }
+
+    #[instrument(level = "debug", skip_all, fields(target = target_key))]
+    async fn latest_decision(
+        &self,
+        target_key: &str,
+    ) -> Result<Option<StoredDecision>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions WHERE target = $1 ORDER BY id DESC LIMIT 1"
+        )))
+        .arg(target_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::decision_row).transpose()
+    }
+
+    #[instrument(level = "debug", skip_all, fields(decision = id))]
+    async fn decision(&self, id: i64) -> Result<Option<StoredDecision>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions WHERE id = $1"
+        )))
+        .arg(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::decision_row).transpose()
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn list_decisions(
+        &self,
+        query: &DecisionQuery,
+    ) -> Result<Vec<StoredDecision>, StoreError> {
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions WHERE TRUE"
+        ));
+        if let Some(target) = &query.target {
+            q.push(" AND target = ").push_arg(target.clone());
+        }
+        if let Some(verdict) = &query.verdict {
+            q.push(" AND verdict = ").push_arg(verdict.clone());
+        }
+        if let Some(since) = query.since {
+            q.push(" AND decided_at >= ").push_arg(Ts(since));
+        }
+        if let Some(until) = query.until {
+            q.push(" AND decided_at < ").push_arg(Ts(until));
+        }
+        if let Some(before) = query.before_id {
+            q.push(" AND id < ").push_arg(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_arg(i64::from(query.limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(Self::decision_row).collect()
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn unsettled_targets(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT target FROM decisions
+             WHERE id IN (SELECT MAX(id) FROM decisions GROUP BY target) AND verdict <> 'ok'
+             ORDER BY target",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok(row.col("target")?)).collect()
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> FreezeStore for SqlStore<D>
+where
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+{
+    #[instrument(level = "debug", skip_all)]
+    async fn active_freezes(&self, now: DateTime<Utc>) -> Result<Vec<Freeze>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, scope, reason, created_by, created_at, expires_at FROM freezes
+             WHERE lifted_at IS NULL AND created_at <= $1 AND (expires_at IS NULL OR expires_at > $1)
+             ORDER BY id",
+        )
+        .arg(Ts(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::freeze).collect()
+    }
+
+    #[instrument(skip_all, fields(scope = freeze.scope, decision = freeze.decision_id))]
+    async fn create_freeze(
+        &self,
+        freeze: &NewFreeze,
+        now: DateTime<Utc>,
+    ) -> Result<FreezeRecord, StoreError> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO freezes (scope, reason, created_by, decision_id, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {FREEZE_COLUMNS}"
+        )))
+        .arg(&freeze.scope)
+        .arg(&freeze.reason)
+        .arg(&freeze.created_by)
+        .arg(freeze.decision_id)
+        .arg(Ts(now))
+        .arg(freeze.expires_at.map(Ts))
+        .fetch_one(&mut *tx)
+        .await?;
+        let record = Self::freeze_row(&row)?;
+        let details = serde_json::to_value(&record)?;
+        Self::audit(
+            &mut tx,
+            now,
+            &freeze.created_by,
+            "freeze.created",
+            record.freeze.id,
+            &details,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    #[instrument(skip_all, fields(freeze = id))]
+    async fn lift_freeze(
+        &self,
+        id: i64,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<FreezeRecord>, StoreError> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        let lifted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE freezes SET lifted_at = $2, lifted_by = $3
+             WHERE id = $1 AND lifted_at IS NULL RETURNING {FREEZE_COLUMNS}"
+        )))
+        .arg(id)
+        .arg(Ts(now))
+        .arg(by)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let record = match lifted {
+            Some(row) => {
+                let record = Self::freeze_row(&row)?;
+                let details = serde_json::to_value(&record)?;
+                Self::audit(&mut tx, now, by, "freeze.lifted", id, &details).await?;
+                Some(record)
+            }
+            None => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {FREEZE_COLUMNS} FROM freezes WHERE id = $1"
+            )))
+            .arg(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .as_ref()
+            .map(Self::freeze_row)
+            .transpose()?,
+        };
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn list_freezes(
+        &self,
+        active_at: Option<DateTime<Utc>>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<FreezeRecord>, StoreError> {
+        let mut q = QueryBuilder::new(format!("SELECT {FREEZE_COLUMNS} FROM freezes WHERE TRUE"));
+        if let Some(now) = active_at {
+            q.push(" AND lifted_at IS NULL AND created_at <= ")
+                .push_arg(Ts(now))
+                .push(" AND (expires_at IS NULL OR expires_at > ")
+                .push_arg(Ts(now))
+                .push(")");
+        }
+        if let Some(before) = before_id {
+            q.push(" AND id < ").push_arg(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_arg(i64::from(limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(Self::freeze_row).collect()
+    }
+}

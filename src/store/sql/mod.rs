@@ -1,0 +1,271 @@
+//! The SQL both backends share, written once over sqlx's `Database`. What really differs
+//! (batch inserts, claiming work, locks, JSON containment, how a timestamp is kept) is
+//! the [`Dialect`], implemented in `store/postgres.rs` and `store/sqlite.rs`.
+//!
+//! Placeholders are `$N` on both backends; values go in with `.arg(…)` and come out with
+//! `.col(…)` (see [`Values`]), timestamps as [`Ts`], JSON as sqlx's `Json`.
+
+mod actions;
+mod alerts;
+mod decisions;
+mod deploys;
+mod notifications;
+
+use std::future::Future;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::query::Query;
+use sqlx::{
+    Database, Decode, Encode, Executor, IntoArguments, Pool, Postgres, QueryBuilder, Row, Sqlite,
+    Transaction, Type,
+};
+use tracing::instrument;
+
+pub(crate) use alerts::{ALERT_COLUMNS, ALERT_ON_CONFLICT, ALERT_UPSERT};
+
+use super::batch::PlannedBatch;
+use super::{Lease, Store, StoreError};
+
+/// A store over one sqlx database: PostgreSQL or SQLite. See [`super::PostgresStore`]
+/// and [`super::SqliteStore`] for how each is opened.
+pub struct SqlStore<D: Database> {
+    pub(super) pool: Pool<D>,
+}
+
+/// Deadlocks and serialization failures are retried this many times.
+const MAX_ATTEMPTS: usize = 3;
+
+/// What the shared SQL cannot say the same way on both backends.
+pub trait Dialect: Values + Database<Arguments: IntoArguments<Self>, Connection: Migrate> {
+    /// `postgres` or `sqlite`.
+    const BACKEND: &'static str;
+    /// Whether rows are locked (`FOR UPDATE`) before they are written. Without row locks
+    /// (SQLite), [`Dialect::begin_write`] takes the one write lock instead.
+    const ROW_LOCKS: bool;
+
+    /// The backend's own migrations (`migrations/postgres`, `migrations/sqlite`).
+    const MIGRATOR: Migrator;
+
+    /// Begins a transaction that will write.
+    fn begin_write(
+        pool: &Pool<Self>,
+    ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send;
+
+    /// Serialises the evaluations of `target` across replicas until the transaction
+    /// (begun with [`Dialect::begin_write`]) ends.
+    fn lock_target(
+        tx: &mut Self::Connection,
+        target: &str,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// A deadlock or serialization failure: safe to run the transaction again.
+    fn is_retryable(err: &sqlx::Error) -> bool;
+
+    /// Writes the receipts and alerts of a planned ingest batch in the transaction `tx`:
+    /// per receipt of the plan, its id and whether it is new.
+    fn insert_batch(
+        tx: &mut Self::Connection,
+        plan: &PlannedBatch<'_>,
+    ) -> impl Future<Output = Result<(Vec<i64>, Vec<bool>), StoreError>> + Send;
+
+    /// The rows (`ALERT_COLUMNS`) of the alerts stored under `keys`, in id order.
+    fn alerts_by_key(
+        pool: &Pool<Self>,
+        keys: &[(String, DateTime<Utc>)],
+    ) -> impl Future<Output = Result<Vec<Self::Row>, sqlx::Error>> + Send;
+
+    /// Narrows an alert listing to rows whose labels hold all of `labels`; false when no
+    /// row can (two values for one label).
+    fn push_label_matchers(q: &mut QueryBuilder<Self>, labels: &[(String, String)]) -> bool;
+
+    /// Takes the singleton lease `name` if no other replica holds it.
+    fn try_lease(
+        pool: &Pool<Self>,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Box<dyn Lease>>, StoreError>> + Send;
+}
+
+/// A value both backends bind (a trait alias).
+pub trait Arg<'t>:
+    Encode<'t, Postgres> + Encode<'t, Sqlite> + Type<Postgres> + Type<Sqlite> + Send + 't
+{
+}
+
+impl<'t, T> Arg<'t> for T where
+    T: Encode<'t, Postgres> + Encode<'t, Sqlite> + Type<Postgres> + Type<Sqlite> + Send + 't
+{
+}
+
+/// A column type both backends read (a trait alias).
+pub trait Out:
+    for<'r> Decode<'r, Postgres> + for<'r> Decode<'r, Sqlite> + Type<Postgres> + Type<Sqlite>
+{
+}
+
+impl<T> Out for T where
+    T: for<'r> Decode<'r, Postgres> + for<'r> Decode<'r, Sqlite> + Type<Postgres> + Type<Sqlite>
+{
+}
+
+/// How values go in and out of a backend. sqlx implements `Encode` and `Decode` per
+/// backend, so generic code reaches them through here rather than with a bound per
+/// value type; the shared SQL calls [`BindArg::arg`], [`PushArg::push_arg`] and
+/// [`GetCol::col`] where sqlx's own code says `bind`, `push_bind` and `try_get`.
+pub trait Values: Database {
+    fn bind<'q, 't, T: Arg<'t>>(
+        q: Query<'q, Self, Self::Arguments>,
+        value: T,
+    ) -> Query<'q, Self, Self::Arguments>;
+    fn push_bind<'t, T: Arg<'t>>(q: &mut QueryBuilder<Self>, value: T);
+    fn get<T: Out>(row: &Self::Row, column: &str) -> Result<T, sqlx::Error>;
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+}
+
+macro_rules! values {
+    ($db:ty) => {
+        impl Values for $db {
+            fn bind<'q, 't, T: Arg<'t>>(
+                q: Query<'q, Self, Self::Arguments>,
+                value: T,
+            ) -> Query<'q, Self, Self::Arguments> {
+                q.bind(value)
+            }
+
+            fn push_bind<'t, T: Arg<'t>>(q: &mut QueryBuilder<Self>, value: T) {
+                q.push_bind(value);
+            }
+
+            fn get<T: Out>(row: &Self::Row, column: &str) -> Result<T, sqlx::Error> {
+                row.try_get(column)
+            }
+
+            fn rows_affected(done: &Self::QueryResult) -> u64 {
+                done.rows_affected()
+            }
+        }
+    };
+}
+
+values!(Postgres);
+values!(Sqlite);
+
+/// `query.arg(value)`: sqlx's `bind`, on either backend.
+pub(crate) trait BindArg {
+    fn arg<'t, T: Arg<'t>>(self, value: T) -> Self;
+}
+
+impl<'q, D: Values> BindArg for Query<'q, D, <D as Database>::Arguments> {
+    fn arg<'t, T: Arg<'t>>(self, value: T) -> Self {
+        D::bind(self, value)
+    }
+}
+
+/// `builder.push_arg(value)`: sqlx's `push_bind`, on either backend.
+pub(crate) trait PushArg {
+    fn push_arg<'t, T: Arg<'t>>(&mut self, value: T) -> &mut Self;
+}
+
+impl<D: Values> PushArg for QueryBuilder<D> {
+    fn push_arg<'t, T: Arg<'t>>(&mut self, value: T) -> &mut Self {
+        D::push_bind(self, value);
+        self
+    }
+}
+
+/// `row.col(name)`: sqlx's `try_get` by name, on either backend.
+pub(crate) trait GetCol {
+    fn col<T: Out>(&self, column: &str) -> Result<T, sqlx::Error>;
+}
+
+impl<R: Row> GetCol for R
+where
+    R::Database: Values,
+{
+    fn col<T: Out>(&self, column: &str) -> Result<T, sqlx::Error> {
+        <R::Database as Values>::get(self, column)
+    }
+}
+
+/// An instant as each backend keeps it: `timestamptz` on PostgreSQL, fixed-width UTC
+/// text (`2026-08-22T14:03:00.000000Z`) on SQLite, where text order is time order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ts(pub DateTime<Utc>);
+
+/// `$first, $first+1, …`: `n` placeholders for a list bound one value at a time.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl<D: Dialect> SqlStore<D> {
+    pub(super) fn new(pool: Pool<D>) -> Self {
+        Self { pool }
+    }
+
+    /// Ends a `SELECT` of a row the transaction then writes.
+    fn for_update() -> &'static str {
+        if D::ROW_LOCKS { " FOR UPDATE" } else { "" }
+    }
+
+    /// Ends the subquery that picks one row of work to claim, so that concurrent
+    /// workers each take a different row and none waits.
+    fn skip_locked() -> &'static str {
+        if D::ROW_LOCKS {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        }
+    }
+
+    /// Runs a transaction, again while it fails on a deadlock or serialization failure.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let mut tries = 1;
+        loop {
+            match attempt().await {
+                Err(StoreError::Query(err)) if tries < MAX_ATTEMPTS && D::is_retryable(&err) => {
+                    tracing::debug!(attempt = tries, error = %err, "retrying transaction");
+                    tries += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> Store for SqlStore<D>
+where
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+{
+    fn backend(&self) -> &'static str {
+        D::BACKEND
+    }
+
+    #[instrument(skip_all, fields(backend = D::BACKEND))]
+    async fn migrate(&self) -> Result<(), StoreError> {
+        D::MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(lease = name))]
+    async fn try_lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        D::try_lease(&self.pool, name).await
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
