@@ -13,13 +13,15 @@
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -27,6 +29,7 @@ use super::analysis::{Assessment, assess};
 use super::auth::{self, Gate};
 use super::error::{ApiError, ErrorBody};
 use super::extract::RawBody;
+use super::query::ApiPath;
 use crate::app::AppState;
 use crate::domain::Verdict;
 use crate::domain::canary::{self, Answer, Hook};
@@ -119,15 +122,32 @@ pub struct HookAnswer {
 }
 
 /// Which Flagger webhook is calling.
-#[derive(IntoParams)]
+#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)]
 struct HookPath {
-    /// `confirm-rollout`, `pre-rollout`, `rollout`, `confirm-traffic-increase`,
-    /// `confirm-promotion`, `post-rollout`, `rollback` or `event`.
-    #[param(example = "confirm-promotion")]
-    hook: String,
+    #[param(inline, example = "confirm-promotion")]
+    hook: HookName,
 }
+
+/// A hook's name as the path spells it; one that is not a Flagger hook is answered 404.
+struct HookName(String);
+
+impl<'de> Deserialize<'de> for HookName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(HookName)
+    }
+}
+
+impl PartialSchema for HookName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(Hook::ALL.map(Hook::as_str)))
+            .into()
+    }
+}
+
+impl ToSchema for HookName {}
 
 /// Flagger's webhooks, every type. Flagger reads only 200–202 as yes: a pass (and, for
 /// the rollback hook, "roll back now") is 200; a refusal is 403 with the reason.
@@ -143,7 +163,9 @@ struct HookPath {
     ))]
 async fn receive_hook(
     State(state): State<AppState>,
-    Path(hook): Path<String>,
+    ApiPath(HookPath {
+        hook: HookName(hook),
+    }): ApiPath<HookPath>,
     body: Result<RawBody, ApiError>,
 ) -> Result<Response, ApiError> {
     let Some(hook) = Hook::parse(&hook) else {

@@ -2,7 +2,7 @@
 //! `DELETE /api/v1/freezes/{id}` (operator). While a freeze covers a target, new
 //! rollouts are blocked; rollbacks and operator-approved deploys are still admitted.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::auth::Principal;
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
-use super::query::{self, DEFAULT_LIMIT, IdPage, Page, invalid};
+use super::query::{self, ApiPath, ApiQuery, Id, IdCursor, Limit, NoQuery, Page};
 use crate::app::AppState;
 use crate::domain::freeze;
 use crate::store::{FreezeRecord, NewFreeze};
@@ -53,24 +53,29 @@ struct FreezeRequest {
     expires_at: Option<String>,
 }
 
-/// Which freezes to list.
-#[derive(IntoParams)]
+/// The freeze list's query.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-struct FreezeFilters {
+struct FreezeListQuery {
     /// `true`: only those in force now; `false`: all, lifted and expired too.
     #[param(default = true)]
     active: Option<bool>,
+    /// Items per page.
+    #[param(inline)]
+    limit: Option<Limit>,
+    /// The `next` of the previous page.
+    #[param(inline)]
+    after: Option<IdCursor>,
 }
 
-/// The freeze id in the path.
-#[derive(IntoParams)]
+/// A freeze in the path.
+#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)]
-struct FreezeId {
+struct FreezePath {
     /// A freeze's `id`.
-    #[param(minimum = 1, maximum = 9_007_199_254_740_991_i64)]
-    id: i64,
+    #[param(inline)]
+    id: Id,
 }
 
 /// Declares a freeze: new rollouts in its scope are blocked until it is lifted or
@@ -87,10 +92,9 @@ struct FreezeId {
 async fn create_freeze(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    RawQuery(raw): RawQuery,
+    _: ApiQuery<NoQuery>,
     request: Result<ApiJson<FreezeRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<FreezeRecord>), ApiError> {
-    query::none(raw.as_deref())?;
     let ApiJson(request) = request?;
     let now = state.clock.now();
     freeze::check_scope(&request.scope)
@@ -137,7 +141,7 @@ async fn create_freeze(
 /// Lifts a freeze; lifting a lifted one changes nothing. Audited under the token's
 /// name.
 #[utoipa::path(delete, path = "/api/v1/freezes/{id}", tag = "freezes",
-    params(FreezeId),
+    params(FreezePath),
     responses(
         (status = 200, description = "The freeze, lifted", body = FreezeRecord),
         (status = 400, description = "Not a freeze id, or a query parameter given",
@@ -147,15 +151,9 @@ async fn create_freeze(
 async fn lift_freeze(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    ApiPath(FreezePath { id: Id(id) }): ApiPath<FreezePath>,
+    _: ApiQuery<NoQuery>,
 ) -> Result<Json<FreezeRecord>, ApiError> {
-    query::none(raw.as_deref())?;
-    let id: i64 = id
-        .parse()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::bad_request("invalid_path", "id", "must be a freeze id"))?;
     let record = state
         .store
         .lift_freeze(id, &principal.name, state.clock.now())
@@ -174,7 +172,7 @@ async fn lift_freeze(
 
 /// Freezes in force (default), or every freeze with `active=false`; newest first.
 #[utoipa::path(get, path = "/api/v1/freezes", tag = "freezes",
-    params(FreezeFilters, IdPage),
+    params(FreezeListQuery),
     responses(
         (status = 200, description = "One page of freezes", body = Page<FreezeRecord>),
         (status = 400, description = "A query parameter is unknown or malformed",
@@ -182,26 +180,17 @@ async fn lift_freeze(
     ))]
 async fn list_freezes(
     State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
+    ApiQuery(q): ApiQuery<FreezeListQuery>,
 ) -> Result<Json<Page<FreezeRecord>>, ApiError> {
-    let mut active = true;
-    let mut limit = DEFAULT_LIMIT;
-    let mut before = None;
-    for (key, value) in query::pairs(raw.as_deref()) {
-        match key.as_str() {
-            "active" => {
-                active = value
-                    .parse()
-                    .map_err(|_| invalid("active", "must be true or false"))?;
-            }
-            "limit" => limit = query::limit(&value)?,
-            "after" => before = Some(query::id_cursor(&value)?),
-            other => return Err(query::unknown(other, "active, limit, after")),
-        }
-    }
+    let active = q.active.unwrap_or(true);
+    let limit = q.limit.unwrap_or_default().0;
     let items = state
         .store
-        .list_freezes(active.then(|| state.clock.now()), before, limit + 1)
+        .list_freezes(
+            active.then(|| state.clock.now()),
+            q.after.map(|a| a.0),
+            limit + 1,
+        )
         .await
         .inspect_err(|err| state.metrics.store_error("list_freezes", err))?;
     let (items, more) = query::split_page(items, limit);

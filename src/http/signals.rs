@@ -2,7 +2,7 @@
 //! reports with a count, a manual SLA violation, data corruption, a degraded dependency.
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::RawBody;
-use super::query;
+use super::query::{ApiQuery, NoQuery};
 use crate::app::AppState;
 use crate::domain::SignalKind;
 use crate::wire::signal::SignalPayload;
@@ -50,11 +50,11 @@ pub struct SignalAccepted {
     ))]
 async fn receive_signal(
     State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
+    query: Result<ApiQuery<NoQuery>, ApiError>,
     body: Result<RawBody, ApiError>,
 ) -> Result<(StatusCode, Json<SignalAccepted>), ApiError> {
     let now = state.clock.now();
-    let signal = query::none(raw.as_deref())
+    let signal = query
         .and(body)
         .and_then(|RawBody(body)| Ok(SignalPayload::parse(&body, &state.cluster, now)?))
         .inspect_err(|_| state.metrics.notification(SOURCE, "rejected"))?;
