@@ -14,10 +14,9 @@ use super::extract::RawBody;
 use super::query::{self, ApiPath, ApiQuery, Limit, NoQuery, Page, Text, Time};
 use crate::app::AppState;
 use crate::domain::{DeploySource, TargetRef};
+use crate::ingest::Sender;
 use crate::store::{DeployCursor, DeployQuery, StoredDeploy};
 use crate::wire::ci::CiDeployPayload;
-
-const SOURCE: &str = "ci";
 
 /// Routes that take deploys in (role `webhook` or higher).
 pub fn ingest_router() -> OpenApiRouter<AppState> {
@@ -144,34 +143,12 @@ async fn receive_deploy(
     query: Result<ApiQuery<NoQuery>, ApiError>,
     body: Result<RawBody, ApiError>,
 ) -> Result<(StatusCode, Json<DeployAccepted>), ApiError> {
-    let parsed = query.and(body).and_then(|RawBody(body)| {
-        Ok(CiDeployPayload::parse(
-            &body,
-            &state.cluster,
-            state.clock.now(),
-        )?)
-    });
-    let deploy = parsed.inspect_err(|_| state.metrics.notification(SOURCE, "rejected"))?;
-    let writes = state
-        .store
-        .record_deploys(std::slice::from_ref(&deploy), state.clock.now())
-        .await
-        .inspect_err(|err| {
-            state.metrics.notification(SOURCE, "failed");
-            state.metrics.store_error("record_deploys", err);
-        })?;
-    let write = writes.first().ok_or_else(ApiError::internal)?;
-    state.metrics.notification(
-        SOURCE,
-        if write.changed {
-            "accepted"
-        } else {
-            "duplicate"
-        },
-    );
-    if let Some(engine) = state.engine.as_ref().filter(|_| write.changed) {
-        engine.touched(vec![deploy.target.clone()]);
-    }
+    let now = state.clock.now();
+    let deploy = query
+        .and(body)
+        .and_then(|RawBody(body)| Ok(CiDeployPayload::parse(&body, &state.cluster, now)?))
+        .inspect_err(|err| state.ingestor.rejected(Sender::Ci, err.code, &err.message))?;
+    let write = state.ingestor.ci_deploy(&deploy, now).await?;
     let status = if write.created {
         StatusCode::CREATED
     } else {

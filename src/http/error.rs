@@ -172,6 +172,7 @@ impl From<IngestError> for ApiError {
             IngestError::Store(_) => {
                 ApiError::unavailable("the store could not commit; retry later")
             }
+            IngestError::Record(err) => err.into(),
         }
     }
 }

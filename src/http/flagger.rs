@@ -18,7 +18,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
@@ -33,10 +33,8 @@ use super::query::ApiPath;
 use crate::app::AppState;
 use crate::domain::Verdict;
 use crate::domain::canary::{self, Answer, Hook};
-use crate::store::DeployWrite;
+use crate::ingest::Sender;
 use crate::wire::flagger::{Answered, FlaggerCall, FlaggerPayload};
-
-const SOURCE: &str = "flagger";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(receive_hook))
@@ -192,15 +190,15 @@ async fn receive_hook(
             )?)
         })
         .inspect_err(|err| {
-            state.metrics.notification(SOURCE, "rejected");
-            tracing::info!(code = err.code, message = %err.message, hook = hook.as_str(), "Flagger call rejected");
+            state
+                .ingestor
+                .rejected(Sender::Flagger, err.code, &err.message)
         })?;
     if !hook.asks() {
-        let write = record(&state, &call, Some(call.entry(None))).await?;
-        if let Some(engine) = state.engine.as_ref().filter(|_| write.changed) {
-            engine.touched(vec![call.target.clone()]);
-        }
-        state.metrics.notification(SOURCE, "accepted");
+        let write = state
+            .ingestor
+            .flagger_call(&call, None, state.clock.now())
+            .await?;
         let body = HookAnswer {
             hook: hook.as_str().into(),
             target: call.target.key(),
@@ -216,11 +214,10 @@ async fn receive_hook(
         };
         return Ok((StatusCode::OK, Json(body)).into_response());
     }
-    // The run is on record before the evaluation, which may blame it.
-    record(&state, &call, None).await?;
+    state.ingestor.flagger_run(&call, now).await?;
     let assessment = assess(&state, &call.target)
         .await
-        .inspect_err(|_| state.metrics.notification(SOURCE, "failed"))?;
+        .inspect_err(|_| state.ingestor.failed(Sender::Flagger))?;
     let decision = &assessment.evaluation.decision;
     let answer = canary::answer(
         hook,
@@ -228,13 +225,15 @@ async fn receive_hook(
         &decision.reason,
         &assessment.covering(),
     );
-    let entry = call.entry(Some(Answered {
+    let answered = Answered {
         status: answer.status(),
         verdict: decision.verdict.as_str(),
         decision_id: assessment.evaluation.stored.id,
-    }));
-    let write = record(&state, &call, Some(entry)).await?;
-    state.metrics.notification(SOURCE, "accepted");
+    };
+    let write = state
+        .ingestor
+        .flagger_call(&call, Some(answered), state.clock.now())
+        .await?;
     tracing::info!(
         hook = hook.as_str(),
         target = %call.target,
@@ -243,28 +242,6 @@ async fn receive_hook(
         "Flagger hook answered"
     );
     Ok(respond(&call, &assessment, &answer, write.id))
-}
-
-/// Records the call on its canary run's deploy row.
-async fn record(
-    state: &AppState,
-    call: &FlaggerCall,
-    entry: Option<Value>,
-) -> Result<DeployWrite, ApiError> {
-    let deploy = call.to_deploy(entry);
-    let writes = state
-        .store
-        .record_deploys(std::slice::from_ref(&deploy), state.clock.now())
-        .await
-        .inspect_err(|err| {
-            state.metrics.notification(SOURCE, "failed");
-            state.metrics.store_error("record_deploys", err);
-        })?;
-    let write = *writes.first().ok_or_else(ApiError::internal)?;
-    state
-        .metrics
-        .deploy_recorded(SOURCE, write.created, write.changed);
-    Ok(write)
 }
 
 fn respond(call: &FlaggerCall, a: &Assessment, answer: &Answer, deploy_id: i64) -> Response {

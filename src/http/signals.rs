@@ -14,9 +14,8 @@ use super::extract::RawBody;
 use super::query::{ApiQuery, NoQuery};
 use crate::app::AppState;
 use crate::domain::SignalKind;
+use crate::ingest::Sender;
 use crate::wire::signal::SignalPayload;
-
-const SOURCE: &str = "signal";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(receive_signal))
@@ -57,23 +56,12 @@ async fn receive_signal(
     let signal = query
         .and(body)
         .and_then(|RawBody(body)| Ok(SignalPayload::parse(&body, &state.cluster, now)?))
-        .inspect_err(|_| state.metrics.notification(SOURCE, "rejected"))?;
-    let (id, created) = state
-        .store
-        .record_signal(&signal, now)
-        .await
         .inspect_err(|err| {
-            state.metrics.notification(SOURCE, "failed");
-            state.metrics.store_error("record_signal", err);
+            state
+                .ingestor
+                .rejected(Sender::Signal, err.code, &err.message)
         })?;
-    state
-        .metrics
-        .notification(SOURCE, if created { "accepted" } else { "duplicate" });
-    // A dependency signal concerns every target that depends on it: the next tick
-    // evaluates those; a targeted one is evaluated now.
-    if let (Some(engine), Some(target)) = (&state.engine, &signal.target) {
-        engine.touched(vec![target.clone()]);
-    }
+    let (id, created) = state.ingestor.signal(&signal, now).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
