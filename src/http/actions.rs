@@ -205,11 +205,16 @@ async fn get_action(
     Ok(Json(views.remove(0)))
 }
 
-/// The optional body of an approval or rejection.
+/// The optional body of an approval or rejection (none, `null` or an object).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalRequest {
-    /// Why, in the operator's words (at most 1024 bytes); kept on the action.
+    /// Why, in the operator's words: at most 1024 characters, no control characters
+    /// but line breaks; kept on the action, trimmed.
+    #[schema(
+        max_length = 1024,
+        pattern = "^[^\\u0000-\\u0009\\u000b-\\u001f\\u007f-\\u009f]*$"
+    )]
     comment: Option<String>,
 }
 
@@ -279,18 +284,20 @@ async fn decide(
     let request: ApprovalRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ApprovalRequest::default()
     } else {
-        crate::wire::from_json(&body)?
+        crate::wire::from_json::<Option<ApprovalRequest>>(&body)?.unwrap_or_default()
     };
-    let comment = request.comment.map(|c| c.trim().to_string());
-    if let Some(c) = &comment
-        && (c.len() > MAX_COMMENT || c.chars().any(|ch| ch.is_control() && ch != '\n'))
+    if let Some(c) = &request.comment
+        && (c.chars().count() > MAX_COMMENT || c.chars().any(|ch| ch.is_control() && ch != '\n'))
     {
         return Err(ApiError::bad_request(
             "invalid_field",
             "comment",
-            format!("must be at most {MAX_COMMENT} bytes of text"),
+            format!(
+                "must be at most {MAX_COMMENT} characters, no control characters but line breaks"
+            ),
         ));
     }
+    let comment = request.comment.map(|c| c.trim().to_string());
     let now = state.clock.now();
     state
         .store

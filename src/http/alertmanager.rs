@@ -45,6 +45,8 @@ pub struct NotificationReceipt {
             a missing or mistyped field, over a `[limits]` bound; `details.field` names it",
             body = ErrorBody),
         (status = 413, description = "Larger than `server.body_limit_bytes`", body = ErrorBody),
+        (status = 422, description = "Never acceptable either: a resolved alert without its \
+            end, or an alert without its start (`inconsistent`)", body = ErrorBody),
     ))]
 async fn receive_notification(
     State(state): State<AppState>,

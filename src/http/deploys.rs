@@ -109,6 +109,11 @@ struct HistoryQuery {
 /// microseconds since 1970, and the id of its last item).
 struct DeployAfter(DeployCursor);
 
+/// Where a cursor's start is clamped to: every deploy starts well inside (RFC 3339 has
+/// four-digit years), and PostgreSQL keeps no timestamp far outside.
+const CURSOR_MICROS: std::ops::RangeInclusive<i64> =
+    -100_000_000_000_000_000..=1_000_000_000_000_000_000;
+
 query::text_newtype!(
     DeployAfter(DeployCursor),
     |s| {
@@ -119,7 +124,9 @@ query::text_newtype!(
             && (1..=18).contains(&id.len())
             && !id.starts_with('0')
             && id.bytes().all(|b| b.is_ascii_digit());
-        ok.then(|| DeployCursor::decode(s)).flatten()
+        let micros: i64 = micros.parse().ok().filter(|_| ok)?;
+        let micros = micros.clamp(*CURSOR_MICROS.start(), *CURSOR_MICROS.end());
+        DeployCursor::decode(&format!("{micros}_{id}"))
     },
     "not a cursor from `next`",
     ObjectBuilder::new()
@@ -137,6 +144,8 @@ query::text_newtype!(
         (status = 400, description = "A field is missing, unknown or invalid (`details.field` \
             names it), or a query parameter was given", body = ErrorBody),
         (status = 413, description = "Larger than `server.body_limit_bytes`", body = ErrorBody),
+        (status = 422, description = "`finished_at` before `started_at`, or more than 32 \
+            images with `image` (`inconsistent`)", body = ErrorBody),
     ))]
 async fn receive_deploy(
     State(state): State<AppState>,

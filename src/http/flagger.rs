@@ -158,6 +158,8 @@ impl ToSchema for HookName {}
         (status = 403, description = "The gate is closed, the check failed, or no rollback: the reason and the decision in `details`", body = ErrorBody),
         (status = 404, description = "No such hook", body = ErrorBody),
         (status = 413, description = "The body is over server.body_limit_bytes", body = ErrorBody),
+        (status = 422, description = "An `event` call without the metadata Flagger sets on \
+            every event (`inconsistent`)", body = ErrorBody),
     ))]
 async fn receive_hook(
     State(state): State<AppState>,

@@ -17,6 +17,7 @@ use super::query::{self, ApiPath, ApiQuery, Id, IdCursor, Limit, NoQuery, Page};
 use crate::app::AppState;
 use crate::domain::freeze;
 use crate::store::{FreezeRecord, NewFreeze};
+use crate::wire::WireError;
 
 /// The longest reason kept.
 const MAX_REASON: usize = 1024;
@@ -41,14 +42,16 @@ struct FreezeRequest {
         example = "default/prod"
     )]
     scope: String,
-    /// Why; 1 to 1024 bytes of text without control characters.
+    /// Why: at most 1024 characters without control characters, not only white space
+    /// (kept trimmed).
     #[schema(
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000-\\u001f\\u007f-\\u009f]*$",
         max_length = 1024,
         example = "INC-42: data corruption"
     )]
     reason: String,
-    /// When it ends by itself (RFC 3339, in the future); none: until lifted.
+    /// When it ends by itself (RFC 3339); none: until lifted. It must be in the future,
+    /// or the freeze is refused with 422.
     #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
@@ -88,6 +91,8 @@ struct FreezePath {
         (status = 400, description = "A field is missing, unknown or invalid (`details.field` \
             names it), or a query parameter was given", body = ErrorBody),
         (status = 413, description = "Larger than `server.body_limit_bytes`", body = ErrorBody),
+        (status = 422, description = "`expires_at` is not in the future (`inconsistent`)",
+            body = ErrorBody),
     ))]
 async fn create_freeze(
     State(state): State<AppState>,
@@ -97,16 +102,18 @@ async fn create_freeze(
 ) -> Result<(StatusCode, Json<FreezeRecord>), ApiError> {
     let ApiJson(request) = request?;
     let now = state.clock.now();
-    freeze::check_scope(&request.scope)
-        .map_err(|why| ApiError::bad_request("invalid_field", "scope", why))?;
-    let reason = request.reason.trim();
-    if reason.is_empty() || reason.len() > MAX_REASON || reason.chars().any(char::is_control) {
+    check_scope(&request.scope)?;
+    if !crate::wire::is_visible_text(&request.reason, MAX_REASON) {
         return Err(ApiError::bad_request(
             "invalid_field",
             "reason",
-            format!("must be 1 to {MAX_REASON} bytes of text"),
+            format!(
+                "must be at most {MAX_REASON} characters without control characters, \
+                 not only white space"
+            ),
         ));
     }
+    let reason = request.reason.trim();
     // The same RFC 3339 parser as every payload, and its error.
     let expires_at = request
         .expires_at
@@ -114,11 +121,7 @@ async fn create_freeze(
         .map(|s| crate::wire::parse_time("expires_at", s))
         .transpose()?;
     if expires_at.is_some_and(|end| end <= now) {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            "expires_at",
-            "must be in the future",
-        ));
+        return Err(WireError::inconsistent("expires_at", "must be in the future").into());
     }
     let record = state
         .store
@@ -136,6 +139,24 @@ async fn create_freeze(
         .inspect_err(|err| state.metrics.store_error("create_freeze", err))?;
     tracing::info!(freeze = record.freeze.id, scope = %record.freeze.scope, by = %principal.name, "freeze created");
     Ok((StatusCode::CREATED, Json(record)))
+}
+
+/// `*`, `cluster/namespace` or `cluster/namespace/kind/name` (names as Kubernetes spells
+/// them, the kind letters and digits): the syntax the document states.
+fn check_scope(scope: &str) -> Result<(), ApiError> {
+    let kind_ok = match scope.split('/').nth(2) {
+        Some(kind) => {
+            !kind.is_empty() && kind.len() <= 63 && kind.chars().all(|c| c.is_ascii_alphanumeric())
+        }
+        None => true,
+    };
+    freeze::check_scope(scope)
+        .and_then(|()| {
+            kind_ok
+                .then_some(())
+                .ok_or("the kind must be 1 to 63 letters or digits")
+        })
+        .map_err(|why| ApiError::bad_request("invalid_field", "scope", why))
 }
 
 /// Lifts a freeze; lifting a lifted one changes nothing. Audited under the token's

@@ -46,6 +46,8 @@ pub struct SignalAccepted {
         (status = 400, description = "A field is missing, unknown or invalid (`details.field` \
             names it), or a query parameter was given", body = ErrorBody),
         (status = 413, description = "Larger than `server.body_limit_bytes`", body = ErrorBody),
+        (status = 422, description = "A rule between fields or against our clock \
+            (`inconsistent`): see the request body", body = ErrorBody),
     ))]
 async fn receive_signal(
     State(state): State<AppState>,

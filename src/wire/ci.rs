@@ -4,13 +4,16 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{WireError, check_name, parse_time};
+use super::{WireError, check_name, is_plain_text, is_token, parse_time};
 use crate::domain::deploy::status;
 use crate::domain::{Deploy, DeploySource, TargetRef};
 
 /// What a pipeline posts when it starts or finishes a deploy. Unknown fields are
 /// rejected, so that a typo (`comit`) is a 400, not silently lost evidence. Text fields
-/// are at most 1024 bytes without control characters.
+/// are at most 1024 characters without control characters.
+///
+/// Two rules relate fields, and break with 422: `finished_at` not before
+/// `started_at`, and at most 32 images in `images` and `image` together.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CiDeployPayload {
@@ -25,26 +28,32 @@ pub struct CiDeployPayload {
     /// Defaults to `Deployment`.
     #[schema(pattern = "^[A-Za-z0-9]{1,63}$", example = "Deployment")]
     pub kind: Option<String>,
-    /// The pipeline's own id for this deploy (run number): the idempotency key.
-    #[schema(pattern = "^[!-~]{1,128}$", example = "2231")]
+    /// The pipeline's own id for this deploy (run number): the idempotency key; 1 to
+    /// 128 characters without spaces or control characters.
+    #[schema(
+        pattern = "^[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]{1,128}$",
+        example = "2231"
+    )]
     pub revision: String,
     /// `started`, `succeeded` or `failed`.
     #[schema(pattern = "^(started|succeeded|failed)$", example = "succeeded")]
     pub status: String,
-    #[schema(max_length = 1024)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub environment: Option<String>,
-    #[schema(max_length = 1024)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub region: Option<String>,
-    #[schema(max_length = 1024)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub version: Option<String>,
-    /// One image reference (added to `images`).
-    #[schema(pattern = "^[!-~]{1,1024}$")]
+    /// One image reference (added to `images`), 1 to 1024 characters without spaces.
+    #[schema(
+        pattern = "^[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]{1,1024}$"
+    )]
     pub image: Option<String>,
     /// Image references; at most 32 with `image`.
     #[serde(default)]
-    #[schema(max_items = 31, pattern = "^[!-~]{1,1024}$")]
-    pub images: Vec<String>,
-    #[schema(max_length = 1024)]
+    #[schema(max_items = 32, inline)]
+    pub images: Vec<ImageRef>,
+    #[schema(max_length = 1024, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub commit: Option<String>,
     /// RFC 3339; a deploy first reported without it started then (or at its
     /// `finished_at`, if that came first).
@@ -54,22 +63,31 @@ pub struct CiDeployPayload {
     /// finished when it was sent.
     #[schema(format = DateTime)]
     pub finished_at: Option<String>,
-    /// The pipeline run's URL (http or https).
+    /// The pipeline run's URL (http or https), at most 1024 characters.
     #[schema(
-        pattern = "^https?://[!-~]{1,1000}$",
+        max_length = 1024,
+        pattern = "^https?://[^\\u0000-\\u001f\\u007f-\\u009f]*$",
         example = "https://ci.example.com/runs/2231"
     )]
     pub link: Option<String>,
-    #[schema(max_length = 1024)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub actor: Option<String>,
-    #[schema(max_length = 1024)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub description: Option<String>,
-    #[schema(max_length = 1024)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub helm_release: Option<String>,
 }
 
+/// An image reference: 1 to 1024 characters without spaces or control characters.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(
+    pattern = "^[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]{1,1024}$"
+)]
+pub struct ImageRef(String);
+
 const MAX_TEXT: usize = 1024;
 const MAX_IMAGES: usize = 32;
+const MAX_REVISION: usize = 128;
 
 impl CiDeployPayload {
     /// Parses and validates a body; `now` stands in for a missing `started_at`.
@@ -95,17 +113,11 @@ impl CiDeployPayload {
                 "must be a Kubernetes kind such as Deployment",
             ));
         }
-        if self.revision.is_empty()
-            || self.revision.len() > 128
-            || self
-                .revision
-                .chars()
-                .any(|c| c.is_control() || c.is_whitespace())
-        {
+        if !is_token(&self.revision, MAX_REVISION) {
             return Err(WireError::new(
                 "invalid_field",
                 "revision",
-                "must be 1 to 128 printable characters without spaces",
+                format!("must be 1 to {MAX_REVISION} printable characters without spaces"),
             ));
         }
         if ![status::STARTED, status::SUCCEEDED, status::FAILED].contains(&self.status.as_str()) {
@@ -128,8 +140,7 @@ impl CiDeployPayload {
         if let (Some(started), Some(finished)) = (started, finished_at)
             && finished < started
         {
-            return Err(WireError::new(
-                "invalid_field",
+            return Err(WireError::inconsistent(
                 "finished_at",
                 "is before started_at",
             ));
@@ -141,22 +152,20 @@ impl CiDeployPayload {
         // A pipeline that only reports the end: the deploy started no later than that.
         // (For a deploy already on record, the stored start stands.)
         let started_at = started.unwrap_or_else(|| finished_at.map_or(now, |f| f.min(now)));
-        let mut images = self.images;
+        let mut images: Vec<String> = self.images.into_iter().map(|i| i.0).collect();
         images.extend(self.image);
         if images.len() > MAX_IMAGES {
-            return Err(WireError::new(
-                "invalid_field",
+            return Err(WireError::inconsistent(
                 "images",
-                format!("at most {MAX_IMAGES}"),
+                format!("at most {MAX_IMAGES} with image"),
             ));
         }
         for (i, image) in images.iter().enumerate() {
-            check_text(&format!("images[{i}]"), image)?;
-            if image.is_empty() || image.chars().any(char::is_whitespace) {
+            if !is_token(image, MAX_TEXT) {
                 return Err(WireError::new(
                     "invalid_field",
                     format!("images[{i}]"),
-                    "not an image reference",
+                    format!("not an image reference: 1 to {MAX_TEXT} characters without spaces"),
                 ));
             }
         }
@@ -206,11 +215,11 @@ impl CiDeployPayload {
 }
 
 fn check_text(field: &str, value: &str) -> Result<(), WireError> {
-    if value.len() > MAX_TEXT || value.chars().any(char::is_control) {
+    if !is_plain_text(value, MAX_TEXT) {
         return Err(WireError::new(
             "invalid_field",
             field,
-            format!("must be at most {MAX_TEXT} bytes without control characters"),
+            format!("must be at most {MAX_TEXT} characters without control characters"),
         ));
     }
     Ok(())
