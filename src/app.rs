@@ -13,8 +13,7 @@ use crate::actions::executor::{Executors, RolloutUndo};
 use crate::actions::{Channels, Planner, Worker, WorkerConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::domain::classify::Classifier;
-use crate::engine::{Engine, EngineHandle, EngineQueue};
+use crate::engine::{Engine, EngineQueue};
 use crate::http::auth::Authenticator;
 use crate::http::limit::RateLimit;
 use crate::ingest::Ingestor;
@@ -34,10 +33,6 @@ pub struct AppState {
     pub bounds: Bounds,
     /// The cluster name of target keys (`kubernetes.cluster`).
     pub cluster: String,
-    /// Maps alerts to targets and signals.
-    pub classifier: Arc<Classifier>,
-    /// Where handlers report the targets an ingest touched; `None` with the engine off.
-    pub engine: Option<EngineHandle>,
     /// Wakes the outbox workers (after an approval).
     pub actions_wake: Arc<tokio::sync::Notify>,
     /// Evaluates a target on request (canary gates), with the engine on or off.
@@ -200,6 +195,8 @@ impl App {
         let ingestor = Ingestor::start(
             store.clone(),
             metrics.clone(),
+            classifier.clone(),
+            engine_handle,
             config.writers(),
             config.database.batch_max,
             &mut workers,
@@ -230,8 +227,6 @@ impl App {
             clock,
             bounds: config.limits.bounds(),
             cluster: config.kubernetes.cluster.clone(),
-            classifier,
-            engine: engine_handle,
             actions_wake,
             evaluator,
             body_limit_bytes: config.server.body_limit_bytes,

@@ -1,27 +1,60 @@
-//! Group commit: notifications that arrive together are committed in one transaction,
-//! and each request is answered only after the transaction that holds it committed.
+//! Every source's way in: Alertmanager notifications, CI deploys, Flagger calls and
+//! posted signals are recorded here, counted, and reported to the engine. Handlers only
+//! parse, authorise and hand over; what an ingest does is written once, here.
 //!
-//! Handlers `submit` a notification and wait; writer tasks take whatever is queued (up
-//! to `batch_max`) and commit it. While one writer commits, the next one is already
-//! collecting, so the database sees a steady stream of multi-row transactions instead
-//! of one commit per request.
+//! Notifications are group-committed: those that arrive together are committed in one
+//! transaction, and each request is answered only after the transaction that holds it
+//! committed. Handlers `submit` a notification and wait; writer tasks take whatever is
+//! queued (up to `batch_max`) and commit it. While one writer commits, the next one is
+//! already collecting, so the database sees a steady stream of multi-row transactions
+//! instead of one commit per request. Deploys and signals arrive far more rarely and are
+//! written one request at a time.
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use crate::domain::Notification;
-use crate::store::{IngestOutcome, Store};
+use crate::domain::classify::Classifier;
+use crate::domain::{Deploy, Notification, Signal, TargetRef};
+use crate::engine::EngineHandle;
+use crate::store::{DeployWrite, IngestOutcome, Store, StoreError};
 use crate::telemetry::Metrics;
+use crate::wire::flagger::{Answered, FlaggerCall};
 
-/// Why a notification was not committed. Both are our own faults, worth a retry.
+/// Why an ingest was not recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    /// A group commit failed (already logged by the writer); worth a retry.
     #[error("the store failed to commit: {0}")]
     Store(String),
+    /// A single write failed; the store's error says whose fault it was.
+    #[error(transparent)]
+    Record(#[from] StoreError),
     #[error("shutting down")]
     Closed,
+}
+
+/// Who sent what is ingested: the `source` label of
+/// `rollwarden_notifications_received_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    Alertmanager,
+    Ci,
+    Flagger,
+    Signal,
+}
+
+impl Sender {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sender::Alertmanager => "alertmanager",
+            Sender::Ci => "ci",
+            Sender::Flagger => "flagger",
+            Sender::Signal => "signal",
+        }
+    }
 }
 
 struct Job {
@@ -29,10 +62,17 @@ struct Job {
     reply: oneshot::Sender<Result<IngestOutcome, IngestError>>,
 }
 
-/// The handle handlers submit to. Dropping every clone lets the writers drain and stop.
+/// The handle handlers hand over to. Dropping every clone lets the writers drain and
+/// stop.
 #[derive(Clone)]
 pub struct Ingestor {
     tx: mpsc::Sender<Job>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    /// Maps alerts to the targets the engine evaluates.
+    classifier: Arc<Classifier>,
+    /// Where committed ingests are reported; `None` with the engine off.
+    engine: Option<EngineHandle>,
 }
 
 impl Ingestor {
@@ -40,6 +80,8 @@ impl Ingestor {
     pub fn start(
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
+        classifier: Arc<Classifier>,
+        engine: Option<EngineHandle>,
         writers: usize,
         batch_max: usize,
         tasks: &mut JoinSet<()>,
@@ -54,11 +96,135 @@ impl Ingestor {
                 batch_max,
             ));
         }
-        Self { tx }
+        Self {
+            tx,
+            store,
+            metrics,
+            classifier,
+            engine,
+        }
     }
 
-    /// Commits `notification` and returns what became of it.
-    pub async fn submit(&self, notification: Notification) -> Result<IngestOutcome, IngestError> {
+    /// Counts (and logs) a payload that can never be accepted.
+    pub fn rejected(&self, sender: Sender, code: &str, message: &str) {
+        self.metrics.notification(sender.as_str(), "rejected");
+        tracing::info!(source = sender.as_str(), code, message, "ingest rejected");
+    }
+
+    /// Counts an ingest that failed after it was recorded (a Flagger call whose
+    /// evaluation failed).
+    pub fn failed(&self, sender: Sender) {
+        self.metrics.notification(sender.as_str(), "failed");
+    }
+
+    /// An Alertmanager notification: group-committed, counted, and its alerts and
+    /// targets reported to the engine unless it was a duplicate.
+    pub async fn notification(
+        &self,
+        notification: Notification,
+    ) -> Result<IngestOutcome, IngestError> {
+        // Which targets the alerts are about, and which alerts, for the engine (told
+        // only once the store took them).
+        let touched = self.engine.as_ref().map(|_| {
+            let mut targets: Vec<TargetRef> = notification
+                .alerts
+                .iter()
+                .filter_map(|a| self.classifier.target_for(&a.labels))
+                .map(|t| t.target)
+                .collect();
+            targets.sort();
+            targets.dedup();
+            let keys: Vec<(String, DateTime<Utc>)> = notification
+                .alerts
+                .iter()
+                .map(|a| (a.fingerprint.clone(), a.starts_at))
+                .collect();
+            (targets, keys)
+        });
+        let outcome = self
+            .submit(notification)
+            .await
+            .inspect_err(|_| self.failed(Sender::Alertmanager))?;
+        self.count(Sender::Alertmanager, !outcome.duplicate);
+        if let (Some(engine), Some((targets, keys))) = (&self.engine, touched)
+            && !outcome.duplicate
+        {
+            engine.ingested(targets, keys);
+        }
+        Ok(outcome)
+    }
+
+    /// A CI deploy report, merged into its (target, revision); the target is evaluated
+    /// when the row changed.
+    pub async fn ci_deploy(
+        &self,
+        deploy: &Deploy,
+        now: DateTime<Utc>,
+    ) -> Result<DeployWrite, IngestError> {
+        let write = self.record_deploy(Sender::Ci, deploy, now).await?;
+        self.count(Sender::Ci, write.changed);
+        if write.changed {
+            self.touch(&deploy.target);
+        }
+        Ok(write)
+    }
+
+    /// A Flagger call that asks (a gate, a check, the rollback hook), before it is
+    /// answered: its canary run goes on record first, since the evaluation that answers
+    /// it may blame that run. Counted once answered ([`Ingestor::flagger_call`]).
+    pub async fn flagger_run(
+        &self,
+        call: &FlaggerCall,
+        now: DateTime<Utc>,
+    ) -> Result<DeployWrite, IngestError> {
+        self.record_deploy(Sender::Flagger, &call.to_deploy(None), now)
+            .await
+    }
+
+    /// A Flagger call on its canary run's timeline, with the answer it was given if it
+    /// asked. A call that only reports (`post-rollout`, `event`) has the target
+    /// evaluated when the run changed; one that asked was evaluated to be answered.
+    pub async fn flagger_call(
+        &self,
+        call: &FlaggerCall,
+        answered: Option<Answered<'_>>,
+        now: DateTime<Utc>,
+    ) -> Result<DeployWrite, IngestError> {
+        let deploy = call.to_deploy(Some(call.entry(answered)));
+        let write = self.record_deploy(Sender::Flagger, &deploy, now).await?;
+        self.count(Sender::Flagger, true);
+        if !call.hook.asks() && write.changed {
+            self.touch(&call.target);
+        }
+        Ok(write)
+    }
+
+    /// A posted signal: `(id, created)`. A targeted signal has its target evaluated
+    /// now; a dependency signal concerns every target that depends on it, which the
+    /// next tick evaluates.
+    pub async fn signal(
+        &self,
+        signal: &Signal,
+        now: DateTime<Utc>,
+    ) -> Result<(i64, bool), IngestError> {
+        let (id, created) = self
+            .store
+            .record_signal(signal, now)
+            .await
+            .inspect_err(|err| {
+                self.failed(Sender::Signal);
+                self.metrics.store_error("record_signal", err);
+            })?;
+        self.count(Sender::Signal, created);
+        if let Some(target) = &signal.target {
+            self.touch(target);
+        }
+        Ok((id, created))
+    }
+
+    /// Commits `notification` with whatever else is queued and returns what became of
+    /// it.
+    async fn submit(&self, notification: Notification) -> Result<IngestOutcome, IngestError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Job {
@@ -68,6 +234,42 @@ impl Ingestor {
             .await
             .map_err(|_| IngestError::Closed)?;
         answer.await.map_err(|_| IngestError::Closed)?
+    }
+
+    async fn record_deploy(
+        &self,
+        sender: Sender,
+        deploy: &Deploy,
+        now: DateTime<Utc>,
+    ) -> Result<DeployWrite, IngestError> {
+        let writes = self
+            .store
+            .record_deploys(std::slice::from_ref(deploy), now)
+            .await
+            .inspect_err(|err| {
+                self.failed(sender);
+                self.metrics.store_error("record_deploys", err);
+            })?;
+        let write = *writes.first().ok_or_else(|| {
+            IngestError::Record(StoreError::Corrupt(
+                "record_deploys wrote no row for a deploy".into(),
+            ))
+        })?;
+        self.metrics
+            .deploy_recorded(sender.as_str(), write.created, write.changed);
+        Ok(write)
+    }
+
+    /// Counts an ingest that was recorded: new (or changed), or a repeat.
+    fn count(&self, sender: Sender, new: bool) {
+        let outcome = if new { "accepted" } else { "duplicate" };
+        self.metrics.notification(sender.as_str(), outcome);
+    }
+
+    fn touch(&self, target: &TargetRef) {
+        if let Some(engine) = &self.engine {
+            engine.touched(vec![target.clone()]);
+        }
     }
 }
 

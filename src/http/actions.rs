@@ -2,11 +2,12 @@
 //! `POST /api/v1/decisions/{id}/approve` and `/reject` (operator, actor and comment
 //! recorded).
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -14,7 +15,7 @@ use utoipa_axum::routes;
 use super::auth::Principal;
 use super::error::{ApiError, ErrorBody};
 use super::extract::RawBody;
-use super::query::{self, DEFAULT_LIMIT, IdPage, Page, invalid};
+use super::query::{self, ApiPath, ApiQuery, Id, IdCursor, Limit, NoQuery, Page, Text};
 use crate::app::AppState;
 use crate::store::{ActionQuery, ActionRecord, ActionTransition, AuditEvent, Store, StoreError};
 
@@ -52,55 +53,59 @@ pub fn write_router() -> OpenApiRouter<AppState> {
         .routes(routes!(reject))
 }
 
-/// Filters of the action list; every one narrows (AND).
-#[derive(IntoParams)]
+/// The action list's query; every filter narrows (AND).
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-struct ActionFilters {
+struct ActionListQuery {
     /// A target key, `cluster/namespace/kind/name`.
-    #[param(
-        max_length = 512,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$",
-        example = "default/prod/Deployment/checkout"
-    )]
-    target: Option<String>,
-    /// `recorded`, `recommended`, `awaiting_approval`, `approved`, `rejected`,
-    /// `expired`, `pending`, `running`, `succeeded`, `verifying`, `verified`,
-    /// `escalated`, `failed`, `dry_run`.
-    #[param(
-        pattern = "^(recorded|recommended|awaiting_approval|approved|rejected|expired|pending|running|succeeded|verifying|verified|escalated|failed|dry_run|cancelled)$"
-    )]
-    state: Option<String>,
+    #[param(inline, example = "default/prod/Deployment/checkout")]
+    target: Option<Text>,
+    #[param(inline)]
+    state: Option<ActionState>,
     /// `rollout_undo`, `helm_rollback`, `workflow_dispatch`, `freeze`, `command:NAME`,
     /// `webhook:NAME`.
-    #[param(
-        max_length = 512,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$"
-    )]
-    kind: Option<String>,
+    #[param(inline)]
+    kind: Option<Text>,
     /// A decision id.
-    #[param(minimum = 1, maximum = 9_007_199_254_740_991_i64)]
-    decision: Option<i64>,
+    #[param(inline)]
+    decision: Option<Id>,
+    /// Items per page.
+    #[param(inline)]
+    limit: Option<Limit>,
+    /// The `next` of the previous page.
+    #[param(inline)]
+    after: Option<IdCursor>,
 }
 
-/// An id in the path.
-#[derive(IntoParams)]
+/// One of [`STATES`].
+struct ActionState(String);
+
+query::text_newtype!(
+    ActionState(String),
+    |s| STATES.contains(&s).then(|| s.to_string()),
+    format!("must be one of {}", STATES.join(", ")),
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(STATES))
+);
+
+/// An action in the path.
+#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)]
-struct ActionId {
+struct ActionPath {
     /// An action's `id`.
-    #[param(minimum = 1, maximum = 9_007_199_254_740_991_i64)]
-    id: i64,
+    #[param(inline)]
+    id: Id,
 }
 
-/// The decision id in the path.
-#[derive(IntoParams)]
+/// A decision in the path.
+#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)]
-struct DecisionId {
+pub struct DecisionPath {
     /// A decision's `id`.
-    #[param(minimum = 1, maximum = 9_007_199_254_740_991_i64)]
-    id: i64,
+    #[param(inline)]
+    pub id: Id,
 }
 
 /// An action with its audit trail, oldest event first.
@@ -131,7 +136,7 @@ pub async fn with_timelines(
 
 /// Actions (rollbacks, approvals, freezes), newest first.
 #[utoipa::path(get, path = "/api/v1/actions", tag = "actions",
-    params(ActionFilters, IdPage),
+    params(ActionListQuery),
     responses(
         (status = 200, description = "One page of actions", body = Page<ActionRecord>),
         (status = 400, description = "A query parameter is unknown or malformed",
@@ -139,37 +144,20 @@ pub async fn with_timelines(
     ))]
 async fn list_actions(
     State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
+    ApiQuery(q): ApiQuery<ActionListQuery>,
 ) -> Result<Json<Page<ActionRecord>>, ApiError> {
-    let mut q = ActionQuery {
-        limit: DEFAULT_LIMIT,
-        ..ActionQuery::default()
-    };
-    for (key, value) in query::pairs(raw.as_deref()) {
-        match key.as_str() {
-            "target" => q.target = Some(query::text("target", value)?),
-            "state" => q.state = Some(query::one_of("state", value, &STATES)?),
-            "kind" => q.kind = Some(query::text("kind", value)?),
-            "decision" => {
-                let id = value.parse().ok().filter(|id| *id > 0);
-                q.decision_id =
-                    Some(id.ok_or_else(|| invalid("decision", "must be a decision id"))?);
-            }
-            "limit" => q.limit = query::limit(&value)?,
-            "after" => q.before_id = Some(query::id_cursor(&value)?),
-            other => {
-                return Err(query::unknown(
-                    other,
-                    "target, state, kind, decision, limit, after",
-                ));
-            }
-        }
-    }
-    let limit = q.limit;
-    q.limit = limit + 1;
+    let limit = q.limit.unwrap_or_default().0;
     let items = state
         .store
-        .list_actions(&q)
+        .list_actions(&ActionQuery {
+            target: q.target.map(|t| t.0),
+            state: q.state.map(|s| s.0),
+            kind: q.kind.map(|k| k.0),
+            decision_id: q.decision.map(|d| d.0),
+            before_id: q.after.map(|a| a.0),
+            // One row more than asked says whether another page exists.
+            limit: limit + 1,
+        })
         .await
         .inspect_err(|err| state.metrics.store_error("list_actions", err))?;
     let (items, more) = query::split_page(items, limit);
@@ -181,7 +169,7 @@ async fn list_actions(
 
 /// One action with its timeline (every audit event, oldest first).
 #[utoipa::path(get, path = "/api/v1/actions/{id}", tag = "actions",
-    params(ActionId),
+    params(ActionPath),
     responses(
         (status = 200, description = "The action", body = ActionView),
         (status = 400, description = "Not an action id, or a query parameter given",
@@ -190,15 +178,9 @@ async fn list_actions(
     ))]
 async fn get_action(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    ApiPath(ActionPath { id: Id(id) }): ApiPath<ActionPath>,
+    _: ApiQuery<NoQuery>,
 ) -> Result<Json<ActionView>, ApiError> {
-    query::none(raw.as_deref())?;
-    let id: i64 = id
-        .parse()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::bad_request("invalid_path", "id", "must be an action id"))?;
     let found = state
         .store
         .list_actions(&ActionQuery {
@@ -223,11 +205,16 @@ async fn get_action(
     Ok(Json(views.remove(0)))
 }
 
-/// The optional body of an approval or rejection.
+/// The optional body of an approval or rejection (none, `null` or an object).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalRequest {
-    /// Why, in the operator's words (at most 1024 bytes); kept on the action.
+    /// Why, in the operator's words: at most 1024 characters, no control characters
+    /// but line breaks; kept on the action, trimmed.
+    #[schema(
+        max_length = 1024,
+        pattern = "^[^\\u0000-\\u0009\\u000b-\\u001f\\u007f-\\u009f]*$"
+    )]
     comment: Option<String>,
 }
 
@@ -242,7 +229,7 @@ pub struct Decided {
 /// Approves the decision's actions awaiting approval; the workers run them at once.
 /// Recorded with the token's name and the comment.
 #[utoipa::path(post, path = "/api/v1/decisions/{id}/approve", tag = "actions",
-    params(DecisionId),
+    params(DecisionPath),
     request_body(content = Option<ApprovalRequest>, content_type = "application/json"),
     responses(
         (status = 200, description = "Approved", body = Decided),
@@ -256,18 +243,17 @@ pub struct Decided {
 async fn approve(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    ApiPath(DecisionPath { id: Id(id) }): ApiPath<DecisionPath>,
+    _: ApiQuery<NoQuery>,
     body: RawBody,
 ) -> Result<Json<Decided>, ApiError> {
-    query::none(raw.as_deref())?;
     decide(state, principal, id, body, "approved").await
 }
 
 /// Rejects the decision's actions awaiting approval: nothing is done. Recorded with
 /// the token's name and the comment.
 #[utoipa::path(post, path = "/api/v1/decisions/{id}/reject", tag = "actions",
-    params(DecisionId),
+    params(DecisionPath),
     request_body(content = Option<ApprovalRequest>, content_type = "application/json"),
     responses(
         (status = 200, description = "Rejected", body = Decided),
@@ -281,41 +267,37 @@ async fn approve(
 async fn reject(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    ApiPath(DecisionPath { id: Id(id) }): ApiPath<DecisionPath>,
+    _: ApiQuery<NoQuery>,
     body: RawBody,
 ) -> Result<Json<Decided>, ApiError> {
-    query::none(raw.as_deref())?;
     decide(state, principal, id, body, "rejected").await
 }
 
 async fn decide(
     state: AppState,
     principal: Principal,
-    id: String,
+    id: i64,
     RawBody(body): RawBody,
     to: &'static str,
 ) -> Result<Json<Decided>, ApiError> {
-    let id: i64 = id
-        .parse()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::bad_request("invalid_path", "id", "must be a decision id"))?;
     let request: ApprovalRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ApprovalRequest::default()
     } else {
-        crate::wire::from_json(&body)?
+        crate::wire::from_json::<Option<ApprovalRequest>>(&body)?.unwrap_or_default()
     };
-    let comment = request.comment.map(|c| c.trim().to_string());
-    if let Some(c) = &comment
-        && (c.len() > MAX_COMMENT || c.chars().any(|ch| ch.is_control() && ch != '\n'))
+    if let Some(c) = &request.comment
+        && (c.chars().count() > MAX_COMMENT || c.chars().any(|ch| ch.is_control() && ch != '\n'))
     {
         return Err(ApiError::bad_request(
             "invalid_field",
             "comment",
-            format!("must be at most {MAX_COMMENT} bytes of text"),
+            format!(
+                "must be at most {MAX_COMMENT} characters, no control characters but line breaks"
+            ),
         ));
     }
+    let comment = request.comment.map(|c| c.trim().to_string());
     let now = state.clock.now();
     state
         .store

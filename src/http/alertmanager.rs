@@ -14,10 +14,8 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ErrorBody};
 use super::extract::RawBody;
 use crate::app::AppState;
-use crate::domain::TargetRef;
+use crate::ingest::Sender;
 use crate::wire::alertmanager::AlertmanagerPayload;
-
-const SOURCE: &str = "alertmanager";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(receive_notification))
@@ -47,6 +45,8 @@ pub struct NotificationReceipt {
             a missing or mistyped field, over a `[limits]` bound; `details.field` names it",
             body = ErrorBody),
         (status = 413, description = "Larger than `server.body_limit_bytes`", body = ErrorBody),
+        (status = 422, description = "Never acceptable either: a resolved alert without its \
+            end, or an alert without its start (`inconsistent`)", body = ErrorBody),
     ))]
 async fn receive_notification(
     State(state): State<AppState>,
@@ -59,55 +59,20 @@ async fn receive_notification(
             state.clock.now(),
         )?)
     });
-    let notification = match parsed {
-        Ok(n) => n,
-        Err(err) => {
-            state.metrics.notification(SOURCE, "rejected");
-            tracing::info!(code = err.code, message = %err.message, "notification rejected");
-            return Err(err);
-        }
-    };
+    let notification = parsed.inspect_err(|err| {
+        state
+            .ingestor
+            .rejected(Sender::Alertmanager, err.code, &err.message)
+    })?;
     let alerts = notification.alerts.len();
-    // Which targets the alerts are about, and which alerts, for the engine (only if
-    // the store took it).
-    let touched: Option<(Vec<TargetRef>, Vec<_>)> = state.engine.as_ref().map(|_| {
-        let mut targets: Vec<TargetRef> = notification
-            .alerts
-            .iter()
-            .filter_map(|a| state.classifier.target_for(&a.labels))
-            .map(|t| t.target)
-            .collect();
-        targets.sort();
-        targets.dedup();
-        let keys = notification
-            .alerts
-            .iter()
-            .map(|a| (a.fingerprint.clone(), a.starts_at))
-            .collect();
-        (targets, keys)
-    });
-    match state.ingestor.submit(notification).await {
-        Ok(outcome) => {
-            let status = if outcome.duplicate {
-                "duplicate"
-            } else {
-                "accepted"
-            };
-            state.metrics.notification(SOURCE, status);
-            if let (Some(engine), Some((targets, keys))) = (&state.engine, touched)
-                && !outcome.duplicate
-            {
-                engine.ingested(targets, keys);
-            }
-            Ok(Json(NotificationReceipt {
-                status,
-                receipt_id: outcome.receipt_id,
-                alerts,
-            }))
-        }
-        Err(err) => {
-            state.metrics.notification(SOURCE, "failed");
-            Err(err.into())
-        }
-    }
+    let outcome = state.ingestor.notification(notification).await?;
+    Ok(Json(NotificationReceipt {
+        status: if outcome.duplicate {
+            "duplicate"
+        } else {
+            "accepted"
+        },
+        receipt_id: outcome.receipt_id,
+        alerts,
+    }))
 }

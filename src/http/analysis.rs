@@ -9,15 +9,16 @@
 //! for "cannot tell": 400 for a malformed request, 503 when the store is down.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
-use super::query::{self, invalid};
+use super::query::{self, ApiPath, ApiQuery};
 use crate::app::AppState;
 use crate::domain::canary::CanaryStatus;
 use crate::domain::{Freeze, Outcome, Scope, SignalKind, TargetRef, Verdict};
@@ -71,34 +72,71 @@ pub async fn assess(state: &AppState, key: &TargetRef) -> Result<Assessment, Api
 }
 
 /// The target of an analysis: a workload's namespace and name.
-#[derive(IntoParams)]
+#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)]
 struct AnalysisPath {
     /// The workload's namespace.
-    #[param(max_length = 253, pattern = "^[a-z0-9.-]{1,253}$", example = "prod")]
-    namespace: String,
+    #[param(inline, example = "prod")]
+    namespace: KubeName,
     /// The workload's name.
-    #[param(
-        max_length = 253,
-        pattern = "^[a-z0-9.-]{1,253}$",
-        example = "checkout"
-    )]
-    name: String,
+    #[param(inline, example = "checkout")]
+    name: KubeName,
 }
 
 /// Another cluster or kind than the defaults.
-#[derive(IntoParams)]
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 struct AnalysisQuery {
     /// The cluster in the target key (default `kubernetes.cluster`).
-    #[param(max_length = 253, pattern = "^[a-z0-9.-]{0,253}$")]
-    cluster: Option<String>,
+    #[param(inline)]
+    cluster: Option<ClusterName>,
     /// The workload's kind (default `Deployment`).
-    #[param(max_length = 63, pattern = "^[A-Za-z0-9]{1,63}$")]
-    kind: Option<String>,
+    #[param(inline)]
+    kind: Option<KubeKind>,
 }
+
+/// A Kubernetes object name (DNS-1123: lower-case letters, digits, `-` and `.`).
+struct KubeName(String);
+
+query::text_newtype!(
+    KubeName(String),
+    |s| check_name("", s, false).ok().map(|()| s.to_string()),
+    "must be a Kubernetes name: lower-case letters, digits, '-' and '.', at most 253",
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(253))
+        .pattern(Some("^[a-z0-9.-]{1,253}$"))
+);
+
+/// A cluster name as target keys carry it: like [`KubeName`], or empty.
+struct ClusterName(String);
+
+query::text_newtype!(
+    ClusterName(String),
+    |s| check_name("", s, true).ok().map(|()| s.to_string()),
+    "must be a Kubernetes name: lower-case letters, digits, '-' and '.', at most 253",
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(253))
+        .pattern(Some("^[a-z0-9.-]{0,253}$"))
+);
+
+/// A Kubernetes kind, such as `Deployment`.
+struct KubeKind(String);
+
+query::text_newtype!(
+    KubeKind(String),
+    |s| (!s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric()))
+        .then(|| s.to_string()),
+    "must be a Kubernetes kind such as Deployment",
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(63))
+        .pattern(Some("^[A-Za-z0-9]{1,63}$"))
+);
 
 /// What rollwarden decides about a target now, for Argo Rollouts' web metric provider
 /// and canary pipelines. Always 200 with JSON for a well-formed request: Argo reads a
@@ -112,30 +150,12 @@ struct AnalysisQuery {
     ))]
 async fn analyse_target(
     State(state): State<AppState>,
-    Path((namespace, name)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
+    ApiPath(path): ApiPath<AnalysisPath>,
+    ApiQuery(q): ApiQuery<AnalysisQuery>,
 ) -> Result<Json<Analysis>, ApiError> {
-    let mut cluster = state.cluster.clone();
-    let mut kind = "Deployment".to_string();
-    for (key, value) in query::pairs(raw.as_deref()) {
-        match key.as_str() {
-            "cluster" => cluster = value,
-            "kind" => kind = value,
-            other => return Err(query::unknown(other, "cluster, kind")),
-        }
-    }
-    let bad_path =
-        |field: &str, message: String| ApiError::bad_request("invalid_path", field, message);
-    check_name("namespace", &namespace, false).map_err(|e| bad_path("namespace", e.message))?;
-    check_name("name", &name, false).map_err(|e| bad_path("name", e.message))?;
-    check_name("cluster", &cluster, true).map_err(|e| invalid("cluster", e.message))?;
-    if kind.is_empty() || kind.len() > 63 || !kind.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(invalid(
-            "kind",
-            "must be a Kubernetes kind such as Deployment",
-        ));
-    }
-    let key = TargetRef::new(&cluster, &namespace, &kind, &name);
+    let cluster = q.cluster.map_or_else(|| state.cluster.clone(), |c| c.0);
+    let kind = q.kind.map_or_else(|| "Deployment".to_string(), |k| k.0);
+    let key = TargetRef::new(&cluster, &path.namespace.0, &kind, &path.name.0);
     let assessment = assess(&state, &key).await?;
     Ok(Json(analysis_body(&key, &assessment)))
 }

@@ -1,23 +1,21 @@
 //! Decisions and their evidence: what rollwarden decided, why, and why not.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::actions::{ActionView, with_timelines};
+use super::actions::{ActionView, DecisionPath, with_timelines};
 use super::error::{ApiError, ErrorBody};
-use super::query::{self, DEFAULT_LIMIT, IdPage, Page, TimeRange};
+use super::query::{self, ApiPath, ApiQuery, Id, IdCursor, Limit, NoQuery, Page, Text, Time};
 use crate::app::AppState;
 use crate::domain::report::{self, Evidence};
 use crate::domain::{Decision, Verdict};
 use crate::store::{DecisionQuery, NotificationRecord, StoredDecision};
-
-const VERDICTS: [&str; 6] = ["ok", "monitor", "investigate", "hold", "rollback", "freeze"];
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -27,34 +25,33 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_report))
 }
 
-/// Filters of the decision list; every one narrows (AND).
-#[derive(IntoParams)]
+/// The decision list's query; every filter narrows (AND).
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-struct DecisionFilters {
+struct DecisionListQuery {
     /// A target key, `cluster/namespace/kind/name`.
-    #[param(
-        max_length = 512,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$",
-        example = "default/prod/Deployment/checkout"
-    )]
-    target: Option<String>,
+    #[param(inline, example = "default/prod/Deployment/checkout")]
+    target: Option<Text>,
     verdict: Option<Verdict>,
-}
-
-/// The decision id in the path.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Path)]
-#[allow(dead_code)]
-struct DecisionId {
-    /// A decision's `id`.
-    #[param(minimum = 1, maximum = 9_007_199_254_740_991_i64)]
-    id: i64,
+    /// Decisions made at or after this instant (RFC 3339); none when it is not before
+    /// `until`.
+    #[param(inline)]
+    since: Option<Time>,
+    /// Decisions made before this instant (RFC 3339).
+    #[param(inline)]
+    until: Option<Time>,
+    /// Items per page.
+    #[param(inline)]
+    limit: Option<Limit>,
+    /// The `next` of the previous page.
+    #[param(inline)]
+    after: Option<IdCursor>,
 }
 
 /// Decisions, newest first; `since`/`until` apply to `decided_at`.
 #[utoipa::path(get, path = "/api/v1/decisions", tag = "decisions",
-    params(DecisionFilters, TimeRange, IdPage),
+    params(DecisionListQuery),
     responses(
         (status = 200, description = "One page of decisions", body = Page<StoredDecision>),
         (status = 400, description = "A query parameter is unknown or malformed",
@@ -62,34 +59,20 @@ struct DecisionId {
     ))]
 async fn list_decisions(
     State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
+    ApiQuery(q): ApiQuery<DecisionListQuery>,
 ) -> Result<Json<Page<StoredDecision>>, ApiError> {
-    let mut q = DecisionQuery {
-        limit: DEFAULT_LIMIT,
-        ..DecisionQuery::default()
-    };
-    for (key, value) in query::pairs(raw.as_deref()) {
-        match key.as_str() {
-            "target" => q.target = Some(query::text("target", value)?),
-            "verdict" => q.verdict = Some(query::one_of("verdict", value, &VERDICTS)?),
-            "since" => q.since = Some(query::time("since", &value)?),
-            "until" => q.until = Some(query::time("until", &value)?),
-            "limit" => q.limit = query::limit(&value)?,
-            "after" => q.before_id = Some(query::id_cursor(&value)?),
-            other => {
-                return Err(query::unknown(
-                    other,
-                    "target, verdict, since, until, limit, after",
-                ));
-            }
-        }
-    }
-    query::check_range(q.since, q.until)?;
-    let limit = q.limit;
-    q.limit = limit + 1;
+    let limit = q.limit.unwrap_or_default().0;
     let items = state
         .store
-        .list_decisions(&q)
+        .list_decisions(&DecisionQuery {
+            target: q.target.map(|t| t.0),
+            verdict: q.verdict.map(|v| v.as_str().to_string()),
+            since: q.since.map(|t| t.0),
+            until: q.until.map(|t| t.0),
+            before_id: q.after.map(|a| a.0),
+            // One row more than asked says whether another page exists.
+            limit: limit + 1,
+        })
         .await
         .inspect_err(|err| state.metrics.store_error("list_decisions", err))?;
     let (items, more) = query::split_page(items, limit);
@@ -99,17 +82,7 @@ async fn list_decisions(
     Ok(Json(Page { items, next }))
 }
 
-async fn load(
-    state: &AppState,
-    id: &str,
-    raw: Option<&str>,
-) -> Result<(StoredDecision, Decision), ApiError> {
-    query::none(raw)?;
-    let id: i64 = id
-        .parse()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::bad_request("invalid_path", "id", "must be a decision id"))?;
+async fn load(state: &AppState, id: i64) -> Result<(StoredDecision, Decision), ApiError> {
     let stored = state
         .store
         .decision(id)
@@ -143,7 +116,7 @@ pub struct DecisionView {
 /// baseline, holds, suspect deploy, rollback target, recommended commands; its actions
 /// with their timelines, and the notifications sent about it.
 #[utoipa::path(get, path = "/api/v1/decisions/{id}", tag = "decisions",
-    params(DecisionId),
+    params(DecisionPath),
     responses(
         (status = 200, description = "The decision", body = DecisionView),
         (status = 400, description = "Not a decision id, or a query parameter given",
@@ -152,10 +125,10 @@ pub struct DecisionView {
     ))]
 async fn get_decision(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    ApiPath(DecisionPath { id: Id(id) }): ApiPath<DecisionPath>,
+    _: ApiQuery<NoQuery>,
 ) -> Result<Json<DecisionView>, ApiError> {
-    let stored = load(&state, &id, raw.as_deref()).await?.0;
+    let stored = load(&state, id).await?.0;
     let actions = state
         .store
         .decision_actions(stored.id)
@@ -178,7 +151,7 @@ async fn get_decision(
 
 /// The evidence record the control-plane runbook requires for every rollback.
 #[utoipa::path(get, path = "/api/v1/decisions/{id}/evidence", tag = "decisions",
-    params(DecisionId),
+    params(DecisionPath),
     responses(
         (status = 200, description = "The evidence record", body = Evidence),
         (status = 400, description = "Not a decision id, or a query parameter given",
@@ -187,10 +160,10 @@ async fn get_decision(
     ))]
 async fn get_evidence(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    ApiPath(DecisionPath { id: Id(id) }): ApiPath<DecisionPath>,
+    _: ApiQuery<NoQuery>,
 ) -> Result<Json<Evidence>, ApiError> {
-    let (stored, decision) = load(&state, &id, raw.as_deref()).await?;
+    let (stored, decision) = load(&state, id).await?;
     // The runbook's DEPLOYMENT_LOG_URL: the suspect deploy's pipeline run, when known.
     let log_link = decision
         .suspect
@@ -206,7 +179,7 @@ async fn get_evidence(
 
 /// The incident report (Markdown) in the multi-region runbook's template.
 #[utoipa::path(get, path = "/api/v1/decisions/{id}/report", tag = "decisions",
-    params(DecisionId),
+    params(DecisionPath),
     responses(
         (status = 200, description = "The incident report", body = String,
             content_type = "text/markdown; charset=utf-8"),
@@ -216,10 +189,10 @@ async fn get_evidence(
     ))]
 async fn get_report(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    ApiPath(DecisionPath { id: Id(id) }): ApiPath<DecisionPath>,
+    _: ApiQuery<NoQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (stored, decision) = load(&state, &id, raw.as_deref()).await?;
+    let (stored, decision) = load(&state, id).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
         report::incident_report(&decision, stored.decided_at, stored.id),

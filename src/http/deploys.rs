@@ -1,22 +1,22 @@
 //! Deploy history: CI callbacks in, the deploy list and one target's timeline out.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::RawBody;
-use super::query::{self, DEFAULT_LIMIT, DeployPage, Page, TimeRange, invalid};
+use super::query::{self, ApiPath, ApiQuery, Limit, NoQuery, Page, Text, Time};
 use crate::app::AppState;
 use crate::domain::{DeploySource, TargetRef};
+use crate::ingest::Sender;
 use crate::store::{DeployCursor, DeployQuery, StoredDeploy};
 use crate::wire::ci::CiDeployPayload;
-
-const SOURCE: &str = "ci";
 
 /// Routes that take deploys in (role `webhook` or higher).
 pub fn ingest_router() -> OpenApiRouter<AppState> {
@@ -43,75 +43,96 @@ pub struct DeployAccepted {
     pub changed: bool,
 }
 
-/// Filters of the deploy list; every one narrows (AND).
-#[derive(IntoParams)]
+/// The deploy list's query; every filter narrows (AND).
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-struct DeployFilters {
+struct DeployListQuery {
     /// A target key, `cluster/namespace/kind/name`.
-    #[param(
-        min_length = 1,
-        max_length = 512,
-        example = "default/prod/Deployment/checkout"
-    )]
-    target: Option<String>,
-    #[param(
-        max_length = 512,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$"
-    )]
-    namespace: Option<String>,
-    #[param(
-        max_length = 512,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$"
-    )]
-    name: Option<String>,
+    #[param(inline, example = "default/prod/Deployment/checkout")]
+    target: Option<Text>,
+    #[param(inline)]
+    namespace: Option<Text>,
+    #[param(inline)]
+    name: Option<Text>,
     source: Option<DeploySource>,
-    #[param(
-        max_length = 512,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$"
-    )]
-    environment: Option<String>,
+    #[param(inline)]
+    environment: Option<Text>,
+    /// Deploys that started at or after this instant (RFC 3339); none when it is not
+    /// before `until`.
+    #[param(inline)]
+    since: Option<Time>,
+    /// Deploys that started before this instant (RFC 3339).
+    #[param(inline)]
+    until: Option<Time>,
+    /// Items per page.
+    #[param(inline)]
+    limit: Option<Limit>,
+    /// The `next` of the previous page.
+    #[param(inline)]
+    after: Option<DeployAfter>,
 }
 
 /// The workload of a timeline.
-#[derive(IntoParams)]
+#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)]
-struct HistoryTarget {
+struct HistoryPath {
     /// The namespace.
-    #[param(
-        max_length = 512,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$",
-        example = "prod"
-    )]
-    namespace: String,
+    #[param(inline, example = "prod")]
+    namespace: Text,
     /// The workload's name.
-    #[param(
-        max_length = 512,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$",
-        example = "checkout"
-    )]
-    name: String,
+    #[param(inline, example = "checkout")]
+    name: Text,
 }
 
-/// Another target than a Deployment of the configured cluster.
-#[derive(IntoParams)]
+/// A timeline's query: another target than a Deployment of the configured cluster, and
+/// the page.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-struct HistoryOptions {
+struct HistoryQuery {
     /// Default: `kubernetes.cluster`.
-    #[param(
-        max_length = 512,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$"
-    )]
-    cluster: Option<String>,
+    #[param(inline)]
+    cluster: Option<Text>,
     /// Default: `Deployment`.
-    #[param(
-        max_length = 512,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,512}$"
-    )]
-    kind: Option<String>,
+    #[param(inline)]
+    kind: Option<Text>,
+    /// Items per page.
+    #[param(inline)]
+    limit: Option<Limit>,
+    /// The `next` of the previous page.
+    #[param(inline)]
+    after: Option<DeployAfter>,
 }
+
+/// The `after` cursor of a deploy list: the `next` of the previous page (the start, in
+/// microseconds since 1970, and the id of its last item).
+struct DeployAfter(DeployCursor);
+
+/// Where a cursor's start is clamped to: every deploy starts well inside (RFC 3339 has
+/// four-digit years), and PostgreSQL keeps no timestamp far outside.
+const CURSOR_MICROS: std::ops::RangeInclusive<i64> =
+    -100_000_000_000_000_000..=1_000_000_000_000_000_000;
+
+query::text_newtype!(
+    DeployAfter(DeployCursor),
+    |s| {
+        let (micros, id) = s.split_once('_')?;
+        let digits = micros.strip_prefix('-').unwrap_or(micros);
+        let ok = (1..=18).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && (1..=18).contains(&id.len())
+            && !id.starts_with('0')
+            && id.bytes().all(|b| b.is_ascii_digit());
+        let micros: i64 = micros.parse().ok().filter(|_| ok)?;
+        let micros = micros.clamp(*CURSOR_MICROS.start(), *CURSOR_MICROS.end());
+        DeployCursor::decode(&format!("{micros}_{id}"))
+    },
+    "not a cursor from `next`",
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^-?[0-9]{1,18}_[1-9][0-9]{0,17}$"))
+);
 
 /// A pipeline announces a deploy: 201 when new, 200 when that (target, revision) was
 /// known (the report is merged in, so `started` then `succeeded` is one row).
@@ -123,42 +144,20 @@ struct HistoryOptions {
         (status = 400, description = "A field is missing, unknown or invalid (`details.field` \
             names it), or a query parameter was given", body = ErrorBody),
         (status = 413, description = "Larger than `server.body_limit_bytes`", body = ErrorBody),
+        (status = 422, description = "`finished_at` before `started_at`, or more than 32 \
+            images with `image` (`inconsistent`)", body = ErrorBody),
     ))]
 async fn receive_deploy(
     State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
+    query: Result<ApiQuery<NoQuery>, ApiError>,
     body: Result<RawBody, ApiError>,
 ) -> Result<(StatusCode, Json<DeployAccepted>), ApiError> {
-    let parsed = query::none(raw.as_deref())
+    let now = state.clock.now();
+    let deploy = query
         .and(body)
-        .and_then(|RawBody(body)| {
-            Ok(CiDeployPayload::parse(
-                &body,
-                &state.cluster,
-                state.clock.now(),
-            )?)
-        });
-    let deploy = parsed.inspect_err(|_| state.metrics.notification(SOURCE, "rejected"))?;
-    let writes = state
-        .store
-        .record_deploys(std::slice::from_ref(&deploy), state.clock.now())
-        .await
-        .inspect_err(|err| {
-            state.metrics.notification(SOURCE, "failed");
-            state.metrics.store_error("record_deploys", err);
-        })?;
-    let write = writes.first().ok_or_else(ApiError::internal)?;
-    state.metrics.notification(
-        SOURCE,
-        if write.changed {
-            "accepted"
-        } else {
-            "duplicate"
-        },
-    );
-    if let Some(engine) = state.engine.as_ref().filter(|_| write.changed) {
-        engine.touched(vec![deploy.target.clone()]);
-    }
+        .and_then(|RawBody(body)| Ok(CiDeployPayload::parse(&body, &state.cluster, now)?))
+        .inspect_err(|err| state.ingestor.rejected(Sender::Ci, err.code, &err.message))?;
+    let write = state.ingestor.ci_deploy(&deploy, now).await?;
     let status = if write.created {
         StatusCode::CREATED
     } else {
@@ -178,7 +177,7 @@ async fn receive_deploy(
 /// Deploys from every source, newest first by start; `since`/`until` apply to the
 /// start.
 #[utoipa::path(get, path = "/api/v1/deploys", tag = "deploys",
-    params(DeployFilters, TimeRange, DeployPage),
+    params(DeployListQuery),
     responses(
         (status = 200, description = "One page of deploys", body = Page<StoredDeploy>),
         (status = 400, description = "A query parameter is unknown or malformed",
@@ -186,41 +185,23 @@ async fn receive_deploy(
     ))]
 async fn list_deploys(
     State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
+    ApiQuery(q): ApiQuery<DeployListQuery>,
 ) -> Result<Json<Page<StoredDeploy>>, ApiError> {
-    let mut query = DeployQuery {
-        limit: DEFAULT_LIMIT,
-        ..DeployQuery::default()
-    };
-    for (key, value) in query::pairs(raw.as_deref()) {
-        match key.as_str() {
-            "target" => query.target = Some(query::text("target", value)?),
-            "namespace" => query.namespace = Some(query::text("namespace", value)?),
-            "name" => query.name = Some(query::text("name", value)?),
-            "source" => {
-                query.source = Some(DeploySource::parse(&value).ok_or_else(|| {
-                    invalid("source", "must be kubernetes, helm, ci, flagger or argo")
-                })?);
-            }
-            "environment" => query.environment = Some(query::text("environment", value)?),
-            "since" => query.since = Some(query::time("since", &value)?),
-            "until" => query.until = Some(query::time("until", &value)?),
-            "limit" => query.limit = query::limit(&value)?,
-            "after" => query.after = Some(cursor(&value)?),
-            other => {
-                return Err(query::unknown(
-                    other,
-                    "target, namespace, name, source, environment, since, until, limit, after",
-                ));
-            }
-        }
-    }
-    query::check_range(query.since, query.until)?;
-    let limit = query.limit;
-    query.limit = limit + 1;
+    let limit = q.limit.unwrap_or_default().0;
     let items = state
         .store
-        .list_deploys(&query)
+        .list_deploys(&DeployQuery {
+            target: q.target.map(|t| t.0),
+            namespace: q.namespace.map(|t| t.0),
+            name: q.name.map(|t| t.0),
+            source: q.source,
+            environment: q.environment.map(|t| t.0),
+            since: q.since.map(|t| t.0),
+            until: q.until.map(|t| t.0),
+            after: q.after.map(|a| a.0),
+            // One row more than asked says whether another page exists.
+            limit: limit + 1,
+        })
         .await
         .inspect_err(|err| state.metrics.store_error("list_deploys", err))?;
     Ok(Json(page(items, limit)))
@@ -228,43 +209,27 @@ async fn list_deploys(
 
 /// The merged rollout + Helm + CI timeline of one workload, newest first.
 #[utoipa::path(get, path = "/api/v1/targets/{namespace}/{name}/history", tag = "deploys",
-    params(HistoryTarget, HistoryOptions, DeployPage),
+    params(HistoryPath, HistoryQuery),
     responses(
         (status = 200, description = "One page of the timeline", body = Page<StoredDeploy>),
-        (status = 400, description = "A query parameter is unknown or malformed",
-            body = ErrorBody),
+        (status = 400, description = "A path segment or query parameter is malformed, or \
+            a query parameter unknown", body = ErrorBody),
     ))]
 async fn target_history(
     State(state): State<AppState>,
-    Path((namespace, name)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
+    ApiPath(path): ApiPath<HistoryPath>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<Page<StoredDeploy>>, ApiError> {
-    let mut cluster = state.cluster.clone();
-    let mut kind = "Deployment".to_string();
-    let mut limit = DEFAULT_LIMIT;
-    let mut after = None;
-    for (key, value) in query::pairs(raw.as_deref()) {
-        match key.as_str() {
-            "cluster" => cluster = query::text("cluster", value)?,
-            "kind" => kind = query::text("kind", value)?,
-            "limit" => limit = query::limit(&value)?,
-            "after" => after = Some(cursor(&value)?),
-            other => return Err(query::unknown(other, "cluster, kind, limit, after")),
-        }
-    }
-    let namespace = query::path_text("namespace", namespace)?;
-    let name = query::path_text("name", name)?;
-    let target = TargetRef::new(&cluster, &namespace, &kind, &name);
+    let cluster = q.cluster.map_or_else(|| state.cluster.clone(), |c| c.0);
+    let kind = q.kind.map_or_else(|| "Deployment".to_string(), |k| k.0);
+    let target = TargetRef::new(&cluster, &path.namespace.0, &kind, &path.name.0);
+    let limit = q.limit.unwrap_or_default().0;
     let items = state
         .store
-        .target_history(&target, after, limit + 1)
+        .target_history(&target, q.after.map(|a| a.0), limit + 1)
         .await
         .inspect_err(|err| state.metrics.store_error("target_history", err))?;
     Ok(Json(page(items, limit)))
-}
-
-fn cursor(value: &str) -> Result<DeployCursor, ApiError> {
-    DeployCursor::decode(value).ok_or_else(|| invalid("after", "not a cursor from `next`"))
 }
 
 fn page(items: Vec<StoredDeploy>, limit: u32) -> Page<StoredDeploy> {

@@ -24,6 +24,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable and machine-readable: `invalid_query`, `invalid_field`, `invalid_path`,
+    /// `inconsistent` (422: a rule between fields, or against the server's clock),
     /// `malformed_json`, `invalid_timestamp`, `unsupported_version`, `too_many_alerts`,
     /// `body_too_large`, `unauthorized`, `forbidden`, `not_found`,
     /// `method_not_allowed`, `rate_limited`, `unavailable`, `internal`, ...
@@ -39,12 +40,14 @@ pub struct ErrorDetail {
     pub details: Option<Value>,
 }
 
-/// Details of an error about one input.
+/// Details of an error: `field` names the input of an error about one input; a refusal
+/// carries its facts under keys of its own (a Flagger gate's 403: the verdict, the
+/// decision, the freezes; an expired approval's 409: `expired_actions`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetails {
     /// The offending input.
     #[schema(example = "limit")]
-    pub field: String,
+    pub field: Option<String>,
 }
 
 #[derive(Debug)]
@@ -141,8 +144,14 @@ impl IntoResponse for ApiError {
 }
 
 impl From<WireError> for ApiError {
+    /// 400 for what the document's schemas state; 422 for the rules they cannot state
+    /// (between fields, or against our clock), which the operations describe in words.
     fn from(err: WireError) -> Self {
-        ApiError::bad_request(err.code, &err.field, err.message)
+        let mut error = ApiError::bad_request(err.code, &err.field, err.message);
+        if err.code == crate::wire::INCONSISTENT {
+            error.status = StatusCode::UNPROCESSABLE_ENTITY;
+        }
+        error
     }
 }
 
@@ -172,6 +181,7 @@ impl From<IngestError> for ApiError {
             IngestError::Store(_) => {
                 ApiError::unavailable("the store could not commit; retry later")
             }
+            IngestError::Record(err) => err.into(),
         }
     }
 }

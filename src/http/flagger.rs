@@ -13,13 +13,15 @@
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-use utoipa::{IntoParams, ToSchema};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::json;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -27,13 +29,12 @@ use super::analysis::{Assessment, assess};
 use super::auth::{self, Gate};
 use super::error::{ApiError, ErrorBody};
 use super::extract::RawBody;
+use super::query::ApiPath;
 use crate::app::AppState;
 use crate::domain::Verdict;
 use crate::domain::canary::{self, Answer, Hook};
-use crate::store::DeployWrite;
+use crate::ingest::Sender;
 use crate::wire::flagger::{Answered, FlaggerCall, FlaggerPayload};
-
-const SOURCE: &str = "flagger";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(receive_hook))
@@ -119,15 +120,32 @@ pub struct HookAnswer {
 }
 
 /// Which Flagger webhook is calling.
-#[derive(IntoParams)]
+#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)]
 struct HookPath {
-    /// `confirm-rollout`, `pre-rollout`, `rollout`, `confirm-traffic-increase`,
-    /// `confirm-promotion`, `post-rollout`, `rollback` or `event`.
-    #[param(example = "confirm-promotion")]
-    hook: String,
+    #[param(inline, example = "confirm-promotion")]
+    hook: HookName,
 }
+
+/// A hook's name as the path spells it; one that is not a Flagger hook is answered 404.
+struct HookName(String);
+
+impl<'de> Deserialize<'de> for HookName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(HookName)
+    }
+}
+
+impl PartialSchema for HookName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(Hook::ALL.map(Hook::as_str)))
+            .into()
+    }
+}
+
+impl ToSchema for HookName {}
 
 /// Flagger's webhooks, every type. Flagger reads only 200–202 as yes: a pass (and, for
 /// the rollback hook, "roll back now") is 200; a refusal is 403 with the reason.
@@ -140,10 +158,14 @@ struct HookPath {
         (status = 403, description = "The gate is closed, the check failed, or no rollback: the reason and the decision in `details`", body = ErrorBody),
         (status = 404, description = "No such hook", body = ErrorBody),
         (status = 413, description = "The body is over server.body_limit_bytes", body = ErrorBody),
+        (status = 422, description = "An `event` call without the metadata Flagger sets on \
+            every event (`inconsistent`)", body = ErrorBody),
     ))]
 async fn receive_hook(
     State(state): State<AppState>,
-    Path(hook): Path<String>,
+    ApiPath(HookPath {
+        hook: HookName(hook),
+    }): ApiPath<HookPath>,
     body: Result<RawBody, ApiError>,
 ) -> Result<Response, ApiError> {
     let Some(hook) = Hook::parse(&hook) else {
@@ -170,15 +192,15 @@ async fn receive_hook(
             )?)
         })
         .inspect_err(|err| {
-            state.metrics.notification(SOURCE, "rejected");
-            tracing::info!(code = err.code, message = %err.message, hook = hook.as_str(), "Flagger call rejected");
+            state
+                .ingestor
+                .rejected(Sender::Flagger, err.code, &err.message)
         })?;
     if !hook.asks() {
-        let write = record(&state, &call, Some(call.entry(None))).await?;
-        if let Some(engine) = state.engine.as_ref().filter(|_| write.changed) {
-            engine.touched(vec![call.target.clone()]);
-        }
-        state.metrics.notification(SOURCE, "accepted");
+        let write = state
+            .ingestor
+            .flagger_call(&call, None, state.clock.now())
+            .await?;
         let body = HookAnswer {
             hook: hook.as_str().into(),
             target: call.target.key(),
@@ -194,11 +216,10 @@ async fn receive_hook(
         };
         return Ok((StatusCode::OK, Json(body)).into_response());
     }
-    // The run is on record before the evaluation, which may blame it.
-    record(&state, &call, None).await?;
+    state.ingestor.flagger_run(&call, now).await?;
     let assessment = assess(&state, &call.target)
         .await
-        .inspect_err(|_| state.metrics.notification(SOURCE, "failed"))?;
+        .inspect_err(|_| state.ingestor.failed(Sender::Flagger))?;
     let decision = &assessment.evaluation.decision;
     let answer = canary::answer(
         hook,
@@ -206,13 +227,15 @@ async fn receive_hook(
         &decision.reason,
         &assessment.covering(),
     );
-    let entry = call.entry(Some(Answered {
+    let answered = Answered {
         status: answer.status(),
         verdict: decision.verdict.as_str(),
         decision_id: assessment.evaluation.stored.id,
-    }));
-    let write = record(&state, &call, Some(entry)).await?;
-    state.metrics.notification(SOURCE, "accepted");
+    };
+    let write = state
+        .ingestor
+        .flagger_call(&call, Some(answered), state.clock.now())
+        .await?;
     tracing::info!(
         hook = hook.as_str(),
         target = %call.target,
@@ -221,28 +244,6 @@ async fn receive_hook(
         "Flagger hook answered"
     );
     Ok(respond(&call, &assessment, &answer, write.id))
-}
-
-/// Records the call on its canary run's deploy row.
-async fn record(
-    state: &AppState,
-    call: &FlaggerCall,
-    entry: Option<Value>,
-) -> Result<DeployWrite, ApiError> {
-    let deploy = call.to_deploy(entry);
-    let writes = state
-        .store
-        .record_deploys(std::slice::from_ref(&deploy), state.clock.now())
-        .await
-        .inspect_err(|err| {
-            state.metrics.notification(SOURCE, "failed");
-            state.metrics.store_error("record_deploys", err);
-        })?;
-    let write = *writes.first().ok_or_else(ApiError::internal)?;
-    state
-        .metrics
-        .deploy_recorded(SOURCE, write.created, write.changed);
-    Ok(write)
 }
 
 fn respond(call: &FlaggerCall, a: &Assessment, answer: &Answer, deploy_id: i64) -> Response {

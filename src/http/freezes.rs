@@ -2,7 +2,7 @@
 //! `DELETE /api/v1/freezes/{id}` (operator). While a freeze covers a target, new
 //! rollouts are blocked; rollbacks and operator-approved deploys are still admitted.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
@@ -13,10 +13,11 @@ use utoipa_axum::routes;
 use super::auth::Principal;
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
-use super::query::{self, DEFAULT_LIMIT, IdPage, Page, invalid};
+use super::query::{self, ApiPath, ApiQuery, Id, IdCursor, Limit, NoQuery, Page};
 use crate::app::AppState;
 use crate::domain::freeze;
 use crate::store::{FreezeRecord, NewFreeze};
+use crate::wire::WireError;
 
 /// The longest reason kept.
 const MAX_REASON: usize = 1024;
@@ -41,36 +42,43 @@ struct FreezeRequest {
         example = "default/prod"
     )]
     scope: String,
-    /// Why; 1 to 1024 bytes of text without control characters.
+    /// Why: at most 1024 characters without control characters, not only white space
+    /// (kept trimmed).
     #[schema(
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000-\\u001f\\u007f-\\u009f]*$",
         max_length = 1024,
         example = "INC-42: data corruption"
     )]
     reason: String,
-    /// When it ends by itself (RFC 3339, in the future); none: until lifted.
+    /// When it ends by itself (RFC 3339); none: until lifted. It must be in the future,
+    /// or the freeze is refused with 422.
     #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
 
-/// Which freezes to list.
-#[derive(IntoParams)]
+/// The freeze list's query.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-struct FreezeFilters {
+struct FreezeListQuery {
     /// `true`: only those in force now; `false`: all, lifted and expired too.
     #[param(default = true)]
     active: Option<bool>,
+    /// Items per page.
+    #[param(inline)]
+    limit: Option<Limit>,
+    /// The `next` of the previous page.
+    #[param(inline)]
+    after: Option<IdCursor>,
 }
 
-/// The freeze id in the path.
-#[derive(IntoParams)]
+/// A freeze in the path.
+#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)]
-struct FreezeId {
+struct FreezePath {
     /// A freeze's `id`.
-    #[param(minimum = 1, maximum = 9_007_199_254_740_991_i64)]
-    id: i64,
+    #[param(inline)]
+    id: Id,
 }
 
 /// Declares a freeze: new rollouts in its scope are blocked until it is lifted or
@@ -83,26 +91,29 @@ struct FreezeId {
         (status = 400, description = "A field is missing, unknown or invalid (`details.field` \
             names it), or a query parameter was given", body = ErrorBody),
         (status = 413, description = "Larger than `server.body_limit_bytes`", body = ErrorBody),
+        (status = 422, description = "`expires_at` is not in the future (`inconsistent`)",
+            body = ErrorBody),
     ))]
 async fn create_freeze(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    RawQuery(raw): RawQuery,
+    _: ApiQuery<NoQuery>,
     request: Result<ApiJson<FreezeRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<FreezeRecord>), ApiError> {
-    query::none(raw.as_deref())?;
     let ApiJson(request) = request?;
     let now = state.clock.now();
-    freeze::check_scope(&request.scope)
-        .map_err(|why| ApiError::bad_request("invalid_field", "scope", why))?;
-    let reason = request.reason.trim();
-    if reason.is_empty() || reason.len() > MAX_REASON || reason.chars().any(char::is_control) {
+    check_scope(&request.scope)?;
+    if !crate::wire::is_visible_text(&request.reason, MAX_REASON) {
         return Err(ApiError::bad_request(
             "invalid_field",
             "reason",
-            format!("must be 1 to {MAX_REASON} bytes of text"),
+            format!(
+                "must be at most {MAX_REASON} characters without control characters, \
+                 not only white space"
+            ),
         ));
     }
+    let reason = request.reason.trim();
     // The same RFC 3339 parser as every payload, and its error.
     let expires_at = request
         .expires_at
@@ -110,11 +121,7 @@ async fn create_freeze(
         .map(|s| crate::wire::parse_time("expires_at", s))
         .transpose()?;
     if expires_at.is_some_and(|end| end <= now) {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            "expires_at",
-            "must be in the future",
-        ));
+        return Err(WireError::inconsistent("expires_at", "must be in the future").into());
     }
     let record = state
         .store
@@ -134,10 +141,28 @@ async fn create_freeze(
     Ok((StatusCode::CREATED, Json(record)))
 }
 
+/// `*`, `cluster/namespace` or `cluster/namespace/kind/name` (names as Kubernetes spells
+/// them, the kind letters and digits): the syntax the document states.
+fn check_scope(scope: &str) -> Result<(), ApiError> {
+    let kind_ok = match scope.split('/').nth(2) {
+        Some(kind) => {
+            !kind.is_empty() && kind.len() <= 63 && kind.chars().all(|c| c.is_ascii_alphanumeric())
+        }
+        None => true,
+    };
+    freeze::check_scope(scope)
+        .and_then(|()| {
+            kind_ok
+                .then_some(())
+                .ok_or("the kind must be 1 to 63 letters or digits")
+        })
+        .map_err(|why| ApiError::bad_request("invalid_field", "scope", why))
+}
+
 /// Lifts a freeze; lifting a lifted one changes nothing. Audited under the token's
 /// name.
 #[utoipa::path(delete, path = "/api/v1/freezes/{id}", tag = "freezes",
-    params(FreezeId),
+    params(FreezePath),
     responses(
         (status = 200, description = "The freeze, lifted", body = FreezeRecord),
         (status = 400, description = "Not a freeze id, or a query parameter given",
@@ -147,15 +172,9 @@ async fn create_freeze(
 async fn lift_freeze(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    ApiPath(FreezePath { id: Id(id) }): ApiPath<FreezePath>,
+    _: ApiQuery<NoQuery>,
 ) -> Result<Json<FreezeRecord>, ApiError> {
-    query::none(raw.as_deref())?;
-    let id: i64 = id
-        .parse()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::bad_request("invalid_path", "id", "must be a freeze id"))?;
     let record = state
         .store
         .lift_freeze(id, &principal.name, state.clock.now())
@@ -174,7 +193,7 @@ async fn lift_freeze(
 
 /// Freezes in force (default), or every freeze with `active=false`; newest first.
 #[utoipa::path(get, path = "/api/v1/freezes", tag = "freezes",
-    params(FreezeFilters, IdPage),
+    params(FreezeListQuery),
     responses(
         (status = 200, description = "One page of freezes", body = Page<FreezeRecord>),
         (status = 400, description = "A query parameter is unknown or malformed",
@@ -182,26 +201,17 @@ async fn lift_freeze(
     ))]
 async fn list_freezes(
     State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
+    ApiQuery(q): ApiQuery<FreezeListQuery>,
 ) -> Result<Json<Page<FreezeRecord>>, ApiError> {
-    let mut active = true;
-    let mut limit = DEFAULT_LIMIT;
-    let mut before = None;
-    for (key, value) in query::pairs(raw.as_deref()) {
-        match key.as_str() {
-            "active" => {
-                active = value
-                    .parse()
-                    .map_err(|_| invalid("active", "must be true or false"))?;
-            }
-            "limit" => limit = query::limit(&value)?,
-            "after" => before = Some(query::id_cursor(&value)?),
-            other => return Err(query::unknown(other, "active, limit, after")),
-        }
-    }
+    let active = q.active.unwrap_or(true);
+    let limit = q.limit.unwrap_or_default().0;
     let items = state
         .store
-        .list_freezes(active.then(|| state.clock.now()), before, limit + 1)
+        .list_freezes(
+            active.then(|| state.clock.now()),
+            q.after.map(|a| a.0),
+            limit + 1,
+        )
         .await
         .inspect_err(|err| state.metrics.store_error("list_freezes", err))?;
     let (items, more) = query::split_page(items, limit);

@@ -136,12 +136,10 @@ fn flagger_group(state: &AppState) -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let (api, mut document) = api(&state).split_for_parts();
     openapi::finish(&mut document);
-    let document = openapi::Document(
-        document
-            .to_json()
-            .expect("the OpenAPI document serialises")
-            .into(),
-    );
+    let mut document = serde_json::to_value(&document).expect("the OpenAPI document serialises");
+    openapi::state_date_times(&mut document);
+    openapi::state_limits(&mut document, &state.bounds);
+    let document = openapi::Document(document.to_string().into());
     let docs = SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json"));
     let timeout = Duration::from_secs(state.request_timeout_secs);
 

@@ -46,6 +46,7 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::http::header;
 use axum::response::IntoResponse;
+use serde_json::{Value, json};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
@@ -59,6 +60,7 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::domain::{Access, Role};
+use crate::wire::Bounds;
 
 /// The name of the bearer security scheme.
 pub const BEARER: &str = "bearer";
@@ -79,6 +81,14 @@ wrong token gets 401, a token whose role may not call the route 403.
 unknown or malformed query parameter gets a 400 naming it.
 
 **Times** are RFC 3339 (`2026-08-22T14:03:00Z`), in UTC in responses.
+
+**Text** in a request may not contain NUL (`\\u0000`), which neither store can keep: a \
+body with one anywhere gets 400.
+
+**400 or 422.** A request that breaks what the schemas state gets 400. A few rules \
+cannot be stated in a schema, because they relate two fields (an end before its start) \
+or a field and the server's clock (an expiry in the past); an operation that has them \
+lists them, and breaking one gets 422 with the code `inconsistent`.
 
 **Rate limits.** The ingest and write routes are rate-limited per token (per client \
 address without auth): over the limit, 429 with `Retry-After` (seconds).";
@@ -251,6 +261,83 @@ pub fn finish(doc: &mut OpenApi) {
         responses
             .entry("503".into())
             .or_insert(shared("Unavailable"));
+    }
+}
+
+/// The shape of an RFC 3339 timestamp as the parser (chrono's) reads it, stated beside
+/// `format: date-time`, which JSON Schema 2020-12 only annotates.
+const DATE_TIME_PATTERN: &str = "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}\
+    (\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$";
+
+/// Gives every `format: date-time` string its [`DATE_TIME_PATTERN`].
+pub fn state_date_times(doc: &mut Value) {
+    match doc {
+        Value::Object(object) => {
+            if object.get("format").and_then(Value::as_str) == Some("date-time") {
+                object.insert("pattern".into(), DATE_TIME_PATTERN.into());
+            }
+            object.values_mut().for_each(state_date_times);
+        }
+        Value::Array(items) => items.iter_mut().for_each(state_date_times),
+        _ => {}
+    }
+}
+
+/// States this instance's `[limits]` where the payloads they bound are described, so
+/// that the document says what the parsers enforce. (Their schemas come from the wire
+/// types, which know no configuration.) Name and value bounds are in bytes; the
+/// schemas' `maxLength` counts characters, the same for the ASCII that label names and
+/// values mostly are.
+pub fn state_limits(doc: &mut Value, bounds: &Bounds) {
+    let map = |entries: usize, value_bytes: usize| {
+        json!({
+            "maxProperties": entries,
+            "propertyNames": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": bounds.max_label_name_bytes,
+            },
+            "additionalProperties": {"type": "string", "maxLength": value_bytes},
+        })
+    };
+    let schemas = "/components/schemas";
+    let alert = format!("{schemas}/AlertmanagerAlert/properties");
+    let mut labels = map(bounds.max_labels, bounds.max_label_value_bytes);
+    labels["minProperties"] = 1.into();
+    merge(doc, &format!("{alert}/labels"), labels);
+    let annotations = map(bounds.max_annotations, bounds.max_annotation_value_bytes);
+    merge(doc, &format!("{alert}/annotations"), annotations);
+    let url = json!({"maxLength": bounds.max_annotation_value_bytes});
+    merge(doc, &format!("{alert}/generatorURL"), url);
+    let alerts = json!({"maxItems": bounds.max_alerts});
+    merge(
+        doc,
+        &format!("{schemas}/AlertmanagerPayload/properties/alerts"),
+        alerts,
+    );
+    // Flagger's metadata: bounded like annotations; environment and region are kept.
+    let mut metadata = map(bounds.max_annotations, bounds.max_annotation_value_bytes);
+    let kept = json!({
+        "type": "string",
+        "maxLength": bounds.max_annotation_value_bytes.min(1024),
+        "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+    });
+    metadata["properties"] = json!({"environment": kept, "region": kept});
+    merge(
+        doc,
+        &format!("{schemas}/FlaggerPayload/properties/metadata"),
+        metadata,
+    );
+}
+
+/// Adds `fields` to the object at `pointer`, which the wire types' schemas must have.
+fn merge(doc: &mut Value, pointer: &str, fields: Value) {
+    let target = doc
+        .pointer_mut(pointer)
+        .and_then(Value::as_object_mut)
+        .unwrap_or_else(|| panic!("the OpenAPI document has no {pointer}"));
+    if let Value::Object(fields) = fields {
+        target.extend(fields);
     }
 }
 

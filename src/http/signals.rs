@@ -2,7 +2,7 @@
 //! reports with a count, a manual SLA violation, data corruption, a degraded dependency.
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -11,12 +11,11 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::RawBody;
-use super::query;
+use super::query::{ApiQuery, NoQuery};
 use crate::app::AppState;
 use crate::domain::SignalKind;
+use crate::ingest::Sender;
 use crate::wire::signal::SignalPayload;
-
-const SOURCE: &str = "signal";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(receive_signal))
@@ -47,33 +46,24 @@ pub struct SignalAccepted {
         (status = 400, description = "A field is missing, unknown or invalid (`details.field` \
             names it), or a query parameter was given", body = ErrorBody),
         (status = 413, description = "Larger than `server.body_limit_bytes`", body = ErrorBody),
+        (status = 422, description = "A rule between fields or against our clock \
+            (`inconsistent`): see the request body", body = ErrorBody),
     ))]
 async fn receive_signal(
     State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
+    query: Result<ApiQuery<NoQuery>, ApiError>,
     body: Result<RawBody, ApiError>,
 ) -> Result<(StatusCode, Json<SignalAccepted>), ApiError> {
     let now = state.clock.now();
-    let signal = query::none(raw.as_deref())
+    let signal = query
         .and(body)
         .and_then(|RawBody(body)| Ok(SignalPayload::parse(&body, &state.cluster, now)?))
-        .inspect_err(|_| state.metrics.notification(SOURCE, "rejected"))?;
-    let (id, created) = state
-        .store
-        .record_signal(&signal, now)
-        .await
         .inspect_err(|err| {
-            state.metrics.notification(SOURCE, "failed");
-            state.metrics.store_error("record_signal", err);
+            state
+                .ingestor
+                .rejected(Sender::Signal, err.code, &err.message)
         })?;
-    state
-        .metrics
-        .notification(SOURCE, if created { "accepted" } else { "duplicate" });
-    // A dependency signal concerns every target that depends on it: the next tick
-    // evaluates those; a targeted one is evaluated now.
-    if let (Some(engine), Some(target)) = (&state.engine, &signal.target) {
-        engine.touched(vec![target.clone()]);
-    }
+    let (id, created) = state.ingestor.signal(&signal, now).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -11,6 +11,10 @@ use crate::domain::{Alert, AlertStatus, Labels, Notification, Source};
 
 /// The body Alertmanager posts to a `webhook_configs` receiver. Unknown fields (newer
 /// Alertmanagers add some, e.g. `routeLabels` in 0.34) are ignored.
+///
+/// Two rules relate fields, and break with 422: a resolved alert needs `endsAt`, and
+/// `startsAt` must be set; Go's zero time (`0001-01-01T00:00:00Z`, or any instant not
+/// after it) means "not set" in either.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertmanagerPayload {
@@ -21,7 +25,7 @@ pub struct AlertmanagerPayload {
     #[schema(min_length = 1)]
     pub group_key: String,
     /// Alerts left out by `max_alerts` on Alertmanager's side.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::whole")]
     #[schema(maximum = 9_223_372_036_854_775_807_u64)]
     pub truncated_alerts: u64,
     pub receiver: String,
@@ -177,19 +181,14 @@ impl AlertmanagerAlert {
         )?;
         let starts_at =
             parse_time(&self.starts_at, &format!("{at}.startsAt"))?.ok_or_else(|| {
-                WireError::new(
-                    "invalid_field",
-                    format!("{at}.startsAt"),
-                    "must be set (got the zero time)",
-                )
+                WireError::inconsistent(format!("{at}.startsAt"), "must be set (got the zero time)")
             })?;
         let ends_at = match &self.ends_at {
             Some(s) => parse_time(s, &format!("{at}.endsAt"))?,
             None => None,
         };
         if status == AlertStatus::Resolved && ends_at.is_none() {
-            return Err(WireError::new(
-                "invalid_field",
+            return Err(WireError::inconsistent(
                 format!("{at}.endsAt"),
                 "a resolved alert needs its end time",
             ));
@@ -384,14 +383,14 @@ mod tests {
                 with(FIRING, |v| {
                     v["alerts"][0]["startsAt"] = "0001-01-01T00:00:00Z".into()
                 }),
-                "invalid_field",
+                "inconsistent",
                 "alerts[0].startsAt",
             ),
             (
                 with(RESOLVED, |v| {
                     v["alerts"][0]["endsAt"] = "0001-01-01T00:00:00Z".into()
                 }),
-                "invalid_field",
+                "inconsistent",
                 "alerts[0].endsAt",
             ),
         ];

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{WireError, parse_time};
+use super::{WireError, is_plain_text, parse_time};
 use crate::domain::deploy::status;
 use crate::domain::field::Field;
 use crate::domain::{Deploy, DeploySource, TargetRef};
@@ -14,6 +14,9 @@ use crate::domain::{Deploy, DeploySource, TargetRef};
 /// that can reach a command (an executor's argv, a command people paste) must fit its
 /// grammar ([`Field`]: never a leading `-`, no spaces, quotes or shell syntax); the
 /// other text fields are at most 1024 bytes without control characters.
+///
+/// Two rules relate fields, and break with 422: `finished_at` not before
+/// `started_at`, and at most 32 images in `images` and `image` together.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CiDeployPayload {
@@ -59,11 +62,8 @@ pub struct CiDeployPayload {
     pub image: Option<String>,
     /// Image references; at most 32 with `image`.
     #[serde(default)]
-    #[schema(
-        max_items = 31,
-        pattern = r"^((localhost|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+)(:[0-9]{1,5})?/)?[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@[A-Za-z][A-Za-z0-9]*:[0-9a-fA-F]{32,})?$"
-    )]
-    pub images: Vec<String>,
+    #[schema(max_items = 32, inline)]
+    pub images: Vec<ImageRef>,
     /// The commit deployed: 4 to 64 hexadecimal digits.
     #[schema(pattern = "^[0-9a-fA-F]{4,64}$", example = "9f1c2d3")]
     pub commit: Option<String>,
@@ -75,15 +75,16 @@ pub struct CiDeployPayload {
     /// finished when it was sent.
     #[schema(format = DateTime)]
     pub finished_at: Option<String>,
-    /// The pipeline run's URL (http or https).
+    /// The pipeline run's URL (http or https), at most 1024 characters.
     #[schema(
-        pattern = "^https?://[!-~]{1,1000}$",
+        max_length = 1024,
+        pattern = "^https?://[^\\u0000-\\u001f\\u007f-\\u009f]*$",
         example = "https://ci.example.com/runs/2231"
     )]
     pub link: Option<String>,
-    #[schema(max_length = 1024)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub actor: Option<String>,
-    #[schema(max_length = 1024)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub description: Option<String>,
     /// A Helm release name (at most 53).
     #[schema(
@@ -93,6 +94,14 @@ pub struct CiDeployPayload {
     )]
     pub helm_release: Option<String>,
 }
+
+/// An image reference: `[host[:port]/]path[:tag][@digest]`, at most 1024 characters.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(
+    max_length = 1024,
+    pattern = r"^((localhost|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+)(:[0-9]{1,5})?/)?[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@[A-Za-z][A-Za-z0-9]*:[0-9a-fA-F]{32,})?$"
+)]
+pub struct ImageRef(String);
 
 const MAX_TEXT: usize = 1024;
 const MAX_IMAGES: usize = 32;
@@ -151,8 +160,7 @@ impl CiDeployPayload {
         if let (Some(started), Some(finished)) = (started, finished_at)
             && finished < started
         {
-            return Err(WireError::new(
-                "invalid_field",
+            return Err(WireError::inconsistent(
                 "finished_at",
                 "is before started_at",
             ));
@@ -164,13 +172,12 @@ impl CiDeployPayload {
         // A pipeline that only reports the end: the deploy started no later than that.
         // (For a deploy already on record, the stored start stands.)
         let started_at = started.unwrap_or_else(|| finished_at.map_or(now, |f| f.min(now)));
-        let mut images = self.images;
+        let mut images: Vec<String> = self.images.into_iter().map(|i| i.0).collect();
         images.extend(self.image);
         if images.len() > MAX_IMAGES {
-            return Err(WireError::new(
-                "invalid_field",
+            return Err(WireError::inconsistent(
                 "images",
-                format!("at most {MAX_IMAGES}"),
+                format!("at most {MAX_IMAGES} with image"),
             ));
         }
         for (i, image) in images.iter().enumerate() {
@@ -230,11 +237,11 @@ fn check(field: &str, grammar: Field, value: &str) -> Result<(), WireError> {
 }
 
 fn check_text(field: &str, value: &str) -> Result<(), WireError> {
-    if value.len() > MAX_TEXT || value.chars().any(char::is_control) {
+    if !is_plain_text(value, MAX_TEXT) {
         return Err(WireError::new(
             "invalid_field",
             field,
-            format!("must be at most {MAX_TEXT} bytes without control characters"),
+            format!("must be at most {MAX_TEXT} characters without control characters"),
         ));
     }
     Ok(())

@@ -17,24 +17,40 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Bounds, WireError, check_name};
+use super::{Bounds, WireError, check_name, is_plain_text};
 use crate::domain::canary::Hook;
 use crate::domain::deploy::{EVENTS, status};
 use crate::domain::{Deploy, DeploySource, TargetRef};
 
 /// What Flagger posts to every webhook. Unknown fields are ignored, like
 /// Alertmanager's: a newer Flagger must not close every gate.
+///
+/// The `event` hook needs what Flagger sets on every event, or answers 422:
+/// `metadata.eventMessage` (not only white space), `metadata.eventType` (`Normal` or
+/// `Warning`) and `metadata.timestamp` (Unix milliseconds, above 0).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct FlaggerPayload {
     /// The Canary object's name; rollwarden's target is the Deployment of that name.
+    #[schema(pattern = "^[a-z0-9.-]{1,253}$", example = "checkout")]
     pub name: String,
+    #[schema(pattern = "^[a-z0-9.-]{1,253}$", example = "prod")]
     pub namespace: String,
+    /// A canary phase (Flagger's `CanaryPhase`).
+    #[schema(
+        pattern = "^(Initializing|Initialized|Waiting|Progressing|WaitingPromotion|Promoting|Finalising|Succeeded|Failed|Terminating|Terminated)$",
+        example = "Progressing"
+    )]
     pub phase: String,
-    /// Required; optional here so that its absence gets our own error message.
+    /// The canary's checksum: 1 to 64 letters, digits, `-` or `_`. Required; optional
+    /// here so that its absence gets our own error message.
     #[serde(default)]
+    #[schema(value_type = String, required = true, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub checksum: Option<String>,
     /// The webhook's `metadata`; for `event` hooks also `eventMessage`, `eventType`,
-    /// `timestamp`. Absent when the webhook has none.
+    /// `timestamp`. Absent when the webhook has none. At most `limits.max_annotations`
+    /// entries, keys of 1 to `limits.max_label_name_bytes`, values of at most
+    /// `limits.max_annotation_value_bytes`; `environment` and `region` at most 1024
+    /// characters without control characters.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
 }
@@ -207,9 +223,9 @@ impl FlaggerPayload {
             match self.metadata.get(key) {
                 None => Ok(None),
                 Some(v) if v.is_empty() => Ok(None),
-                Some(v) if v.len() > MAX_TEXT || v.chars().any(char::is_control) => Err(invalid(
+                Some(v) if !is_plain_text(v, MAX_TEXT) => Err(invalid(
                     &format!("metadata.{key}"),
-                    format!("must be at most {MAX_TEXT} bytes without control characters"),
+                    format!("must be at most {MAX_TEXT} characters without control characters"),
                 )),
                 Some(v) => Ok(Some(v.clone())),
             }
@@ -238,19 +254,22 @@ impl FlaggerPayload {
     fn event(&self) -> Result<FlaggerEvent, WireError> {
         let get = |key: &str| {
             self.metadata.get(key).ok_or_else(|| {
-                invalid(
-                    &format!("metadata.{key}"),
+                WireError::inconsistent(
+                    format!("metadata.{key}"),
                     "missing: Flagger sets it on every event",
                 )
             })
         };
         let message = get("eventMessage")?;
         if message.trim().is_empty() {
-            return Err(invalid("metadata.eventMessage", "must not be empty"));
+            return Err(WireError::inconsistent(
+                "metadata.eventMessage",
+                "must not be empty",
+            ));
         }
         let kind = get("eventType")?;
         if kind != "Normal" && kind != "Warning" {
-            return Err(invalid(
+            return Err(WireError::inconsistent(
                 "metadata.eventType",
                 format!("{kind:?} is not Normal or Warning"),
             ));
@@ -262,7 +281,7 @@ impl FlaggerPayload {
             .filter(|ms| *ms > 0)
             .and_then(DateTime::from_timestamp_millis)
             .ok_or_else(|| {
-                invalid(
+                WireError::inconsistent(
                     "metadata.timestamp",
                     "must be Unix milliseconds, as Flagger sends them",
                 )

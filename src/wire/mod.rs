@@ -8,6 +8,7 @@ pub mod ci;
 pub mod flagger;
 pub mod signal;
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 /// Why a payload was rejected. Always the client's fault: it maps to a 4xx.
@@ -29,6 +30,35 @@ impl WireError {
             message: message.into(),
         }
     }
+
+    /// A payload that fits its schema but breaks a rule no schema can state (see
+    /// [`INCONSISTENT`]).
+    pub fn inconsistent(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(INCONSISTENT, field, message)
+    }
+}
+
+/// The code of a rule the OpenAPI document cannot state in a schema, because it relates
+/// two fields (an end before its start) or a field and the server's clock (an expiry in
+/// the past). Every other rule is in the schema, and breaking it is `invalid_field` (a
+/// 400); these are documented in words, and the API answers them with 422.
+pub const INCONSISTENT: &str = "inconsistent";
+
+// The text rules the payloads share. Their schemas spell them as patterns: no control
+// character is `[^\u0000-\u001f\u007f-\u009f]` (Unicode's Cc, what `char::is_control`
+// finds); no control character and no white space (`char::is_whitespace`) is
+// `[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]`.
+// Lengths count characters, as JSON Schema's `maxLength` does.
+
+/// At most `max` characters, none a control character.
+pub(crate) fn is_plain_text(value: &str, max: usize) -> bool {
+    value.chars().count() <= max && !value.chars().any(char::is_control)
+}
+
+/// At most `max` characters, none a control character, at least one of them not white
+/// space.
+pub(crate) fn is_visible_text(value: &str, max: usize) -> bool {
+    is_plain_text(value, max) && !value.trim().is_empty()
 }
 
 /// Limits on untrusted payloads, from `[limits]` in the config.
@@ -53,6 +83,40 @@ impl Default for Bounds {
             max_annotation_value_bytes: 16384,
         }
     }
+}
+
+/// JSON Schema's `integer`: a number without a fractional part, `41624.0` as much as
+/// `41624` (serde reads only the second as an integer), from 0 up to what `T` holds.
+pub(crate) fn whole<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    to_whole(serde_json::Number::deserialize(deserializer)?)
+}
+
+/// [`whole`], or `null`.
+pub(crate) fn whole_or_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    Option::<serde_json::Number>::deserialize(deserializer)?
+        .map(to_whole)
+        .transpose()
+}
+
+fn to_whole<T: TryFrom<u64>, E: serde::de::Error>(number: serde_json::Number) -> Result<T, E> {
+    // Every f64 from 2^53 up is whole; below 2^64 it converts exactly.
+    let whole = number.as_u64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(f))
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| E::custom(format!("{number} is not a whole number in range")))
 }
 
 /// Deserialises JSON, naming the path of the first field that does not fit.

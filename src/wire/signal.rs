@@ -12,6 +12,13 @@ use crate::domain::{Scope, Signal, SignalKind, SignalSource, TargetRef};
 
 /// What a poster sends. Unknown fields are rejected, so that a typo (`vaule`) is a
 /// 400, not a signal without its value.
+///
+/// Rules that relate fields, or a field and our clock, break with 422: `target` is
+/// required for every kind but `dependency`, which takes `dependency` instead (and
+/// neither the other); `count` is for `customer_reports` only, and not with `value`;
+/// `value` and `baseline` are at most 1 for the ratio kinds (`error_rate`, `cpu`,
+/// `memory`) and whole for `customer_reports`; `started_at` and `ended_at` are at most
+/// 5 minutes ahead of our clock, and `ended_at` is not before `started_at`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignalPayload {
@@ -20,8 +27,12 @@ pub struct SignalPayload {
     pub kind: Option<String>,
     /// The workload it is about; required unless `kind` is `dependency`.
     pub target: Option<SignalTargetPayload>,
-    /// For `kind` = `dependency` (and only then, where it is required): its name.
-    #[schema(pattern = "^\\S{1,128}$", example = "database")]
+    /// For `kind` = `dependency` (and only then, where it is required): its name, 1 to
+    /// 128 characters without spaces or control characters.
+    #[schema(
+        pattern = "^[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]{1,128}$",
+        example = "database"
+    )]
     pub dependency: Option<String>,
     /// `canary`, `stable` (or `primary`) or `any` (the default).
     #[schema(pattern = "^(canary|stable|primary|any)$")]
@@ -34,7 +45,10 @@ pub struct SignalPayload {
     /// The baseline to compare the value with, in the same unit.
     #[schema(minimum = 0.0)]
     pub baseline: Option<f64>,
-    /// For `customer_reports`: the number of reports, instead of `value`.
+    /// For `customer_reports`: the number of reports, instead of `value`; below 2^53,
+    /// where a JSON number stops being exact.
+    #[serde(default, deserialize_with = "super::whole_or_null")]
+    #[schema(maximum = 9_007_199_254_740_991_u64)]
     pub count: Option<u64>,
     /// RFC 3339; defaults to the time of receipt; at most 5 minutes ahead of ours.
     #[schema(format = DateTime)]
@@ -42,15 +56,20 @@ pub struct SignalPayload {
     /// RFC 3339; absent while the condition lasts.
     #[schema(format = DateTime)]
     pub ended_at: Option<String>,
-    /// The poster's id for this observation (1 to 128 characters, no spaces): its
-    /// fingerprint, so that a retry is recognised. Required.
-    #[schema(value_type = String, required = true, pattern = "^\\S{1,128}$", example = "support-queue")]
+    /// The poster's id for this observation (1 to 128 characters without spaces or
+    /// control characters): its fingerprint, so that a retry is recognised. Required.
+    #[schema(value_type = String, required = true, pattern = "^[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]{1,128}$", example = "support-queue")]
     pub id: Option<String>,
-    /// A one-line description, at most 256 characters.
-    #[schema(max_length = 256)]
+    /// A one-line description: at most 256 characters, no control characters, not
+    /// only white space.
+    #[schema(
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub summary: Option<String>,
     /// Observations of the condition in a row; at least 1 (the default).
-    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "super::whole_or_null")]
+    #[schema(minimum = 1, maximum = 2_147_483_647_u32)]
     pub observations: Option<u32>,
 }
 
@@ -61,20 +80,22 @@ pub struct SignalTargetPayload {
     /// Defaults to `kubernetes.cluster` from the config.
     #[schema(pattern = "^[a-z0-9-]{1,63}$")]
     pub cluster: Option<String>,
-    /// Required.
-    #[schema(pattern = "^[a-z0-9-]{1,63}$", example = "prod")]
+    #[schema(value_type = String, required = true, pattern = "^[a-z0-9-]{1,63}$", example = "prod")]
     pub namespace: Option<String>,
     /// Defaults to `Deployment`.
     #[schema(pattern = "^[A-Za-z0-9]{1,63}$")]
     pub kind: Option<String>,
-    /// Required.
-    #[schema(pattern = "^[a-z0-9.-]{1,253}$", example = "checkout")]
+    #[schema(value_type = String, required = true, pattern = "^[a-z0-9.-]{1,253}$", example = "checkout")]
     pub name: Option<String>,
 }
 
 /// How far ahead of our clock a poster's timestamps may be.
 const MAX_CLOCK_SKEW_SECS: i64 = 300;
 const MAX_ID_CHARS: usize = 128;
+/// Counts of reports stay below 2^53, where f64 (and a JSON number) stops being exact.
+const MAX_COUNT: u64 = 9_007_199_254_740_991;
+/// The schema's `int32`.
+const MAX_OBSERVATIONS: u32 = i32::MAX as u32;
 
 impl SignalPayload {
     /// Parses and validates a body into a signal with source `api`; `now` stands in
@@ -104,22 +125,26 @@ impl SignalPayload {
             })?;
         let (target, dependency) = if kind == SignalKind::Dependency {
             if self.target.is_some() {
-                return Err(invalid(
+                return Err(WireError::inconsistent(
                     "target",
                     "a dependency signal names the dependency, not a target",
                 ));
             }
-            let name = self.dependency.ok_or_else(|| required("dependency"))?;
+            let name = self.dependency.ok_or_else(|| {
+                WireError::inconsistent("dependency", "is required for kind dependency")
+            })?;
             check_id("dependency", &name)?;
             (None, Some(name))
         } else {
             if self.dependency.is_some() {
-                return Err(invalid(
+                return Err(WireError::inconsistent(
                     "dependency",
                     format!("only for kind dependency, not {}", kind.as_str()),
                 ));
             }
-            let target = self.target.ok_or_else(|| required("target"))?;
+            let target = self.target.ok_or_else(|| {
+                WireError::inconsistent("target", format!("is required for kind {}", kind.as_str()))
+            })?;
             (Some(target.into_ref(default_cluster)?), None)
         };
         let scope = match self.scope.as_deref() {
@@ -135,22 +160,30 @@ impl SignalPayload {
         };
         let value = match (self.value, self.count) {
             (Some(_), Some(_)) => {
-                return Err(invalid("count", "give value or count, not both"));
+                return Err(WireError::inconsistent(
+                    "count",
+                    "give value or count, not both",
+                ));
             }
             (_, Some(_)) if kind != SignalKind::CustomerReports => {
-                return Err(invalid(
+                return Err(WireError::inconsistent(
                     "count",
                     format!("only for customer_reports; give {} a value", kind.as_str()),
                 ));
             }
-            // Counts of reports stay far below 2^53, where f64 stops being exact.
+            (None, Some(count)) if count > MAX_COUNT => {
+                return Err(invalid("count", format!("must be at most {MAX_COUNT}")));
+            }
             (None, Some(count)) => Some(count as f64),
             (value, None) => value,
         };
         if let Some(value) = value {
             check_number("value", value, kind)?;
             if kind == SignalKind::CustomerReports && value.fract() != 0.0 {
-                return Err(invalid("value", "must be a whole number of reports"));
+                return Err(WireError::inconsistent(
+                    "value",
+                    "must be a whole number of reports",
+                ));
             }
         }
         if let Some(baseline) = self.baseline {
@@ -162,7 +195,7 @@ impl SignalPayload {
             None => now,
         };
         if started_at > latest {
-            return Err(invalid("started_at", "is in the future"));
+            return Err(WireError::inconsistent("started_at", "is in the future"));
         }
         let ended_at = self
             .ended_at
@@ -171,17 +204,20 @@ impl SignalPayload {
             .transpose()?;
         if let Some(ended) = ended_at {
             if ended < started_at {
-                return Err(invalid("ended_at", "is before started_at"));
+                return Err(WireError::inconsistent("ended_at", "is before started_at"));
             }
             if ended > latest {
-                return Err(invalid("ended_at", "is in the future"));
+                return Err(WireError::inconsistent("ended_at", "is in the future"));
             }
         }
         let id = self.id.ok_or_else(|| required("id"))?;
         check_id("id", &id)?;
         let observations = self.observations.unwrap_or(1);
-        if observations == 0 {
-            return Err(invalid("observations", "must be at least 1"));
+        if observations == 0 || observations > MAX_OBSERVATIONS {
+            return Err(invalid(
+                "observations",
+                format!("must be 1 to {MAX_OBSERVATIONS}"),
+            ));
         }
         let summary = match self.summary {
             Some(summary) => {
@@ -303,7 +339,7 @@ fn check_number(field: &str, value: f64, kind: SignalKind) -> Result<(), WireErr
         return Err(invalid(field, "must not be negative"));
     }
     if kind.is_ratio() && value > 1.0 {
-        return Err(invalid(
+        return Err(WireError::inconsistent(
             field,
             format!(
                 "{value} is above 1: {} is a ratio in [0, 1] (0.05 is 5 %)",

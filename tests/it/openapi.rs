@@ -2,7 +2,7 @@
 //! errors holds.
 
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::{ADMIN_TOKEN, Backend, TestApp, assert_error};
 
@@ -153,4 +153,76 @@ async fn the_docs_page_shows_the_document() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+}
+
+/// The document carries this instance's `[limits]`, and the shape of an RFC 3339
+/// timestamp beside every `format: date-time`, which JSON Schema only annotates.
+#[tokio::test]
+async fn the_document_states_the_configured_limits_and_timestamp_shape() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.limits.max_labels = 8).await;
+    let doc = document(&app).await;
+    let labels = &doc["components"]["schemas"]["AlertmanagerAlert"]["properties"]["labels"];
+    assert_eq!(
+        (
+            labels["minProperties"].as_u64(),
+            labels["maxProperties"].as_u64()
+        ),
+        (Some(1), Some(8)),
+        "{labels}"
+    );
+    let params = doc["paths"]["/api/v1/decisions"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let since = params.iter().find(|p| p["name"] == "since").unwrap();
+    assert_eq!(since["schema"]["format"], "date-time");
+    assert!(
+        since["schema"]["pattern"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("^[0-9]{4}-")),
+        "{since}"
+    );
+}
+
+/// What the schemas state is answered 400; the rules they cannot state (one field
+/// against another, or against the clock) 422 with the code `inconsistent`.
+#[tokio::test]
+async fn rules_no_schema_can_state_get_422_and_the_others_400() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let post = |path: &str, body: Value| {
+        app.http
+            .post(app.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let deploy = json!({"namespace": "prod", "name": "checkout", "revision": "7",
+        "status": "succeeded", "started_at": "2026-08-22T14:00:00Z",
+        "finished_at": "2026-08-22T13:00:00Z"});
+    let r = post("/api/v1/deploys", deploy).await.unwrap();
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    assert_error(r, unprocessable, "inconsistent", Some("finished_at")).await;
+    let target = json!({"namespace": "prod", "name": "checkout"});
+    let both = json!({"kind": "customer_reports", "target": target, "id": "q",
+        "count": 3, "value": 3});
+    let r = post("/api/v1/signals", both).await.unwrap();
+    assert_error(r, unprocessable, "inconsistent", Some("count")).await;
+    let spaced = json!({"kind": "customer_reports", "target": target, "id": "has space"});
+    let r = post("/api/v1/signals", spaced).await.unwrap();
+    assert_error(r, StatusCode::BAD_REQUEST, "invalid_field", Some("id")).await;
+    // A whole number written with a fraction is JSON Schema's integer too.
+    let whole = json!({"kind": "customer_reports", "target": target, "id": "q",
+        "count": 3.0, "observations": 2.0});
+    let r = post("/api/v1/signals", whole).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // An approval body of `null` is no body: the decision is looked up, not refused.
+    let r = app
+        .http
+        .post(app.url("/api/v1/decisions/99/approve"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body("null")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::NOT_FOUND, "not_found", None).await;
 }
