@@ -3,11 +3,13 @@
 //! first looks at the world where it can (is the Deployment already at the target
 //! revision? is the release already rolled back?), and an attempt that resumes an
 //! interrupted one (`ActionRecord::resumed`) is never repeated blindly: executors that
-//! cannot look escalate instead.
+//! cannot look escalate instead. Before an irreversible step an executor can note what
+//! it is about to do in the action's [`Journal`], so that a later attempt checks the
+//! world against that, not against numbers the step itself changes.
 
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,7 +20,7 @@ use super::command;
 use crate::clock::Clock;
 use crate::config::{ActionsConfig, CommandConfig, Secret, WebhookConfig};
 use crate::domain::action;
-use crate::k8s::undo::{self, RolloutStatus, UndoError, UndoOutcome};
+use crate::k8s::undo::{self, RolloutStatus, UndoError, UndoOutcome, UndoPlan, UndoTarget, UndoTo};
 use crate::store::{ActionRecord, NewFreeze, Store};
 
 /// Most bytes of a program's stdout or stderr kept in the action record.
@@ -47,9 +49,54 @@ pub enum ExecOutcome {
 #[async_trait]
 pub trait Executor: Send + Sync {
     /// Acts on `action` (its `params` come from [`action::plan`]); with `dry_run`,
-    /// only says what it would do.
-    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome;
+    /// only says what it would do. `journal` keeps notes across its attempts.
+    async fn execute(
+        &self,
+        action: &ActionRecord,
+        dry_run: bool,
+        journal: &dyn Journal,
+    ) -> ExecOutcome;
 }
+
+/// Notes an attempt leaves about its action before an irreversible step, read back by
+/// the attempts after it: one that resumes or retries an interrupted attempt checks
+/// the world against what that one set out to do. The worker keeps them on the
+/// action's audit trail (as `action.<step>` events).
+#[async_trait]
+pub trait Journal: Send + Sync {
+    /// Records that the attempt is about to take `step`, with `details`.
+    async fn note(&self, step: &str, details: &Value) -> Result<(), String>;
+    /// The details of every `step` noted for this action so far, oldest first.
+    async fn noted(&self, step: &str) -> Result<Vec<Value>, String>;
+}
+
+/// A [`Journal`] in memory, for an executor run outside the worker: its notes last as
+/// long as it does.
+#[derive(Debug, Default)]
+pub struct MemoryJournal(Mutex<Vec<(String, Value)>>);
+
+#[async_trait]
+impl Journal for MemoryJournal {
+    async fn note(&self, step: &str, details: &Value) -> Result<(), String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((step.to_string(), details.clone()));
+        Ok(())
+    }
+
+    async fn noted(&self, step: &str) -> Result<Vec<Value>, String> {
+        let notes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(notes
+            .iter()
+            .filter(|(s, _)| s == step)
+            .map(|(_, details)| details.clone())
+            .collect())
+    }
+}
+
+/// The step a rollout undo notes before its PATCH: the ReplicaSet it restores.
+pub const PATCHING: &str = "patching";
 
 /// The executors this configuration provides, by action kind.
 #[derive(Clone, Default)]
@@ -144,7 +191,12 @@ pub struct RolloutUndo {
 
 #[async_trait]
 impl Executor for RolloutUndo {
-    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome {
+    async fn execute(
+        &self,
+        action: &ActionRecord,
+        dry_run: bool,
+        journal: &dyn Journal,
+    ) -> ExecOutcome {
         let (namespace, name) = match (required(action, "namespace"), required(action, "name")) {
             (Ok(ns), Ok(name)) => (ns, name),
             (Err(e), _) | (_, Err(e)) => return e,
@@ -165,56 +217,88 @@ impl Executor for RolloutUndo {
                 String::new()
             }
         );
+        // An earlier attempt that got as far as the PATCH named its ReplicaSet: the
+        // rollback to it renumbered it (revision 2 of 3 becomes 4), and "previous" now
+        // means the bad revision. So the target is that ReplicaSet, by identity.
+        let noted = match journal.noted(PATCHING).await {
+            Ok(notes) => notes
+                .into_iter()
+                .find_map(|note| serde_json::from_value::<UndoTarget>(note).ok()),
+            Err(why) => {
+                return ExecOutcome::Retry(format!(
+                    "cannot read what an earlier attempt did: {why}"
+                ));
+            }
+        };
+        let to = match &noted {
+            Some(target) => UndoTo::ReplicaSet(target.clone()),
+            None => UndoTo::revision(to_revision),
+        };
+        let plan = match undo::plan_rollout_undo(&self.client, namespace, name, &to).await {
+            Ok(plan) => plan,
+            Err(err) => return undo_error(err),
+        };
+        if let (UndoPlan::Patch { target, .. }, false) = (&plan, dry_run) {
+            let mut note = json!(target);
+            note["command"] = json!(command);
+            if let Err(why) = journal.note(PATCHING, &note).await {
+                return ExecOutcome::Retry(format!(
+                    "cannot record the rollback's target before patching: {why}"
+                ));
+            }
+        }
         // A dry run still asks the API server, which validates the patch and changes
         // nothing (`dryRun=All`).
         let outcome =
-            match undo::rollout_undo(&self.client, namespace, name, to_revision, dry_run).await {
+            match undo::send_rollout_undo(&self.client, namespace, name, plan, dry_run).await {
                 Ok(outcome) => outcome,
                 Err(err) => return undo_error(err),
             };
+        let renumbered_from = noted.map(|n| n.revision);
         match outcome {
             UndoOutcome::RolledBack {
                 dry_run: true,
-                revision,
+                target,
                 images,
             } => ExecOutcome::DryRun {
                 result: json!({
                     "would_run": command,
-                    "revision": revision,
+                    "revision": target.revision,
+                    "replicaset": target.replicaset,
                     "images": images,
                     "server_dry_run": true,
                 }),
             },
-            UndoOutcome::Skipped { revision } if dry_run => ExecOutcome::DryRun {
+            UndoOutcome::Skipped { target } if dry_run => ExecOutcome::DryRun {
                 result: json!({
                     "would_run": command,
-                    "revision": revision,
+                    "revision": target.revision,
+                    "replicaset": target.replicaset,
                     "already_at_revision": true,
                 }),
             },
-            UndoOutcome::Skipped { revision } => {
+            UndoOutcome::Skipped { target } => {
                 // The world already shows the rollback (a previous attempt of ours, or
                 // a person): do not send it again, but still watch the rollout.
-                self.follow(
-                    namespace,
-                    name,
-                    json!({
-                        "command": command,
-                        "revision": revision,
-                        "already_at_revision": true,
-                    }),
-                )
-                .await
+                let mut result = json!({
+                    "command": command,
+                    "revision": target.revision,
+                    "replicaset": target.replicaset,
+                    "already_at_revision": true,
+                });
+                if let Some(from) = renumbered_from.filter(|r| *r != target.revision) {
+                    result["renumbered_from"] = json!(from);
+                }
+                self.follow(namespace, name, result).await
             }
-            UndoOutcome::RolledBack {
-                revision, images, ..
-            } => {
+            UndoOutcome::RolledBack { target, images, .. } => {
                 self.follow(
                     namespace,
                     name,
                     json!({
                         "command": command,
-                        "revision": revision,
+                        "revision": target.revision,
+                        "replicaset": target.replicaset,
                         "images": images,
                     }),
                 )
@@ -275,6 +359,11 @@ impl RolloutUndo {
 
 fn undo_error(err: UndoError) -> ExecOutcome {
     match &err {
+        // What an earlier attempt restored is gone from under it: a person looks.
+        UndoError::TargetGone { .. } => ExecOutcome::Escalate {
+            error: err.to_string(),
+            result: None,
+        },
         UndoError::Kube { source, .. } => {
             let transient = match source {
                 kube::Error::Api(status) => status.code >= 500 || status.code == 429,
@@ -298,7 +387,12 @@ pub struct HelmRollback {
 
 #[async_trait]
 impl Executor for HelmRollback {
-    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome {
+    async fn execute(
+        &self,
+        action: &ActionRecord,
+        dry_run: bool,
+        _journal: &dyn Journal,
+    ) -> ExecOutcome {
         let (release, revision, namespace) = match (
             required(action, "helm_release"),
             required(action, "helm_revision"),
@@ -411,7 +505,12 @@ pub struct WorkflowDispatch {
 
 #[async_trait]
 impl Executor for WorkflowDispatch {
-    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome {
+    async fn execute(
+        &self,
+        action: &ActionRecord,
+        dry_run: bool,
+        _journal: &dyn Journal,
+    ) -> ExecOutcome {
         let (workflow, environment, tag) = match (
             required(action, "cd_workflow"),
             required(action, "environment"),
@@ -473,7 +572,12 @@ pub struct Command(pub CommandConfig);
 
 #[async_trait]
 impl Executor for Command {
-    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome {
+    async fn execute(
+        &self,
+        action: &ActionRecord,
+        dry_run: bool,
+        _journal: &dyn Journal,
+    ) -> ExecOutcome {
         let mut params = action.params.clone();
         params["decision_id"] = json!(action.decision_id.to_string());
         params["action_id"] = json!(action.id.to_string());
@@ -523,7 +627,12 @@ pub struct Webhook {
 
 #[async_trait]
 impl Executor for Webhook {
-    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome {
+    async fn execute(
+        &self,
+        action: &ActionRecord,
+        dry_run: bool,
+        _journal: &dyn Journal,
+    ) -> ExecOutcome {
         let body = json!({
             "action_id": action.id,
             "decision_id": action.decision_id,
@@ -565,7 +674,12 @@ pub struct Freeze {
 
 #[async_trait]
 impl Executor for Freeze {
-    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome {
+    async fn execute(
+        &self,
+        action: &ActionRecord,
+        dry_run: bool,
+        _journal: &dyn Journal,
+    ) -> ExecOutcome {
         let (scope, reason) = match (required(action, "scope"), required(action, "reason")) {
             (Ok(s), Ok(r)) => (s, r),
             (Err(e), _) | (_, Err(e)) => return e,

@@ -1,6 +1,7 @@
 //! The executors and the worker against real peers: a stub `helm` that records its
 //! argv, GitHub and Slack stand-ins (wiremock: request shape, auth, retry on 5xx, none
-//! on 4xx), and exactly-once execution with two worker pools and a killed worker.
+//! on 4xx), and exactly-once execution with two worker pools, a killed worker, and a
+//! rollout undo whose answer was lost after the API server applied it.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -12,18 +13,19 @@ use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use rollwarden::actions::executor::{
-    ExecOutcome, Executor, Executors, HelmRollback, RolloutUndo, WorkflowDispatch,
+    ExecOutcome, Executor, Executors, HelmRollback, MemoryJournal, RolloutUndo, WorkflowDispatch,
 };
 use rollwarden::actions::{Channels, Worker, WorkerConfig};
 use rollwarden::clock::ManualClock;
 use rollwarden::config::{ActionsConfig, Config, Secret};
 use rollwarden::domain::policy::Policy;
-use rollwarden::k8s::undo::rollout_undo;
+use rollwarden::k8s::undo::{UndoTo, rollout_undo};
 use rollwarden::store::{ActionRecord, NewAction, NewDecision, NewNotification, Store};
 use rollwarden::telemetry::Metrics;
 
 use crate::actions::{CHECKOUT, cluster, real_patches};
 use crate::on_both_backends;
+use crate::support::fake_kube::{FakeKube, HeldAnswer};
 use crate::support::{Backend, TestStore, t0};
 
 fn record(kind: &str, params: Value) -> ActionRecord {
@@ -189,7 +191,11 @@ async fn helm_rollback_runs_the_runbooks_argv_after_checking_the_release() {
     let helm = StubHelm::new(UPGRADED, 0, "");
     let outcome = helm
         .executor()
-        .execute(&record("helm_rollback", helm_params()), false)
+        .execute(
+            &record("helm_rollback", helm_params()),
+            false,
+            &MemoryJournal::default(),
+        )
         .await;
     assert_eq!(
         helm.calls(),
@@ -212,7 +218,11 @@ async fn helm_does_not_roll_back_a_release_already_rolled_back() {
     let helm = StubHelm::new(done, 0, "");
     let outcome = helm
         .executor()
-        .execute(&record("helm_rollback", helm_params()), false)
+        .execute(
+            &record("helm_rollback", helm_params()),
+            false,
+            &MemoryJournal::default(),
+        )
         .await;
     assert_eq!(helm.calls(), ["history checkout -n prod --max 1 -o json"]);
     let ExecOutcome::Done { result, .. } = outcome else {
@@ -227,7 +237,11 @@ async fn a_failed_helm_rollback_escalates_with_its_output_and_a_busy_release_ret
     let helm = StubHelm::new(UPGRADED, 1, "Error: timed out waiting for the condition");
     let outcome = helm
         .executor()
-        .execute(&record("helm_rollback", helm_params()), false)
+        .execute(
+            &record("helm_rollback", helm_params()),
+            false,
+            &MemoryJournal::default(),
+        )
         .await;
     let ExecOutcome::Escalate { error, result } = outcome else {
         panic!("{outcome:?}")
@@ -245,14 +259,22 @@ async fn a_failed_helm_rollback_escalates_with_its_output_and_a_busy_release_ret
     );
     let outcome = busy
         .executor()
-        .execute(&record("helm_rollback", helm_params()), false)
+        .execute(
+            &record("helm_rollback", helm_params()),
+            false,
+            &MemoryJournal::default(),
+        )
         .await;
     assert!(matches!(outcome, ExecOutcome::Retry(_)), "{outcome:?}");
 
     let dry = StubHelm::new(UPGRADED, 0, "");
     let outcome = dry
         .executor()
-        .execute(&record("helm_rollback", helm_params()), true)
+        .execute(
+            &record("helm_rollback", helm_params()),
+            true,
+            &MemoryJournal::default(),
+        )
         .await;
     assert!(matches!(outcome, ExecOutcome::DryRun { .. }), "{outcome:?}");
     assert!(dry.calls().is_empty(), "a dry run runs nothing");
@@ -292,7 +314,11 @@ async fn workflow_dispatch_sends_githubs_request() {
         .mount(&github)
         .await;
     let outcome = dispatch(&github)
-        .execute(&record("workflow_dispatch", dispatch_params()), false)
+        .execute(
+            &record("workflow_dispatch", dispatch_params()),
+            false,
+            &MemoryJournal::default(),
+        )
         .await;
     assert!(
         matches!(outcome, ExecOutcome::Done { verify: true, .. }),
@@ -302,7 +328,9 @@ async fn workflow_dispatch_sends_githubs_request() {
     // An attempt that resumes an interrupted one does not dispatch blindly.
     let mut resumed = record("workflow_dispatch", dispatch_params());
     resumed.resumed = true;
-    let outcome = dispatch(&github).execute(&resumed, false).await;
+    let outcome = dispatch(&github)
+        .execute(&resumed, false, &MemoryJournal::default())
+        .await;
     assert!(
         matches!(outcome, ExecOutcome::Escalate { .. }),
         "{outcome:?}"
@@ -555,9 +583,15 @@ async fn a_worker_killed_mid_action_is_not_repeated_when_the_world_shows_it(back
         .unwrap()
         .unwrap();
     assert!(!claimed.resumed);
-    rollout_undo(&fake.client(), "prod", "checkout", 2, false)
-        .await
-        .unwrap();
+    rollout_undo(
+        &fake.client(),
+        "prod",
+        "checkout",
+        &UndoTo::Revision(2),
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(real_patches(&fake).len(), 1);
 
     let undo = Arc::new(RolloutUndo {
@@ -636,7 +670,270 @@ async fn a_worker_shut_down_mid_action_releases_its_lease(backend: Backend) {
     assert_eq!(next.attempts, 2);
 }
 
+// ------------------------------------------------- an undo applied, its answer lost
+
+const DEPLOYMENT_PATH: &str = "/apis/apps/v1/namespaces/prod/deployments/checkout";
+/// The ReplicaSet of revision 2 (1.5.0), the known-good one.
+const REVISION_2: &str = "checkout-7c67857fd";
+
+/// The fixture (revisions 1, 2, 3 of prod/checkout) with the Deployment controller
+/// simulated as a real one behaves: a rollback to revision 2 reuses its ReplicaSet as
+/// revision 4, and "2" is gone from the history.
+async fn renumbering_cluster() -> FakeKube {
+    let fake = FakeKube::start().await;
+    fake.load_list("tests/fixtures/deployment-with-replicasets.json");
+    fake.simulate_deployment_controller(true);
+    fake
+}
+
+fn undo_worker(
+    store: &Arc<dyn Store>,
+    clock: &Arc<ManualClock>,
+    fake: &FakeKube,
+    owner: &str,
+) -> Worker {
+    let undo = Arc::new(RolloutUndo {
+        client: fake.client(),
+        timeout: Duration::from_secs(10),
+        poll: Duration::from_millis(20),
+    });
+    let executors = no_executors(store, clock).with("rollout_undo", undo);
+    worker(store, clock, executors, Channels::default(), owner)
+}
+
+/// The rollback of revision 3 to revision 2, enqueued.
+async fn enqueue_undo(store: &Arc<dyn Store>) -> i64 {
+    enqueue_undo_with(
+        store,
+        json!({"namespace": "prod", "name": "checkout", "kubernetes_revision": "2"}),
+    )
+    .await
+}
+
+async fn enqueue_undo_with(store: &Arc<dyn Store>, params: Value) -> i64 {
+    let d = decision(store, "h").await;
+    store
+        .enqueue_action(&new_action(d, "rollout_undo", params), t0())
+        .await
+        .unwrap();
+    d
+}
+
+/// What the controller made of the applied undo: revision 2's template runs, as
+/// revision 4.
+fn assert_renumbered(fake: &FakeKube) {
+    let deployment = fake.get("Deployment", "prod", "checkout").unwrap();
+    let reused = fake.get("ReplicaSet", "prod", REVISION_2).unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"],
+        reused["spec"]["template"]["spec"]
+    );
+    assert_eq!(
+        reused["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "4"
+    );
+    assert_eq!(
+        reused["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"],
+        "2"
+    );
+}
+
+/// A decision about checkout after the rollback that shows it healthy (V1).
+async fn healthy_decision(store: &Arc<dyn Store>, at: chrono::DateTime<chrono::Utc>) {
+    let decision = json!({
+        "verdict": "ok", "reason": "No signal is active.",
+        "target": {"cluster": "default", "namespace": "prod", "kind": "Deployment", "name": "checkout"},
+        "fired": [], "holds": [], "suspect": null, "rollback_to": null,
+        "regression_started_at": null, "recommended": [], "escalate": null,
+        "verification": null, "gitops": null,
+        "policy_version": "runbooks-1", "inputs_hash": "healthy",
+    });
+    let parsed: rollwarden::domain::Decision = serde_json::from_value(decision.clone()).unwrap();
+    assert!(parsed.restores_service());
+    store
+        .record_decision(&NewDecision {
+            target_key: CHECKOUT.into(),
+            verdict: "ok".into(),
+            reason: parsed.reason,
+            inputs_hash: "healthy".into(),
+            policy_version: "runbooks-1".into(),
+            suspect_deploy_id: None,
+            rollback_to_id: None,
+            decision,
+            decided_at: at,
+        })
+        .await
+        .unwrap();
+}
+
+/// The kinds of the action's audit events, oldest first, and the events.
+async fn timeline(store: &Arc<dyn Store>, action: &ActionRecord) -> (Vec<String>, Vec<Value>) {
+    let events = store
+        .audit_trail(&[format!("action:{}", action.id)])
+        .await
+        .unwrap();
+    (
+        events.iter().map(|e| e.kind.clone()).collect(),
+        events.iter().map(|e| e.details.clone()).collect(),
+    )
+}
+
+async fn a_worker_killed_after_its_undo_was_applied_resumes_to_verified(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let clock = Arc::new(ManualClock::new(t0()));
+    let fake = renumbering_cluster().await;
+    let d = enqueue_undo(&db.store).await;
+    // The API server applies the PATCH, but its answer never comes back: the worker
+    // dies waiting for it, holding its lease.
+    fake.hold_next_patch(DEPLOYMENT_PATH);
+    let dying = undo_worker(&db.store, &clock, &fake, "dying");
+    let step = tokio::spawn(async move { dying.step().await });
+    tokio::time::timeout(Duration::from_secs(10), fake.wait_for_held_patches(1))
+        .await
+        .expect("the undo PATCH reached the API server");
+    step.abort();
+    let _ = step.await;
+    assert_renumbered(&fake);
+    assert_eq!(real_patches(&fake).len(), 1);
+    assert_eq!(action_state(&db.store, d).await.state, "running");
+
+    let next = undo_worker(&db.store, &clock, &fake, "next");
+    assert_eq!(
+        next.step().await.unwrap().ran,
+        0,
+        "the dead worker's lease holds"
+    );
+    clock.advance(chrono::Duration::seconds(61));
+    assert_eq!(next.step().await.unwrap().ran, 1);
+    let a = action_state(&db.store, d).await;
+    assert!(a.resumed);
+    assert_eq!(a.attempts, 2);
+    assert_eq!(a.state, "verifying", "{a:?}");
+    let result = a.result.clone().unwrap();
+    assert_eq!(result["already_at_revision"], true, "{result}");
+    assert_eq!(result["replicaset"], REVISION_2, "{result}");
+    assert_eq!(result["revision"], 4, "{result}");
+    assert_eq!(result["rollout"], "complete", "{result}");
+    assert_eq!(
+        real_patches(&fake).len(),
+        1,
+        "the rollback was not sent twice"
+    );
+
+    // V1: the next decision shows checkout healthy.
+    clock.advance(chrono::Duration::seconds(30));
+    healthy_decision(&db.store, rollwarden::clock::Clock::now(&*clock)).await;
+    assert_eq!(next.step().await.unwrap().verified, 1);
+    let a = action_state(&db.store, d).await;
+    assert_eq!(a.state, "verified");
+
+    // The audit trail tells what happened: the first attempt was about to patch
+    // revision 2's ReplicaSet when it died; the second found that done.
+    let (kinds, details) = timeline(&db.store, &a).await;
+    assert_eq!(
+        kinds,
+        [
+            "action.created",
+            "action.started",
+            "action.patching",
+            "action.started",
+            "action.verifying",
+            "action.verified",
+        ]
+    );
+    assert_eq!(details[1]["resumed"], false);
+    assert_eq!(details[2]["replicaset"], REVISION_2);
+    assert_eq!(details[2]["revision"], 2);
+    assert_eq!(details[3]["resumed"], true);
+    assert_eq!(details[4]["already_at_revision"], true);
+}
+
+async fn an_undo_whose_answer_was_lost_is_retried_against_the_world(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let clock = Arc::new(ManualClock::new(t0()));
+    let fake = renumbering_cluster().await;
+    let d = enqueue_undo(&db.store).await;
+    // The PATCH is applied, then the connection breaks before the answer: the worker
+    // lives and sees a transport error.
+    fake.hold_next_patch(DEPLOYMENT_PATH);
+    let w = undo_worker(&db.store, &clock, &fake, "w");
+    let step = {
+        let w = w.clone();
+        tokio::spawn(async move { w.step().await })
+    };
+    tokio::time::timeout(Duration::from_secs(10), fake.wait_for_held_patches(1))
+        .await
+        .expect("the undo PATCH reached the API server");
+    fake.release_held_patches(HeldAnswer::Cut);
+    step.await.unwrap().unwrap();
+    let a = action_state(&db.store, d).await;
+    assert_eq!(
+        a.state, "pending",
+        "a transport error is worth a retry: {a:?}"
+    );
+    assert_renumbered(&fake);
+
+    clock.advance(chrono::Duration::seconds(5));
+    assert_eq!(w.step().await.unwrap().ran, 1);
+    let a = action_state(&db.store, d).await;
+    assert!(!a.resumed);
+    assert_eq!(a.attempts, 2);
+    assert_eq!(a.state, "verifying", "{a:?}");
+    assert_eq!(a.result.as_ref().unwrap()["already_at_revision"], true);
+    assert_eq!(
+        real_patches(&fake).len(),
+        1,
+        "the rollback was not sent twice"
+    );
+    let (kinds, _) = timeline(&db.store, &a).await;
+    assert_eq!(
+        kinds,
+        [
+            "action.created",
+            "action.started",
+            "action.patching",
+            "action.retry",
+            "action.started",
+            "action.verifying",
+        ]
+    );
+}
+
+async fn an_unpinned_undo_resumed_after_renumbering_does_not_roll_forward(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let clock = Arc::new(ManualClock::new(t0()));
+    let fake = renumbering_cluster().await;
+    // No known-good revision: kubectl's "previous", revision 2 when the undo starts.
+    let d = enqueue_undo_with(&db.store, json!({"namespace": "prod", "name": "checkout"})).await;
+    fake.hold_next_patch(DEPLOYMENT_PATH);
+    let dying = undo_worker(&db.store, &clock, &fake, "dying");
+    let step = tokio::spawn(async move { dying.step().await });
+    tokio::time::timeout(Duration::from_secs(10), fake.wait_for_held_patches(1))
+        .await
+        .expect("the undo PATCH reached the API server");
+    step.abort();
+    let _ = step.await;
+    // Revision 2 is revision 4 now, so "previous" means revision 3: the bad build.
+    assert_renumbered(&fake);
+
+    let next = undo_worker(&db.store, &clock, &fake, "next");
+    clock.advance(chrono::Duration::seconds(61));
+    assert_eq!(next.step().await.unwrap().ran, 1);
+    let a = action_state(&db.store, d).await;
+    assert_eq!(a.state, "verifying", "{a:?}");
+    assert_eq!(a.result.as_ref().unwrap()["replicaset"], REVISION_2);
+    assert_eq!(
+        real_patches(&fake).len(),
+        1,
+        "not rolled forward to revision 3"
+    );
+    assert_renumbered(&fake);
+}
+
 on_both_backends!(
+    an_unpinned_undo_resumed_after_renumbering_does_not_roll_forward,
+    a_worker_killed_after_its_undo_was_applied_resumes_to_verified,
+    an_undo_whose_answer_was_lost_is_retried_against_the_world,
     a_worker_shut_down_mid_action_releases_its_lease,
     the_worker_retries_githubs_5xx_and_not_its_4xx,
     slack_notifications_retry_5xx_and_record_every_outcome,
