@@ -20,6 +20,7 @@ use super::command;
 use crate::clock::Clock;
 use crate::config::{ActionsConfig, CommandConfig, Secret, WebhookConfig};
 use crate::domain::action;
+use crate::k8s::helm::{HelmFailure, classify_failure};
 use crate::k8s::undo::{self, RolloutStatus, UndoError, UndoOutcome, UndoPlan, UndoTarget, UndoTo};
 use crate::store::{ActionRecord, NewFreeze, Store};
 
@@ -34,7 +35,8 @@ pub enum ExecOutcome {
     Done { result: Value, verify: bool },
     /// Dry run: what would have been done.
     DryRun { result: Value },
-    /// Worth another attempt later (5xx, timeouts, a busy release).
+    /// Worth another attempt later (5xx, timeouts, an unreachable cluster, a busy
+    /// release).
     Retry(String),
     /// Never worth repeating (4xx, bad parameters, a refused request).
     Failed(String),
@@ -453,6 +455,10 @@ impl Executor for HelmRollback {
                     };
                 }
             }
+            Ran::Exited { stderr, .. } if classify_failure(stderr).is_permanent() => {
+                return helm_cannot(release, revision, namespace, &seen, seen.record(&history));
+            }
+            // Reading is harmless to repeat, whatever went wrong.
             other => {
                 return ExecOutcome::Retry(format!(
                     "cannot read the release history first: {}",
@@ -463,22 +469,74 @@ impl Executor for HelmRollback {
         // `--wait` can take up to the timeout; allow Helm a little more to exit.
         let ran = run(&argv, self.timeout + Duration::from_secs(30)).await;
         let result = ran.record(&argv);
-        match &ran {
-            Ran::Exited { code: 0, .. } => ExecOutcome::Done {
+        let Ran::Exited { stderr, .. } = &ran else {
+            // Killed at our timeout or by a signal: what it did is unknown.
+            return ExecOutcome::Escalate {
+                error: format!("helm {}", ran.describe()),
+                result: Some(result),
+            };
+        };
+        if ran.succeeded() {
+            return ExecOutcome::Done {
                 result,
                 verify: true,
-            },
-            Ran::Exited { code, stderr, .. }
-                if stderr
-                    .contains("another operation (install/upgrade/rollback) is in progress") =>
-            {
-                ExecOutcome::Retry(format!("helm exited {code}: {}", stderr.trim()))
+            };
+        }
+        match classify_failure(stderr) {
+            // Nothing that lasts is in the way; the next attempt reads the history
+            // first, so a rollback that got through is not repeated.
+            failure if failure.is_transient() => ExecOutcome::Retry(format!(
+                "helm {} (transient: {})",
+                ran.describe(),
+                failure.label()
+            )),
+            failure if failure.is_permanent() => {
+                helm_cannot(release, revision, namespace, &ran, result)
             }
+            HelmFailure::NotReady => ExecOutcome::Escalate {
+                error: format!(
+                    "helm rolled {release} back to revision {revision}, but its resources were \
+                     not ready within {} s: {}",
+                    self.timeout.as_secs(),
+                    ran.describe()
+                ),
+                result: Some(result),
+            },
             _ => ExecOutcome::Escalate {
                 error: format!("helm {}", ran.describe()),
                 result: Some(result),
             },
         }
+    }
+}
+
+/// A rollback no attempt can carry out (the release or revision is not there): the
+/// action fails at once and a person is told why.
+fn helm_cannot(
+    release: &str,
+    revision: &str,
+    namespace: &str,
+    ran: &Ran,
+    result: Value,
+) -> ExecOutcome {
+    let why = match ran {
+        Ran::Exited { stderr, .. } => match classify_failure(stderr) {
+            HelmFailure::ReleaseNotFound => {
+                format!("there is no Helm release {release:?} in namespace {namespace}")
+            }
+            HelmFailure::RevisionNotFound => {
+                format!("Helm release {release:?} has no revision {revision}")
+            }
+            _ => format!("Helm refuses release {release:?} revision {revision}"),
+        },
+        _ => format!("Helm refuses release {release:?} revision {revision}"),
+    };
+    ExecOutcome::Escalate {
+        error: format!(
+            "{why}; nothing was rolled back, and retrying will not help (helm {})",
+            ran.describe()
+        ),
+        result: Some(result),
     }
 }
 
@@ -737,6 +795,10 @@ pub(crate) enum Ran {
 }
 
 impl Ran {
+    fn succeeded(&self) -> bool {
+        matches!(self, Ran::Exited { code: 0, .. })
+    }
+
     /// What the action record keeps of a run of `argv`: its exit code and output when
     /// it exited.
     fn record(&self, argv: &[String]) -> Value {

@@ -137,9 +137,10 @@ async fn action_state(store: &Arc<dyn Store>, decision_id: i64) -> ActionRecord 
 
 // ---------------------------------------------------------------------------- helm
 
-/// A stub `helm`: appends its argv to `argv.log`, prints `history.json` for
-/// `history`, and for `rollback` prints `rollback.out`/`rollback.err` and exits with
-/// the code in `rollback.code`.
+/// A stub `helm`: appends its argv to `argv.log`; for `history`, prints `history.json`
+/// (or fails with `history.err` when that is set); for `rollback`, exits with the code
+/// in `rollback.code`, printing Helm's success line when it is 0 and `rollback.err` to
+/// stderr. The files are read at every run, so a test can change them between runs.
 struct StubHelm {
     dir: tempfile::TempDir,
 }
@@ -149,19 +150,33 @@ impl StubHelm {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display();
         std::fs::write(dir.path().join("history.json"), history).unwrap();
-        std::fs::write(dir.path().join("rollback.err"), stderr).unwrap();
         let script = format!(
             "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {d}/argv.log\n\
              case \"$1\" in\n\
-               history) cat {d}/history.json ;;\n\
-               rollback) echo 'Rollback was a success! Happy Helming!'; cat {d}/rollback.err >&2; exit {code} ;;\n\
+               history) if [ -s {d}/history.err ]; then cat {d}/history.err >&2; exit 1; fi; cat {d}/history.json ;;\n\
+               rollback) code=$(cat {d}/rollback.code)\n\
+                 [ \"$code\" = 0 ] && echo 'Rollback was a success! Happy Helming!'\n\
+                 cat {d}/rollback.err >&2; exit \"$code\" ;;\n\
                *) exit 64 ;;\n\
              esac\n"
         );
         let path = dir.path().join("helm");
         std::fs::write(&path, script).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        Self { dir }
+        let stub = Self { dir };
+        stub.rollback_ends(code, stderr);
+        stub
+    }
+
+    /// What the next `helm rollback` exits with and prints on stderr.
+    fn rollback_ends(&self, code: i32, stderr: &str) {
+        std::fs::write(self.dir.path().join("rollback.code"), code.to_string()).unwrap();
+        std::fs::write(self.dir.path().join("rollback.err"), stderr).unwrap();
+    }
+
+    /// Makes `helm history` fail with `stderr` (exit 1); empty: it answers again.
+    fn history_fails(&self, stderr: &str) {
+        std::fs::write(self.dir.path().join("history.err"), stderr).unwrap();
     }
 
     fn executor(&self) -> HelmRollback {
@@ -278,6 +293,134 @@ async fn a_failed_helm_rollback_escalates_with_its_output_and_a_busy_release_ret
         .await;
     assert!(matches!(outcome, ExecOutcome::DryRun { .. }), "{outcome:?}");
     assert!(dry.calls().is_empty(), "a dry run runs nothing");
+}
+
+const UNREACHABLE: &str = "Error: Kubernetes cluster unreachable: Get \"https://10.96.0.1:443/version\": dial tcp 10.96.0.1:443: connect: connection refused";
+
+#[tokio::test]
+async fn helm_failures_are_retried_or_escalated_by_what_helm_said() {
+    let rollback = "rollback checkout 2 -n prod --cleanup-on-fail --wait --timeout 120s";
+    let history = "history checkout -n prod --max 1 -o json";
+    let run = |helm: &StubHelm| {
+        let executor = helm.executor();
+        async move {
+            executor
+                .execute(
+                    &record("helm_rollback", helm_params()),
+                    false,
+                    &MemoryJournal::default(),
+                )
+                .await
+        }
+    };
+
+    // The cluster cannot be reached: another attempt later.
+    let helm = StubHelm::new(UPGRADED, 1, UNREACHABLE);
+    let ExecOutcome::Retry(error) = run(&helm).await else {
+        panic!("an unreachable cluster is transient")
+    };
+    assert_eq!(
+        error,
+        format!("helm exited 1: {UNREACHABLE} (transient: unreachable)")
+    );
+    helm.history_fails(UNREACHABLE);
+    assert!(matches!(run(&helm).await, ExecOutcome::Retry(_)));
+    assert_eq!(helm.calls(), [history, rollback, history]);
+
+    // The release does not exist: `helm history` says so, nothing else runs.
+    let helm = StubHelm::new(UPGRADED, 0, "");
+    helm.history_fails("Error: release: not found");
+    let ExecOutcome::Escalate { error, .. } = run(&helm).await else {
+        panic!("a missing release is permanent")
+    };
+    assert_eq!(
+        error,
+        "there is no Helm release \"checkout\" in namespace prod; nothing was rolled back, \
+         and retrying will not help (helm exited 1: Error: release: not found)"
+    );
+    assert_eq!(helm.calls(), [history]);
+
+    // The revision does not exist.
+    let helm = StubHelm::new(UPGRADED, 1, "Error: release has no 2 version");
+    let ExecOutcome::Escalate { error, result } = run(&helm).await else {
+        panic!("a missing revision is permanent")
+    };
+    assert!(
+        error.starts_with(
+            "Helm release \"checkout\" has no revision 2; nothing was rolled back, and \
+             retrying will not help"
+        ),
+        "{error}"
+    );
+    assert_eq!(result.unwrap()["stderr"], "Error: release has no 2 version");
+
+    // Rolled back, but not ready within --timeout: a person looks, no retry.
+    let helm = StubHelm::new(
+        UPGRADED,
+        1,
+        "Error: release checkout failed: timed out waiting for the condition",
+    );
+    let ExecOutcome::Escalate { error, .. } = run(&helm).await else {
+        panic!("a rollback that is not ready escalates")
+    };
+    assert!(
+        error.starts_with(
+            "helm rolled checkout back to revision 2, but its resources were not ready \
+             within 120 s: exited 1"
+        ),
+        "{error}"
+    );
+}
+
+async fn the_worker_retries_an_unreachable_cluster_and_escalates_a_missing_release(
+    backend: Backend,
+) {
+    let db = TestStore::new(backend).await;
+    let clock = Arc::new(ManualClock::new(t0()));
+    let helm = StubHelm::new(UPGRADED, 1, UNREACHABLE);
+    let executors =
+        no_executors(&db.store, &clock).with("helm_rollback", Arc::new(helm.executor()));
+    let w = worker(&db.store, &clock, executors, Channels::default(), "w");
+    let d = decision(&db.store, "h").await;
+    db.store
+        .enqueue_action(&new_action(d, "helm_rollback", helm_params()), t0())
+        .await
+        .unwrap();
+    w.step().await.unwrap();
+    let a = action_state(&db.store, d).await;
+    assert_eq!(a.state, "pending", "retried with backoff: {a:?}");
+    assert_eq!(a.next_attempt_at, Some(t0() + chrono::Duration::seconds(5)));
+    assert!(
+        a.last_error
+            .unwrap()
+            .contains("Kubernetes cluster unreachable")
+    );
+    // The cluster is back: the next attempt rolls back.
+    helm.rollback_ends(0, "");
+    clock.advance(chrono::Duration::seconds(5));
+    w.step().await.unwrap();
+    let a = action_state(&db.store, d).await;
+    assert_eq!((a.state.as_str(), a.attempts), ("verifying", 2));
+
+    // Another target whose release is gone: escalated on the first attempt.
+    helm.history_fails("Error: release: not found");
+    let d2 = decision(&db.store, "h2").await;
+    let mut gone = new_action(d2, "helm_rollback", helm_params());
+    gone.target_key = "default/prod/Deployment/cart".into();
+    gone.idempotency_key = "default/prod/Deployment/cart|deploy:10|helm_rollback".into();
+    db.store
+        .enqueue_action(&gone, rollwarden::clock::Clock::now(&*clock))
+        .await
+        .unwrap();
+    assert_eq!(w.step().await.unwrap().escalated, 1);
+    let a = action_state(&db.store, d2).await;
+    assert_eq!((a.state.as_str(), a.attempts), ("escalated", 1));
+    assert!(
+        a.last_error
+            .unwrap()
+            .starts_with("there is no Helm release")
+    );
+    assert!(a.executed_at.is_none(), "nothing was rolled back");
 }
 
 // -------------------------------------------------------------------------- github
@@ -932,6 +1075,7 @@ async fn an_unpinned_undo_resumed_after_renumbering_does_not_roll_forward(backen
 
 on_both_backends!(
     an_unpinned_undo_resumed_after_renumbering_does_not_roll_forward,
+    the_worker_retries_an_unreachable_cluster_and_escalates_a_missing_release,
     a_worker_killed_after_its_undo_was_applied_resumes_to_verified,
     an_undo_whose_answer_was_lost_is_retried_against_the_world,
     a_worker_shut_down_mid_action_releases_its_lease,
