@@ -281,11 +281,11 @@ impl FakeKube {
     }
 
     /// Makes the next PATCH of `path` (e.g.
-    /// `/apis/apps/v1/namespaces/prod/deployments/checkout`, not a dry run) be applied
-    /// as usual — the object changes, watches see it, the controller acts — while its
-    /// answer is withheld until [`FakeKube::release_held_patches`]: the API server
-    /// stored the write, but the client never heard back (a lost connection, a timeout,
-    /// a client killed meanwhile).
+    /// `/apis/apps/v1/namespaces/prod/deployments/checkout`, not a dry run) be handled
+    /// as usual — a valid one changes the object, watches see it, the controller acts —
+    /// while its answer is withheld until [`FakeKube::release_held_patches`]: the API
+    /// server stored the write, but the client never heard back (a lost connection, a
+    /// timeout, a client killed meanwhile).
     pub fn hold_next_patch(&self, path: &str) {
         self.shared.lock().hold_patches.push(path.to_owned());
     }
