@@ -9,6 +9,11 @@
 //! - `GET /__objects/{kind}/{namespace}/{name}`: an object as stored.
 //! - `GET /__requests`: every request the Kubernetes API received, oldest first
 //!   (method, path, query, content_type, body).
+//! - `POST /__hold_patch` `{"path": P}`: the next PATCH of request path P is applied,
+//!   but its answer is withheld (the client never hears back);
+//!   `GET /__held` says how many answers are withheld (`{"held": N}`), and
+//!   `POST /__release` `{"cut": true|false}` ends them: cut the connections, or answer
+//!   late.
 //!
 //! Usage: `cargo run --example fake_kube_server -- --kubeconfig DIR/kubeconfig
 //! --ready-file DIR/ready.json tests/fixtures/deployment-with-replicasets.json`.
@@ -30,7 +35,7 @@ use axum::{Json, Router};
 use clap::Parser;
 use serde_json::{Value, json};
 
-use fake_kube::FakeKube;
+use fake_kube::{FakeKube, HeldAnswer};
 
 /// The kinds the fake serves, as `apply` accepts them.
 const SERVED: [(&str, &str); 4] = [
@@ -83,6 +88,9 @@ async fn main() -> anyhow::Result<()> {
         .route("/__apply", post(apply))
         .route("/__objects/{kind}/{namespace}/{name}", get(object))
         .route("/__requests", get(requests))
+        .route("/__hold_patch", post(hold_patch))
+        .route("/__held", get(held))
+        .route("/__release", post(release))
         .with_state(Arc::clone(&fake));
     let listener = tokio::net::TcpListener::bind(args.control)
         .await
@@ -159,6 +167,39 @@ async fn object(
 
 async fn requests(State(fake): State<Shared>) -> Json<Value> {
     Json(json!(fake.requests()))
+}
+
+/// `{"path": P}`: withholds the answer to the next PATCH of P.
+async fn hold_patch(
+    State(fake): State<Shared>,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, (StatusCode, String)> {
+    let path = body
+        .get("path")
+        .and_then(Value::as_str)
+        .filter(|p| p.starts_with('/'))
+        .ok_or((
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"path\": \"/apis/...\"}}, got {body}"),
+        ))?;
+    fake.hold_next_patch(path);
+    Ok(Json(json!({"holding": path})))
+}
+
+async fn held(State(fake): State<Shared>) -> Json<Value> {
+    Json(json!({"held": fake.held_patches()}))
+}
+
+/// `{"cut": true}` cuts the withheld answers' connections; `false` sends them late.
+async fn release(State(fake): State<Shared>, Json(body): Json<Value>) -> Json<Value> {
+    let held = fake.held_patches();
+    let how = if body.get("cut").and_then(Value::as_bool).unwrap_or(true) {
+        HeldAnswer::Cut
+    } else {
+        HeldAnswer::Send
+    };
+    fake.release_held_patches(how);
+    Json(json!({"released": held}))
 }
 
 /// A kubeconfig for a plain-HTTP server without credentials.

@@ -3,11 +3,13 @@
 //! first looks at the world where it can (is the Deployment already at the target
 //! revision? is the release already rolled back?), and an attempt that resumes an
 //! interrupted one (`ActionRecord::resumed`) is never repeated blindly: executors that
-//! cannot look escalate instead.
+//! cannot look escalate instead. Before an irreversible step an executor can note what
+//! it is about to do in the action's [`Journal`], so that a later attempt checks the
+//! world against that, not against numbers the step itself changes.
 
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,7 +21,8 @@ use crate::config::{ActionsConfig, CommandConfig, Secret, WebhookConfig};
 use crate::domain::action;
 use crate::domain::decision::undo_command;
 use crate::domain::render::argv::{check_param, render_argv};
-use crate::k8s::undo::{self, RolloutStatus, UndoError, UndoOutcome};
+use crate::k8s::helm::{HelmFailure, classify_failure};
+use crate::k8s::undo::{self, RolloutStatus, UndoError, UndoOutcome, UndoPlan, UndoTarget, UndoTo};
 use crate::store::{ActionRecord, NewFreeze, Store};
 
 /// Most bytes of a program's stdout or stderr kept in the action record.
@@ -33,7 +36,8 @@ pub enum ExecOutcome {
     Done { result: Value, verify: bool },
     /// Dry run: what would have been done.
     DryRun { result: Value },
-    /// Worth another attempt later (5xx, timeouts, a busy release).
+    /// Worth another attempt later (5xx, timeouts, an unreachable cluster, a busy
+    /// release).
     Retry(String),
     /// Never worth repeating (4xx, bad parameters, a refused request).
     Failed(String),
@@ -48,9 +52,54 @@ pub enum ExecOutcome {
 #[async_trait]
 pub trait Executor: Send + Sync {
     /// Acts on `action` (its `params` come from [`action::plan`]); with `dry_run`,
-    /// only says what it would do.
-    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome;
+    /// only says what it would do. `journal` keeps notes across its attempts.
+    async fn execute(
+        &self,
+        action: &ActionRecord,
+        dry_run: bool,
+        journal: &dyn Journal,
+    ) -> ExecOutcome;
 }
+
+/// Notes an attempt leaves about its action before an irreversible step, read back by
+/// the attempts after it: one that resumes or retries an interrupted attempt checks
+/// the world against what that one set out to do. The worker keeps them on the
+/// action's audit trail (as `action.<step>` events).
+#[async_trait]
+pub trait Journal: Send + Sync {
+    /// Records that the attempt is about to take `step`, with `details`.
+    async fn note(&self, step: &str, details: &Value) -> Result<(), String>;
+    /// The details of every `step` noted for this action so far, oldest first.
+    async fn noted(&self, step: &str) -> Result<Vec<Value>, String>;
+}
+
+/// A [`Journal`] in memory, for an executor run outside the worker: its notes last as
+/// long as it does.
+#[derive(Debug, Default)]
+pub struct MemoryJournal(Mutex<Vec<(String, Value)>>);
+
+#[async_trait]
+impl Journal for MemoryJournal {
+    async fn note(&self, step: &str, details: &Value) -> Result<(), String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((step.to_string(), details.clone()));
+        Ok(())
+    }
+
+    async fn noted(&self, step: &str) -> Result<Vec<Value>, String> {
+        let notes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(notes
+            .iter()
+            .filter(|(s, _)| s == step)
+            .map(|(_, details)| details.clone())
+            .collect())
+    }
+}
+
+/// The step a rollout undo notes before its PATCH: the ReplicaSet it restores.
+pub const PATCHING: &str = "patching";
 
 /// The executors this configuration provides, by action kind.
 #[derive(Clone, Default)]
@@ -148,7 +197,12 @@ pub struct RolloutUndo {
 
 #[async_trait]
 impl Executor for RolloutUndo {
-    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome {
+    async fn execute(
+        &self,
+        action: &ActionRecord,
+        dry_run: bool,
+        journal: &dyn Journal,
+    ) -> ExecOutcome {
         let (namespace, name) = match (required(action, "namespace"), required(action, "name")) {
             (Ok(ns), Ok(name)) => (ns, name),
             (Err(e), _) | (_, Err(e)) => return e,
@@ -163,56 +217,88 @@ impl Executor for RolloutUndo {
         };
         let revision = (to_revision > 0).then(|| to_revision.to_string());
         let command = undo_command(namespace, name, revision.as_deref());
+        // An earlier attempt that got as far as the PATCH named its ReplicaSet: the
+        // rollback to it renumbered it (revision 2 of 3 becomes 4), and "previous" now
+        // means the bad revision. So the target is that ReplicaSet, by identity.
+        let noted = match journal.noted(PATCHING).await {
+            Ok(notes) => notes
+                .into_iter()
+                .find_map(|note| serde_json::from_value::<UndoTarget>(note).ok()),
+            Err(why) => {
+                return ExecOutcome::Retry(format!(
+                    "cannot read what an earlier attempt did: {why}"
+                ));
+            }
+        };
+        let to = match &noted {
+            Some(target) => UndoTo::ReplicaSet(target.clone()),
+            None => UndoTo::revision(to_revision),
+        };
+        let plan = match undo::plan_rollout_undo(&self.client, namespace, name, &to).await {
+            Ok(plan) => plan,
+            Err(err) => return undo_error(err),
+        };
+        if let (UndoPlan::Patch { target, .. }, false) = (&plan, dry_run) {
+            let mut note = json!(target);
+            note["command"] = json!(command);
+            if let Err(why) = journal.note(PATCHING, &note).await {
+                return ExecOutcome::Retry(format!(
+                    "cannot record the rollback's target before patching: {why}"
+                ));
+            }
+        }
         // A dry run still asks the API server, which validates the patch and changes
         // nothing (`dryRun=All`).
         let outcome =
-            match undo::rollout_undo(&self.client, namespace, name, to_revision, dry_run).await {
+            match undo::send_rollout_undo(&self.client, namespace, name, plan, dry_run).await {
                 Ok(outcome) => outcome,
                 Err(err) => return undo_error(err),
             };
+        let renumbered_from = noted.map(|n| n.revision);
         match outcome {
             UndoOutcome::RolledBack {
                 dry_run: true,
-                revision,
+                target,
                 images,
             } => ExecOutcome::DryRun {
                 result: json!({
                     "would_run": command,
-                    "revision": revision,
+                    "revision": target.revision,
+                    "replicaset": target.replicaset,
                     "images": images,
                     "server_dry_run": true,
                 }),
             },
-            UndoOutcome::Skipped { revision } if dry_run => ExecOutcome::DryRun {
+            UndoOutcome::Skipped { target } if dry_run => ExecOutcome::DryRun {
                 result: json!({
                     "would_run": command,
-                    "revision": revision,
+                    "revision": target.revision,
+                    "replicaset": target.replicaset,
                     "already_at_revision": true,
                 }),
             },
-            UndoOutcome::Skipped { revision } => {
+            UndoOutcome::Skipped { target } => {
                 // The world already shows the rollback (a previous attempt of ours, or
                 // a person): do not send it again, but still watch the rollout.
-                self.follow(
-                    namespace,
-                    name,
-                    json!({
-                        "command": command,
-                        "revision": revision,
-                        "already_at_revision": true,
-                    }),
-                )
-                .await
+                let mut result = json!({
+                    "command": command,
+                    "revision": target.revision,
+                    "replicaset": target.replicaset,
+                    "already_at_revision": true,
+                });
+                if let Some(from) = renumbered_from.filter(|r| *r != target.revision) {
+                    result["renumbered_from"] = json!(from);
+                }
+                self.follow(namespace, name, result).await
             }
-            UndoOutcome::RolledBack {
-                revision, images, ..
-            } => {
+            UndoOutcome::RolledBack { target, images, .. } => {
                 self.follow(
                     namespace,
                     name,
                     json!({
                         "command": command,
-                        "revision": revision,
+                        "revision": target.revision,
+                        "replicaset": target.replicaset,
                         "images": images,
                     }),
                 )
@@ -273,6 +359,11 @@ impl RolloutUndo {
 
 fn undo_error(err: UndoError) -> ExecOutcome {
     match &err {
+        // What an earlier attempt restored is gone from under it: a person looks.
+        UndoError::TargetGone { .. } => ExecOutcome::Escalate {
+            error: err.to_string(),
+            result: None,
+        },
         UndoError::Kube { source, .. } => {
             let transient = match source {
                 kube::Error::Api(status) => status.code >= 500 || status.code == 429,
@@ -296,7 +387,12 @@ pub struct HelmRollback {
 
 #[async_trait]
 impl Executor for HelmRollback {
-    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome {
+    async fn execute(
+        &self,
+        action: &ActionRecord,
+        dry_run: bool,
+        _journal: &dyn Journal,
+    ) -> ExecOutcome {
         let (release, revision, namespace) = match (
             required(action, "helm_release"),
             required(action, "helm_revision"),
@@ -365,6 +461,10 @@ impl Executor for HelmRollback {
                     };
                 }
             }
+            Ran::Exited { stderr, .. } if classify_failure(stderr).is_permanent() => {
+                return helm_cannot(release, revision, namespace, &seen, seen.record(&history));
+            }
+            // Reading is harmless to repeat, whatever went wrong.
             other => {
                 return ExecOutcome::Retry(format!(
                     "cannot read the release history first: {}",
@@ -375,22 +475,74 @@ impl Executor for HelmRollback {
         // `--wait` can take up to the timeout; allow Helm a little more to exit.
         let ran = run(&argv, self.timeout + Duration::from_secs(30)).await;
         let result = ran.record(&argv);
-        match &ran {
-            Ran::Exited { code: 0, .. } => ExecOutcome::Done {
+        let Ran::Exited { stderr, .. } = &ran else {
+            // Killed at our timeout or by a signal: what it did is unknown.
+            return ExecOutcome::Escalate {
+                error: format!("helm {}", ran.describe()),
+                result: Some(result),
+            };
+        };
+        if ran.succeeded() {
+            return ExecOutcome::Done {
                 result,
                 verify: true,
-            },
-            Ran::Exited { code, stderr, .. }
-                if stderr
-                    .contains("another operation (install/upgrade/rollback) is in progress") =>
-            {
-                ExecOutcome::Retry(format!("helm exited {code}: {}", stderr.trim()))
+            };
+        }
+        match classify_failure(stderr) {
+            // Nothing that lasts is in the way; the next attempt reads the history
+            // first, so a rollback that got through is not repeated.
+            failure if failure.is_transient() => ExecOutcome::Retry(format!(
+                "helm {} (transient: {})",
+                ran.describe(),
+                failure.label()
+            )),
+            failure if failure.is_permanent() => {
+                helm_cannot(release, revision, namespace, &ran, result)
             }
+            HelmFailure::NotReady => ExecOutcome::Escalate {
+                error: format!(
+                    "helm rolled {release} back to revision {revision}, but its resources were \
+                     not ready within {} s: {}",
+                    self.timeout.as_secs(),
+                    ran.describe()
+                ),
+                result: Some(result),
+            },
             _ => ExecOutcome::Escalate {
                 error: format!("helm {}", ran.describe()),
                 result: Some(result),
             },
         }
+    }
+}
+
+/// A rollback no attempt can carry out (the release or revision is not there): the
+/// action fails at once and a person is told why.
+fn helm_cannot(
+    release: &str,
+    revision: &str,
+    namespace: &str,
+    ran: &Ran,
+    result: Value,
+) -> ExecOutcome {
+    let why = match ran {
+        Ran::Exited { stderr, .. } => match classify_failure(stderr) {
+            HelmFailure::ReleaseNotFound => {
+                format!("there is no Helm release {release:?} in namespace {namespace}")
+            }
+            HelmFailure::RevisionNotFound => {
+                format!("Helm release {release:?} has no revision {revision}")
+            }
+            _ => format!("Helm refuses release {release:?} revision {revision}"),
+        },
+        _ => format!("Helm refuses release {release:?} revision {revision}"),
+    };
+    ExecOutcome::Escalate {
+        error: format!(
+            "{why}; nothing was rolled back, and retrying will not help (helm {})",
+            ran.describe()
+        ),
+        result: Some(result),
     }
 }
 
@@ -417,7 +569,12 @@ pub struct WorkflowDispatch {
 
 #[async_trait]
 impl Executor for WorkflowDispatch {
-    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome {
+    async fn execute(
+        &self,
+        action: &ActionRecord,
+        dry_run: bool,
+        _journal: &dyn Journal,
+    ) -> ExecOutcome {
         let (workflow, environment, tag) = match (
             required(action, "cd_workflow"),
             required(action, "environment"),
@@ -479,7 +636,12 @@ pub struct Command(pub CommandConfig);
 
 #[async_trait]
 impl Executor for Command {
-    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome {
+    async fn execute(
+        &self,
+        action: &ActionRecord,
+        dry_run: bool,
+        _journal: &dyn Journal,
+    ) -> ExecOutcome {
         let mut params = action.params.clone();
         params["decision_id"] = json!(action.decision_id.to_string());
         params["action_id"] = json!(action.id.to_string());
@@ -529,7 +691,12 @@ pub struct Webhook {
 
 #[async_trait]
 impl Executor for Webhook {
-    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome {
+    async fn execute(
+        &self,
+        action: &ActionRecord,
+        dry_run: bool,
+        _journal: &dyn Journal,
+    ) -> ExecOutcome {
         let body = json!({
             "action_id": action.id,
             "decision_id": action.decision_id,
@@ -571,7 +738,12 @@ pub struct Freeze {
 
 #[async_trait]
 impl Executor for Freeze {
-    async fn execute(&self, action: &ActionRecord, dry_run: bool) -> ExecOutcome {
+    async fn execute(
+        &self,
+        action: &ActionRecord,
+        dry_run: bool,
+        _journal: &dyn Journal,
+    ) -> ExecOutcome {
         let (scope, reason) = match (required(action, "scope"), required(action, "reason")) {
             (Ok(s), Ok(r)) => (s, r),
             (Err(e), _) | (_, Err(e)) => return e,
@@ -629,6 +801,10 @@ pub(crate) enum Ran {
 }
 
 impl Ran {
+    fn succeeded(&self) -> bool {
+        matches!(self, Ran::Exited { code: 0, .. })
+    }
+
     /// What the action record keeps of a run of `argv`: its exit code and output when
     /// it exited.
     fn record(&self, argv: &[String]) -> Value {

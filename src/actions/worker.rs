@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::executor::{ExecOutcome, Executors, Posted};
+use super::executor::{ExecOutcome, Executors, Journal, Posted};
 use super::notify::Channels;
 use crate::clock::Clock;
 use crate::domain::action::{ActionKind, Event, Message};
@@ -266,7 +266,11 @@ impl Worker {
             self.deliver(report).await?;
         }
         tracing::info!(action = action.id, kind = %action.kind, target = %action.target_key, dry_run, attempt = action.attempts, "executing");
-        let outcome = executor.execute(&action, dry_run).await;
+        let journal = AuditJournal {
+            worker: self,
+            action: &action,
+        };
+        let outcome = executor.execute(&action, dry_run, &journal).await;
         let finish = match outcome {
             ExecOutcome::Done { result, verify } => ActionFinish::Succeeded {
                 result,
@@ -520,6 +524,38 @@ impl Worker {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// An action's [`Journal`]: its notes are `action.<step>` events on its audit trail,
+/// recorded by the worker running the attempt, so they are also in its timeline.
+struct AuditJournal<'a> {
+    worker: &'a Worker,
+    action: &'a ActionRecord,
+}
+
+#[async_trait::async_trait]
+impl Journal for AuditJournal<'_> {
+    async fn note(&self, step: &str, details: &Value) -> Result<(), String> {
+        self.worker
+            .audit(self.action, &format!("action.{step}"), details.clone())
+            .await
+            .map_err(|err| err.to_string())
+    }
+
+    async fn noted(&self, step: &str) -> Result<Vec<Value>, String> {
+        let kind = format!("action.{step}");
+        let events = self
+            .worker
+            .store
+            .audit_trail(&[format!("action:{}", self.action.id)])
+            .await
+            .map_err(|err| err.to_string())?;
+        Ok(events
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| e.details)
+            .collect())
     }
 }
 

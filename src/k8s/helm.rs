@@ -1,4 +1,5 @@
-//! Helm release storage (Secret and ConfigMap drivers) decoded into deploys.
+//! Helm release storage (Secret and ConfigMap drivers) decoded into deploys, and what
+//! the `helm` CLI's errors mean ([`classify_failure`]).
 //!
 //! Helm keeps one object per release revision; its `release` value is base64 of (usually
 //! gzipped) release JSON (PROTOCOLS.md D.2). Decoding is pure and bounded: a release
@@ -178,6 +179,125 @@ impl HelmRelease {
         deploy.details = serde_json::Value::Object(details);
         deploy
     }
+}
+
+/// Why a `helm history` or `helm rollback` failed, read from what it printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HelmFailure {
+    /// The cluster could not be reached, or a request to it failed on the way (refused,
+    /// reset, timed out): another attempt later may succeed.
+    Unreachable,
+    /// Another Helm operation holds the release: another attempt later may succeed.
+    Busy,
+    /// The release does not exist (in that namespace).
+    ReleaseNotFound,
+    /// The release has no such revision.
+    RevisionNotFound,
+    /// The release name or revision is not valid.
+    Invalid,
+    /// The rollback was applied, but its resources were not ready within `--timeout`
+    /// (`--wait`): Helm recorded the new revision as failed.
+    NotReady,
+    /// Anything else: what Helm did is not known from its words.
+    Other,
+}
+
+impl HelmFailure {
+    /// Worth another attempt with backoff: nothing in the way will last.
+    pub fn is_transient(self) -> bool {
+        matches!(self, Self::Unreachable | Self::Busy)
+    }
+
+    /// No attempt will succeed: the release or revision is not there.
+    pub fn is_permanent(self) -> bool {
+        matches!(
+            self,
+            Self::ReleaseNotFound | Self::RevisionNotFound | Self::Invalid
+        )
+    }
+
+    /// A short, stable label for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::Busy => "busy",
+            Self::ReleaseNotFound => "release_not_found",
+            Self::RevisionNotFound => "revision_not_found",
+            Self::Invalid => "invalid",
+            Self::NotReady => "not_ready",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Classifies a failed `helm` run by its stderr (the CLI prints `Error: ` and the error,
+/// cobra's default). Helm 3 and 4 word some errors differently; both are matched,
+/// ignoring case. The order matters: a `--wait` verdict may quote a network error, and
+/// the rollback it judges was applied, so it is never taken for a transient failure.
+pub fn classify_failure(stderr: &str) -> HelmFailure {
+    let text = stderr.to_lowercase();
+    let has = |needle: &str| text.contains(needle);
+    // pkg/action/rollback.go, performRollback: `fmt.Errorf("release %s failed: %w",
+    // targetRelease.Name, err)` around the waiter's error (Helm 3: k8s.io's
+    // "timed out waiting for the condition"; Helm 4: "resource … not ready" and
+    // "context deadline exceeded").
+    let waited = text.split("release ").skip(1).any(|rest| {
+        rest.split_once(' ')
+            .is_some_and(|(_, tail)| tail.starts_with("failed: "))
+    });
+    if waited {
+        return HelmFailure::NotReady;
+    }
+    // pkg/storage/driver/driver.go: `ErrReleaseNotFound = errors.New("release: not
+    // found")`, from `helm history` and `helm rollback` of a release that does not
+    // exist; pkg/storage/storage.go `Last`: `no revision for release %q`.
+    if has("release: not found") || has("no revision for release") {
+        return HelmFailure::ReleaseNotFound;
+    }
+    // pkg/action/rollback.go, prepareRollback: `release has no %d version`.
+    if has("release has no ") && has(" version") {
+        return HelmFailure::RevisionNotFound;
+    }
+    // pkg/action/action.go: `errInvalidRevision = errors.New("invalid release
+    // revision")`; rollback.go: `prepareRollback: Release name is invalid: %s`;
+    // history.go: `release name is invalid: %s`.
+    if has("invalid release revision") || has("release name is invalid") {
+        return HelmFailure::Invalid;
+    }
+    // pkg/action/action.go: `errPending = errors.New("another operation
+    // (install/upgrade/rollback) is in progress")`; pkg/storage/driver/driver.go:
+    // `ErrReleaseExists = errors.New("release: already exists")`, when a concurrent
+    // operation created the revision this one was about to.
+    if has("another operation (install/upgrade/rollback) is in progress")
+        || has("release: already exists")
+    {
+        return HelmFailure::Busy;
+    }
+    // pkg/kube/client.go, IsReachable (the first step of `helm history` and
+    // `helm rollback`): Helm 3 `errors.Wrap(err, "Kubernetes cluster unreachable")`,
+    // Helm 4 `fmt.Errorf("kubernetes cluster unreachable: %w", err)`.
+    if has("kubernetes cluster unreachable") {
+        return HelmFailure::Unreachable;
+    }
+    // A request that failed on the way: Go's net package (`connect: connection
+    // refused`, `connection reset by peer`, `i/o timeout`), net/http (`net/http: TLS
+    // handshake timeout`, `Client.Timeout exceeded while awaiting headers`), and the
+    // API server's 504 and 503 (k8s.io/apimachinery pkg/api/errors: "the server was
+    // unable to return a response in the time allotted", "the server is currently
+    // unable to handle the request").
+    const TRANSPORT: [&str; 7] = [
+        "connection refused",
+        "connection reset by peer",
+        "i/o timeout",
+        "tls handshake timeout",
+        "client.timeout exceeded",
+        "the server was unable to return a response in the time allotted",
+        "the server is currently unable to handle the request",
+    ];
+    if TRANSPORT.iter().any(|needle| has(needle)) {
+        return HelmFailure::Unreachable;
+    }
+    HelmFailure::Other
 }
 
 fn describe(kind: &str, meta: &ObjectMeta) -> String {
@@ -781,5 +901,97 @@ mod tests {
         let err = decode_release(STANDARD.encode(bomb).as_bytes()).unwrap_err();
         assert!(matches!(err, HelmDecodeError::TooLarge { .. }), "{err}");
         assert_eq!(err.metric_label(), "too_large");
+    }
+
+    #[test]
+    fn helm_failures_are_classified_from_helms_own_words() {
+        use HelmFailure::*;
+        // Each line as the helm CLI prints it on stderr (`Error: ` + the error).
+        let table: [(&str, HelmFailure); 19] = [
+            // Helm 3 and 4, pkg/kube/client.go IsReachable.
+            (
+                "Error: Kubernetes cluster unreachable: Get \"https://10.96.0.1:443/version\": dial tcp 10.96.0.1:443: connect: connection refused",
+                Unreachable,
+            ),
+            (
+                "Error: kubernetes cluster unreachable: Get \"https://127.0.0.1:6443/version?timeout=32s\": net/http: TLS handshake timeout",
+                Unreachable,
+            ),
+            ("Error: Kubernetes cluster unreachable", Unreachable),
+            (
+                "Error: Kubernetes cluster unreachable: Get \"https://api.prod.example:6443/version\": dial tcp: lookup api.prod.example on 10.0.0.10:53: no such host",
+                Unreachable,
+            ),
+            // A request that failed after the reachability check.
+            (
+                "Error: Get \"https://10.96.0.1:443/api/v1/namespaces/prod/secrets?labelSelector=name%3Dcheckout%2Cowner%3Dhelm\": dial tcp 10.96.0.1:443: i/o timeout",
+                Unreachable,
+            ),
+            (
+                "Error: Patch \"https://10.96.0.1:443/apis/apps/v1/namespaces/prod/deployments/checkout\": read tcp 10.1.2.3:51234->10.96.0.1:443: read: connection reset by peer",
+                Unreachable,
+            ),
+            (
+                "Error: Get \"https://10.96.0.1:443/api/v1/namespaces/prod/secrets\": net/http: request canceled while waiting for connection (Client.Timeout exceeded while awaiting headers)",
+                Unreachable,
+            ),
+            (
+                "Error: the server was unable to return a response in the time allotted, but may still be processing the request (get secrets)",
+                Unreachable,
+            ),
+            (
+                "Error: create: failed to create: the server is currently unable to handle the request (post secrets)",
+                Unreachable,
+            ),
+            // Another Helm operation on the release.
+            (
+                "Error: another operation (install/upgrade/rollback) is in progress",
+                Busy,
+            ),
+            ("Error: release: already exists", Busy),
+            // pkg/storage/driver/driver.go ErrReleaseNotFound; storage.go Last.
+            ("Error: release: not found", ReleaseNotFound),
+            (
+                "Error: no revision for release \"checkout\"",
+                ReleaseNotFound,
+            ),
+            // pkg/action/rollback.go prepareRollback.
+            ("Error: release has no 7 version", RevisionNotFound),
+            ("Error: invalid release revision", Invalid),
+            (
+                "Error: prepareRollback: Release name is invalid: Checkout_",
+                Invalid,
+            ),
+            // pkg/action/rollback.go performRollback: the --wait verdict, Helm 3 and 4;
+            // a network error quoted in it does not make it transient.
+            (
+                "Error: release checkout failed: timed out waiting for the condition",
+                NotReady,
+            ),
+            (
+                "Error: release checkout failed: resource Deployment/prod/checkout not ready. status: InProgress, message: Replicas: 1/3\ncontext deadline exceeded",
+                NotReady,
+            ),
+            (
+                "Error: release checkout failed: Get \"https://10.96.0.1:443/apis/apps/v1/namespaces/prod/deployments/checkout\": dial tcp 10.96.0.1:443: connect: connection refused",
+                NotReady,
+            ),
+        ];
+        for (stderr, expected) in table {
+            assert_eq!(classify_failure(stderr), expected, "{stderr}");
+        }
+        // What Helm's words do not settle is neither transient nor permanent.
+        for other in [
+            "Error: timed out waiting for the condition",
+            "Error: pre-rollback hooks failed: job failed: BackoffLimitExceeded",
+            "",
+        ] {
+            let failure = classify_failure(other);
+            assert_eq!(failure, Other, "{other}");
+            assert!(!failure.is_transient() && !failure.is_permanent());
+        }
+        assert!(Unreachable.is_transient() && Busy.is_transient());
+        assert!(ReleaseNotFound.is_permanent() && RevisionNotFound.is_permanent());
+        assert!(!NotReady.is_transient() && !NotReady.is_permanent());
     }
 }

@@ -4,7 +4,14 @@
 //! The undo sends exactly the JSON patch kubectl sends (PROTOCOLS.md E.2), not a
 //! server-side apply, so the Deployment controller reuses the old ReplicaSet and
 //! `kubectl rollout history` stays truthful. [`undo_patch`] computes it without I/O;
-//! [`rollout_undo`] fetches, computes and patches; [`rollout_status`] waits for the result.
+//! [`plan_rollout_undo`] fetches and computes, [`send_rollout_undo`] patches (the
+//! executor records the [`UndoTarget`] in between), [`rollout_undo`] does both;
+//! [`rollout_status`] waits for the result.
+//!
+//! A rollback renumbers its target: the controller makes the reused ReplicaSet revision
+//! max+1 (revision 2 of 3 becomes 4). So the target is also named by identity
+//! ([`UndoTarget`]: ReplicaSet name, UID, template hash), and an undo to a revision the
+//! controller renumbered finds it in the ReplicaSet's `revision-history`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,7 +24,9 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::rollouts::{self, POD_TEMPLATE_HASH_LABEL};
@@ -39,40 +48,98 @@ pub const MIN_POLL: Duration = Duration::from_millis(10);
 const DEPLOYMENTS: &str = "deployments.apps";
 const REPLICASETS: &str = "replicasets.apps";
 
-/// What undoing a Deployment to a revision takes.
+/// The ReplicaSet whose pod template an undo restores, named so that it is found again
+/// whatever revision the controller gives it later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndoTarget {
+    /// Its name, `<deployment>-<pod-template-hash>`.
+    pub replicaset: String,
+    /// Its UID: a ReplicaSet deleted and created again under the same name is another.
+    pub uid: String,
+    /// Its `pod-template-hash` label.
+    pub pod_template_hash: Option<String>,
+    /// Its revision when it was looked up.
+    pub revision: i64,
+    /// sha256 of its pod template without the `pod-template-hash` label: what the
+    /// Deployment runs once rolled back to it.
+    pub template_sha256: String,
+}
+
+impl UndoTarget {
+    /// The ReplicaSet as it is now.
+    pub fn of(rs: &ReplicaSet) -> Self {
+        identity(rs, &stripped_template(rs))
+    }
+}
+
+/// Which ReplicaSet an undo restores.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UndoTo {
+    /// kubectl's default: the owned ReplicaSet with the second-highest revision.
+    Previous,
+    /// `--to-revision=N`: the ReplicaSet of revision N or, when a rollback to it made
+    /// the controller renumber it, the one whose `revision-history` lists N (kubectl
+    /// refuses that one; it is the same template).
+    Revision(i64),
+    /// A ReplicaSet named before (what an interrupted attempt set out to restore),
+    /// whatever its revision is now.
+    ReplicaSet(UndoTarget),
+}
+
+impl UndoTo {
+    /// kubectl's `--to-revision=N`: 0 is the previous revision.
+    pub fn revision(to_revision: i64) -> Self {
+        if to_revision == 0 {
+            Self::Previous
+        } else {
+            Self::Revision(to_revision)
+        }
+    }
+}
+
+/// What undoing a Deployment to a ReplicaSet takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UndoPlan {
-    /// The Deployment's template already is that revision's: nothing to send.
+    /// The Deployment's template already is the target's: nothing to send.
     Skip {
-        /// The revision whose template is already in place.
-        revision: i64,
+        /// The ReplicaSet whose template is already in place.
+        target: UndoTarget,
     },
     /// Send this JSON patch to the Deployment.
     Patch {
-        /// The revision rolled back to.
-        revision: i64,
+        /// The ReplicaSet rolled back to.
+        target: UndoTarget,
         /// kubectl's two operations: replace `/spec/template`, then `/metadata/annotations`.
         patch: json_patch::Patch,
     },
 }
 
+impl UndoPlan {
+    /// The ReplicaSet the plan restores.
+    pub fn target(&self) -> &UndoTarget {
+        match self {
+            Self::Skip { target } | Self::Patch { target, .. } => target,
+        }
+    }
+}
+
 /// What [`rollout_undo`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UndoOutcome {
-    /// The Deployment's template was set back to `revision`'s (only validated by the
+    /// The Deployment's template was set back to the target's (only validated by the
     /// API server when `dry_run`).
     RolledBack {
-        /// The revision rolled back to.
-        revision: i64,
+        /// The ReplicaSet rolled back to.
+        target: UndoTarget,
         /// The container images of the restored template, in order.
         images: Vec<String>,
         /// Whether this was a server-side dry run that changed nothing.
         dry_run: bool,
     },
-    /// The template already matched `revision`; nothing was sent.
+    /// The template already matched the target's; nothing was sent.
     Skipped {
-        /// The revision whose template is already in place.
-        revision: i64,
+        /// The ReplicaSet whose template is already in place.
+        target: UndoTarget,
     },
 }
 
@@ -80,11 +147,11 @@ impl fmt::Display for UndoOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::RolledBack {
-                revision,
+                target,
                 images,
                 dry_run,
             } => {
-                write!(f, "rolled back to revision {revision}")?;
+                write!(f, "rolled back to revision {}", target.revision)?;
                 if !images.is_empty() {
                     write!(f, " ({})", images.join(", "))?;
                 }
@@ -93,9 +160,10 @@ impl fmt::Display for UndoOutcome {
                 }
                 Ok(())
             }
-            Self::Skipped { revision } => write!(
+            Self::Skipped { target } => write!(
                 f,
-                "skipped rollback (current template already matches revision {revision})"
+                "skipped rollback (current template already matches revision {})",
+                target.revision
             ),
         }
     }
@@ -126,6 +194,17 @@ pub enum UndoError {
     NoHistory {
         /// The Deployment's name.
         name: String,
+    },
+    /// The ReplicaSet named before is gone, and the Deployment does not run its
+    /// template.
+    #[error(
+        "replicaset {replicaset:?} (revision {revision} when the rollback began) is gone, and the deployment does not run its template"
+    )]
+    TargetGone {
+        /// The ReplicaSet's name.
+        replicaset: String,
+        /// Its revision when it was named.
+        revision: i64,
     },
     /// The Deployment is paused; the controller would not roll it back.
     #[error(
@@ -182,6 +261,7 @@ impl UndoError {
         match self {
             Self::RevisionNotFound(_) => "revision_not_found",
             Self::NoHistory { .. } => "no_history",
+            Self::TargetGone { .. } => "target_gone",
             Self::Paused => "paused",
             Self::NotFound { .. } => "not_found",
             Self::Forbidden { .. } => "forbidden",
@@ -192,64 +272,85 @@ impl UndoError {
 }
 
 /// The patch `kubectl rollout undo` would send to `deployment` (PROTOCOLS.md E.2), given
-/// the ReplicaSets of its namespace. `to_revision = 0` means the previous revision: the
-/// owned ReplicaSet with the second-highest revision.
+/// the ReplicaSets of its namespace, to restore the template of the ReplicaSet `to`
+/// names.
 pub fn undo_patch(
     deployment: &Deployment,
     replicasets: &[ReplicaSet],
-    to_revision: i64,
+    to: &UndoTo,
 ) -> Result<UndoPlan, UndoError> {
-    if to_revision < 0 {
-        return Err(UndoError::RevisionNotFound(to_revision));
-    }
-    let target = find_revision(deployment, replicasets, to_revision)?;
-    let revision = rollouts::revision(target);
-    let no_spec = DeploymentSpec::default();
-    let spec = deployment.spec.as_ref().unwrap_or(&no_spec);
-    if spec.paused == Some(true) {
-        return Err(UndoError::Paused);
-    }
-
-    let mut template = target
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.clone())
-        .unwrap_or_default();
-    strip_hash_label(&mut template);
-    let mut current = spec.template.clone();
-    strip_hash_label(&mut current);
+    let owned = rollouts::owned_replicasets(deployment, replicasets);
+    let rs = match to {
+        UndoTo::Previous => previous(deployment, &owned)?,
+        UndoTo::Revision(revision) => by_revision(&owned, *revision)?,
+        UndoTo::ReplicaSet(target) => match by_identity(&owned, target) {
+            Some(rs) => rs,
+            // The controller never deletes the ReplicaSet the Deployment runs, so the
+            // rollback is done only if the gone one's template is in place.
+            None if template_sha256(&current_template(deployment)?) == target.template_sha256 => {
+                return Ok(UndoPlan::Skip {
+                    target: target.clone(),
+                });
+            }
+            None => {
+                return Err(UndoError::TargetGone {
+                    replicaset: target.replicaset.clone(),
+                    revision: target.revision,
+                });
+            }
+        },
+    };
+    // kubectl looks the revision up before it refuses a paused Deployment.
+    let current = current_template(deployment)?;
+    let template = stripped_template(rs);
+    let target = identity(rs, &template);
     // kubectl compares with apimachinery's semantic equality; the API server returns
     // both templates in the same canonical form (quantities, omitted empties), so
     // structural equality after removing the hash label agrees with it.
     if template == current {
-        return Ok(UndoPlan::Skip { revision });
+        return Ok(UndoPlan::Skip { target });
     }
 
-    let annotations = rollback_annotations(deployment, target);
+    let annotations = rollback_annotations(deployment, rs);
     // Go's encoding of the template may also carry `"creationTimestamp": null` in its
     // metadata; the API server ignores it, so leaving it out changes nothing.
-    let template =
-        serde_json::to_value(&template).map_err(|source| UndoError::Encode { revision, source })?;
+    let template = serde_json::to_value(&template).map_err(|source| UndoError::Encode {
+        revision: target.revision,
+        source,
+    })?;
     let patch = json_patch::Patch(vec![
         replace("/spec/template", template),
         replace("/metadata/annotations", annotations),
     ]);
-    Ok(UndoPlan::Patch { revision, patch })
+    Ok(UndoPlan::Patch { target, patch })
 }
 
 /// `kubectl rollout undo deployment/NAME -n NAMESPACE [--to-revision=N]
-/// [--dry-run=server]`: GETs the Deployment, LISTs its ReplicaSets by its selector and
-/// PATCHes it with [`undo_patch`]'s JSON patch, unless the template already matches.
-#[tracing::instrument(skip_all, fields(%namespace, %name, to_revision = to_revision, dry_run = dry_run))]
+/// [--dry-run=server]`: [`plan_rollout_undo`], then [`send_rollout_undo`].
 pub async fn rollout_undo(
     client: &Client,
     namespace: &str,
     name: &str,
-    to_revision: i64,
+    to: &UndoTo,
     dry_run: bool,
 ) -> Result<UndoOutcome, UndoError> {
-    if to_revision < 0 {
-        return Err(UndoError::RevisionNotFound(to_revision));
+    let plan = plan_rollout_undo(client, namespace, name, to).await?;
+    send_rollout_undo(client, namespace, name, plan, dry_run).await
+}
+
+/// GETs the Deployment, LISTs its ReplicaSets by its selector, and computes
+/// [`undo_patch`]'s plan.
+#[tracing::instrument(skip_all, fields(%namespace, %name, ?to))]
+pub async fn plan_rollout_undo(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    to: &UndoTo,
+) -> Result<UndoPlan, UndoError> {
+    if let UndoTo::Revision(revision) = to
+        && *revision < 0
+    {
+        return Err(UndoError::RevisionNotFound(*revision));
     }
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let deployment = deployments
@@ -270,25 +371,37 @@ pub async fn rollout_undo(
         .list(&params)
         .await
         .map_err(|err| api_error(err, "list", REPLICASETS, namespace, name))?;
+    undo_patch(&deployment, &replicasets.items, to)
+}
 
-    match undo_patch(&deployment, &replicasets.items, to_revision)? {
-        UndoPlan::Skip { revision } => {
-            tracing::info!(revision, "rollout undo skipped: template already matches");
-            Ok(UndoOutcome::Skipped { revision })
+/// Carries `plan` out: PATCHes the Deployment with its JSON patch (`dryRun=All` when
+/// `dry_run`), or sends nothing when the template already matches.
+#[tracing::instrument(skip_all, fields(%namespace, %name, dry_run = dry_run))]
+pub async fn send_rollout_undo(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    plan: UndoPlan,
+    dry_run: bool,
+) -> Result<UndoOutcome, UndoError> {
+    match plan {
+        UndoPlan::Skip { target } => {
+            tracing::info!(revision = target.revision, replicaset = %target.replicaset, "rollout undo skipped: template already matches");
+            Ok(UndoOutcome::Skipped { target })
         }
-        UndoPlan::Patch { revision, patch } => {
+        UndoPlan::Patch { target, patch } => {
             let images = template_images(&patch);
             let params = PatchParams {
                 dry_run,
                 ..PatchParams::default()
             };
-            deployments
+            Api::<Deployment>::namespaced(client.clone(), namespace)
                 .patch(name, &params, &Patch::Json::<()>(patch))
                 .await
                 .map_err(|err| api_error(err, "patch", DEPLOYMENTS, namespace, name))?;
-            tracing::info!(revision, ?images, dry_run, "rolled back");
+            tracing::info!(revision = target.revision, replicaset = %target.replicaset, ?images, dry_run, "rolled back");
             Ok(UndoOutcome::RolledBack {
-                revision,
+                target,
                 images,
                 dry_run,
             })
@@ -362,24 +475,16 @@ fn settled(deployment: &Deployment, name: &str) -> Option<RolloutStatus> {
     Some(RolloutStatus::Failed { message })
 }
 
-/// The owned ReplicaSet for `to_revision`, or for the previous revision when it is 0,
-/// chosen as kubectl's `deploymentRevision` does (same scan, same tie-breaking).
-fn find_revision<'a>(
+/// The owned ReplicaSet of the previous revision, chosen as kubectl's
+/// `deploymentRevision` does (same scan, same tie-breaking).
+fn previous<'a>(
     deployment: &Deployment,
-    replicasets: &'a [ReplicaSet],
-    to_revision: i64,
+    owned: &[&'a ReplicaSet],
 ) -> Result<&'a ReplicaSet, UndoError> {
-    let owned = rollouts::owned_replicasets(deployment, replicasets);
-    if to_revision > 0 {
-        return owned
-            .into_iter()
-            .find(|rs| rollouts::revision(rs) == to_revision)
-            .ok_or(UndoError::RevisionNotFound(to_revision));
-    }
     // kubectl starts both at -1, so a ReplicaSet with a negative revision never counts.
     let (mut latest, mut latest_rs) = (-1, None);
     let (mut previous, mut previous_rs) = (-1, None);
-    for rs in owned {
+    for &rs in owned {
         let revision = rollouts::revision(rs);
         if latest < revision {
             (previous, previous_rs) = (latest, latest_rs);
@@ -391,6 +496,93 @@ fn find_revision<'a>(
     previous_rs.ok_or_else(|| UndoError::NoHistory {
         name: deployment.metadata.name.clone().unwrap_or_default(),
     })
+}
+
+/// The owned ReplicaSet of `revision`; failing that, the one the controller renumbered
+/// away from it on a rollback (it appends the old number to `revision-history`, and
+/// revisions are never given twice).
+fn by_revision<'a>(owned: &[&'a ReplicaSet], revision: i64) -> Result<&'a ReplicaSet, UndoError> {
+    let renumbered = |rs: &ReplicaSet| {
+        rs.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(rollouts::REVISION_HISTORY_ANNOTATION))
+            .is_some_and(|history| {
+                history
+                    .split(',')
+                    .any(|r| r.trim().parse::<i64>() == Ok(revision))
+            })
+    };
+    if revision < 0 {
+        return Err(UndoError::RevisionNotFound(revision));
+    }
+    owned
+        .iter()
+        .find(|rs| rollouts::revision(rs) == revision)
+        .or_else(|| owned.iter().find(|rs| renumbered(rs)))
+        .copied()
+        .ok_or(UndoError::RevisionNotFound(revision))
+}
+
+/// The owned ReplicaSet `target` names: by UID, or by name with the same template.
+fn by_identity<'a>(owned: &[&'a ReplicaSet], target: &UndoTarget) -> Option<&'a ReplicaSet> {
+    owned
+        .iter()
+        .find(|rs| rs.metadata.uid.as_deref() == Some(target.uid.as_str()))
+        .or_else(|| {
+            owned.iter().find(|rs| {
+                rs.metadata.name.as_deref() == Some(target.replicaset.as_str())
+                    && UndoTarget::of(rs).template_sha256 == target.template_sha256
+            })
+        })
+        .copied()
+}
+
+/// `rs` as an [`UndoTarget`]; `template` is its pod template without the hash label.
+fn identity(rs: &ReplicaSet, template: &PodTemplateSpec) -> UndoTarget {
+    UndoTarget {
+        replicaset: rs.metadata.name.clone().unwrap_or_default(),
+        uid: rs.metadata.uid.clone().unwrap_or_default(),
+        pod_template_hash: rs
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(POD_TEMPLATE_HASH_LABEL))
+            .cloned(),
+        revision: rollouts::revision(rs),
+        template_sha256: template_sha256(template),
+    }
+}
+
+/// The Deployment's pod template without the hash label; a paused Deployment is
+/// refused, as the controller would not roll it back.
+fn current_template(deployment: &Deployment) -> Result<PodTemplateSpec, UndoError> {
+    let no_spec = DeploymentSpec::default();
+    let spec = deployment.spec.as_ref().unwrap_or(&no_spec);
+    if spec.paused == Some(true) {
+        return Err(UndoError::Paused);
+    }
+    let mut current = spec.template.clone();
+    strip_hash_label(&mut current);
+    Ok(current)
+}
+
+/// The ReplicaSet's pod template without the hash label.
+fn stripped_template(rs: &ReplicaSet) -> PodTemplateSpec {
+    let mut template = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.clone())
+        .unwrap_or_default();
+    strip_hash_label(&mut template);
+    template
+}
+
+/// sha256 of a pod template's JSON (k8s-openapi writes fields in a fixed order and
+/// maps sorted, so equal templates give equal digests).
+fn template_sha256(template: &PodTemplateSpec) -> String {
+    let json = serde_json::to_vec(template).unwrap_or_default();
+    hex::encode(Sha256::digest(json))
 }
 
 /// The Deployment's annotations after the rollback: its own ones from the skip list,
@@ -531,8 +723,10 @@ mod tests {
 
     fn patch_of(plan: UndoPlan) -> (i64, Value) {
         match plan {
-            UndoPlan::Patch { revision, patch } => (revision, serde_json::to_value(patch).unwrap()),
-            UndoPlan::Skip { revision } => panic!("expected a patch, got a skip of {revision}"),
+            UndoPlan::Patch { target, patch } => {
+                (target.revision, serde_json::to_value(patch).unwrap())
+            }
+            UndoPlan::Skip { target } => panic!("expected a patch, got a skip of {target:?}"),
         }
     }
 
@@ -589,7 +783,8 @@ mod tests {
             "example.com/on-call",
             "team-payments",
         );
-        let (revision, patch) = patch_of(undo_patch(&deployment, &replicasets, 0).unwrap());
+        let (revision, patch) =
+            patch_of(undo_patch(&deployment, &replicasets, &UndoTo::Previous).unwrap());
         assert_eq!(revision, 2);
         assert_eq!(
             patch,
@@ -608,7 +803,8 @@ mod tests {
     #[test]
     fn an_explicit_revision_restores_that_revision() {
         let (deployment, replicasets) = fixture();
-        let (revision, patch) = patch_of(undo_patch(&deployment, &replicasets, 1).unwrap());
+        let (revision, patch) =
+            patch_of(undo_patch(&deployment, &replicasets, &UndoTo::Revision(1)).unwrap());
         assert_eq!(revision, 1);
         assert_eq!(patch[0]["value"], template("1.4.0"));
         assert_eq!(
@@ -640,7 +836,8 @@ mod tests {
             "kubectl.kubernetes.io/last-applied-configuration",
             "{\"old\":1}",
         );
-        let (_, patch) = patch_of(undo_patch(&deployment, &replicasets, 2).unwrap());
+        let (_, patch) =
+            patch_of(undo_patch(&deployment, &replicasets, &UndoTo::Revision(2)).unwrap());
         assert_eq!(
             patch[1]["value"],
             json!({
@@ -660,7 +857,8 @@ mod tests {
         deployment.metadata.annotations = None;
         // Without the revision annotation the ReplicaSet is revision 0, still a revision.
         replicasets[1].metadata.annotations = None;
-        let (revision, patch) = patch_of(undo_patch(&deployment, &replicasets[1..], 0).unwrap());
+        let (revision, patch) =
+            patch_of(undo_patch(&deployment, &replicasets[1..], &UndoTo::Previous).unwrap());
         assert_eq!(revision, 0);
         assert_eq!(
             patch[1],
@@ -672,7 +870,7 @@ mod tests {
     fn a_revision_that_does_not_exist_is_refused() {
         let (deployment, replicasets) = fixture();
         assert_eq!(
-            error_of(undo_patch(&deployment, &replicasets, 7)),
+            error_of(undo_patch(&deployment, &replicasets, &UndoTo::Revision(7))),
             "unable to find specified revision 7 in history"
         );
     }
@@ -686,7 +884,7 @@ mod tests {
             "00000000-0000-0000-0000-000000000000".into();
         replicasets.push(foreign);
         assert_eq!(
-            error_of(undo_patch(&deployment, &replicasets, 9)),
+            error_of(undo_patch(&deployment, &replicasets, &UndoTo::Revision(9))),
             "unable to find specified revision 9 in history"
         );
     }
@@ -696,7 +894,7 @@ mod tests {
         let (deployment, replicasets) = fixture();
         for history in [&replicasets[2..], &[]] {
             assert_eq!(
-                error_of(undo_patch(&deployment, history, 0)),
+                error_of(undo_patch(&deployment, history, &UndoTo::Previous)),
                 "no rollout history found for deployment \"checkout\""
             );
         }
@@ -713,7 +911,8 @@ mod tests {
             newest.spec.as_ref().unwrap().template.clone().unwrap();
         replicasets.reverse();
         replicasets.insert(1, newest);
-        let (revision, patch) = patch_of(undo_patch(&deployment, &replicasets, 0).unwrap());
+        let (revision, patch) =
+            patch_of(undo_patch(&deployment, &replicasets, &UndoTo::Previous).unwrap());
         assert_eq!(revision, 3);
         assert_eq!(patch[0]["value"], template("1.6.0"));
     }
@@ -723,12 +922,12 @@ mod tests {
         let (mut deployment, replicasets) = fixture();
         deployment.spec.as_mut().unwrap().paused = Some(true);
         assert_eq!(
-            error_of(undo_patch(&deployment, &replicasets, 0)),
+            error_of(undo_patch(&deployment, &replicasets, &UndoTo::Previous)),
             "you cannot rollback a paused deployment; resume it first with 'kubectl rollout resume' and try again"
         );
         // kubectl looks the revision up first.
         assert_eq!(
-            error_of(undo_patch(&deployment, &replicasets, 7)),
+            error_of(undo_patch(&deployment, &replicasets, &UndoTo::Revision(7))),
             "unable to find specified revision 7 in history"
         );
     }
@@ -736,7 +935,7 @@ mod tests {
     #[test]
     fn a_negative_revision_is_refused() {
         let (deployment, replicasets) = fixture();
-        let err = undo_patch(&deployment, &replicasets, -1).unwrap_err();
+        let err = undo_patch(&deployment, &replicasets, &UndoTo::Revision(-1)).unwrap_err();
         assert_eq!(
             err.to_string(),
             "unable to find specified revision -1 in history"
@@ -747,10 +946,9 @@ mod tests {
     #[test]
     fn the_revision_already_running_is_skipped() {
         let (deployment, replicasets) = fixture();
-        assert_eq!(
-            undo_patch(&deployment, &replicasets, 3).unwrap(),
-            UndoPlan::Skip { revision: 3 }
-        );
+        let target = skipped(undo_patch(&deployment, &replicasets, &UndoTo::Revision(3)));
+        assert_eq!(target.revision, 3);
+        assert_eq!(target.replicaset, "checkout-69c9cdb879");
     }
 
     #[test]
@@ -765,10 +963,8 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert(POD_TEMPLATE_HASH_LABEL.into(), "7c67857fd".into());
-        assert_eq!(
-            undo_patch(&deployment, &replicasets, 0).unwrap(),
-            UndoPlan::Skip { revision: 2 }
-        );
+        let target = skipped(undo_patch(&deployment, &replicasets, &UndoTo::Previous));
+        assert_eq!(target.revision, 2);
         // Any other difference is a rollback.
         deployment
             .spec
@@ -782,10 +978,126 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert("tier".into(), "web".into());
-        assert!(matches!(
-            undo_patch(&deployment, &replicasets, 0).unwrap(),
-            UndoPlan::Patch { revision: 2, .. }
-        ));
+        let (revision, _) =
+            patch_of(undo_patch(&deployment, &replicasets, &UndoTo::Previous).unwrap());
+        assert_eq!(revision, 2);
+    }
+
+    /// The fixture after an undo of revision 3 to revision 2 that the controller has
+    /// synced: revision 2's ReplicaSet is revision 4 and remembers "2".
+    fn renumbered() -> (Deployment, Vec<ReplicaSet>) {
+        let (mut deployment, mut replicasets) = fixture();
+        let rs = &mut replicasets[1];
+        annotate(&mut rs.metadata, rollouts::REVISION_ANNOTATION, "4");
+        annotate(&mut rs.metadata, rollouts::REVISION_HISTORY_ANNOTATION, "2");
+        let mut template = rs.spec.as_ref().unwrap().template.clone().unwrap();
+        strip_hash_label(&mut template);
+        deployment.spec.as_mut().unwrap().template = template;
+        annotate(&mut deployment.metadata, rollouts::REVISION_ANNOTATION, "4");
+        (deployment, replicasets)
+    }
+
+    fn skipped(plan: Result<UndoPlan, UndoError>) -> UndoTarget {
+        match plan {
+            Ok(UndoPlan::Skip { target }) => target,
+            other => panic!("expected a skip, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_target_is_named_by_its_replicaset_and_template_not_only_its_revision() {
+        let (deployment, replicasets) = fixture();
+        let plan = undo_patch(&deployment, &replicasets, &UndoTo::Revision(2)).unwrap();
+        let target = plan.target();
+        assert_eq!(target.replicaset, "checkout-7c67857fd");
+        assert_eq!(target.pod_template_hash.as_deref(), Some("7c67857fd"));
+        assert_eq!(target.revision, 2);
+        assert_eq!(
+            Some(target.uid.as_str()),
+            replicasets[1].metadata.uid.as_deref()
+        );
+        // The fingerprint is the template's without the hash label: the Deployment's
+        // once rolled back.
+        let (rolled_back, _) = renumbered();
+        assert_eq!(
+            target.template_sha256,
+            template_sha256(&current_template(&rolled_back).unwrap())
+        );
+        assert_ne!(
+            target.template_sha256,
+            template_sha256(&current_template(&deployment).unwrap())
+        );
+    }
+
+    #[test]
+    fn a_revision_the_controller_renumbered_is_found_in_its_history() {
+        // Revision 2 was rolled back to (it is revision 4 now): the undo to 2 is done.
+        let (deployment, replicasets) = renumbered();
+        let target = skipped(undo_patch(&deployment, &replicasets, &UndoTo::Revision(2)));
+        assert_eq!(
+            (target.replicaset.as_str(), target.revision),
+            ("checkout-7c67857fd", 4)
+        );
+        // From any other template, it is restored.
+        let (fresh, _) = fixture();
+        let (revision, patch) =
+            patch_of(undo_patch(&fresh, &replicasets, &UndoTo::Revision(2)).unwrap());
+        assert_eq!(revision, 4);
+        assert_eq!(patch[0]["value"], template("1.5.0"));
+        // A revision never given is still not history.
+        assert_eq!(
+            error_of(undo_patch(&deployment, &replicasets, &UndoTo::Revision(5))),
+            "unable to find specified revision 5 in history"
+        );
+    }
+
+    #[test]
+    fn a_named_replicaset_is_found_whatever_its_revision_now() {
+        let (deployment, replicasets) = fixture();
+        let plan = undo_patch(&deployment, &replicasets, &UndoTo::Previous).unwrap();
+        let to = UndoTo::ReplicaSet(plan.target().clone());
+        let (rolled_back, mut after) = renumbered();
+        after[1]
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(rollouts::REVISION_HISTORY_ANNOTATION);
+        let target = skipped(undo_patch(&rolled_back, &after, &to));
+        assert_eq!(
+            (target.replicaset.as_str(), target.revision),
+            ("checkout-7c67857fd", 4)
+        );
+        // "Previous" now means revision 3, the bad one: an undo that resumed by it
+        // would roll forward again.
+        let (revision, patch) =
+            patch_of(undo_patch(&rolled_back, &after, &UndoTo::Previous).unwrap());
+        assert_eq!(revision, 3);
+        assert_eq!(patch[0]["value"], template("1.6.0"));
+        // Not yet rolled back: the named ReplicaSet's template is restored.
+        let (revision, patch) = patch_of(undo_patch(&deployment, &after, &to).unwrap());
+        assert_eq!(revision, 4);
+        assert_eq!(patch[0]["value"], template("1.5.0"));
+    }
+
+    #[test]
+    fn a_named_replicaset_that_is_gone_is_done_only_if_its_template_runs() {
+        let (deployment, replicasets) = fixture();
+        let plan = undo_patch(&deployment, &replicasets, &UndoTo::Revision(2)).unwrap();
+        let to = UndoTo::ReplicaSet(plan.target().clone());
+        let (rolled_back, mut after) = renumbered();
+        after.remove(1);
+        assert_eq!(
+            &skipped(undo_patch(&rolled_back, &after, &to)),
+            plan.target()
+        );
+        let err = undo_patch(&deployment, &after, &to).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "replicaset \"checkout-7c67857fd\" (revision 2 when the rollback began) is gone, \
+             and the deployment does not run its template"
+        );
+        assert_eq!(err.metric_label(), "target_gone");
     }
 
     #[test]
@@ -805,14 +1117,16 @@ mod tests {
             .as_mut()
             .unwrap()
             .retain(|key, _| key == POD_TEMPLATE_HASH_LABEL);
-        let (_, patch) = patch_of(undo_patch(&deployment, &replicasets, 2).unwrap());
+        let (_, patch) =
+            patch_of(undo_patch(&deployment, &replicasets, &UndoTo::Revision(2)).unwrap());
         assert_eq!(patch[0]["value"]["metadata"], json!({}));
     }
 
     #[test]
     fn the_images_come_from_the_restored_template() {
         let (deployment, replicasets) = fixture();
-        let UndoPlan::Patch { patch, .. } = undo_patch(&deployment, &replicasets, 1).unwrap()
+        let UndoPlan::Patch { patch, .. } =
+            undo_patch(&deployment, &replicasets, &UndoTo::Revision(1)).unwrap()
         else {
             panic!("expected a patch");
         };
@@ -851,8 +1165,15 @@ mod tests {
 
     #[test]
     fn outcomes_read_like_kubectl() {
+        let (deployment, replicasets) = fixture();
+        let target = |revision| {
+            undo_patch(&deployment, &replicasets, &UndoTo::Revision(revision))
+                .unwrap()
+                .target()
+                .clone()
+        };
         let rolled_back = UndoOutcome::RolledBack {
-            revision: 2,
+            target: target(2),
             images: vec!["registry.example.com/shop/checkout:1.5.0".into()],
             dry_run: true,
         };
@@ -861,7 +1182,7 @@ mod tests {
             "rolled back to revision 2 (registry.example.com/shop/checkout:1.5.0) (server dry run)"
         );
         assert_eq!(
-            UndoOutcome::Skipped { revision: 3 }.to_string(),
+            UndoOutcome::Skipped { target: target(3) }.to_string(),
             "skipped rollback (current template already matches revision 3)"
         );
     }

@@ -232,7 +232,8 @@ async fn auto_mode_rolls_back_once_verifies_and_announces(backend: Backend) {
         );
     }
 
-    // The decision shows the action's timeline and the notifications sent.
+    // The decision shows the action's timeline (the undo named revision 2's ReplicaSet
+    // before its PATCH) and the notifications sent.
     let (_, d) = app
         .get_json(&format!("/api/v1/decisions/{}", action["decision_id"]))
         .await;
@@ -244,7 +245,16 @@ async fn auto_mode_rolls_back_once_verifies_and_announces(backend: Backend) {
         .collect();
     assert_eq!(
         timeline,
-        ["action.created", "action.started", "action.verifying"]
+        [
+            "action.created",
+            "action.started",
+            "action.patching",
+            "action.verifying"
+        ]
+    );
+    assert_eq!(
+        d["actions"][0]["timeline"][2]["details"]["replicaset"],
+        "checkout-7c67857fd"
     );
     assert!(
         d["notifications"]

@@ -1,6 +1,7 @@
 //! The executors and the worker against real peers: a stub `helm` that records its
 //! argv, GitHub and Slack stand-ins (wiremock: request shape, auth, retry on 5xx, none
-//! on 4xx), and exactly-once execution with two worker pools and a killed worker.
+//! on 4xx), and exactly-once execution with two worker pools, a killed worker, and a
+//! rollout undo whose answer was lost after the API server applied it.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -12,18 +13,19 @@ use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use rollwarden::actions::executor::{
-    ExecOutcome, Executor, Executors, HelmRollback, RolloutUndo, WorkflowDispatch,
+    ExecOutcome, Executor, Executors, HelmRollback, MemoryJournal, RolloutUndo, WorkflowDispatch,
 };
 use rollwarden::actions::{Channels, Worker, WorkerConfig};
 use rollwarden::clock::ManualClock;
 use rollwarden::config::{ActionsConfig, Config, Secret};
 use rollwarden::domain::policy::Policy;
-use rollwarden::k8s::undo::rollout_undo;
+use rollwarden::k8s::undo::{UndoTo, rollout_undo};
 use rollwarden::store::{ActionRecord, NewAction, NewDecision, NewNotification, Store};
 use rollwarden::telemetry::Metrics;
 
 use crate::actions::{CHECKOUT, cluster, real_patches};
 use crate::on_both_backends;
+use crate::support::fake_kube::{FakeKube, HeldAnswer};
 use crate::support::{Backend, TestStore, t0};
 
 pub(crate) fn record(kind: &str, params: Value) -> ActionRecord {
@@ -135,9 +137,10 @@ pub(crate) async fn action_state(store: &Arc<dyn Store>, decision_id: i64) -> Ac
 
 // ---------------------------------------------------------------------------- helm
 
-/// A stub `helm`: appends its argv to `argv.log`, prints `history.json` for
-/// `history`, and for `rollback` prints `rollback.out`/`rollback.err` and exits with
-/// the code in `rollback.code`.
+/// A stub `helm`: appends its argv to `argv.log`; for `history`, prints `history.json`
+/// (or fails with `history.err` when that is set); for `rollback`, exits with the code
+/// in `rollback.code`, printing Helm's success line when it is 0 and `rollback.err` to
+/// stderr. The files are read at every run, so a test can change them between runs.
 pub(crate) struct StubHelm {
     dir: tempfile::TempDir,
 }
@@ -147,19 +150,33 @@ impl StubHelm {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display();
         std::fs::write(dir.path().join("history.json"), history).unwrap();
-        std::fs::write(dir.path().join("rollback.err"), stderr).unwrap();
         let script = format!(
             "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {d}/argv.log\n\
              case \"$1\" in\n\
-               history) cat {d}/history.json ;;\n\
-               rollback) echo 'Rollback was a success! Happy Helming!'; cat {d}/rollback.err >&2; exit {code} ;;\n\
+               history) if [ -s {d}/history.err ]; then cat {d}/history.err >&2; exit 1; fi; cat {d}/history.json ;;\n\
+               rollback) code=$(cat {d}/rollback.code)\n\
+                 [ \"$code\" = 0 ] && echo 'Rollback was a success! Happy Helming!'\n\
+                 cat {d}/rollback.err >&2; exit \"$code\" ;;\n\
                *) exit 64 ;;\n\
              esac\n"
         );
         let path = dir.path().join("helm");
         std::fs::write(&path, script).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        Self { dir }
+        let stub = Self { dir };
+        stub.rollback_ends(code, stderr);
+        stub
+    }
+
+    /// What the next `helm rollback` exits with and prints on stderr.
+    fn rollback_ends(&self, code: i32, stderr: &str) {
+        std::fs::write(self.dir.path().join("rollback.code"), code.to_string()).unwrap();
+        std::fs::write(self.dir.path().join("rollback.err"), stderr).unwrap();
+    }
+
+    /// Makes `helm history` fail with `stderr` (exit 1); empty: it answers again.
+    fn history_fails(&self, stderr: &str) {
+        std::fs::write(self.dir.path().join("history.err"), stderr).unwrap();
     }
 
     pub(crate) fn executor(&self) -> HelmRollback {
@@ -189,7 +206,11 @@ async fn helm_rollback_runs_the_runbooks_argv_after_checking_the_release() {
     let helm = StubHelm::new(UPGRADED, 0, "");
     let outcome = helm
         .executor()
-        .execute(&record("helm_rollback", helm_params()), false)
+        .execute(
+            &record("helm_rollback", helm_params()),
+            false,
+            &MemoryJournal::default(),
+        )
         .await;
     assert_eq!(
         helm.calls(),
@@ -212,7 +233,11 @@ async fn helm_does_not_roll_back_a_release_already_rolled_back() {
     let helm = StubHelm::new(done, 0, "");
     let outcome = helm
         .executor()
-        .execute(&record("helm_rollback", helm_params()), false)
+        .execute(
+            &record("helm_rollback", helm_params()),
+            false,
+            &MemoryJournal::default(),
+        )
         .await;
     assert_eq!(
         helm.calls(),
@@ -230,7 +255,11 @@ async fn a_failed_helm_rollback_escalates_with_its_output_and_a_busy_release_ret
     let helm = StubHelm::new(UPGRADED, 1, "Error: timed out waiting for the condition");
     let outcome = helm
         .executor()
-        .execute(&record("helm_rollback", helm_params()), false)
+        .execute(
+            &record("helm_rollback", helm_params()),
+            false,
+            &MemoryJournal::default(),
+        )
         .await;
     let ExecOutcome::Escalate { error, result } = outcome else {
         panic!("{outcome:?}")
@@ -248,17 +277,153 @@ async fn a_failed_helm_rollback_escalates_with_its_output_and_a_busy_release_ret
     );
     let outcome = busy
         .executor()
-        .execute(&record("helm_rollback", helm_params()), false)
+        .execute(
+            &record("helm_rollback", helm_params()),
+            false,
+            &MemoryJournal::default(),
+        )
         .await;
     assert!(matches!(outcome, ExecOutcome::Retry(_)), "{outcome:?}");
 
     let dry = StubHelm::new(UPGRADED, 0, "");
     let outcome = dry
         .executor()
-        .execute(&record("helm_rollback", helm_params()), true)
+        .execute(
+            &record("helm_rollback", helm_params()),
+            true,
+            &MemoryJournal::default(),
+        )
         .await;
     assert!(matches!(outcome, ExecOutcome::DryRun { .. }), "{outcome:?}");
     assert!(dry.calls().is_empty(), "a dry run runs nothing");
+}
+
+const UNREACHABLE: &str = "Error: Kubernetes cluster unreachable: Get \"https://10.96.0.1:443/version\": dial tcp 10.96.0.1:443: connect: connection refused";
+
+#[tokio::test]
+async fn helm_failures_are_retried_or_escalated_by_what_helm_said() {
+    let rollback = "rollback checkout 2 -n prod --cleanup-on-fail --wait --timeout 120s";
+    let history = "history checkout -n prod --max 1 -o json";
+    let run = |helm: &StubHelm| {
+        let executor = helm.executor();
+        async move {
+            executor
+                .execute(
+                    &record("helm_rollback", helm_params()),
+                    false,
+                    &MemoryJournal::default(),
+                )
+                .await
+        }
+    };
+
+    // The cluster cannot be reached: another attempt later.
+    let helm = StubHelm::new(UPGRADED, 1, UNREACHABLE);
+    let ExecOutcome::Retry(error) = run(&helm).await else {
+        panic!("an unreachable cluster is transient")
+    };
+    assert_eq!(
+        error,
+        format!("helm exited 1: {UNREACHABLE} (transient: unreachable)")
+    );
+    helm.history_fails(UNREACHABLE);
+    assert!(matches!(run(&helm).await, ExecOutcome::Retry(_)));
+    assert_eq!(helm.calls(), [history, rollback, history]);
+
+    // The release does not exist: `helm history` says so, nothing else runs.
+    let helm = StubHelm::new(UPGRADED, 0, "");
+    helm.history_fails("Error: release: not found");
+    let ExecOutcome::Escalate { error, .. } = run(&helm).await else {
+        panic!("a missing release is permanent")
+    };
+    assert_eq!(
+        error,
+        "there is no Helm release \"checkout\" in namespace prod; nothing was rolled back, \
+         and retrying will not help (helm exited 1: Error: release: not found)"
+    );
+    assert_eq!(helm.calls(), [history]);
+
+    // The revision does not exist.
+    let helm = StubHelm::new(UPGRADED, 1, "Error: release has no 2 version");
+    let ExecOutcome::Escalate { error, result } = run(&helm).await else {
+        panic!("a missing revision is permanent")
+    };
+    assert!(
+        error.starts_with(
+            "Helm release \"checkout\" has no revision 2; nothing was rolled back, and \
+             retrying will not help"
+        ),
+        "{error}"
+    );
+    assert_eq!(result.unwrap()["stderr"], "Error: release has no 2 version");
+
+    // Rolled back, but not ready within --timeout: a person looks, no retry.
+    let helm = StubHelm::new(
+        UPGRADED,
+        1,
+        "Error: release checkout failed: timed out waiting for the condition",
+    );
+    let ExecOutcome::Escalate { error, .. } = run(&helm).await else {
+        panic!("a rollback that is not ready escalates")
+    };
+    assert!(
+        error.starts_with(
+            "helm rolled checkout back to revision 2, but its resources were not ready \
+             within 120 s: exited 1"
+        ),
+        "{error}"
+    );
+}
+
+async fn the_worker_retries_an_unreachable_cluster_and_escalates_a_missing_release(
+    backend: Backend,
+) {
+    let db = TestStore::new(backend).await;
+    let clock = Arc::new(ManualClock::new(t0()));
+    let helm = StubHelm::new(UPGRADED, 1, UNREACHABLE);
+    let executors =
+        no_executors(&db.store, &clock).with("helm_rollback", Arc::new(helm.executor()));
+    let w = worker(&db.store, &clock, executors, Channels::default(), "w");
+    let d = decision(&db.store, "h").await;
+    db.store
+        .enqueue_action(&new_action(d, "helm_rollback", helm_params()), t0())
+        .await
+        .unwrap();
+    w.step().await.unwrap();
+    let a = action_state(&db.store, d).await;
+    assert_eq!(a.state, "pending", "retried with backoff: {a:?}");
+    assert_eq!(a.next_attempt_at, Some(t0() + chrono::Duration::seconds(5)));
+    assert!(
+        a.last_error
+            .unwrap()
+            .contains("Kubernetes cluster unreachable")
+    );
+    // The cluster is back: the next attempt rolls back.
+    helm.rollback_ends(0, "");
+    clock.advance(chrono::Duration::seconds(5));
+    w.step().await.unwrap();
+    let a = action_state(&db.store, d).await;
+    assert_eq!((a.state.as_str(), a.attempts), ("verifying", 2));
+
+    // Another target whose release is gone: escalated on the first attempt.
+    helm.history_fails("Error: release: not found");
+    let d2 = decision(&db.store, "h2").await;
+    let mut gone = new_action(d2, "helm_rollback", helm_params());
+    gone.target_key = "default/prod/Deployment/cart".into();
+    gone.idempotency_key = "default/prod/Deployment/cart|deploy:10|helm_rollback".into();
+    db.store
+        .enqueue_action(&gone, rollwarden::clock::Clock::now(&*clock))
+        .await
+        .unwrap();
+    assert_eq!(w.step().await.unwrap().escalated, 1);
+    let a = action_state(&db.store, d2).await;
+    assert_eq!((a.state.as_str(), a.attempts), ("escalated", 1));
+    assert!(
+        a.last_error
+            .unwrap()
+            .starts_with("there is no Helm release")
+    );
+    assert!(a.executed_at.is_none(), "nothing was rolled back");
 }
 
 // -------------------------------------------------------------------------- github
@@ -295,7 +460,11 @@ async fn workflow_dispatch_sends_githubs_request() {
         .mount(&github)
         .await;
     let outcome = dispatch(&github)
-        .execute(&record("workflow_dispatch", dispatch_params()), false)
+        .execute(
+            &record("workflow_dispatch", dispatch_params()),
+            false,
+            &MemoryJournal::default(),
+        )
         .await;
     assert!(
         matches!(outcome, ExecOutcome::Done { verify: true, .. }),
@@ -305,7 +474,9 @@ async fn workflow_dispatch_sends_githubs_request() {
     // An attempt that resumes an interrupted one does not dispatch blindly.
     let mut resumed = record("workflow_dispatch", dispatch_params());
     resumed.resumed = true;
-    let outcome = dispatch(&github).execute(&resumed, false).await;
+    let outcome = dispatch(&github)
+        .execute(&resumed, false, &MemoryJournal::default())
+        .await;
     assert!(
         matches!(outcome, ExecOutcome::Escalate { .. }),
         "{outcome:?}"
@@ -558,9 +729,15 @@ async fn a_worker_killed_mid_action_is_not_repeated_when_the_world_shows_it(back
         .unwrap()
         .unwrap();
     assert!(!claimed.resumed);
-    rollout_undo(&fake.client(), "prod", "checkout", 2, false)
-        .await
-        .unwrap();
+    rollout_undo(
+        &fake.client(),
+        "prod",
+        "checkout",
+        &UndoTo::Revision(2),
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(real_patches(&fake).len(), 1);
 
     let undo = Arc::new(RolloutUndo {
@@ -639,7 +816,271 @@ async fn a_worker_shut_down_mid_action_releases_its_lease(backend: Backend) {
     assert_eq!(next.attempts, 2);
 }
 
+// ------------------------------------------------- an undo applied, its answer lost
+
+const DEPLOYMENT_PATH: &str = "/apis/apps/v1/namespaces/prod/deployments/checkout";
+/// The ReplicaSet of revision 2 (1.5.0), the known-good one.
+const REVISION_2: &str = "checkout-7c67857fd";
+
+/// The fixture (revisions 1, 2, 3 of prod/checkout) with the Deployment controller
+/// simulated as a real one behaves: a rollback to revision 2 reuses its ReplicaSet as
+/// revision 4, and "2" is gone from the history.
+async fn renumbering_cluster() -> FakeKube {
+    let fake = FakeKube::start().await;
+    fake.load_list("tests/fixtures/deployment-with-replicasets.json");
+    fake.simulate_deployment_controller(true);
+    fake
+}
+
+fn undo_worker(
+    store: &Arc<dyn Store>,
+    clock: &Arc<ManualClock>,
+    fake: &FakeKube,
+    owner: &str,
+) -> Worker {
+    let undo = Arc::new(RolloutUndo {
+        client: fake.client(),
+        timeout: Duration::from_secs(10),
+        poll: Duration::from_millis(20),
+    });
+    let executors = no_executors(store, clock).with("rollout_undo", undo);
+    worker(store, clock, executors, Channels::default(), owner)
+}
+
+/// The rollback of revision 3 to revision 2, enqueued.
+async fn enqueue_undo(store: &Arc<dyn Store>) -> i64 {
+    enqueue_undo_with(
+        store,
+        json!({"namespace": "prod", "name": "checkout", "kubernetes_revision": "2"}),
+    )
+    .await
+}
+
+async fn enqueue_undo_with(store: &Arc<dyn Store>, params: Value) -> i64 {
+    let d = decision(store, "h").await;
+    store
+        .enqueue_action(&new_action(d, "rollout_undo", params), t0())
+        .await
+        .unwrap();
+    d
+}
+
+/// What the controller made of the applied undo: revision 2's template runs, as
+/// revision 4.
+fn assert_renumbered(fake: &FakeKube) {
+    let deployment = fake.get("Deployment", "prod", "checkout").unwrap();
+    let reused = fake.get("ReplicaSet", "prod", REVISION_2).unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"],
+        reused["spec"]["template"]["spec"]
+    );
+    assert_eq!(
+        reused["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "4"
+    );
+    assert_eq!(
+        reused["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"],
+        "2"
+    );
+}
+
+/// A decision about checkout after the rollback that shows it healthy (V1).
+async fn healthy_decision(store: &Arc<dyn Store>, at: chrono::DateTime<chrono::Utc>) {
+    let decision = json!({
+        "verdict": "ok", "reason": "No signal is active.",
+        "target": {"cluster": "default", "namespace": "prod", "kind": "Deployment", "name": "checkout"},
+        "fired": [], "holds": [], "suspect": null, "rollback_to": null,
+        "regression_started_at": null, "recommended": [], "escalate": null,
+        "verification": null, "gitops": null,
+        "policy_version": "runbooks-1", "inputs_hash": "healthy",
+    });
+    let parsed: rollwarden::domain::Decision = serde_json::from_value(decision.clone()).unwrap();
+    assert!(parsed.restores_service());
+    store
+        .record_decision(&NewDecision {
+            target_key: CHECKOUT.into(),
+            verdict: "ok".into(),
+            reason: parsed.reason,
+            inputs_hash: "healthy".into(),
+            policy_version: "runbooks-1".into(),
+            suspect_deploy_id: None,
+            rollback_to_id: None,
+            decision,
+            decided_at: at,
+        })
+        .await
+        .unwrap();
+}
+
+/// The kinds of the action's audit events, oldest first, and the events.
+async fn timeline(store: &Arc<dyn Store>, action: &ActionRecord) -> (Vec<String>, Vec<Value>) {
+    let events = store
+        .audit_trail(&[format!("action:{}", action.id)])
+        .await
+        .unwrap();
+    (
+        events.iter().map(|e| e.kind.clone()).collect(),
+        events.iter().map(|e| e.details.clone()).collect(),
+    )
+}
+
+async fn a_worker_killed_after_its_undo_was_applied_resumes_to_verified(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let clock = Arc::new(ManualClock::new(t0()));
+    let fake = renumbering_cluster().await;
+    let d = enqueue_undo(&db.store).await;
+    // The API server applies the PATCH, but its answer never comes back: the worker
+    // dies waiting for it, holding its lease.
+    fake.hold_next_patch(DEPLOYMENT_PATH);
+    let dying = undo_worker(&db.store, &clock, &fake, "dying");
+    let step = tokio::spawn(async move { dying.step().await });
+    tokio::time::timeout(Duration::from_secs(10), fake.wait_for_held_patches(1))
+        .await
+        .expect("the undo PATCH reached the API server");
+    step.abort();
+    let _ = step.await;
+    assert_renumbered(&fake);
+    assert_eq!(real_patches(&fake).len(), 1);
+    assert_eq!(action_state(&db.store, d).await.state, "running");
+
+    let next = undo_worker(&db.store, &clock, &fake, "next");
+    assert_eq!(
+        next.step().await.unwrap().ran,
+        0,
+        "the dead worker's lease holds"
+    );
+    clock.advance(chrono::Duration::seconds(61));
+    assert_eq!(next.step().await.unwrap().ran, 1);
+    let a = action_state(&db.store, d).await;
+    assert!(a.resumed);
+    assert_eq!(a.attempts, 2);
+    assert_eq!(a.state, "verifying", "{a:?}");
+    let result = a.result.clone().unwrap();
+    assert_eq!(result["already_at_revision"], true, "{result}");
+    assert_eq!(result["replicaset"], REVISION_2, "{result}");
+    assert_eq!(result["revision"], 4, "{result}");
+    assert_eq!(result["rollout"], "complete", "{result}");
+    assert_eq!(
+        real_patches(&fake).len(),
+        1,
+        "the rollback was not sent twice"
+    );
+
+    // V1: the next decision shows checkout healthy.
+    clock.advance(chrono::Duration::seconds(30));
+    healthy_decision(&db.store, rollwarden::clock::Clock::now(&*clock)).await;
+    assert_eq!(next.step().await.unwrap().verified, 1);
+    let a = action_state(&db.store, d).await;
+    assert_eq!(a.state, "verified");
+
+    // The audit trail tells what happened: the first attempt was about to patch
+    // revision 2's ReplicaSet when it died; the second found that done.
+    let (kinds, details) = timeline(&db.store, &a).await;
+    assert_eq!(
+        kinds,
+        [
+            "action.created",
+            "action.started",
+            "action.patching",
+            "action.started",
+            "action.verifying",
+            "action.verified",
+        ]
+    );
+    assert_eq!(details[1]["resumed"], false);
+    assert_eq!(details[2]["replicaset"], REVISION_2);
+    assert_eq!(details[2]["revision"], 2);
+    assert_eq!(details[3]["resumed"], true);
+    assert_eq!(details[4]["already_at_revision"], true);
+}
+
+async fn an_undo_whose_answer_was_lost_is_retried_against_the_world(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let clock = Arc::new(ManualClock::new(t0()));
+    let fake = renumbering_cluster().await;
+    let d = enqueue_undo(&db.store).await;
+    // The PATCH is applied, then the connection breaks before the answer: the worker
+    // lives and sees a transport error.
+    fake.hold_next_patch(DEPLOYMENT_PATH);
+    let w = undo_worker(&db.store, &clock, &fake, "w");
+    let step = {
+        let w = w.clone();
+        tokio::spawn(async move { w.step().await })
+    };
+    tokio::time::timeout(Duration::from_secs(10), fake.wait_for_held_patches(1))
+        .await
+        .expect("the undo PATCH reached the API server");
+    fake.release_held_patches(HeldAnswer::Cut);
+    step.await.unwrap().unwrap();
+    let a = action_state(&db.store, d).await;
+    assert_eq!(
+        a.state, "pending",
+        "a transport error is worth a retry: {a:?}"
+    );
+    assert_renumbered(&fake);
+
+    clock.advance(chrono::Duration::seconds(5));
+    assert_eq!(w.step().await.unwrap().ran, 1);
+    let a = action_state(&db.store, d).await;
+    assert!(!a.resumed);
+    assert_eq!(a.attempts, 2);
+    assert_eq!(a.state, "verifying", "{a:?}");
+    assert_eq!(a.result.as_ref().unwrap()["already_at_revision"], true);
+    assert_eq!(
+        real_patches(&fake).len(),
+        1,
+        "the rollback was not sent twice"
+    );
+    let (kinds, _) = timeline(&db.store, &a).await;
+    assert_eq!(
+        kinds,
+        [
+            "action.created",
+            "action.started",
+            "action.patching",
+            "action.retry",
+            "action.started",
+            "action.verifying",
+        ]
+    );
+}
+
+async fn an_unpinned_undo_resumed_after_renumbering_does_not_roll_forward(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let clock = Arc::new(ManualClock::new(t0()));
+    let fake = renumbering_cluster().await;
+    // No known-good revision: kubectl's "previous", revision 2 when the undo starts.
+    let d = enqueue_undo_with(&db.store, json!({"namespace": "prod", "name": "checkout"})).await;
+    fake.hold_next_patch(DEPLOYMENT_PATH);
+    let dying = undo_worker(&db.store, &clock, &fake, "dying");
+    let step = tokio::spawn(async move { dying.step().await });
+    tokio::time::timeout(Duration::from_secs(10), fake.wait_for_held_patches(1))
+        .await
+        .expect("the undo PATCH reached the API server");
+    step.abort();
+    let _ = step.await;
+    // Revision 2 is revision 4 now, so "previous" means revision 3: the bad build.
+    assert_renumbered(&fake);
+
+    let next = undo_worker(&db.store, &clock, &fake, "next");
+    clock.advance(chrono::Duration::seconds(61));
+    assert_eq!(next.step().await.unwrap().ran, 1);
+    let a = action_state(&db.store, d).await;
+    assert_eq!(a.state, "verifying", "{a:?}");
+    assert_eq!(a.result.as_ref().unwrap()["replicaset"], REVISION_2);
+    assert_eq!(
+        real_patches(&fake).len(),
+        1,
+        "not rolled forward to revision 3"
+    );
+    assert_renumbered(&fake);
+}
+
 on_both_backends!(
+    an_unpinned_undo_resumed_after_renumbering_does_not_roll_forward,
+    the_worker_retries_an_unreachable_cluster_and_escalates_a_missing_release,
+    a_worker_killed_after_its_undo_was_applied_resumes_to_verified,
+    an_undo_whose_answer_was_lost_is_retried_against_the_world,
     a_worker_shut_down_mid_action_releases_its_lease,
     the_worker_retries_githubs_5xx_and_not_its_4xx,
     slack_notifications_retry_5xx_and_record_every_outcome,

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use wiremock::MockServer;
 
 use rollwarden::actions::Channels;
-use rollwarden::actions::executor::{Command, ExecOutcome, Executor, RolloutUndo};
+use rollwarden::actions::executor::{Command, ExecOutcome, Executor, MemoryJournal, RolloutUndo};
 use rollwarden::clock::ManualClock;
 use rollwarden::config::CommandConfig;
 use rollwarden::domain::render::shell;
@@ -210,7 +210,11 @@ fn revert_command(program: &Path) -> Command {
 async fn a_command_runs_ordinary_values_as_single_arguments() {
     let stub = Recorder::new(&["revert"]);
     let outcome = revert_command(&stub.path("revert"))
-        .execute(&record("command:revert", ordinary_params()), false)
+        .execute(
+            &record("command:revert", ordinary_params()),
+            false,
+            &MemoryJournal::default(),
+        )
         .await;
     assert!(matches!(outcome, ExecOutcome::Done { .. }), "{outcome:?}");
     let params = ordinary_params();
@@ -236,7 +240,11 @@ async fn a_command_with_a_hostile_value_fails_and_runs_nothing() {
             params[variable] = json!(value);
             for dry_run in [false, true] {
                 let outcome = command
-                    .execute(&record("command:revert", params.clone()), dry_run)
+                    .execute(
+                        &record("command:revert", params.clone()),
+                        dry_run,
+                        &MemoryJournal::default(),
+                    )
                     .await;
                 let ExecOutcome::Failed(error) = &outcome else {
                     panic!("{variable}={value:?}: {outcome:?}")
@@ -263,7 +271,11 @@ async fn helm_gets_its_values_after_the_end_of_options_and_never_a_hostile_one()
             params[param] = json!(value);
             let outcome = helm
                 .executor()
-                .execute(&record("helm_rollback", params), false)
+                .execute(
+                    &record("helm_rollback", params),
+                    false,
+                    &MemoryJournal::default(),
+                )
                 .await;
             let ExecOutcome::Failed(error) = &outcome else {
                 panic!("{param}={value:?}: {outcome:?}")
@@ -274,7 +286,11 @@ async fn helm_gets_its_values_after_the_end_of_options_and_never_a_hostile_one()
     assert!(helm.calls().is_empty(), "ran {:?}", helm.calls());
     let outcome = helm
         .executor()
-        .execute(&record("helm_rollback", helm_params()), false)
+        .execute(
+            &record("helm_rollback", helm_params()),
+            false,
+            &MemoryJournal::default(),
+        )
         .await;
     assert!(matches!(outcome, ExecOutcome::Done { .. }), "{outcome:?}");
     assert_eq!(
@@ -294,7 +310,11 @@ async fn a_workflow_dispatch_with_a_hostile_value_sends_nothing() {
             let mut params = dispatch_params();
             params[param] = json!(value);
             let outcome = dispatch(&github)
-                .execute(&record("workflow_dispatch", params), false)
+                .execute(
+                    &record("workflow_dispatch", params),
+                    false,
+                    &MemoryJournal::default(),
+                )
                 .await;
             assert!(
                 matches!(&outcome, ExecOutcome::Failed(e) if e.contains(param)),
@@ -319,7 +339,13 @@ async fn a_rollout_undo_of_a_hostile_name_asks_nothing_of_the_api_server() {
             let mut params =
                 json!({"namespace": "prod", "name": "checkout", "kubernetes_revision": "2"});
             params[param] = json!(value);
-            let outcome = undo.execute(&record("rollout_undo", params), false).await;
+            let outcome = undo
+                .execute(
+                    &record("rollout_undo", params),
+                    false,
+                    &MemoryJournal::default(),
+                )
+                .await;
             assert!(
                 matches!(&outcome, ExecOutcome::Failed(e) if e.contains(param)),
                 "{param}={value:?}: {outcome:?}"

@@ -8,7 +8,8 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use serde_json::{Value, json};
 
 use rollwarden::k8s::undo::{
-    RolloutStatus, UndoError, UndoOutcome, UndoPlan, rollout_status, rollout_undo, undo_patch,
+    RolloutStatus, UndoError, UndoOutcome, UndoPlan, UndoTarget, UndoTo, rollout_status,
+    rollout_undo, undo_patch,
 };
 
 use crate::support::fake_kube::{FakeKube, RecordedRequest};
@@ -38,7 +39,7 @@ fn deployment(fake: &FakeKube) -> Value {
 }
 
 /// The patch `undo_patch` computes from the fake's current objects.
-fn expected_patch(fake: &FakeKube, to_revision: i64) -> Value {
+fn expected_patch(fake: &FakeKube, to: &UndoTo) -> Value {
     let deployment: Deployment = serde_json::from_value(deployment(fake)).unwrap();
     let replicasets: Vec<ReplicaSet> = [
         "checkout-c6df558d4",
@@ -48,10 +49,17 @@ fn expected_patch(fake: &FakeKube, to_revision: i64) -> Value {
     .into_iter()
     .map(|name| serde_json::from_value(fake.get("ReplicaSet", "prod", name).unwrap()).unwrap())
     .collect();
-    match undo_patch(&deployment, &replicasets, to_revision).unwrap() {
+    match undo_patch(&deployment, &replicasets, to).unwrap() {
         UndoPlan::Patch { patch, .. } => serde_json::to_value(patch).unwrap(),
-        UndoPlan::Skip { revision } => panic!("expected a patch, got a skip of {revision}"),
+        UndoPlan::Skip { target } => panic!("expected a patch, got a skip of {target:?}"),
     }
+}
+
+/// The fixture's ReplicaSet `name` as an undo's target.
+fn target(fake: &FakeKube, name: &str) -> UndoTarget {
+    let rs: ReplicaSet =
+        serde_json::from_value(fake.get("ReplicaSet", "prod", name).unwrap()).unwrap();
+    UndoTarget::of(&rs)
 }
 
 /// The template of the fixture's ReplicaSet `name`, as it goes into the Deployment.
@@ -111,14 +119,20 @@ fn past_deadline(fake: &FakeKube) -> Value {
 async fn undo_sends_kubectls_patch_and_restores_the_previous_revision() {
     let fake = started().await;
     let before = deployment(&fake);
-    let expected = expected_patch(&fake, 0);
-    let outcome = bounded(rollout_undo(&fake.client(), "prod", "checkout", 0, false))
-        .await
-        .unwrap();
+    let expected = expected_patch(&fake, &UndoTo::Previous);
+    let outcome = bounded(rollout_undo(
+        &fake.client(),
+        "prod",
+        "checkout",
+        &UndoTo::Previous,
+        false,
+    ))
+    .await
+    .unwrap();
     assert_eq!(
         outcome,
         UndoOutcome::RolledBack {
-            revision: 2,
+            target: target(&fake, "checkout-7c67857fd"),
             images: vec![format!("{IMAGE}:1.5.0")],
             dry_run: false,
         }
@@ -182,14 +196,20 @@ async fn undo_sends_kubectls_patch_and_restores_the_previous_revision() {
 #[tokio::test]
 async fn undo_to_revision_1_restores_revision_1() {
     let fake = started().await;
-    let expected = expected_patch(&fake, 1);
-    let outcome = bounded(rollout_undo(&fake.client(), "prod", "checkout", 1, false))
-        .await
-        .unwrap();
+    let expected = expected_patch(&fake, &UndoTo::Revision(1));
+    let outcome = bounded(rollout_undo(
+        &fake.client(),
+        "prod",
+        "checkout",
+        &UndoTo::Revision(1),
+        false,
+    ))
+    .await
+    .unwrap();
     assert_eq!(
         outcome,
         UndoOutcome::RolledBack {
-            revision: 1,
+            target: target(&fake, "checkout-c6df558d4"),
             images: vec![format!("{IMAGE}:1.4.0")],
             dry_run: false,
         }
@@ -222,14 +242,20 @@ async fn undo_to_revision_1_restores_revision_1() {
 async fn a_dry_run_asks_the_server_to_validate_and_changes_nothing() {
     let fake = started().await;
     let before = deployment(&fake);
-    let expected = expected_patch(&fake, 0);
-    let outcome = bounded(rollout_undo(&fake.client(), "prod", "checkout", 0, true))
-        .await
-        .unwrap();
+    let expected = expected_patch(&fake, &UndoTo::Previous);
+    let outcome = bounded(rollout_undo(
+        &fake.client(),
+        "prod",
+        "checkout",
+        &UndoTo::Previous,
+        true,
+    ))
+    .await
+    .unwrap();
     assert_eq!(
         outcome,
         UndoOutcome::RolledBack {
-            revision: 2,
+            target: target(&fake, "checkout-7c67857fd"),
             images: vec![format!("{IMAGE}:1.5.0")],
             dry_run: true,
         }
@@ -245,10 +271,21 @@ async fn a_dry_run_asks_the_server_to_validate_and_changes_nothing() {
 async fn the_revision_already_running_sends_no_patch() {
     let fake = started().await;
     let before = deployment(&fake);
-    let outcome = bounded(rollout_undo(&fake.client(), "prod", "checkout", 3, false))
-        .await
-        .unwrap();
-    assert_eq!(outcome, UndoOutcome::Skipped { revision: 3 });
+    let outcome = bounded(rollout_undo(
+        &fake.client(),
+        "prod",
+        "checkout",
+        &UndoTo::Revision(3),
+        false,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        outcome,
+        UndoOutcome::Skipped {
+            target: target(&fake, "checkout-69c9cdb879")
+        }
+    );
     assert!(patches(&fake).is_empty());
     assert_eq!(deployment(&fake), before);
 }
@@ -256,9 +293,15 @@ async fn the_revision_already_running_sends_no_patch() {
 #[tokio::test]
 async fn a_missing_revision_is_refused_without_a_patch() {
     let fake = started().await;
-    let err = bounded(rollout_undo(&fake.client(), "prod", "checkout", 7, false))
-        .await
-        .unwrap_err();
+    let err = bounded(rollout_undo(
+        &fake.client(),
+        "prod",
+        "checkout",
+        &UndoTo::Revision(7),
+        false,
+    ))
+    .await
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "unable to find specified revision 7 in history"
@@ -271,9 +314,15 @@ async fn a_forbidden_patch_names_the_verb_and_resource() {
     let fake = started().await;
     fake.set_fail_verbs("deployments", &["patch"], 403);
     let before = deployment(&fake);
-    let err = bounded(rollout_undo(&fake.client(), "prod", "checkout", 0, false))
-        .await
-        .unwrap_err();
+    let err = bounded(rollout_undo(
+        &fake.client(),
+        "prod",
+        "checkout",
+        &UndoTo::Previous,
+        false,
+    ))
+    .await
+    .unwrap_err();
     assert!(
         matches!(
             &err,
@@ -302,9 +351,15 @@ async fn a_forbidden_patch_names_the_verb_and_resource() {
 async fn a_forbidden_list_names_replicasets() {
     let fake = started().await;
     fake.set_fail_verbs("replicasets", &["list"], 403);
-    let err = bounded(rollout_undo(&fake.client(), "prod", "checkout", 0, false))
-        .await
-        .unwrap_err();
+    let err = bounded(rollout_undo(
+        &fake.client(),
+        "prod",
+        "checkout",
+        &UndoTo::Previous,
+        false,
+    ))
+    .await
+    .unwrap_err();
     assert!(
         err.to_string()
             .starts_with("rollwarden is not allowed to list replicasets.apps in namespace prod: "),
@@ -316,9 +371,15 @@ async fn a_forbidden_list_names_replicasets() {
 #[tokio::test]
 async fn a_missing_deployment_is_named() {
     let fake = started().await;
-    let err = bounded(rollout_undo(&fake.client(), "prod", "cart", 0, false))
-        .await
-        .unwrap_err();
+    let err = bounded(rollout_undo(
+        &fake.client(),
+        "prod",
+        "cart",
+        &UndoTo::Previous,
+        false,
+    ))
+    .await
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "deployment \"cart\" not found in namespace prod"
@@ -415,12 +476,18 @@ async fn undoing_a_failed_rollout_does_not_report_the_old_deadline() {
     let fake = started().await;
     fake.apply(past_deadline(&fake));
     let client = fake.client();
-    let outcome = bounded(rollout_undo(&client, "prod", "checkout", 0, false))
-        .await
-        .unwrap();
+    let outcome = bounded(rollout_undo(
+        &client,
+        "prod",
+        "checkout",
+        &UndoTo::Previous,
+        false,
+    ))
+    .await
+    .unwrap();
     assert!(matches!(
         outcome,
-        UndoOutcome::RolledBack { revision: 2, .. }
+        UndoOutcome::RolledBack { ref target, .. } if target.revision == 2
     ));
     let status = bounded(rollout_status(
         &client,
@@ -440,12 +507,18 @@ async fn with_the_controller_simulated_an_undo_of_a_failed_rollout_completes() {
     fake.apply(past_deadline(&fake));
     fake.simulate_deployment_controller(true);
     let client = fake.client();
-    let outcome = bounded(rollout_undo(&client, "prod", "checkout", 0, false))
-        .await
-        .unwrap();
+    let outcome = bounded(rollout_undo(
+        &client,
+        "prod",
+        "checkout",
+        &UndoTo::Previous,
+        false,
+    ))
+    .await
+    .unwrap();
     assert!(matches!(
         outcome,
-        UndoOutcome::RolledBack { revision: 2, .. }
+        UndoOutcome::RolledBack { ref target, .. } if target.revision == 2
     ));
     let status = bounded(rollout_status(
         &client,

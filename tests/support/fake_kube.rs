@@ -1,7 +1,7 @@
 //! A fake Kubernetes API server for tests: a real `kube::Client` and
 //! `kube::runtime::watcher` talk plain HTTP to it, and tests drive its state
-//! (apply, delete, dropped watches, expired history, injected failures) and
-//! assert on the exact requests it received.
+//! (apply, delete, dropped watches, expired history, injected failures, a write
+//! whose answer is lost) and assert on the exact requests it received.
 //!
 //! It serves apps/v1 `deployments` and `replicasets` and v1 `secrets` and
 //! `configmaps` — list, watch, get, patch (JSON patch and merge patch) and
@@ -89,9 +89,13 @@ impl FakeKube {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (open_watches, _) = watch::channel(0);
+        let (held, _) = watch::channel(0);
+        let (released, _) = watch::channel((0, HeldAnswer::Send));
         let shared = Arc::new(Shared {
             cluster: Mutex::new(Cluster::default()),
             open_watches,
+            held,
+            released,
         });
         let router = Router::new()
             .fallback(handle)
@@ -276,6 +280,36 @@ impl FakeKube {
         });
     }
 
+    /// Makes the next PATCH of `path` (e.g.
+    /// `/apis/apps/v1/namespaces/prod/deployments/checkout`, not a dry run) be handled
+    /// as usual — a valid one changes the object, watches see it, the controller acts —
+    /// while its answer is withheld until [`FakeKube::release_held_patches`]: the API
+    /// server stored the write, but the client never heard back (a lost connection, a
+    /// timeout, a client killed meanwhile).
+    pub fn hold_next_patch(&self, path: &str) {
+        self.shared.lock().hold_patches.push(path.to_owned());
+    }
+
+    /// How many PATCH answers are withheld right now.
+    pub fn held_patches(&self) -> usize {
+        *self.shared.held.borrow()
+    }
+
+    /// Waits until at least `n` PATCH answers are withheld; wrap it in a timeout.
+    pub async fn wait_for_held_patches(&self, n: usize) {
+        let mut count = self.shared.held.subscribe();
+        // The sender lives in `self.shared`, so this cannot fail while `self` exists.
+        let _ = count.wait_for(|held| *held >= n).await;
+    }
+
+    /// Ends every withheld PATCH answer: sends it late, or cuts its connection.
+    pub fn release_held_patches(&self, how: HeldAnswer) {
+        self.shared.released.send_modify(|(generation, answer)| {
+            *generation += 1;
+            *answer = how;
+        });
+    }
+
     /// Removes an injected failure set by [`FakeKube::set_fail`].
     pub fn clear_fail(&self, kind: &str) {
         let resource =
@@ -321,10 +355,23 @@ impl Drop for FakeKube {
     }
 }
 
+/// How [`FakeKube::release_held_patches`] ends a withheld answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeldAnswer {
+    /// The answer goes out, late.
+    Send,
+    /// The connection is cut after the status line: the client sees it broken.
+    Cut,
+}
+
 /// State shared between the harness and the request handlers.
 struct Shared {
     cluster: Mutex<Cluster>,
     open_watches: watch::Sender<usize>,
+    /// How many PATCH answers are withheld.
+    held: watch::Sender<usize>,
+    /// Bumped by every release, with how the withheld answers end.
+    released: watch::Sender<(u64, HeldAnswer)>,
 }
 
 impl Shared {
@@ -352,6 +399,8 @@ struct Cluster {
     requests: Vec<RecordedRequest>,
     /// Whether the Deployment controller is simulated.
     controller: bool,
+    /// Paths whose next PATCH answer is withheld, one entry per PATCH.
+    hold_patches: Vec<String>,
 }
 
 impl Cluster {
@@ -455,6 +504,12 @@ impl Cluster {
             previous: None,
         });
         Some(last)
+    }
+
+    /// Whether the PATCH of `path` being handled is one to withhold the answer of.
+    fn take_hold(&mut self, path: &str) -> bool {
+        let found = self.hold_patches.iter().position(|p| p == path);
+        found.map(|i| self.hold_patches.remove(i)).is_some()
     }
 
     fn failure(&self, resource: &Resource, verb: &str) -> Option<u16> {
@@ -982,14 +1037,20 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         (&Method::GET, Some(name)) => get(&shared, &target, name),
         (&Method::PATCH, Some(name)) => {
             let dry_run = params.0.iter().any(|(k, v)| k == "dryRun" && v == "All");
-            patch(
+            let held = !dry_run && shared.lock().take_hold(&path);
+            let answer = patch(
                 &shared,
                 &target,
                 name,
                 content_type.as_deref(),
                 &bytes,
                 dry_run,
-            )
+            );
+            if held {
+                withhold(&shared, answer).await
+            } else {
+                answer
+            }
         }
         (&Method::DELETE, Some(name)) => delete(&shared, &target, name),
         _ => status_response(&status(
@@ -1193,6 +1254,44 @@ fn watch_response(
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Keeps `answer` until [`FakeKube::release_held_patches`], counted in `held` while it
+/// waits (a client that gives up does not end the wait: the write stays applied).
+async fn withhold(shared: &Arc<Shared>, answer: Response) -> Response {
+    struct Counted<'a>(&'a Shared);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.0.held.send_modify(|held| *held -= 1);
+        }
+    }
+    let mut released = shared.released.subscribe();
+    let generation = released.borrow_and_update().0;
+    shared.held.send_modify(|held| *held += 1);
+    let _counted = Counted(shared);
+    // The sender lives in `shared`, so the wait ends only with a release.
+    let how = match released.wait_for(|(g, _)| *g != generation).await {
+        Ok(released) => released.1,
+        Err(_) => HeldAnswer::Cut,
+    };
+    match how {
+        HeldAnswer::Send => answer,
+        HeldAnswer::Cut => {
+            // As in a dropped watch: an error from the body makes hyper cut the
+            // connection without finishing the response.
+            let cut = futures::stream::once(async {
+                Err::<Bytes, _>(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "answer withheld by FakeKube, connection cut",
+                ))
+            });
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from_stream(cut))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+    }
 }
 
 fn get(shared: &Shared, target: &Target, name: &str) -> Response {
