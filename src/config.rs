@@ -636,7 +636,7 @@ impl Config {
                     "at most 256 arguments of at most 4096 bytes each",
                 ));
             }
-            crate::actions::command::check_argv(&command.argv)
+            crate::domain::argv::check_argv(&command.argv)
                 .map_err(|(j, why)| invalid(format!("{key}.argv[{j}]"), why))?;
         }
         for (i, webhook) in a.webhooks.iter().enumerate() {

@@ -14,10 +14,10 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
-use super::command;
 use crate::clock::Clock;
 use crate::config::{ActionsConfig, CommandConfig, Secret, WebhookConfig};
 use crate::domain::action;
+use crate::domain::argv::render_argv;
 use crate::k8s::undo::{self, RolloutStatus, UndoError, UndoOutcome};
 use crate::store::{ActionRecord, NewFreeze, Store};
 
@@ -477,7 +477,7 @@ impl Executor for Command {
         let mut params = action.params.clone();
         params["decision_id"] = json!(action.decision_id.to_string());
         params["action_id"] = json!(action.id.to_string());
-        let argv = match command::render_argv(&self.0.argv, &params) {
+        let argv = match render_argv(&self.0.argv, &params) {
             Ok(argv) => argv,
             Err(why) => return ExecOutcome::Failed(why),
         };

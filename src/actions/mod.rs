@@ -4,7 +4,6 @@
 //! run the executors, verify rollbacks (E1/V1), enforce the loop guard and deliver
 //! notifications, recording every step on the action.
 
-pub mod command;
 pub mod executor;
 mod notify;
 mod worker;

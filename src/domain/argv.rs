@@ -1,6 +1,7 @@
-//! Argv templates of the command executor. Each element of `argv` is a minijinja
-//! template over the action's parameters; the result is passed to the program as one
-//! argument, never through a shell, so a value with spaces or `;` stays one argument.
+//! Argv templates of the command executor, checked when the config loads and rendered
+//! when the command runs. Each element of `argv` is a minijinja template over the
+//! action's parameters; the result is passed to the program as one argument, never
+//! through a shell, so a value with spaces or `;` stays one argument.
 
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Map, Value};
