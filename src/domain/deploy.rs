@@ -9,6 +9,13 @@ use serde_json::Value;
 
 /// The key of a canary run's timeline in [`Deploy::details`].
 pub const EVENTS: &str = "events";
+
+/// The key in [`Deploy::details`] that qualifies `started_at`: [`START_UNKNOWN`] for a
+/// canary run first seen mid-way, which started at or before it. Like the start
+/// itself, only the first report says it (see [`Deploy::merge`]).
+pub const START: &str = "start";
+/// The value of [`START`] when the deploy's start is unknown.
+pub const START_UNKNOWN: &str = "unknown";
 use utoipa::ToSchema;
 
 /// A deployable unit: a workload in a namespace of a cluster, or a Helm release.
@@ -246,6 +253,10 @@ impl Deploy {
             (self.details.as_object_mut(), later.details.as_object())
         {
             for (key, value) in theirs {
+                // What is known of the start is the first report's, like the start.
+                if key == START {
+                    continue;
+                }
                 // A canary run's timeline grows; see `canary::merge_events`.
                 let grown = match (mine.get_mut(key), value) {
                     (Some(Value::Array(events)), Value::Array(later_events)) if key == EVENTS => {
@@ -265,6 +276,40 @@ impl Deploy {
     /// Whether this revision ran without failing: a candidate rollback target.
     pub fn stayed_healthy(&self) -> bool {
         is_healthy_status(&self.status)
+    }
+
+    /// Whether `started_at` is when the deploy started; `false` for a canary run first
+    /// seen mid-way, which started at an unknown time at or before it.
+    pub fn start_known(&self) -> bool {
+        self.details.get(START).and_then(Value::as_str) != Some(START_UNKNOWN)
+    }
+
+    /// Whether this deploy and `other` run the same thing, judged by the first fact
+    /// both carry: the pod template (a Kubernetes ReplicaSet's hash), the images, the
+    /// commit, the chart and its version (a Helm revision), the version. `None` when
+    /// they carry none of these in common.
+    pub fn runs_same_as(&self, other: &Deploy) -> Option<bool> {
+        fn both<T: PartialEq>(a: Option<T>, b: Option<T>) -> Option<bool> {
+            Some(a? == b?)
+        }
+        let images = |d: &Deploy| {
+            let mut images = d.images.clone();
+            images.sort();
+            Some(images).filter(|i| !i.is_empty())
+        };
+        let chart = |d: &Deploy| {
+            d.chart_version
+                .as_ref()
+                .map(|v| (d.chart.clone(), v.clone(), d.app_version.clone()))
+        };
+        both(
+            self.pod_template_hash.as_ref(),
+            other.pod_template_hash.as_ref(),
+        )
+        .or_else(|| both(images(self), images(other)))
+        .or_else(|| both(self.commit_sha.as_ref(), other.commit_sha.as_ref()))
+        .or_else(|| both(chart(self), chart(other)))
+        .or_else(|| both(self.version.as_ref(), other.version.as_ref()))
     }
 }
 
