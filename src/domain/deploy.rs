@@ -490,6 +490,42 @@ mod tests {
     }
 
     #[test]
+    fn what_is_known_of_the_start_is_the_first_reports() {
+        let mut first = deploy("progressing");
+        first.details = serde_json::json!({START: START_UNKNOWN});
+        assert!(!first.start_known());
+        let later = deploy("succeeded");
+        first.merge(&later);
+        assert!(!first.start_known(), "a later report does not erase it");
+        let mut known = deploy("progressing");
+        let mut mid_run = deploy("progressing");
+        mid_run.details = serde_json::json!({START: START_UNKNOWN});
+        known.merge(&mid_run);
+        assert!(known.start_known(), "nor add it");
+    }
+
+    #[test]
+    fn two_deploys_run_the_same_thing_by_the_first_fact_both_carry() {
+        let with = |hash: Option<&str>, images: &[&str], version: Option<&str>| {
+            let mut d = deploy("deployed");
+            d.pod_template_hash = hash.map(str::to_owned);
+            d.images = images.iter().map(|i| (*i).to_owned()).collect();
+            d.version = version.map(str::to_owned);
+            d
+        };
+        let a = with(Some("7c67857fd"), &["app:1.5"], Some("1.5"));
+        // Another template (a changed setting) with the same image is another revision.
+        assert_eq!(
+            a.runs_same_as(&with(Some("69c9cdb879"), &["app:1.5"], Some("1.5"))),
+            Some(false)
+        );
+        // A CI run carries no template: its images decide.
+        assert_eq!(a.runs_same_as(&with(None, &["app:1.5"], None)), Some(true));
+        assert_eq!(a.runs_same_as(&with(None, &[], Some("1.6"))), Some(false));
+        assert_eq!(with(None, &[], None).runs_same_as(&a), None);
+    }
+
+    #[test]
     fn the_same_report_twice_changes_nothing() {
         let mut stored = deploy("succeeded");
         let again = stored.clone();
