@@ -172,12 +172,12 @@ pub(super) fn reason(r: &ReasonInputs) -> String {
             "No rule fires for {key}: its {} active signal(s) are within the policy",
             r.evidence_count
         ),
-        Verdict::Monitor if r.fired.is_empty() && r.pending.is_empty() => {
-            format!("Monitor {key} closely: no rule fires, but {}", {
-                r.redeploy
-                    .map_or_else(String::new, |(d, bad)| redeploy_words(d, &bad))
-            })
-        }
+        // Nothing fires or waits: the verdict comes from a redeploy of a known-bad revision.
+        Verdict::Monitor if r.fired.is_empty() && r.pending.is_empty() => format!(
+            "Monitor {key} closely: no rule fires, but {}",
+            r.redeploy
+                .map_or_else(String::new, |(d, bad)| redeploy_words(d, &bad))
+        ),
         Verdict::Monitor if r.fired.is_empty() => format!(
             "Monitor {key} closely: no rule fires yet, but {}{redeploy}",
             pending()
