@@ -171,6 +171,22 @@ pub async fn load_history(
     })
 }
 
+/// The deploys of `target` an evaluation looks at (its history, newest first).
+pub async fn load_deploys(
+    store: &dyn Store,
+    target: &TargetRef,
+) -> Result<Vec<DeployRecord>, StoreError> {
+    Ok(store
+        .target_history(target, None, HISTORY_DEPTH)
+        .await?
+        .into_iter()
+        .map(|d| DeployRecord {
+            id: d.id,
+            deploy: d.deploy,
+        })
+        .collect())
+}
+
 /// Handlers tell the engine which targets an ingest touched.
 #[derive(Clone)]
 pub struct EngineHandle {
@@ -333,16 +349,7 @@ impl Engine {
             )
             .map(|c| c.signal.clone())
             .collect();
-        let deploys: Vec<DeployRecord> = self
-            .store
-            .target_history(&target.target, None, HISTORY_DEPTH)
-            .await?
-            .into_iter()
-            .map(|d| DeployRecord {
-                id: d.id,
-                deploy: d.deploy,
-            })
-            .collect();
+        let deploys = load_deploys(&*self.store, &target.target).await?;
         let history = self.history(&target.target, now).await?;
         Ok(decide(
             &self.policy,

@@ -22,6 +22,7 @@ use crate::domain::action;
 use crate::domain::decision::undo_command;
 use crate::domain::render::argv::{check_param, render_argv};
 use crate::k8s::helm::{HelmFailure, classify_failure};
+use crate::k8s::set_image::{self, SetImageOutcome};
 use crate::k8s::undo::{self, RolloutStatus, UndoError, UndoOutcome, UndoPlan, UndoTarget, UndoTo};
 use crate::store::{ActionRecord, NewFreeze, Store};
 
@@ -207,6 +208,21 @@ impl Executor for RolloutUndo {
             (Ok(ns), Ok(name)) => (ns, name),
             (Err(e), _) | (_, Err(e)) => return e,
         };
+        // The known-good revision known by its images only (a CI deploy): set them back.
+        let images: Vec<String> = action
+            .params
+            .get("images")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if param(action, "kubernetes_revision").is_none() && !images.is_empty() {
+            return self.revert_images(namespace, name, &images, dry_run).await;
+        }
         // The known-good revision; without one, kubectl's "previous".
         let to_revision = match param(action, "kubernetes_revision") {
             None => 0,
@@ -309,6 +325,48 @@ impl Executor for RolloutUndo {
 }
 
 impl RolloutUndo {
+    /// `kubectl set image` back to the known-good images, then the rollout status.
+    async fn revert_images(
+        &self,
+        namespace: &str,
+        name: &str,
+        images: &[String],
+        dry_run: bool,
+    ) -> ExecOutcome {
+        let command = format!(
+            "kubectl -n {namespace} set image deployment/{name} (images: {})",
+            images.join(" ")
+        );
+        match set_image::set_images(&self.client, namespace, name, images, dry_run).await {
+            Err(err) if err.is_transient() => ExecOutcome::Retry(err.to_string()),
+            Err(err) => ExecOutcome::Failed(err.to_string()),
+            Ok(SetImageOutcome::Patched {
+                set, dry_run: true, ..
+            }) => ExecOutcome::DryRun {
+                result: json!({ "would_run": command, "set": set, "server_dry_run": true }),
+            },
+            Ok(SetImageOutcome::Unchanged) if dry_run => ExecOutcome::DryRun {
+                result: json!({ "would_run": command, "already_at_images": true }),
+            },
+            Ok(SetImageOutcome::Unchanged) => {
+                self.follow(
+                    namespace,
+                    name,
+                    json!({ "command": command, "images": images, "already_at_images": true }),
+                )
+                .await
+            }
+            Ok(SetImageOutcome::Patched { set, .. }) => {
+                self.follow(
+                    namespace,
+                    name,
+                    json!({ "command": command, "images": images, "set": set }),
+                )
+                .await
+            }
+        }
+    }
+
     async fn follow(&self, namespace: &str, name: &str, mut result: Value) -> ExecOutcome {
         let status = match undo::rollout_status(
             &self.client,

@@ -15,8 +15,8 @@ use super::notify::Channels;
 use crate::clock::Clock;
 use crate::domain::action::{ActionKind, Event, Message};
 use crate::domain::policy::Policy;
-use crate::domain::{Decision, loop_guard};
-use crate::engine::load_history;
+use crate::domain::{Decision, TargetRef, loop_guard};
+use crate::engine::{load_deploys, load_history};
 use crate::store::{
     ActionFinish, ActionQuery, ActionRecord, ActionTransition, NotificationFinish, Store,
     StoreError,
@@ -297,7 +297,18 @@ impl Worker {
     async fn loop_guard(&self, action: &ActionRecord) -> Result<Option<String>, StoreError> {
         let now = self.clock.now();
         let history = load_history(&*self.store, &self.policy, &action.target_key, now).await?;
-        Ok(loop_guard(&self.policy, &history, now).map(|hold| hold.detail()))
+        // The deploys show which revision each past rollback went away from: those away
+        // from this action's suspect count even across a recovery.
+        let deploys = match TargetRef::parse(&action.target_key) {
+            Some(target) => load_deploys(&*self.store, &target).await?,
+            None => Vec::new(),
+        };
+        let suspect_id = action
+            .params
+            .get("suspect_deploy_id")
+            .and_then(Value::as_i64);
+        let suspect = deploys.iter().find(|d| Some(d.id) == suspect_id);
+        Ok(loop_guard(&self.policy, &history, &deploys, suspect, now).map(|hold| hold.detail()))
     }
 
     async fn finish(

@@ -83,7 +83,9 @@ pub enum FreezeScope {
 
 /// The executors that roll `target` back when none are configured: Helm when the
 /// target is a Helm release with a known-good revision, else a rollout undo for a
-/// Deployment, else the CD rollback workflow when it can be dispatched.
+/// Deployment (to the known-good ReplicaSet revision, or its images set back), else
+/// the CD rollback workflow when it can be dispatched. An undo that knows neither
+/// would land on whatever revision is the previous one: it is only recommended.
 pub fn default_executors(decision: &Decision, target: &Target) -> Vec<String> {
     let Some(plan) = &decision.plan else {
         return Vec::new();
@@ -100,7 +102,9 @@ pub fn default_executors(decision: &Decision, target: &Target) -> Vec<String> {
     }
     if target.helm_release.is_some() && plan.helm_revision.is_some() {
         vec![HELM_ROLLBACK.into()]
-    } else if target.target.kind == "Deployment" {
+    } else if target.target.kind == "Deployment"
+        && (plan.kubernetes_revision.is_some() || !plan.rollback_images.is_empty())
+    {
         vec![ROLLOUT_UNDO.into()]
     } else if plan.cd_workflow.is_some() && plan.environment.is_some() && plan.image_tag.is_some() {
         vec![WORKFLOW_DISPATCH.into()]
@@ -191,6 +195,7 @@ pub fn plan(decision: &Decision, target: &Target, freeze_scope: FreezeScope) -> 
                 "cd_workflow": plan.cd_workflow,
                 "image_tag": plan.image_tag,
                 "image": image,
+                "images": plan.rollback_images,
                 "reason": decision.reason,
                 "commands": decision.recommended,
             }),
@@ -395,6 +400,7 @@ mod tests {
             environment: None,
             fired: Vec::new(),
             holds: Vec::new(),
+            pending: Vec::new(),
             suspect: Some(record(42, source, "3")),
             rollback_to: Some(record(41, source, "2")),
             regression_started_at: Some(at("2026-08-22T13:59:00Z")),

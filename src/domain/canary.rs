@@ -7,7 +7,7 @@
 //! | hook | passes (200) when | refused (403) with |
 //! | --- | --- | --- |
 //! | `confirm-rollout` | no freeze, no rollback | `gate_closed` |
-//! | `confirm-traffic-increase`, `confirm-promotion` | healthy: verdict `ok` or `monitor`, no freeze | `gate_closed` |
+//! | `confirm-traffic-increase`, `confirm-promotion` | healthy: verdict `ok` or `monitor`, no rule calling for more pending, no freeze | `gate_closed` |
 //! | `pre-rollout`, `rollout` | no rollback | `check_failed` |
 //! | `rollback` | rollwarden decides the canary must roll back | `no_rollback` |
 //! | `post-rollout`, `event` | always (recorded) | — |
@@ -86,7 +86,7 @@ pub struct CanaryStatus {
     /// `freeze` (M8).
     pub frozen: bool,
     /// Nothing stands in the way of the canary advancing: the verdict is `ok` or
-    /// `monitor` and no freeze covers the target.
+    /// `monitor`, no rule calling for more is pending, and no freeze covers the target.
     pub healthy: bool,
 }
 
@@ -98,8 +98,16 @@ impl CanaryStatus {
                 && decision.holds.is_empty()
                 && decision.fired_with(Outcome::Rollback).next().is_some());
         let frozen = !covering.is_empty() || decision.verdict == Verdict::Freeze;
-        let healthy =
-            !rollback && !frozen && matches!(decision.verdict, Verdict::Ok | Verdict::Monitor);
+        // A rule that would call for more than watching once its signal has lasted
+        // (G1's failing health check in its first three minutes) is no health.
+        let pending = decision
+            .pending
+            .iter()
+            .any(|p| p.outcome > Outcome::Monitor);
+        let healthy = !rollback
+            && !frozen
+            && !pending
+            && matches!(decision.verdict, Verdict::Ok | Verdict::Monitor);
         Self {
             verdict: decision.verdict,
             rollback,
@@ -243,6 +251,7 @@ mod tests {
             duration_secs: Some(60),
             outcome,
             fingerprints: vec!["fp".into()],
+            sources: vec![crate::domain::SignalSource::Alert],
             started_at: at("2026-08-22T14:00:00Z"),
         }
     }
@@ -256,6 +265,7 @@ mod tests {
             environment: None,
             fired,
             holds,
+            pending: Vec::new(),
             suspect: None,
             rollback_to: None,
             regression_started_at: None,
@@ -285,6 +295,7 @@ mod tests {
             kind: SignalKind::ErrorRate,
             fingerprint: "fp".into(),
             why: "no value".into(),
+            since: None,
         }
     }
 

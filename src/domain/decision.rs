@@ -15,7 +15,7 @@ use super::field::{Field, Rejected};
 use super::policy::{Outcome, fmt_secs};
 use super::render::argv::Argv;
 use super::render::shell;
-use super::{DeployRecord, DeploySource, Scope, SignalKind, TargetRef};
+use super::{DeployRecord, DeploySource, Scope, SignalKind, SignalSource, TargetRef};
 
 /// What to do about a target. Declared weakest first: the derived order is the
 /// precedence `freeze > hold > rollback > investigate > monitor > ok`.
@@ -123,8 +123,32 @@ pub struct FiredRule {
     pub outcome: Outcome,
     /// Fingerprints of every signal that fired it, sorted.
     pub fingerprints: Vec<String>,
+    /// Where those signals came from (an alert, the API, a canary controller), sorted.
+    #[serde(default)]
+    pub sources: Vec<SignalSource>,
     /// When the earliest firing signal started.
     pub started_at: DateTime<Utc>,
+}
+
+/// A rule whose condition an active signal meets but which does not fire yet: the
+/// signal has not lasted long enough, has not been observed often enough, or no deploy
+/// preceded it (an `after_deploy` rule). One entry per rule; the earliest to fire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PendingRule {
+    pub rule_id: String,
+    pub outcome: Outcome,
+    pub kind: SignalKind,
+    /// Fingerprints of the signals that meet its condition, sorted.
+    pub fingerprints: Vec<String>,
+    /// Where those signals came from, sorted.
+    pub sources: Vec<SignalSource>,
+    /// When the earliest of them started.
+    pub started_at: DateTime<Utc>,
+    /// When the rule fires if the signal stays active; `None` when time alone does
+    /// not make it fire (observations or a deploy are missing).
+    pub fires_at: Option<DateTime<Utc>>,
+    /// What the rule still waits for, in words.
+    pub waiting_for: String,
 }
 
 /// Why a rollback is held. `code()` is stable: it is stored, hashed and filtered on.
@@ -154,6 +178,9 @@ pub enum HoldReason {
         kind: SignalKind,
         fingerprint: String,
         why: String,
+        /// When the signal started.
+        #[serde(default)]
+        since: Option<DateTime<Utc>>,
     },
     /// No deploy of the target started inside the correlation window before the
     /// regression: nothing to roll back.
@@ -177,6 +204,10 @@ pub enum HoldReason {
         window_secs: u64,
         last_rollback_at: Option<DateTime<Utc>>,
         min_interval_secs: u64,
+        /// How many of those rolled back away from the suspect's revision before the
+        /// target last recovered: a recovery does not reset them (docs/loop-guard.md).
+        #[serde(default)]
+        before_recovery: u32,
     },
     /// A GitOps controller manages the target: an undo would be reverted by
     /// self-heal, so the change must be reverted in Git.
@@ -232,6 +263,7 @@ impl HoldReason {
                 kind,
                 fingerprint,
                 why,
+                ..
             } => format!(
                 "the {} signal {fingerprint} is inconclusive ({why})",
                 kind.as_str()
@@ -258,12 +290,20 @@ impl HoldReason {
                 window_secs,
                 last_rollback_at,
                 min_interval_secs,
+                before_recovery,
             } => {
                 let last = last_rollback_at
                     .map_or_else(String::new, |at| format!(", the last at {}", clock(at)));
+                let repeated = match before_recovery {
+                    0 => String::new(),
+                    n => format!(
+                        "; {n} of them rolled back this same revision before the target \
+                         recovered, which a recovery does not reset"
+                    ),
+                };
                 format!(
                     "loop guard: {rollbacks_in_window} automatic rollbacks in the last {} \
-                     (limit {limit}, at least {} apart){last}",
+                     (limit {limit}, at least {} apart){last}{repeated}",
                     fmt_secs(*window_secs),
                     fmt_secs(*min_interval_secs)
                 )
@@ -306,11 +346,26 @@ pub struct RollbackPlan {
 }
 
 impl RollbackPlan {
+    /// Whether a way back names its revision: a Deployment's ReplicaSet revision, a
+    /// Helm revision, or an image tag for the CD rollback workflow.
+    pub fn pins_a_revision(&self, target: &super::Target) -> bool {
+        (target.target.kind == "Deployment" && self.kubernetes_revision.is_some())
+            || (self.helm_release.is_some()
+                && self.helm_revision.is_some()
+                && self.helm_namespace.is_some())
+            || (self.cd_workflow.is_some()
+                && self.environment.is_some()
+                && self.image_tag.is_some())
+    }
+
     /// The exact commands a person would run, in order of preference: rollout undo
-    /// and status, Helm rollback, the CD rollback workflow; without any of them, an
-    /// undo to the previous revision. Each is built as an argv of checked values and
-    /// rendered as shell text once; a value on record that does not fit its grammar
-    /// leaves a comment in its command's place.
+    /// and status, Helm rollback, the CD rollback workflow. Without any of them, for a
+    /// Deployment: the images of the known-good revision set back (`kubectl set
+    /// image`, after listing the containers it names), or, with no images either, the
+    /// rollout history to look the revision up in — never an undo to whatever
+    /// revision happens to be the previous one. Each is built as an argv of checked
+    /// values and rendered as shell text once; a value on record that does not fit its
+    /// grammar leaves a comment in its command's place.
     pub fn commands(&self, target: &super::Target) -> Vec<String> {
         let t = &target.target;
         let is_deployment = t.kind == "Deployment";
@@ -350,8 +405,11 @@ impl RollbackPlan {
             ));
         }
         if commands.is_empty() && is_deployment {
-            // No revision of a known source to name: undo to the previous revision.
-            commands.extend(undo_commands(&t.namespace, &t.name, None));
+            commands.extend(image_revert_commands(
+                &t.namespace,
+                &t.name,
+                &self.rollback_images,
+            ));
         }
         commands
     }
@@ -405,6 +463,54 @@ fn command(what: &str, argv: Result<Argv, Rejected>) -> String {
     }
 }
 
+/// Without a pinned revision: with the known-good images, list the containers, set the
+/// images back (`kubectl set image`), follow the rollout; without them, the rollout
+/// history to look the revision up in.
+fn image_revert_commands(namespace: &str, name: &str, images: &[String]) -> Vec<String> {
+    let kubectl = || {
+        Argv::new("kubectl")
+            .arg("-n")
+            .value(Field::Namespace, namespace)
+    };
+    if images.is_empty() {
+        let history = kubectl()
+            .map(|a| a.arg("rollout").arg("history"))
+            .and_then(|a| a.joined("deployment/", Field::Name, name));
+        return vec![command("kubectl rollout history", history)];
+    }
+    // kubectl names containers; the images name their repositories. The first command
+    // lists which container runs which image.
+    let list = kubectl()
+        .map(|a| a.arg("get"))
+        .and_then(|a| a.joined("deployment/", Field::Name, name))
+        .map(|a| {
+            a.arg("-o").arg(
+                "jsonpath={range .spec.template.spec.containers[*]}{.name}={.image}{\"\\n\"}{end}",
+            )
+        });
+    let mut set = kubectl()
+        .map(|a| a.arg("set").arg("image"))
+        .and_then(|a| a.joined("deployment/", Field::Name, name));
+    for image in images {
+        let prefix = format!("{}=", container_of(image));
+        set = set.and_then(|a| a.joined(&prefix, Field::Image, image));
+    }
+    let [_, status] = undo_commands(namespace, name, None);
+    vec![
+        command("kubectl get", list),
+        command("kubectl set image", set),
+        status,
+    ]
+}
+
+/// The container a person would name for `image`: its repository's last segment
+/// (`ghcr.io/acme/checkout:v2.4.9` → `checkout`).
+fn container_of(image: &str) -> &str {
+    let name = image.split('@').next().unwrap_or(image);
+    let last = name.rsplit('/').next().unwrap_or(name);
+    last.split(':').next().unwrap_or(last)
+}
+
 /// V1: whether the target meets the post-rollback thresholds while it is watched.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct VerificationStatus {
@@ -434,6 +540,10 @@ pub struct Decision {
     pub fired: Vec<FiredRule>,
     /// Why a rollback is held; empty unless one is called for.
     pub holds: Vec<HoldReason>,
+    /// Rules an active signal meets that do not fire yet, in policy order: while one
+    /// is, the verdict is at least `monitor`.
+    #[serde(default)]
+    pub pending: Vec<PendingRule>,
     /// The deploy blamed: the latest one before the regression, inside the window.
     pub suspect: Option<DeployRecord>,
     /// The last healthy revision before the suspect, of the same source.
@@ -470,6 +580,9 @@ impl Decision {
                 .observed
                 .map_or_else(|| "-".to_string(), |v| v.to_string());
             canonical.push_str(&format!("fired={}:{observed}\n", rule.rule_id));
+        }
+        for pending in &self.pending {
+            canonical.push_str(&format!("pending={}\n", pending.rule_id));
         }
         for hold in &self.holds {
             match hold {
@@ -575,6 +688,7 @@ mod tests {
                 kind: SignalKind::ErrorRate,
                 fingerprint: "fp".into(),
                 why: "no value".into(),
+                since: Some(t),
             },
             HoldReason::NoDeployInWindow {
                 regression_started_at: t,
@@ -591,6 +705,7 @@ mod tests {
                 window_secs: 3600,
                 last_rollback_at: Some(t),
                 min_interval_secs: 300,
+                before_recovery: 0,
             },
             HoldReason::Gitops {
                 controller: "argocd".into(),
@@ -653,9 +768,11 @@ mod tests {
                 duration_secs: Some(60),
                 outcome: Outcome::Rollback,
                 fingerprints: vec!["fp".into()],
+                sources: vec![SignalSource::Alert],
                 started_at: at("2026-08-22T10:05:00Z"),
             }],
             holds: vec![],
+            pending: vec![],
             suspect: None,
             rollback_to: None,
             regression_started_at: Some(at("2026-08-22T10:05:00Z")),
@@ -763,12 +880,10 @@ mod tests {
     #[test]
     fn recommended_commands_read_as_people_write_them() {
         assert_eq!(full_plan().commands(&checkout()), ORDINARY);
+        // No revision pinned and no images known: look the revision up first.
         assert_eq!(
             RollbackPlan::default().commands(&checkout()),
-            [
-                "kubectl -n shop rollout undo deployment/checkout",
-                "kubectl -n shop rollout status deployment/checkout --watch"
-            ]
+            ["kubectl -n shop rollout history deployment/checkout"]
         );
         assert_eq!(git_revert("abc123"), "git revert abc123");
         assert_eq!(

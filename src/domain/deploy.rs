@@ -9,6 +9,13 @@ use serde_json::Value;
 
 /// The key of a canary run's timeline in [`Deploy::details`].
 pub const EVENTS: &str = "events";
+
+/// The key in [`Deploy::details`] that qualifies `started_at`: [`START_UNKNOWN`] for a
+/// canary run first seen mid-way, which started at or before it. Like the start
+/// itself, only the first report says it (see [`Deploy::merge`]).
+pub const START: &str = "start";
+/// The value of [`START`] when the deploy's start is unknown.
+pub const START_UNKNOWN: &str = "unknown";
 use utoipa::ToSchema;
 
 /// A deployable unit: a workload in a namespace of a cluster, or a Helm release.
@@ -246,6 +253,10 @@ impl Deploy {
             (self.details.as_object_mut(), later.details.as_object())
         {
             for (key, value) in theirs {
+                // What is known of the start is the first report's, like the start.
+                if key == START {
+                    continue;
+                }
                 // A canary run's timeline grows; see `canary::merge_events`.
                 let grown = match (mine.get_mut(key), value) {
                     (Some(Value::Array(events)), Value::Array(later_events)) if key == EVENTS => {
@@ -265,6 +276,40 @@ impl Deploy {
     /// Whether this revision ran without failing: a candidate rollback target.
     pub fn stayed_healthy(&self) -> bool {
         is_healthy_status(&self.status)
+    }
+
+    /// Whether `started_at` is when the deploy started; `false` for a canary run first
+    /// seen mid-way, which started at an unknown time at or before it.
+    pub fn start_known(&self) -> bool {
+        self.details.get(START).and_then(Value::as_str) != Some(START_UNKNOWN)
+    }
+
+    /// Whether this deploy and `other` run the same thing, judged by the first fact
+    /// both carry: the pod template (a Kubernetes ReplicaSet's hash), the images, the
+    /// commit, the chart and its version (a Helm revision), the version. `None` when
+    /// they carry none of these in common.
+    pub fn runs_same_as(&self, other: &Deploy) -> Option<bool> {
+        fn both<T: PartialEq>(a: Option<T>, b: Option<T>) -> Option<bool> {
+            Some(a? == b?)
+        }
+        let images = |d: &Deploy| {
+            let mut images = d.images.clone();
+            images.sort();
+            Some(images).filter(|i| !i.is_empty())
+        };
+        let chart = |d: &Deploy| {
+            d.chart_version
+                .as_ref()
+                .map(|v| (d.chart.clone(), v.clone(), d.app_version.clone()))
+        };
+        both(
+            self.pod_template_hash.as_ref(),
+            other.pod_template_hash.as_ref(),
+        )
+        .or_else(|| both(images(self), images(other)))
+        .or_else(|| both(self.commit_sha.as_ref(), other.commit_sha.as_ref()))
+        .or_else(|| both(chart(self), chart(other)))
+        .or_else(|| both(self.version.as_ref(), other.version.as_ref()))
     }
 }
 
@@ -442,6 +487,42 @@ mod tests {
             !stored.merge(&later),
             "the same event again changes nothing"
         );
+    }
+
+    #[test]
+    fn what_is_known_of_the_start_is_the_first_reports() {
+        let mut first = deploy("progressing");
+        first.details = serde_json::json!({START: START_UNKNOWN});
+        assert!(!first.start_known());
+        let later = deploy("succeeded");
+        first.merge(&later);
+        assert!(!first.start_known(), "a later report does not erase it");
+        let mut known = deploy("progressing");
+        let mut mid_run = deploy("progressing");
+        mid_run.details = serde_json::json!({START: START_UNKNOWN});
+        known.merge(&mid_run);
+        assert!(known.start_known(), "nor add it");
+    }
+
+    #[test]
+    fn two_deploys_run_the_same_thing_by_the_first_fact_both_carry() {
+        let with = |hash: Option<&str>, images: &[&str], version: Option<&str>| {
+            let mut d = deploy("deployed");
+            d.pod_template_hash = hash.map(str::to_owned);
+            d.images = images.iter().map(|i| (*i).to_owned()).collect();
+            d.version = version.map(str::to_owned);
+            d
+        };
+        let a = with(Some("7c67857fd"), &["app:1.5"], Some("1.5"));
+        // Another template (a changed setting) with the same image is another revision.
+        assert_eq!(
+            a.runs_same_as(&with(Some("69c9cdb879"), &["app:1.5"], Some("1.5"))),
+            Some(false)
+        );
+        // A CI run carries no template: its images decide.
+        assert_eq!(a.runs_same_as(&with(None, &["app:1.5"], None)), Some(true));
+        assert_eq!(a.runs_same_as(&with(None, &[], Some("1.6"))), Some(false));
+        assert_eq!(with(None, &[], None).runs_same_as(&a), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::decide::{label, summary};
 use super::decision::{Decision, HoldReason, Verdict, VerificationStatus};
 use super::policy::{Outcome, fmt_value};
 use super::render::markdown;
-use super::{DeployRecord, DeploySource, Scope, SignalKind};
+use super::{DeployRecord, DeploySource, Scope, SignalKind, SignalSource};
 
 /// Who or what decided, as evidence and reports name it.
 pub fn decided_by(decision: &Decision) -> String {
@@ -31,7 +31,10 @@ pub struct EvidenceVersion {
     pub images: Vec<String>,
     pub commit_sha: Option<String>,
     pub helm_release: Option<String>,
+    /// When it started — or, when `started_at_known` is false (a canary run first
+    /// seen mid-way), when it was first seen: it started at or before then.
     pub started_at: DateTime<Utc>,
+    pub started_at_known: bool,
     pub link: Option<String>,
 }
 
@@ -46,6 +49,7 @@ fn version(d: Option<&DeployRecord>) -> Option<EvidenceVersion> {
         commit_sha: d.deploy.commit_sha.clone(),
         helm_release: d.deploy.helm_release.clone(),
         started_at: d.deploy.started_at,
+        started_at_known: d.deploy.start_known(),
         link: d.deploy.link.clone(),
     })
 }
@@ -81,6 +85,14 @@ pub struct EvidenceRule {
     pub fingerprints: Vec<String>,
 }
 
+/// One entry of a decision's timeline: the deploys and signals it rests on, and the
+/// decision itself.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct EvidenceEvent {
+    pub at: DateTime<Utc>,
+    pub event: String,
+}
+
 /// A hold with its reason in words.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct EvidenceHold {
@@ -100,6 +112,8 @@ pub struct Evidence {
     pub target: String,
     pub verdict: Verdict,
     pub reason: String,
+    /// The deploys and signals the decision rests on, oldest first, then the decision.
+    pub timeline: Vec<EvidenceEvent>,
     pub versions: EvidenceVersions,
     pub deploy_ids: EvidenceDeployIds,
     pub regression_started_at: Option<DateTime<Utc>>,
@@ -162,6 +176,12 @@ pub fn evidence_record(
             | HoldReason::Inconclusive { fingerprint, .. } => Some(fingerprint.clone()),
             _ => None,
         }))
+        .chain(
+            decision
+                .pending
+                .iter()
+                .flat_map(|p| p.fingerprints.iter().cloned()),
+        )
         .collect();
     fingerprints.sort_unstable();
     fingerprints.dedup();
@@ -181,6 +201,10 @@ pub fn evidence_record(
         target: decision.target.key(),
         verdict: decision.verdict,
         reason: decision.reason.clone(),
+        timeline: timeline(decision, decided_at, decision_id)
+            .into_iter()
+            .map(|(at, event)| EvidenceEvent { at, event })
+            .collect(),
         versions: EvidenceVersions {
             from: version(decision.suspect.as_ref()),
             to: version(decision.rollback_to.as_ref()),
@@ -202,13 +226,163 @@ pub fn evidence_record(
     }
 }
 
-/// `10:05 UTC` on the day of the decision, the full date otherwise.
-fn when(at: DateTime<Utc>, decided_at: DateTime<Utc>) -> String {
-    if at.date_naive() == decided_at.date_naive() {
+/// `10:05 UTC` when every time of the report is on one day, else `2026-08-22 10:05
+/// UTC`: a time without its date would read as that day's.
+fn when(at: DateTime<Utc>, one_day: bool) -> String {
+    if one_day {
         at.format("%H:%M UTC").to_string()
     } else {
         at.format("%Y-%m-%d %H:%M UTC").to_string()
     }
+}
+
+/// A length of time the way people say it: `3 minutes`, `2 h 5 min`, `102 days 2 h`.
+fn lasted(minutes: i64) -> String {
+    let (days, hours, mins) = (minutes / 1440, minutes % 1440 / 60, minutes % 60);
+    match (days, hours) {
+        (0, 0) => format!("{minutes} minute{}", if minutes == 1 { "" } else { "s" }),
+        (0, _) => format!("{hours} h {mins} min"),
+        _ => format!(
+            "{days} day{} {hours} h {mins} min",
+            if days == 1 { "" } else { "s" }
+        ),
+    }
+}
+
+/// How signals from these sources are said to have started.
+fn started_words(sources: &[SignalSource]) -> &'static str {
+    match sources {
+        [SignalSource::Alert] => "Alert triggered",
+        [SignalSource::Api] => "Signal posted through the API",
+        [SignalSource::Canary] => "Canary controller reported a failure",
+        _ => "Signals started",
+    }
+}
+
+/// The deploys and signals a decision rests on, oldest first, then the decision: the
+/// suspect and the revision to return to, every rule that fired or is pending with its
+/// signals, and the signals behind its holds (a degraded dependency, inconclusive
+/// data).
+fn timeline(
+    decision: &Decision,
+    decided_at: DateTime<Utc>,
+    decision_id: i64,
+) -> Vec<(DateTime<Utc>, String)> {
+    let mut timeline: Vec<(DateTime<Utc>, String)> = Vec::new();
+    for d in [&decision.rollback_to, &decision.suspect]
+        .into_iter()
+        .flatten()
+    {
+        let role = if decision.suspect.as_ref() == Some(d) {
+            "suspect"
+        } else {
+            "last known good"
+        };
+        let event = if d.deploy.start_known() {
+            "started"
+        } else {
+            "first seen, mid-run (its start is unknown)"
+        };
+        timeline.push((
+            d.deploy.started_at,
+            format!(
+                "Deployment {} {event} (deploy #{}, {role})",
+                markdown::text(&label(d)),
+                d.id
+            ),
+        ));
+    }
+    // One line per alert: the rules one signal fired together share it.
+    type Line<'a> = (DateTime<Utc>, &'a [String], &'a [SignalSource], Vec<String>);
+    let mut alerts: Vec<Line> = Vec::new();
+    let fired = decision.fired.iter().map(|f| {
+        (
+            f.started_at,
+            f.fingerprints.as_slice(),
+            f.sources.as_slice(),
+            summary(f),
+        )
+    });
+    // Pending rules are what a decision rests on when nothing stronger fired.
+    let rests_on_pending = decision.fired.iter().all(|f| f.outcome < Outcome::Rollback);
+    let pending = decision
+        .pending
+        .iter()
+        .filter(|_| rests_on_pending)
+        .map(|p| {
+            (
+                p.started_at,
+                p.fingerprints.as_slice(),
+                p.sources.as_slice(),
+                format!(
+                    "{} pending ({}: needs {})",
+                    p.rule_id,
+                    p.kind.as_str(),
+                    p.waiting_for
+                ),
+            )
+        });
+    for (at, fingerprints, sources, rule) in fired.chain(pending) {
+        match alerts
+            .iter_mut()
+            .find(|(t, fps, _, _)| *t == at && *fps == fingerprints)
+        {
+            Some((_, _, _, rules)) => rules.push(rule),
+            None => alerts.push((at, fingerprints, sources, vec![rule])),
+        }
+    }
+    for (at, fingerprints, sources, rules) in alerts {
+        timeline.push((
+            at,
+            format!(
+                "{} - {} [{}]",
+                started_words(sources),
+                markdown::text(&rules.join(", ")),
+                markdown::text(&fingerprints.join(", "))
+            ),
+        ));
+    }
+    for hold in &decision.holds {
+        match hold {
+            HoldReason::DependencyDegraded {
+                dependency,
+                fingerprint,
+                since,
+            } => timeline.push((
+                *since,
+                format!(
+                    "Dependency {} degraded - H2 holds the rollback [{}]",
+                    markdown::text(dependency),
+                    markdown::text(fingerprint)
+                ),
+            )),
+            HoldReason::Inconclusive {
+                kind,
+                fingerprint,
+                why,
+                since: Some(since),
+            } => timeline.push((
+                *since,
+                format!(
+                    "Inconclusive {} signal ({}) - no rule can assess it [{}]",
+                    kind.as_str(),
+                    markdown::text(why),
+                    markdown::text(fingerprint)
+                ),
+            )),
+            _ => {}
+        }
+    }
+    timeline.sort_by_key(|(at, _)| *at);
+    timeline.push((
+        decided_at,
+        format!(
+            "Decision #{decision_id}: {} by {}",
+            decision.verdict,
+            markdown::text(&decided_by(decision))
+        ),
+    ));
+    timeline
 }
 
 fn severity(verdict: Verdict) -> &'static str {
@@ -300,7 +474,7 @@ fn resolution(decision: &Decision) -> String {
             )
         ),
         Verdict::Freeze => format!(
-            "All deployments frozen and escalated: {}.",
+            "Freeze deployments and escalate: {}.",
             markdown::text(decision.escalate.as_deref().unwrap_or("data corruption"))
         ),
         Verdict::Ok | Verdict::Monitor | Verdict::Investigate => {
@@ -313,66 +487,24 @@ fn resolution(decision: &Decision) -> String {
 /// it interpolates goes through [`markdown`]: running text escaped, code fenced.
 pub fn incident_report(decision: &Decision, decided_at: DateTime<Utc>, decision_id: i64) -> String {
     let incident_id = format!("INC-{}-{decision_id:03}", decided_at.format("%Y%m%d"));
+    let timeline = timeline(decision, decided_at, decision_id);
+    let one_day = timeline
+        .iter()
+        .map(|(at, _)| *at)
+        .chain(decision.regression_started_at)
+        .all(|at| at.date_naive() == decided_at.date_naive());
     let duration = match decision.regression_started_at {
         Some(start) => {
             let minutes = (decided_at - start).num_minutes().max(0);
             format!(
-                "{} - {} ({minutes} minutes at the decision)",
-                when(start, decided_at),
-                when(decided_at, decided_at)
+                "{} - {} ({} at the decision)",
+                when(start, one_day),
+                when(decided_at, one_day),
+                lasted(minutes)
             )
         }
         None => "no regression detected".into(),
     };
-    let mut timeline: Vec<(DateTime<Utc>, String)> = Vec::new();
-    for d in [&decision.rollback_to, &decision.suspect]
-        .into_iter()
-        .flatten()
-    {
-        let role = if decision.suspect.as_ref() == Some(d) {
-            "suspect"
-        } else {
-            "last known good"
-        };
-        timeline.push((
-            d.deploy.started_at,
-            format!(
-                "Deployment {} started (deploy #{}, {role})",
-                markdown::text(&label(d)),
-                d.id
-            ),
-        ));
-    }
-    // One line per alert: the rules one signal fired together share it.
-    let mut alerts: Vec<(DateTime<Utc>, &[String], Vec<String>)> = Vec::new();
-    for f in &decision.fired {
-        match alerts
-            .iter_mut()
-            .find(|(at, fps, _)| *at == f.started_at && *fps == f.fingerprints.as_slice())
-        {
-            Some((_, _, rules)) => rules.push(summary(f)),
-            None => alerts.push((f.started_at, &f.fingerprints, vec![summary(f)])),
-        }
-    }
-    for (at, fingerprints, rules) in alerts {
-        timeline.push((
-            at,
-            format!(
-                "Alert triggered - {} [{}]",
-                markdown::text(&rules.join(", ")),
-                markdown::text(&fingerprints.join(", "))
-            ),
-        ));
-    }
-    timeline.sort_by_key(|(at, _)| *at);
-    timeline.push((
-        decided_at,
-        format!(
-            "Decision #{decision_id}: {} by {}",
-            decision.verdict,
-            markdown::text(&decided_by(decision))
-        ),
-    ));
     let mut out = String::new();
     out.push_str("## Incident Summary\n\n");
     out.push_str(&format!("- **Incident ID**: {incident_id}\n"));
@@ -392,7 +524,7 @@ pub fn incident_report(decision: &Decision, decided_at: DateTime<Utc>, decision_
     ));
     out.push_str("\n## Timeline\n\n");
     for (at, event) in &timeline {
-        out.push_str(&format!("- {}: {event}\n", when(*at, decided_at)));
+        out.push_str(&format!("- {}: {event}\n", when(*at, one_day)));
     }
     out.push_str("\n## Root Cause\n\n[To be completed after investigation]\n");
     out.push_str(&format!("\n## Resolution\n\n{}\n", resolution(decision)));
@@ -617,6 +749,7 @@ mod tests {
             window_secs: 3600,
             last_rollback_at: Some(at("09:50:00")),
             min_interval_secs: 300,
+            before_recovery: 0,
         }];
         let report = incident_report(&d, at("10:08:00") + Duration::days(1), 12);
         assert!(report.contains("- **Incident ID**: INC-20260823-012\n"));

@@ -106,7 +106,9 @@ impl Scope {
 }
 
 /// Where a signal came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SignalSource {
     /// Classified from an Alertmanager alert.

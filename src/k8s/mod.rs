@@ -3,6 +3,7 @@
 
 pub mod helm;
 pub mod rollouts;
+pub mod set_image;
 pub mod undo;
 pub mod watch;
 

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::{Bounds, WireError, check_name, is_plain_text};
 use crate::domain::canary::Hook;
-use crate::domain::deploy::{EVENTS, status};
+use crate::domain::deploy::{EVENTS, START, START_UNKNOWN, status};
 use crate::domain::{Deploy, DeploySource, TargetRef};
 
 /// What Flagger posts to every webhook. Unknown fields are ignored, like
@@ -363,6 +363,12 @@ impl FlaggerCall {
         deploy.environment = self.environment.clone();
         deploy.region = self.region.clone();
         let mut details = json!({"canary": self.canary, "phase": self.phase.as_str()});
+        // Only `pre-rollout` is called as a run starts; a run first seen through any
+        // other call started before it, at a time nobody told us. (The store keeps the
+        // first report's word, like its start.)
+        if self.hook != Hook::PreRollout {
+            details[START] = START_UNKNOWN.into();
+        }
         if let Some(entry) = entry {
             details[EVENTS] = json!([entry]);
         }
@@ -436,10 +442,15 @@ mod tests {
         assert_eq!(d.finished_at, None);
         assert_eq!(
             d.details,
-            json!({"canary": "checkout", "phase": "Progressing", "events": [{
+            json!({"canary": "checkout", "phase": "Progressing", "start": "unknown",
+                "events": [{
                 "at": "2026-08-22T14:03:00.000Z", "hook": "rollout", "phase": "Progressing",
                 "answer": 403, "verdict": "rollback", "decision_id": 7}]})
         );
+        // A run first seen mid-way started before the call; at pre-rollout it starts.
+        assert!(!d.start_known());
+        let starting = parse(ROLLOUT, Hook::PreRollout).unwrap().to_deploy(None);
+        assert!(starting.start_known());
         let event = parse(EVENT, Hook::Event).unwrap();
         assert_eq!(
             event.entry(None),

@@ -370,8 +370,10 @@ async fn failing_health_checks_roll_back_only_after_three_minutes_g1(backend: Ba
         t0(),
     ))
     .await;
-    let d = wait_for_verdict(&app, "ok").await;
+    // Until then G1 is pending: the target is watched, never `ok`.
+    let d = wait_for_verdict(&app, "monitor").await;
     assert!(fired(&d).is_empty(), "{d}");
+    assert_eq!(d["decision"]["pending"][0]["rule_id"], "G1", "{d}");
     // The tick evaluates again as time passes.
     app.clock.advance(minutes(3) + chrono::Duration::seconds(1));
     let d = wait_for_verdict(&app, "rollback").await;

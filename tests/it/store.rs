@@ -859,3 +859,103 @@ mod existing_databases {
 
     on_both_backends!(rows_written_by_the_previous_store_read_match_and_update);
 }
+
+mod loop_guard_inputs {
+    //! The loop guard's input: which executed actions were automatic rollbacks.
+
+    use chrono::Duration;
+    use serde_json::json;
+
+    use rollwarden::domain::action::ActionKind;
+    use rollwarden::store::{ActionFinish, NewAction, NewDecision};
+
+    use crate::on_both_backends;
+    use crate::support::{Backend, TestStore, t0};
+
+    const TARGET: &str = "default/prod/Deployment/checkout";
+
+    /// Every executor kind, executed automatically one minute apart (and a command
+    /// executed after a person approved it): the store reports the automatic ones
+    /// that roll the target back — by what the action does, `ActionKind::rolls_back`,
+    /// not by a list of kind names (issue 12, item 2).
+    async fn every_executor_that_rolls_back_counts_for_the_loop_guard(backend: Backend) {
+        let db = TestStore::new(backend).await;
+        let (d, _) = db
+            .store
+            .record_decision(&NewDecision {
+                target_key: TARGET.into(),
+                verdict: "rollback".into(),
+                reason: "M2".into(),
+                inputs_hash: "h".into(),
+                policy_version: "runbooks-1".into(),
+                suspect_deploy_id: None,
+                rollback_to_id: None,
+                decision: json!({}),
+                decided_at: t0(),
+            })
+            .await
+            .unwrap();
+        let kinds = [
+            ("rollout_undo", "auto"),
+            ("helm_rollback", "auto"),
+            ("workflow_dispatch", "auto"),
+            ("command:deploy-tool", "auto"),
+            ("command:ecs-revert", "auto"),
+            ("webhook:pagerduty", "auto"),
+            ("freeze", "auto"),
+            ("command:deploy-tool-approved", "approve"),
+        ];
+        let mut expected = Vec::new();
+        for (i, (kind, mode)) in kinds.iter().enumerate() {
+            let at = t0() + Duration::minutes(i as i64);
+            db.store
+                .enqueue_action(
+                    &NewAction {
+                        decision_id: d.id,
+                        target_key: TARGET.into(),
+                        kind: (*kind).into(),
+                        mode: (*mode).into(),
+                        idempotency_key: format!("{TARGET}|deploy:7|{kind}"),
+                        state: "pending".into(),
+                        params: json!({}),
+                        expires_at: None,
+                        notify: Vec::new(),
+                    },
+                    at,
+                )
+                .await
+                .unwrap();
+            let claimed = db
+                .store
+                .claim_action("w1", Duration::seconds(30), at)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(claimed.kind, *kind);
+            let rolls_back = ActionKind::parse(kind).unwrap().rolls_back();
+            let finish = ActionFinish::Succeeded {
+                result: json!({}),
+                verify: rolls_back,
+            };
+            assert!(
+                db.store
+                    .finish_action(claimed.id, "w1", &finish, at)
+                    .await
+                    .unwrap()
+            );
+            if rolls_back && *mode == "auto" {
+                expected.push(at);
+            }
+        }
+        assert_eq!(expected.len(), 5, "undo, helm, workflow and both commands");
+        assert_eq!(
+            db.store
+                .automatic_rollbacks(TARGET, t0() - Duration::hours(1))
+                .await
+                .unwrap(),
+            expected
+        );
+    }
+
+    on_both_backends!(every_executor_that_rolls_back_counts_for_the_loop_guard);
+}

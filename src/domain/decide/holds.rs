@@ -2,8 +2,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::suspect::is_canary_run;
-use super::{History, span};
+use super::known_bad::rollbacks_away_from;
+use super::suspect::{has_started, is_canary_run};
+use super::{History, deploy_order, span};
 use crate::domain::decision::HoldReason;
 use crate::domain::policy::Policy;
 use crate::domain::{DeployRecord, Signal, Target};
@@ -20,42 +21,82 @@ pub(super) struct HoldInputs<'a> {
     pub(super) rollback_to: Option<&'a DeployRecord>,
 }
 
-/// The automatic rollbacks the loop guard counts: executed by `now`, after recovery.
-fn counted_rollbacks(history: &History, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+/// The automatic rollbacks the loop guard counts, oldest first: executed by `now`,
+/// after the target last recovered or — whenever they were — away from the revision
+/// the suspect runs. The second list is those counted only for the latter.
+fn counted_rollbacks(
+    policy: &Policy,
+    history: &History,
+    deploys: &[&DeployRecord],
+    suspect: Option<&DeployRecord>,
+    now: DateTime<Utc>,
+) -> (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) {
     let recovered = history.recovered_at.filter(|r| *r <= now);
-    let mut rollbacks: Vec<DateTime<Utc>> = history
+    let mut counted: Vec<DateTime<Utc>> = history
         .automatic_rollbacks
         .iter()
         .copied()
         .filter(|t| *t <= now && recovered.is_none_or(|r| *t > r))
         .collect();
-    rollbacks.sort();
-    rollbacks
+    let window = span(policy.correlation_window_secs);
+    let repeated: Vec<DateTime<Utc>> = suspect
+        .map(|s| rollbacks_away_from(deploys, history, s, window, now))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| !counted.contains(t))
+        .collect();
+    counted.extend(repeated.iter().copied());
+    counted.sort();
+    (counted, repeated)
 }
 
-fn rollbacks_in_window(policy: &Policy, rollbacks: &[DateTime<Utc>], now: DateTime<Utc>) -> u32 {
+fn in_window(policy: &Policy, rollbacks: &[DateTime<Utc>], now: DateTime<Utc>) -> u32 {
     let window = span(policy.loop_guard.window_secs);
     let n = rollbacks.iter().filter(|t| now - **t < window).count();
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// The loop guard: `Some` (a [`HoldReason::LoopGuard`]) when another automatic
-/// rollback of the target now would trip the circuit breaker — `limit` in the window,
-/// or one less than `min_interval` ago; rollbacks before the target recovered do not
-/// count. `decide()` holds on it, and the action worker checks it again just before
-/// it executes an automatic rollback.
-pub fn loop_guard(policy: &Policy, history: &History, now: DateTime<Utc>) -> Option<HoldReason> {
+/// rollback of the target away from `suspect` now would trip the circuit breaker —
+/// `limit` in the window, or one less than `min_interval` ago. A recovery of the target
+/// resets the count, except for rollbacks away from the revision `suspect` runs (a
+/// bad deploy, rolled back, recovered from and deployed again is a loop). `deploys` is
+/// the target's history, as decide() takes it. `decide()` holds on it, and the action
+/// worker checks it again just before it executes an automatic rollback.
+pub fn loop_guard(
+    policy: &Policy,
+    history: &History,
+    deploys: &[DeployRecord],
+    suspect: Option<&DeployRecord>,
+    now: DateTime<Utc>,
+) -> Option<HoldReason> {
+    let mut deploys: Vec<&DeployRecord> = deploys
+        .iter()
+        .filter(|d| d.deploy.started_at <= now && has_started(d))
+        .collect();
+    deploys.sort_by(|a, b| deploy_order(a, b));
+    guard(policy, history, &deploys, suspect, now)
+}
+
+fn guard(
+    policy: &Policy,
+    history: &History,
+    deploys: &[&DeployRecord],
+    suspect: Option<&DeployRecord>,
+    now: DateTime<Utc>,
+) -> Option<HoldReason> {
     let guard = &policy.loop_guard;
-    let rollbacks = counted_rollbacks(history, now);
-    let in_window = rollbacks_in_window(policy, &rollbacks, now);
+    let (rollbacks, repeated) = counted_rollbacks(policy, history, deploys, suspect, now);
+    let count = in_window(policy, &rollbacks, now);
     let last = rollbacks.last().copied();
     let too_soon = last.is_some_and(|t| now - t < span(guard.min_interval_secs));
-    (in_window >= guard.limit || too_soon).then_some(HoldReason::LoopGuard {
-        rollbacks_in_window: in_window,
+    (count >= guard.limit || too_soon).then_some(HoldReason::LoopGuard {
+        rollbacks_in_window: count,
         limit: guard.limit,
         window_secs: guard.window_secs,
         last_rollback_at: last,
         min_interval_secs: guard.min_interval_secs,
+        before_recovery: in_window(policy, &repeated, now),
     })
 }
 
@@ -72,7 +113,13 @@ pub(super) fn hold_reasons(inputs: &HoldInputs) -> Vec<HoldReason> {
         rollback_to,
     } = *inputs;
     let mut holds = Vec::new();
-    if let Some(latest) = deploys.iter().rev().find(|d| d.deploy.started_at > start) {
+    // A canary run first seen mid-way may have started before the regression: it does
+    // not count as a deploy after it.
+    if let Some(latest) = deploys
+        .iter()
+        .rev()
+        .find(|d| d.deploy.started_at > start && d.deploy.start_known())
+    {
         holds.push(HoldReason::PredatesDeploy {
             regression_started_at: start,
             deploy_id: latest.id,
@@ -113,7 +160,7 @@ pub(super) fn hold_reasons(inputs: &HoldInputs) -> Vec<HoldReason> {
         }),
         (Some(_), Some(_)) => {}
     }
-    holds.extend(loop_guard(policy, history, now));
+    holds.extend(guard(policy, history, deploys, suspect, now));
     if let Some(controller) = &target.gitops {
         holds.push(HoldReason::Gitops {
             controller: controller.clone(),

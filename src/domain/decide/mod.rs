@@ -16,6 +16,15 @@
 //! 3. The verdict is the strongest outcome fired. If a rollback rule fires, the holds
 //!    below are checked and any one of them turns the rollback into `hold`. M8
 //!    (a `freeze` rule) makes the verdict `freeze` whatever else fires.
+//! 4. A rule is *pending* when an active signal meets its condition but a gate of
+//!    step 2 is not met yet (duration, observations, a deploy before it). Nothing fired
+//!    but something pending (G1's failing health check in its first three minutes)
+//!    is `monitor`, never `ok`, with the rule and when it fires in the reason; a
+//!    canary controller's gates read a target with a pending rule that calls for more
+//!    than watching as not healthy.
+//! 5. Deploys: a canary run waiting at its controller's gate has not started and is
+//!    no deploy yet; a canary run first seen mid-way has an unknown start (at or before
+//!    it was first seen).
 //!
 //! # Inconclusive evidence
 //!
@@ -39,20 +48,29 @@
 //! # Holds (only when a rollback rule fires)
 //!
 //! - `H1`: a deploy started after the regression started (the earliest start of a
-//!   signal behind a rollback or freeze rule): the regression predates the latest deploy.
+//!   signal behind a rollback or freeze rule): the regression predates the latest
+//!   deploy. A deploy whose start is unknown is not one.
 //! - `H2`: an active `dependency` signal was passed in (the caller passes only those
 //!   that concern the target: see `Classifier::depends_on`)
 //!   (case-insensitive).
 //! - `no_deploy_in_window`: no deploy started in the correlation window before the
 //!   regression.
-//! - `no_known_good`: the suspect has no earlier healthy revision of its source.
-//! - `loop_guard`: counting only automatic rollbacks after `recovered_at` (the guard
-//!   resets when the target recovers), `limit` or more inside the window, or the last
-//!   one less than `min_interval` ago.
+//! - `no_known_good`: the suspect has no earlier healthy revision of its source that
+//!   is not known bad (a rollback went away from what it runs).
+//! - `loop_guard`: counting automatic rollbacks after `recovered_at` (the guard resets
+//!   when the target recovers) and, whenever they were, those away from the revision
+//!   the suspect runs: `limit` or more inside the window, or the last one less than
+//!   `min_interval` ago (docs/loop-guard.md).
 //! - `gitops`: a GitOps controller manages the target; the Git revert is recommended.
 //!
 //! An active [`Freeze`] covering the target changes no verdict (a freeze admits
 //! rollbacks); the reason says it is there.
+//!
+//! # Known-bad revisions
+//!
+//! A revision a rollback went away from, as the deploy history shows it, is never a
+//! rollback target; a deploy of it again is named in the reason, and with nothing
+//! firing makes the verdict `monitor`.
 
 use std::cmp::Ordering;
 
@@ -64,6 +82,8 @@ use super::policy::{Condition, Outcome, Policy, Rule};
 use super::{DeployRecord, Freeze, Signal, SignalKind, Target};
 
 mod holds;
+mod known_bad;
+mod pending;
 mod plan;
 mod reason;
 mod rules;
@@ -72,11 +92,13 @@ mod verify;
 
 pub use holds::loop_guard;
 use holds::{HoldInputs, hold_reasons};
+use known_bad::{known_bad, redeployed};
+use pending::pending_rules;
 use plan::{gitops_commands, rollback_plan};
 use reason::{ReasonInputs, reason};
 pub(crate) use reason::{label, summary};
 use rules::{fire_rules, inconclusive_signals};
-use suspect::{find_suspect, is_running_canary, known_good};
+use suspect::{find_suspect, has_started, is_canary_run, is_running_canary, known_good};
 use verify::{escalation, verification};
 
 /// Longer settings are treated as this (a century), keeping time arithmetic in range.
@@ -112,7 +134,7 @@ pub fn decide(
     let window = span(policy.correlation_window_secs);
     let mut deploys: Vec<&DeployRecord> = deploys
         .iter()
-        .filter(|d| d.deploy.started_at <= now)
+        .filter(|d| d.deploy.started_at <= now && has_started(d))
         .collect();
     deploys.sort_by(|a, b| deploy_order(a, b));
     let mut active: Vec<&Signal> = signals.iter().filter(|s| s.is_active(now)).collect();
@@ -126,7 +148,9 @@ pub fn decide(
         .filter_map(|rule| rule.condition().ok().map(|c| (rule, c)))
         .collect();
 
+    let bad = known_bad(&deploys);
     let fired = fire_rules(&rules, &evidence, &deploys, window, now);
+    let pending = pending_rules(&rules, &evidence, &deploys, &fired, window, now);
     let strongest = fired.iter().map(|f| f.outcome).max();
     let rollback_fires = fired.iter().any(|f| f.outcome == Outcome::Rollback);
     let regression_started_at = fired
@@ -135,7 +159,17 @@ pub fn decide(
         .map(|f| f.started_at)
         .min();
     let suspect = regression_started_at.and_then(|start| find_suspect(&deploys, start, window));
-    let rollback_to = suspect.and_then(|s| known_good(&deploys, s));
+    let rollback_to = suspect.and_then(|s| known_good(&deploys, s, &bad));
+    // A redeploy of a revision a rollback went away from is evidence: of the suspect,
+    // or, with no regression, of the latest deploy in the window.
+    let latest = suspect.or_else(|| {
+        deploys
+            .iter()
+            .rev()
+            .copied()
+            .find(|d| !is_canary_run(d) && now - d.deploy.started_at <= window)
+    });
+    let redeploy = latest.and_then(|d| redeployed(&bad, d).map(|b| (d, b)));
 
     let holds = match regression_started_at {
         Some(start) if rollback_fires => hold_reasons(&HoldInputs {
@@ -159,13 +193,17 @@ pub fn decide(
     } else if !holds.is_empty() {
         Verdict::Hold
     } else {
-        strongest.map_or(Verdict::Ok, Verdict::from)
+        match strongest.map_or(Verdict::Ok, Verdict::from) {
+            // An active signal that fires no rule yet, or a known-bad revision back.
+            Verdict::Ok if !pending.is_empty() || redeploy.is_some() => Verdict::Monitor,
+            verdict => verdict,
+        }
     };
 
     let plan = if verdict == Verdict::Rollback
         || (verdict == Verdict::Freeze && rollback_fires && holds.is_empty())
     {
-        rollback_plan(target, &deploys, suspect, rollback_to)
+        rollback_plan(target, &deploys, suspect, rollback_to, &bad)
     } else {
         None
     };
@@ -201,12 +239,16 @@ pub fn decide(
         verdict,
         target,
         fired: &fired,
+        pending: &pending,
         holds: &holds,
         suspect,
         rollback_to,
+        redeploy,
+        plan: plan.as_ref(),
         regression_started_at,
         evidence_count: evidence.len(),
         covering: &covering,
+        now,
     });
 
     let mut decision = Decision {
@@ -219,6 +261,7 @@ pub fn decide(
         verification: verification(policy, history, &evidence, now),
         fired,
         holds,
+        pending,
         suspect: suspect.cloned(),
         rollback_to: rollback_to.cloned(),
         regression_started_at,
@@ -278,5 +321,7 @@ fn deploy_order(a: &DeployRecord, b: &DeployRecord) -> Ordering {
         })
 }
 
+#[cfg(test)]
+mod hard_cases_tests;
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 //! The rollback plan (one revision per way back) and the GitOps revert.
 
+use super::known_bad::KnownBad;
 use super::reason::label;
 use super::suspect::{known_good, story_member};
 use crate::domain::decision::RollbackPlan;
@@ -29,11 +30,13 @@ pub(super) fn rollback_plan(
     deploys: &[&DeployRecord],
     suspect: Option<&DeployRecord>,
     rollback_to: Option<&DeployRecord>,
+    bad: &[KnownBad],
 ) -> Option<RollbackPlan> {
     let (Some(suspect), Some(rollback_to)) = (suspect, rollback_to) else {
         return None;
     };
-    let good = |source| story_member(deploys, suspect, source).and_then(|m| known_good(deploys, m));
+    let good =
+        |source| story_member(deploys, suspect, source).and_then(|m| known_good(deploys, m, bad));
     let kube_good = good(DeploySource::Kubernetes);
     let helm_good = good(DeploySource::Helm);
     let ci_good = good(DeploySource::Ci);

@@ -2,9 +2,11 @@
 
 use chrono::{DateTime, Utc};
 
+use super::known_bad::KnownBad;
+use super::pending::pending_words;
 use super::plan::image_tag;
 use super::suspect::is_canary_run;
-use crate::domain::decision::{FiredRule, HoldReason, Verdict, clock};
+use crate::domain::decision::{FiredRule, HoldReason, PendingRule, RollbackPlan, Verdict, clock};
 use crate::domain::policy::{Outcome, fmt_secs, fmt_value};
 use crate::domain::{DeployRecord, Freeze, Target};
 
@@ -57,12 +59,65 @@ pub(super) struct ReasonInputs<'a> {
     pub(super) verdict: Verdict,
     pub(super) target: &'a Target,
     pub(super) fired: &'a [FiredRule],
+    pub(super) pending: &'a [PendingRule],
     pub(super) holds: &'a [HoldReason],
     pub(super) suspect: Option<&'a DeployRecord>,
     pub(super) rollback_to: Option<&'a DeployRecord>,
+    /// A deploy that runs a revision a rollback went away from, and that rollback.
+    pub(super) redeploy: Option<(&'a DeployRecord, KnownBad<'a>)>,
+    pub(super) plan: Option<&'a RollbackPlan>,
     pub(super) regression_started_at: Option<DateTime<Utc>>,
     pub(super) evidence_count: usize,
     pub(super) covering: &'a [&'a Freeze],
+    pub(super) now: DateTime<Utc>,
+}
+
+/// When the regression started, and what is known of the suspect's start.
+fn since(start: DateTime<Utc>, suspect: &DeployRecord) -> String {
+    if suspect.deploy.start_known() {
+        format!(
+            " since {}, {} after the suspect deploy started",
+            clock(start),
+            fmt_secs(u64::try_from((start - suspect.deploy.started_at).num_seconds()).unwrap_or(0))
+        )
+    } else {
+        format!(
+            " since {}; the suspect was first seen at {}, mid-run, so when it started is \
+             unknown",
+            clock(start),
+            clock(suspect.deploy.started_at)
+        )
+    }
+}
+
+/// `kubernetes revision 9 (v2.5.0) deploys kubernetes revision 7 (v2.5.0) again, which
+/// was rolled back at 10:12 UTC`.
+fn redeploy_words(d: &DeployRecord, bad: &KnownBad) -> String {
+    format!(
+        "{} deploys {} again, which was rolled back at {} ({})",
+        label(d),
+        label(bad.deploy),
+        clock(bad.at),
+        label(bad.by)
+    )
+}
+
+/// What the plan says of a rollback that names no revision of a known source.
+fn unpinned_words(r: &ReasonInputs, plan: &RollbackPlan) -> String {
+    if plan.pins_a_revision(r.target) || r.target.target.kind != "Deployment" {
+        String::new()
+    } else if plan.rollback_images.is_empty() {
+        "; the Kubernetes revision to return to is unknown (no rollout of it is on \
+         record, and it names no images): look it up with `kubectl rollout history` \
+         before undoing"
+            .to_string()
+    } else {
+        format!(
+            "; no Kubernetes revision of it is on record, so the rollback sets the images \
+             back to {}",
+            plan.rollback_images.join(", ")
+        )
+    }
 }
 
 pub(super) fn reason(r: &ReasonInputs) -> String {
@@ -94,27 +149,59 @@ pub(super) fn reason(r: &ReasonInputs) -> String {
             .join("; ")
     };
     let rolling_back = r.fired.iter().any(|f| f.outcome == Outcome::Rollback);
+    let pending = || {
+        r.pending
+            .iter()
+            .map(|p| pending_words(p, r.now))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let and_pending = || {
+        if r.pending.is_empty() {
+            String::new()
+        } else {
+            format!("; pending: {}", pending())
+        }
+    };
+    let redeploy = r.redeploy.map_or_else(String::new, |(d, bad)| {
+        format!("; {}", redeploy_words(d, &bad))
+    });
     let mut sentence = match r.verdict {
         Verdict::Ok if r.evidence_count == 0 => format!("No signal is active for {key}"),
         Verdict::Ok => format!(
             "No rule fires for {key}: its {} active signal(s) are within the policy",
             r.evidence_count
         ),
-        Verdict::Monitor => format!("Monitor {key} closely: {}", with(Outcome::Monitor)),
-        Verdict::Investigate => format!("Investigate {key} now: {}", with(Outcome::Investigate)),
+        // Nothing fires or waits: the verdict comes from a redeploy of a known-bad revision.
+        Verdict::Monitor if r.fired.is_empty() && r.pending.is_empty() => format!(
+            "Monitor {key} closely: no rule fires, but {}",
+            r.redeploy
+                .map_or_else(String::new, |(d, bad)| redeploy_words(d, &bad))
+        ),
+        Verdict::Monitor if r.fired.is_empty() => format!(
+            "Monitor {key} closely: no rule fires yet, but {}{redeploy}",
+            pending()
+        ),
+        Verdict::Monitor => format!(
+            "Monitor {key} closely: {}{}{redeploy}",
+            with(Outcome::Monitor),
+            and_pending()
+        ),
+        Verdict::Investigate => format!(
+            "Investigate {key} now: {}{}{redeploy}",
+            with(Outcome::Investigate),
+            and_pending()
+        ),
         Verdict::Rollback => {
             let since = match (r.regression_started_at, r.suspect) {
-                (Some(start), Some(s)) => format!(
-                    " since {}, {} after the suspect deploy started",
-                    clock(start),
-                    fmt_secs(
-                        u64::try_from((start - s.deploy.started_at).num_seconds()).unwrap_or(0)
-                    )
-                ),
+                (Some(start), Some(s)) => since(start, s),
                 _ => String::new(),
             };
+            let unpinned = r
+                .plan
+                .map_or_else(String::new, |plan| unpinned_words(r, plan));
             format!(
-                "Roll back {key} from {} to {}: {}{since}",
+                "Roll back {key} from {} to {}: {}{since}{redeploy}{unpinned}",
                 r.suspect.map_or_else(|| "?".into(), label),
                 r.rollback_to.map_or_else(
                     || match r.suspect {
@@ -129,7 +216,7 @@ pub(super) fn reason(r: &ReasonInputs) -> String {
             )
         }
         Verdict::Hold if rolling_back => format!(
-            "Hold the rollback of {key} that {} for: {}",
+            "Hold the rollback of {key} that {} for: {}{redeploy}",
             ids_call(Outcome::Rollback),
             details()
         ),
@@ -138,8 +225,10 @@ pub(super) fn reason(r: &ReasonInputs) -> String {
             details()
         ),
         Verdict::Freeze => {
+            // The freeze's scope (every target, the namespace, the target) is the
+            // actions configuration's: the sentence names the evidence's target only.
             let mut s = format!(
-                "Freeze all deployments of {key} and escalate: {}",
+                "Freeze deployments and escalate: {} on {key}",
                 with(Outcome::Freeze)
             );
             if rolling_back {
@@ -160,8 +249,14 @@ pub(super) fn reason(r: &ReasonInputs) -> String {
         }
     };
     for freeze in r.covering {
+        // A freeze admits rollbacks: say so only of a rollback this decision calls for.
+        let admits = if r.verdict == Verdict::Rollback {
+            " and admits this rollback"
+        } else {
+            ""
+        };
         sentence.push_str(&format!(
-            "; freeze #{} ({}) covers the target, and rollbacks are still admitted",
+            "; freeze #{} ({}) covers the target{admits}",
             freeze.id, freeze.reason
         ));
     }

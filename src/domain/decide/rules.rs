@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use super::{cmp_f64, span};
 use crate::domain::decision::{FiredRule, HoldReason};
 use crate::domain::policy::{Condition, Outcome, Rule};
-use crate::domain::{DeployRecord, Signal, SignalKind};
+use crate::domain::{DeployRecord, Signal, SignalKind, SignalSource};
 
 /// `v > t`, where a difference within float noise is not "more".
 pub(super) fn exceeds(value: f64, threshold: f64) -> bool {
@@ -26,14 +26,14 @@ pub(super) fn usable(kind: SignalKind, x: Option<f64>, what: &str) -> Result<f64
     }
 }
 
-enum Assessment {
+pub(super) enum Assessment {
     /// The condition holds; the effective threshold, for value rules.
     Exceeds(Option<f64>),
     Within,
     Unassessable(String),
 }
 
-fn assess(condition: Condition, s: &Signal) -> Assessment {
+pub(super) fn assess(condition: Condition, s: &Signal) -> Assessment {
     if let Some(why) = &s.inconclusive {
         return Assessment::Unassessable(why.clone());
     }
@@ -45,13 +45,15 @@ fn assess(condition: Condition, s: &Signal) -> Assessment {
         Condition::BaselineFactor(factor) => value().and_then(|v| {
             baseline().and_then(|b| {
                 if b > 0.0 {
-                    Ok((v, factor * b))
+                    Ok((v, to_places(factor * b, places(factor) + places(b))))
                 } else {
                     Err("a baseline of 0 has no multiple to compare with".to_string())
                 }
             })
         }),
-        Condition::BaselinePlus(delta) => value().and_then(|v| baseline().map(|b| (v, b + delta))),
+        Condition::BaselinePlus(delta) => value().and_then(|v| {
+            baseline().map(|b| (v, to_places(b + delta, places(b).max(places(delta)))))
+        }),
     };
     match compared {
         Ok((v, threshold)) if exceeds(v, threshold) => Assessment::Exceeds(Some(threshold)),
@@ -60,8 +62,26 @@ fn assess(condition: Condition, s: &Signal) -> Assessment {
     }
 }
 
+/// The decimal places of `x` as configured or observed (its shortest form): 0.005 → 3.
+fn places(x: f64) -> usize {
+    let shown = x.to_string();
+    shown
+        .split_once('.')
+        .map_or(0, |(_, decimals)| decimals.len())
+}
+
+/// `x` rounded to `places` decimals: a threshold computed from a baseline and a
+/// setting has no more precision than they had, and no float noise
+/// (`0.1 + 0.2` is 0.3, not `0.30000000000000004`).
+fn to_places(x: f64, places: usize) -> f64 {
+    if places > 15 || !x.is_finite() {
+        return x;
+    }
+    format!("{x:.places$}").parse().unwrap_or(x)
+}
+
 /// Duration, observations and, for `after_deploy` rules, a deploy before the signal.
-fn gates_pass(
+pub(super) fn gates_pass(
     rule: &Rule,
     s: &Signal,
     deploys: &[&DeployRecord],
@@ -132,6 +152,9 @@ pub(super) fn fire_rules(
             hits.iter().map(|h| h.signal.fingerprint.clone()).collect();
         fingerprints.sort();
         fingerprints.dedup();
+        let mut sources: Vec<SignalSource> = hits.iter().map(|h| h.signal.source).collect();
+        sources.sort();
+        sources.dedup();
         fired.push(FiredRule {
             rule_id: rule.id.clone(),
             description: rule.description.clone(),
@@ -145,6 +168,7 @@ pub(super) fn fire_rules(
             duration_secs: u64::try_from((now - started_at).num_seconds()).ok(),
             outcome: rule.outcome,
             fingerprints,
+            sources,
             started_at,
         });
     }
@@ -184,6 +208,7 @@ pub(super) fn inconclusive_signals(
                 kind: s.kind,
                 fingerprint: s.fingerprint.clone(),
                 why: whys.join(", "),
+                since: Some(s.started_at),
             })
         })
         .collect();

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Duration, Utc};
 
 use super::deploy_order;
+use super::known_bad::{KnownBad, is_known_bad};
 use crate::domain::deploy::is_healthy_status;
 use crate::domain::{DeployRecord, DeploySource};
 
@@ -20,7 +21,9 @@ fn source_rank(source: DeploySource) -> u8 {
 
 /// The latest deploy at or before the regression start, inside the window; a
 /// Kubernetes, CI or Helm one when there is one, and the rollout rather than the Helm
-/// revision or CI run of the same change.
+/// revision or CI run of the same change. A canary run still going whose start is
+/// unknown (first seen mid-way) may have started before the regression: it is a
+/// candidate whenever it was seen.
 pub(super) fn find_suspect<'a>(
     deploys: &[&'a DeployRecord],
     start: DateTime<Utc>,
@@ -29,7 +32,10 @@ pub(super) fn find_suspect<'a>(
     let in_window: Vec<&DeployRecord> = deploys
         .iter()
         .copied()
-        .filter(|d| d.deploy.started_at <= start && start - d.deploy.started_at <= window)
+        .filter(|d| {
+            (d.deploy.started_at <= start && start - d.deploy.started_at <= window)
+                || (!d.deploy.start_known() && is_running_canary(d))
+        })
         .collect();
     let preferred: Vec<&DeployRecord> = in_window
         .iter()
@@ -64,10 +70,12 @@ pub(super) fn find_suspect<'a>(
     Some(latest)
 }
 
-/// The latest healthy deploy of the same source and target that started before `d`.
+/// The latest healthy deploy of the same source and target that started before `d`
+/// and is not known to be bad (a rollback went away from what it runs).
 pub(super) fn known_good<'a>(
     deploys: &[&'a DeployRecord],
     d: &DeployRecord,
+    bad: &[KnownBad],
 ) -> Option<&'a DeployRecord> {
     deploys
         .iter()
@@ -77,8 +85,15 @@ pub(super) fn known_good<'a>(
                 && g.deploy.target == d.deploy.target
                 && g.deploy.started_at < d.deploy.started_at
                 && is_healthy_status(&g.deploy.status)
+                && !is_known_bad(bad, g)
         })
         .max_by(|a, b| deploy_order(a, b))
+}
+
+/// Whether a deploy has started: not a canary run still waiting at its controller's
+/// gate (Flagger's `confirm-rollout`), which serves nothing yet.
+pub(super) fn has_started(d: &DeployRecord) -> bool {
+    !(is_canary_run(d) && d.deploy.status == crate::domain::deploy::status::WAITING)
 }
 
 /// The deploy of `source` that is part of the suspect's change: the suspect itself, or

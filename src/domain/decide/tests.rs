@@ -363,7 +363,7 @@ fn m8_freezes_and_escalates_on_any_data_corruption() {
             .unwrap()
             .starts_with("M8: data corruption")
     );
-    assert!(d.reason.starts_with("Freeze all deployments"));
+    assert!(d.reason.starts_with("Freeze deployments and escalate"));
     assert!(d.holds.is_empty());
     assert!(d.recommended.is_empty());
 }
@@ -408,7 +408,8 @@ fn m8_still_freezes_when_the_rollback_beside_it_is_held() {
 #[test]
 fn g1_rolls_back_health_checks_failing_three_minutes_after_a_deploy() {
     let health = |secs| signal(SignalKind::HealthCheck, None, ago(secs));
-    assert_eq!(run(&history(), &[health(179)]).verdict, Verdict::Ok);
+    // Before G1 fires, the failing health check is pending: monitor, never ok.
+    assert_eq!(run(&history(), &[health(179)]).verdict, Verdict::Monitor);
     let d = run(&history(), &[health(181)]);
     assert_eq!((d.verdict, fired(&d)), (Verdict::Rollback, vec!["G1"]));
     assert_eq!(d.fired[0].duration_secs, Some(181));
@@ -417,7 +418,10 @@ fn g1_rolls_back_health_checks_failing_three_minutes_after_a_deploy() {
 #[test]
 fn g1_needs_a_deploy_before_the_failure_inside_the_window() {
     let health = signal(SignalKind::HealthCheck, None, ago(181));
-    assert_eq!(run(&[], std::slice::from_ref(&health)).verdict, Verdict::Ok);
+    assert_eq!(
+        run(&[], std::slice::from_ref(&health)).verdict,
+        Verdict::Monitor
+    );
     let long_ago = [rollout(
         6,
         "6",
@@ -645,11 +649,11 @@ fn canary_controller_records_are_suspected_only_when_nothing_else_is() {
     assert_eq!(d.suspect.as_ref().map(|s| s.id), Some(20));
     assert_eq!(d.rollback_to.as_ref().map(|s| s.id), Some(19));
     // A promoted run is undone like any deploy; no revision of a known source to
-    // name: undo to the previous one.
+    // name: its images are set back (never an undo to whatever is previous).
     assert_eq!(
-        d.recommended,
+        d.recommended[1..],
         [
-            "kubectl -n shop rollout undo deployment/checkout",
+            "kubectl -n shop set image deployment/checkout checkout=ghcr.io/acme/checkout:v2.2",
             "kubectl -n shop rollout status deployment/checkout --watch",
         ]
     );
@@ -1145,7 +1149,7 @@ fn an_active_freeze_admits_a_rollback_and_is_named_in_the_reason() {
     );
     assert_eq!(d.verdict, Verdict::Rollback);
     assert!(d.reason.ends_with(
-        "; freeze #4 (data corruption in orders) covers the target, and rollbacks are still admitted."
+        "; freeze #4 (data corruption in orders) covers the target and admits this rollback."
     ));
     assert!(!d.reason.contains("#3"));
 }

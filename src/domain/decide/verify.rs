@@ -28,7 +28,7 @@ pub(super) fn escalation(
     let freezing = ids(Outcome::Freeze);
     if !freezing.is_empty() {
         escalations.push(format!(
-            "{}: data corruption reported, stop all deployments and escalate",
+            "{}: data corruption reported: freeze deployments and escalate",
             freezing.join(", ")
         ));
     }

@@ -7,6 +7,7 @@ use sqlx::{Executor, QueryBuilder};
 use tracing::instrument;
 
 use super::{BindArg, Dialect, GetCol, PushArg, SqlStore, Ts, placeholders};
+use crate::domain::action::ActionKind;
 use crate::store::{
     ActionFinish, ActionQuery, ActionRecord, ActionStore, ActionTransition, AuditEvent, NewAction,
     NewNotification, StoreError,
@@ -24,9 +25,7 @@ const AUDIT_COLUMNS: &str = "id, at, actor, kind, subject, details";
 /// States a worker may claim (besides `running` under an expired lease).
 const CLAIMABLE_STATES: &str = "'pending', 'approved'";
 
-/// Action kinds that roll a target back, and the states of one that was carried out.
-const ROLLBACK_ACTION_KINDS: &str =
-    "'rollout_undo', 'helm_rollback', 'workflow_dispatch', 'command'";
+/// The states of an action that was carried out.
 const ACTION_DONE_STATES: &str = "'succeeded', 'verifying', 'verified', 'escalated'";
 
 /// The state and columns an attempt's end writes.
@@ -365,9 +364,11 @@ where
         target_key: &str,
         since: DateTime<Utc>,
     ) -> Result<Vec<DateTime<Utc>>, StoreError> {
+        // Which kinds roll back is the domain's to say (`ActionKind::rolls_back`), not a
+        // list here: `command:NAME` and `webhook:NAME` are open-ended.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT executed_at FROM actions
-             WHERE target = $1 AND mode = 'auto' AND kind IN ({ROLLBACK_ACTION_KINDS})
+            "SELECT kind, executed_at FROM actions
+             WHERE target = $1 AND mode = 'auto'
                AND state IN ({ACTION_DONE_STATES}) AND executed_at >= $2
              ORDER BY executed_at"
         )))
@@ -375,9 +376,14 @@ where
         .arg(Ts(since))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| Ok(row.col::<Ts>("executed_at")?.0))
-            .collect()
+        let mut executed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let kind: String = row.col("kind")?;
+            if ActionKind::parse(&kind).is_some_and(|k| k.rolls_back()) {
+                executed.push(row.col::<Ts>("executed_at")?.0);
+            }
+        }
+        Ok(executed)
     }
 
     #[instrument(skip_all, fields(subject = subject, kind = kind))]
