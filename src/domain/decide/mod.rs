@@ -71,12 +71,12 @@ mod suspect;
 mod verify;
 
 pub use holds::loop_guard;
-use holds::{HoldInputs, hold_reasons};
+use holds::{HoldInputs, Outage, hold_reasons, outages_during};
 use plan::{gitops_commands, rollback_plan};
 use reason::{ReasonInputs, reason};
 pub(crate) use reason::{label, summary};
-use rules::{fire_rules, inconclusive_signals};
-use suspect::{find_suspect, is_running_canary, known_good};
+use rules::{Windows, fire_rules, inconclusive_signals};
+use suspect::{find_suspect, immediately_after, is_running_canary, known_good};
 use verify::{escalation, verification};
 
 /// Longer settings are treated as this (a century), keeping time arithmetic in range.
@@ -110,6 +110,9 @@ pub fn decide(
     now: DateTime<Utc>,
 ) -> Decision {
     let window = span(policy.correlation_window_secs);
+    let environment = target.environment.as_deref();
+    let blame_window = span(policy.blame_window_secs_for(environment));
+    let grace = span(policy.outage_grace_secs_for(environment));
     let mut deploys: Vec<&DeployRecord> = deploys
         .iter()
         .filter(|d| d.deploy.started_at <= now)
@@ -120,13 +123,23 @@ pub fn decide(
     let (dependency_signals, evidence): (Vec<&Signal>, Vec<&Signal>) = active
         .into_iter()
         .partition(|s| s.kind == SignalKind::Dependency);
+    // Dependency signals that have ended too: an outage is remembered (H2's memory).
+    let mut dependency_history: Vec<&Signal> = signals
+        .iter()
+        .filter(|s| s.kind == SignalKind::Dependency && s.started_at <= now)
+        .collect();
+    dependency_history.sort_by(|a, b| signal_order(a, b));
     let rules: Vec<(&Rule, Condition)> = policy
         .rules
         .iter()
         .filter_map(|rule| rule.condition().ok().map(|c| (rule, c)))
         .collect();
 
-    let fired = fire_rules(&rules, &evidence, &deploys, window, now);
+    let windows = Windows {
+        correlation: window,
+        blame: blame_window,
+    };
+    let fired = fire_rules(&rules, &evidence, &deploys, windows, now);
     let strongest = fired.iter().map(|f| f.outcome).max();
     let rollback_fires = fired.iter().any(|f| f.outcome == Outcome::Rollback);
     let regression_started_at = fired
@@ -136,6 +149,18 @@ pub fn decide(
         .min();
     let suspect = regression_started_at.and_then(|start| find_suspect(&deploys, start, window));
     let rollback_to = suspect.and_then(|s| known_good(&deploys, s));
+    // "If the regression started immediately after a deploy or config change, proceed
+    // to rollback; otherwise continue investigation."
+    let blamed = match (regression_started_at, suspect) {
+        (Some(start), Some(s)) => immediately_after(s, start, blame_window),
+        _ => true,
+    };
+    let outages = regression_started_at.map_or_else(Vec::new, |start| {
+        outages_during(&dependency_history, start, grace, now)
+    });
+    let (recovering, outages_first): (Vec<Outage>, Vec<Outage>) = outages
+        .into_iter()
+        .partition(|o| now - o.recovered_at < grace);
 
     let holds = match regression_started_at {
         Some(start) if rollback_fires => hold_reasons(&HoldInputs {
@@ -143,11 +168,13 @@ pub fn decide(
             target,
             deploys: &deploys,
             dependency_signals: &dependency_signals,
+            recovering: &recovering,
             history,
             now,
             start,
             suspect,
             rollback_to,
+            blamed,
         }),
         _ if strongest.is_none_or(|o| o < Outcome::Rollback) => {
             inconclusive_signals(&rules, &evidence)
@@ -158,12 +185,23 @@ pub fn decide(
         Verdict::Freeze
     } else if !holds.is_empty() {
         Verdict::Hold
+    } else if rollback_fires && !blamed {
+        Verdict::Investigate
     } else {
         strongest.map_or(Verdict::Ok, Verdict::from)
     };
+    let relative_only = rollback_fires
+        && fired
+            .iter()
+            .filter(|f| f.outcome == Outcome::Rollback)
+            .all(|f| {
+                rules
+                    .iter()
+                    .any(|(rule, c)| rule.id == f.rule_id && c.is_relative())
+            });
 
     let plan = if verdict == Verdict::Rollback
-        || (verdict == Verdict::Freeze && rollback_fires && holds.is_empty())
+        || (verdict == Verdict::Freeze && rollback_fires && holds.is_empty() && blamed)
     {
         rollback_plan(target, &deploys, suspect, rollback_to)
     } else {
@@ -207,6 +245,11 @@ pub fn decide(
         regression_started_at,
         evidence_count: evidence.len(),
         covering: &covering,
+        blamed,
+        blame_window_secs: policy.blame_window_secs_for(environment),
+        relative_only,
+        outages_first: &outages_first,
+        now,
     });
 
     let mut decision = Decision {
@@ -278,5 +321,7 @@ fn deploy_order(a: &DeployRecord, b: &DeployRecord) -> Ordering {
         })
 }
 
+#[cfg(test)]
+mod precision_tests;
 #[cfg(test)]
 mod tests;

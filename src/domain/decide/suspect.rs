@@ -64,6 +64,25 @@ pub(super) fn find_suspect<'a>(
     Some(latest)
 }
 
+/// When a deploy completed: the end of its rollout, or its start when no end (or an
+/// end before the start) was reported.
+pub(super) fn completed_at(d: &DeployRecord) -> DateTime<Utc> {
+    d.deploy
+        .finished_at
+        .filter(|f| *f >= d.deploy.started_at)
+        .unwrap_or(d.deploy.started_at)
+}
+
+/// Whether a regression that started at `start` started "immediately after" `d`: no
+/// later than `blame_window` after it completed (during its rollout counts).
+pub(super) fn immediately_after(
+    d: &DeployRecord,
+    start: DateTime<Utc>,
+    blame_window: Duration,
+) -> bool {
+    start - completed_at(d) <= blame_window
+}
+
 /// The latest healthy deploy of the same source and target that started before `d`.
 pub(super) fn known_good<'a>(
     deploys: &[&'a DeployRecord],
