@@ -217,6 +217,163 @@ pub fn table(rows: &[ReplayRow]) -> String {
     out
 }
 
+/// A decision as a cell of the side-by-side table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Standing {
+    pub verdict: String,
+    pub rules: Vec<String>,
+    pub holds: Vec<String>,
+    pub suspect: Option<String>,
+    pub reason: String,
+}
+
+impl Standing {
+    fn of(row: &ReplayRow) -> Self {
+        Self {
+            verdict: row.verdict.clone(),
+            rules: row.rules.clone(),
+            holds: row.holds.clone(),
+            suspect: row.suspect.clone(),
+            reason: row.reason.clone(),
+        }
+    }
+
+    /// `rollback M1,M2 (ci 2232)`, `hold M2 [H2]`, `ok`.
+    fn cell(&self) -> String {
+        let mut cell = self.verdict.clone();
+        if !self.rules.is_empty() {
+            cell.push(' ');
+            cell.push_str(&self.rules.join(","));
+        }
+        if !self.holds.is_empty() {
+            cell.push_str(&format!(" [{}]", self.holds.join(",")));
+        }
+        if let (Some(suspect), "rollback" | "investigate") = (&self.suspect, self.verdict.as_str())
+        {
+            cell.push_str(&format!(" ({suspect})"));
+        }
+        cell
+    }
+}
+
+/// One instant of two replays of the same stream: the decision standing for the target
+/// under each policy once either changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComparedRow {
+    pub at: DateTime<Utc>,
+    pub target: String,
+    /// Under the policy compared against (`--compare`); `None` before its first
+    /// decision about the target.
+    pub old: Option<Standing>,
+    /// Under the replay's own policy.
+    pub new: Option<Standing>,
+}
+
+impl ComparedRow {
+    /// Whether the two policies' verdicts differ here.
+    pub fn differs(&self) -> bool {
+        self.old.as_ref().map(|s| &s.verdict) != self.new.as_ref().map(|s| &s.verdict)
+    }
+}
+
+/// Two replays of one stream, side by side, in time order: a row whenever either
+/// policy's decision about a target changed.
+pub fn compare(old: &[ReplayRow], new: &[ReplayRow]) -> Vec<ComparedRow> {
+    let mut changes: Vec<(DateTime<Utc>, &str, bool, &ReplayRow)> = old
+        .iter()
+        .map(|r| (r.at, r.target.as_str(), false, r))
+        .chain(new.iter().map(|r| (r.at, r.target.as_str(), true, r)))
+        .collect();
+    changes.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(b.1)).then(a.2.cmp(&b.2)));
+    let mut standing: std::collections::BTreeMap<&str, (Option<Standing>, Option<Standing>)> =
+        std::collections::BTreeMap::new();
+    let mut rows: Vec<ComparedRow> = Vec::new();
+    for (at, target, is_new, row) in changes {
+        let entry = standing.entry(target).or_default();
+        if is_new {
+            entry.1 = Some(Standing::of(row));
+        } else {
+            entry.0 = Some(Standing::of(row));
+        }
+        let compared = ComparedRow {
+            at,
+            target: target.to_string(),
+            old: entry.0.clone(),
+            new: entry.1.clone(),
+        };
+        match rows.last_mut() {
+            // Both changed at the same instant: one row.
+            Some(last) if last.at == at && last.target == target => *last = compared,
+            _ => rows.push(compared),
+        }
+    }
+    rows
+}
+
+/// The side-by-side table, rows where the verdicts differ marked `*`, and a summary of
+/// the rollbacks each policy decided.
+pub fn compare_table(rows: &[ComparedRow], old_name: &str, new_name: &str) -> String {
+    let cell = |s: &Option<Standing>| s.as_ref().map_or_else(|| "-".into(), Standing::cell);
+    let width = rows
+        .iter()
+        .map(|r| cell(&r.old).chars().count())
+        .chain(std::iter::once(old_name.len()))
+        .max()
+        .unwrap_or(0);
+    let mut out = format!(
+        "  {:<20} {:<40} {:<width$}  {}\n",
+        "AT", "TARGET", old_name, new_name
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{} {:<20} {:<40} {:<width$}  {}\n",
+            if r.differs() { "*" } else { " " },
+            r.at.format("%Y-%m-%dT%H:%M:%SZ"),
+            r.target,
+            cell(&r.old),
+            cell(&r.new),
+        ));
+    }
+    let rollbacks = |side: fn(&ComparedRow) -> &Option<Standing>| {
+        let mut decisions = BTreeSet::new();
+        for r in rows {
+            if let Some(s) = side(r).as_ref().filter(|s| s.verdict == "rollback") {
+                decisions.insert((r.target.clone(), s.suspect.clone()));
+            }
+        }
+        decisions
+    };
+    let old = rollbacks(|r| &r.old);
+    let new = rollbacks(|r| &r.new);
+    let targets = |set: &BTreeSet<(String, Option<String>)>| {
+        set.iter().map(|(t, _)| t.clone()).collect::<BTreeSet<_>>()
+    };
+    let (old_targets, new_targets) = (targets(&old), targets(&new));
+    out.push_str(&format!(
+        "\nrollbacks (target, suspect): {old_name} {} on {} targets, {new_name} {} on {} targets\n",
+        old.len(),
+        old_targets.len(),
+        new.len(),
+        new_targets.len()
+    ));
+    for (name, only) in [
+        (old_name, old_targets.difference(&new_targets)),
+        (new_name, new_targets.difference(&old_targets)),
+    ] {
+        let only: Vec<&String> = only.collect();
+        if !only.is_empty() {
+            out.push_str(&format!(
+                "rolled back only by {name}: {}\n",
+                only.iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    out
+}
+
 /// Writes what `store` holds between `since` and `until` as replay records, in time
 /// order: Alertmanager receipts, deploys and posted signals.
 pub async fn export(
