@@ -277,7 +277,8 @@ impl ComparedRow {
 }
 
 /// Two replays of one stream, side by side, in time order: a row whenever either
-/// policy's decision about a target changed.
+/// policy's verdict, rules, holds or suspect for a target changed (not for a new
+/// observed value alone).
 pub fn compare(old: &[ReplayRow], new: &[ReplayRow]) -> Vec<ComparedRow> {
     let mut changes: Vec<(DateTime<Utc>, &str, bool, &ReplayRow)> = old
         .iter()
@@ -287,6 +288,12 @@ pub fn compare(old: &[ReplayRow], new: &[ReplayRow]) -> Vec<ComparedRow> {
     changes.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(b.1)).then(a.2.cmp(&b.2)));
     let mut standing: std::collections::BTreeMap<&str, (Option<Standing>, Option<Standing>)> =
         std::collections::BTreeMap::new();
+    let mut shown: std::collections::BTreeMap<&str, (String, String)> =
+        std::collections::BTreeMap::new();
+    let cells = |row: &ComparedRow| {
+        let cell = |s: &Option<Standing>| s.as_ref().map_or_else(String::new, Standing::cell);
+        (cell(&row.old), cell(&row.new))
+    };
     let mut rows: Vec<ComparedRow> = Vec::new();
     for (at, target, is_new, row) in changes {
         let entry = standing.entry(target).or_default();
@@ -301,6 +308,11 @@ pub fn compare(old: &[ReplayRow], new: &[ReplayRow]) -> Vec<ComparedRow> {
             old: entry.0.clone(),
             new: entry.1.clone(),
         };
+        let now_shown = cells(&compared);
+        if shown.get(target) == Some(&now_shown) {
+            continue;
+        }
+        shown.insert(target, now_shown);
         match rows.last_mut() {
             // Both changed at the same instant: one row.
             Some(last) if last.at == at && last.target == target => *last = compared,
@@ -430,4 +442,73 @@ pub async fn export(
         out.write_all(b"\n")?;
     }
     Ok(records.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(at: &str, target: &str, verdict: &str, rules: &[&str], reason: &str) -> ReplayRow {
+        ReplayRow {
+            at: at.parse().unwrap(),
+            target: target.into(),
+            verdict: verdict.into(),
+            rules: rules.iter().map(|r| r.to_string()).collect(),
+            holds: Vec::new(),
+            suspect: Some("ci 7".into()),
+            rollback_to: None,
+            reason: reason.into(),
+            decision: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn compare_shows_a_row_when_either_side_changes_and_not_for_a_new_value_alone() {
+        let old = [
+            row("2026-08-22T10:00:00Z", "a", "rollback", &["G4"], "at 0.7 %"),
+            // A re-sent alert with a new value: a new decision, the same cell.
+            row("2026-08-22T10:00:15Z", "a", "rollback", &["G4"], "at 0.8 %"),
+            row("2026-08-22T10:01:00Z", "a", "ok", &[], ""),
+        ];
+        let new = [
+            row("2026-08-22T10:00:00Z", "a", "ok", &[], ""),
+            row("2026-08-22T10:00:30Z", "b", "monitor", &["M1"], ""),
+        ];
+        let rows = compare(&old, &new);
+        let shown: Vec<(String, Option<String>, Option<String>, bool)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.target.clone(),
+                    r.old.as_ref().map(Standing::cell),
+                    r.new.as_ref().map(Standing::cell),
+                    r.differs(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    "a".into(),
+                    Some("rollback G4 (ci 7)".into()),
+                    Some("ok".into()),
+                    true
+                ),
+                ("b".into(), None, Some("monitor M1".into()), true),
+                ("a".into(), Some("ok".into()), Some("ok".into()), false),
+            ]
+        );
+        let table = compare_table(&rows, "runbooks-1", "runbooks-2");
+        assert!(
+            table.contains(
+                "rollbacks (target, suspect): runbooks-1 1 on 1 targets, runbooks-2 0 on 0 targets"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("rolled back only by runbooks-1: a\n"),
+            "{table}"
+        );
+    }
 }
