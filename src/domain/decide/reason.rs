@@ -199,9 +199,7 @@ pub(super) fn reason(r: &ReasonInputs) -> String {
                 (Some(start), Some(s)) => format!(
                     " since {}, {} after the suspect deploy started",
                     clock(start),
-                    fmt_secs(
-                        u64::try_from((start - s.deploy.started_at).num_seconds()).unwrap_or(0)
-                    )
+                    fmt_span(start - s.deploy.started_at)
                 ),
                 _ => String::new(),
             };
