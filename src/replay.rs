@@ -17,7 +17,7 @@ use crate::clock::ManualClock;
 use crate::domain::classify::Classifier;
 use crate::domain::policy::Policy;
 use crate::domain::{Deploy, Signal, TargetRef};
-use crate::engine::Engine;
+use crate::engine::{Engine, Snapshot};
 use crate::store::{DeployQuery, SqliteStore, Store};
 use crate::telemetry::Metrics;
 use crate::wire::Bounds;
@@ -103,19 +103,30 @@ pub async fn replay(
     };
     let mut rows = Vec::new();
     let mut now = first.at;
+    // Whether the last tick found no target due: then none is until the next record (a
+    // target becomes due by a signal or an unsettled decision, which only records
+    // bring), and the ticks up to it are skipped, which keeps hours of quiet cheap.
+    let mut idle = false;
     for record in &records {
         // Let the clock run to this record, ticking, as the server would.
         while now + tick < record.at {
             now += tick;
+            if idle {
+                continue;
+            }
             clock.set(now);
-            tick_into(&engine, &mut rows).await?;
+            idle = tick_into(&engine, &mut rows).await? == 0;
         }
         now = record.at;
         clock.set(now);
         let touched = apply(&engine, record).await?;
-        for target in touched {
-            evaluate_into(&engine, &target, &mut rows).await?;
+        if !touched.is_empty() {
+            let snapshot = engine.snapshot().await?;
+            for target in touched {
+                evaluate_into(&engine, &snapshot, &target, &mut rows).await?;
+            }
         }
+        idle = false;
     }
     // One last look after the stream, for decisions that only a tick reaches.
     clock.set(now + tick);
@@ -153,20 +164,24 @@ async fn apply(engine: &Engine, record: &Record) -> anyhow::Result<BTreeSet<Targ
     Ok(touched)
 }
 
-async fn tick_into(engine: &Engine, rows: &mut Vec<ReplayRow>) -> anyhow::Result<()> {
+/// Evaluates every due target against one snapshot, as the server's tick does; returns
+/// how many were due.
+async fn tick_into(engine: &Engine, rows: &mut Vec<ReplayRow>) -> anyhow::Result<usize> {
     let snapshot = engine.snapshot().await?;
-    for target in engine.due(&snapshot).await? {
-        evaluate_into(engine, &target, rows).await?;
+    let due = engine.due(&snapshot).await?;
+    for target in &due {
+        evaluate_into(engine, &snapshot, target, rows).await?;
     }
-    Ok(())
+    Ok(due.len())
 }
 
 async fn evaluate_into(
     engine: &Engine,
+    snapshot: &Snapshot,
     target: &TargetRef,
     rows: &mut Vec<ReplayRow>,
 ) -> anyhow::Result<()> {
-    let evaluation = engine.evaluate(&engine.target(target)).await?;
+    let evaluation = engine.evaluate_in(&engine.target(target), snapshot).await?;
     if evaluation.changed {
         let d = &evaluation.decision;
         let deploy = |r: &Option<crate::domain::DeployRecord>| {
