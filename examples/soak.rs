@@ -14,7 +14,8 @@
 //! each with 2-3 healthy CI deploys in the hours before the run and healthy deploys every
 //! ~30 s during it; error-rate alerts at 0.2-0.9 % against 0.1-0.3 % baselines; flapping
 //! alerts at 1-3 % that fire for 40-150 s and resolve for 60-180 s; latency at 1.2-1.8x
-//! baseline; regressions older than the service's last deploy; a database outage in
+//! baseline; regressions older than the service's last deploy; short M2-level
+//! regressions 30-60 minutes after a service's last deploy; a database outage in
 //! `payments` with the dependency's resolve delivered before the services' own.
 //! Notifications are grouped by alertname and namespace and re-sent every group
 //! interval (15 s: Alertmanager's 5 min compressed, so that a few minutes see many).
@@ -96,6 +97,9 @@ enum Command {
         /// The policy the rows were replayed under, for the printout.
         #[arg(long)]
         label: String,
+        /// For rows of `replay --compare --format json`: score the `old` or `new` side.
+        #[arg(long)]
+        side: Option<String>,
     },
 }
 
@@ -139,6 +143,9 @@ enum Role {
     Slow,
     /// An error rate at 2-8 % that began before the service's last deploy.
     OldRegression,
+    /// An error rate at 5.5-7 % for 1-2 minutes, beginning 30-60 minutes after the
+    /// service's last deploy (a traffic spike, not the deploy).
+    Late,
     /// Deployed shortly before the database outage; 6-10 % errors during it.
     Outage,
     /// Gets one of the five bad deploys.
@@ -308,6 +315,7 @@ fn build_world(rng: &mut Rng, t0: DateTime<Utc>, secs: u64) -> World {
     let flapping = take(rng, 10, Role::Flapping, None, None);
     let slow = take(rng, 12, Role::Slow, None, None);
     let old = take(rng, 5, Role::OldRegression, None, None);
+    let late = take(rng, 3, Role::Late, None, Some(OUTAGE_NAMESPACE));
 
     let mut alerts = Vec::new();
     let mut plan = Vec::new();
@@ -318,6 +326,9 @@ fn build_world(rng: &mut Rng, t0: DateTime<Utc>, secs: u64) -> World {
         let mut finished = t0 - rng.secs(300.0, 3.0 * 3600.0);
         if s.role == Role::Outage {
             finished = t0 - rng.secs(9.0 * 60.0, 12.0 * 60.0);
+        }
+        if s.role == Role::Late {
+            finished = t0 - rng.secs(30.0 * 60.0, 60.0 * 60.0);
         }
         if s.role == Role::OldRegression {
             finished = t0 - rng.secs(5.0 * 60.0, 20.0 * 60.0);
@@ -375,6 +386,17 @@ fn build_world(rng: &mut Rng, t0: DateTime<Utc>, secs: u64) -> World {
         let starts = last_deploy[i] - rng.secs(5.0 * 60.0, 25.0 * 60.0);
         alerts.push(error_alert(s, (value, value), 0.002, starts));
     }
+    for (n, &i) in late.iter().enumerate() {
+        let value = rng.between(0.055, 0.07);
+        let mut a = error_alert(
+            &services[i],
+            (value, value),
+            0.002,
+            at(0.40 + 0.1 * n as f64),
+        );
+        a.ends = Some(a.starts + rng.secs(60.0, 120.0));
+        alerts.push(a);
+    }
     // The database outage: down since 8 minutes before the run, back at 35 % of it; the
     // five services' errors end 1-5 s after it, and their resolve comes with their own
     // group's next notification, after the database's.
@@ -414,7 +436,9 @@ fn build_world(rng: &mut Rng, t0: DateTime<Utc>, secs: u64) -> World {
     let mut t = t0 + rng.secs(5.0, 30.0);
     while t < at(0.95) {
         let i = rng.pick(services.len());
-        if services[i].role != Role::Bad {
+        // Not the bad ones (their deploy is the bad one) nor the late ones (not
+        // deployed recently is what they are).
+        if !matches!(services[i].role, Role::Bad | Role::Late) {
             plan.push((
                 t,
                 Planned::Deploy {
@@ -1008,6 +1032,7 @@ fn score_rows(
     truth_path: &std::path::Path,
     rows_path: &std::path::Path,
     label: &str,
+    side: Option<&str>,
 ) -> anyhow::Result<()> {
     let truth: Truth = serde_json::from_str(&std::fs::read_to_string(truth_path)?)?;
     let mut rollbacks = Vec::new();
@@ -1016,13 +1041,15 @@ fn score_rows(
             continue;
         }
         let row: Value = serde_json::from_str(line)?;
-        if row["verdict"] != "rollback" {
+        // A replay row, or one side of a compared row (its standing decision).
+        let decision = side.map_or(&row, |side| &row[side]);
+        if decision["verdict"] != "rollback" {
             continue;
         }
         rollbacks.push(Rollback {
             target: row["target"].as_str().unwrap_or_default().to_string(),
             // "ci 1234"
-            revision: row["suspect"]
+            revision: decision["suspect"]
                 .as_str()
                 .and_then(|s| s.split_once(' '))
                 .map(|(_, rev)| rev.to_string()),
@@ -1030,12 +1057,11 @@ fn score_rows(
                 .as_str()
                 .and_then(|t| t.parse().ok())
                 .unwrap_or_default(),
-            rules: row["decision"]["fired"]
+            rules: decision["rules"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter(|f| f["outcome"] == "rollback")
-                .filter_map(|f| f["rule_id"].as_str().map(String::from))
+                .filter_map(|r| r.as_str().map(String::from))
                 .collect(),
         });
     }
@@ -1054,6 +1080,11 @@ async fn main() -> anyhow::Result<()> {
             seed,
             truth,
         } => run(url, token, viewer_token, secs, seed, truth).await,
-        Command::Score { truth, rows, label } => score_rows(&truth, &rows, &label),
+        Command::Score {
+            truth,
+            rows,
+            label,
+            side,
+        } => score_rows(&truth, &rows, &label, side.as_deref()),
     }
 }
