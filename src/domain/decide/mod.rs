@@ -5,17 +5,26 @@
 //! # How a decision is reached
 //!
 //! 1. Only signals active at `now` count, and only deploys that started by `now`.
-//!    `dependency` signals are never rule evidence; they are H2 evidence.
+//!    `dependency` signals are never rule evidence; they are H2 evidence (and, once
+//!    ended, `dependency_recovered` evidence).
 //! 2. A rule fires for an active signal of one of its kinds whose scope it matches
 //!    (rule `any`: every signal; `canary`: canary signals; `stable`: stable and
 //!    whole-workload signals) when its condition holds strictly (`>`, with a 1e-9
 //!    relative tolerance so that float noise never decides an edge), the signal has
 //!    been active for at least `min_duration_secs` and observed `min_observations`
-//!    times, and — for `after_deploy` rules — a deploy started at or before the signal
-//!    inside the correlation window.
+//!    times, its value passes the rule's `floor` for its kind, and — for
+//!    `after_deploy` rules — a deploy started at or before the signal inside the
+//!    correlation window, or — for `immediately_after_deploy` rules — one completed at
+//!    most the blame window before it.
 //! 3. The verdict is the strongest outcome fired. If a rollback rule fires, the holds
-//!    below are checked and any one of them turns the rollback into `hold`. M8
-//!    (a `freeze` rule) makes the verdict `freeze` whatever else fires.
+//!    below are checked and any one of them turns the rollback into `hold`. Else, when
+//!    the regression started more than the blame window (per environment) after the
+//!    suspect completed, the verdict is `investigate`: the runbook's "If the
+//!    regression started immediately after a deploy or config change, proceed to
+//!    rollback; otherwise continue investigation." The suspect is then a candidate,
+//!    and the holds about carrying out its rollback (`no_known_good`, `loop_guard`,
+//!    `gitops`) do not arise. M8 (a `freeze` rule) makes the verdict `freeze` whatever
+//!    else fires.
 //!
 //! # Inconclusive evidence
 //!
@@ -43,6 +52,11 @@
 //! - `H2`: an active `dependency` signal was passed in (the caller passes only those
 //!   that concern the target: see `Classifier::depends_on`)
 //!   (case-insensitive).
+//! - `dependency_recovered`: the regression began while a dependency was degraded (or
+//!   up to the outage grace before its signal started), the dependency recovered less
+//!   than the outage grace ago, and it is not degraded again: the regression is the
+//!   outage's. After the grace the deploy may be blamed, and the reason says the
+//!   outage came first.
 //! - `no_deploy_in_window`: no deploy started in the correlation window before the
 //!   regression.
 //! - `no_known_good`: the suspect has no earlier healthy revision of its source.
