@@ -320,6 +320,36 @@ fn the_blame_window_runs_from_the_suspects_completion_for_fifteen_minutes() {
 }
 
 #[test]
+fn a_rollout_still_in_progress_is_blamed_however_long_it_has_run() {
+    // A progressive rollout (or canary run) that started 40 minutes ago and has not
+    // finished: a regression now is during it.
+    let mut rolling = ci(2, "v2", at("10:00"), at("10:00"));
+    rolling.deploy.finished_at = None;
+    rolling.deploy.status = "progressing".into();
+    let deploys = vec![ci(1, "v1", at("02:00"), at("02:02")), rolling];
+    let signals = [error_rate(0.07, 0.002, at("10:40"))];
+    let d = decide_by(
+        &Policy::default(),
+        "production",
+        &deploys,
+        &signals,
+        at("10:41"),
+    );
+    assert_eq!(d.verdict, Verdict::Rollback, "{}", d.reason);
+    // Once it reports success without an end, it completed when it started.
+    let mut done = deploys.clone();
+    done[1].deploy.status = "succeeded".into();
+    let d = decide_by(
+        &Policy::default(),
+        "production",
+        &done,
+        &signals,
+        at("10:41"),
+    );
+    assert_eq!(d.verdict, Verdict::Investigate, "{}", d.reason);
+}
+
+#[test]
 fn the_blame_window_is_set_per_environment() {
     let mut policy = Policy::default();
     policy.environments.insert(
