@@ -197,9 +197,8 @@ struct Alert {
     baseline: Option<f64>,
     starts: DateTime<Utc>,
     ends: Option<DateTime<Utc>>,
-    /// When the flush that carried its resolve was sent.
+    /// Whether a notification has carried its resolve.
     resolved_sent: bool,
-    notified: bool,
     /// The index of the bad deploy it reveals.
     bad: Option<usize>,
 }
@@ -242,7 +241,6 @@ fn error_alert(s: &Service, value: (f64, f64), baseline: f64, starts: DateTime<U
         starts,
         ends: None,
         resolved_sent: false,
-        notified: false,
         bad: None,
     }
 }
@@ -376,7 +374,6 @@ fn build_world(rng: &mut Rng, t0: DateTime<Utc>, secs: u64) -> World {
             starts: t0 - rng.secs(600.0, 7200.0),
             ends: None,
             resolved_sent: false,
-            notified: false,
             bad: None,
         });
     }
@@ -418,7 +415,6 @@ fn build_world(rng: &mut Rng, t0: DateTime<Utc>, secs: u64) -> World {
         starts: down,
         ends: Some(up),
         resolved_sent: false,
-        notified: false,
         bad: None,
     });
     for &i in &outage {
@@ -636,7 +632,6 @@ async fn flush(
     for &i in &members {
         let a = &mut alerts[i];
         if a.firing(now) {
-            a.notified = true;
             first_notified.entry(i).or_insert(now);
         } else {
             a.resolved_sent = true;
