@@ -41,9 +41,14 @@ enum Command {
     Replay {
         /// The recorded stream; `-` reads standard input.
         file: PathBuf,
-        /// A policy file (TOML, the keys of `[policy]`) to use instead of the config's.
+        /// A policy to use instead of the config's: a file (TOML, the keys of
+        /// `[policy]`) or a built-in policy's name (`runbooks-2`, `runbooks-1`).
         #[arg(long)]
-        policy: Option<PathBuf>,
+        policy: Option<String>,
+        /// Replay the stream under this policy too (a file or a built-in name, e.g.
+        /// `runbooks-1`) and show both policies' decisions side by side.
+        #[arg(long)]
+        compare: Option<String>,
         /// Print a table or one JSON decision per line.
         #[arg(long, value_enum, default_value = "table")]
         format: ReplayFormat,
@@ -128,19 +133,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Replay {
             file,
             policy,
+            compare,
             format,
         } => {
             let policy = match policy {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    let policy: rollwarden::domain::Policy = toml::from_str(&text)
-                        .with_context(|| format!("{}: not a policy", path.display()))?;
-                    policy
-                        .validate()
-                        .with_context(|| format!("{}: invalid policy", path.display()))?;
-                    policy
-                }
+                Some(spec) => load_policy(&spec)?,
                 None => config.policy.clone(),
             };
             let records = if file.as_os_str() == "-" {
@@ -151,6 +148,25 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 replay::read_records(std::io::BufReader::new(f))?
             };
             let tick = chrono::Duration::seconds(config.engine.tick_secs as i64);
+            if let Some(spec) = compare {
+                let old = load_policy(&spec)?;
+                let names = (old.version.clone(), policy.version.clone());
+                let old_rows =
+                    replay::replay(records.clone(), old, config.classifier()?, tick).await?;
+                let rows = replay::replay(records, policy, config.classifier()?, tick).await?;
+                let compared = replay::compare(&old_rows, &rows);
+                match format {
+                    ReplayFormat::Table => {
+                        print!("{}", replay::compare_table(&compared, &names.0, &names.1));
+                    }
+                    ReplayFormat::Json => {
+                        for row in &compared {
+                            println!("{}", serde_json::to_string(row)?);
+                        }
+                    }
+                }
+                return Ok(());
+            }
             let rows = replay::replay(records, policy, config.classifier()?, tick).await?;
             match format {
                 ReplayFormat::Table => print!("{}", replay::table(&rows)),
@@ -177,6 +193,28 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::CheckConfig => unreachable!("handled before the runtime starts"),
     }
+}
+
+/// A built-in policy by name, or a policy file (TOML, the keys of `[policy]`).
+fn load_policy(spec: &str) -> anyhow::Result<rollwarden::domain::Policy> {
+    let path = std::path::Path::new(spec);
+    if !path.exists()
+        && let Some(policy) = rollwarden::domain::Policy::builtin(spec)
+    {
+        return Ok(policy);
+    }
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading {spec} (neither a file nor a built-in policy: {})",
+            rollwarden::domain::Policy::BUILTIN.join(", ")
+        )
+    })?;
+    let policy: rollwarden::domain::Policy =
+        toml::from_str(&text).with_context(|| format!("{spec}: not a policy"))?;
+    policy
+        .validate()
+        .with_context(|| format!("{spec}: invalid policy"))?;
+    Ok(policy)
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

@@ -17,7 +17,7 @@ use crate::clock::ManualClock;
 use crate::domain::classify::Classifier;
 use crate::domain::policy::Policy;
 use crate::domain::{Deploy, Signal, TargetRef};
-use crate::engine::Engine;
+use crate::engine::{Engine, Snapshot};
 use crate::store::{DeployQuery, SqliteStore, Store};
 use crate::telemetry::Metrics;
 use crate::wire::Bounds;
@@ -103,19 +103,30 @@ pub async fn replay(
     };
     let mut rows = Vec::new();
     let mut now = first.at;
+    // Whether the last tick found no target due: then none is until the next record (a
+    // target becomes due by a signal or an unsettled decision, which only records
+    // bring), and the ticks up to it are skipped, which keeps hours of quiet cheap.
+    let mut idle = false;
     for record in &records {
         // Let the clock run to this record, ticking, as the server would.
         while now + tick < record.at {
             now += tick;
+            if idle {
+                continue;
+            }
             clock.set(now);
-            tick_into(&engine, &mut rows).await?;
+            idle = tick_into(&engine, &mut rows).await? == 0;
         }
         now = record.at;
         clock.set(now);
         let touched = apply(&engine, record).await?;
-        for target in touched {
-            evaluate_into(&engine, &target, &mut rows).await?;
+        if !touched.is_empty() {
+            let snapshot = engine.snapshot().await?;
+            for target in touched {
+                evaluate_into(&engine, &snapshot, &target, &mut rows).await?;
+            }
         }
+        idle = false;
     }
     // One last look after the stream, for decisions that only a tick reaches.
     clock.set(now + tick);
@@ -153,20 +164,24 @@ async fn apply(engine: &Engine, record: &Record) -> anyhow::Result<BTreeSet<Targ
     Ok(touched)
 }
 
-async fn tick_into(engine: &Engine, rows: &mut Vec<ReplayRow>) -> anyhow::Result<()> {
+/// Evaluates every due target against one snapshot, as the server's tick does; returns
+/// how many were due.
+async fn tick_into(engine: &Engine, rows: &mut Vec<ReplayRow>) -> anyhow::Result<usize> {
     let snapshot = engine.snapshot().await?;
-    for target in engine.due(&snapshot).await? {
-        evaluate_into(engine, &target, rows).await?;
+    let due = engine.due(&snapshot).await?;
+    for target in &due {
+        evaluate_into(engine, &snapshot, target, rows).await?;
     }
-    Ok(())
+    Ok(due.len())
 }
 
 async fn evaluate_into(
     engine: &Engine,
+    snapshot: &Snapshot,
     target: &TargetRef,
     rows: &mut Vec<ReplayRow>,
 ) -> anyhow::Result<()> {
-    let evaluation = engine.evaluate(&engine.target(target)).await?;
+    let evaluation = engine.evaluate_in(&engine.target(target), snapshot).await?;
     if evaluation.changed {
         let d = &evaluation.decision;
         let deploy = |r: &Option<crate::domain::DeployRecord>| {
@@ -213,6 +228,175 @@ pub fn table(rows: &[ReplayRow]) -> String {
             dash(&r.suspect),
             dash(&r.rollback_to),
         ));
+    }
+    out
+}
+
+/// A decision as a cell of the side-by-side table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Standing {
+    pub verdict: String,
+    pub rules: Vec<String>,
+    pub holds: Vec<String>,
+    pub suspect: Option<String>,
+    pub reason: String,
+}
+
+impl Standing {
+    fn of(row: &ReplayRow) -> Self {
+        Self {
+            verdict: row.verdict.clone(),
+            rules: row.rules.clone(),
+            holds: row.holds.clone(),
+            suspect: row.suspect.clone(),
+            reason: row.reason.clone(),
+        }
+    }
+
+    /// `rollback M1,M2 (ci 2232)`, `hold M2 [H2]`, `ok`.
+    fn cell(&self) -> String {
+        let mut cell = self.verdict.clone();
+        if !self.rules.is_empty() {
+            cell.push(' ');
+            cell.push_str(&self.rules.join(","));
+        }
+        if !self.holds.is_empty() {
+            cell.push_str(&format!(" [{}]", self.holds.join(",")));
+        }
+        if let (Some(suspect), "rollback" | "investigate") = (&self.suspect, self.verdict.as_str())
+        {
+            cell.push_str(&format!(" ({suspect})"));
+        }
+        cell
+    }
+}
+
+/// One instant of two replays of the same stream: the decision standing for the target
+/// under each policy once either changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComparedRow {
+    pub at: DateTime<Utc>,
+    pub target: String,
+    /// Under the policy compared against (`--compare`); `None` before its first
+    /// decision about the target.
+    pub old: Option<Standing>,
+    /// Under the replay's own policy.
+    pub new: Option<Standing>,
+}
+
+impl ComparedRow {
+    /// Whether the two policies' verdicts differ here.
+    pub fn differs(&self) -> bool {
+        self.old.as_ref().map(|s| &s.verdict) != self.new.as_ref().map(|s| &s.verdict)
+    }
+}
+
+/// Two replays of one stream, side by side, in time order: a row whenever either
+/// policy's verdict, rules, holds or suspect for a target changed (not for a new
+/// observed value alone).
+pub fn compare(old: &[ReplayRow], new: &[ReplayRow]) -> Vec<ComparedRow> {
+    let mut changes: Vec<(DateTime<Utc>, &str, bool, &ReplayRow)> = old
+        .iter()
+        .map(|r| (r.at, r.target.as_str(), false, r))
+        .chain(new.iter().map(|r| (r.at, r.target.as_str(), true, r)))
+        .collect();
+    changes.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(b.1)).then(a.2.cmp(&b.2)));
+    let mut standing: std::collections::BTreeMap<&str, (Option<Standing>, Option<Standing>)> =
+        std::collections::BTreeMap::new();
+    let mut shown: std::collections::BTreeMap<&str, (String, String)> =
+        std::collections::BTreeMap::new();
+    let cells = |row: &ComparedRow| {
+        let cell = |s: &Option<Standing>| s.as_ref().map_or_else(String::new, Standing::cell);
+        (cell(&row.old), cell(&row.new))
+    };
+    let mut rows: Vec<ComparedRow> = Vec::new();
+    for (at, target, is_new, row) in changes {
+        let entry = standing.entry(target).or_default();
+        if is_new {
+            entry.1 = Some(Standing::of(row));
+        } else {
+            entry.0 = Some(Standing::of(row));
+        }
+        let compared = ComparedRow {
+            at,
+            target: target.to_string(),
+            old: entry.0.clone(),
+            new: entry.1.clone(),
+        };
+        let now_shown = cells(&compared);
+        if shown.get(target) == Some(&now_shown) {
+            continue;
+        }
+        shown.insert(target, now_shown);
+        match rows.last_mut() {
+            // Both changed at the same instant: one row.
+            Some(last) if last.at == at && last.target == target => *last = compared,
+            _ => rows.push(compared),
+        }
+    }
+    rows
+}
+
+/// The side-by-side table, rows where the verdicts differ marked `*`, and a summary of
+/// the rollbacks each policy decided.
+pub fn compare_table(rows: &[ComparedRow], old_name: &str, new_name: &str) -> String {
+    let cell = |s: &Option<Standing>| s.as_ref().map_or_else(|| "-".into(), Standing::cell);
+    let width = rows
+        .iter()
+        .map(|r| cell(&r.old).chars().count())
+        .chain(std::iter::once(old_name.len()))
+        .max()
+        .unwrap_or(0);
+    let mut out = format!(
+        "  {:<20} {:<40} {:<width$}  {}\n",
+        "AT", "TARGET", old_name, new_name
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{} {:<20} {:<40} {:<width$}  {}\n",
+            if r.differs() { "*" } else { " " },
+            r.at.format("%Y-%m-%dT%H:%M:%SZ"),
+            r.target,
+            cell(&r.old),
+            cell(&r.new),
+        ));
+    }
+    let rollbacks = |side: fn(&ComparedRow) -> &Option<Standing>| {
+        let mut decisions = BTreeSet::new();
+        for r in rows {
+            if let Some(s) = side(r).as_ref().filter(|s| s.verdict == "rollback") {
+                decisions.insert((r.target.clone(), s.suspect.clone()));
+            }
+        }
+        decisions
+    };
+    let old = rollbacks(|r| &r.old);
+    let new = rollbacks(|r| &r.new);
+    let targets = |set: &BTreeSet<(String, Option<String>)>| {
+        set.iter().map(|(t, _)| t.clone()).collect::<BTreeSet<_>>()
+    };
+    let (old_targets, new_targets) = (targets(&old), targets(&new));
+    out.push_str(&format!(
+        "\nrollbacks (target, suspect): {old_name} {} on {} targets, {new_name} {} on {} targets\n",
+        old.len(),
+        old_targets.len(),
+        new.len(),
+        new_targets.len()
+    ));
+    for (name, only) in [
+        (old_name, old_targets.difference(&new_targets)),
+        (new_name, new_targets.difference(&old_targets)),
+    ] {
+        let only: Vec<&String> = only.collect();
+        if !only.is_empty() {
+            out.push_str(&format!(
+                "rolled back only by {name}: {}\n",
+                only.iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
     }
     out
 }
@@ -273,4 +457,73 @@ pub async fn export(
         out.write_all(b"\n")?;
     }
     Ok(records.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(at: &str, target: &str, verdict: &str, rules: &[&str], reason: &str) -> ReplayRow {
+        ReplayRow {
+            at: at.parse().unwrap(),
+            target: target.into(),
+            verdict: verdict.into(),
+            rules: rules.iter().map(|r| r.to_string()).collect(),
+            holds: Vec::new(),
+            suspect: Some("ci 7".into()),
+            rollback_to: None,
+            reason: reason.into(),
+            decision: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn compare_shows_a_row_when_either_side_changes_and_not_for_a_new_value_alone() {
+        let old = [
+            row("2026-08-22T10:00:00Z", "a", "rollback", &["G4"], "at 0.7 %"),
+            // A re-sent alert with a new value: a new decision, the same cell.
+            row("2026-08-22T10:00:15Z", "a", "rollback", &["G4"], "at 0.8 %"),
+            row("2026-08-22T10:01:00Z", "a", "ok", &[], ""),
+        ];
+        let new = [
+            row("2026-08-22T10:00:00Z", "a", "ok", &[], ""),
+            row("2026-08-22T10:00:30Z", "b", "monitor", &["M1"], ""),
+        ];
+        let rows = compare(&old, &new);
+        let shown: Vec<(String, Option<String>, Option<String>, bool)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.target.clone(),
+                    r.old.as_ref().map(Standing::cell),
+                    r.new.as_ref().map(Standing::cell),
+                    r.differs(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    "a".into(),
+                    Some("rollback G4 (ci 7)".into()),
+                    Some("ok".into()),
+                    true
+                ),
+                ("b".into(), None, Some("monitor M1".into()), true),
+                ("a".into(), Some("ok".into()), Some("ok".into()), false),
+            ]
+        );
+        let table = compare_table(&rows, "runbooks-1", "runbooks-2");
+        assert!(
+            table.contains(
+                "rollbacks (target, suspect): runbooks-1 1 on 1 targets, runbooks-2 0 on 0 targets"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("rolled back only by runbooks-1: a\n"),
+            "{table}"
+        );
+    }
 }

@@ -120,6 +120,17 @@ impl Config {
         self.policy
             .validate()
             .map_err(|e| invalid("policy", e.to_string()))?;
+        if let Some(name) = self
+            .policy
+            .environments
+            .keys()
+            .find(|name| !self.environments.contains_key(*name))
+        {
+            return Err(invalid(
+                format!("policy.environments.{name}"),
+                format!("{name:?} is not a key of [environments]"),
+            ));
+        }
         self.auth.validate()?;
         Ok(())
     }

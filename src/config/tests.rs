@@ -133,6 +133,28 @@ fn label_names_in_matchers_keep_their_case() {
 }
 
 #[test]
+fn the_blame_window_is_set_per_environment_under_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    let write = |text: &str| std::fs::write(&file, text).unwrap();
+    write(
+        "[environments.Batch]\nmode = \"observe\"\n\
+         [policy.environments.Batch]\nblame_window_secs = 3600\n",
+    );
+    let c = Config::load_from(Some(&file), env(&[])).unwrap();
+    assert_eq!(c.policy.blame_window_secs_for(Some("Batch")), 3600);
+    assert_eq!(c.policy.blame_window_secs_for(Some("prod")), 900);
+    write("[policy.environments.batch]\noutage_grace_secs = 60\n");
+    let err = Config::load_from(Some(&file), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("policy.environments.batch") && err.contains("not a key of [environments]"),
+        "{err}"
+    );
+}
+
+#[test]
 fn environment_overrides_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");

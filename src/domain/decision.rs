@@ -172,6 +172,17 @@ pub enum HoldReason {
         fingerprint: String,
         since: DateTime<Utc>,
     },
+    /// H2's memory: the regression began while a dependency of the target was
+    /// degraded, and the dependency recovered less than the outage grace ago; the
+    /// regression is the outage's until the target keeps regressing past `grace_secs`.
+    #[serde(rename = "dependency_recovered")]
+    DependencyRecovered {
+        dependency: String,
+        fingerprint: String,
+        since: DateTime<Utc>,
+        recovered_at: DateTime<Utc>,
+        grace_secs: u64,
+    },
     /// The only evidence for a rollback cannot be trusted.
     #[serde(rename = "inconclusive")]
     Inconclusive {
@@ -219,12 +230,13 @@ pub enum HoldReason {
 }
 
 impl HoldReason {
-    /// The stable code: `H1`, `H2`, `inconclusive`, `no_deploy_in_window`,
-    /// `no_known_good`, `loop_guard`, `gitops`.
+    /// The stable code: `H1`, `H2`, `dependency_recovered`, `inconclusive`,
+    /// `no_deploy_in_window`, `no_known_good`, `loop_guard`, `gitops`.
     pub fn code(&self) -> &'static str {
         match self {
             HoldReason::PredatesDeploy { .. } => "H1",
             HoldReason::DependencyDegraded { .. } => "H2",
+            HoldReason::DependencyRecovered { .. } => "dependency_recovered",
             HoldReason::Inconclusive { .. } => "inconclusive",
             HoldReason::NoDeployInWindow { .. } => "no_deploy_in_window",
             HoldReason::NoKnownGood { .. } => "no_known_good",
@@ -258,6 +270,24 @@ impl HoldReason {
                 "H2: the dependency `{dependency}` is degraded since {} (signal {fingerprint}); \
                  keep investigating",
                 clock(*since)
+            ),
+            HoldReason::DependencyRecovered {
+                dependency,
+                fingerprint,
+                since,
+                recovered_at,
+                grace_secs,
+            } => format!(
+                "the regression began while the dependency `{dependency}` was degraded \
+                 ({} to {}, signal {fingerprint}): it is the outage's until the target has \
+                 kept regressing for {} after the recovery (until {}); keep investigating",
+                clock(*since),
+                clock(*recovered_at),
+                fmt_secs(*grace_secs),
+                clock(
+                    *recovered_at
+                        + chrono::Duration::seconds(i64::try_from(*grace_secs).unwrap_or(0))
+                ),
             ),
             HoldReason::Inconclusive {
                 kind,
@@ -588,6 +618,9 @@ impl Decision {
             match hold {
                 HoldReason::DependencyDegraded { dependency, .. } => {
                     canonical.push_str(&format!("hold=H2:{dependency}\n"));
+                }
+                HoldReason::DependencyRecovered { dependency, .. } => {
+                    canonical.push_str(&format!("hold=dependency_recovered:{dependency}\n"));
                 }
                 other => canonical.push_str(&format!("hold={}\n", other.code())),
             }

@@ -3,7 +3,7 @@
 //! with errors that name the offending rule and field, and prints as the table that
 //! `rollwarden check-config` shows.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -12,7 +12,12 @@ use utoipa::ToSchema;
 use super::{Scope, SignalKind};
 
 /// The version of the built-in policy, cited in every decision it makes.
-pub const DEFAULT_POLICY_VERSION: &str = "runbooks-1";
+pub const DEFAULT_POLICY_VERSION: &str = "runbooks-2";
+
+/// The first built-in policy, kept by name so that `rollwarden replay --compare
+/// runbooks-1` shows what changed: G4 without floor, duration or deploy condition, any
+/// deploy in the correlation window blamed, and an outage forgotten when it ends.
+pub const RUNBOOKS_1: &str = "runbooks-1";
 
 /// The decision matrix and the knobs around it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,12 +28,38 @@ pub struct Policy {
     /// How far before a regression a deploy may have started and still be suspected
     /// (and how far before a signal a deploy counts for `after_deploy` rules).
     pub correlation_window_secs: u64,
+    /// How soon after its suspect deploy completed a regression must start for that
+    /// deploy to be blamed (15 min): "If the regression started immediately after a
+    /// deploy or config change, proceed to rollback; otherwise continue investigation."
+    /// Beyond it the verdict is `investigate`, naming the deploy as a candidate. Also
+    /// the window of rules with `immediately_after_deploy`.
+    pub blame_window_secs: u64,
+    /// How long a regression that began while a dependency was degraded stays the
+    /// outage's after the dependency recovered (10 min): only a target still seen
+    /// regressing this long after the recovery may blame a deploy. A regression that
+    /// began up to this long before the dependency's alert started counts as begun
+    /// during the outage too (the dependency's alert may lag its onset).
+    pub outage_grace_secs: u64,
+    /// Per-environment settings, by the name of the target's `[environments]` entry.
+    pub environments: BTreeMap<String, EnvironmentPolicy>,
     /// The circuit breaker on automatic rollbacks of one target.
     pub loop_guard: LoopGuard,
     /// What happens after a rollback: escalation (E1) and verification (V1).
     pub verification: Verification,
     /// The matrix, in the order it is shown and reported.
     pub rules: Vec<Rule>,
+}
+
+/// What one environment changes of the policy; absent keys keep the policy's own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvironmentPolicy {
+    /// Overrides [`Policy::blame_window_secs`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blame_window_secs: Option<u64>,
+    /// Overrides [`Policy::outage_grace_secs`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outage_grace_secs: Option<u64>,
 }
 
 /// At most `limit` automatic rollbacks of a target inside `window_secs`, at least
@@ -120,6 +151,11 @@ pub struct Rule {
     /// Fires whenever such a signal is active (`true` is the only meaningful value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub present: Option<bool>,
+    /// Absolute floors, per kind (in the kind's unit): the value must also exceed the
+    /// floor of its kind (G4: `{ error_rate = 0.01 }`, M1's level, so that a multiple
+    /// of a tiny baseline is not a regression).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub floor: BTreeMap<SignalKind, f64>,
     /// The signal must have been active this long.
     #[serde(default)]
     pub min_duration_secs: u64,
@@ -130,6 +166,11 @@ pub struct Rule {
     /// window (G1: "after a deploy or config change").
     #[serde(default)]
     pub after_deploy: bool,
+    /// Fires only when the signal started within the blame window after a deploy
+    /// completed (G4: a regression against the last known good version is one that a
+    /// deploy has just brought).
+    #[serde(default)]
+    pub immediately_after_deploy: bool,
     /// What the rule asks for.
     pub outcome: Outcome,
 }
@@ -167,7 +208,7 @@ pub enum PolicyError {
     #[error("policy: `version` must not be empty")]
     EmptyVersion,
     #[error("policy: `{field}` must be positive")]
-    NotPositive { field: &'static str },
+    NotPositive { field: String },
     #[error("policy: `{field}` = {value} is not a ratio; ratios are fractions (0.7 is 70 %)")]
     NotARatioSetting { field: &'static str, value: f64 },
     #[error("policy: a rule has an empty `id`")]
@@ -222,6 +263,28 @@ pub enum PolicyError {
     },
     #[error("policy rule `{id}`: `min_observations` must be at least 1")]
     ZeroObservations { id: String },
+    #[error(
+        "policy rule `{id}`: `floor` needs a value condition (`above`, `baseline_factor` or `baseline_plus`)"
+    )]
+    FloorWithoutValue { id: String },
+    #[error("policy rule `{id}`: `floor.{kind}` names a kind that is not in the rule's `kinds`")]
+    FloorKind { id: String, kind: &'static str },
+    #[error(
+        "policy rule `{id}`: `floor.{kind}` must be a positive number (a fraction for ratio kinds: 0.01 is 1 %), got {value}"
+    )]
+    BadFloor {
+        id: String,
+        kind: &'static str,
+        value: f64,
+    },
+    #[error(
+        "policy: `{field}` = {value} is longer than `correlation_window_secs` = {window}: a deploy or outage outside the correlation window is not loaded"
+    )]
+    LongerThanWindow {
+        field: String,
+        value: u64,
+        window: u64,
+    },
 }
 
 /// The unit a kind's value is in.
@@ -308,9 +371,11 @@ impl Rule {
             baseline_factor: None,
             baseline_plus: None,
             present: None,
+            floor: BTreeMap::new(),
             min_duration_secs: 0,
             min_observations: 1,
             after_deploy: false,
+            immediately_after_deploy: false,
             outcome,
         }
     }
@@ -343,6 +408,21 @@ impl Rule {
     fn lasting(mut self, secs: u64) -> Self {
         self.min_duration_secs = secs;
         self
+    }
+
+    fn floor(mut self, kind: SignalKind, x: f64) -> Self {
+        self.floor.insert(kind, x);
+        self
+    }
+
+    fn immediately_after_deploy(mut self) -> Self {
+        self.immediately_after_deploy = true;
+        self
+    }
+
+    /// Whether the rule compares against the signal's baseline.
+    pub fn is_relative(&self) -> bool {
+        self.condition().is_ok_and(Condition::is_relative)
     }
 
     /// The rule's single condition, or why it has not exactly one.
@@ -409,7 +489,15 @@ impl Rule {
             Err(PolicyError::NoCondition { .. }) => "(no condition)".to_string(),
             Err(_) => "(several conditions)".to_string(),
         };
-        if self.after_deploy {
+        for (kind, floor) in &self.floor {
+            words.push_str(&format!(" and > {}", fmt_value(*kind, *floor)));
+            if self.kinds.len() > 1 {
+                words.push_str(&format!(" ({})", kind.as_str()));
+            }
+        }
+        if self.immediately_after_deploy {
+            words.push_str(" right after a deploy");
+        } else if self.after_deploy {
             words.push_str(" after a deploy");
         }
         words
@@ -453,10 +541,28 @@ impl Rule {
         if self.min_observations == 0 {
             return Err(PolicyError::ZeroObservations { id: id() });
         }
+        for (kind, floor) in &self.floor {
+            if !self.kinds.contains(kind) {
+                return Err(PolicyError::FloorKind {
+                    id: id(),
+                    kind: kind.as_str(),
+                });
+            }
+            if !(floor.is_finite() && *floor > 0.0 && (!kind.is_ratio() || *floor < 1.0)) {
+                return Err(PolicyError::BadFloor {
+                    id: id(),
+                    kind: kind.as_str(),
+                    value: *floor,
+                });
+            }
+        }
         let (field, threshold) = match self.condition()? {
             Condition::Present => {
                 if self.present == Some(false) {
                     return Err(PolicyError::PresentFalse { id: id() });
+                }
+                if !self.floor.is_empty() {
+                    return Err(PolicyError::FloorWithoutValue { id: id() });
                 }
                 return Ok(());
             }
@@ -639,15 +745,77 @@ impl Default for Policy {
             .scope(Scope::Stable)
             // 3×, like M4: a lower factor would roll back where the matrix (M3) says
             // "monitor closely".
-            .factor(3.0),
+            .factor(3.0)
+            // A multiple of a tiny baseline is no regression: an error rate must also
+            // be past M1's 1 %, and even there G4 needs the two conditions below, so that
+            // it never turns M1's "monitor closely" into a rollback by itself.
+            .floor(K::ErrorRate, 0.01)
+            // G1's "for >3 minutes": a flapping alert is not a regression.
+            .lasting(180)
+            // "relative to the last known good version": one that a deploy has just
+            // replaced.
+            .immediately_after_deploy(),
         ];
         Self {
             version: DEFAULT_POLICY_VERSION.into(),
             correlation_window_secs: 7200,
+            blame_window_secs: 900,
+            outage_grace_secs: 600,
+            environments: BTreeMap::new(),
             loop_guard: LoopGuard::default(),
             verification: Verification::default(),
             rules,
         }
+    }
+}
+
+impl Policy {
+    /// The built-in policy of this name: `runbooks-2` (the default) or `runbooks-1`.
+    pub fn builtin(name: &str) -> Option<Policy> {
+        match name {
+            DEFAULT_POLICY_VERSION => Some(Policy::default()),
+            RUNBOOKS_1 => Some(Policy::runbooks_1()),
+            _ => None,
+        }
+    }
+
+    /// The names [`Policy::builtin`] knows.
+    pub const BUILTIN: [&'static str; 2] = [RUNBOOKS_1, DEFAULT_POLICY_VERSION];
+
+    /// The first built-in policy, as it decided before `runbooks-2`: G4 fires on any
+    /// stable error rate or latency over 3× its baseline, any deploy in the correlation
+    /// window is blamed, and a recovered dependency holds nothing.
+    pub fn runbooks_1() -> Policy {
+        let mut policy = Policy {
+            version: RUNBOOKS_1.into(),
+            outage_grace_secs: 0,
+            ..Policy::default()
+        };
+        policy.blame_window_secs = policy.correlation_window_secs;
+        if let Some(g4) = policy.rules.iter_mut().find(|r| r.id == "G4") {
+            g4.floor.clear();
+            g4.min_duration_secs = 0;
+            g4.immediately_after_deploy = false;
+        }
+        policy
+    }
+
+    /// The blame window for a target of this environment.
+    pub fn blame_window_secs_for(&self, environment: Option<&str>) -> u64 {
+        self.environment(environment)
+            .and_then(|e| e.blame_window_secs)
+            .unwrap_or(self.blame_window_secs)
+    }
+
+    /// The outage grace for a target of this environment.
+    pub fn outage_grace_secs_for(&self, environment: Option<&str>) -> u64 {
+        self.environment(environment)
+            .and_then(|e| e.outage_grace_secs)
+            .unwrap_or(self.outage_grace_secs)
+    }
+
+    fn environment(&self, environment: Option<&str>) -> Option<&EnvironmentPolicy> {
+        environment.and_then(|name| self.environments.get(name))
     }
 }
 
@@ -670,7 +838,42 @@ impl Policy {
         ];
         for (field, value) in positive {
             if value == 0 {
+                return Err(PolicyError::NotPositive {
+                    field: field.into(),
+                });
+            }
+        }
+        let windows = std::iter::once((
+            "blame_window_secs".to_string(),
+            Some(self.blame_window_secs),
+        ))
+        .chain(std::iter::once((
+            "outage_grace_secs".to_string(),
+            Some(self.outage_grace_secs),
+        )))
+        .chain(self.environments.iter().flat_map(|(name, e)| {
+            [
+                (
+                    format!("environments.{name}.blame_window_secs"),
+                    e.blame_window_secs,
+                ),
+                (
+                    format!("environments.{name}.outage_grace_secs"),
+                    e.outage_grace_secs,
+                ),
+            ]
+        }));
+        for (field, value) in windows {
+            let Some(value) = value else { continue };
+            if field.ends_with("blame_window_secs") && value == 0 {
                 return Err(PolicyError::NotPositive { field });
+            }
+            if value > self.correlation_window_secs {
+                return Err(PolicyError::LongerThanWindow {
+                    field,
+                    value,
+                    window: self.correlation_window_secs,
+                });
             }
         }
         let v = &self.verification;
@@ -682,7 +885,9 @@ impl Policy {
         ];
         for (field, value, ratio) in thresholds {
             if !(value.is_finite() && value > 0.0) {
-                return Err(PolicyError::NotPositive { field });
+                return Err(PolicyError::NotPositive {
+                    field: field.into(),
+                });
             }
             if ratio && value > 1.0 {
                 return Err(PolicyError::NotARatioSetting { field, value });
@@ -754,13 +959,23 @@ impl Policy {
             }
         }
         let mut out = format!(
-            "policy {}: correlation window {}; loop guard: at most {} automatic rollbacks per {}, at least {} apart\n\n",
+            "policy {}: correlation window {}; blame window {}; outage grace {}; loop guard: at most {} automatic rollbacks per {}, at least {} apart\n",
             self.version,
             fmt_secs(self.correlation_window_secs),
+            fmt_secs(self.blame_window_secs),
+            fmt_secs(self.outage_grace_secs),
             lg.limit,
             fmt_secs(lg.window_secs),
             fmt_secs(lg.min_interval_secs),
         );
+        for name in self.environments.keys() {
+            out.push_str(&format!(
+                "environment {name}: blame window {}; outage grace {}\n",
+                fmt_secs(self.blame_window_secs_for(Some(name))),
+                fmt_secs(self.outage_grace_secs_for(Some(name))),
+            ));
+        }
+        out.push('\n');
         for row in &rows {
             let line = row
                 .iter()
@@ -791,7 +1006,11 @@ mod tests {
                 "G3", "G4"
             ]
         );
+        assert_eq!(policy.version, "runbooks-2");
         assert_eq!(policy.correlation_window_secs, 7200);
+        assert_eq!(policy.blame_window_secs, 900);
+        assert_eq!(policy.outage_grace_secs, 600);
+        assert!(policy.environments.is_empty());
         assert_eq!(policy.loop_guard, LoopGuard::default());
         assert_eq!(policy.loop_guard.limit, 3);
         assert_eq!(policy.loop_guard.min_interval_secs, 300);
@@ -830,6 +1049,21 @@ mod tests {
         }
         assert_eq!(r("G1").min_duration_secs, 180);
         assert!(r("G1").after_deploy);
+        // G4 (runbooks-2): M1's floor for error rates, G1's 3 minutes, right after a deploy.
+        assert_eq!(
+            r("G4").floor,
+            BTreeMap::from([(SignalKind::ErrorRate, 0.01)])
+        );
+        assert_eq!(r("G4").min_duration_secs, 180);
+        assert!(r("G4").immediately_after_deploy);
+        assert_eq!(
+            p.rules
+                .iter()
+                .filter(|r| r.immediately_after_deploy || !r.floor.is_empty())
+                .map(|r| r.id.as_str())
+                .collect::<Vec<_>>(),
+            ["G4"]
+        );
         assert_eq!(r("G2").min_duration_secs, 300);
         assert_eq!(
             r("G3").kinds,
@@ -1085,7 +1319,9 @@ mod tests {
     fn the_table_has_a_row_per_rule_and_for_e1_and_v1() {
         let table = Policy::default().table();
         let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[0].starts_with("policy runbooks-1: correlation window 2 h"));
+        assert!(lines[0].starts_with(
+            "policy runbooks-2: correlation window 2 h; blame window 15 min; outage grace 10 min"
+        ));
         assert!(lines[2].starts_with("ID  "));
         let rows = &lines[3..];
         assert_eq!(rows.len(), 18);
@@ -1101,6 +1337,9 @@ mod tests {
         assert!(row("G2").contains("5 min"));
         assert!(row("G3").contains("crash_loop|readiness|slo_burn"));
         assert!(row("G4").contains("stable"));
+        assert!(
+            row("G4").contains("> 3 × baseline and > 1 % (error_rate) right after a deploy  3 min")
+        );
         assert!(row("M5").contains("> 5 in 5 min"));
         assert!(row("M8").trim_end().ends_with("freeze"));
         assert!(row("E1").contains("10 min"));
@@ -1113,6 +1352,166 @@ mod tests {
         let outcome_col = at(lines[2], "OUTCOME").unwrap();
         assert_eq!(at(row("M1"), "monitor"), Some(outcome_col));
         assert_eq!(at(row("C2"), "rollback"), Some(outcome_col));
+    }
+
+    #[test]
+    fn runbooks_1_is_the_default_without_what_runbooks_2_added() {
+        let old = Policy::runbooks_1();
+        old.validate().unwrap();
+        let new = Policy::default();
+        assert_eq!(old.version, "runbooks-1");
+        assert_eq!(old.blame_window_secs, old.correlation_window_secs);
+        assert_eq!(old.outage_grace_secs, 0);
+        for (a, b) in old.rules.iter().zip(&new.rules) {
+            if a.id == "G4" {
+                assert_eq!(
+                    Rule {
+                        floor: b.floor.clone(),
+                        min_duration_secs: b.min_duration_secs,
+                        immediately_after_deploy: true,
+                        ..a.clone()
+                    },
+                    *b
+                );
+            } else {
+                assert_eq!(a, b);
+            }
+        }
+        assert_eq!(Policy::builtin("runbooks-1"), Some(old));
+        assert_eq!(Policy::builtin("runbooks-2"), Some(new));
+        assert_eq!(Policy::builtin("runbooks-3"), None);
+    }
+
+    #[test]
+    fn environments_override_the_blame_window_and_the_outage_grace() {
+        let policy: Policy = toml::from_str(
+            r#"
+            blame_window_secs = 600
+            [environments.batch]
+            blame_window_secs = 3600
+            [environments.staging]
+            outage_grace_secs = 120
+            "#,
+        )
+        .unwrap();
+        policy.validate().unwrap();
+        assert_eq!(policy.blame_window_secs_for(None), 600);
+        assert_eq!(policy.blame_window_secs_for(Some("production")), 600);
+        assert_eq!(policy.blame_window_secs_for(Some("batch")), 3600);
+        assert_eq!(policy.blame_window_secs_for(Some("staging")), 600);
+        assert_eq!(policy.outage_grace_secs_for(Some("batch")), 600);
+        assert_eq!(policy.outage_grace_secs_for(Some("staging")), 120);
+        let table = policy.table();
+        assert!(
+            table.contains("environment batch: blame window 1 h; outage grace 10 min\n"),
+            "{table}"
+        );
+        let back: Policy = toml::from_str(&toml::to_string(&policy).unwrap()).unwrap();
+        assert_eq!(back, policy);
+    }
+
+    #[test]
+    fn a_floor_reads_from_toml_per_kind() {
+        let policy: Policy = toml::from_str(
+            r#"
+            [[rules]]
+            id = "R"
+            kinds = ["error_rate", "latency_p95"]
+            baseline_factor = 2.0
+            floor = { error_rate = 0.02, latency_p95 = 0.3 }
+            immediately_after_deploy = true
+            outcome = "rollback"
+            "#,
+        )
+        .unwrap();
+        policy.validate().unwrap();
+        let rule = &policy.rules[0];
+        assert_eq!(rule.floor[&SignalKind::LatencyP95], 0.3);
+        assert_eq!(
+            rule.condition_words(),
+            "> 2 × baseline and > 2 % (error_rate) and > 0.3 s (latency_p95) right after a deploy"
+        );
+    }
+
+    #[test]
+    fn floors_and_windows_are_validated() {
+        let floor = |kind, value| {
+            with_rule(|r| {
+                r.floor.insert(kind, value);
+            })
+        };
+        assert_eq!(
+            floor(SignalKind::ErrorRate, 0.01),
+            Ok(()),
+            "M2 may have a floor"
+        );
+        for (kind, value, expected) in [
+            (
+                SignalKind::LatencyP95,
+                0.3,
+                "`floor.latency_p95` names a kind that is not in the rule's `kinds`",
+            ),
+            (
+                SignalKind::ErrorRate,
+                0.0,
+                "`floor.error_rate` must be a positive number",
+            ),
+            (
+                SignalKind::ErrorRate,
+                1.0,
+                "`floor.error_rate` must be a positive number",
+            ),
+            (
+                SignalKind::ErrorRate,
+                f64::NAN,
+                "`floor.error_rate` must be a positive",
+            ),
+        ] {
+            let err = floor(kind, value).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+        let mut policy = Policy::default();
+        let m7 = policy.rules.iter_mut().find(|r| r.id == "M7").unwrap();
+        m7.floor.insert(SignalKind::SlaViolation, 1.0);
+        assert!(
+            policy
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("`floor` needs a value condition")
+        );
+        let broken = |edit: fn(&mut Policy)| {
+            let mut p = Policy::default();
+            edit(&mut p);
+            p.validate().unwrap_err().to_string()
+        };
+        assert!(
+            broken(|p| p.blame_window_secs = 0).contains("`blame_window_secs` must be positive")
+        );
+        assert!(broken(|p| p.outage_grace_secs = 7201).contains(
+            "`outage_grace_secs` = 7201 is longer than `correlation_window_secs` = 7200"
+        ));
+        assert!(
+            broken(|p| {
+                p.environments.insert(
+                    "prod".into(),
+                    EnvironmentPolicy {
+                        blame_window_secs: Some(0),
+                        outage_grace_secs: None,
+                    },
+                );
+            })
+            .contains("`environments.prod.blame_window_secs` must be positive")
+        );
+        let zero_grace = Policy {
+            outage_grace_secs: 0,
+            ..Policy::default()
+        };
+        assert_eq!(
+            zero_grace.validate(),
+            Ok(()),
+            "a grace of 0 forgets outages"
+        );
     }
 
     #[test]

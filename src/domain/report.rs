@@ -640,7 +640,7 @@ mod tests {
         );
         assert_eq!(e["decision_id"], 7);
         assert_eq!(e["decided_at"], "2026-08-22T10:08:00Z");
-        assert_eq!(e["decided_by"], "rollwarden policy runbooks-1");
+        assert_eq!(e["decided_by"], "rollwarden policy runbooks-2");
         assert_eq!(e["target"], "prod-eu/shop/Deployment/checkout");
         assert_eq!(e["verdict"], "rollback");
         assert_eq!(e["reason"], d.reason.as_str());
@@ -720,11 +720,11 @@ mod tests {
             "- 10:05 UTC: Alert triggered - M1 (error_rate at 7 %, > 1 %), M2 (error_rate at 7 %, > 5 %) [3f2a9c]\n",
             "- 10:06 UTC: Alert triggered - M5 (customer_reports at 25, > 5 in 5 min), M6 \
              (customer_reports at 25, > 20 in 5 min) [support-1]\n",
-            "- 10:08 UTC: Decision #7: rollback by rollwarden policy runbooks-1\n",
+            "- 10:08 UTC: Decision #7: rollback by rollwarden policy runbooks-2\n",
             "## Root Cause\n\n[To be completed after investigation]\n",
             "## Resolution\n\nRoll back to kubernetes revision 6 (v2.4.9), deploy #41, with \
              `kubectl -n shop rollout undo deployment/checkout --to-revision=6`, as decided by \
-             rollwarden policy runbooks-1.\n",
+             rollwarden policy runbooks-2.\n",
             "## Follow-up Actions\n\n- [ ] Complete root cause analysis\n- [ ] Fix identified bug\n\
              - [ ] Add additional test coverage\n- [ ] Update deployment procedures\n\
              - [ ] Schedule post-mortem meeting\n",

@@ -109,6 +109,24 @@ async fn wait_for_verdict(app: &TestApp, verdict: &str) -> Value {
     panic!("no {verdict} decision; last: {last}");
 }
 
+/// Polls the target's decisions until the newest holds for exactly `codes` (10 s).
+async fn wait_for_holds(app: &TestApp, codes: &[&str]) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..500 {
+        let (_, body) = app
+            .get_json(&format!("/api/v1/decisions?target={CHECKOUT}&limit=1"))
+            .await;
+        if let Some(d) = body["items"].as_array().and_then(|i| i.first()) {
+            if d["verdict"] == "hold" && holds(d) == codes {
+                return d.clone();
+            }
+            last = d.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no hold for {codes:?}; last: {last}");
+}
+
 fn fired(decision: &Value) -> Vec<String> {
     decision["decision"]["fired"]
         .as_array()
@@ -246,7 +264,9 @@ async fn a_degraded_database_holds_the_rollback_h2(backend: Backend) {
 
 /// The engine keeps its view of the window between ticks and merges each ingest's
 /// alerts into it: with no tick to reload it, a dependency alert naming no target still
-/// holds the next evaluation, and its resolution lets the rollback through.
+/// holds the next evaluation, and its resolution is seen by the next: the errors began
+/// during the outage, so they stay the outage's for the grace (10 min) after it, and
+/// only then is the deploy blamed.
 async fn each_ingest_reaches_the_engine_between_ticks(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| c.engine.tick_secs = 3600).await;
     two_deploys(&app).await;
@@ -277,8 +297,19 @@ async fn each_ingest_reaches_the_engine_between_ticks(backend: Backend) {
         StatusCode::OK
     );
     app.post_alertmanager(errors("aa08")).await;
+    wait_for_holds(&app, &["dependency_recovered"]).await;
+    // Ten minutes after the recovery, the errors go on: the deploy is blamed.
+    app.clock.advance(minutes(9));
+    app.post_alertmanager(errors("aa09")).await;
     let d = wait_for_verdict(&app, "rollback").await;
     assert!(fired(&d).contains(&"M2".to_string()), "{d}");
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the dependency `database` was degraded first"),
+        "{d}"
+    );
     // Never a rollback while the database was down (the `ok` is the deploys' own
     // evaluation, before any alert).
     let (_, all) = app
@@ -291,7 +322,65 @@ async fn each_ingest_reaches_the_engine_between_ticks(backend: Backend) {
         .rev()
         .map(|d| d["verdict"].as_str().unwrap())
         .collect();
-    assert_eq!(verdicts, ["ok", "hold", "rollback"]);
+    assert_eq!(verdicts, ["ok", "hold", "hold", "rollback"]);
+}
+
+/// Issue 20: Alertmanager delivers the database's resolve before the services' own (on
+/// independent group timers). A regression that began during the outage is held as the
+/// outage's until it outlasts the grace after the recovery, on the ticks.
+async fn a_regression_that_began_in_an_outage_is_held_for_the_grace_after_it(backend: Backend) {
+    let app = spawn(backend).await;
+    two_deploys(&app).await;
+    app.post_alertmanager(database_down("db03", "firing")).await;
+    app.post_alertmanager(alert(
+        "HighErrorRate",
+        "aa10",
+        json!({}),
+        json!({"value": "0.08"}),
+        t0() - minutes(5),
+    ))
+    .await;
+    wait_for_holds(&app, &["H2"]).await;
+    // Recovered a minute ago (at t0 - 1 min).
+    app.post_alertmanager(database_down("db03", "resolved"))
+        .await;
+    let d = wait_for_holds(&app, &["dependency_recovered"]).await;
+    assert!(
+        d["reason"].as_str().unwrap().contains("until 2026-08-22"),
+        "{d}"
+    );
+    app.clock.advance(minutes(8));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_for_holds(&app, &["dependency_recovered"]).await;
+    app.clock.advance(minutes(1));
+    let d = wait_for_verdict(&app, "rollback").await;
+    assert_eq!(d["decision"]["suspect"]["revision"], "2232");
+}
+
+/// Issue 20: blame needs "immediately after": errors that begin long after the last
+/// deploy are investigated, naming the deploy as a candidate.
+async fn a_regression_long_after_the_deploy_is_investigated(backend: Backend) {
+    let app = spawn(backend).await;
+    two_deploys(&app).await;
+    // The deploy finished at t0 - 8 min; the errors begin 20 minutes later.
+    app.clock.advance(minutes(13));
+    app.post_alertmanager(alert(
+        "HighErrorRate",
+        "aa11",
+        json!({}),
+        json!({"value": "0.08"}),
+        t0() + minutes(12),
+    ))
+    .await;
+    let d = wait_for_verdict(&app, "investigate").await;
+    assert_eq!(d["decision"]["suspect"]["revision"], "2232");
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap()
+            .contains("a candidate, not to blame"),
+        "{d}"
+    );
 }
 
 /// Another replica's ingest reaches this one's window only at the next tick. A
@@ -439,6 +528,8 @@ on_both_backends!(
     a_regression_that_predates_the_latest_deploy_is_held_h1,
     a_degraded_database_holds_the_rollback_h2,
     each_ingest_reaches_the_engine_between_ticks,
+    a_regression_that_began_in_an_outage_is_held_for_the_grace_after_it,
+    a_regression_long_after_the_deploy_is_investigated,
     another_replicas_alert_is_seen_before_a_rollback,
     posted_data_corruption_freezes_m8,
     failing_health_checks_roll_back_only_after_three_minutes_g1,

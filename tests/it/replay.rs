@@ -181,3 +181,77 @@ async fn an_export_replays_to_the_decision_the_server_made() {
     let rows = replay(&stream, &[]);
     assert_eq!(rows.last().unwrap()["verdict"], "rollback", "{rows:#?}");
 }
+
+/// Issue 20: the built-in runbooks-1 stays available by name, and `--compare` shows its
+/// decisions beside the default policy's: G4 on 0.7 % errors against a 0.2 % baseline,
+/// an hour after the deploy, rolled back under runbooks-1 and not under runbooks-2.
+#[test]
+fn compare_shows_the_previous_policys_verdicts_beside_the_new_ones() {
+    let t = t0();
+    let alert = |fingerprint: &str, value: &str, starts: DateTime<Utc>| {
+        json!({
+            "receiver": "rollwarden", "status": "firing",
+            "alerts": [{"status": "firing",
+                        "labels": {"alertname": "HighErrorRate", "namespace": "prod", "service": "checkout"},
+                        "annotations": {"value": value, "baseline": "0.002"}, "startsAt": ts(starts),
+                        "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": fingerprint}],
+            "version": "4", "groupKey": "{}:{alertname=\"HighErrorRate\"}", "truncatedAlerts": 0
+        })
+    };
+    let stream = [
+        json!({"at": ts(t - Duration::minutes(90)), "deploy": deploy("2231", "1.5.0", t - Duration::minutes(90))}),
+        json!({"at": ts(t - Duration::minutes(62)), "deploy": deploy("2232", "1.6.0", t - Duration::minutes(62))}),
+        json!({"at": ts(t - Duration::minutes(5)), "alertmanager": alert("77ab", "0.0071", t - Duration::minutes(5))}),
+    ]
+    .iter()
+    .map(Value::to_string)
+    .collect::<Vec<_>>()
+    .join("\n");
+    let rows = replay(&stream, &["--compare", "runbooks-1"]);
+    let last = rows.last().unwrap();
+    assert_eq!(last["old"]["verdict"], "rollback", "{rows:#?}");
+    assert_eq!(last["old"]["rules"], json!(["G4"]));
+    assert_eq!(last["new"]["verdict"], "ok", "{rows:#?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stream.ndjson");
+    std::fs::write(&file, &stream).unwrap();
+    let out = Command::new(BIN)
+        .args(["replay", "--compare", "runbooks-1"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{table}");
+    assert!(
+        table.lines().next().unwrap().contains("runbooks-1"),
+        "{table}"
+    );
+    assert!(table.contains("runbooks-2"), "{table}");
+    assert!(
+        table.contains("rollback G4 (ci 2232)"),
+        "the old verdict with its rule and suspect:\n{table}"
+    );
+    assert!(
+        table.contains(
+            "rollbacks (target, suspect): runbooks-1 1 on 1 targets, runbooks-2 0 on 0 targets"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains("rolled back only by runbooks-1: default/prod/Deployment/checkout"),
+        "{table}"
+    );
+    // A name that is neither a file nor a built-in policy is refused, naming both.
+    let out = Command::new(BIN)
+        .args(["replay", "--compare", "runbooks-0"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("runbooks-1, runbooks-2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

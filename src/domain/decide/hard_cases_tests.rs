@@ -357,9 +357,10 @@ fn canary_answer(d: &Decision, hook: Hook) -> Answer {
 
 #[test]
 fn a_failing_health_check_is_monitored_until_g1_fires_and_never_healthy() {
+    // Deployed 10 min before `now`: inside the blame window, so G1 blames it.
     let deploys = live(vec![
         rollout(1, "1", "v1", "08:00"),
-        rollout(2, "2", "v2", "10:00"),
+        rollout(2, "2", "v2", "10:20"),
     ]);
     let d = run(&deploys, &[health(60)]);
     assert_eq!(d.verdict, Verdict::Monitor, "{}", d.reason);

@@ -1,6 +1,6 @@
 //! The holds that stop a rollback a rule calls for, the loop guard among them.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 
 use super::known_bad::rollbacks_away_from;
 use super::suspect::{has_started, is_canary_run};
@@ -14,11 +14,81 @@ pub(super) struct HoldInputs<'a> {
     pub(super) target: &'a Target,
     pub(super) deploys: &'a [&'a DeployRecord],
     pub(super) dependency_signals: &'a [&'a Signal],
+    /// The outages the regression began during, recovered less than the grace ago.
+    pub(super) recovering: &'a [Outage<'a>],
     pub(super) history: &'a History,
     pub(super) now: DateTime<Utc>,
     pub(super) start: DateTime<Utc>,
     pub(super) suspect: Option<&'a DeployRecord>,
     pub(super) rollback_to: Option<&'a DeployRecord>,
+    /// Whether the regression started immediately after the suspect (the blame
+    /// window): if not, the suspect is only a candidate, and the holds about carrying
+    /// out its rollback (no known good, loop guard, GitOps) do not arise.
+    pub(super) blamed: bool,
+}
+
+/// A dependency outage, over by `now`, during which the regression began.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Outage<'a> {
+    pub(super) signal: &'a Signal,
+    pub(super) recovered_at: DateTime<Utc>,
+}
+
+impl Outage<'_> {
+    pub(super) fn dependency(&self) -> &str {
+        self.signal
+            .dependency
+            .as_deref()
+            .unwrap_or("unknown")
+            .trim()
+    }
+}
+
+/// The dependency outages over by `now` that the regression starting at `start` began
+/// during — between `grace` before the dependency's signal started (its alert may lag
+/// the onset) and its recovery — the latest per dependency, and none for a dependency
+/// degraded now (H2 holds for that). `dependency_signals` are sorted by start.
+pub(super) fn outages_during<'a>(
+    dependency_signals: &[&'a Signal],
+    start: DateTime<Utc>,
+    grace: Duration,
+    now: DateTime<Utc>,
+) -> Vec<Outage<'a>> {
+    let degraded_now = |name: &str| {
+        dependency_signals.iter().any(|s| {
+            s.is_active(now)
+                && s.dependency
+                    .as_deref()
+                    .unwrap_or("unknown")
+                    .trim()
+                    .eq_ignore_ascii_case(name)
+        })
+    };
+    let mut outages: Vec<Outage> = Vec::new();
+    for s in dependency_signals {
+        let Some(recovered_at) = s.ended_at.filter(|end| *end <= now) else {
+            continue;
+        };
+        if start < s.started_at - grace || start > recovered_at {
+            continue;
+        }
+        let outage = Outage {
+            signal: s,
+            recovered_at,
+        };
+        if degraded_now(outage.dependency()) {
+            continue;
+        }
+        match outages
+            .iter_mut()
+            .find(|o| o.dependency().eq_ignore_ascii_case(outage.dependency()))
+        {
+            Some(known) if known.recovered_at < recovered_at => *known = outage,
+            Some(_) => {}
+            None => outages.push(outage),
+        }
+    }
+    outages
 }
 
 /// The automatic rollbacks the loop guard counts, oldest first: executed by `now`,
@@ -106,11 +176,13 @@ pub(super) fn hold_reasons(inputs: &HoldInputs) -> Vec<HoldReason> {
         target,
         deploys,
         dependency_signals,
+        recovering,
         history,
         now,
         start,
         suspect,
         rollback_to,
+        blamed,
     } = *inputs;
     let mut holds = Vec::new();
     // A canary run first seen mid-way may have started before the regression: it does
@@ -144,6 +216,19 @@ pub(super) fn hold_reasons(inputs: &HoldInputs) -> Vec<HoldReason> {
             fingerprint: s.fingerprint.clone(),
             since: s.started_at,
         });
+    }
+    for outage in recovering {
+        holds.push(HoldReason::DependencyRecovered {
+            dependency: outage.dependency().to_string(),
+            fingerprint: outage.signal.fingerprint.clone(),
+            since: outage.signal.started_at,
+            recovered_at: outage.recovered_at,
+            grace_secs: policy.outage_grace_secs_for(target.environment.as_deref()),
+        });
+    }
+    if !blamed {
+        // A candidate, not a culprit: investigate, do not plan its rollback.
+        return holds;
     }
     match (suspect, rollback_to) {
         (None, _) => holds.push(HoldReason::NoDeployInWindow {

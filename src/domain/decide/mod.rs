@@ -5,17 +5,26 @@
 //! # How a decision is reached
 //!
 //! 1. Only signals active at `now` count, and only deploys that started by `now`.
-//!    `dependency` signals are never rule evidence; they are H2 evidence.
+//!    `dependency` signals are never rule evidence; they are H2 evidence (and, once
+//!    ended, `dependency_recovered` evidence).
 //! 2. A rule fires for an active signal of one of its kinds whose scope it matches
 //!    (rule `any`: every signal; `canary`: canary signals; `stable`: stable and
 //!    whole-workload signals) when its condition holds strictly (`>`, with a 1e-9
 //!    relative tolerance so that float noise never decides an edge), the signal has
 //!    been active for at least `min_duration_secs` and observed `min_observations`
-//!    times, and — for `after_deploy` rules — a deploy started at or before the signal
-//!    inside the correlation window.
+//!    times, its value passes the rule's `floor` for its kind, and — for
+//!    `after_deploy` rules — a deploy started at or before the signal inside the
+//!    correlation window, or — for `immediately_after_deploy` rules — one completed at
+//!    most the blame window before it.
 //! 3. The verdict is the strongest outcome fired. If a rollback rule fires, the holds
-//!    below are checked and any one of them turns the rollback into `hold`. M8
-//!    (a `freeze` rule) makes the verdict `freeze` whatever else fires.
+//!    below are checked and any one of them turns the rollback into `hold`. Else, when
+//!    the regression started more than the blame window (per environment) after the
+//!    suspect completed, the verdict is `investigate`: the runbook's "If the
+//!    regression started immediately after a deploy or config change, proceed to
+//!    rollback; otherwise continue investigation." The suspect is then a candidate,
+//!    and the holds about carrying out its rollback (`no_known_good`, `loop_guard`,
+//!    `gitops`) do not arise. M8 (a `freeze` rule) makes the verdict `freeze` whatever
+//!    else fires.
 //! 4. A rule is *pending* when an active signal meets its condition but a gate of
 //!    step 2 is not met yet (duration, observations, a deploy before it). Nothing fired
 //!    but something pending (G1's failing health check in its first three minutes)
@@ -53,6 +62,11 @@
 //! - `H2`: an active `dependency` signal was passed in (the caller passes only those
 //!   that concern the target: see `Classifier::depends_on`)
 //!   (case-insensitive).
+//! - `dependency_recovered`: the regression began while a dependency was degraded (or
+//!   up to the outage grace before its signal started), the dependency recovered less
+//!   than the outage grace ago, and it is not degraded again: the regression is the
+//!   outage's. After the grace the deploy may be blamed, and the reason says the
+//!   outage came first.
 //! - `no_deploy_in_window`: no deploy started in the correlation window before the
 //!   regression.
 //! - `no_known_good`: the suspect has no earlier healthy revision of its source that
@@ -91,14 +105,16 @@ mod suspect;
 mod verify;
 
 pub use holds::loop_guard;
-use holds::{HoldInputs, hold_reasons};
+use holds::{HoldInputs, Outage, hold_reasons, outages_during};
 use known_bad::{known_bad, redeployed};
 use pending::pending_rules;
 use plan::{gitops_commands, rollback_plan};
 use reason::{ReasonInputs, reason};
 pub(crate) use reason::{label, summary};
-use rules::{fire_rules, inconclusive_signals};
-use suspect::{find_suspect, has_started, is_canary_run, is_running_canary, known_good};
+use rules::{Windows, fire_rules, inconclusive_signals};
+use suspect::{
+    find_suspect, has_started, immediately_after, is_canary_run, is_running_canary, known_good,
+};
 use verify::{escalation, verification};
 
 /// Longer settings are treated as this (a century), keeping time arithmetic in range.
@@ -132,6 +148,9 @@ pub fn decide(
     now: DateTime<Utc>,
 ) -> Decision {
     let window = span(policy.correlation_window_secs);
+    let environment = target.environment.as_deref();
+    let blame_window = span(policy.blame_window_secs_for(environment));
+    let grace = span(policy.outage_grace_secs_for(environment));
     let mut deploys: Vec<&DeployRecord> = deploys
         .iter()
         .filter(|d| d.deploy.started_at <= now && has_started(d))
@@ -142,6 +161,12 @@ pub fn decide(
     let (dependency_signals, evidence): (Vec<&Signal>, Vec<&Signal>) = active
         .into_iter()
         .partition(|s| s.kind == SignalKind::Dependency);
+    // Dependency signals that have ended too: an outage is remembered (H2's memory).
+    let mut dependency_history: Vec<&Signal> = signals
+        .iter()
+        .filter(|s| s.kind == SignalKind::Dependency && s.started_at <= now)
+        .collect();
+    dependency_history.sort_by(|a, b| signal_order(a, b));
     let rules: Vec<(&Rule, Condition)> = policy
         .rules
         .iter()
@@ -149,8 +174,12 @@ pub fn decide(
         .collect();
 
     let bad = known_bad(&deploys);
-    let fired = fire_rules(&rules, &evidence, &deploys, window, now);
-    let pending = pending_rules(&rules, &evidence, &deploys, &fired, window, now);
+    let windows = Windows {
+        correlation: window,
+        blame: blame_window,
+    };
+    let fired = fire_rules(&rules, &evidence, &deploys, windows, now);
+    let pending = pending_rules(&rules, &evidence, &deploys, &fired, windows, now);
     let strongest = fired.iter().map(|f| f.outcome).max();
     let rollback_fires = fired.iter().any(|f| f.outcome == Outcome::Rollback);
     let regression_started_at = fired
@@ -170,6 +199,18 @@ pub fn decide(
             .find(|d| !is_canary_run(d) && now - d.deploy.started_at <= window)
     });
     let redeploy = latest.and_then(|d| redeployed(&bad, d).map(|b| (d, b)));
+    // "If the regression started immediately after a deploy or config change, proceed
+    // to rollback; otherwise continue investigation."
+    let blamed = match (regression_started_at, suspect) {
+        (Some(start), Some(s)) => immediately_after(s, start, blame_window),
+        _ => true,
+    };
+    let outages = regression_started_at.map_or_else(Vec::new, |start| {
+        outages_during(&dependency_history, start, grace, now)
+    });
+    let (recovering, outages_first): (Vec<Outage>, Vec<Outage>) = outages
+        .into_iter()
+        .partition(|o| now - o.recovered_at < grace);
 
     let holds = match regression_started_at {
         Some(start) if rollback_fires => hold_reasons(&HoldInputs {
@@ -177,11 +218,13 @@ pub fn decide(
             target,
             deploys: &deploys,
             dependency_signals: &dependency_signals,
+            recovering: &recovering,
             history,
             now,
             start,
             suspect,
             rollback_to,
+            blamed,
         }),
         _ if strongest.is_none_or(|o| o < Outcome::Rollback) => {
             inconclusive_signals(&rules, &evidence)
@@ -192,6 +235,8 @@ pub fn decide(
         Verdict::Freeze
     } else if !holds.is_empty() {
         Verdict::Hold
+    } else if rollback_fires && !blamed {
+        Verdict::Investigate
     } else {
         match strongest.map_or(Verdict::Ok, Verdict::from) {
             // An active signal that fires no rule yet, or a known-bad revision back.
@@ -199,9 +244,18 @@ pub fn decide(
             verdict => verdict,
         }
     };
+    let relative_only = rollback_fires
+        && fired
+            .iter()
+            .filter(|f| f.outcome == Outcome::Rollback)
+            .all(|f| {
+                rules
+                    .iter()
+                    .any(|(rule, c)| rule.id == f.rule_id && c.is_relative())
+            });
 
     let plan = if verdict == Verdict::Rollback
-        || (verdict == Verdict::Freeze && rollback_fires && holds.is_empty())
+        || (verdict == Verdict::Freeze && rollback_fires && holds.is_empty() && blamed)
     {
         rollback_plan(target, &deploys, suspect, rollback_to, &bad)
     } else {
@@ -248,6 +302,10 @@ pub fn decide(
         regression_started_at,
         evidence_count: evidence.len(),
         covering: &covering,
+        blamed,
+        blame_window_secs: policy.blame_window_secs_for(environment),
+        relative_only,
+        outages_first: &outages_first,
         now,
     });
 
@@ -323,5 +381,6 @@ fn deploy_order(a: &DeployRecord, b: &DeployRecord) -> Ordering {
 
 #[cfg(test)]
 mod hard_cases_tests;
+mod precision_tests;
 #[cfg(test)]
 mod tests;

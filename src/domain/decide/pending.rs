@@ -3,10 +3,11 @@
 //! it). A pending rule makes the verdict at least `monitor`, never `ok`: a health check
 //! that fails for two minutes is not a healthy target.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 
-use super::rules::{Assessment, assess, gates_pass};
+use super::rules::{Assessment, Windows, assess, gates_pass};
 use super::span;
+use super::suspect::immediately_after;
 use crate::domain::decision::{FiredRule, PendingRule};
 use crate::domain::policy::{Condition, Rule, fmt_secs};
 use crate::domain::{DeployRecord, Signal, SignalSource};
@@ -23,9 +24,10 @@ fn wait<'a>(
     rule: &Rule,
     s: &'a Signal,
     deploys: &[&DeployRecord],
-    window: Duration,
+    windows: Windows,
     now: DateTime<Utc>,
 ) -> Wait<'a> {
+    let window = windows.correlation;
     let mut missing = Vec::new();
     let due = s.started_at + span(rule.min_duration_secs);
     if due > now {
@@ -52,6 +54,17 @@ fn wait<'a>(
             fmt_secs(u64::try_from(window.num_seconds()).unwrap_or(0))
         ));
     }
+    let recent_deploy_missing = rule.immediately_after_deploy
+        && !deploys.iter().any(|d| {
+            d.deploy.started_at <= s.started_at && immediately_after(d, s.started_at, windows.blame)
+        });
+    if recent_deploy_missing {
+        missing.push(format!(
+            "a deploy completed at most {} before the signal (the blame window)",
+            fmt_secs(u64::try_from(windows.blame.num_seconds()).unwrap_or(0))
+        ));
+    }
+    let deploy_missing = deploy_missing || recent_deploy_missing;
     if missing.is_empty() {
         missing.push("its other conditions".into());
     }
@@ -68,7 +81,7 @@ pub(super) fn pending_rules(
     evidence: &[&Signal],
     deploys: &[&DeployRecord],
     fired: &[FiredRule],
-    window: Duration,
+    windows: Windows,
     now: DateTime<Utc>,
 ) -> Vec<PendingRule> {
     let mut pending = Vec::new();
@@ -80,9 +93,9 @@ pub(super) fn pending_rules(
             .iter()
             .copied()
             .filter(|s| rule.matches(s.kind, s.scope))
-            .filter(|s| matches!(assess(*condition, s), Assessment::Exceeds(_)))
-            .filter(|s| !gates_pass(rule, s, deploys, window, now))
-            .map(|s| wait(rule, s, deploys, window, now))
+            .filter(|s| matches!(assess(rule, *condition, s), Assessment::Exceeds(_)))
+            .filter(|s| !gates_pass(rule, s, deploys, windows, now))
+            .map(|s| wait(rule, s, deploys, windows, now))
             .collect();
         // The one to fire first: a known time before none, then the earliest signal.
         let Some(first) = waits.iter().min_by(|a, b| {

@@ -1,11 +1,12 @@
 //! The reason text, and deploys and fired rules as people name them.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 
+use super::holds::Outage;
 use super::known_bad::KnownBad;
 use super::pending::pending_words;
 use super::plan::image_tag;
-use super::suspect::is_canary_run;
+use super::suspect::{completed_at, is_canary_run};
 use crate::domain::decision::{FiredRule, HoldReason, PendingRule, RollbackPlan, Verdict, clock};
 use crate::domain::policy::{Outcome, fmt_secs, fmt_value};
 use crate::domain::{DeployRecord, Freeze, Target};
@@ -69,7 +70,84 @@ pub(super) struct ReasonInputs<'a> {
     pub(super) regression_started_at: Option<DateTime<Utc>>,
     pub(super) evidence_count: usize,
     pub(super) covering: &'a [&'a Freeze],
+    /// Whether the regression started within the blame window after the suspect.
+    pub(super) blamed: bool,
+    pub(super) blame_window_secs: u64,
+    /// Whether every rollback rule that fired compares against a baseline.
+    pub(super) relative_only: bool,
+    /// Outages the regression began during, recovered more than the grace ago.
+    pub(super) outages_first: &'a [Outage<'a>],
     pub(super) now: DateTime<Utc>,
+}
+
+/// A suspect deployed longer ago than this is called old in a rollback's reason.
+const LONG_AGO: Duration = Duration::hours(1);
+
+/// A span as people say it, rounded down: `45 s`, `62 min`, `3 h 5 min`.
+pub(super) fn fmt_span(span: Duration) -> String {
+    let secs = span.num_seconds().max(0);
+    if secs < 120 {
+        format!("{secs} s")
+    } else if secs < 2 * 3600 {
+        format!("{} min", secs / 60)
+    } else if (secs / 60) % 60 == 0 {
+        format!("{} h", secs / 3600)
+    } else {
+        format!("{} h {} min", secs / 3600, (secs / 60) % 60)
+    }
+}
+
+/// Why the suspect is only a candidate: the regression began too long after it.
+fn not_immediately_after(r: &ReasonInputs) -> String {
+    match (r.suspect, r.regression_started_at) {
+        (Some(s), Some(start)) => format!(
+            "the regression started at {}, {} after {} completed, beyond the {} blame \
+             window: that deploy is a candidate, not to blame (\"If the regression started \
+             immediately after a deploy or config change, proceed to rollback; otherwise \
+             continue investigation.\")",
+            clock(start),
+            fmt_span(start - completed_at(s)),
+            label(s),
+            fmt_secs(r.blame_window_secs)
+        ),
+        _ => String::new(),
+    }
+}
+
+/// What a person should know before trusting a rollback: a relative-only trigger, an
+/// old suspect, an outage that came first.
+fn caveats(r: &ReasonInputs) -> Vec<String> {
+    let mut caveats = Vec::new();
+    if r.relative_only {
+        caveats.push(
+            "only relative rules fire (against the signals' baselines); no absolute threshold \
+             is crossed"
+                .to_string(),
+        );
+    }
+    if let Some(s) = r.suspect {
+        let age = r.now - completed_at(s);
+        if age > LONG_AGO {
+            caveats.push(format!(
+                "{} was deployed long ago ({} before now)",
+                label(s),
+                fmt_span(age)
+            ));
+        }
+    }
+    for outage in r.outages_first {
+        let grace = r.now - outage.recovered_at;
+        caveats.push(format!(
+            "the dependency `{}` was degraded first ({} to {}, signal {}), and the target \
+             has kept regressing for {} since it recovered",
+            outage.dependency(),
+            clock(outage.signal.started_at),
+            clock(outage.recovered_at),
+            outage.signal.fingerprint,
+            fmt_span(grace)
+        ));
+    }
+    caveats
 }
 
 /// When the regression started, and what is known of the suspect's start.
@@ -78,7 +156,7 @@ fn since(start: DateTime<Utc>, suspect: &DeployRecord) -> String {
         format!(
             " since {}, {} after the suspect deploy started",
             clock(start),
-            fmt_secs(u64::try_from((start - suspect.deploy.started_at).num_seconds()).unwrap_or(0))
+            fmt_span(start - suspect.deploy.started_at)
         )
     } else {
         format!(
@@ -187,6 +265,19 @@ pub(super) fn reason(r: &ReasonInputs) -> String {
             with(Outcome::Monitor),
             and_pending()
         ),
+        Verdict::Investigate if rolling_back && !r.blamed => {
+            let investigate = with(Outcome::Investigate);
+            let also = if investigate.is_empty() {
+                String::new()
+            } else {
+                format!("; {investigate}")
+            };
+            format!(
+                "Investigate {key} now: {} for a rollback, but {}{also}",
+                ids_call(Outcome::Rollback),
+                not_immediately_after(r)
+            )
+        }
         Verdict::Investigate => format!(
             "Investigate {key} now: {}{}{redeploy}",
             with(Outcome::Investigate),
@@ -232,7 +323,13 @@ pub(super) fn reason(r: &ReasonInputs) -> String {
                 with(Outcome::Freeze)
             );
             if rolling_back {
-                if r.holds.is_empty() {
+                if r.holds.is_empty() && !r.blamed {
+                    s.push_str(&format!(
+                        "; {} also for a rollback, but {}",
+                        ids_call(Outcome::Rollback),
+                        not_immediately_after(r)
+                    ));
+                } else if r.holds.is_empty() {
                     s.push_str(&format!(
                         "; {} also for a rollback, admitted once an operator approves it",
                         ids_call(Outcome::Rollback)
@@ -248,6 +345,11 @@ pub(super) fn reason(r: &ReasonInputs) -> String {
             s
         }
     };
+    if matches!(r.verdict, Verdict::Rollback | Verdict::Investigate) && rolling_back {
+        for caveat in caveats(r) {
+            sentence.push_str(&format!("; note: {caveat}"));
+        }
+    }
     for freeze in r.covering {
         // A freeze admits rollbacks: say so only of a rollback this decision calls for.
         let admits = if r.verdict == Verdict::Rollback {

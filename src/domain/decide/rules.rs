@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::suspect::immediately_after;
 use super::{cmp_f64, span};
 use crate::domain::decision::{FiredRule, HoldReason};
 use crate::domain::policy::{Condition, Outcome, Rule};
@@ -33,7 +34,7 @@ pub(super) enum Assessment {
     Unassessable(String),
 }
 
-pub(super) fn assess(condition: Condition, s: &Signal) -> Assessment {
+pub(super) fn assess(rule: &Rule, condition: Condition, s: &Signal) -> Assessment {
     if let Some(why) = &s.inconclusive {
         return Assessment::Unassessable(why.clone());
     }
@@ -55,8 +56,14 @@ pub(super) fn assess(condition: Condition, s: &Signal) -> Assessment {
             baseline().map(|b| (v, to_places(b + delta, places(b).max(places(delta)))))
         }),
     };
+    // The rule's absolute floor for the kind, if any, must be passed as well.
+    let floor = rule.floor.get(&s.kind).copied();
     match compared {
-        Ok((v, threshold)) if exceeds(v, threshold) => Assessment::Exceeds(Some(threshold)),
+        Ok((v, threshold))
+            if exceeds(v, threshold) && floor.is_none_or(|floor| exceeds(v, floor)) =>
+        {
+            Assessment::Exceeds(Some(threshold))
+        }
         Ok(_) => Assessment::Within,
         Err(why) => Assessment::Unassessable(why),
     }
@@ -80,20 +87,37 @@ fn to_places(x: f64, places: usize) -> f64 {
     format!("{x:.places$}").parse().unwrap_or(x)
 }
 
-/// Duration, observations and, for `after_deploy` rules, a deploy before the signal.
+/// The windows a rule's deploy conditions look back over.
+#[derive(Clone, Copy)]
+pub(super) struct Windows {
+    /// `after_deploy`: from the deploy's start (the correlation window).
+    pub(super) correlation: Duration,
+    /// `immediately_after_deploy`: from the deploy's completion (the blame window).
+    pub(super) blame: Duration,
+}
+
+/// Duration, observations and, for `after_deploy` and `immediately_after_deploy`
+/// rules, a deploy before the signal.
 pub(super) fn gates_pass(
     rule: &Rule,
     s: &Signal,
     deploys: &[&DeployRecord],
-    window: Duration,
+    windows: Windows,
     now: DateTime<Utc>,
 ) -> bool {
+    let before = |d: &&&DeployRecord| d.deploy.started_at <= s.started_at;
     now - s.started_at >= span(rule.min_duration_secs)
         && s.observations >= rule.min_observations
         && (!rule.after_deploy
-            || deploys.iter().any(|d| {
-                d.deploy.started_at <= s.started_at && s.started_at - d.deploy.started_at <= window
-            }))
+            || deploys
+                .iter()
+                .filter(before)
+                .any(|d| s.started_at - d.deploy.started_at <= windows.correlation))
+        && (!rule.immediately_after_deploy
+            || deploys
+                .iter()
+                .filter(before)
+                .any(|d| immediately_after(d, s.started_at, windows.blame)))
 }
 
 struct Hit<'a> {
@@ -115,7 +139,7 @@ pub(super) fn fire_rules(
     rules: &[(&Rule, Condition)],
     evidence: &[&Signal],
     deploys: &[&DeployRecord],
-    window: Duration,
+    windows: Windows,
     now: DateTime<Utc>,
 ) -> Vec<FiredRule> {
     let mut fired = Vec::new();
@@ -123,8 +147,8 @@ pub(super) fn fire_rules(
         let hits: Vec<Hit> = evidence
             .iter()
             .filter(|s| rule.matches(s.kind, s.scope))
-            .filter(|s| gates_pass(rule, s, deploys, window, now))
-            .filter_map(|s| match assess(*condition, s) {
+            .filter(|s| gates_pass(rule, s, deploys, windows, now))
+            .filter_map(|s| match assess(rule, *condition, s) {
                 Assessment::Exceeds(threshold) => Some(Hit {
                     signal: s,
                     threshold,
@@ -194,8 +218,8 @@ pub(super) fn inconclusive_signals(
                 return None;
             }
             let mut whys: Vec<String> = Vec::new();
-            for (_, condition) in matching {
-                match assess(*condition, s) {
+            for (rule, condition) in matching {
+                match assess(rule, *condition, s) {
                     Assessment::Unassessable(why) => {
                         if !whys.contains(&why) {
                             whys.push(why);

@@ -70,6 +70,36 @@ pub(super) fn find_suspect<'a>(
     Some(latest)
 }
 
+/// When a deploy completed: the end of its rollout, or its start when no end (or an
+/// end before the start) was reported.
+pub(super) fn completed_at(d: &DeployRecord) -> DateTime<Utc> {
+    d.deploy
+        .finished_at
+        .filter(|f| *f >= d.deploy.started_at)
+        .unwrap_or(d.deploy.started_at)
+}
+
+/// Whether a regression that started at `start` started "immediately after" `d`: no
+/// later than `blame_window` after it completed. During its rollout counts, also a
+/// rollout still in progress however long it has run (a progressive canary).
+pub(super) fn immediately_after(
+    d: &DeployRecord,
+    start: DateTime<Utc>,
+    blame_window: Duration,
+) -> bool {
+    (d.deploy.finished_at.is_none() && in_progress(&d.deploy.status))
+        || start - completed_at(d) <= blame_window
+}
+
+/// Statuses of a deploy still rolling out.
+fn in_progress(status: &str) -> bool {
+    use crate::domain::deploy::status;
+    matches!(
+        status,
+        status::PROGRESSING | status::WAITING | status::STARTED | status::INITIALIZING
+    )
+}
+
 /// The latest healthy deploy of the same source and target that started before `d`
 /// and is not known to be bad (a rollback went away from what it runs).
 pub(super) fn known_good<'a>(
@@ -126,10 +156,5 @@ pub(super) fn is_canary_run(d: &DeployRecord) -> bool {
 /// Whether a deploy is a canary run its controller has not finished: rolling it back
 /// is the controller's abort. A promoted run is history like any other deploy.
 pub(super) fn is_running_canary(d: &DeployRecord) -> bool {
-    use crate::domain::deploy::status;
-    is_canary_run(d)
-        && matches!(
-            d.deploy.status.as_str(),
-            status::PROGRESSING | status::WAITING | status::STARTED | status::INITIALIZING
-        )
+    is_canary_run(d) && in_progress(&d.deploy.status)
 }

@@ -14,8 +14,9 @@ fn at(hm: &str) -> DateTime<Utc> {
     format!("2026-08-22T{hms}Z").parse().unwrap()
 }
 
+/// Fourteen minutes after revision 7 went out: a fresh signal is inside the blame window.
 fn now() -> DateTime<Utc> {
-    at("10:30")
+    at("10:14")
 }
 
 fn ago(secs: i64) -> DateTime<Utc> {
@@ -484,26 +485,64 @@ fn g4_rolls_back_a_regression_against_the_last_known_good_version() {
         baseline: Some(b),
         ..fresh(kind, v)
     };
+    // Three minutes old, ten minutes after revision 7: G4's duration and deploy gates
+    // pass (they and the 1 % floor are tested in precision_tests).
+    let lasting = |s: Signal| Signal {
+        started_at: ago(240),
+        ..s
+    };
     edges(
         "G4",
         &Policy::default(),
         &[
-            (stable(ErrorRate, 0.0029, 0.001), Verdict::Ok, false),
-            (stable(ErrorRate, 0.003, 0.001), Verdict::Ok, false),
-            (stable(ErrorRate, 0.0031, 0.001), Verdict::Rollback, true),
+            (
+                lasting(stable(ErrorRate, 0.0119, 0.004)),
+                Verdict::Monitor,
+                false,
+            ),
+            (
+                lasting(stable(ErrorRate, 0.012, 0.004)),
+                Verdict::Monitor,
+                false,
+            ),
+            (
+                lasting(stable(ErrorRate, 0.0121, 0.004)),
+                Verdict::Rollback,
+                true,
+            ),
+            // Past 3× but under the floor (M1's 1 %).
+            (
+                lasting(stable(ErrorRate, 0.0031, 0.001)),
+                Verdict::Ok,
+                false,
+            ),
+            // Not yet three minutes.
+            (stable(ErrorRate, 0.0121, 0.004), Verdict::Monitor, false),
             // Between 2× and 3× the matrix only monitors (M3).
-            (stable(LatencyP95, 0.5, 0.2), Verdict::Monitor, false),
-            (stable(LatencyP95, 0.61, 0.2), Verdict::Rollback, true),
+            (
+                lasting(stable(LatencyP95, 0.5, 0.2)),
+                Verdict::Monitor,
+                false,
+            ),
+            (
+                lasting(stable(LatencyP95, 0.61, 0.2)),
+                Verdict::Rollback,
+                true,
+            ),
             (
                 Signal {
                     scope: Scope::Any,
-                    ..stable(ErrorRate, 0.0031, 0.001)
+                    ..lasting(stable(ErrorRate, 0.0121, 0.004))
                 },
                 Verdict::Rollback,
                 true,
             ),
             // A canary is C1's and C2's business.
-            (canary(ErrorRate, 0.0031, 0.001), Verdict::Ok, false),
+            (
+                lasting(canary(ErrorRate, 0.0121, 0.004)),
+                Verdict::Rollback,
+                false,
+            ),
         ],
     );
 }
@@ -732,7 +771,7 @@ fn a_rollback_reason_names_the_versions_the_rules_and_the_timing() {
         d.reason,
         "Roll back prod-eu/shop/Deployment/checkout from kubernetes revision 7 (v2.7) to \
          kubernetes revision 6 (v2.6): M2 (error_rate at 7 %, > 5 %) since \
-         2026-08-22 10:28 UTC, 28 min after the suspect deploy started."
+         2026-08-22 10:12 UTC, 12 min after the suspect deploy started."
     );
 }
 
@@ -782,10 +821,12 @@ fn h2_holds_when_a_dependency_of_the_target_is_degraded() {
 }
 
 #[test]
-fn h2_ignores_recovered_dependencies() {
+fn h2_ignores_dependencies_that_recovered_before_the_regression_began() {
     let rate = fresh(SignalKind::ErrorRate, 0.07);
+    // A regression that began during the outage is the outage's for a while after it
+    // (see precision_tests); this one began a minute after the recovery.
     let recovered = Signal {
-        ended_at: Some(ago(60)),
+        ended_at: Some(ago(180)),
         ..dependency("database")
     };
     let d = run(&history(), &[rate.clone(), recovered]);
@@ -1085,7 +1126,7 @@ fn gitops_recommends_no_revert_when_another_hold_says_the_deploy_is_not_to_blame
         &Policy::default(),
         &t,
         &history(),
-        &[signal(SignalKind::ErrorRate, Some(0.07), at("09:30"))],
+        &[signal(SignalKind::ErrorRate, Some(0.07), at("09:10"))],
         &[],
         &History::default(),
         now(),
@@ -1143,7 +1184,7 @@ fn an_active_freeze_admits_a_rollback_and_is_named_in_the_reason() {
         &target(),
         &history(),
         &[fresh(SignalKind::ErrorRate, 0.07)],
-        &[freeze(4, None), freeze(3, Some(at("10:20")))],
+        &[freeze(4, None), freeze(3, Some(at("10:13")))],
         &History::default(),
         now(),
     );
@@ -1176,7 +1217,7 @@ fn after_rollback(rolled_back_secs_ago: i64, signals: &[Signal]) -> Decision {
 
 #[test]
 fn e1_escalates_when_a_rollback_has_not_restored_service_in_ten_minutes() {
-    let still = [signal(SignalKind::ErrorRate, Some(0.07), at("10:05"))];
+    let still = [signal(SignalKind::ErrorRate, Some(0.07), at("10:01"))];
     let d = after_rollback(11 * 60, &still);
     assert_eq!(
         d.verdict,
@@ -1186,7 +1227,7 @@ fn e1_escalates_when_a_rollback_has_not_restored_service_in_ten_minutes() {
     assert_eq!(
         d.escalate.as_deref(),
         Some(
-            "E1: the rollback at 2026-08-22 10:19 UTC has not restored service within 10 min \
+            "E1: the rollback at 2026-08-22 10:03 UTC has not restored service within 10 min \
              (M2, G2 still firing): escalate to platform on-call and database owners"
         )
     );
