@@ -302,8 +302,8 @@ const UNREACHABLE: &str = "Error: Kubernetes cluster unreachable: Get \"https://
 
 #[tokio::test]
 async fn helm_failures_are_retried_or_escalated_by_what_helm_said() {
-    let rollback = "rollback checkout 2 -n prod --cleanup-on-fail --wait --timeout 120s";
-    let history = "history checkout -n prod --max 1 -o json";
+    let rollback = "rollback -n prod --cleanup-on-fail --wait --timeout 120s -- checkout 2";
+    let history = "history -n prod --max 1 -o json -- checkout";
     let run = |helm: &StubHelm| {
         let executor = helm.executor();
         async move {

@@ -381,6 +381,7 @@ fn deploy_order(a: &DeployRecord, b: &DeployRecord) -> Ordering {
 
 #[cfg(test)]
 mod hard_cases_tests;
+#[cfg(test)]
 mod precision_tests;
 #[cfg(test)]
 mod tests;
