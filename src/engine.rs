@@ -432,6 +432,7 @@ impl Engine {
 
     /// [`Engine::tick`], reloading `window` from the store first: a tick is also when
     /// alerts the queue did not carry (another replica's, or a full queue's) come in.
+    #[instrument(skip_all)]
     async fn tick_in(&self, window: &mut Window) -> usize {
         window.invalidate();
         let loaded = match self.snapshot_in(window, &[]).await {

@@ -119,6 +119,7 @@ impl Ingestor {
 
     /// An Alertmanager notification: group-committed, counted, and its alerts and
     /// targets reported to the engine unless it was a duplicate.
+    #[tracing::instrument(skip_all, fields(alerts = notification.alerts.len()))]
     pub async fn notification(
         &self,
         notification: Notification,
@@ -149,6 +150,11 @@ impl Ingestor {
         if let (Some(engine), Some((targets, keys))) = (&self.engine, touched)
             && !outcome.duplicate
         {
+            tracing::debug!(
+                receipt = outcome.receipt_id,
+                targets = ?targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "notification recorded; its targets go to the engine"
+            );
             engine.ingested(targets, keys);
         }
         Ok(outcome)
@@ -156,6 +162,7 @@ impl Ingestor {
 
     /// A CI deploy report, merged into its (target, revision); the target is evaluated
     /// when the row changed.
+    #[tracing::instrument(skip_all, fields(target = %deploy.target, revision = %deploy.revision))]
     pub async fn ci_deploy(
         &self,
         deploy: &Deploy,
@@ -184,6 +191,7 @@ impl Ingestor {
     /// A Flagger call on its canary run's timeline, with the answer it was given if it
     /// asked. A call that only reports (`post-rollout`, `event`) has the target
     /// evaluated when the run changed; one that asked was evaluated to be answered.
+    #[tracing::instrument(skip_all, fields(target = %call.target, hook = ?call.hook))]
     pub async fn flagger_call(
         &self,
         call: &FlaggerCall,
@@ -202,6 +210,7 @@ impl Ingestor {
     /// A posted signal: `(id, created)`. A targeted signal has its target evaluated
     /// now; a dependency signal concerns every target that depends on it, which the
     /// next tick evaluates.
+    #[tracing::instrument(skip_all, fields(kind = ?signal.kind))]
     pub async fn signal(
         &self,
         signal: &Signal,

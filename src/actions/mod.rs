@@ -35,6 +35,7 @@ impl Planner {
     /// evaluation, so a crash between recording a decision and enqueueing its actions
     /// loses nothing), with the notifications a new action or escalation calls for.
     /// Returns the actions standing for the decision's keys, and whether each is new.
+    #[tracing::instrument(skip_all, fields(decision = stored.id, target = %stored.target_key))]
     pub async fn enqueue(
         &self,
         stored: &StoredDecision,

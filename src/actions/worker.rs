@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::executor::{ExecOutcome, Executors, Journal, Posted};
 use super::notify::Channels;
@@ -222,6 +223,12 @@ impl Worker {
             .await
     }
 
+    #[tracing::instrument(skip_all, fields(
+        action = action.id,
+        decision = action.decision_id,
+        kind = %action.kind,
+        target = %action.target_key,
+    ))]
     async fn run_action(
         &self,
         action: ActionRecord,
@@ -270,7 +277,10 @@ impl Worker {
             worker: self,
             action: &action,
         };
-        let outcome = executor.execute(&action, dry_run, &journal).await;
+        let outcome = executor
+            .execute(&action, dry_run, &journal)
+            .instrument(tracing::info_span!("execute", dry_run))
+            .await;
         let finish = match outcome {
             ExecOutcome::Done { result, verify } => ActionFinish::Succeeded {
                 result,
@@ -422,6 +432,7 @@ impl Worker {
     /// V1/E1: a rollback being verified is `verified` once the target's latest
     /// decision after it shows service restored, and `escalated` when that has not
     /// happened within `verification.escalate_after_secs`.
+    #[tracing::instrument(skip_all)]
     async fn verify(&self, report: &mut StepReport) -> Result<(), StoreError> {
         let now = self.clock.now();
         let verifying = self
@@ -491,6 +502,7 @@ impl Worker {
     }
 
     /// Delivers every notification due.
+    #[tracing::instrument(skip_all)]
     async fn deliver(&self, report: &mut StepReport) -> Result<(), StoreError> {
         let lease = chrono::Duration::seconds(60);
         for _ in 0..BATCH {
