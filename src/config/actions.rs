@@ -36,6 +36,7 @@ pub struct ActionsConfig {
     /// GitHub Actions workflow_dispatch: API base (GitHub Enterprise:
     /// `https://HOST/api/v3`), `owner/repo`, the ref to run on, and the token (or the
     /// environment variable holding it).
+    #[serde(serialize_with = "super::secret::serialize_url")]
     pub github_api_url: String,
     pub github_repository: String,
     pub github_ref: String,
@@ -160,6 +161,8 @@ fn default_command_timeout() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub name: String,
+    /// Printed with any credential in it masked.
+    #[serde(serialize_with = "super::secret::serialize_url")]
     pub url: String,
     /// Sent as `Authorization: Bearer …` when set.
     #[serde(default)]
@@ -172,7 +175,9 @@ pub struct WebhookConfig {
 pub struct NotifyConfig {
     /// A Slack incoming-webhook URL (a secret: whoever has it can post).
     pub slack_webhook_url: Secret,
-    /// A generic JSON webhook: every notification is POSTed here too.
+    /// A generic JSON webhook: every notification is POSTed here too. Printed with any
+    /// credential in it masked.
+    #[serde(serialize_with = "super::secret::serialize_url")]
     pub webhook_url: String,
     /// Sent to `webhook_url` as `Authorization: Bearer …` when set.
     pub webhook_token: Secret,

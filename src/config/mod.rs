@@ -12,7 +12,7 @@ mod secret;
 mod sections;
 
 pub use actions::{ActionsConfig, CommandConfig, NotifyConfig, WebhookConfig};
-pub use secret::{DatabaseUrl, Secret};
+pub use secret::{DatabaseUrl, Secret, redact_url};
 pub use sections::{
     AuthConfig, DatabaseConfig, EngineConfig, HelmDriver, KubernetesConfig, LimitsConfig,
     LogConfig, LogFormat, ServerConfig, TokenConfig,

@@ -252,3 +252,63 @@ fn secrets_never_print() {
     }
     assert!(c.render().contains("postgres://rw:***@db:5432/rw"));
 }
+
+#[test]
+fn every_credential_in_a_url_is_masked() {
+    for (url, printed) in [
+        (
+            "postgres://rw:hunter2@db:5432/rw",
+            "postgres://rw:***@db:5432/rw",
+        ),
+        // A `/`, `@` or `:` in the password does not end the userinfo early.
+        ("postgres://rw:hun/ter2@db/rw", "postgres://rw:***@db/rw"),
+        (
+            "postgres://rw:a@b:c/d@db:5432/rw",
+            "postgres://rw:***@db:5432/rw",
+        ),
+        (
+            "postgres://rw@db/rw?password=hunter2&sslmode=require",
+            "postgres://rw@db/rw?password=***&sslmode=require",
+        ),
+        (
+            "postgresql://db/rw?sslpassword=hunter2&user=rw&PassWord=x",
+            "postgresql://db/rw?sslpassword=***&user=rw&PassWord=***",
+        ),
+        (
+            "https://hooks.example.com/in?token=hunter2&x-api-key=k#frag",
+            "https://hooks.example.com/in?token=***&x-api-key=***#frag",
+        ),
+        (
+            "https://user:hunter2@hooks.example.com/in?access_token=t",
+            "https://user:***@hooks.example.com/in?access_token=***",
+        ),
+        ("sqlite:./rollwarden.db", "sqlite:./rollwarden.db"),
+        ("sqlite:./r.db?mode=rwc", "sqlite:./r.db?mode=rwc"),
+        ("https://api.github.com", "https://api.github.com"),
+    ] {
+        assert_eq!(redact_url(url), printed, "{url}");
+    }
+}
+
+#[test]
+fn urls_print_masked_in_check_config_and_debug() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "[database]\nurl = \"postgres://rw:hun/ter2@db/rw?sslpassword=hunter3\"\n\
+         [notify]\nwebhook_url = \"https://hooks.example.com/x?token=hunter4\"\n\
+         [[actions.webhooks]]\nname = \"pager\"\nurl = \"https://u:hunter5@pager.example.com/\"\n",
+    )
+    .unwrap();
+    let c = Config::load_from(Some(&file), env(&[])).unwrap();
+    let printed = c.render();
+    for secret in ["hun/ter2", "hunter3", "hunter4", "hunter5"] {
+        assert!(!printed.contains(secret), "{secret} in {printed}");
+        assert!(!format!("{:?}", c.database).contains(secret), "{secret}");
+    }
+    assert!(
+        printed.contains("postgres://rw:***@db/rw?sslpassword=***"),
+        "{printed}"
+    );
+}
