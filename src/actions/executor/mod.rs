@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
 use crate::clock::Clock;
-use crate::config::{ActionsConfig, CommandConfig, Secret, WebhookConfig};
+use crate::config::{ActionsConfig, CommandConfig, Secret, WebhookConfig, redact_url};
 use crate::domain::action;
 use crate::domain::decision::undo_command;
 use crate::domain::render::argv::{check_param, render_argv};
@@ -337,7 +337,7 @@ impl Executor for Webhook {
         });
         if dry_run {
             return ExecOutcome::DryRun {
-                result: json!({ "would_post": self.config.url, "body": body }),
+                result: json!({ "would_post": redact_url(&self.config.url), "body": body }),
             };
         }
         // Receivers deduplicate on the key, so a resumed attempt may send again.
@@ -351,7 +351,7 @@ impl Executor for Webhook {
         }
         match post(request).await {
             Posted::Ok { status, body: text } => ExecOutcome::Done {
-                result: json!({ "url": self.config.url, "status": status, "response": text }),
+                result: json!({ "url": redact_url(&self.config.url), "status": status, "response": text }),
                 verify: false,
             },
             Posted::Transient(why) => ExecOutcome::Retry(why),
