@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use crate::app::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -42,14 +42,33 @@ async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// The store answers (readiness); otherwise 503 so that no traffic is routed here.
+/// How long readiness waits for the store. Kubelet's probe gives up after
+/// `timeoutSeconds` (1 s by default) and a pool waiting for a connection to a down
+/// PostgreSQL would take its own `acquire_timeout`: answer 503 before either.
+pub const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
+
+/// The store answers (readiness) within 0.8 s; otherwise 503 at once, so that no
+/// traffic is routed here.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "Ready", body = Ready)))]
+    responses((status = 200, description = "Ready", body = Ready),
+        (status = 503, description = "The store did not answer within 0.8 s", body = ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
-    if let Err(err) = state.store.ping().await {
-        state.metrics.store_error("ping", &err);
-        tracing::warn!(error = %err, "readiness check failed");
-        return Err(ApiError::unavailable("the store is unreachable"));
+    match tokio::time::timeout(READINESS_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            state.metrics.store_error("ping", &err);
+            tracing::warn!(error = %err, "readiness check failed");
+            return Err(ApiError::unavailable("the store is unreachable"));
+        }
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = READINESS_TIMEOUT.as_millis() as u64,
+                "readiness check timed out"
+            );
+            return Err(ApiError::unavailable(
+                "the store did not answer within the readiness timeout",
+            ));
+        }
     }
     Ok(Json(Ready {
         status: "ready",
