@@ -118,7 +118,7 @@ async fn create_freeze(
     let expires_at = request
         .expires_at
         .as_deref()
-        .map(|s| crate::wire::parse_time("expires_at", s))
+        .map(|s| crate::wire::parse_time("expires_at", s, now))
         .transpose()?;
     if expires_at.is_some_and(|end| end <= now) {
         return Err(WireError::inconsistent("expires_at", "must be in the future").into());

@@ -203,10 +203,23 @@ impl Encode<'_, Sqlite> for Ts {
 impl<'r> Decode<'r, Sqlite> for Ts {
     fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
         let text = <&str as Decode<Sqlite>>::decode(value)?;
-        let t =
-            DateTime::parse_from_rfc3339(text).map_err(|e| format!("timestamp {text:?}: {e}"))?;
-        Ok(Ts(t.with_timezone(&Utc)))
+        parse_ts(text)
+            .map(Ts)
+            .ok_or_else(|| format!("timestamp {text:?} is not RFC 3339").into())
     }
+}
+
+/// The text [`ts`] writes, and also what it wrote for a year past 9999 (`+10000-…`)
+/// before the API bounded the times it accepts: such a row must stay readable, or every
+/// read that includes it fails.
+fn parse_ts(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let offset = text.strip_suffix('Z').map(|t| format!("{t}+00:00"));
+    DateTime::parse_from_str(offset.as_deref().unwrap_or(text), "%Y-%m-%dT%H:%M:%S%.f%:z")
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 #[cfg(test)]
@@ -221,5 +234,15 @@ mod tests {
         let c = Utc.with_ymd_and_hms(2026, 8, 22, 10, 0, 0).unwrap();
         assert!(ts(a) < ts(b) && ts(b) < ts(c));
         assert_eq!(ts(b), "2026-08-22T09:00:00.000001Z");
+    }
+
+    #[test]
+    fn a_year_past_9999_written_before_the_bound_reads_back() {
+        let far = Utc.with_ymd_and_hms(10000, 1, 1, 23, 58, 59).unwrap();
+        assert_eq!(ts(far), "+10000-01-01T23:58:59.000000Z");
+        assert_eq!(parse_ts(&ts(far)), Some(far));
+        let now = Utc.with_ymd_and_hms(2026, 8, 22, 9, 0, 0).unwrap();
+        assert_eq!(parse_ts(&ts(now)), Some(now));
+        assert_eq!(parse_ts("yesterday"), None);
     }
 }

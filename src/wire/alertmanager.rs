@@ -53,9 +53,12 @@ pub struct AlertmanagerAlert {
     pub status: String,
     /// At least one; at most `limits.max_labels` (64), names of at most
     /// `limits.max_label_name_bytes`, values of at most `limits.max_label_value_bytes`.
+    /// A name appears once (a duplicate is refused, naming it).
+    #[serde(deserialize_with = "super::unique_map")]
     pub labels: BTreeMap<String, String>,
-    /// At most `limits.max_annotations` (64); `value` and `baseline` carry numbers.
-    #[serde(default)]
+    /// At most `limits.max_annotations` (64); `value` and `baseline` carry numbers. A
+    /// name appears once.
+    #[serde(default, deserialize_with = "super::unique_map")]
     pub annotations: BTreeMap<String, String>,
     /// RFC 3339; not the zero time.
     #[schema(format = DateTime)]
@@ -130,7 +133,7 @@ impl AlertmanagerPayload {
             .alerts
             .into_iter()
             .enumerate()
-            .map(|(i, a)| a.into_alert(&format!("alerts[{i}]"), bounds))
+            .map(|(i, a)| a.into_alert(&format!("alerts[{i}]"), bounds, received_at))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Notification {
             source: Source::Alertmanager,
@@ -146,7 +149,7 @@ impl AlertmanagerPayload {
 }
 
 impl AlertmanagerAlert {
-    fn into_alert(self, at: &str, bounds: &Bounds) -> Result<Alert, WireError> {
+    fn into_alert(self, at: &str, bounds: &Bounds, now: DateTime<Utc>) -> Result<Alert, WireError> {
         let status = parse_status(&self.status, &format!("{at}.status"))?;
         if self.fingerprint.is_empty()
             || self.fingerprint.len() > 64
@@ -180,11 +183,11 @@ impl AlertmanagerAlert {
             bounds.max_annotation_value_bytes,
         )?;
         let starts_at =
-            parse_time(&self.starts_at, &format!("{at}.startsAt"))?.ok_or_else(|| {
+            parse_time(&self.starts_at, &format!("{at}.startsAt"), now)?.ok_or_else(|| {
                 WireError::inconsistent(format!("{at}.startsAt"), "must be set (got the zero time)")
             })?;
         let ends_at = match &self.ends_at {
-            Some(s) => parse_time(s, &format!("{at}.endsAt"))?,
+            Some(s) => parse_time(s, &format!("{at}.endsAt"), now)?,
             None => None,
         };
         if status == AlertStatus::Resolved && ends_at.is_none() {
@@ -228,7 +231,11 @@ fn parse_status(s: &str, field: &str) -> Result<AlertStatus, WireError> {
 }
 
 /// Go's zero `time.Time` marshals as `0001-01-01T00:00:00Z`; it means "not set".
-fn parse_time(s: &str, field: &str) -> Result<Option<DateTime<Utc>>, WireError> {
+fn parse_time(
+    s: &str,
+    field: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, WireError> {
     let t = DateTime::parse_from_rfc3339(s).map_err(|e| {
         WireError::new(
             "invalid_timestamp",
@@ -237,11 +244,10 @@ fn parse_time(s: &str, field: &str) -> Result<Option<DateTime<Utc>>, WireError> 
         )
     })?;
     let t = t.with_timezone(&Utc);
-    Ok(if t.timestamp() <= -62_135_596_800 {
-        None
-    } else {
-        Some(t)
-    })
+    if t.timestamp() <= -62_135_596_800 {
+        return Ok(None);
+    }
+    super::check_time(field, t, now).map(Some)
 }
 
 fn check_pairs(

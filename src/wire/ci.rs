@@ -150,12 +150,12 @@ impl CiDeployPayload {
         let started = self
             .started_at
             .as_deref()
-            .map(|s| parse_time("started_at", s))
+            .map(|s| parse_time("started_at", s, now))
             .transpose()?;
         let mut finished_at = self
             .finished_at
             .as_deref()
-            .map(|s| parse_time("finished_at", s))
+            .map(|s| parse_time("finished_at", s, now))
             .transpose()?;
         if let (Some(started), Some(finished)) = (started, finished_at)
             && finished < started

@@ -233,7 +233,7 @@ impl FlaggerPayload {
         let environment = text("environment")?;
         let region = text("region")?;
         let event = if hook == Hook::Event {
-            Some(self.event()?)
+            Some(self.event(now)?)
         } else {
             None
         };
@@ -251,7 +251,7 @@ impl FlaggerPayload {
     }
 
     /// The three keys Flagger sets on an event (PROTOCOLS.md B.5).
-    fn event(&self) -> Result<FlaggerEvent, WireError> {
+    fn event(&self, now: DateTime<Utc>) -> Result<FlaggerEvent, WireError> {
         let get = |key: &str| {
             self.metadata.get(key).ok_or_else(|| {
                 WireError::inconsistent(
@@ -286,6 +286,7 @@ impl FlaggerPayload {
                     "must be Unix milliseconds, as Flagger sends them",
                 )
             })?;
+        let at = super::check_time("metadata.timestamp", at, now)?;
         Ok(FlaggerEvent {
             at,
             kind: kind.clone(),

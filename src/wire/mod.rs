@@ -119,6 +119,42 @@ fn to_whole<T: TryFrom<u64>, E: serde::de::Error>(number: serde_json::Number) ->
         .ok_or_else(|| E::custom(format!("{number} is not a whole number in range")))
 }
 
+/// An object of strings whose keys are all different. JSON parsers keep the last of
+/// duplicate keys, so `{"severity": "page", "severity": "info"}` would silently mean
+/// whichever came last; Alertmanager never sends one, so it is refused, naming the key.
+pub(crate) fn unique_map<'de, D>(
+    deserializer: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Unique;
+    impl<'de> serde::de::Visitor<'de> for Unique {
+        type Value = std::collections::BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of strings")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = std::collections::BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, String>()? {
+                if out.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!(
+                        "duplicate key {key:?}: each name may appear once"
+                    )));
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_map(Unique)
+}
+
 /// Deserialises JSON, naming the path of the first field that does not fit.
 pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
     if has_escaped_nul(body) {
@@ -147,14 +183,45 @@ pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
     })
 }
 
-/// An RFC 3339 timestamp in UTC, or an error naming `field`.
+/// How far from the server's clock an accepted time may be, either way. Both stores
+/// round-trip every instant of years 1 to 9999 (SQLite keeps a fixed-width text form,
+/// which a year past 9999 breaks), and no alert, deploy, signal or freeze is decades
+/// away from now; a time outside this is a mistake or an attack, refused where it
+/// arrives.
+pub const MAX_TIME_DISTANCE_DAYS: i64 = 3653;
+
+/// An RFC 3339 timestamp in UTC, within [`MAX_TIME_DISTANCE_DAYS`] of `now`, or an
+/// error naming `field`.
 pub(crate) fn parse_time(
     field: &str,
     value: &str,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<chrono::DateTime<chrono::Utc>, WireError> {
-    chrono::DateTime::parse_from_rfc3339(value)
+    let t = chrono::DateTime::parse_from_rfc3339(value)
         .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|_| WireError::new("invalid_timestamp", field, "must be an RFC 3339 timestamp"))
+        .map_err(|_| WireError::new("invalid_timestamp", field, "must be an RFC 3339 timestamp"))?;
+    check_time(field, t, now)
+}
+
+/// `t` if it lies within [`MAX_TIME_DISTANCE_DAYS`] of `now`: a rule against the
+/// server's clock, so `inconsistent` (422).
+pub(crate) fn check_time(
+    field: &str,
+    t: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, WireError> {
+    let bound = chrono::Duration::days(MAX_TIME_DISTANCE_DAYS);
+    if t < now - bound || t > now + bound {
+        return Err(WireError::inconsistent(
+            field,
+            format!(
+                "must be within {} years of the server's clock ({})",
+                MAX_TIME_DISTANCE_DAYS / 365,
+                now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        ));
+    }
+    Ok(t)
 }
 
 /// Kubernetes object names: DNS-1123 (lower-case alphanumerics, `-` and `.`).

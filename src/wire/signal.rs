@@ -191,7 +191,7 @@ impl SignalPayload {
         }
         let latest = now + Duration::seconds(MAX_CLOCK_SKEW_SECS);
         let started_at = match self.started_at.as_deref() {
-            Some(s) => parse_time("started_at", s)?,
+            Some(s) => parse_time("started_at", s, now)?,
             None => now,
         };
         if started_at > latest {
@@ -200,7 +200,7 @@ impl SignalPayload {
         let ended_at = self
             .ended_at
             .as_deref()
-            .map(|s| parse_time("ended_at", s))
+            .map(|s| parse_time("ended_at", s, now))
             .transpose()?;
         if let Some(ended) = ended_at {
             if ended < started_at {
