@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 mod flagger;
 mod freezes;
+mod guard;
 mod health;
 pub mod limit;
 pub mod openapi;
@@ -144,6 +145,8 @@ pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.request_timeout_secs);
 
     api.merge(Router::from(docs))
+        // On matched routes only: an unknown path is still a 404, a wrong method a 405.
+        .route_layer(middleware::from_fn(guard::browser_writes))
         .layer(Extension(document))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

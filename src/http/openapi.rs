@@ -179,7 +179,11 @@ fn shared_responses() -> Vec<(&'static str, Response)> {
         ),
         (
             "Forbidden",
-            error_response("The token's role may not call this route (`forbidden`)").build(),
+            error_response(
+                "The token's role may not call this route (`forbidden`), or a browser sent \
+                 this write from another origin (`cross_origin`)",
+            )
+            .build(),
         ),
         (
             "TooManyRequests",
@@ -189,6 +193,14 @@ fn shared_responses() -> Vec<(&'static str, Response)> {
                     integer_header("Seconds until a request will be admitted again"),
                 )
                 .build(),
+        ),
+        (
+            "UnsupportedMediaType",
+            error_response(
+                "The body is not declared as JSON: send `Content-Type: application/json` \
+                 (`unsupported_media_type`)",
+            )
+            .build(),
         ),
         (
             "Internal",
@@ -253,9 +265,17 @@ pub fn gate(doc: &mut OpenApi, access: Access, rate_limited: bool) {
     }
 }
 
-/// Completes the document: every route may answer 500 (a panic) and 503 (a timeout).
+/// Completes the document: every route may answer 500 (a panic) and 503 (a timeout),
+/// and one that takes a body 415.
 pub fn finish(doc: &mut OpenApi) {
     for op in operations(doc) {
+        if op.request_body.is_some() {
+            // src/http/guard.rs: a body must be declared as JSON.
+            op.responses
+                .responses
+                .entry("415".into())
+                .or_insert(shared("UnsupportedMediaType"));
+        }
         let responses = &mut op.responses.responses;
         responses.entry("500".into()).or_insert(shared("Internal"));
         responses

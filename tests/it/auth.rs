@@ -174,6 +174,7 @@ async fn decide_something(app: &TestApp) {
         .http
         .post(app.url("/api/v1/signals"))
         .bearer_auth(WEBHOOK_TOKEN)
+        .header("content-type", "application/json")
         .body(r#"{"kind":"data_corruption","target":{"namespace":"prod","name":"checkout"},"id":"INC-1"}"#)
         .send()
         .await
@@ -340,6 +341,7 @@ async fn without_tokens_on_loopback_every_request_is_allowed() {
     let response = app
         .http
         .post(app.url("/webhooks/alertmanager"))
+        .header("content-type", "application/json")
         .body(FIRING)
         .send()
         .await

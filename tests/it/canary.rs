@@ -580,6 +580,7 @@ async fn unknown_hooks_get_404_and_bad_payloads_400_and_nothing_is_stored() {
         app.http
             .post(app.url(&format!("/webhooks/flagger/{hook}")))
             .bearer_auth(WEBHOOK_TOKEN)
+            .header("content-type", "application/json")
             .body(body)
             .send()
     };
@@ -653,6 +654,7 @@ async fn flagger_authenticates_with_the_token_in_its_metadata() {
     let r = app
         .http
         .post(app.url("/webhooks/flagger/rollout"))
+        .header("content-type", "application/json")
         .body("not json")
         .send()
         .await

@@ -119,6 +119,7 @@ async fn serve_answers_then_stops_cleanly_on_sigterm_without_logging_tokens() {
     let response = http
         .post(format!("{base}/webhooks/alertmanager"))
         .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
         .body(FIRING)
         .send()
         .await

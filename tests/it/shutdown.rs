@@ -28,6 +28,7 @@ async fn nothing_acknowledged_is_lost_when_stopping_under_load(backend: Backend)
             let result = http
                 .post(url)
                 .bearer_auth(WEBHOOK_TOKEN)
+                .header("content-type", "application/json")
                 .body(body)
                 .send()
                 .await;

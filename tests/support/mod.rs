@@ -77,6 +77,22 @@ impl TestStore {
         }
     }
 
+    /// A PostgreSQL store connected with `options` (a schema of [`postgres_schema`],
+    /// perhaps through a proxy of the test's).
+    pub async fn postgres_with(options: PgConnectOptions) -> Self {
+        let store = PostgresStore::connect_with(options.clone(), 2)
+            .await
+            .expect("connect postgres");
+        store.migrate().await.expect("migrate postgres");
+        Self {
+            store: Arc::new(store),
+            backend: Backend::Postgres,
+            url: String::new(),
+            pg: Some(options),
+            _dir: None,
+        }
+    }
+
     /// The same database with a fresh connection pool, for the app's next life.
     pub async fn reopened(mut self) -> Self {
         self.store = self.reopen().await;
