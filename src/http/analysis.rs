@@ -21,9 +21,9 @@ use super::error::{ApiError, ErrorBody};
 use super::query::{self, ApiPath, ApiQuery};
 use crate::app::AppState;
 use crate::domain::canary::CanaryStatus;
+use crate::domain::field::Field;
 use crate::domain::{Freeze, Outcome, Scope, SignalKind, TargetRef, Verdict};
 use crate::engine::Evaluation;
-use crate::wire::check_name;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(analyse_target))
@@ -96,18 +96,21 @@ struct AnalysisQuery {
     kind: Option<KubeKind>,
 }
 
-/// A Kubernetes object name (DNS-1123: lower-case letters, digits, `-` and `.`).
+/// A Kubernetes object name ([`Field::Name`]: a DNS-1123 subdomain).
 struct KubeName(String);
 
 query::text_newtype!(
     KubeName(String),
-    |s| check_name("", s, false).ok().map(|()| s.to_string()),
-    "must be a Kubernetes name: lower-case letters, digits, '-' and '.', at most 253",
+    |s| Field::Name.fits(s).then(|| s.to_string()),
+    "must be a Kubernetes name: a DNS-1123 subdomain (lower-case letters, digits, '-' \
+     and '.', starting and ending with a letter or digit), at most 253",
     ObjectBuilder::new()
         .schema_type(Type::String)
         .min_length(Some(1))
         .max_length(Some(253))
-        .pattern(Some("^[a-z0-9.-]{1,253}$"))
+        .pattern(Some(
+            "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+        ))
 );
 
 /// A cluster name as target keys carry it: like [`KubeName`], or empty.
@@ -115,12 +118,14 @@ struct ClusterName(String);
 
 query::text_newtype!(
     ClusterName(String),
-    |s| check_name("", s, true).ok().map(|()| s.to_string()),
-    "must be a Kubernetes name: lower-case letters, digits, '-' and '.', at most 253",
+    |s| Field::Cluster.fits(s).then(|| s.to_string()),
+    "must be a cluster name: a DNS-1123 subdomain, at most 253, or empty",
     ObjectBuilder::new()
         .schema_type(Type::String)
         .max_length(Some(253))
-        .pattern(Some("^[a-z0-9.-]{0,253}$"))
+        .pattern(Some(
+            "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$"
+        ))
 );
 
 /// A Kubernetes kind, such as `Deployment`.
@@ -128,14 +133,13 @@ struct KubeKind(String);
 
 query::text_newtype!(
     KubeKind(String),
-    |s| (!s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric()))
-        .then(|| s.to_string()),
+    |s| Field::Kind.fits(s).then(|| s.to_string()),
     "must be a Kubernetes kind such as Deployment",
     ObjectBuilder::new()
         .schema_type(Type::String)
         .min_length(Some(1))
         .max_length(Some(63))
-        .pattern(Some("^[A-Za-z0-9]{1,63}$"))
+        .pattern(Some("^[A-Za-z][A-Za-z0-9]{0,62}$"))
 );
 
 /// What rollwarden decides about a target now, for Argo Rollouts' web metric provider

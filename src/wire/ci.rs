@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{WireError, is_plain_text, parse_time};
+use super::{WireError, check, is_plain_text, parse_time};
 use crate::domain::deploy::status;
 use crate::domain::field::Field;
 use crate::domain::{Deploy, DeploySource, TargetRef};
@@ -224,18 +224,6 @@ impl CiDeployPayload {
 }
 
 /// `value` by its field's grammar, or a 400 naming `field` and the grammar.
-fn check(field: &str, grammar: Field, value: &str) -> Result<(), WireError> {
-    if grammar.fits(value) {
-        Ok(())
-    } else {
-        Err(WireError::new(
-            "invalid_field",
-            field,
-            format!("must be {}", grammar.expects()),
-        ))
-    }
-}
-
 fn check_text(field: &str, value: &str) -> Result<(), WireError> {
     if !is_plain_text(value, MAX_TEXT) {
         return Err(WireError::new(

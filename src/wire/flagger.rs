@@ -17,9 +17,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Bounds, WireError, check_name, is_plain_text};
+use super::{Bounds, WireError, check, is_plain_text};
 use crate::domain::canary::Hook;
 use crate::domain::deploy::{EVENTS, START, START_UNKNOWN, status};
+use crate::domain::field::Field;
 use crate::domain::{Deploy, DeploySource, TargetRef};
 
 /// What Flagger posts to every webhook. Unknown fields are ignored, like
@@ -31,9 +32,17 @@ use crate::domain::{Deploy, DeploySource, TargetRef};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct FlaggerPayload {
     /// The Canary object's name; rollwarden's target is the Deployment of that name.
-    #[schema(pattern = "^[a-z0-9.-]{1,253}$", example = "checkout")]
+    #[schema(
+        max_length = 253,
+        pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        example = "checkout"
+    )]
     pub name: String,
-    #[schema(pattern = "^[a-z0-9.-]{1,253}$", example = "prod")]
+    #[schema(
+        max_length = 63,
+        pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        example = "prod"
+    )]
     pub namespace: String,
     /// A canary phase (Flagger's `CanaryPhase`).
     #[schema(
@@ -169,8 +178,8 @@ impl FlaggerPayload {
         bounds: &Bounds,
         now: DateTime<Utc>,
     ) -> Result<FlaggerCall, WireError> {
-        check_name("name", &self.name, false)?;
-        check_name("namespace", &self.namespace, false)?;
+        check("name", Field::Name, &self.name)?;
+        check("namespace", Field::Namespace, &self.namespace)?;
         let phase = Phase::parse(&self.phase).ok_or_else(|| {
             let known: Vec<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
             invalid(

@@ -174,7 +174,7 @@ pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
             return WireError::new("malformed_json", "body", inner.to_string());
         }
         // serde's message already says "missing field `x`" or "invalid type: ...".
-        let field = if path == "." || path == "?" {
+        let field = if path.is_empty() || path == "." || path == "?" {
             "body".to_string()
         } else {
             path
@@ -224,20 +224,20 @@ pub(crate) fn check_time(
     Ok(t)
 }
 
-/// Kubernetes object names: DNS-1123 (lower-case alphanumerics, `-` and `.`).
-pub(crate) fn check_name(field: &str, value: &str, allow_empty: bool) -> Result<(), WireError> {
-    let ok = (allow_empty || !value.is_empty())
-        && value.len() <= 253
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-    if ok {
+/// `value` if it fits `grammar` (one per kind of field, `domain::field`), else a 400
+/// naming `field` and saying what it must be.
+pub(crate) fn check(
+    field: &str,
+    grammar: crate::domain::field::Field,
+    value: &str,
+) -> Result<(), WireError> {
+    if grammar.fits(value) {
         Ok(())
     } else {
         Err(WireError::new(
             "invalid_field",
             field,
-            "must be a Kubernetes name: lower-case letters, digits, '-' and '.', at most 253",
+            format!("must be {}", grammar.expects()),
         ))
     }
 }

@@ -6,8 +6,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{WireError, parse_time};
+use super::{WireError, check, parse_time};
 use crate::domain::classify::MAX_SUMMARY_CHARS;
+use crate::domain::field::Field;
 use crate::domain::{Scope, Signal, SignalKind, SignalSource, TargetRef};
 
 /// What a poster sends. Unknown fields are rejected, so that a typo (`vaule`) is a
@@ -78,14 +79,17 @@ pub struct SignalPayload {
 #[serde(deny_unknown_fields)]
 pub struct SignalTargetPayload {
     /// Defaults to `kubernetes.cluster` from the config.
-    #[schema(pattern = "^[a-z0-9-]{1,63}$")]
+    #[schema(
+        max_length = 253,
+        pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+    )]
     pub cluster: Option<String>,
-    #[schema(value_type = String, required = true, pattern = "^[a-z0-9-]{1,63}$", example = "prod")]
+    #[schema(value_type = String, required = true, max_length = 63, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", example = "prod")]
     pub namespace: Option<String>,
     /// Defaults to `Deployment`.
-    #[schema(pattern = "^[A-Za-z0-9]{1,63}$")]
+    #[schema(pattern = "^[A-Za-z][A-Za-z0-9]{0,62}$")]
     pub kind: Option<String>,
-    #[schema(value_type = String, required = true, pattern = "^[a-z0-9.-]{1,253}$", example = "checkout")]
+    #[schema(value_type = String, required = true, max_length = 253, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", example = "checkout")]
     pub name: Option<String>,
 }
 
@@ -267,38 +271,20 @@ impl SignalPayload {
 impl SignalTargetPayload {
     fn into_ref(self, default_cluster: &str) -> Result<TargetRef, WireError> {
         let cluster = self.cluster.unwrap_or_else(|| default_cluster.to_string());
-        if !is_dns_label(&cluster) {
+        // A posted target names its cluster, when it does, with a non-empty name.
+        if cluster.is_empty() {
             return Err(invalid(
                 "target.cluster",
-                "must be 1 to 63 lower-case letters, digits or '-'",
+                format!("must be {}", Field::Cluster.expects()),
             ));
         }
+        check("target.cluster", Field::Cluster, &cluster)?;
         let namespace = self.namespace.ok_or_else(|| required("target.namespace"))?;
-        if !is_dns_label(&namespace) {
-            return Err(invalid(
-                "target.namespace",
-                "must be a namespace name: 1 to 63 lower-case letters, digits or '-'",
-            ));
-        }
+        check("target.namespace", Field::Namespace, &namespace)?;
         let name = self.name.ok_or_else(|| required("target.name"))?;
-        let name_ok = !name.is_empty()
-            && name.len() <= 253
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-        if !name_ok {
-            return Err(invalid(
-                "target.name",
-                "must be a Kubernetes name: lower-case letters, digits, '-' and '.', at most 253",
-            ));
-        }
+        check("target.name", Field::Name, &name)?;
         let kind = self.kind.unwrap_or_else(|| "Deployment".into());
-        if kind.is_empty() || kind.len() > 63 || !kind.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(invalid(
-                "target.kind",
-                "must be a Kubernetes kind such as Deployment",
-            ));
-        }
+        check("target.kind", Field::Kind, &kind)?;
         Ok(TargetRef::new(&cluster, &namespace, &kind, &name))
     }
 }
@@ -309,13 +295,6 @@ fn invalid(field: &str, message: impl Into<String>) -> WireError {
 
 fn required(field: &str) -> WireError {
     WireError::new("invalid_field", field, "is required")
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// Ids and dependency names: 1 to 128 printable characters without spaces.
