@@ -13,6 +13,7 @@ mod engine;
 mod executors;
 mod fake_kube;
 mod freezes;
+mod fuzz;
 mod hardening;
 mod hostile;
 mod ingest;
