@@ -18,6 +18,7 @@ use crate::http::auth::Authenticator;
 use crate::http::limit::RateLimit;
 use crate::ingest::Ingestor;
 use crate::k8s::watch::{self, Watchers};
+use crate::store::lock::{WriterLock, lock_sqlite_writer};
 use crate::store::{self, Store};
 use crate::telemetry::Metrics;
 use crate::wire::Bounds;
@@ -57,6 +58,8 @@ pub struct App {
     /// The outbox workers, when `actions.enabled`.
     actions: Option<Worker>,
     tick: Duration,
+    /// `serve` on SQLite: the file's writer lock, released when the app has stopped.
+    writer_lock: Option<WriterLock>,
     rollout_timeout: Duration,
     rollout_poll: Duration,
 }
@@ -68,6 +71,7 @@ const ACTION_WORKERS: usize = 2;
 impl App {
     /// Connects and migrates the configured store, then builds the app on it.
     pub async fn build(config: Config) -> anyhow::Result<App> {
+        let writer_lock = lock_sqlite_writer(config.database.url.expose())?;
         let store = store::connect(
             config.database.url.expose(),
             config.database.max_connections,
@@ -76,7 +80,8 @@ impl App {
         .with_context(|| format!("opening {:?}", config.database.url))?;
         store.migrate().await.context("applying migrations")?;
         let kubernetes = config.kubernetes.clone();
-        let app = Self::build_with(config, store, Arc::new(SystemClock)).await?;
+        let mut app = Self::build_with(config, store, Arc::new(SystemClock)).await?;
+        app.writer_lock = writer_lock;
         if !kubernetes.enabled {
             tracing::info!("kubernetes.enabled = false: deploy history from CI callbacks only");
             return Ok(app);
@@ -243,6 +248,7 @@ impl App {
             watchers: None,
             engine,
             tick: Duration::from_secs(config.engine.tick_secs),
+            writer_lock: None,
             actions,
             rollout_timeout: Duration::from_secs(config.actions.rollout_timeout_secs),
             // `rollout status` polls as kubectl's watch would notice: within a second.
@@ -273,6 +279,7 @@ impl App {
             engine,
             tick,
             actions,
+            writer_lock,
             ..
         } = self;
         if let Some(worker) = actions {
@@ -323,6 +330,7 @@ impl App {
         // The router (and with it the ingestor's sender) is gone: writers drain and stop.
         while workers.join_next().await.is_some() {}
         store.close().await;
+        drop(writer_lock);
         tracing::info!("stopped");
         result.context("server task")?.context("serving")
     }

@@ -122,6 +122,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             app.run(shutdown).await
         }
         Command::Migrate => {
+            let _writer = store::lock::lock_sqlite_writer(config.database.url.expose())?;
             let store = store::connect(config.database.url.expose(), 1)
                 .await
                 .with_context(|| format!("opening {:?}", config.database.url))?;

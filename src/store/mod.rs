@@ -4,6 +4,7 @@
 //! keeps its transaction inside, so callers never hold one.
 
 mod batch;
+pub mod lock;
 mod postgres;
 mod records;
 mod sql;

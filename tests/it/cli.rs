@@ -126,6 +126,39 @@ async fn serve_answers_then_stops_cleanly_on_sigterm_without_logging_tokens() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 
+    // A second `serve` on the same SQLite file (on another port) exits at once, naming
+    // the first one's PID: SQLite serves one replica.
+    let mut second = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env(
+            "ROLLWARDEN__SERVER__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(status) = second.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(status) = exited else {
+        second.kill().unwrap();
+        panic!("a second serve on the same SQLite file kept running");
+    };
+    assert!(!status.success());
+    let mut refused = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut refused).unwrap();
+    assert!(
+        refused.contains(&format!("PID {}", child.id())),
+        "{refused}"
+    );
+
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
