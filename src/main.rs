@@ -11,9 +11,19 @@ use rollwarden::app::App;
 use rollwarden::config::{Config, LogFormat};
 use rollwarden::{replay, store, telemetry};
 
+/// `0.1.0 (commit 1a2b3c4d5e6f, built 2026-12-03)`: build.rs supplies the rest.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ROLLWARDEN_COMMIT"),
+    ", built ",
+    env!("ROLLWARDEN_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
-    version,
+    version = VERSION,
     about = "Decides, with evidence, whether a bad deploy must be rolled back"
 )]
 struct Cli {

@@ -69,6 +69,31 @@ fn check_config_prints_the_effective_settings_with_secrets_masked() {
 }
 
 #[test]
+fn version_names_the_commit_and_the_build_date() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let (name, rest) = printed.trim().split_once(' ').unwrap();
+    assert_eq!(name, "rollwarden");
+    let (version, meta) = rest
+        .split_once(" (commit ")
+        .unwrap_or_else(|| panic!("{printed}"));
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+    let (commit, date) = meta
+        .trim_end_matches(')')
+        .split_once(", built ")
+        .unwrap_or_else(|| panic!("{printed}"));
+    assert!(
+        commit == "unknown" || commit.chars().all(|c| c.is_ascii_hexdigit()),
+        "{printed}"
+    );
+    assert!(
+        chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok(),
+        "{printed}"
+    );
+}
+
+#[test]
 fn an_invalid_config_exits_2_naming_the_key() {
     let out = Command::new(BIN)
         .arg("check-config")
