@@ -43,9 +43,14 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Validate the configuration and print the effective settings (secrets masked)
-    /// and the decision policy as a table.
-    CheckConfig,
+    /// Validate the configuration with every rule `serve` applies and print the
+    /// effective settings (secrets masked) and the decision policy as a table.
+    CheckConfig {
+        /// Validate without the secrets: token files and variables may be absent (their
+        /// presence is checked by `serve`), as on a laptop or in CI.
+        #[arg(long)]
+        lint: bool,
+    },
     /// Shadow mode: run a recorded stream (NDJSON, as `export` writes) through the
     /// policy and print, decision by decision, what rollwarden would have done.
     Replay {
@@ -90,8 +95,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::CheckConfig = cli.command {
-        if let Err(err) = config.resolve_tokens() {
+    if let Command::CheckConfig { lint } = cli.command {
+        let checked = config.lint().and_then(|()| {
+            if lint {
+                Ok(())
+            } else {
+                config.resolve_tokens().map(drop)
+            }
+        });
+        if let Err(err) = checked {
             eprintln!("rollwarden: invalid configuration: {err}");
             return ExitCode::from(2);
         }
@@ -202,7 +214,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             tracing::info!(records = n, "exported");
             Ok(())
         }
-        Command::CheckConfig => unreachable!("handled before the runtime starts"),
+        Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
     }
 }
 

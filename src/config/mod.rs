@@ -182,6 +182,25 @@ impl Config {
             .map(Secret::new)
     }
 
+    /// Every rule `serve` applies to a config before it starts, except reading the
+    /// secrets (token files and variables, which `check-config --lint` may run
+    /// without): `serve` calls this too, so the two cannot disagree. Loading already
+    /// validated each section.
+    pub fn lint(&self) -> Result<(), ConfigError> {
+        let listen = self.server.listen;
+        if self.auth.tokens.is_empty() && !listen.ip().is_loopback() && !self.auth.allow_anonymous {
+            return Err(invalid(
+                "server.listen",
+                format!(
+                    "refusing to listen on {listen} without auth: configure [[auth.tokens]] \
+                     or set auth.allow_anonymous = true"
+                ),
+            ));
+        }
+        self.classifier()?;
+        Ok(())
+    }
+
     /// The tokens with their values read from wherever they are configured.
     pub fn resolve_tokens(&self) -> Result<Vec<(String, Role, Secret)>, ConfigError> {
         let mut resolved = Vec::new();

@@ -94,6 +94,75 @@ fn version_names_the_commit_and_the_build_date() {
 }
 
 #[test]
+fn the_example_configs_pass_the_lint_without_their_secrets() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+    let mut linted = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let out = Command::new(BIN)
+            .args(["check-config", "--lint", "--config"])
+            .arg(&path)
+            .env_remove("ROLLWARDEN_ALERTMANAGER_TOKEN")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Without --lint, the absent secrets are what it says.
+        let out = Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .env_remove("ROLLWARDEN_ALERTMANAGER_TOKEN")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", path.display());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("auth.tokens[0].token_"), "{err}");
+        linted += 1;
+    }
+    assert!(linted >= 2, "the examples are there");
+}
+
+#[test]
+fn check_config_and_serve_refuse_an_open_listener_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("open.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"0.0.0.0:{}\"\n[database]\nurl = \"sqlite:{}\"\n",
+            free_port(),
+            dir.path().join("rw.db").display()
+        ),
+    )
+    .unwrap();
+    for args in [
+        &["check-config", "--lint"][..],
+        &["check-config"],
+        &["serve"],
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("server.listen") && err.contains("without auth"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn an_invalid_config_exits_2_naming_the_key() {
     let out = Command::new(BIN)
         .arg("check-config")
