@@ -137,6 +137,8 @@ struct Window {
     alerts: Option<BTreeMap<i64, WindowAlert>>,
     /// What the caps left out since the last load.
     dropped: Dropped,
+    /// When it was last loaded in full, by the engine's clock and by the machine's.
+    loaded: Option<(DateTime<Utc>, std::time::Instant)>,
     /// The window's size after the last trim: the next trim waits until it doubles, so
     /// trimming costs the load amortised O(n log n), and memory stays within twice the
     /// caps while loading.
@@ -162,6 +164,13 @@ struct WindowAlert {
     classified: Arc<Classified>,
 }
 
+/// A tick reloads the window in full when its last load is older than this (by the
+/// engine's clock or the machine's). Between, each ingest brings its own alerts in, and a
+/// rollback is confirmed on a reload; what a reload alone brings (another replica's
+/// alerts, an alert going stale) waits at most this long. Reloading at every tick made
+/// an idle engine read and classify the whole window every 10 s.
+const RELOAD_SECS: u64 = 60;
+
 /// Trimming waits until the window holds at least this many alerts.
 const TRIM_FLOOR: usize = 16_384;
 
@@ -173,6 +182,19 @@ impl Window {
 
     fn is_loaded(&self) -> bool {
         self.alerts.is_some()
+    }
+
+    /// Whether a tick at `now` should reload it.
+    fn due_for_reload(&self, now: DateTime<Utc>) -> bool {
+        let every = Duration::from_secs(RELOAD_SECS);
+        match self.loaded {
+            Some((at, instant)) if self.is_loaded() => {
+                (now - at).to_std().is_ok_and(|d| d >= every)
+                    || now < at
+                    || instant.elapsed() >= every
+            }
+            _ => true,
+        }
     }
 
     fn merge(
@@ -455,6 +477,7 @@ impl Engine {
                 // workers (and every ingest on them) for as long. Trimmed as it grows,
                 // so the load itself stays within the caps.
                 let mut alerts = BTreeMap::new();
+                window.loaded = Some((now, std::time::Instant::now()));
                 window.dropped = Dropped::default();
                 window.trimmed_at = 0;
                 let mut after = 0;
@@ -651,22 +674,25 @@ impl Engine {
         self.tick_in(&mut Window::default()).await
     }
 
-    /// [`Engine::tick`], reloading `window` from the store first: a tick is also when
-    /// alerts the queue did not carry (another replica's, or a full queue's) come in.
+    /// [`Engine::tick`], reloading `window` from the store first when its last load is
+    /// [`RELOAD_SECS`] old: a reload is also when alerts the queue did not carry
+    /// (another replica's) come in, and stale alerts leave.
     #[instrument(skip_all)]
     async fn tick_in(&self, window: &mut Window) -> usize {
-        window.invalidate();
-        match self
-            .store
-            .count_stale_alerts(self.clock.now() - self.stale_after())
-            .await
-        {
-            Ok(stale) => {
-                self.metrics
-                    .engine_alerts_stale
-                    .set(i64::try_from(stale).unwrap_or(i64::MAX));
+        if window.due_for_reload(self.clock.now()) {
+            window.invalidate();
+            match self
+                .store
+                .count_stale_alerts(self.clock.now() - self.stale_after())
+                .await
+            {
+                Ok(stale) => {
+                    self.metrics
+                        .engine_alerts_stale
+                        .set(i64::try_from(stale).unwrap_or(i64::MAX));
+                }
+                Err(err) => self.metrics.store_error("engine_stale", &err),
             }
-            Err(err) => self.metrics.store_error("engine_stale", &err),
         }
         let loaded = match self.snapshot_in(window, &[]).await {
             Ok(snapshot) => self.due(&snapshot).await.map(|due| (snapshot, due)),
