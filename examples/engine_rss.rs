@@ -48,7 +48,10 @@ async fn main() -> anyhow::Result<()> {
 
     let mut server = start(bin.into(), &config, &http, &base).await?;
     let started = Instant::now();
-    post_flood(&http, &base, alerts).await?;
+    if let Err(err) = post_flood(&http, &base, alerts).await {
+        stop(&mut server)?;
+        return Err(err);
+    }
     let posted = started.elapsed();
     tokio::time::sleep(Duration::from_secs(3 * TICK_SECS)).await;
     let flood_peak = peak_rss_mb(server.id())?;
@@ -117,7 +120,7 @@ async fn post_flood(http: &reqwest::Client, base: &str, alerts: usize) -> anyhow
     let mut senders = tokio::task::JoinSet::new();
     for sender in 0..SENDERS {
         let http = http.clone();
-        let url = format!("{base}/api/v1/alertmanager");
+        let url = format!("{base}/webhooks/alertmanager");
         senders.spawn(async move {
             for n in (sender..notifications).step_by(SENDERS) {
                 let first = n * PER_NOTIFICATION;

@@ -171,6 +171,13 @@ struct WindowAlert {
 /// an idle engine read and classify the whole window every 10 s.
 const RELOAD_SECS: u64 = 60;
 
+/// An alert's place in the window's order: last delivery, then id.
+type Newest = (DateTime<Utc>, i64);
+
+/// Keys read back per query when an ingest batch is merged: a flood's batch of tens of
+/// thousands of alerts is read (and trimmed) a page at a time, not all at once.
+const MERGE_PAGE: usize = 1000;
+
 /// Trimming waits until the window holds at least this many alerts.
 const TRIM_FLOOR: usize = 16_384;
 
@@ -254,7 +261,7 @@ impl Window {
         }
         let mut remove: Vec<i64> = Vec::new();
         let mut per_target: Vec<(TargetRef, u64)> = Vec::new();
-        let mut newest: Vec<((DateTime<Utc>, i64), Option<&TargetRef>)> = Vec::new();
+        let mut newest: Vec<(Newest, Option<&TargetRef>)> = Vec::new();
         for (target, group) in &mut groups {
             if group.len() > limits.max_alerts_per_target {
                 group.sort_unstable_by(|a, b| b.cmp(a));
@@ -274,7 +281,7 @@ impl Window {
         }
         let mut gone_targets = HashSet::new();
         if newest.len() > limits.max_targets {
-            newest.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            newest.sort_unstable_by_key(|&(at, _)| std::cmp::Reverse(at));
             for (_, target) in newest.split_off(limits.max_targets) {
                 let target = target.expect("only targets are ranked");
                 let group = &groups[&Some(target)];
@@ -457,8 +464,8 @@ impl Engine {
         let limits = self.limits;
         let mut alerts = match window.alerts.take() {
             Some(mut alerts) => {
-                if !keys.is_empty() {
-                    for row in self.store.alerts_by_key(keys).await? {
+                for page in keys.chunks(MERGE_PAGE) {
+                    for row in self.store.alerts_by_key(page).await? {
                         Window::merge(&mut alerts, &mut window.dropped, &self.classifier, &row);
                     }
                     Window::trim(
