@@ -185,6 +185,7 @@ impl App {
             clock: clock.clone(),
             metrics: metrics.clone(),
             planner: Some(planner),
+            limits: config.engine.limits(),
         };
         let (engine_handle, engine) = if config.engine.enabled {
             let (handle, queue) = Engine::channel();

@@ -3,7 +3,9 @@
 //! loads the target's signals, deploys, freezes and rollback history, calls the pure
 //! `decide()`, and records the decision when its verdict or inputs changed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -19,7 +21,9 @@ use crate::domain::alert::AlertStatus;
 use crate::domain::classify::{Classified, Classifier};
 use crate::domain::decide::{History, decide};
 use crate::domain::policy::Policy;
-use crate::domain::{Decision, DeployRecord, Freeze, Signal, Target, TargetRef, Verdict};
+use crate::domain::{
+    Decision, DeployRecord, Freeze, NotConsidered, Signal, Target, TargetRef, Verdict,
+};
 use crate::store::{DecisionQuery, NewDecision, Store, StoreError, StoredAlert, StoredDecision};
 use crate::telemetry::Metrics;
 
@@ -39,6 +43,31 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     /// Turns rollback and freeze decisions into actions; `None` records decisions only.
     pub planner: Option<Planner>,
+    /// What the window holds: staleness and caps (`[engine]`).
+    pub limits: WindowLimits,
+}
+
+/// The bounds of the engine's window: how long a firing alert stays in it without a
+/// delivery, and how many alerts and targets it holds at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowLimits {
+    /// `engine.alert_stale_secs`.
+    pub stale_secs: u64,
+    /// `engine.max_alerts_per_target`.
+    pub max_alerts_per_target: usize,
+    /// `engine.max_targets`.
+    pub max_targets: usize,
+}
+
+impl Default for WindowLimits {
+    /// The defaults of `[engine]`.
+    fn default() -> Self {
+        Self {
+            stale_secs: 16_200,
+            max_alerts_per_target: 1000,
+            max_targets: 10_000,
+        }
+    }
 }
 
 /// What every evaluation at one instant reads, loaded and classified once: a tick
@@ -52,6 +81,12 @@ pub struct Snapshot {
     /// depend on it.
     pub untargeted: Vec<Arc<Classified>>,
     pub freezes: Vec<Freeze>,
+    /// Alerts the window left out of each target it holds (over
+    /// `max_alerts_per_target`).
+    pub not_considered: BTreeMap<TargetRef, u64>,
+    /// Targets the window left out (over `max_targets`), by [`target_hash`]: they are
+    /// not evaluated, rather than evaluated without their alerts.
+    pub dropped_targets: Arc<HashSet<u64>>,
 }
 
 impl Snapshot {
@@ -72,28 +107,79 @@ impl Snapshot {
             by_target,
             untargeted,
             freezes,
+            not_considered: BTreeMap::new(),
+            dropped_targets: Arc::default(),
         }
+    }
+
+    /// Whether `target` was left out of the window (over `max_targets`).
+    pub fn dropped(&self, target: &TargetRef) -> bool {
+        !self.dropped_targets.is_empty() && self.dropped_targets.contains(&target_hash(target))
     }
 }
 
-/// The run loop's view of the correlation window: every alert still firing or
-/// recently resolved, each classified once. A tick reloads it from the store; a batch
-/// of ingests merges just the rows those ingests wrote. Under a flood of alerts an
-/// evaluation then costs its own rows, not a re-read and re-classification of the
-/// whole window (which made ingest with the engine on quadratic).
+/// A target's key hashed: the window remembers the targets it left out by this (8
+/// bytes each), not by their names.
+fn target_hash(target: &TargetRef) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    target.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The run loop's view of the correlation window: every classified alert still firing
+/// (and not stale) or recently resolved, within the caps. A tick reloads it from the
+/// store; a batch of ingests merges just the rows those ingests wrote. Under a flood of
+/// alerts an evaluation then costs its own rows, not a re-read and re-classification of
+/// the whole window (which made ingest with the engine on quadratic).
 #[derive(Default)]
 struct Window {
     /// By alert id; `None` until loaded (or after a failed read, to reload).
     alerts: Option<BTreeMap<i64, WindowAlert>>,
+    /// What the caps left out since the last load.
+    dropped: Dropped,
+    /// When it was last loaded in full, by the engine's clock and by the machine's.
+    loaded: Option<(DateTime<Utc>, std::time::Instant)>,
+    /// The window's size after the last trim: the next trim waits until it doubles, so
+    /// trimming costs the load amortised O(n log n), and memory stays within twice the
+    /// caps while loading.
+    trimmed_at: usize,
+}
+
+/// What the caps left out of the window.
+#[derive(Default)]
+struct Dropped {
+    /// Alerts left out of targets that are held, by target.
+    per_target: HashMap<TargetRef, u64>,
+    /// Alerts about no target (dependency alerts) left out.
+    untargeted: u64,
+    /// Targets left out entirely, by [`target_hash`], and their alerts.
+    targets: Arc<HashSet<u64>>,
+    target_alerts: u64,
 }
 
 struct WindowAlert {
     updated_at: DateTime<Utc>,
     firing: bool,
     ends_at: Option<DateTime<Utc>>,
-    /// `None` for an alert the classifier ignores.
-    classified: Option<Arc<Classified>>,
+    classified: Arc<Classified>,
 }
+
+/// A tick reloads the window in full when its last load is older than this (by the
+/// engine's clock or the machine's). Between, each ingest brings its own alerts in, and a
+/// rollback is confirmed on a reload; what a reload alone brings (another replica's
+/// alerts, an alert going stale) waits at most this long. Reloading at every tick made
+/// an idle engine read and classify the whole window every 10 s.
+const RELOAD_SECS: u64 = 60;
+
+/// An alert's place in the window's order: last delivery, then id.
+type Newest = (DateTime<Utc>, i64);
+
+/// Keys read back per query when an ingest batch is merged: a flood's batch of tens of
+/// thousands of alerts is read (and trimmed) a page at a time, not all at once.
+const MERGE_PAGE: usize = 1000;
+
+/// Trimming waits until the window holds at least this many alerts.
+const TRIM_FLOOR: usize = 16_384;
 
 impl Window {
     /// Forgets what it holds: the next snapshot reloads the window.
@@ -105,11 +191,41 @@ impl Window {
         self.alerts.is_some()
     }
 
-    fn merge(alerts: &mut BTreeMap<i64, WindowAlert>, classifier: &Classifier, row: &StoredAlert) {
+    /// Whether a tick at `now` should reload it.
+    fn due_for_reload(&self, now: DateTime<Utc>) -> bool {
+        let every = Duration::from_secs(RELOAD_SECS);
+        match self.loaded {
+            Some((at, instant)) if self.is_loaded() => {
+                (now - at).to_std().is_ok_and(|d| d >= every)
+                    || now < at
+                    || instant.elapsed() >= every
+            }
+            _ => true,
+        }
+    }
+
+    fn merge(
+        alerts: &mut BTreeMap<i64, WindowAlert>,
+        dropped: &mut Dropped,
+        classifier: &Classifier,
+        row: &StoredAlert,
+    ) {
         if alerts
             .get(&row.id)
             .is_some_and(|held| held.updated_at > row.updated_at)
         {
+            return;
+        }
+        // An alert the classifier ignores concerns no evaluation: not held at all.
+        let Some(classified) = classifier.classify(&row.to_alert()) else {
+            alerts.remove(&row.id);
+            return;
+        };
+        if let Some(target) = &classified.signal.target
+            && !dropped.targets.is_empty()
+            && dropped.targets.contains(&target_hash(target))
+        {
+            dropped.target_alerts += 1;
             return;
         }
         alerts.insert(
@@ -118,9 +234,89 @@ impl Window {
                 updated_at: row.updated_at,
                 firing: row.status == AlertStatus::Firing,
                 ends_at: row.ends_at,
-                classified: classifier.classify(&row.to_alert()).map(Arc::new),
+                classified: Arc::new(classified),
             },
         );
+    }
+
+    /// Trims `alerts` to the caps when it has doubled since the last trim (or always,
+    /// with `force`): the newest alerts of each target, the targets with the newest
+    /// alerts. What it leaves out is added to `dropped`.
+    fn trim(
+        alerts: &mut BTreeMap<i64, WindowAlert>,
+        dropped: &mut Dropped,
+        trimmed_at: &mut usize,
+        limits: &WindowLimits,
+        force: bool,
+    ) {
+        if !force && alerts.len() < (*trimmed_at * 2).max(TRIM_FLOOR) {
+            return;
+        }
+        let mut groups: HashMap<Option<&TargetRef>, Vec<(DateTime<Utc>, i64)>> = HashMap::new();
+        for (id, a) in alerts.iter() {
+            groups
+                .entry(a.classified.signal.target.as_ref())
+                .or_default()
+                .push((a.updated_at, *id));
+        }
+        let mut remove: Vec<i64> = Vec::new();
+        let mut per_target: Vec<(TargetRef, u64)> = Vec::new();
+        let mut newest: Vec<(Newest, Option<&TargetRef>)> = Vec::new();
+        for (target, group) in &mut groups {
+            if group.len() > limits.max_alerts_per_target {
+                group.sort_unstable_by(|a, b| b.cmp(a));
+                let over = group.split_off(limits.max_alerts_per_target);
+                let n = over.len() as u64;
+                remove.extend(over.into_iter().map(|(_, id)| id));
+                match target {
+                    Some(t) => per_target.push(((*t).clone(), n)),
+                    None => dropped.untargeted += n,
+                }
+            }
+            if target.is_some()
+                && let Some(top) = group.iter().max()
+            {
+                newest.push((*top, *target));
+            }
+        }
+        let mut gone_targets = HashSet::new();
+        if newest.len() > limits.max_targets {
+            newest.sort_unstable_by_key(|&(at, _)| std::cmp::Reverse(at));
+            for (_, target) in newest.split_off(limits.max_targets) {
+                let target = target.expect("only targets are ranked");
+                let group = &groups[&Some(target)];
+                dropped.target_alerts += group.len() as u64;
+                remove.extend(group.iter().map(|(_, id)| *id));
+                gone_targets.insert(target_hash(target));
+            }
+        }
+        // A target dropped now counts its earlier trims as dropped with it.
+        for (target, n) in per_target {
+            if !gone_targets.contains(&target_hash(&target)) {
+                *dropped.per_target.entry(target).or_default() += n;
+            } else {
+                dropped.target_alerts += n;
+            }
+        }
+        drop(groups);
+        if !gone_targets.is_empty() {
+            for (target, n) in dropped.per_target.iter() {
+                if gone_targets.contains(&target_hash(target)) {
+                    dropped.target_alerts += n;
+                }
+            }
+            let targets = Arc::make_mut(&mut dropped.targets);
+            for hash in gone_targets {
+                targets.insert(hash);
+            }
+            dropped
+                .per_target
+                .retain(|t, _| !targets.contains(&target_hash(t)));
+        }
+        for id in remove {
+            alerts.remove(&id);
+        }
+        *trimmed_at = alerts.len();
     }
 }
 
@@ -238,6 +434,11 @@ impl Engine {
         )
     }
 
+    /// How long a firing alert stays in evaluation without a delivery.
+    pub fn stale_after(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::try_from(self.limits.stale_secs).unwrap_or(i64::MAX))
+    }
+
     /// The target as configured, or as discovered from its key.
     pub fn target(&self, key: &TargetRef) -> Target {
         self.classifier.target(key)
@@ -259,44 +460,75 @@ impl Engine {
     ) -> Result<Snapshot, StoreError> {
         let now = self.clock.now();
         let since = now - chrono::Duration::seconds(self.policy.correlation_window_secs as i64);
+        let fresh_since = now - self.stale_after();
+        let limits = self.limits;
         let mut alerts = match window.alerts.take() {
             Some(mut alerts) => {
-                if !keys.is_empty() {
-                    for row in self.store.alerts_by_key(keys).await? {
-                        Window::merge(&mut alerts, &self.classifier, &row);
+                for page in keys.chunks(MERGE_PAGE) {
+                    for row in self.store.alerts_by_key(page).await? {
+                        Window::merge(&mut alerts, &mut window.dropped, &self.classifier, &row);
                     }
+                    Window::trim(
+                        &mut alerts,
+                        &mut window.dropped,
+                        &mut window.trimmed_at,
+                        &limits,
+                        true,
+                    );
                 }
                 alerts
             }
             None => {
                 // Page by page: under a flood the window holds 100,000s of alerts, and
                 // one read and classification of them all would stall the runtime's
-                // workers (and every ingest on them) for as long.
+                // workers (and every ingest on them) for as long. Trimmed as it grows,
+                // so the load itself stays within the caps.
                 let mut alerts = BTreeMap::new();
+                window.loaded = Some((now, std::time::Instant::now()));
+                window.dropped = Dropped::default();
+                window.trimmed_at = 0;
                 let mut after = 0;
                 loop {
                     let page = self
                         .store
-                        .alerts_for_evaluation(since, after, WINDOW_PAGE)
+                        .alerts_for_evaluation(since, fresh_since, after, WINDOW_PAGE)
                         .await?;
                     for row in &page {
-                        Window::merge(&mut alerts, &self.classifier, row);
+                        Window::merge(&mut alerts, &mut window.dropped, &self.classifier, row);
                     }
+                    Window::trim(
+                        &mut alerts,
+                        &mut window.dropped,
+                        &mut window.trimmed_at,
+                        &limits,
+                        false,
+                    );
                     match page.last() {
                         Some(last) if page.len() == WINDOW_PAGE as usize => after = last.id,
                         _ => break,
                     }
                     tokio::task::yield_now().await;
                 }
+                Window::trim(
+                    &mut alerts,
+                    &mut window.dropped,
+                    &mut window.trimmed_at,
+                    &limits,
+                    true,
+                );
+                self.metrics.engine_window(
+                    alerts.len() as u64,
+                    window.dropped.per_target.values().sum::<u64>() + window.dropped.untargeted,
+                    window.dropped.target_alerts,
+                );
                 alerts
             }
         };
-        // The store's rule for the window (alerts_for_evaluation), as time moves on.
+        // The store's rule for the window (alerts_for_evaluation), as time moves on; a
+        // firing alert going stale leaves at the next tick's reload.
         alerts.retain(|_, a| a.firing || a.ends_at.is_some_and(|end| end >= since));
-        let mut signals: Vec<Arc<Classified>> = alerts
-            .values()
-            .filter_map(|a| a.classified.clone())
-            .collect();
+        let mut signals: Vec<Arc<Classified>> =
+            alerts.values().map(|a| a.classified.clone()).collect();
         window.alerts = Some(alerts);
         signals.extend(
             self.store
@@ -311,7 +543,15 @@ impl Engine {
                 }),
         );
         let freezes = self.store.active_freezes(now).await?;
-        Ok(Snapshot::new(now, signals, freezes))
+        let mut snapshot = Snapshot::new(now, signals, freezes);
+        snapshot.not_considered = window
+            .dropped
+            .per_target
+            .iter()
+            .map(|(t, n)| (t.clone(), *n))
+            .collect();
+        snapshot.dropped_targets = window.dropped.targets.clone();
+        Ok(snapshot)
     }
 
     /// Evaluates `target` now and records the decision if it changed.
@@ -351,7 +591,7 @@ impl Engine {
             .collect();
         let deploys = load_deploys(&*self.store, &target.target).await?;
         let history = self.history(&target.target, now).await?;
-        Ok(decide(
+        let mut decision = decide(
             &self.policy,
             target,
             &deploys,
@@ -359,7 +599,16 @@ impl Engine {
             &snapshot.freezes,
             &history,
             now,
-        ))
+        );
+        decision.not_considered =
+            snapshot
+                .not_considered
+                .get(&target.target)
+                .map(|&alerts| NotConsidered {
+                    alerts,
+                    reason: "max_alerts_per_target".into(),
+                });
+        Ok(decision)
     }
 
     /// Records `decision` if it changed, and enqueues what it calls for.
@@ -418,7 +667,9 @@ impl Engine {
     pub async fn due(&self, snapshot: &Snapshot) -> Result<Vec<TargetRef>, StoreError> {
         let mut due: BTreeSet<TargetRef> = snapshot.by_target.keys().cloned().collect();
         for key in self.store.unsettled_targets().await? {
-            if let Some(target) = TargetRef::parse(&key) {
+            if let Some(target) = TargetRef::parse(&key)
+                && !snapshot.dropped(&target)
+            {
                 due.insert(target);
             }
         }
@@ -430,11 +681,26 @@ impl Engine {
         self.tick_in(&mut Window::default()).await
     }
 
-    /// [`Engine::tick`], reloading `window` from the store first: a tick is also when
-    /// alerts the queue did not carry (another replica's, or a full queue's) come in.
+    /// [`Engine::tick`], reloading `window` from the store first when its last load is
+    /// [`RELOAD_SECS`] old: a reload is also when alerts the queue did not carry
+    /// (another replica's) come in, and stale alerts leave.
     #[instrument(skip_all)]
     async fn tick_in(&self, window: &mut Window) -> usize {
-        window.invalidate();
+        if window.due_for_reload(self.clock.now()) {
+            window.invalidate();
+            match self
+                .store
+                .count_stale_alerts(self.clock.now() - self.stale_after())
+                .await
+            {
+                Ok(stale) => {
+                    self.metrics
+                        .engine_alerts_stale
+                        .set(i64::try_from(stale).unwrap_or(i64::MAX));
+                }
+                Err(err) => self.metrics.store_error("engine_stale", &err),
+            }
+        }
         let loaded = match self.snapshot_in(window, &[]).await {
             Ok(snapshot) => self.due(&snapshot).await.map(|due| (snapshot, due)),
             Err(err) => Err(err),
@@ -491,6 +757,10 @@ impl Engine {
             }
         };
         for key in targets {
+            if snapshot.dropped(&key) {
+                // Over engine.max_targets: not evaluated without its alerts.
+                continue;
+            }
             let target = self.target(&key);
             let result = async {
                 let mut decision = self.assess(&target, &snapshot).await?;

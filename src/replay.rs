@@ -17,7 +17,7 @@ use crate::clock::ManualClock;
 use crate::domain::classify::Classifier;
 use crate::domain::policy::Policy;
 use crate::domain::{Deploy, Signal, TargetRef};
-use crate::engine::{Engine, Snapshot};
+use crate::engine::{Engine, Snapshot, WindowLimits};
 use crate::store::{DeployQuery, SqliteStore, Store};
 use crate::telemetry::Metrics;
 use crate::wire::Bounds;
@@ -100,6 +100,7 @@ pub async fn replay(
         metrics: Arc::new(Metrics::new()),
         // Shadow mode records decisions only: nothing is enqueued, nothing acts.
         planner: None,
+        limits: WindowLimits::default(),
     };
     let mut rows = Vec::new();
     let mut now = first.at;

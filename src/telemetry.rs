@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
@@ -115,6 +116,9 @@ pub struct Metrics {
     pub actions: Family<ActionLabels, Counter>,
     pub notifications_sent: Family<ChannelLabels, Counter>,
     pub throttled: Family<ThrottleLabels, Counter>,
+    pub engine_window_alerts: Gauge,
+    pub engine_alerts_dropped: Family<ReasonLabels, Gauge>,
+    pub engine_alerts_stale: Gauge,
 }
 
 impl Metrics {
@@ -181,6 +185,31 @@ impl Metrics {
             "Requests answered 429 because their caller was over the rate limit, by route \
              group and token name",
             throttled.clone(),
+        );
+        let engine_window_alerts = Gauge::default();
+        registry.register(
+            "engine_window_alerts",
+            "Alerts the engine holds in its window after its last load",
+            engine_window_alerts.clone(),
+        );
+        let engine_alerts_dropped = Family::<ReasonLabels, Gauge>::default();
+        registry.register(
+            "engine_alerts_dropped",
+            "Firing or recent alerts the engine left out of its window at its last load, by \
+             the cap that left them out (max_alerts_per_target, max_targets)",
+            engine_alerts_dropped.clone(),
+        );
+        for reason in ["max_alerts_per_target", "max_targets"] {
+            engine_alerts_dropped
+                .get_or_create(&ReasonLabels { reason })
+                .set(0);
+        }
+        let engine_alerts_stale = Gauge::default();
+        registry.register(
+            "engine_alerts_stale",
+            "Firing alerts not delivered again within engine.alert_stale_secs: stored, listed \
+             as stale, left out of evaluation",
+            engine_alerts_stale.clone(),
         );
         for verdict in ["ok", "monitor", "investigate", "hold", "rollback", "freeze"] {
             decisions
@@ -259,6 +288,9 @@ impl Metrics {
             actions,
             notifications_sent,
             throttled,
+            engine_window_alerts,
+            engine_alerts_dropped,
+            engine_alerts_stale,
         }
     }
 
@@ -322,6 +354,19 @@ impl Metrics {
         self.deploys_recorded
             .get_or_create(&DeployLabels { source, outcome })
             .inc();
+    }
+
+    /// The engine's window after a load: alerts held, and alerts left out by each cap.
+    pub fn engine_window(&self, held: u64, over_per_target: u64, over_targets: u64) {
+        self.engine_window_alerts.set(held as i64);
+        for (reason, n) in [
+            ("max_alerts_per_target", over_per_target),
+            ("max_targets", over_targets),
+        ] {
+            self.engine_alerts_dropped
+                .get_or_create(&ReasonLabels { reason })
+                .set(n as i64);
+        }
     }
 
     pub fn decision(&self, verdict: &str) {

@@ -303,6 +303,9 @@ lease_retry_secs = 10
 [engine]
 enabled = true
 tick_secs = 10
+alert_stale_secs = 16200
+max_alerts_per_target = 1000
+max_targets = 10000
 
 [actions]
 enabled = true

@@ -19,6 +19,17 @@ pub struct EngineConfig {
     /// How often every target with an active signal (or an unsettled decision) is
     /// evaluated again: duration rules such as G1 need time to pass.
     pub tick_secs: u64,
+    /// A firing alert not delivered again for this long is stale: Alertmanager stopped
+    /// re-sending it (a lost resolve), so it leaves evaluation. It stays stored and
+    /// listed (`stale: true`). Set it above your longest `repeat_interval` plus one
+    /// `group_interval`; the default covers Alertmanager's 4h and 5m with margin.
+    pub alert_stale_secs: u64,
+    /// Most alerts of one target the engine holds and weighs; beyond it the newest are
+    /// kept, and the decision says how many were not considered.
+    pub max_alerts_per_target: usize,
+    /// Most targets with alerts the engine holds and evaluates; beyond it the targets
+    /// with the newest alerts are kept.
+    pub max_targets: usize,
 }
 
 impl EngineConfig {
@@ -27,7 +38,31 @@ impl EngineConfig {
         if self.tick_secs == 0 {
             return Err(invalid("engine.tick_secs", "must be at least 1"));
         }
+        if self.alert_stale_secs < 600 {
+            return Err(invalid(
+                "engine.alert_stale_secs",
+                "must be at least 600 (above Alertmanager's repeat_interval)",
+            ));
+        }
+        if self.max_alerts_per_target == 0 {
+            return Err(invalid(
+                "engine.max_alerts_per_target",
+                "must be at least 1",
+            ));
+        }
+        if self.max_targets == 0 {
+            return Err(invalid("engine.max_targets", "must be at least 1"));
+        }
         Ok(())
+    }
+
+    /// The bounds the engine's window keeps to.
+    pub fn limits(&self) -> crate::engine::WindowLimits {
+        crate::engine::WindowLimits {
+            stale_secs: self.alert_stale_secs,
+            max_alerts_per_target: self.max_alerts_per_target,
+            max_targets: self.max_targets,
+        }
     }
 }
 

@@ -418,6 +418,7 @@ mod tests {
             gitops: None,
             policy_version: "runbooks-1".into(),
             inputs_hash: String::new(),
+            not_considered: None,
         }
     }
 

@@ -596,6 +596,20 @@ pub struct Decision {
     /// sha256 over what the decision depends on (not the clock); see
     /// [`Decision::compute_inputs_hash`].
     pub inputs_hash: String,
+    /// Alerts about the target that the engine left out of this evaluation (over its
+    /// caps): the decision was reached without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_considered: Option<NotConsidered>,
+}
+
+/// Alerts an evaluation did not weigh, and why: the engine holds at most
+/// `engine.max_alerts_per_target` alerts per target (the newest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NotConsidered {
+    /// How many of the target's alerts were left out.
+    pub alerts: u64,
+    /// Why: `max_alerts_per_target`.
+    pub reason: String,
 }
 
 impl Decision {
@@ -816,6 +830,7 @@ mod tests {
             gitops: None,
             policy_version: "runbooks-1".into(),
             inputs_hash: String::new(),
+            not_considered: None,
         }
     }
 

@@ -25,7 +25,9 @@ pub use classify::{
     SignalsConfig, TargetConfig, default_signal_rules,
 };
 pub use decide::{History, decide, loop_guard};
-pub use decision::{Decision, FiredRule, HoldReason, RollbackPlan, Verdict, VerificationStatus};
+pub use decision::{
+    Decision, FiredRule, HoldReason, NotConsidered, RollbackPlan, Verdict, VerificationStatus,
+};
 pub use deploy::{Deploy, DeployRecord, DeploySource, TargetRef};
 pub use freeze::Freeze;
 pub use policy::{Condition, LoopGuard, Outcome, Policy, PolicyError, Rule, Verification};

@@ -9,7 +9,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::decide::{label, summary};
-use super::decision::{Decision, HoldReason, Verdict, VerificationStatus};
+use super::decision::{Decision, HoldReason, NotConsidered, Verdict, VerificationStatus};
 use super::policy::{Outcome, fmt_value};
 use super::render::markdown;
 use super::{DeployRecord, DeploySource, Scope, SignalKind, SignalSource};
@@ -128,6 +128,9 @@ pub struct Evidence {
     /// The runbook's DEPLOYMENT_LOG_URL: the suspect deploy's pipeline run, if known.
     pub log_link: Option<String>,
     pub inputs_hash: String,
+    /// Alerts about the target the engine did not weigh (over its caps), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_considered: Option<NotConsidered>,
 }
 
 /// The evidence record for one decision, as JSON (see [`evidence_record`]).
@@ -223,6 +226,7 @@ pub fn evidence_record(
         gitops: decision.gitops.clone(),
         log_link: log_link.map(str::to_string),
         inputs_hash: decision.inputs_hash.clone(),
+        not_considered: decision.not_considered.clone(),
     }
 }
 
@@ -537,6 +541,13 @@ pub fn incident_report(decision: &Decision, decided_at: DateTime<Utc>, decision_
     if let Some(escalate) = &decision.escalate {
         out.push_str(&format!("\nEscalation: {}.\n", markdown::text(escalate)));
     }
+    if let Some(left_out) = &decision.not_considered {
+        out.push_str(&format!(
+            "\nNot considered: {} more alerts about this target (over the engine's {}).\n",
+            left_out.alerts,
+            markdown::text(&left_out.reason)
+        ));
+    }
     out.push_str(&format!(
         "\nDecision reason: {}\n\n## Follow-up Actions\n\n",
         markdown::text(&decision.reason)
@@ -626,6 +637,25 @@ mod tests {
             &History::default(),
             at("10:08:00"),
         )
+    }
+
+    #[test]
+    fn alerts_the_engine_left_out_are_named_in_the_evidence_and_the_report() {
+        let mut d = rollback_decision();
+        let e = evidence(&d, at("10:08:00"), 7, None);
+        assert!(e.get("not_considered").is_none(), "{e}");
+        d.not_considered = Some(NotConsidered {
+            alerts: 2,
+            reason: "max_alerts_per_target".into(),
+        });
+        let e = evidence(&d, at("10:08:00"), 7, None);
+        assert_eq!(e["not_considered"]["alerts"], 2);
+        assert_eq!(e["not_considered"]["reason"], "max_alerts_per_target");
+        let report = incident_report(&d, at("10:08:00"), 7);
+        assert!(
+            report.contains("Not considered: 2 more alerts about this target"),
+            "{report}"
+        );
     }
 
     #[test]

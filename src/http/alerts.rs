@@ -99,7 +99,9 @@ impl PartialSchema for LabelMatchers {
 
 impl ToSchema for LabelMatchers {}
 
-/// Alert occurrences, newest first; `since`/`until` apply to `startsAt`.
+/// Alert occurrences, newest first; `since`/`until` apply to `startsAt`. A firing
+/// alert not delivered again within `engine.alert_stale_secs` is listed with
+/// `stale: true`: evaluation leaves it out.
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts",
     params(AlertListQuery),
     responses(
@@ -118,7 +120,11 @@ async fn list_alerts(
     let items = state.store.list_alerts(&query).await.inspect_err(|err| {
         state.metrics.store_error("list_alerts", err);
     })?;
-    let (items, more) = query::split_page(items, limit);
+    let (mut items, more) = query::split_page(items, limit);
+    let fresh_since = state.clock.now() - state.evaluator.stale_after();
+    for alert in &mut items {
+        alert.stale = alert.is_stale(fresh_since);
+    }
     let next = more
         .then(|| items.last().map(|a| a.id.to_string()))
         .flatten();

@@ -121,6 +121,9 @@ pub trait AlertStore: Send + Sync + 'static {
     /// Commits a batch of notifications in one transaction and returns one outcome per
     /// notification, in order. Receipts are deduplicated by content; the alerts of a new
     /// receipt are upserted by `(fingerprint, starts_at)` with [`Alert::merge`]'s rule.
+    /// A duplicate receipt (Alertmanager's re-send after `repeat_interval`) moves the
+    /// `updated_at` of the firing alerts it carries, at most once a minute, so that
+    /// `updated_at` says when an alert was last delivered.
     async fn record_notifications(
         &self,
         batch: &[Notification],
@@ -142,14 +145,21 @@ pub trait AlertStore: Send + Sync + 'static {
     /// Alerts matching `query`, newest first, at most `query.limit`.
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError>;
 
-    /// Alerts still firing, or resolved at or after `since`: what an evaluation looks at.
+    /// Alerts still firing and delivered (last written or re-delivered, `updated_at`)
+    /// at or after `fresh_since`, or resolved at or after `since`: what an evaluation
+    /// looks at. A firing alert delivered before `fresh_since` is stale and left out.
     /// A page of at most `limit`, in id order, after id `after` (0 for the first).
     async fn alerts_for_evaluation(
         &self,
         since: DateTime<Utc>,
+        fresh_since: DateTime<Utc>,
         after: i64,
         limit: u32,
     ) -> Result<Vec<StoredAlert>, StoreError>;
+
+    /// How many firing alerts were last delivered before `fresh_since`: the stale ones,
+    /// which evaluation leaves out.
+    async fn count_stale_alerts(&self, fresh_since: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// The alerts stored under `keys` (fingerprint and start, their identity), in id
     /// order, as they stand: what the engine merges into its view of the window after

@@ -53,10 +53,19 @@ pub struct StoredAlert {
     pub first_receipt_id: i64,
     pub last_receipt_id: i64,
     pub first_seen_at: DateTime<Utc>,
+    /// When it was last delivered: written, or re-sent unchanged (to the minute).
     pub updated_at: DateTime<Utc>,
+    /// Firing, but not delivered again within `engine.alert_stale_secs`: its resolve
+    /// was presumably lost, and evaluation leaves it out. Kept, never deleted.
+    pub stale: bool,
 }
 
 impl StoredAlert {
+    /// Whether it is firing and was last delivered before `fresh_since`.
+    pub fn is_stale(&self, fresh_since: DateTime<Utc>) -> bool {
+        self.status == AlertStatus::Firing && self.updated_at < fresh_since
+    }
+
     /// The alert itself, as the domain knows it.
     pub fn to_alert(&self) -> Alert {
         Alert {

@@ -522,7 +522,144 @@ async fn customer_reports_investigate_then_roll_back_m5_m6(backend: Backend) {
     assert_eq!(fired(&d), ["M5", "M6"]);
 }
 
+/// The value of the metric sample `name` (with its labels) on `/metrics`.
+async fn metric(app: &TestApp, name: &str) -> Option<f64> {
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// An alert whose resolve never arrived: Alertmanager stops re-sending it, and after
+/// `engine.alert_stale_secs` it no longer counts, though it stays listed.
+async fn an_alert_whose_resolve_never_came_stops_counting_once_stale(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.engine.tick_secs = 1;
+        c.engine.alert_stale_secs = 3600;
+    })
+    .await;
+    two_deploys(&app).await;
+    app.post_alertmanager(alert(
+        "HighErrorRate",
+        "st01",
+        json!({}),
+        json!({"value": "0.124"}),
+        t0() - minutes(5),
+    ))
+    .await;
+    wait_for_verdict(&app, "rollback").await;
+    let (_, listed) = app.get_json("/api/v1/alerts").await;
+    assert_eq!(listed["items"][0]["stale"], false, "{listed}");
+    // An hour with no re-delivery (and no resolve): stale at the next tick.
+    app.clock.advance(chrono::Duration::seconds(3601));
+    let d = wait_for_verdict(&app, "ok").await;
+    assert!(fired(&d).is_empty(), "{d}");
+    let (_, listed) = app.get_json("/api/v1/alerts").await;
+    assert_eq!(listed["items"][0]["fingerprint"], "st01", "{listed}");
+    assert_eq!(listed["items"][0]["status"], "firing", "{listed}");
+    assert_eq!(listed["items"][0]["stale"], true, "{listed}");
+    assert_eq!(
+        metric(&app, "rollwarden_engine_alerts_stale").await,
+        Some(1.0)
+    );
+}
+
+/// A flood of distinct alerts about one target: the engine holds the newest
+/// `max_alerts_per_target`, counts the rest, and the decision says so.
+async fn a_flood_beyond_the_cap_is_bounded_counted_and_named_in_the_decision(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.engine.tick_secs = 1;
+        c.engine.max_alerts_per_target = 3;
+        c.engine.max_targets = 1;
+    })
+    .await;
+    two_deploys(&app).await;
+    // Five distinct firing alerts about checkout in one notification, and an older
+    // one about another service, which max_targets = 1 leaves out.
+    let mut body: Value = serde_json::from_str(&alert(
+        "HighErrorRate",
+        "fl00",
+        json!({"pod": "checkout-0"}),
+        json!({"value": "0.124"}),
+        t0() - minutes(5),
+    ))
+    .unwrap();
+    let first = body["alerts"][0].clone();
+    for i in 1..5 {
+        let mut more = first.clone();
+        more["fingerprint"] = json!(format!("fl0{i}"));
+        more["labels"]["pod"] = json!(format!("checkout-{i}"));
+        body["alerts"].as_array_mut().unwrap().push(more);
+    }
+    app.post_alertmanager(alert(
+        "HighErrorRate",
+        "other",
+        json!({"service": "payments"}),
+        json!({"value": "0.3"}),
+        t0() - minutes(30),
+    ))
+    .await;
+    app.post_alertmanager(body.to_string()).await;
+    let mut decision = wait_for_verdict(&app, "rollback").await;
+    for _ in 0..500 {
+        if decision["decision"]["not_considered"]["alerts"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        decision = wait_for_verdict(&app, "rollback").await;
+    }
+    assert_eq!(
+        decision["decision"]["not_considered"],
+        json!({"alerts": 2, "reason": "max_alerts_per_target"}),
+        "{decision}"
+    );
+    let id = decision["id"].as_i64().unwrap();
+    let (_, evidence) = app
+        .get_json(&format!("/api/v1/decisions/{id}/evidence"))
+        .await;
+    assert_eq!(evidence["not_considered"]["alerts"], 2, "{evidence}");
+    // Counted at the next tick's load: 2 over the per-target cap, 1 over max_targets.
+    let mut dropped = (None, None);
+    for _ in 0..300 {
+        dropped = (
+            metric(
+                &app,
+                "rollwarden_engine_alerts_dropped{reason=\"max_alerts_per_target\"}",
+            )
+            .await,
+            metric(
+                &app,
+                "rollwarden_engine_alerts_dropped{reason=\"max_targets\"}",
+            )
+            .await,
+        );
+        if dropped == (Some(2.0), Some(1.0)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(dropped, (Some(2.0), Some(1.0)));
+    assert_eq!(
+        metric(&app, "rollwarden_engine_window_alerts").await,
+        Some(3.0)
+    );
+    // The target left out is not evaluated: not decided `ok` without its alerts.
+    let (_, payments) = app
+        .get_json("/api/v1/decisions?target=default/prod/Deployment/payments&limit=1")
+        .await;
+    assert_ne!(payments["items"][0]["verdict"], "ok", "{payments}");
+}
+
 on_both_backends!(
+    an_alert_whose_resolve_never_came_stops_counting_once_stale,
+    a_flood_beyond_the_cap_is_bounded_counted_and_named_in_the_decision,
     an_error_rate_over_five_percent_after_a_deploy_rolls_back_with_evidence,
     customer_reports_investigate_then_roll_back_m5_m6,
     a_regression_that_predates_the_latest_deploy_is_held_h1,

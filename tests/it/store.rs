@@ -30,6 +30,9 @@ fn at(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
 }
 
+/// A staleness bound that leaves nothing out.
+const LONG_AGO: DateTime<Utc> = DateTime::<Utc>::UNIX_EPOCH;
+
 async fn outcomes_come_back_in_order_with_duplicates_marked(backend: Backend) {
     let db = TestStore::new(backend).await;
     let a = one("a1", "A", "prod", "firing", "2026-08-22T10:00:00Z");
@@ -205,10 +208,10 @@ mod engine_inputs {
     use chrono::Duration;
     use serde_json::json;
 
-    use rollwarden::domain::{Scope, Signal, SignalKind, SignalSource, TargetRef};
+    use rollwarden::domain::{AlertStatus, Scope, Signal, SignalKind, SignalSource, TargetRef};
     use rollwarden::store::{DecisionQuery, NewDecision};
 
-    use super::{at, one};
+    use super::{LONG_AGO, at, one};
     use crate::on_both_backends;
     use crate::support::{Backend, TestStore, t0};
 
@@ -403,7 +406,7 @@ mod engine_inputs {
         assert_eq!(
             fps(db
                 .store
-                .alerts_for_evaluation(at("2026-08-22T14:00:00Z"), 0, 100)
+                .alerts_for_evaluation(at("2026-08-22T14:00:00Z"), LONG_AGO, 0, 100)
                 .await
                 .unwrap()),
             ["f1", "r1"]
@@ -411,7 +414,7 @@ mod engine_inputs {
         assert_eq!(
             fps(db
                 .store
-                .alerts_for_evaluation(at("2026-08-22T15:00:01Z"), 0, 100)
+                .alerts_for_evaluation(at("2026-08-22T15:00:01Z"), LONG_AGO, 0, 100)
                 .await
                 .unwrap()),
             ["f1"]
@@ -419,13 +422,13 @@ mod engine_inputs {
         // Paged in id order: the page after f1 holds r1, and the one after that nothing.
         let first = db
             .store
-            .alerts_for_evaluation(at("2026-08-22T14:00:00Z"), 0, 1)
+            .alerts_for_evaluation(at("2026-08-22T14:00:00Z"), LONG_AGO, 0, 1)
             .await
             .unwrap();
         assert_eq!(first.len(), 1);
         let second = db
             .store
-            .alerts_for_evaluation(at("2026-08-22T14:00:00Z"), first[0].id, 1)
+            .alerts_for_evaluation(at("2026-08-22T14:00:00Z"), LONG_AGO, first[0].id, 1)
             .await
             .unwrap();
         assert_eq!(
@@ -437,11 +440,87 @@ mod engine_inputs {
         );
         assert!(
             db.store
-                .alerts_for_evaluation(at("2026-08-22T14:00:00Z"), second[0].id, 1)
+                .alerts_for_evaluation(at("2026-08-22T14:00:00Z"), LONG_AGO, second[0].id, 1)
                 .await
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// A firing alert whose resolve never came leaves evaluation once Alertmanager has
+    /// not delivered it for the staleness bound; it stays stored, and is counted. A
+    /// re-send (a duplicate receipt) keeps it fresh.
+    async fn a_firing_alert_not_redelivered_goes_stale_but_stays_stored(backend: Backend) {
+        let db = TestStore::new(backend).await;
+        // Both received at t0 (14:03).
+        let lost = one(
+            "lost",
+            "HighErrorRate",
+            "prod",
+            "firing",
+            "2026-08-22T10:00:00Z",
+        );
+        let resent = one(
+            "kept",
+            "HighLatency",
+            "prod",
+            "firing",
+            "2026-08-22T10:00:00Z",
+        );
+        db.store
+            .record_notifications(&[lost, resent.clone()])
+            .await
+            .unwrap();
+        let fps = |v: Vec<rollwarden::store::StoredAlert>| {
+            v.into_iter().map(|a| a.fingerprint).collect::<Vec<_>>()
+        };
+        let window = |fresh_since: &str| {
+            let store = db.store.clone();
+            let fresh_since = at(fresh_since);
+            async move {
+                store
+                    .alerts_for_evaluation(at("2026-08-22T14:00:00Z"), fresh_since, 0, 100)
+                    .await
+                    .unwrap()
+            }
+        };
+        // Delivered at 14:03: fresh for a bound that starts at or before then.
+        assert_eq!(fps(window("2026-08-22T14:03:00Z").await), ["kept", "lost"]);
+        assert_eq!(
+            db.store
+                .count_stale_alerts(at("2026-08-22T14:03:00Z"))
+                .await
+                .unwrap(),
+            0
+        );
+        // Alertmanager re-sends `kept` at 18:03 (repeat_interval): the same content, a
+        // duplicate receipt, which still counts as a delivery.
+        let mut again = resent;
+        again.received_at = at("2026-08-22T18:03:00Z");
+        let outcome = db
+            .store
+            .record_notifications(&[again.clone()])
+            .await
+            .unwrap();
+        assert!(outcome[0].duplicate);
+        // A re-send seconds later (an HA peer) writes nothing more.
+        again.received_at = at("2026-08-22T18:03:30Z");
+        db.store.record_notifications(&[again]).await.unwrap();
+        // At 18:33 with a 4h30 bound (fresh since 14:03:01) `lost` is stale.
+        assert_eq!(fps(window("2026-08-22T14:03:01Z").await), ["kept"]);
+        assert_eq!(
+            db.store
+                .count_stale_alerts(at("2026-08-22T14:03:01Z"))
+                .await
+                .unwrap(),
+            1
+        );
+        // Stale is not gone: the alert is stored and listed, still firing.
+        let listed = db.store.list_alerts(&super::query()).await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(listed.iter().all(|a| a.status == AlertStatus::Firing));
+        let kept = listed.iter().find(|a| a.fingerprint == "kept").unwrap();
+        assert_eq!(kept.updated_at, at("2026-08-22T18:03:00Z"));
     }
 
     async fn alerts_are_read_back_by_their_keys_as_they_stand(backend: Backend) {
@@ -527,6 +606,7 @@ mod engine_inputs {
         concurrent_identical_evaluations_record_one_decision,
         posted_signals_are_idempotent_and_end,
         evaluation_sees_firing_and_recently_resolved_alerts,
+        a_firing_alert_not_redelivered_goes_stale_but_stays_stored,
         alerts_are_read_back_by_their_keys_as_they_stand,
         no_freezes_or_rollbacks_on_a_fresh_store,
     );
@@ -649,7 +729,7 @@ mod existing_databases {
     use rollwarden::domain::{AlertStatus, Scope, Signal, SignalKind, SignalSource, TargetRef};
     use rollwarden::store::{ActionFinish, AlertQuery, NewDecision};
 
-    use super::{at, one};
+    use super::{LONG_AGO, at, one};
     use crate::on_both_backends;
     use crate::support::{Backend, TestStore, t0};
 
@@ -748,7 +828,10 @@ mod existing_databases {
         assert_eq!(alerts[0].labels["service"], "checkout");
         let keyed = store.alerts_by_key(&[("old1".into(), ten)]).await.unwrap();
         assert_eq!(keyed, alerts);
-        let window = store.alerts_for_evaluation(ten, 0, 10).await.unwrap();
+        let window = store
+            .alerts_for_evaluation(ten, LONG_AGO, 0, 10)
+            .await
+            .unwrap();
         assert_eq!(window, alerts);
         // The same occurrence arriving again finds the old row by its start time.
         let resolved = one("old1", "A", "prod", "resolved", "2026-08-22T10:00:00Z");

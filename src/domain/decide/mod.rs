@@ -328,6 +328,7 @@ pub fn decide(
         gitops: target.gitops.clone(),
         policy_version: policy.version.clone(),
         inputs_hash: String::new(),
+        not_considered: None,
     };
     decision.inputs_hash = decision.compute_inputs_hash();
     decision

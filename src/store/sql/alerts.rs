@@ -39,6 +39,48 @@ pub(crate) const ALERT_ON_CONFLICT: &str = "ON CONFLICT (fingerprint, starts_at)
 const RECEIPT_COLUMNS: &str =
     "id, source, group_key, body, received_at, last_received_at, duplicate_count";
 
+/// A re-delivery moves an alert's `updated_at` only when it is older than this: HA
+/// duplicates seconds apart then write nothing.
+const REDELIVERY_GRANULARITY_SECS: i64 = 60;
+
+impl<D: Dialect> SqlStore<D>
+where
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+{
+    /// Records that `notification`, a duplicate of a stored receipt, was delivered again:
+    /// the firing alerts it carries were re-sent (`repeat_interval`), so they are not
+    /// stale. Their content is unchanged; only `updated_at` moves.
+    async fn redelivered(
+        tx: &mut sqlx::Transaction<'static, D>,
+        notification: &Notification,
+    ) -> Result<(), StoreError> {
+        let at = notification.received_at;
+        let before = at - chrono::Duration::seconds(REDELIVERY_GRANULARITY_SECS);
+        let mut firing: Vec<_> = notification
+            .alerts
+            .iter()
+            .filter(|a| a.status == AlertStatus::Firing)
+            .map(|a| (a.fingerprint.as_str(), a.starts_at))
+            .collect();
+        // One order for every transaction, as the inserts keep.
+        firing.sort_unstable();
+        for (fingerprint, starts_at) in firing {
+            sqlx::query(
+                "UPDATE alerts SET updated_at = $3
+                 WHERE fingerprint = $1 AND starts_at = $2 AND status = 'firing'
+                   AND updated_at < $4",
+            )
+            .arg(fingerprint)
+            .arg(Ts(starts_at))
+            .arg(Ts(at))
+            .arg(Ts(before))
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
 impl<D: Dialect> SqlStore<D> {
     pub(crate) fn alert_row(row: &D::Row) -> Result<StoredAlert, StoreError> {
         let status: String = row.col("status")?;
@@ -59,6 +101,8 @@ impl<D: Dialect> SqlStore<D> {
             last_receipt_id: row.col("last_receipt_id")?,
             first_seen_at: row.col::<Ts>("first_seen_at")?.0,
             updated_at: row.col::<Ts>("updated_at")?.0,
+            // The API sets it; the store knows no clock.
+            stale: false,
         })
     }
 
@@ -92,6 +136,11 @@ where
         self.retrying(|| async {
             let mut tx = D::begin_write(&self.pool).await?;
             let (receipt_ids, is_new) = D::insert_batch(&mut tx, &plan).await?;
+            for ((_, notification, _), new) in plan.receipts.iter().zip(&is_new) {
+                if !new {
+                    Self::redelivered(&mut tx, notification).await?;
+                }
+            }
             tx.commit().await?;
             Ok(plan.outcomes(&receipt_ids, &is_new))
         })
@@ -164,20 +213,36 @@ where
     async fn alerts_for_evaluation(
         &self,
         since: DateTime<Utc>,
+        fresh_since: DateTime<Utc>,
         after: i64,
         limit: u32,
     ) -> Result<Vec<StoredAlert>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ALERT_COLUMNS}
-             FROM alerts WHERE (status = 'firing' OR ends_at >= $1) AND id > $2
-             ORDER BY id LIMIT $3"
+             FROM alerts
+             WHERE ((status = 'firing' AND updated_at >= $2)
+                    OR (status = 'resolved' AND ends_at >= $1))
+               AND id > $3
+             ORDER BY id LIMIT $4"
         )))
         .arg(Ts(since))
+        .arg(Ts(fresh_since))
         .arg(after)
         .arg(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(Self::alert_row).collect()
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn count_stale_alerts(&self, fresh_since: DateTime<Utc>) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM alerts WHERE status = 'firing' AND updated_at < $1",
+        )
+        .arg(Ts(fresh_since))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(row.col::<i64>("n")?).unwrap_or(0))
     }
 
     #[instrument(level = "debug", skip_all, fields(keys = keys.len()))]
