@@ -21,11 +21,13 @@ use crate::domain::alert::AlertStatus;
 use crate::domain::classify::{Classified, Classifier};
 use crate::domain::decide::{History, decide};
 use crate::domain::policy::Policy;
-use crate::domain::{
-    Decision, DeployRecord, Freeze, NotConsidered, Signal, Target, TargetRef, Verdict,
-};
-use crate::store::{DecisionQuery, NewDecision, Store, StoreError, StoredAlert, StoredDecision};
+use crate::domain::{Decision, Freeze, NotConsidered, Signal, Target, TargetRef, Verdict};
+use crate::store::{NewDecision, Store, StoreError, StoredAlert, StoredDecision};
 use crate::telemetry::Metrics;
+
+mod load;
+
+pub use load::{load_deploys, load_history};
 
 /// Deploys of a target an evaluation looks at: the suspect and what came before it.
 const HISTORY_DEPTH: u32 = 200;
@@ -339,48 +341,6 @@ pub struct Evaluation {
     pub stored: StoredDecision,
     /// Whether this evaluation recorded a new decision (the verdict or inputs changed).
     pub changed: bool,
-}
-
-/// The loop guard's and verification's view of past rollbacks of `target_key`: its
-/// automatic rollbacks inside the loop guard's window, and when it last recovered.
-pub async fn load_history(
-    store: &dyn Store,
-    policy: &Policy,
-    target_key: &str,
-    now: chrono::DateTime<Utc>,
-) -> Result<History, StoreError> {
-    let window =
-        chrono::Duration::seconds(i64::try_from(policy.loop_guard.window_secs).unwrap_or(i64::MAX));
-    let automatic_rollbacks = store.automatic_rollbacks(target_key, now - window).await?;
-    let recovered = store
-        .list_decisions(&DecisionQuery {
-            target: Some(target_key.to_string()),
-            verdict: Some("ok".into()),
-            limit: 1,
-            ..DecisionQuery::default()
-        })
-        .await?;
-    Ok(History {
-        last_rollback: automatic_rollbacks.last().copied(),
-        automatic_rollbacks,
-        recovered_at: recovered.first().map(|d| d.decided_at),
-    })
-}
-
-/// The deploys of `target` an evaluation looks at (its history, newest first).
-pub async fn load_deploys(
-    store: &dyn Store,
-    target: &TargetRef,
-) -> Result<Vec<DeployRecord>, StoreError> {
-    Ok(store
-        .target_history(target, None, HISTORY_DEPTH)
-        .await?
-        .into_iter()
-        .map(|d| DeployRecord {
-            id: d.id,
-            deploy: d.deploy,
-        })
-        .collect())
 }
 
 /// Handlers tell the engine which targets an ingest touched.
