@@ -52,6 +52,17 @@ pub struct WatchErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EvaluationLabels {
+    /// `batch` (targets an ingest touched) or `tick` (every due target).
+    pub trigger: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
 }
@@ -119,6 +130,8 @@ pub struct Metrics {
     pub engine_window_alerts: Gauge,
     pub engine_alerts_dropped: Family<ReasonLabels, Gauge>,
     pub engine_alerts_stale: Gauge,
+    pub engine_evaluation: HistogramFamily<EvaluationLabels>,
+    pub watchers_leading: Family<ClusterLabels, Gauge>,
 }
 
 impl Metrics {
@@ -211,6 +224,24 @@ impl Metrics {
              as stale, left out of evaluation",
             engine_alerts_stale.clone(),
         );
+        let engine_evaluation: HistogramFamily<EvaluationLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "engine_evaluation_duration_seconds",
+            "Time the engine took to evaluate a batch of touched targets or a tick of due \
+             targets, store reads included",
+            engine_evaluation.clone(),
+        );
+        for trigger in ["batch", "tick"] {
+            let _ = engine_evaluation.get_or_create(&EvaluationLabels { trigger });
+        }
+        let watchers_leading = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "kubernetes_watchers_leading",
+            "1 while this replica holds the cluster's watcher lease and watches, 0 while \
+             another replica does (no series without kubernetes.enabled)",
+            watchers_leading.clone(),
+        );
         for verdict in ["ok", "monitor", "investigate", "hold", "rollback", "freeze"] {
             decisions
                 .get_or_create(&VerdictLabels {
@@ -230,6 +261,17 @@ impl Metrics {
             "Outbound notification delivery attempts by channel and outcome",
             notifications_sent.clone(),
         );
+        for channel in ["slack", "webhook"] {
+            for outcome in ["delivered", "retry", "failed"] {
+                let _ = notifications_sent.get_or_create(&ChannelLabels {
+                    channel: channel.into(),
+                    outcome: outcome.into(),
+                });
+            }
+        }
+        for reason in ["not_helm", "base64", "gzip", "too_large", "json", "field"] {
+            let _ = helm_decode_errors.get_or_create(&ReasonLabels { reason });
+        }
         for kind in [
             "rollout_undo",
             "helm_rollback",
@@ -291,6 +333,8 @@ impl Metrics {
             engine_window_alerts,
             engine_alerts_dropped,
             engine_alerts_stale,
+            engine_evaluation,
+            watchers_leading,
         }
     }
 
@@ -339,6 +383,14 @@ impl Metrics {
             .inc();
     }
 
+    /// Makes the watch-error series of `resource` and `reason` exist (at 0 until an
+    /// error), so that rates over it are 0 rather than absent.
+    pub fn watch_errors_seen(&self, resource: &'static str, reason: &'static str) {
+        let _ = self
+            .watch_errors
+            .get_or_create(&WatchErrorLabels { resource, reason });
+    }
+
     pub fn helm_decode_error(&self, reason: &'static str) {
         self.helm_decode_errors
             .get_or_create(&ReasonLabels { reason })
@@ -367,6 +419,22 @@ impl Metrics {
                 .get_or_create(&ReasonLabels { reason })
                 .set(n as i64);
         }
+    }
+
+    /// Records how long an engine evaluation took.
+    pub fn engine_evaluated(&self, trigger: &'static str, took: std::time::Duration) {
+        self.engine_evaluation
+            .get_or_create(&EvaluationLabels { trigger })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Whether this replica watches `cluster` (holds its lease).
+    pub fn watchers_leading(&self, cluster: &str, leading: bool) {
+        self.watchers_leading
+            .get_or_create(&ClusterLabels {
+                cluster: cluster.to_string(),
+            })
+            .set(i64::from(leading));
     }
 
     pub fn decision(&self, verdict: &str) {

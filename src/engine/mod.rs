@@ -777,10 +777,14 @@ impl Engine {
                         // An ingest's keys were dropped with a full queue: reload.
                         window.invalidate();
                     }
+                    let started = std::time::Instant::now();
                     self.evaluate_batch(&mut window, targets, &keys).await;
+                    self.metrics.engine_evaluated("batch", started.elapsed());
                 }
                 _ = interval.tick() => {
+                    let started = std::time::Instant::now();
                     self.tick_in(&mut window).await;
+                    self.metrics.engine_evaluated("tick", started.elapsed());
                 }
             }
         }

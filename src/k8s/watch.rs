@@ -61,10 +61,26 @@ impl Watchers {
     /// Runs until `shutdown`: takes the lease when it is free, watches while holding it.
     pub async fn run(self, shutdown: CancellationToken) {
         let retry = Duration::from_secs(self.config.lease_retry_secs);
+        let cluster = self.config.cluster.clone();
+        self.metrics.watchers_leading(&cluster, false);
+        // Every series the rules and the dashboard read exists from the start, at 0.
+        let mut resources = vec!["deployments.apps", "replicasets.apps"];
+        if self.config.helm_driver.secrets() {
+            resources.push(<Secret as HelmStorage>::RESOURCE);
+        }
+        if self.config.helm_driver.configmaps() {
+            resources.push(<ConfigMap as HelmStorage>::RESOURCE);
+        }
+        for resource in resources {
+            for reason in WATCH_ERROR_REASONS {
+                self.metrics.watch_errors_seen(resource, reason);
+            }
+        }
         while !shutdown.is_cancelled() {
             match self.store.try_lease(LEASE).await {
                 Ok(Some(mut lease)) => {
                     tracing::info!("kubernetes watchers: lease taken, watching");
+                    self.metrics.watchers_leading(&cluster, true);
                     let watching = shutdown.child_token();
                     let tasks = self.spawn_all(&watching);
                     loop {
@@ -83,6 +99,7 @@ impl Watchers {
                         let _ = task.await;
                     }
                     lease.release().await;
+                    self.metrics.watchers_leading(&cluster, false);
                 }
                 Ok(None) => {
                     tracing::debug!("kubernetes watchers: another replica holds the lease");
@@ -311,7 +328,7 @@ impl Watchers {
             tracing::error!(
                 resource,
                 error = %err,
-                "missing RBAC: rollwarden needs get, list and watch on {resource}"
+                "missing RBAC: rollwarden needs list and watch on {resource}"
             );
         } else {
             tracing::warn!(resource, error = %err, "watch failed; retrying with backoff");
@@ -394,6 +411,16 @@ where
 {
     watcher(api, config).default_backoff().boxed()
 }
+
+/// Every `reason` label [`watch_error_reason`] gives.
+const WATCH_ERROR_REASONS: [&str; 6] = [
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "expired",
+    "api",
+    "transport",
+];
 
 fn watch_error_reason(err: &watcher::Error) -> &'static str {
     let api_code = match err {

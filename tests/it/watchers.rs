@@ -331,6 +331,11 @@ async fn with_two_replicas_on_postgres_one_watches_and_the_other_takes_over() {
     // Give the second replica two lease attempts: it must not start watching.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(fake.open_watches(), 3, "only the lease holder watches");
+    // What the PrometheusRule's RollwardenWatchersDown reads: one leader per cluster.
+    let leading =
+        |up: u8| format!("rollwarden_kubernetes_watchers_leading{{cluster=\"default\"}} {up}\n");
+    assert!(first.metrics().await.contains(&leading(1)));
+    assert!(second.metrics().await.contains(&leading(0)));
 
     // The holder stops (its connection and lock go); the other takes over.
     first.stop().await;
