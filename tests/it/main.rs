@@ -20,6 +20,7 @@ mod ingest;
 mod limits;
 mod openapi;
 mod outbox;
+mod rbac;
 mod replay;
 mod shutdown;
 mod store;
