@@ -1,28 +1,44 @@
 """Checks rendered Kubernetes manifests of rollwarden (scripts/check-manifests runs it).
 
-Usage: check_manifests.py KUBERNETES_VERSION OVERLAY=RENDERED.yaml...
+Usage: check_manifests.py KUBERNETES_VERSION RENDER=RENDERED.yaml...
 
-For each overlay's rendered YAML:
+RENDER names the overlay and the components the render carries: `ha`, or
+`ha+helm-executor+prometheus`. For each render:
 1. every object validates, strictly (unknown fields are errors), against the schemas
    of KUBERNETES_VERSION that kubernetes-validate ships; an object without a schema
    (a misspelt kind or apiVersion) is an error too, not a warning;
 2. the security properties docs/deploy.md promises hold: non-root, read-only root
    filesystem, no capabilities, RuntimeDefault seccomp, no privilege escalation, probes
    on /healthz and /readyz, requests and limits, and RBAC that grants exactly the
-   least-privilege set;
+   rows of src/k8s/rbac.toml for the base and the components carried, nothing more;
+   a NetworkPolicy that admits only the listed namespaces on the http port;
 3. the overlay's own shape holds (single: SQLite on a volume, one replica, Recreate;
    ha: PostgreSQL from a Secret, two replicas, PDB minAvailable 1, anti-affinity);
-4. with $ROLLWARDEN_BIN set, `rollwarden check-config` accepts the ConfigMap's
+4. the prometheus component's ServiceMonitor scrapes the Service's http port;
+5. with $ROLLWARDEN_BIN set, `rollwarden check-config --lint` accepts the ConfigMap's
    rollwarden.toml with the environment the Deployment gives it, so no key is invented.
+
+Then, once: the PrometheusRule passes `promtool check rules` and its unit tests
+(tests/prometheus/rollwarden-rules.test.yml); every expression of the Grafana dashboard
+(deploy/grafana/rollwarden.json) parses as PromQL; and, with $ROLLWARDEN_BIN set, every
+rollwarden_* metric the rules and the dashboard query is exported by a running
+rollwarden's /metrics.
 
 Exits 1 after printing every failure.
 """
 
+import json
 import os
+import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
+import urllib.request
 
 import kubernetes_validate
 import yaml
@@ -30,13 +46,26 @@ from kubernetes_validate.utils import InvalidSchemaError, VersionNotSupportedErr
 
 CONFIG_PATH = "/etc/rollwarden/rollwarden.toml"
 
-# The whole grant: (apiGroup, resource, verb). Nothing else may appear in any Role or
-# ClusterRole of the render.
-LEAST_PRIVILEGE = {
-    *(("apps", r, v) for r in ("deployments", "replicasets") for v in ("get", "list", "watch")),
-    ("apps", "deployments", "patch"),
-    *(("", "secrets", v) for v in ("get", "list", "watch")),
-}
+RBAC_TABLE = "src/k8s/rbac.toml"
+DASHBOARD = "deploy/grafana/rollwarden.json"
+RULE_TESTS = "tests/prometheus/rollwarden-rules.test.yml"
+MONITORING_GROUP = "monitoring.coreos.com/"
+
+
+def granted_by_table(components):
+    """(apiGroup, resource, verb) the table grants to the base and `components`."""
+    with open(RBAC_TABLE, "rb") as f:
+        rows = tomllib.load(f)["grant"]
+    known = {r["component"] for r in rows} - {""}
+    for c in components - {"prometheus"}:
+        check(c in known, c, f"component {c} grants nothing in {RBAC_TABLE}: teach the table or this check")
+    return {
+        (r["group"], r["resource"], verb)
+        for r in rows
+        if r["component"] == "" or r["component"] in components
+        for verb in r["verbs"]
+    }
+
 
 failures = []
 
@@ -53,6 +82,8 @@ def name_of(obj):
 
 def validate_schemas(overlay, objects, version):
     for obj in objects:
+        if obj.get("apiVersion", "").startswith(MONITORING_GROUP):
+            continue  # the Prometheus Operator's CRDs: check_monitoring checks them
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as e:
@@ -146,7 +177,7 @@ def check_service_and_pdb(overlay, objects, pod_labels):
     return pdb
 
 
-def check_rbac(overlay, objects, namespace):
+def check_rbac(overlay, objects, namespace, components):
     roles = [o for o in objects if o["kind"] in ("Role", "ClusterRole")]
     granted = set()
     for role in roles:
@@ -157,10 +188,11 @@ def check_rbac(overlay, objects, namespace):
                 for resource in rule.get("resources", []):
                     for verb in rule.get("verbs", []):
                         granted.add((group, resource, verb))
-    extra = sorted(granted - LEAST_PRIVILEGE)
-    missing = sorted(LEAST_PRIVILEGE - granted)
-    check(not extra, overlay, f"RBAC grants more than the least-privilege set: {extra}")
-    check(not missing, overlay, f"RBAC lacks: {missing}")
+    expected = granted_by_table(components)
+    extra = sorted(granted - expected)
+    missing = sorted(expected - granted)
+    check(not extra, overlay, f"RBAC grants more than {RBAC_TABLE} asks for: {extra}")
+    check(not missing, overlay, f"RBAC lacks what {RBAC_TABLE} asks for: {missing}")
 
     role_names = {(r["kind"], r["metadata"]["name"]) for r in roles}
     bindings = [o for o in objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
@@ -213,6 +245,164 @@ def check_config(overlay, config, pod, container, grace):
               f"{f} is not in the mounted Secret rollwarden-tokens")
 
 
+def check_network_policy(overlay, objects, pod_labels):
+    policy = only(objects, "NetworkPolicy", overlay)
+    if policy is None:
+        return
+    spec = policy["spec"]
+    check(selects(spec.get("podSelector", {}).get("matchLabels"), pod_labels), overlay,
+          "the NetworkPolicy selects no rollwarden pod")
+    check(sorted(spec.get("policyTypes", [])) == ["Egress", "Ingress"], overlay,
+          "the NetworkPolicy does not restrict both Ingress and Egress")
+    ingress = spec.get("ingress", [])
+    check(ingress, overlay, "the NetworkPolicy admits nothing: Alertmanager could not deliver")
+    for rule in ingress:
+        sources = rule.get("from", [])
+        check(sources and all(set(src) == {"namespaceSelector"} for src in sources), overlay,
+              "an ingress rule admits more than pods of listed namespaces")
+        for src in sources:
+            exprs = src["namespaceSelector"].get("matchExpressions", [])
+            check(exprs and all(e["key"] == "kubernetes.io/metadata.name" and e["operator"] == "In"
+                                and e.get("values") for e in exprs), overlay,
+                  "an ingress namespaceSelector is not a list of namespace names")
+        ports = rule.get("ports", [])
+        check(ports and all(p.get("port") in ("http", 8080) for p in ports), overlay,
+              "an ingress rule opens more than the http port")
+    egress_ports = {(p.get("protocol", "TCP"), p.get("port")) for r in spec.get("egress", []) for p in r.get("ports", [])}
+    for needed in (("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 6443), ("TCP", 5432)):
+        check(needed in egress_ports, overlay, f"the NetworkPolicy's egress lacks {needed[0]} {needed[1]}")
+    check(all(r.get("ports") for r in spec.get("egress", [])), overlay,
+          "an egress rule opens every port")
+
+
+def check_monitoring(overlay, objects, components, service):
+    """The prometheus component's objects; returns the PrometheusRule's groups."""
+    monitors = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    rules = [o for o in objects if o["kind"] == "PrometheusRule"]
+    if "prometheus" not in components:
+        check(not monitors and not rules, overlay, "Prometheus Operator objects without the prometheus component")
+        return None
+    monitor = only(objects, "ServiceMonitor", overlay)
+    rule = only(objects, "PrometheusRule", overlay)
+    if monitor and service:
+        spec = monitor["spec"]
+        check(selects(spec.get("selector", {}).get("matchLabels"), service["metadata"].get("labels", {})),
+              overlay, "the ServiceMonitor selects no rollwarden Service")
+        names = {p.get("name") for p in service["spec"]["ports"]}
+        endpoints = spec.get("endpoints", [])
+        check(endpoints and all(e.get("port") in names and e.get("path") == "/metrics" for e in endpoints),
+              overlay, "the ServiceMonitor does not scrape /metrics on a port of the Service")
+        check(set(spec) <= {"selector", "endpoints"}, overlay, f"unexpected ServiceMonitor fields: {sorted(spec)}")
+    if rule:
+        check(set(rule["spec"]) == {"groups"}, overlay, "the PrometheusRule has fields beside groups")
+        return rule["spec"]["groups"]
+    return None
+
+
+def run_promtool(groups):
+    """`promtool check rules` and the unit tests on the PrometheusRule's groups, and the
+    dashboard's expressions parsed by promtool as recording rules."""
+    promtool = os.environ.get("PROMTOOL", "promtool")
+    with tempfile.TemporaryDirectory() as tmp:
+        rules = os.path.join(tmp, "rollwarden-rules.yml")
+        with open(rules, "w") as f:
+            yaml.safe_dump({"groups": groups}, f, sort_keys=False)
+        shutil.copy(RULE_TESTS, tmp)
+        for argv in ([promtool, "check", "rules", rules],
+                     [promtool, "test", "rules", os.path.join(tmp, os.path.basename(RULE_TESTS))]):
+            run = subprocess.run(argv, capture_output=True, text=True, cwd=tmp)
+            check(run.returncode == 0, "prometheus", f"{' '.join(argv[:3])} failed:\n{run.stdout}{run.stderr}")
+
+        exprs = dashboard_exprs()
+        check(exprs, "dashboard", f"{DASHBOARD} queries nothing")
+        recorded = {"groups": [{"name": "dashboard", "rules": [
+            {"record": f"dashboard:panel{i}", "expr": e
+             .replace("$__rate_interval", "5m").replace("$__range", "1h").replace("$namespace", ".*")}
+            for i, e in enumerate(exprs)]}]}
+        path = os.path.join(tmp, "dashboard-rules.yml")
+        with open(path, "w") as f:
+            yaml.safe_dump(recorded, f, sort_keys=False)
+        run = subprocess.run([promtool, "check", "rules", path], capture_output=True, text=True)
+        check(run.returncode == 0, "dashboard", f"an expression of {DASHBOARD} is not PromQL:\n{run.stdout}{run.stderr}")
+
+
+def dashboard_exprs():
+    with open(DASHBOARD) as f:
+        dashboard = json.load(f)
+    exprs = []
+    for panel in dashboard.get("panels", []):
+        for sub in [panel, *panel.get("panels", [])]:
+            exprs.extend(t["expr"] for t in sub.get("targets", []) if t.get("expr"))
+    return exprs
+
+
+def queried_metrics(groups):
+    """Every rollwarden_* series name in the rules and the dashboard."""
+    exprs = dashboard_exprs() + [r["expr"] for g in groups for r in g["rules"]]
+    return {m for e in exprs for m in re.findall(r"\b(rollwarden_[a-z0-9_]+)", e)}
+
+
+def exported_metrics(binary):
+    """The series names a freshly started `rollwarden serve` exports on /metrics."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        # The watchers on, against an API server nobody answers at: their series (the
+        # lease gauge, watch errors) exist as they would in a cluster.
+        kubeconfig = os.path.join(tmp, "kubeconfig")
+        with open(kubeconfig, "w") as f:
+            yaml.safe_dump({
+                "apiVersion": "v1", "kind": "Config", "current-context": "unreachable",
+                "clusters": [{"name": "unreachable", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "users": [{"name": "nobody", "user": {"token": "stand-in"}}],
+                "contexts": [{"name": "unreachable", "context": {"cluster": "unreachable", "user": "nobody"}}],
+            }, f)
+        config = os.path.join(tmp, "rollwarden.toml")
+        with open(config, "w") as f:
+            f.write(f'[server]\nlisten = "127.0.0.1:{port}"\n\n'
+                    f'[database]\nurl = "sqlite:{tmp}/rollwarden.db"\n\n'
+                    f'[kubernetes]\nenabled = true\nkubeconfig = "{kubeconfig}"\n')
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLWARDEN")}
+        server = subprocess.Popen([binary, "serve", "--config", config], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            text = None
+            while time.monotonic() < deadline and server.poll() is None:
+                try:
+                    # Twice: the first request is what the latency histogram then holds.
+                    for _ in range(2):
+                        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                            text = r.read().decode()
+                    if "rollwarden_kubernetes_watchers_leading{" in text:
+                        break
+                    text = None
+                    time.sleep(0.2)
+                except OSError:
+                    time.sleep(0.2)
+            if text is None:
+                server.terminate()
+                err = server.communicate(timeout=10)[1]
+                check(False, "metrics", f"rollwarden serve did not answer /metrics with its watchers started within 30 s: {err.strip()[-2000:]}")
+                return None
+        finally:
+            if server.poll() is None:
+                server.send_signal(signal.SIGTERM)
+                try:
+                    server.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+    names = set()
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""], "info": ["_info"]}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            for suffix in suffixes.get(kind, [""]):
+                names.add(name + suffix)
+    return names
+
+
 def check_overlay_shape(overlay, objects, spec, pod, container, pdb):
     env = {e["name"]: e for e in container.get("env", [])}
     url = env.get("ROLLWARDEN__DATABASE__URL")
@@ -239,20 +429,13 @@ def check_overlay_shape(overlay, objects, spec, pod, container, pdb):
         check(False, overlay, "unknown overlay: teach check_manifests.py its shape")
 
 
-def check_config_with_binary(overlay, text, config, container):
-    """`rollwarden check-config` on the ConfigMap's file, as the pod would load it."""
+def check_config_with_binary(overlay, text, container):
+    """`rollwarden check-config --lint` on the ConfigMap's file, as the pod would load it
+    (the token files live in a Secret outside the manifests: --lint does not read them)."""
     binary = os.environ.get("ROLLWARDEN_BIN")
     if not binary:
         return
     with tempfile.TemporaryDirectory() as tmp:
-        # The token files live in a Secret that is not part of the manifests: stand-ins.
-        for t in config.get("auth", {}).get("tokens", []):
-            f = t.get("token_file")
-            if f:
-                stand_in = os.path.join(tmp, os.path.basename(f))
-                with open(stand_in, "w") as out:
-                    out.write("stand-in-token-0123456789abcdef\n")
-                text = text.replace(f'"{f}"', f'"{stand_in}"')
         path = os.path.join(tmp, "rollwarden.toml")
         with open(path, "w") as out:
             out.write(text)
@@ -262,16 +445,19 @@ def check_config_with_binary(overlay, text, config, container):
                 env[e["name"]] = e["value"]
             elif e["name"] == "ROLLWARDEN__DATABASE__URL":
                 env[e["name"]] = "postgres://rollwarden:stand-in@postgres:5432/rollwarden"
-        run = subprocess.run([binary, "check-config", "--config", path], env=env,
+        run = subprocess.run([binary, "check-config", "--lint", "--config", path], env=env,
                              capture_output=True, text=True)
         check(run.returncode == 0, overlay,
-              f"rollwarden check-config rejects the ConfigMap's rollwarden.toml: {run.stderr.strip()}")
+              f"rollwarden check-config --lint rejects the ConfigMap's rollwarden.toml: {run.stderr.strip()}")
 
 
 def main():
     version = sys.argv[1]
+    rule_groups = []
     for arg in sys.argv[2:]:
         overlay, rendered = arg.split("=", 1)
+        base, *components = overlay.split("+")
+        components = set(components)
         with open(rendered) as f:
             objects = [o for o in yaml.safe_load_all(f) if o]
         if not check(objects, overlay, "renders to nothing"):
@@ -289,14 +475,33 @@ def main():
             if o["kind"] not in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
                 check(o["metadata"].get("namespace") == namespace, overlay,
                       f"{name_of(o)} is not in namespace {namespace}")
-        pdb = check_service_and_pdb(overlay, objects, deployment["spec"]["template"]["metadata"].get("labels", {}))
-        check_rbac(overlay, objects, namespace)
+        pod_labels = deployment["spec"]["template"]["metadata"].get("labels", {})
+        pdb = check_service_and_pdb(overlay, objects, pod_labels)
+        check_rbac(overlay, objects, namespace, components)
+        check_network_policy(overlay, objects, pod_labels)
+        service = next((o for o in objects if o["kind"] == "Service"), None)
+        groups = check_monitoring(overlay, objects, components, service)
+        if groups and groups not in rule_groups:
+            rule_groups.append(groups)
         text, config = config_of(overlay, objects, pod, container)
         if config is not None:
             check_config(overlay, config, pod, container, grace)
-            check_config_with_binary(overlay, text, config, container)
-        check_overlay_shape(overlay, objects, deployment["spec"], pod, container, pdb)
+            check_config_with_binary(overlay, text, container)
+        check_overlay_shape(base, objects, deployment["spec"], pod, container, pdb)
         print(f"check-manifests: {overlay}: {len(objects)} objects checked")
+
+    if check(len(rule_groups) == 1, "prometheus", "no render carries the PrometheusRule, or renders differ"):
+        run_promtool(rule_groups[0])
+        binary = os.environ.get("ROLLWARDEN_BIN")
+        queried = queried_metrics(rule_groups[0])
+        if binary:
+            exported = exported_metrics(binary)
+            if exported is not None:
+                unknown = sorted(queried - exported)
+                check(not unknown, "metrics",
+                      f"the dashboard or the rules query metrics /metrics does not export: {unknown}")
+                print(f"check-manifests: {len(queried)} metrics queried by the rules and the dashboard, all exported")
+        print(f"check-manifests: PrometheusRule (promtool check and unit tests) and {DASHBOARD} ok")
     if failures:
         for failure in failures:
             print(f"FAIL {failure}", file=sys.stderr)
