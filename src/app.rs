@@ -14,6 +14,7 @@ use crate::actions::{Channels, Planner, Worker, WorkerConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::engine::{Engine, EngineQueue};
+use crate::events::EventHub;
 use crate::http::auth::Authenticator;
 use crate::http::limit::RateLimit;
 use crate::ingest::Ingestor;
@@ -43,6 +44,8 @@ pub struct AppState {
     /// Per-caller limits of the ingest and write route groups; `None`: unlimited.
     pub ingest_limit: Option<Arc<RateLimit>>,
     pub write_limit: Option<Arc<RateLimit>>,
+    /// The live event stream's fan-out (`GET /api/v1/events`).
+    pub events: Arc<EventHub>,
 }
 
 /// A built service, bound to its address, not yet serving.
@@ -235,6 +238,7 @@ impl App {
             request_timeout_secs: config.server.request_timeout_secs,
             ingest_limit,
             write_limit,
+            events: Arc::new(EventHub::new(config.server.max_event_streams)),
         };
         Ok(App {
             listener,
@@ -293,6 +297,7 @@ impl App {
             workers.spawn(engine.run(queue, tick, shutdown.clone()));
         }
         let store = state.store.clone();
+        workers.spawn(state.events.clone().run(store.clone(), shutdown.clone()));
         tracing::info!(addr = %listener.local_addr()?, store = store.backend(), "serving");
         let router = crate::http::router(state);
         let stop = shutdown.clone();

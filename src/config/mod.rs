@@ -264,6 +264,7 @@ listen = "127.0.0.1:8080"
 body_limit_bytes = 4194304
 request_timeout_secs = 30
 shutdown_grace_secs = 30
+max_event_streams = 64
 
 [database]
 url = "sqlite:./rollwarden.db"

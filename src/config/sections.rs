@@ -77,6 +77,8 @@ pub struct ServerConfig {
     pub request_timeout_secs: u64,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub shutdown_grace_secs: u64,
+    /// Event streams (`GET /api/v1/events`) open at once; one more gets 503.
+    pub max_event_streams: usize,
 }
 
 impl ServerConfig {
@@ -87,6 +89,12 @@ impl ServerConfig {
         }
         if self.request_timeout_secs == 0 {
             return Err(invalid("server.request_timeout_secs", "must be at least 1"));
+        }
+        if !(1..=10_000).contains(&self.max_event_streams) {
+            return Err(invalid(
+                "server.max_event_streams",
+                "must be from 1 to 10000",
+            ));
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ pub mod auth;
 mod decisions;
 mod deploys;
 pub mod error;
+mod events;
 pub mod extract;
 mod flagger;
 mod freezes;
@@ -57,7 +58,8 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(deploys::read_router())
         .merge(decisions::router())
         .merge(freezes::read_router())
-        .merge(actions::read_router());
+        .merge(actions::read_router())
+        .merge(events::router());
     let write = OpenApiRouter::new()
         .merge(freezes::write_router())
         .merge(actions::write_router());

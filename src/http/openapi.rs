@@ -137,6 +137,10 @@ pub fn base() -> OpenApi {
                 "What came of decisions: rollbacks, approvals, freezes, notifications",
             ),
             tag("canary", "Flagger webhooks and the Argo Rollouts analysis"),
+            tag(
+                "events",
+                "What rollwarden and its operators do, live (Server-Sent Events)",
+            ),
             tag("operations", "Health, metrics and this document"),
         ]))
         .build()

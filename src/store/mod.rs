@@ -326,6 +326,18 @@ pub trait ActionStore: Send + Sync + 'static {
 
     /// The audit trail of these subjects, oldest first.
     async fn audit_trail(&self, subjects: &[String]) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Every audit event with an id above `after`, oldest first, at most `limit`: the
+    /// event stream's source (`GET /api/v1/events`), one ordered log for every replica.
+    async fn audit_events_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// The id of the newest audit event (0 when there is none): where a stream that
+    /// asks for no backlog starts.
+    async fn last_audit_event_id(&self) -> Result<i64, StoreError>;
 }
 
 /// The notification outbox.

@@ -127,6 +127,7 @@ fn routes() -> Vec<Route> {
         route(Method::DELETE, "/api/v1/freezes/{id}", Who::Operators),
         route(Method::GET, "/api/v1/actions", Who::Readers),
         route(Method::GET, "/api/v1/actions/{id}", Who::Readers),
+        route(Method::GET, "/api/v1/events", Who::Readers),
         // The approval gate is the on-call's too.
         with(
             Method::POST,

@@ -10,6 +10,7 @@ mod canary;
 mod cli;
 mod deploys;
 mod engine;
+mod events;
 mod executors;
 mod fake_kube;
 mod freezes;

@@ -121,6 +121,17 @@ where
         Self::insert_audit(tx, at, actor, kind, &subject, details).await
     }
 
+    fn audit_row(row: &D::Row) -> Result<AuditEvent, StoreError> {
+        Ok(AuditEvent {
+            id: row.col("id")?,
+            at: row.col::<Ts>("at")?.0,
+            actor: row.col("actor")?,
+            kind: row.col("kind")?,
+            subject: row.col("subject")?,
+            details: row.col::<Json<serde_json::Value>>("details")?.0,
+        })
+    }
+
     async fn insert_audit(
         conn: &mut D::Connection,
         at: DateTime<Utc>,
@@ -412,17 +423,29 @@ where
             q = q.arg(subject.as_str());
         }
         let rows = q.fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(AuditEvent {
-                    id: row.col("id")?,
-                    at: row.col::<Ts>("at")?.0,
-                    actor: row.col("actor")?,
-                    kind: row.col("kind")?,
-                    subject: row.col("subject")?,
-                    details: row.col::<Json<serde_json::Value>>("details")?.0,
-                })
-            })
-            .collect()
+        rows.iter().map(Self::audit_row).collect()
+    }
+
+    #[instrument(level = "debug", skip_all, fields(after))]
+    async fn audit_events_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2"
+        )))
+        .arg(after)
+        .arg(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::audit_row).collect()
+    }
+
+    async fn last_audit_event_id(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS id FROM audit_events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.col("id")?)
     }
 }

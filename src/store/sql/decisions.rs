@@ -109,10 +109,25 @@ where
         .arg(Ts(decision.decided_at))
         .fetch_one(&mut *tx)
         .await?;
+        let id: i64 = row.col("id")?;
+        // The event stream's `decision.recorded`: enough to show it, the rest by id.
+        let details = serde_json::json!({
+            "target": decision.target_key, "verdict": decision.verdict,
+            "reason": decision.reason,
+        });
+        Self::audit(
+            &mut tx,
+            decision.decided_at,
+            "rollwarden",
+            "decision.recorded",
+            id,
+            &details,
+        )
+        .await?;
         tx.commit().await?;
         // Built from what was written rather than decoded back from the row.
         let stored = StoredDecision {
-            id: row.col("id")?,
+            id,
             target_key: decision.target_key.clone(),
             verdict: decision.verdict.clone(),
             reason: decision.reason.clone(),
