@@ -31,6 +31,7 @@ pub mod actions;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod ctl;
 pub mod domain;
 pub mod engine;
 pub mod events;

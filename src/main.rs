@@ -1,4 +1,5 @@
-//! The `rollwarden` command: serve, migrate, check-config.
+//! The `rollwarden` command: serve, migrate, check-config, replay, export, and `ctl`,
+//! the operator's client of a running rollwarden.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +79,10 @@ enum Command {
         #[arg(long)]
         until: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Talk to a running rollwarden over its API: decisions, approvals, freezes, the
+    /// live event stream. Server from --server or $ROLLWARDEN_SERVER, token from
+    /// $ROLLWARDEN_TOKEN or --token-file.
+    Ctl(rollwarden::ctl::CtlArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -88,6 +93,10 @@ enum ReplayFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A client of a server somewhere: no configuration of its own.
+    if let Command::Ctl(args) = cli.command {
+        return ctl(args);
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
@@ -214,7 +223,31 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             tracing::info!(records = n, "exported");
             Ok(())
         }
-        Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
+        Command::CheckConfig { .. } | Command::Ctl(_) => {
+            unreachable!("handled before the runtime starts")
+        }
+    }
+}
+
+/// `rollwarden ctl`: 0 on success; 1 with the server's (or the network's) words.
+fn ctl(args: rollwarden::ctl::CtlArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("rollwarden ctl: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match runtime.block_on(rollwarden::ctl::run(args, &mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("rollwarden ctl: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub mod limit;
 pub mod openapi;
 mod query;
 mod signals;
+mod targets;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,7 +60,8 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(decisions::router())
         .merge(freezes::read_router())
         .merge(actions::read_router())
-        .merge(events::router());
+        .merge(events::router())
+        .merge(targets::router());
     let write = OpenApiRouter::new()
         .merge(freezes::write_router())
         .merge(actions::write_router());

@@ -248,6 +248,14 @@ pub trait DecisionStore: Send + Sync + 'static {
     /// Target keys whose latest decision is not `ok`: they need re-evaluation until
     /// they recover.
     async fn unsettled_targets(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Each target's standing (latest) decision, by target key, after `after_target`
+    /// when given, at most `limit`.
+    async fn standing_decisions(
+        &self,
+        after_target: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredDecision>, StoreError>;
 }
 
 /// The action outbox, the loop guard's record of rollbacks, and the audit trail.

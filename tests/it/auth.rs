@@ -128,6 +128,7 @@ fn routes() -> Vec<Route> {
         route(Method::GET, "/api/v1/actions", Who::Readers),
         route(Method::GET, "/api/v1/actions/{id}", Who::Readers),
         route(Method::GET, "/api/v1/events", Who::Readers),
+        route(Method::GET, "/api/v1/targets", Who::Readers),
         // The approval gate is the on-call's too.
         with(
             Method::POST,

@@ -300,6 +300,31 @@ mod engine_inputs {
             json!({"verdict": "monitor", "hash": "h1"})
         );
         assert_eq!(db.store.unsettled_targets().await.unwrap(), [key]);
+        // Each target's standing decision, by key, paged by key.
+        let standing: Vec<_> = db
+            .store
+            .standing_decisions(None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.target_key, d.verdict))
+            .collect();
+        assert_eq!(
+            standing,
+            [
+                ("default/prod/Deployment/cart".to_string(), "ok".to_string()),
+                (key.to_string(), "rollback".to_string()),
+            ]
+        );
+        let page = db.store.standing_decisions(None, 1).await.unwrap();
+        assert_eq!(page.len(), 1);
+        let rest = db
+            .store
+            .standing_decisions(Some(&page[0].target_key), 10)
+            .await
+            .unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].id, changed.id);
         let q = DecisionQuery {
             target: Some(key.into()),
             limit: 10,

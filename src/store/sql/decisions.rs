@@ -206,6 +206,26 @@ where
         .await?;
         rows.iter().map(|row| Ok(row.col("target")?)).collect()
     }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn standing_decisions(
+        &self,
+        after_target: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredDecision>, StoreError> {
+        // decisions_target (target, id) answers the MAX per target.
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions WHERE id IN \
+             (SELECT MAX(id) FROM decisions"
+        ));
+        if let Some(after) = after_target {
+            q.push(" WHERE target > ").push_arg(after.to_string());
+        }
+        q.push(" GROUP BY target) ORDER BY target LIMIT ")
+            .push_arg(i64::from(limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(Self::decision_row).collect()
+    }
 }
 
 #[async_trait]
