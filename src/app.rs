@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::http::HeaderName;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::engine::{Engine, EngineQueue};
 use crate::events::EventHub;
-use crate::http::auth::Authenticator;
+use crate::http::auth::{Authenticator, ProxyAuth};
 use crate::http::limit::RateLimit;
 use crate::ingest::Ingestor;
 use crate::k8s::watch::{self, Watchers};
@@ -128,7 +129,25 @@ impl App {
         // The rules check-config applies, on the same path.
         config.lint()?;
         let tokens = config.resolve_tokens()?;
-        let auth = Arc::new(Authenticator::new(tokens));
+        let mut auth = Authenticator::new(tokens);
+        let proxy = &config.auth.proxy;
+        if proxy.enabled {
+            auth = auth.with_proxy(ProxyAuth {
+                trusted: proxy.networks()?,
+                user_headers: proxy
+                    .user_headers
+                    .iter()
+                    .map(|h| HeaderName::try_from(h.as_str()))
+                    .collect::<Result<_, _>>()
+                    .context("auth.proxy.user_headers")?,
+                groups_header: HeaderName::try_from(proxy.groups_header.as_str())
+                    .context("auth.proxy.groups_header")?,
+                roles: proxy.roles.clone(),
+                default_role: proxy.default_role,
+            });
+            tracing::info!(trusted = ?proxy.trusted_sources, "people signed in by the proxy are trusted from these sources");
+        }
+        let auth = Arc::new(auth);
         let listen = config.server.listen;
         if auth.is_open() {
             tracing::warn!(%listen, "no auth tokens configured: every request is allowed");

@@ -188,7 +188,11 @@ impl Config {
     /// validated each section.
     pub fn lint(&self) -> Result<(), ConfigError> {
         let listen = self.server.listen;
-        if self.auth.tokens.is_empty() && !listen.ip().is_loopback() && !self.auth.allow_anonymous {
+        if self.auth.tokens.is_empty()
+            && !self.auth.proxy.enabled
+            && !listen.ip().is_loopback()
+            && !self.auth.allow_anonymous
+        {
             return Err(invalid(
                 "server.listen",
                 format!(
@@ -275,6 +279,13 @@ batch_max = 256
 [auth]
 tokens = []
 allow_anonymous = false
+
+[auth.proxy]
+enabled = false
+trusted_sources = []
+user_headers = ["X-Forwarded-Email", "X-Forwarded-User"]
+groups_header = "X-Forwarded-Groups"
+roles = {}
 
 [limits]
 max_alerts = 1000

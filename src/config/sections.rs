@@ -140,6 +140,85 @@ pub struct AuthConfig {
     pub tokens: Vec<TokenConfig>,
     /// With no tokens, serve without auth even on a non-loopback address.
     pub allow_anonymous: bool,
+    /// People signed in by an authenticating reverse proxy.
+    pub proxy: ProxyAuthConfig,
+}
+
+/// `[auth.proxy]`: trust the identity headers an authenticating reverse proxy
+/// (oauth2-proxy) sets, on requests from its addresses only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyAuthConfig {
+    pub enabled: bool,
+    /// Where the proxy connects from (CIDRs or addresses). Identity headers on a
+    /// request from anywhere else are ignored.
+    pub trusted_sources: Vec<String>,
+    /// Headers naming the person, the first present winning.
+    pub user_headers: Vec<String>,
+    /// The header listing the person's groups, comma-separated.
+    pub groups_header: String,
+    /// Group to role: a person gets the strongest role among their groups.
+    pub roles: std::collections::BTreeMap<String, Role>,
+    /// The role of a person in none of those groups; none: refused (403).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_role: Option<Role>,
+}
+
+impl ProxyAuthConfig {
+    /// The trusted networks, parsed (`10.0.0.0/8`, or an address alone).
+    pub fn networks(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.trusted_sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        invalid(
+                            format!("auth.proxy.trusted_sources[{i}]"),
+                            format!("{s:?} is not a CIDR (10.0.0.0/8) or an address"),
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    /// Checks `[auth.proxy]`, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let networks = self.networks()?;
+        if self.enabled && networks.is_empty() {
+            return Err(invalid(
+                "auth.proxy.trusted_sources",
+                "must name the proxy's addresses: identity headers from anywhere else are \
+                 anyone's",
+            ));
+        }
+        if self.user_headers.is_empty() {
+            return Err(invalid("auth.proxy.user_headers", "must not be empty"));
+        }
+        for (i, name) in self.user_headers.iter().enumerate() {
+            if axum::http::HeaderName::try_from(name.as_str()).is_err() {
+                return Err(invalid(
+                    format!("auth.proxy.user_headers[{i}]"),
+                    "is not a header name",
+                ));
+            }
+        }
+        if axum::http::HeaderName::try_from(self.groups_header.as_str()).is_err() {
+            return Err(invalid("auth.proxy.groups_header", "is not a header name"));
+        }
+        if let Some(group) = self
+            .roles
+            .keys()
+            .find(|g| g.trim().is_empty() || g.contains(','))
+        {
+            return Err(invalid(
+                "auth.proxy.roles",
+                format!("{group:?} is not a group name (empty, or holds a comma)"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl AuthConfig {
@@ -167,7 +246,7 @@ impl AuthConfig {
                 ));
             }
         }
-        Ok(())
+        self.proxy.validate()
     }
 }
 

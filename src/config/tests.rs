@@ -30,11 +30,24 @@ fn the_example_file_documents_exactly_the_defaults() {
             text.contains(&format!("[{section}]")),
             "[{section}] undocumented"
         );
-        for key in keys.as_table().unwrap().keys() {
-            assert!(
-                text.lines().any(|l| l.starts_with(&format!("{key} = "))),
-                "{section}.{key} undocumented"
-            );
+        for (key, value) in keys.as_table().unwrap() {
+            // A sub-table ([auth.proxy]) has a header of its own, and keys.
+            let keys: Vec<&String> = match value.as_table() {
+                Some(inner) => {
+                    assert!(
+                        text.contains(&format!("[{section}.{key}]")),
+                        "[{section}.{key}] undocumented"
+                    );
+                    inner.keys().collect()
+                }
+                _ => vec![key],
+            };
+            for key in keys {
+                assert!(
+                    text.lines().any(|l| l.starts_with(&format!("{key} = "))),
+                    "{section}.{key} undocumented"
+                );
+            }
         }
     }
 }

@@ -1,13 +1,20 @@
-//! Bearer-token authentication and role checks.
+//! Authentication (bearer tokens, or a person named by an authenticating reverse
+//! proxy) and role checks.
 //!
 //! Tokens are compared as SHA-256 digests in constant time, against every configured
 //! token without stopping early, so neither timing nor the answer says which tokens
 //! exist. Tokens never reach a log: only the holder's configured name does.
+//!
+//! With `[auth.proxy]`, a request from one of the proxy's addresses that carries its
+//! identity header is that person, with the strongest role of their groups; the same
+//! headers from any other address are ignored (anyone can send a header).
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::header;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -26,6 +33,77 @@ pub struct Principal {
 
 pub struct Authenticator {
     tokens: Vec<([u8; 32], Principal)>,
+    proxy: Option<ProxyAuth>,
+}
+
+/// `[auth.proxy]`, parsed.
+pub struct ProxyAuth {
+    pub trusted: Vec<ipnet::IpNet>,
+    pub user_headers: Vec<HeaderName>,
+    pub groups_header: HeaderName,
+    pub roles: BTreeMap<String, Role>,
+    pub default_role: Option<Role>,
+}
+
+/// The longest person name (an email address: RFC 5321's 254) taken from a header.
+const MAX_PERSON: usize = 254;
+
+/// What the proxy's headers say about a request.
+enum Vouched {
+    /// Not from the proxy, or no identity header: token auth decides.
+    No,
+    Person(Principal),
+    /// Signed in, but in no group with a role (and no default role).
+    NoRole(String),
+}
+
+impl ProxyAuth {
+    fn vouch(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Vouched {
+        let Some(peer) = peer else {
+            return Vouched::No;
+        };
+        let ip = peer.ip().to_canonical();
+        if !self.trusted.iter().any(|net| net.contains(&ip)) {
+            return Vouched::No;
+        }
+        let person = self
+            .user_headers
+            .iter()
+            .find_map(|name| headers.get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|p| {
+                crate::wire::is_visible_text(p, MAX_PERSON) && !p.contains(char::is_whitespace)
+            });
+        let Some(person) = person else {
+            return Vouched::No;
+        };
+        let strongest = headers
+            .get_all(&self.groups_header)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|group| self.roles.get(group.trim()).copied())
+            .max_by_key(|role| rank(*role))
+            .or(self.default_role);
+        match strongest {
+            Some(role) => Vouched::Person(Principal {
+                name: person.to_string(),
+                role,
+            }),
+            None => Vouched::NoRole(person.to_string()),
+        }
+    }
+}
+
+/// How much a role may do, for picking a person's strongest.
+fn rank(role: Role) -> u8 {
+    match role {
+        Role::Webhook => 0,
+        Role::Viewer => 1,
+        Role::Operator => 2,
+        Role::Admin => 3,
+    }
 }
 
 impl Authenticator {
@@ -35,12 +113,20 @@ impl Authenticator {
                 .into_iter()
                 .map(|(name, role, secret)| (digest(secret.expose()), Principal { name, role }))
                 .collect(),
+            proxy: None,
         }
     }
 
-    /// True when no token is configured: every request is the anonymous admin.
+    /// People named by an authenticating proxy, besides the tokens.
+    pub fn with_proxy(mut self, proxy: ProxyAuth) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
+
+    /// True when no token and no proxy is configured: every request is the anonymous
+    /// admin.
     pub fn is_open(&self) -> bool {
-        self.tokens.is_empty()
+        self.tokens.is_empty() && self.proxy.is_none()
     }
 
     fn anonymous() -> Principal {
@@ -55,6 +141,37 @@ impl Authenticator {
             return Some(Self::anonymous());
         }
         self.authenticate_token(authorization?.strip_prefix(b"Bearer ")?)
+    }
+
+    /// Who sent a request: the person the proxy vouches for (when it came from the
+    /// proxy), else the bearer token's holder. `Err` is the answer for a person the
+    /// proxy signed in whom no role covers.
+    fn identify(
+        &self,
+        peer: Option<SocketAddr>,
+        headers: &HeaderMap,
+    ) -> Result<Option<Principal>, ApiError> {
+        if let Some(proxy) = &self.proxy {
+            match proxy.vouch(peer, headers) {
+                Vouched::Person(principal) => return Ok(Some(principal)),
+                Vouched::NoRole(person) => {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        format!(
+                            "{person} is in no group auth.proxy.roles gives a role, and \
+                             auth.proxy.default_role is not set"
+                        ),
+                    ));
+                }
+                Vouched::No => {}
+            }
+        }
+        Ok(self.authenticate(
+            headers
+                .get(header::AUTHORIZATION)
+                .map(axum::http::HeaderValue::as_bytes),
+        ))
     }
 
     /// The principal holding `token` (the bare token, as a sender that cannot set
@@ -91,12 +208,14 @@ pub struct Gate {
 
 /// Middleware: 401 without a valid token, 403 when its role may not do `access`.
 pub async fn require(State(gate): State<Gate>, req: Request, next: Next) -> Response {
-    let header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    let principal = gate.auth.authenticate(header);
-    admit(&gate, principal, req, next).await
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    match gate.auth.identify(peer, req.headers()) {
+        Ok(principal) => admit(&gate, principal, req, next).await,
+        Err(refused) => refused.into_response(),
+    }
 }
 
 /// Runs the request as `principal`: 401 without one, 403 when its role may not do the

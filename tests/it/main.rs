@@ -22,6 +22,7 @@ mod ingest;
 mod limits;
 mod openapi;
 mod outbox;
+mod proxy;
 mod rbac;
 mod replay;
 mod shutdown;
