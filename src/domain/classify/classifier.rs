@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::compile::{
-    ConfiguredTarget, Rule, check_label_name, check_matchers, check_text, compile_rule,
-    compile_target, is_dns_label, is_object_name, matchers_match,
+    ConfiguredTarget, Rule, check_label_name, check_text, compile_rule, compile_target,
+    is_dns_label, is_object_name,
 };
 use super::config::{
     ClassifyConfigError, EnvironmentConfig, SignalsConfig, TargetConfig, default_signal_rules,
     invalid,
 };
 use super::glob::Glob;
+use super::matcher;
 use super::{DEPENDENCY_LABEL, KIND_LABEL, MAX_SUMMARY_CHARS};
 use crate::domain::{
     Alert, AlertStatus, Labels, Scope, Signal, SignalKind, SignalSource, Target, TargetRef,
@@ -85,7 +86,7 @@ impl Classifier {
                 .enumerate()
                 .map(|(j, glob)| Glob::parse(&format!("{key}.alertnames[{j}]"), glob))
                 .collect::<Result<Vec<_>, _>>()?;
-            let matchers = check_matchers(&format!("{key}.matchers"), &dependency.matchers)?;
+            let matchers = matcher::compile(&format!("{key}.matchers"), &dependency.matchers)?;
             for (j, target) in dependency.targets.iter().enumerate() {
                 check_text(&format!("{key}.targets[{j}]"), target)?;
             }
@@ -152,7 +153,7 @@ impl Classifier {
         if let Some(configured) = self
             .targets
             .iter()
-            .find(|t| !t.matchers.is_empty() && matchers_match(&t.matchers, labels))
+            .find(|t| !t.matchers.is_empty() && matcher::all_match(&t.matchers, labels))
         {
             return Some(configured.target.clone());
         }

@@ -4,12 +4,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::config::{ClassifyConfigError, EnvironmentConfig, SignalRule, TargetConfig, invalid};
 use super::glob::Glob;
+use super::matcher::{self, Matcher};
 use crate::domain::{Labels, Mode, Scope, SignalKind, Target, TargetRef};
 
 #[derive(Debug, Clone)]
 pub(super) struct ConfiguredTarget {
     pub(super) target: Target,
-    pub(super) matchers: Labels,
+    pub(super) matchers: Vec<Matcher>,
 }
 
 /// A rule compiled: globs parsed, annotation names resolved at classification.
@@ -17,7 +18,7 @@ pub(super) struct ConfiguredTarget {
 pub(super) struct Rule {
     /// Empty: any alertname.
     pub(super) alertnames: Vec<Glob>,
-    pub(super) matchers: Labels,
+    pub(super) matchers: Vec<Matcher>,
     pub(super) kind: SignalKind,
     pub(super) scope: Option<Scope>,
     pub(super) dependency: Option<String>,
@@ -28,13 +29,13 @@ pub(super) struct Rule {
 impl Rule {
     pub(super) fn matches(&self, alertname: &[char], labels: &Labels) -> bool {
         (self.alertnames.is_empty() || self.alertnames.iter().any(|g| g.matches(alertname)))
-            && matchers_match(&self.matchers, labels)
+            && matcher::all_match(&self.matchers, labels)
     }
 }
 
 pub(super) fn compile_rule(key: &str, rule: &SignalRule) -> Result<Rule, ClassifyConfigError> {
     let glob = Glob::parse(&format!("{key}.alertname"), &rule.alertname)?;
-    let matchers = check_matchers(&format!("{key}.matchers"), &rule.matchers)?;
+    let matchers = matcher::compile(&format!("{key}.matchers"), &rule.matchers)?;
     match (&rule.dependency, rule.kind) {
         (Some(name), SignalKind::Dependency) => check_text(&format!("{key}.dependency"), name)?,
         (None, SignalKind::Dependency) => {
@@ -159,7 +160,7 @@ pub(super) fn compile_target(
             ));
         }
     }
-    let matchers = check_matchers(&format!("{key}.matchers"), &config.matchers)?;
+    let matchers = matcher::compile(&format!("{key}.matchers"), &config.matchers)?;
     Ok(ConfiguredTarget {
         target: Target {
             target: TargetRef::new(cluster, &config.namespace, &config.kind, &config.name),
@@ -174,22 +175,6 @@ pub(super) fn compile_target(
         },
         matchers,
     })
-}
-
-pub(super) fn check_matchers(
-    key: &str,
-    matchers: &BTreeMap<String, String>,
-) -> Result<Labels, ClassifyConfigError> {
-    for (name, value) in matchers {
-        check_label_name(&format!("{key}.{name}"), name)?;
-        if value.chars().any(char::is_control) {
-            return Err(invalid(
-                format!("{key}.{name}"),
-                "must not contain control characters",
-            ));
-        }
-    }
-    Ok(matchers.clone())
 }
 
 /// Prometheus label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
@@ -220,12 +205,6 @@ pub(super) fn check_text(key: &str, value: &str) -> Result<(), ClassifyConfigErr
         ));
     }
     Ok(())
-}
-
-pub(super) fn matchers_match(matchers: &Labels, labels: &Labels) -> bool {
-    matchers
-        .iter()
-        .all(|(name, want)| labels.get(name).map_or("", String::as_str) == want)
 }
 
 /// DNS-1123 label: namespaces and cluster names.

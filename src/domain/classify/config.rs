@@ -1,10 +1,9 @@
 //! The classification config: `[[targets]]`, `[environments.NAME]` and `[signals]`,
 //! the default signal rules, and the error that names the key to fix.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
+use super::matcher::MatcherConfig;
 use crate::domain::{Mode, Scope, SignalKind};
 
 /// One `[[targets]]` entry: a deployable unit and the alerts that are about it.
@@ -46,7 +45,7 @@ pub struct TargetConfig {
     /// Alert label equality matchers (`{ service = "checkout", namespace = "prod" }`);
     /// an alert whose labels match all of them is about this target. A value `""`
     /// matches an absent label. None: only alerts discovered as this workload map to it.
-    pub matchers: BTreeMap<String, String>,
+    pub matchers: MatcherConfig,
 }
 
 impl Default for TargetConfig {
@@ -63,7 +62,7 @@ impl Default for TargetConfig {
             dependencies: Vec::new(),
             gitops: None,
             actions: Vec::new(),
-            matchers: BTreeMap::new(),
+            matchers: MatcherConfig::default(),
         }
     }
 }
@@ -88,7 +87,7 @@ pub struct SignalRule {
     /// Alert label equality matchers that must all match too; `""` matches an absent
     /// label.
     #[serde(default)]
-    pub matchers: BTreeMap<String, String>,
+    pub matchers: MatcherConfig,
     /// The kind of signal the alert is (required).
     pub kind: SignalKind,
     /// `canary`, `stable` or `any`. Absent: from the alert's `track` or `canary` label
@@ -116,7 +115,7 @@ impl SignalRule {
     pub fn new(alertname: &str, kind: SignalKind) -> Self {
         Self {
             alertname: alertname.into(),
-            matchers: BTreeMap::new(),
+            matchers: MatcherConfig::default(),
             kind,
             scope: None,
             dependency: None,
@@ -175,7 +174,7 @@ pub struct DependencyConfig {
     /// targets a dependency of this name, from another rule, affects).
     pub alertnames: Vec<String>,
     /// Alert label equality matchers that must all match too.
-    pub matchers: BTreeMap<String, String>,
+    pub matchers: MatcherConfig,
     /// Targets that depend on it, each a key (`cluster/namespace/kind/name`),
     /// `namespace/name` or a name. Empty: every target in the alert's namespace.
     pub targets: Vec<String>,

@@ -10,6 +10,7 @@ mod classifier;
 mod compile;
 mod config;
 mod glob;
+mod matcher;
 
 #[cfg(doc)]
 use super::{Signal, Target};
@@ -19,6 +20,7 @@ pub use config::{
     ClassifyConfigError, DependencyConfig, EnvironmentConfig, SignalRule, SignalsConfig,
     TargetConfig, default_signal_rules,
 };
+pub use matcher::MatcherConfig;
 
 /// The label with which an alert opts in to a kind, whatever its name
 /// (`rollwarden_kind="sla_violation"`).

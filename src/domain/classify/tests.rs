@@ -208,7 +208,7 @@ fn user_rules_win_over_the_defaults() {
 #[test]
 fn label_matchers_must_all_match_and_empty_means_absent() {
     let mut rule = SignalRule::new("*", SignalKind::CustomerReports);
-    rule.matchers = labels(&[("team", "support"), ("silenced", "")]);
+    rule.matchers = labels(&[("team", "support"), ("silenced", "")]).into();
     let signals = SignalsConfig {
         rules: vec![rule],
         ..SignalsConfig::default()
@@ -476,7 +476,7 @@ fn configured_targets_win_over_discovery() {
         ..target("prod", "checkout")
     };
     let api = TargetConfig {
-        matchers: labels(&[("team", "payments"), ("namespace", "prod")]),
+        matchers: labels(&[("team", "payments"), ("namespace", "prod")]).into(),
         ..target("prod", "payments-api")
     };
     let c = with(
@@ -533,6 +533,42 @@ fn a_target_without_matchers_is_not_matched_by_every_alert() {
         .unwrap();
     assert_eq!(t.target.name, "search");
     assert_eq!(c.target_for(&labels(&[("alertname", "X")])), None);
+}
+
+#[test]
+fn alertmanager_matchers_map_alerts_to_a_target_and_a_bad_one_names_itself() {
+    let mut checkout = target("prod", "checkout");
+    checkout.matchers = MatcherConfig::List(vec![
+        "app=checkout".into(),
+        r#"namespace=~"prod|prod-canary""#.into(),
+        "severity!=info".into(),
+    ]);
+    let c = with(SignalsConfig::default(), vec![checkout.clone()], &[]).unwrap();
+    // The configured target (prod/checkout), or another one discovered from the labels.
+    let key = |pairs: &[(&str, &str)]| c.target_for(&labels(pairs)).map(|t| t.target.key());
+    let configured = Some("default/prod/Deployment/checkout".to_string());
+    assert_eq!(
+        key(&[
+            ("app", "checkout"),
+            ("namespace", "prod-canary"),
+            ("severity", "page")
+        ]),
+        configured
+    );
+    // Anchored: preprod is not prod (the alert names preprod's own checkout); and
+    // severity info is excluded.
+    assert_eq!(
+        key(&[("app", "checkout"), ("namespace", "preprod")]),
+        Some("default/preprod/Deployment/checkout".to_string())
+    );
+    assert_eq!(key(&[("app", "checkout"), ("severity", "info")]), None);
+
+    checkout.matchers = MatcherConfig::List(vec!["app=checkout".into(), "env=~\"(prod\"".into()]);
+    let err = with(SignalsConfig::default(), vec![checkout], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("targets[0].matchers[1]"), "{err}");
+    assert!(err.contains("not a regular expression"), "{err}");
 }
 
 #[test]
@@ -599,7 +635,7 @@ fn configured_dependencies_classify_their_alerts_and_list_their_dependents() {
             DependencyConfig {
                 name: "payments-db".into(),
                 alertnames: vec!["PostgresqlDown".into(), "PgBouncer*".into()],
-                matchers: labels(&[("cluster_name", "payments")]),
+                matchers: labels(&[("cluster_name", "payments")]).into(),
                 targets: vec![
                     "payments-api".into(),
                     "shop/orders".into(),
@@ -692,7 +728,10 @@ fn config_errors_name_their_keys() {
             "signals.rules[1].alertname",
         ),
         (
-            key(rule(|r| r.matchers = labels(&[("bad-name", "x")])), vec![]),
+            key(
+                rule(|r| r.matchers = labels(&[("bad-name", "x")]).into()),
+                vec![],
+            ),
             "signals.rules[1].matchers.bad-name",
         ),
         (
@@ -826,7 +865,7 @@ fn config_errors_name_their_keys() {
         (
             key(
                 SignalsConfig::default(),
-                targets(|t| t.matchers = labels(&[("", "x")])),
+                targets(|t| t.matchers = labels(&[("", "x")]).into()),
             ),
             "targets[2].matchers.",
         ),
@@ -914,12 +953,12 @@ fn config_reads_from_toml_with_defaults_and_prints_back() {
     let root: Root = toml::from_str(text).unwrap();
     let t = &root.targets[0];
     assert_eq!((t.kind.as_str(), t.cluster.as_ref()), ("Deployment", None));
-    assert_eq!(t.matchers.len(), 2);
+    assert!(matches!(&t.matchers, MatcherConfig::Equal(m) if m.len() == 2));
     assert_eq!(root.environments["production"].mode, Mode::Auto);
     assert_eq!(root.environments["staging"].mode, Mode::Recommend);
     assert_eq!(root.signals.value_annotation, "value");
     assert_eq!(root.signals.rules[0].scope, Some(Scope::Canary));
-    assert_eq!(root.signals.rules[0].matchers.len(), 0);
+    assert!(root.signals.rules[0].matchers.is_empty());
     let printed = toml::to_string_pretty(&root).unwrap();
     assert_eq!(toml::from_str::<Root>(&printed).unwrap(), root);
     assert!(
