@@ -134,7 +134,15 @@ pub async fn run(args: CtlArgs, out: &mut dyn std::io::Write) -> Result<(), CtlE
     let client = Client::new(&args.server, token)?;
     let json_out = args.output == Output::Json;
     let approving = matches!(args.command, CtlCommand::Approve { .. });
-    let print = |out: &mut dyn std::io::Write, text: String| {
+    // The API's JSON for scripts, or `render`'s text for people.
+    let show = |out: &mut dyn std::io::Write,
+                value: &Value,
+                render: &dyn Fn(&Value) -> Result<String, CtlError>| {
+        let text = if json_out {
+            pretty(value)
+        } else {
+            render(value)?
+        };
         out.write_all(text.as_bytes())
             .map_err(|e| CtlError::Usage(format!("writing the output: {e}")))
     };
@@ -148,25 +156,11 @@ pub async fn run(args: CtlArgs, out: &mut dyn std::io::Write) -> Result<(), CtlE
             query.extend(target.map(|t| ("target", t)));
             query.extend(verdict.map(|v| ("verdict", v)));
             let page = client.get("/api/v1/decisions", &query).await?;
-            print(
-                out,
-                if json_out {
-                    pretty(&page)
-                } else {
-                    decisions_table(&page)
-                },
-            )
+            show(out, &page, &|v| Ok(decisions_table(v)))
         }
         CtlCommand::Decision { id } => {
             let view = client.get(&format!("/api/v1/decisions/{id}"), &[]).await?;
-            print(
-                out,
-                if json_out {
-                    pretty(&view)
-                } else {
-                    decision_text(&view)?
-                },
-            )
+            show(out, &view, &|v| decision_text(v))
         }
         CtlCommand::Approve { id, message } | CtlCommand::Reject { id, message } => {
             let verb = if approving { "approve" } else { "reject" };
@@ -177,14 +171,9 @@ pub async fn run(args: CtlArgs, out: &mut dyn std::io::Write) -> Result<(), CtlE
                     Some(json!({ "comment": message })),
                 )
                 .await?;
-            print(
-                out,
-                if json_out {
-                    pretty(&answer)
-                } else {
-                    actions_text(&format!("decision {id}: {verb}d"), &answer)
-                },
-            )
+            show(out, &answer, &|v| {
+                Ok(actions_text(&format!("decision {id}: {verb}d"), v))
+            })
         }
         CtlCommand::Freeze {
             scope,
@@ -198,14 +187,7 @@ pub async fn run(args: CtlArgs, out: &mut dyn std::io::Write) -> Result<(), CtlE
             let freeze = client
                 .send(reqwest::Method::POST, "/api/v1/freezes", Some(body))
                 .await?;
-            print(
-                out,
-                if json_out {
-                    pretty(&freeze)
-                } else {
-                    freeze_text("declared", &freeze)
-                },
-            )
+            show(out, &freeze, &|v| Ok(freeze_text("declared", v)))
         }
         CtlCommand::Unfreeze { id } => {
             let freeze = client
@@ -215,14 +197,7 @@ pub async fn run(args: CtlArgs, out: &mut dyn std::io::Write) -> Result<(), CtlE
                     None,
                 )
                 .await?;
-            print(
-                out,
-                if json_out {
-                    pretty(&freeze)
-                } else {
-                    freeze_text("lifted", &freeze)
-                },
-            )
+            show(out, &freeze, &|v| Ok(freeze_text("lifted", v)))
         }
         CtlCommand::Targets => {
             let mut items = Vec::new();
@@ -237,14 +212,12 @@ pub async fn run(args: CtlArgs, out: &mut dyn std::io::Write) -> Result<(), CtlE
                     None => break,
                 }
             }
-            print(
-                out,
-                if json_out {
-                    pretty(&json!({ "items": items }))
-                } else {
-                    targets_table(&items)
-                },
-            )
+            let all = json!({ "items": items });
+            show(out, &all, &|v| {
+                Ok(targets_table(
+                    v["items"].as_array().map_or(&[], Vec::as_slice),
+                ))
+            })
         }
         CtlCommand::Watch { after } => client.watch(after, json_out, out).await,
     }
