@@ -243,7 +243,8 @@ where
         fresh_since: DateTime<Utc>,
     ) -> Result<Vec<StoredAlert>, StoreError> {
         // One branch per index range (alerts_target, alerts_target_ended), for the
-        // target and for the unmapped rows, so that both backends read ranges only.
+        // target and for the unmapped rows, so that both backends read ranges only. No
+        // ORDER BY: SQLite would rather walk alerts_status, in id order, than sort.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ALERT_COLUMNS} FROM alerts
              WHERE target = $1 AND status = 'firing' AND updated_at >= $3
@@ -255,15 +256,19 @@ where
              WHERE target IS NULL AND status = 'firing' AND updated_at >= $3
              UNION ALL
              SELECT {ALERT_COLUMNS} FROM alerts
-             WHERE target IS NULL AND status = 'resolved' AND ends_at >= $2
-             ORDER BY id"
+             WHERE target IS NULL AND status = 'resolved' AND ends_at >= $2"
         )))
         .arg(target_key)
         .arg(Ts(since))
         .arg(Ts(fresh_since))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(Self::alert_row).collect()
+        let mut alerts = rows
+            .iter()
+            .map(Self::alert_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        alerts.sort_unstable_by_key(|a| a.id);
+        Ok(alerts)
     }
 
     #[instrument(level = "debug", skip_all, fields(limit = limit))]
@@ -280,15 +285,19 @@ where
                  ORDER BY updated_at DESC, id DESC LIMIT $3) AS firing
              UNION ALL
              SELECT {ALERT_COLUMNS} FROM alerts
-             WHERE target = '*' AND status = 'resolved' AND ends_at >= $1
-             ORDER BY id"
+             WHERE target = '*' AND status = 'resolved' AND ends_at >= $1"
         )))
         .arg(Ts(since))
         .arg(Ts(fresh_since))
         .arg(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(Self::alert_row).collect()
+        let mut alerts = rows
+            .iter()
+            .map(Self::alert_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        alerts.sort_unstable_by_key(|a| a.id);
+        Ok(alerts)
     }
 
     #[instrument(skip_all)]
