@@ -209,6 +209,15 @@ impl App {
             planner: Some(planner),
             limits: config.engine.limits(),
         };
+        // Before any ingest: alerts stored by an older version, or mapped by another
+        // config, get their target for the canary reads' index.
+        let mapped = evaluator
+            .map_alert_targets()
+            .await
+            .context("mapping the window's alerts to their targets")?;
+        if mapped > 0 {
+            tracing::info!(alerts = mapped, "alerts mapped to their targets");
+        }
         let (engine_handle, engine) = if config.engine.enabled {
             let (handle, queue) = Engine::channel();
             (Some(handle), Some((evaluator.clone(), queue)))

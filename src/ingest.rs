@@ -122,8 +122,14 @@ impl Ingestor {
     #[tracing::instrument(skip_all, fields(alerts = notification.alerts.len()))]
     pub async fn notification(
         &self,
-        notification: Notification,
+        mut notification: Notification,
     ) -> Result<IngestOutcome, IngestError> {
+        // What each alert is about, for the store's target index (the canary reads).
+        notification.targets = notification
+            .alerts
+            .iter()
+            .map(|a| self.classifier.alert_target(a))
+            .collect();
         // Which targets the alerts are about, and which alerts, for the engine (told
         // only once the store took them).
         let touched = self.engine.as_ref().map(|_| {

@@ -83,6 +83,28 @@ impl Alert {
     }
 }
 
+/// What an alert is about, as the classifier maps it: the store indexes alerts by it, so
+/// that a read about one target loads that target's alerts only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertTarget {
+    /// No rule classifies it: no evaluation reads it.
+    Ignored,
+    /// A signal about no target: a dependency's, or one whose labels name no workload.
+    Untargeted,
+    Target(crate::domain::TargetRef),
+}
+
+impl AlertTarget {
+    /// How the store keeps it: the target's key, `*` for none, `` for ignored.
+    pub fn key(&self) -> String {
+        match self {
+            AlertTarget::Ignored => String::new(),
+            AlertTarget::Untargeted => "*".into(),
+            AlertTarget::Target(target) => target.key(),
+        }
+    }
+}
+
 /// A validated notification: one delivery of one alert group.
 #[derive(Debug, Clone)]
 pub struct Notification {
@@ -91,6 +113,9 @@ pub struct Notification {
     pub group_key: String,
     pub status: AlertStatus,
     pub alerts: Vec<Alert>,
+    /// What each alert is about, in the order of `alerts`: filled by ingest from the
+    /// classifier; empty when not mapped (the store then leaves them unmapped).
+    pub targets: Vec<AlertTarget>,
     pub truncated_alerts: u64,
     /// The body exactly as received: the receipt kept for audit and replay.
     pub raw: String,
@@ -144,6 +169,7 @@ mod tests {
             group_key: "{}:{alertname=\"HighErrorRate\"}".into(),
             status: AlertStatus::Firing,
             alerts,
+            targets: Vec::new(),
             truncated_alerts: 0,
             raw: raw.into(),
             received_at: Utc.with_ymd_and_hms(2026, 8, 22, 14, 2, 0).unwrap(),

@@ -19,7 +19,7 @@ pub mod role;
 pub mod signal;
 pub mod target;
 
-pub use alert::{Alert, AlertStatus, Labels, Notification, Source};
+pub use alert::{Alert, AlertStatus, AlertTarget, Labels, Notification, Source};
 pub use classify::{
     Classified, Classifier, ClassifyConfigError, DependencyConfig, EnvironmentConfig, SignalRule,
     SignalsConfig, TargetConfig, default_signal_rules,

@@ -322,6 +322,18 @@ impl Window {
     }
 }
 
+/// Keeps the `cap` newest of `entries` (by last delivery, then id), as the window's
+/// trim does; returns how many it left out.
+fn newest<T>(entries: &mut Vec<(Newest, T)>, cap: usize) -> u64 {
+    if entries.len() <= cap {
+        return 0;
+    }
+    entries.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
+    let over = entries.len() - cap;
+    entries.truncate(cap);
+    over as u64
+}
+
 /// A message on the engine's queue.
 #[derive(Debug, Clone)]
 struct Touch {
@@ -514,6 +526,121 @@ impl Engine {
         Ok(snapshot)
     }
 
+    /// [`Engine::snapshot`] for one target: what an evaluation of `key` alone reads,
+    /// through the store's target index, so that it costs the target's own alerts (and
+    /// the dependency alerts, at most `max_alerts_per_target` of them), not the window.
+    ///
+    /// `key` decides exactly as in [`Engine::snapshot`]: its alerts capped to the
+    /// newest `max_alerts_per_target` (the rest counted as not considered), the newest
+    /// dependency alerts under the same cap, its posted signals and the dependency
+    /// ones, every freeze in force. One difference: a target that `max_targets` left
+    /// out of the full window is evaluated here with its alerts (the full snapshot has
+    /// none of them).
+    #[instrument(skip_all, fields(target = %key))]
+    pub async fn snapshot_for(&self, key: &TargetRef) -> Result<Snapshot, StoreError> {
+        let now = self.clock.now();
+        let since = now - chrono::Duration::seconds(self.policy.correlation_window_secs as i64);
+        let fresh_since = now - self.stale_after();
+        let cap = self.limits.max_alerts_per_target;
+        let target_key = key.key();
+        let mut rows = self
+            .store
+            .target_alerts_for_evaluation(&target_key, since, fresh_since)
+            .await?;
+        rows.extend(
+            self.store
+                .untargeted_alerts_for_evaluation(
+                    since,
+                    fresh_since,
+                    u32::try_from(cap).unwrap_or(u32::MAX),
+                )
+                .await?,
+        );
+        // Classified as the full window classifies them; an unmapped row (or one a
+        // replica with other config mapped) lands where its classification says.
+        let mut own: Vec<(Newest, Arc<Classified>)> = Vec::new();
+        let mut untargeted: Vec<(Newest, Arc<Classified>)> = Vec::new();
+        let mut seen = HashSet::new();
+        for row in rows {
+            if !seen.insert(row.id) {
+                continue;
+            }
+            let Some(classified) = self.classifier.classify(&row.to_alert()) else {
+                continue;
+            };
+            let entry = ((row.updated_at, row.id), Arc::new(classified));
+            match &entry.1.signal.target {
+                Some(target) if target == key => own.push(entry),
+                Some(_) => {}
+                None => untargeted.push(entry),
+            }
+        }
+        let own_left_out = newest(&mut own, cap);
+        newest(&mut untargeted, cap);
+        // The full snapshot's order: alerts by id, then posted signals by id.
+        let mut alerts: Vec<(i64, Arc<Classified>)> = own
+            .into_iter()
+            .chain(untargeted)
+            .map(|((_, id), c)| (id, c))
+            .collect();
+        alerts.sort_unstable_by_key(|(id, _)| *id);
+        let mut signals: Vec<Arc<Classified>> = alerts.into_iter().map(|(_, c)| c).collect();
+        signals.extend(
+            self.store
+                .target_signals_for_evaluation(&target_key, since)
+                .await?
+                .into_iter()
+                .map(|signal| {
+                    Arc::new(Classified {
+                        signal,
+                        namespace: None,
+                    })
+                }),
+        );
+        let freezes = self.store.active_freezes(now).await?;
+        let mut snapshot = Snapshot::new(now, signals, freezes);
+        if own_left_out > 0 {
+            snapshot.not_considered.insert(key.clone(), own_left_out);
+        }
+        Ok(snapshot)
+    }
+
+    /// Maps the window's alerts to their targets for the store's target index
+    /// ([`Engine::snapshot_for`]) when they are not: after an upgrade, and after a change
+    /// of the classifier's config (every mapping is then forgotten first). Returns how
+    /// many it mapped.
+    #[instrument(skip_all)]
+    pub async fn map_alert_targets(&self) -> Result<u64, StoreError> {
+        if self
+            .store
+            .reset_alert_targets(&self.classifier.fingerprint())
+            .await?
+        {
+            tracing::info!("the classifier changed: alerts are mapped to targets again");
+        }
+        let now = self.clock.now();
+        let since = now - chrono::Duration::seconds(self.policy.correlation_window_secs as i64);
+        let fresh_since = now - self.stale_after();
+        let mut after = 0;
+        let mut mapped = 0;
+        loop {
+            let page = self
+                .store
+                .unmapped_alerts(since, fresh_since, after, WINDOW_PAGE)
+                .await?;
+            let targets: Vec<(i64, String)> = page
+                .iter()
+                .map(|row| (row.id, self.classifier.alert_target(&row.to_alert()).key()))
+                .collect();
+            self.store.map_alert_targets(&targets).await?;
+            mapped += targets.len() as u64;
+            match page.last() {
+                Some(last) if page.len() == WINDOW_PAGE as usize => after = last.id,
+                _ => return Ok(mapped),
+            }
+        }
+    }
+
     /// Evaluates `target` now and records the decision if it changed.
     pub async fn evaluate(&self, target: &Target) -> Result<Evaluation, StoreError> {
         let snapshot = self.snapshot().await?;
@@ -532,7 +659,11 @@ impl Engine {
     }
 
     /// What `decide()` makes of `target` in `snapshot`, recording nothing.
-    async fn assess(&self, target: &Target, snapshot: &Snapshot) -> Result<Decision, StoreError> {
+    pub async fn assess(
+        &self,
+        target: &Target,
+        snapshot: &Snapshot,
+    ) -> Result<Decision, StoreError> {
         let now = snapshot.now;
         // The target's signals: classified from its alerts, posted to the API, and the
         // dependency signals that concern it (decide() orders them).

@@ -45,12 +45,13 @@ impl Assessment {
 }
 
 /// Evaluates `key` now (recording the decision if it changed) and reads which freezes
-/// cover it.
+/// cover it. It reads the target's own inputs ([`crate::engine::Engine::snapshot_for`]),
+/// not the whole window: Argo and Flagger call it every analysis interval.
 pub async fn assess(state: &AppState, key: &TargetRef) -> Result<Assessment, ApiError> {
     let engine = &state.evaluator;
     let target = engine.target(key);
     let snapshot = engine
-        .snapshot()
+        .snapshot_for(key)
         .await
         .inspect_err(|err| state.metrics.store_error("evaluate", err))?;
     let evaluation = engine

@@ -6,7 +6,17 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::IngestOutcome;
-use crate::domain::{Alert, Notification};
+use crate::domain::{Alert, AlertStatus, AlertTarget, Notification};
+
+/// An alert row a batch writes.
+pub struct PlannedAlert<'a> {
+    pub alert: Alert,
+    /// The notification that carried it last.
+    pub notification: &'a Notification,
+    pub receipt_id: i64,
+    /// Its target key ([`AlertTarget::key`]); `None` when not mapped.
+    pub target: Option<String>,
+}
 
 /// A batch reduced to the rows it writes: receipts unique by dedupe key (with how many
 /// times each occurred) and alerts unique by occurrence, merged in arrival order.
@@ -43,13 +53,10 @@ impl<'a> PlannedBatch<'a> {
 
     /// The alerts of the receipts that turned out new (`is_new`, per receipt), merged per
     /// occurrence in arrival order and sorted by (fingerprint, starts_at), each with the
-    /// notification and receipt id that carried it last.
-    pub fn alerts(
-        &self,
-        receipt_ids: &[i64],
-        is_new: &[bool],
-    ) -> Vec<(Alert, &'a Notification, i64)> {
-        type Merged<'n> = (Alert, &'n Notification, i64);
+    /// notification and receipt id that carried it last, and the target key of the
+    /// alert whose content it keeps (`None` when the notification was not mapped).
+    pub fn alerts(&self, receipt_ids: &[i64], is_new: &[bool]) -> Vec<PlannedAlert<'a>> {
+        type Merged<'n> = (Alert, &'n Notification, i64, Option<String>);
         let mut merged: HashMap<(&str, DateTime<Utc>), Merged<'a>> = HashMap::new();
         let mut taken = vec![false; self.receipts.len()];
         for (i, notification) in self.batch.iter().enumerate() {
@@ -57,20 +64,36 @@ impl<'a> PlannedBatch<'a> {
             if !is_new[r] || std::mem::replace(&mut taken[r], true) {
                 continue;
             }
-            for alert in &notification.alerts {
+            for (j, alert) in notification.alerts.iter().enumerate() {
+                let target = notification.targets.get(j).map(AlertTarget::key);
                 merged
                     .entry((alert.fingerprint.as_str(), alert.starts_at))
-                    .and_modify(|(stored, n, id)| {
+                    .and_modify(|(stored, n, id, kept)| {
+                        // Alert::merge's rule: a resolved alert keeps its content.
+                        if !(stored.status == AlertStatus::Resolved
+                            && alert.status == AlertStatus::Firing)
+                        {
+                            kept.clone_from(&target);
+                        }
                         stored.merge(alert);
                         *n = notification;
                         *id = receipt_ids[r];
                     })
-                    .or_insert_with(|| (alert.clone(), notification, receipt_ids[r]));
+                    .or_insert_with(|| (alert.clone(), notification, receipt_ids[r], target));
             }
         }
-        let mut alerts: Vec<_> = merged.into_values().collect();
+        let mut alerts: Vec<PlannedAlert<'a>> = merged
+            .into_values()
+            .map(|(alert, notification, receipt_id, target)| PlannedAlert {
+                alert,
+                notification,
+                receipt_id,
+                target,
+            })
+            .collect();
         alerts.sort_by(|a, b| {
-            (&a.0.fingerprint, a.0.starts_at).cmp(&(&b.0.fingerprint, b.0.starts_at))
+            (&a.alert.fingerprint, a.alert.starts_at)
+                .cmp(&(&b.alert.fingerprint, b.alert.starts_at))
         });
         alerts
     }

@@ -157,6 +157,46 @@ pub trait AlertStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<StoredAlert>, StoreError>;
 
+    /// [`AlertStore::alerts_for_evaluation`]'s alerts mapped to the target
+    /// `target_key` at ingest, and those not mapped (which the caller classifies), in id
+    /// order: what an evaluation of that one target reads, through the target index.
+    async fn target_alerts_for_evaluation(
+        &self,
+        target_key: &str,
+        since: DateTime<Utc>,
+        fresh_since: DateTime<Utc>,
+    ) -> Result<Vec<StoredAlert>, StoreError>;
+
+    /// [`AlertStore::alerts_for_evaluation`]'s alerts mapped to no target (a
+    /// dependency's): the `limit` firing ones delivered last (by `updated_at`, then
+    /// id) and every resolved one, in id order. The engine holds at most `limit` of
+    /// them, the newest.
+    async fn untargeted_alerts_for_evaluation(
+        &self,
+        since: DateTime<Utc>,
+        fresh_since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<StoredAlert>, StoreError>;
+
+    /// Forgets every alert's target when `classifier` (a fingerprint) is not the one
+    /// that mapped them, and records it as the one that maps them now. Returns whether
+    /// it did.
+    async fn reset_alert_targets(&self, classifier: &str) -> Result<bool, StoreError>;
+
+    /// A page of [`AlertStore::alerts_for_evaluation`]'s alerts that are not mapped to a
+    /// target, in id order after id `after`.
+    async fn unmapped_alerts(
+        &self,
+        since: DateTime<Utc>,
+        fresh_since: DateTime<Utc>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredAlert>, StoreError>;
+
+    /// Maps alerts to targets ([`crate::domain::AlertTarget::key`]), by id; an alert
+    /// mapped meanwhile (by an ingest) is left as it is.
+    async fn map_alert_targets(&self, targets: &[(i64, String)]) -> Result<(), StoreError>;
+
     /// How many firing alerts were last delivered before `fresh_since`: the stale ones,
     /// which evaluation leaves out.
     async fn count_stale_alerts(&self, fresh_since: DateTime<Utc>) -> Result<u64, StoreError>;
@@ -182,6 +222,14 @@ pub trait AlertStore: Send + Sync + 'static {
     /// Posted signals still active, or ended at or after `since`.
     async fn signals_for_evaluation(&self, since: DateTime<Utc>)
     -> Result<Vec<Signal>, StoreError>;
+
+    /// [`AlertStore::signals_for_evaluation`]'s signals about the target `target_key`
+    /// or about no target, in id order.
+    async fn target_signals_for_evaluation(
+        &self,
+        target_key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Signal>, StoreError>;
 }
 
 /// The deploy history of every target.

@@ -63,11 +63,11 @@ const INSERT_RECEIPTS: &str = "INSERT INTO receipts
 static INSERT_ALERTS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "{ALERT_UPSERT}
-         SELECT f, s, e, st, an, l::jsonb, a::jsonb, g, rc, gk, rid, rid, t, t
+         SELECT f, s, e, st, an, l::jsonb, a::jsonb, g, rc, gk, rid, rid, t, t, tg
          FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[],
                      $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-                     $10::text[], $11::int8[], $12::timestamptz[])
-              AS u(f, s, e, st, an, l, a, g, rc, gk, rid, t)
+                     $10::text[], $11::int8[], $12::timestamptz[], $13::text[])
+              AS u(f, s, e, st, an, l, a, g, rc, gk, rid, t, tg)
          {ALERT_ON_CONFLICT}"
     )
 });
@@ -151,7 +151,10 @@ impl Dialect for Postgres {
         let alerts = plan.alerts(&receipt_ids, &is_new);
         if !alerts.is_empty() {
             let mut cols = AlertColumns::default();
-            for (alert, notification, receipt_id) in &alerts {
+            for planned in &alerts {
+                let (alert, notification, receipt_id) =
+                    (&planned.alert, planned.notification, &planned.receipt_id);
+                cols.target.push(planned.target.as_deref());
                 cols.fingerprint.push(alert.fingerprint.as_str());
                 cols.starts_at.push(alert.starts_at);
                 cols.ends_at.push(alert.ends_at);
@@ -180,6 +183,7 @@ impl Dialect for Postgres {
                 .bind(&cols.group_key)
                 .bind(&cols.receipt_id)
                 .bind(&cols.seen_at)
+                .bind(&cols.target)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -249,6 +253,7 @@ struct AlertColumns<'a> {
     group_key: Vec<&'a str>,
     receipt_id: Vec<i64>,
     seen_at: Vec<DateTime<Utc>>,
+    target: Vec<Option<&'a str>>,
 }
 
 /// A held `pg_try_advisory_lock`, on the connection that took it.

@@ -62,7 +62,9 @@ const INSERT_RECEIPT: &str = "INSERT INTO receipts
      RETURNING id, duplicate_count";
 
 static INSERT_ALERT: LazyLock<String> = LazyLock::new(|| {
-    format!("{ALERT_UPSERT} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {ALERT_ON_CONFLICT}")
+    format!(
+        "{ALERT_UPSERT} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {ALERT_ON_CONFLICT}"
+    )
 });
 
 impl Dialect for Sqlite {
@@ -109,7 +111,9 @@ impl Dialect for Sqlite {
             receipt_ids[r] = row.try_get("id")?;
             is_new[r] = row.try_get::<i64, _>("duplicate_count")? == dups;
         }
-        for (alert, notification, receipt_id) in plan.alerts(&receipt_ids, &is_new) {
+        for planned in plan.alerts(&receipt_ids, &is_new) {
+            let (alert, notification, receipt_id) =
+                (&planned.alert, planned.notification, planned.receipt_id);
             let seen = Ts(notification.received_at);
             sqlx::query(INSERT_ALERT.as_str())
                 .bind(&alert.fingerprint)
@@ -126,6 +130,7 @@ impl Dialect for Sqlite {
                 .bind(receipt_id)
                 .bind(seen)
                 .bind(seen)
+                .bind(planned.target.as_deref())
                 .execute(&mut *tx)
                 .await?;
         }

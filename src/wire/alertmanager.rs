@@ -141,6 +141,7 @@ impl AlertmanagerPayload {
             group_key: self.group_key,
             status,
             alerts,
+            targets: Vec::new(),
             truncated_alerts: self.truncated_alerts,
             raw,
             received_at,

@@ -1,17 +1,22 @@
 //! The decision engine through the API: the runbooks' scenarios posted to a running
 //! rollwarden yield the runbooks' outcomes, each explained by its evidence.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use rollwarden::domain::TargetRef;
+use rollwarden::domain::classify::TargetConfig;
+use rollwarden::engine::Engine;
+use rollwarden::telemetry::Metrics;
 use rollwarden::wire::Bounds;
 use rollwarden::wire::alertmanager::AlertmanagerPayload;
 
 use crate::on_both_backends;
-use crate::support::{Backend, TestApp, VIEWER_TOKEN, WEBHOOK_TOKEN, t0};
+use crate::support::{Backend, TestApp, VIEWER_TOKEN, WEBHOOK_TOKEN, t0, test_config};
 
 const CHECKOUT: &str = "default/prod/Deployment/checkout";
 
@@ -657,7 +662,189 @@ async fn a_flood_beyond_the_cap_is_bounded_counted_and_named_in_the_decision(bac
     assert_ne!(payments["items"][0]["verdict"], "ok", "{payments}");
 }
 
+/// The canary reads' per-target snapshot decides exactly as the full window does, for
+/// every target of a mixed fleet: one over the per-target cap, one held by a dependency,
+/// a configured target mapped by its matchers, a resolved alert, a posted signal, alerts
+/// another replica wrote unmapped, an ignored alert, and a target with no alerts.
+async fn the_per_target_read_decides_as_the_full_window(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.engine.enabled = false;
+        c.engine.max_alerts_per_target = 3;
+        c.targets.push(TargetConfig {
+            namespace: "prod".into(),
+            name: "ledger".into(),
+            matchers: [("team".to_string(), "ledger".to_string())].into(),
+            ..TargetConfig::default()
+        });
+    })
+    .await;
+    two_deploys(&app).await;
+    // checkout: five alerts, two over the cap.
+    let mut body: Value = serde_json::from_str(&alert(
+        "HighErrorRate",
+        "eq00",
+        json!({"pod": "checkout-0"}),
+        json!({"value": "0.124"}),
+        t0() - minutes(5),
+    ))
+    .unwrap();
+    let first = body["alerts"][0].clone();
+    for i in 1..5 {
+        let mut more = first.clone();
+        more["fingerprint"] = json!(format!("eq0{i}"));
+        more["labels"]["pod"] = json!(format!("checkout-{i}"));
+        body["alerts"].as_array_mut().unwrap().push(more);
+    }
+    app.post_alertmanager(body.to_string()).await;
+    for (fingerprint, labels, annotations) in [
+        (
+            "eq10",
+            json!({"service": "payments"}),
+            json!({"value": "0.3"}),
+        ),
+        (
+            "eq11",
+            json!({"service": "cart", "namespace": "shop"}),
+            json!({"value": "0.2"}),
+        ),
+        (
+            "eq12",
+            json!({"service": "x", "team": "ledger"}),
+            json!({"value": "0.4"}),
+        ),
+        (
+            "eq13",
+            json!({"alertname": "Watchdog", "service": "checkout"}),
+            json!({}),
+        ),
+    ] {
+        app.post_alertmanager(alert(
+            "HighErrorRate",
+            fingerprint,
+            labels,
+            annotations,
+            t0() - minutes(4),
+        ))
+        .await;
+    }
+    // Resolved a minute ago: still in the window.
+    let mut resolved: Value = serde_json::from_str(&alert(
+        "HighErrorRate",
+        "eq20",
+        json!({"service": "cart", "namespace": "shop"}),
+        json!({"value": "0.5"}),
+        t0() - minutes(20),
+    ))
+    .unwrap();
+    resolved["status"] = json!("resolved");
+    resolved["alerts"][0]["status"] = json!("resolved");
+    resolved["alerts"][0]["endsAt"] = json!(ts(t0() - minutes(1)));
+    app.post_alertmanager(resolved.to_string()).await;
+    app.post_alertmanager(database_down("eq30", "firing")).await;
+    let report = json!({"kind": "customer_reports", "target": {"namespace": "prod", "name": "payments"},
+                        "id": "support-queue", "count": 25, "started_at": ts(t0() - minutes(3))});
+    assert!(
+        post(&app, "/api/v1/signals", report)
+            .await
+            .status()
+            .is_success()
+    );
+    // Written by another replica (or before the target index existed): unmapped.
+    for raw in [
+        alert(
+            "HighErrorRate",
+            "eq40",
+            json!({"pod": "checkout-9"}),
+            json!({"value": "0.9"}),
+            t0() - minutes(2),
+        ),
+        alert(
+            "HighErrorRate",
+            "eq41",
+            json!({"service": "search"}),
+            json!({"value": "0.9"}),
+            t0() - minutes(2),
+        ),
+        database_down("eq42", "firing"),
+    ] {
+        let notification =
+            AlertmanagerPayload::parse(raw.as_bytes(), &Bounds::default(), t0()).unwrap();
+        app.store()
+            .record_notifications(&[notification])
+            .await
+            .unwrap();
+    }
+
+    let mut config = test_config();
+    config.engine.max_alerts_per_target = 3;
+    config.targets.push(TargetConfig {
+        namespace: "prod".into(),
+        name: "ledger".into(),
+        matchers: [("team".to_string(), "ledger".to_string())].into(),
+        ..TargetConfig::default()
+    });
+    let engine = Engine {
+        store: app.store().clone(),
+        classifier: Arc::new(config.classifier().unwrap()),
+        policy: Arc::new(config.policy.clone()),
+        clock: app.clock.clone(),
+        metrics: Arc::new(Metrics::new()),
+        planner: None,
+        limits: config.engine.limits(),
+    };
+    let keys = [
+        CHECKOUT,
+        "default/prod/Deployment/payments",
+        "default/shop/Deployment/cart",
+        "default/prod/Deployment/ledger",
+        "default/prod/Deployment/search",
+        "default/prod/Deployment/quiet",
+    ];
+    let compare = async |when: &str| {
+        let full = engine.snapshot().await.unwrap();
+        let mut decisions = Vec::new();
+        for key in keys {
+            let key = TargetRef::parse(key).unwrap();
+            let target = engine.target(&key);
+            let whole = engine.assess(&target, &full).await.unwrap();
+            let own = engine.snapshot_for(&key).await.unwrap();
+            let one = engine.assess(&target, &own).await.unwrap();
+            assert_eq!(
+                serde_json::to_value(&one).unwrap(),
+                serde_json::to_value(&whole).unwrap(),
+                "{when}: {key}"
+            );
+            decisions.push(whole);
+        }
+        decisions
+    };
+    let decisions = compare("as ingested").await;
+    // The fleet is mixed: the cap, a dependency hold, a target with no alerts.
+    assert_eq!(
+        decisions[0].not_considered.as_ref().map(|n| n.alerts),
+        Some(3)
+    );
+    assert!(
+        decisions[0].holds.iter().any(|h| h.code() == "H2"),
+        "{:?}",
+        decisions[0]
+    );
+    assert!(!decisions[2].fired.is_empty(), "{:?}", decisions[2]);
+    assert!(!decisions[3].fired.is_empty(), "{:?}", decisions[3]);
+    assert!(decisions[5].fired.is_empty() && decisions[5].holds.is_empty());
+    // Mapped at the next start, and again after the classifier changed.
+    assert_eq!(engine.map_alert_targets().await.unwrap(), 3);
+    compare("mapped").await;
+    app.store()
+        .reset_alert_targets("another config")
+        .await
+        .unwrap();
+    assert!(engine.map_alert_targets().await.unwrap() >= 12);
+    compare("mapped again").await;
+}
+
 on_both_backends!(
+    the_per_target_read_decides_as_the_full_window,
     an_alert_whose_resolve_never_came_stops_counting_once_stale,
     a_flood_beyond_the_cap_is_bounded_counted_and_named_in_the_decision,
     an_error_rate_over_five_percent_after_a_deploy_rolls_back_with_evidence,

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use rollwarden::domain::{AlertStatus, Notification};
+use rollwarden::domain::{AlertStatus, AlertTarget, Notification, TargetRef};
 use rollwarden::store::AlertQuery;
 use rollwarden::wire::Bounds;
 use rollwarden::wire::alertmanager::AlertmanagerPayload;
@@ -195,7 +195,105 @@ async fn ping_answers_while_open(backend: Backend) {
     assert!(db.store.ping().await.is_err());
 }
 
+/// Alerts carry the target ingest mapped them to: a target's read returns its own and
+/// the unmapped ones, the untargeted read the newest firing ones and every resolved
+/// one; a new classifier forgets every mapping, and mapping leaves ingest's alone.
+async fn alerts_are_read_by_the_target_they_are_mapped_to(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let mapped = |fp: &str, target: AlertTarget| {
+        let mut n = one(fp, "A", "prod", "firing", "2026-08-22T10:00:00Z");
+        n.targets = vec![target];
+        n
+    };
+    let checkout = TargetRef::parse("default/prod/Deployment/checkout").unwrap();
+    let batch = [
+        mapped("t1", AlertTarget::Target(checkout.clone())),
+        mapped("t2", AlertTarget::Target(checkout.clone())),
+        mapped("u1", AlertTarget::Untargeted),
+        mapped("u2", AlertTarget::Untargeted),
+        mapped("i1", AlertTarget::Ignored),
+        one("n1", "A", "prod", "firing", "2026-08-22T10:00:00Z"),
+        mapped(
+            "o1",
+            AlertTarget::Target(TargetRef::parse("default/prod/Deployment/cart").unwrap()),
+        ),
+    ];
+    db.store.record_notifications(&batch).await.unwrap();
+    let since = at("2026-08-22T09:00:00Z");
+    let fps = |alerts: Vec<rollwarden::store::StoredAlert>| {
+        alerts
+            .into_iter()
+            .map(|a| a.fingerprint)
+            .collect::<Vec<_>>()
+    };
+    let own = db
+        .store
+        .target_alerts_for_evaluation(&checkout.key(), since, LONG_AGO)
+        .await
+        .unwrap();
+    assert_eq!(fps(own), ["n1", "t1", "t2"]);
+    let untargeted = db
+        .store
+        .untargeted_alerts_for_evaluation(since, LONG_AGO, 1)
+        .await
+        .unwrap();
+    assert_eq!(untargeted.len(), 1);
+    let unmapped = db
+        .store
+        .unmapped_alerts(since, LONG_AGO, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(fps(unmapped.clone()), ["n1"]);
+    db.store
+        .map_alert_targets(&[(unmapped[0].id, checkout.key())])
+        .await
+        .unwrap();
+    assert!(
+        db.store
+            .unmapped_alerts(since, LONG_AGO, 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Another classifier: every mapping is forgotten, once.
+    assert!(db.store.reset_alert_targets("a").await.unwrap());
+    assert!(!db.store.reset_alert_targets("a").await.unwrap());
+    assert_eq!(
+        db.store
+            .unmapped_alerts(since, LONG_AGO, 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        7
+    );
+    let own = db
+        .store
+        .target_alerts_for_evaluation(&checkout.key(), since, LONG_AGO)
+        .await
+        .unwrap();
+    assert_eq!(own.len(), 7, "unmapped alerts are read by every target");
+    // Ingest's own mapping is not overwritten by a late mapping.
+    db.store
+        .record_notifications(&[mapped("t3", AlertTarget::Target(checkout.clone()))])
+        .await
+        .unwrap();
+    let all = db.store.list_alerts(&query()).await.unwrap();
+    let t3 = all.iter().find(|a| a.fingerprint == "t3").unwrap().id;
+    db.store
+        .map_alert_targets(&[(t3, "default/prod/Deployment/cart".into())])
+        .await
+        .unwrap();
+    let cart = db
+        .store
+        .target_alerts_for_evaluation("default/prod/Deployment/cart", since, LONG_AGO)
+        .await
+        .unwrap();
+    assert_eq!(cart.len(), 7);
+    assert!(!fps(cart).contains(&"t3".to_string()));
+}
+
 on_both_backends!(
+    alerts_are_read_by_the_target_they_are_mapped_to,
     outcomes_come_back_in_order_with_duplicates_marked,
     resolution_wins_within_and_across_batches,
     list_alerts_filters_and_pages,

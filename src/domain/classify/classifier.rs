@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::compile::{
     ConfiguredTarget, Rule, check_label_name, check_text, compile_rule, compile_target,
@@ -15,8 +16,10 @@ use super::config::{
 use super::glob::Glob;
 use super::matcher;
 use super::{DEPENDENCY_LABEL, KIND_LABEL, MAX_SUMMARY_CHARS};
+
 use crate::domain::{
-    Alert, AlertStatus, Labels, Scope, Signal, SignalKind, SignalSource, Target, TargetRef,
+    Alert, AlertStatus, AlertTarget, Labels, Scope, Signal, SignalKind, SignalSource, Target,
+    TargetRef,
 };
 
 /// Labels that name the workload an alert is about, most specific first. A `pod` label
@@ -190,7 +193,29 @@ impl Classifier {
     /// [0, 1] for ratio kinds; anything else leaves the number out and makes the
     /// signal inconclusive, saying why. A missing value is just unknown.
     pub fn classify(&self, alert: &Alert) -> Option<Classified> {
-        let matched = self.matching(alert)?;
+        self.classify_matched(alert, self.matching(alert)?)
+    }
+
+    /// What `alert` is about: the target its signal names ([`Classifier::classify`]),
+    /// without reading its values. The store indexes alerts by it.
+    pub fn alert_target(&self, alert: &Alert) -> AlertTarget {
+        match self.matching(alert) {
+            None => AlertTarget::Ignored,
+            Some(m) if m.kind == SignalKind::Dependency => AlertTarget::Untargeted,
+            Some(_) => self
+                .target_for(&alert.labels)
+                .map_or(AlertTarget::Untargeted, |t| AlertTarget::Target(t.target)),
+        }
+    }
+
+    /// A fingerprint of what decides [`Classifier::alert_target`] (the whole config it
+    /// was built from): alerts mapped by another classifier are mapped again.
+    pub fn fingerprint(&self) -> String {
+        let digest = Sha256::digest(format!("{self:?}").as_bytes());
+        digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn classify_matched(&self, alert: &Alert, matched: Match<'_>) -> Option<Classified> {
         let kind = matched.kind;
         let labels = &alert.labels;
         let mut reasons = Vec::new();

@@ -50,6 +50,12 @@ impl From<BTreeMap<String, String>> for MatcherConfig {
     }
 }
 
+impl<const N: usize> From<[(String, String); N]> for MatcherConfig {
+    fn from(pairs: [(String, String); N]) -> Self {
+        MatcherConfig::Equal(BTreeMap::from(pairs))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Equal,

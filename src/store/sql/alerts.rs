@@ -20,7 +20,7 @@ pub(crate) const ALERT_COLUMNS: &str = "id, fingerprint, status, alertname, labe
 pub(crate) const ALERT_UPSERT: &str = "INSERT INTO alerts
          (fingerprint, starts_at, ends_at, status, alertname, labels, annotations,
           generator_url, receiver, group_key, first_receipt_id, last_receipt_id,
-          first_seen_at, updated_at)";
+          first_seen_at, updated_at, target)";
 /// How an alert insert ends: a known occurrence is merged by
 /// [`crate::domain::Alert::merge`]'s rule (resolution is final).
 pub(crate) const ALERT_ON_CONFLICT: &str = "ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
@@ -33,7 +33,8 @@ pub(crate) const ALERT_ON_CONFLICT: &str = "ON CONFLICT (fingerprint, starts_at)
          receiver = EXCLUDED.receiver,
          group_key = EXCLUDED.group_key,
          last_receipt_id = EXCLUDED.last_receipt_id,
-         updated_at = EXCLUDED.updated_at
+         updated_at = EXCLUDED.updated_at,
+         target = EXCLUDED.target
      WHERE NOT (alerts.status = 'resolved' AND EXCLUDED.status = 'firing')";
 
 const RECEIPT_COLUMNS: &str =
@@ -235,6 +236,148 @@ where
     }
 
     #[instrument(level = "debug", skip_all)]
+    async fn target_alerts_for_evaluation(
+        &self,
+        target_key: &str,
+        since: DateTime<Utc>,
+        fresh_since: DateTime<Utc>,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
+        // One branch per index range (alerts_target, alerts_target_ended), for the
+        // target and for the unmapped rows, so that both backends read ranges only. No
+        // ORDER BY: SQLite would rather walk alerts_status, in id order, than sort.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts
+             WHERE target = $1 AND status = 'firing' AND updated_at >= $3
+             UNION ALL
+             SELECT {ALERT_COLUMNS} FROM alerts
+             WHERE target = $1 AND status = 'resolved' AND ends_at >= $2
+             UNION ALL
+             SELECT {ALERT_COLUMNS} FROM alerts
+             WHERE target IS NULL AND status = 'firing' AND updated_at >= $3
+             UNION ALL
+             SELECT {ALERT_COLUMNS} FROM alerts
+             WHERE target IS NULL AND status = 'resolved' AND ends_at >= $2"
+        )))
+        .arg(target_key)
+        .arg(Ts(since))
+        .arg(Ts(fresh_since))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut alerts = rows
+            .iter()
+            .map(Self::alert_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        alerts.sort_unstable_by_key(|a| a.id);
+        Ok(alerts)
+    }
+
+    #[instrument(level = "debug", skip_all, fields(limit = limit))]
+    async fn untargeted_alerts_for_evaluation(
+        &self,
+        since: DateTime<Utc>,
+        fresh_since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT * FROM (
+                 SELECT {ALERT_COLUMNS} FROM alerts
+                 WHERE target = '*' AND status = 'firing' AND updated_at >= $2
+                 ORDER BY updated_at DESC, id DESC LIMIT $3) AS firing
+             UNION ALL
+             SELECT {ALERT_COLUMNS} FROM alerts
+             WHERE target = '*' AND status = 'resolved' AND ends_at >= $1"
+        )))
+        .arg(Ts(since))
+        .arg(Ts(fresh_since))
+        .arg(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut alerts = rows
+            .iter()
+            .map(Self::alert_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        alerts.sort_unstable_by_key(|a| a.id);
+        Ok(alerts)
+    }
+
+    #[instrument(skip_all)]
+    async fn reset_alert_targets(&self, classifier: &str) -> Result<bool, StoreError> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        let row = sqlx::query("SELECT classifier FROM alert_mapping WHERE id = 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let current: Option<String> = row.map(|r| r.col("classifier")).transpose()?;
+        if current.as_deref() == Some(classifier) {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE alerts SET target = NULL WHERE target IS NOT NULL")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO alert_mapping (id, classifier) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET classifier = EXCLUDED.classifier",
+        )
+        .arg(classifier)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    #[instrument(level = "debug", skip_all, fields(after = after, limit = limit))]
+    async fn unmapped_alerts(
+        &self,
+        since: DateTime<Utc>,
+        fresh_since: DateTime<Utc>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ALERT_COLUMNS}
+             FROM alerts
+             WHERE target IS NULL
+               AND ((status = 'firing' AND updated_at >= $2)
+                    OR (status = 'resolved' AND ends_at >= $1))
+               AND id > $3
+             ORDER BY id LIMIT $4"
+        )))
+        .arg(Ts(since))
+        .arg(Ts(fresh_since))
+        .arg(after)
+        .arg(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::alert_row).collect()
+    }
+
+    #[instrument(skip_all, fields(alerts = targets.len()))]
+    async fn map_alert_targets(&self, targets: &[(i64, String)]) -> Result<(), StoreError> {
+        let mut by_target: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
+        for (id, target) in targets {
+            by_target.entry(target).or_default().push(*id);
+        }
+        let mut tx = D::begin_write(&self.pool).await?;
+        for (target, ids) in by_target {
+            for ids in ids.chunks(500) {
+                let mut q = QueryBuilder::new("UPDATE alerts SET target = ");
+                q.push_arg(target.to_string());
+                q.push(" WHERE target IS NULL AND id IN (");
+                let mut first = true;
+                for id in ids {
+                    if !std::mem::take(&mut first) {
+                        q.push(", ");
+                    }
+                    q.push_arg(*id);
+                }
+                q.push(")");
+                q.build().execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[instrument(level = "debug", skip_all)]
     async fn count_stale_alerts(&self, fresh_since: DateTime<Utc>) -> Result<u64, StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n FROM alerts WHERE status = 'firing' AND updated_at < $1",
@@ -330,6 +473,29 @@ where
         let rows = sqlx::query(
             "SELECT details FROM signals WHERE ended_at IS NULL OR ended_at >= $1 ORDER BY id",
         )
+        .arg(Ts(since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok(row.col::<Json<Signal>>("details")?.0))
+            .collect()
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn target_signals_for_evaluation(
+        &self,
+        target_key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Signal>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, details FROM signals
+             WHERE target = $1 AND (ended_at IS NULL OR ended_at >= $2)
+             UNION ALL
+             SELECT id, details FROM signals
+             WHERE target IS NULL AND (ended_at IS NULL OR ended_at >= $2)
+             ORDER BY id",
+        )
+        .arg(target_key)
         .arg(Ts(since))
         .fetch_all(&self.pool)
         .await?;
