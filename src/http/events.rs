@@ -21,7 +21,7 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::{Receiver, error::RecvError};
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -94,9 +94,27 @@ query::text_newtype!(
     |s| parse_event_id(s),
     "must be an event id: a whole number from 0 to 9007199254740991",
     ObjectBuilder::new()
-        .schema_type(Type::String)
-        .pattern(Some("^[0-9]{1,16}$"))
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(0))
+        .maximum(Some(MAX_ID))
 );
+
+/// One event on the wire, as Server-Sent Events frame it: `id`, `event` and `data`
+/// lines (the schema of each frame, not of the stream).
+#[derive(ToSchema)]
+#[allow(dead_code)] // Only its schema is used: axum's Event writes the frame.
+struct SseFrame {
+    /// The audit id, as text.
+    #[schema(example = "42")]
+    id: String,
+    /// The kind (`decision.recorded`, `action.approved`, `freeze.created`…).
+    #[schema(example = "freeze.created")]
+    event: String,
+    /// The event as JSON: `{"id", "at", "actor", "kind", "subject", "details"}`.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
 
 fn parse_event_id(s: &str) -> Option<i64> {
     if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_digit()) {
@@ -112,12 +130,13 @@ fn parse_event_id(s: &str) -> Option<i64> {
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
     params(
         EventsQuery,
-        ("Last-Event-ID" = Option<String>, Header,
+        ("Last-Event-ID" = Option<EventId>, Header, nullable = false,
             description = "Resume after this event id (browsers send it on reconnecting)"),
     ),
     responses(
-        (status = 200, description = "The stream: `id: N`, `event: KIND`, `data: StreamEvent` \
-            as JSON, per event", content_type = "text/event-stream", body = StreamEvent),
+        (status = 200, description = "The stream: per event, `id: N`, `event: KIND` and `data:` \
+            the event as JSON: `id`, `at`, `actor`, `kind`, `subject`, `details`", content_type = "text/event-stream",
+            body = SseFrame),
         (status = 400, description = "`after` or `Last-Event-ID` is not an event id, or an \
             unknown query parameter", body = ErrorBody),
         (status = 503, description = "`server.max_event_streams` streams are open already \
