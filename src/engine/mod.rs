@@ -605,6 +605,34 @@ impl Engine {
         Ok(snapshot)
     }
 
+    /// The target's own signals that went on at any time since `since`: its alerts
+    /// (classified as an evaluation classifies them) and the signals posted for it.
+    /// What the console's timeline draws.
+    #[instrument(skip_all, fields(target = %key))]
+    pub async fn target_signals(
+        &self,
+        key: &TargetRef,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Signal>, StoreError> {
+        let target_key = key.key();
+        let rows = self
+            .store
+            .target_alerts_for_evaluation(&target_key, since, since)
+            .await?;
+        let mut signals: Vec<Signal> = rows
+            .iter()
+            .filter_map(|row| self.classifier.classify(&row.to_alert()))
+            .map(|classified| classified.signal)
+            .filter(|signal| signal.target.as_ref() == Some(key))
+            .collect();
+        signals.extend(
+            self.store
+                .target_signals_for_evaluation(&target_key, since)
+                .await?,
+        );
+        Ok(signals)
+    }
+
     /// Maps the window's alerts to their targets for the store's target index
     /// ([`Engine::snapshot_for`]) when they are not: after an upgrade, and after a change
     /// of the classifier's config (every mapping is then forgotten first). Returns how

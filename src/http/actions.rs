@@ -57,7 +57,7 @@ pub fn write_router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-struct ActionListQuery {
+pub(crate) struct ActionListQuery {
     /// A target key, `cluster/namespace/kind/name`.
     #[param(inline, example = "default/prod/Deployment/checkout")]
     target: Option<Text>,
@@ -142,7 +142,7 @@ pub async fn with_timelines(
         (status = 400, description = "A query parameter is unknown or malformed",
             body = ErrorBody),
     ))]
-async fn list_actions(
+pub(crate) async fn list_actions(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ActionListQuery>,
 ) -> Result<Json<Page<ActionRecord>>, ApiError> {
@@ -313,7 +313,7 @@ async fn decide(
         })?;
     let actions = state
         .store
-        .decision_actions(id)
+        .decision_actions(&[id])
         .await
         .inspect_err(|err| state.metrics.store_error("decision_actions", err))?;
     let waiting: Vec<&ActionRecord> = actions

@@ -29,7 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-struct DecisionListQuery {
+pub(crate) struct DecisionListQuery {
     /// A target key, `cluster/namespace/kind/name`.
     #[param(inline, example = "default/prod/Deployment/checkout")]
     target: Option<Text>,
@@ -57,7 +57,7 @@ struct DecisionListQuery {
         (status = 400, description = "A query parameter is unknown or malformed",
             body = ErrorBody),
     ))]
-async fn list_decisions(
+pub(crate) async fn list_decisions(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<DecisionListQuery>,
 ) -> Result<Json<Page<StoredDecision>>, ApiError> {
@@ -82,7 +82,10 @@ async fn list_decisions(
     Ok(Json(Page { items, next }))
 }
 
-async fn load(state: &AppState, id: i64) -> Result<(StoredDecision, Decision), ApiError> {
+pub(crate) async fn load(
+    state: &AppState,
+    id: i64,
+) -> Result<(StoredDecision, Decision), ApiError> {
     let stored = state
         .store
         .decision(id)
@@ -107,9 +110,9 @@ async fn load(state: &AppState, id: i64) -> Result<(StoredDecision, Decision), A
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DecisionView {
     #[serde(flatten)]
-    stored: StoredDecision,
-    actions: Vec<ActionView>,
-    notifications: Vec<NotificationRecord>,
+    pub stored: StoredDecision,
+    pub actions: Vec<ActionView>,
+    pub notifications: Vec<NotificationRecord>,
 }
 
 /// One decision: verdict, reason, every fired rule with threshold, observed value and
@@ -128,10 +131,17 @@ async fn get_decision(
     ApiPath(DecisionPath { id: Id(id) }): ApiPath<DecisionPath>,
     _: ApiQuery<NoQuery>,
 ) -> Result<Json<DecisionView>, ApiError> {
-    let stored = load(&state, id).await?.0;
+    Ok(Json(view(&state, load(&state, id).await?.0).await?))
+}
+
+/// A stored decision with its actions (and their timelines) and notifications.
+pub(crate) async fn view(
+    state: &AppState,
+    stored: StoredDecision,
+) -> Result<DecisionView, ApiError> {
     let actions = state
         .store
-        .decision_actions(stored.id)
+        .decision_actions(&[stored.id])
         .await
         .inspect_err(|err| state.metrics.store_error("decision_actions", err))?;
     let actions = with_timelines(&*state.store, actions)
@@ -142,11 +152,11 @@ async fn get_decision(
         .decision_notifications(stored.id)
         .await
         .inspect_err(|err| state.metrics.store_error("decision_notifications", err))?;
-    Ok(Json(DecisionView {
+    Ok(DecisionView {
         stored,
         actions,
         notifications,
-    }))
+    })
 }
 
 /// The evidence record the control-plane runbook requires for every rollback.
@@ -164,17 +174,17 @@ async fn get_evidence(
     _: ApiQuery<NoQuery>,
 ) -> Result<Json<Evidence>, ApiError> {
     let (stored, decision) = load(&state, id).await?;
+    Ok(Json(evidence(&stored, &decision)))
+}
+
+/// The decision's evidence record.
+pub(crate) fn evidence(stored: &StoredDecision, decision: &Decision) -> Evidence {
     // The runbook's DEPLOYMENT_LOG_URL: the suspect deploy's pipeline run, when known.
     let log_link = decision
         .suspect
         .as_ref()
         .and_then(|d| d.deploy.link.clone());
-    Ok(Json(report::evidence_record(
-        &decision,
-        stored.decided_at,
-        stored.id,
-        log_link.as_deref(),
-    )))
+    report::evidence_record(decision, stored.decided_at, stored.id, log_link.as_deref())
 }
 
 /// The incident report (Markdown) in the multi-region runbook's template.

@@ -341,8 +341,9 @@ pub trait ActionStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
-    /// The actions of a decision, oldest first.
-    async fn decision_actions(&self, decision_id: i64) -> Result<Vec<ActionRecord>, StoreError>;
+    /// The actions of these decisions (one, or a page's worth), oldest first.
+    async fn decision_actions(&self, decision_ids: &[i64])
+    -> Result<Vec<ActionRecord>, StoreError>;
 
     /// Ends the leases `owner` holds on running actions now (a worker shutting down
     /// mid-attempt): the next claim resumes them at once, as `resumed`, instead of

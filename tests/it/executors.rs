@@ -132,7 +132,11 @@ pub(crate) fn new_action(decision_id: i64, kind: &str, params: Value) -> NewActi
 }
 
 pub(crate) async fn action_state(store: &Arc<dyn Store>, decision_id: i64) -> ActionRecord {
-    store.decision_actions(decision_id).await.unwrap().remove(0)
+    store
+        .decision_actions(&[decision_id])
+        .await
+        .unwrap()
+        .remove(0)
 }
 
 // ---------------------------------------------------------------------------- helm

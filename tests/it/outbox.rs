@@ -61,7 +61,7 @@ async fn duplicate_decisions_enqueue_one_action(backend: Backend) {
     let created = results.iter().filter(|r| r.as_ref().unwrap().1).count();
     let ids: HashSet<i64> = results.iter().map(|r| r.as_ref().unwrap().0.id).collect();
     assert_eq!((created, ids.len()), (1, 1));
-    assert_eq!(db.store.decision_actions(d).await.unwrap().len(), 1);
+    assert_eq!(db.store.decision_actions(&[d]).await.unwrap().len(), 1);
 
     // The new action came with its audit event and its announcement, each once.
     let id = ids.into_iter().next().unwrap();
@@ -138,7 +138,7 @@ async fn two_worker_pools_run_each_action_exactly_once(backend: Backend) {
         (40, 40),
         "every action ran once and only once"
     );
-    let actions = db.store.decision_actions(d).await.unwrap();
+    let actions = db.store.decision_actions(&[d]).await.unwrap();
     assert!(
         actions
             .iter()
@@ -275,7 +275,7 @@ async fn retries_wait_their_turn_and_failures_and_gated_actions_are_never_claime
     );
     let states: Vec<String> = db
         .store
-        .decision_actions(d)
+        .decision_actions(&[d])
         .await
         .unwrap()
         .into_iter()

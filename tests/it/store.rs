@@ -1041,7 +1041,7 @@ mod existing_databases {
             error: "gone".into(),
         };
         assert!(store.finish_action(2, "worker", &done, t0()).await.unwrap());
-        assert_eq!(store.decision_actions(1).await.unwrap().len(), 2);
+        assert_eq!(store.decision_actions(&[1]).await.unwrap().len(), 2);
 
         let notification = store
             .claim_notification("worker", Duration::minutes(1), t0())

@@ -281,14 +281,22 @@ where
         Ok(D::rows_affected(&done) == 1)
     }
 
-    #[instrument(level = "debug", skip_all, fields(decision = decision_id))]
-    async fn decision_actions(&self, decision_id: i64) -> Result<Vec<ActionRecord>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {ACTION_COLUMNS} FROM actions WHERE decision_id = $1 ORDER BY id"
-        )))
-        .arg(decision_id)
-        .fetch_all(&self.pool)
-        .await?;
+    #[instrument(level = "debug", skip_all, fields(decisions = decision_ids.len()))]
+    async fn decision_actions(
+        &self,
+        decision_ids: &[i64],
+    ) -> Result<Vec<ActionRecord>, StoreError> {
+        if decision_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACTION_COLUMNS} FROM actions WHERE decision_id IN ({}) ORDER BY id",
+            placeholders(1, decision_ids.len())
+        )));
+        for id in decision_ids {
+            q = q.arg(*id);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         rows.iter().map(Self::action_row).collect()
     }
 
