@@ -10,6 +10,8 @@
 //!   executors and the notifications.
 //! - [`app`]: building, serving and shutting down the service, around one `AppState`.
 //! - [`clock`]: time as a dependency: the system clock, or a manual one in tests.
+//! - [`console`]: the operator console: server-rendered pages under `/`, live from the
+//!   event stream, acting through the API.
 //! - [`config`]: layered configuration (defaults, file, `ROLLWARDEN__` variables) and
 //!   its validation.
 //! - [`domain`]: the pure core: types, classification, the policy, `decide()`; no I/O.
@@ -31,6 +33,7 @@ pub mod actions;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod ctl;
 pub mod domain;
 pub mod engine;

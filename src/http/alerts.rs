@@ -29,7 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-struct AlertListQuery {
+pub(crate) struct AlertListQuery {
     status: Option<AlertStatus>,
     #[param(inline)]
     alertname: Option<Text>,
@@ -109,7 +109,7 @@ impl ToSchema for LabelMatchers {}
         (status = 400, description = "A query parameter is unknown or malformed",
             body = ErrorBody),
     ))]
-async fn list_alerts(
+pub(crate) async fn list_alerts(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<AlertListQuery>,
 ) -> Result<Json<Page<StoredAlert>>, ApiError> {

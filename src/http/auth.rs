@@ -144,9 +144,9 @@ impl Authenticator {
     }
 
     /// Who sent a request: the person the proxy vouches for (when it came from the
-    /// proxy), else the bearer token's holder. `Err` is the answer for a person the
-    /// proxy signed in whom no role covers.
-    fn identify(
+    /// proxy), else the bearer token's holder, else the holder of the console session's
+    /// token. `Err` is the answer for a person the proxy signed in whom no role covers.
+    pub fn identify(
         &self,
         peer: Option<SocketAddr>,
         headers: &HeaderMap,
@@ -167,11 +167,13 @@ impl Authenticator {
                 Vouched::No => {}
             }
         }
-        Ok(self.authenticate(
-            headers
-                .get(header::AUTHORIZATION)
-                .map(axum::http::HeaderValue::as_bytes),
-        ))
+        if let Some(authorization) = headers.get(header::AUTHORIZATION) {
+            return Ok(self.authenticate(Some(authorization.as_bytes())));
+        }
+        if let Some(token) = crate::console::session_token(headers) {
+            return Ok(self.authenticate_token(&token));
+        }
+        Ok(self.authenticate(None))
     }
 
     /// The principal holding `token` (the bare token, as a sender that cannot set

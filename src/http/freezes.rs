@@ -60,7 +60,7 @@ struct FreezeRequest {
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-struct FreezeListQuery {
+pub(crate) struct FreezeListQuery {
     /// `true`: only those in force now; `false`: all, lifted and expired too.
     #[param(default = true)]
     active: Option<bool>,
@@ -199,7 +199,7 @@ async fn lift_freeze(
         (status = 400, description = "A query parameter is unknown or malformed",
             body = ErrorBody),
     ))]
-async fn list_freezes(
+pub(crate) async fn list_freezes(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<FreezeListQuery>,
 ) -> Result<Json<Page<FreezeRecord>>, ApiError> {

@@ -33,6 +33,18 @@ fn changes_state(method: &Method) -> bool {
 }
 
 fn check(headers: &HeaderMap) -> Result<(), ApiError> {
+    // A console session's cookie goes with every request the browser makes, so a write
+    // it authenticates must say where it comes from (browsers send `Origin` with every
+    // script's POST and DELETE), and the checks below then hold it to this server.
+    if !headers.contains_key(header::AUTHORIZATION)
+        && crate::console::session_token(headers).is_some()
+        && header_text(headers, "sec-fetch-site").is_none()
+        && header_text(headers, header::ORIGIN.as_str()).is_none()
+    {
+        return Err(cross_origin(
+            "a console session's write must come from the console: it names no Origin",
+        ));
+    }
     if let Some(site) = header_text(headers, "sec-fetch-site")
         && !matches!(site, "same-origin" | "none")
     {

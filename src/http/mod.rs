@@ -1,23 +1,23 @@
 //! The HTTP surface: the router, its layers, and one module per resource or webhook.
 //! Handlers parse, authorise and hand over; they hold no business logic.
 
-mod actions;
+pub(crate) mod actions;
 mod alertmanager;
-mod alerts;
+pub(crate) mod alerts;
 mod analysis;
 pub mod auth;
-mod decisions;
+pub(crate) mod decisions;
 mod deploys;
 pub mod error;
 mod events;
 pub mod extract;
 mod flagger;
-mod freezes;
+pub(crate) mod freezes;
 mod guard;
 mod health;
 pub mod limit;
 pub mod openapi;
-mod query;
+pub(crate) mod query;
 mod signals;
 mod targets;
 
@@ -149,6 +149,7 @@ pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.request_timeout_secs);
 
     api.merge(Router::from(docs))
+        .merge(crate::console::router(&state))
         // On matched routes only: an unknown path is still a 404, a wrong method a 405.
         .route_layer(middleware::from_fn(guard::browser_writes))
         .layer(Extension(document))

@@ -8,6 +8,7 @@ mod api;
 mod auth;
 mod canary;
 mod cli;
+mod console;
 mod ctl;
 mod deploys;
 mod engine;

@@ -1,0 +1,602 @@
+//! One handler per page: read what the page shows (through the same functions the
+//! API's handlers use, so a page and its API list cannot disagree), then render.
+
+use std::collections::HashMap;
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use chrono::{DateTime, Duration, Utc};
+use minijinja::Value;
+use serde::Serialize;
+
+use super::timeline::{self, DeployMark, Point, SignalSpan};
+use super::{PageError, Viewer, not_found, render};
+use crate::app::AppState;
+use crate::domain::report;
+use crate::domain::{Decision, Freeze, TargetRef, Verdict};
+use crate::http::auth::Principal;
+use crate::http::query::{self, ApiQuery};
+use crate::http::{actions, alerts, decisions, freezes};
+use crate::store::{ActionQuery, ActionRecord, DecisionQuery, StoredDecision};
+
+/// Standing decisions read per store query while gathering the Now page.
+const STANDING_PAGE: u32 = 1000;
+/// Awaiting approvals counted at most (the header then says `1000+`).
+const AWAITING_COUNTED: u32 = 1000;
+
+/// What every page's frame shows: who is looking, the approvals waiting, the freezes
+/// in force, and where the live stream starts (the newest audit event read before the
+/// page's data, so nothing between the two is missed).
+#[derive(Serialize)]
+struct Frame {
+    viewer: Viewer,
+    awaiting: String,
+    freezes: Vec<Freeze>,
+    last_event: i64,
+    now: DateTime<Utc>,
+}
+
+async fn frame(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+) -> Result<Frame, PageError> {
+    let last_event = state.store.last_audit_event_id().await?;
+    let now = state.clock.now();
+    let awaiting = state
+        .store
+        .list_actions(&ActionQuery {
+            target: None,
+            state: Some("awaiting_approval".into()),
+            kind: None,
+            decision_id: None,
+            before_id: None,
+            limit: AWAITING_COUNTED + 1,
+        })
+        .await?
+        .len();
+    Ok(Frame {
+        viewer: Viewer::of(principal, headers),
+        awaiting: if awaiting > AWAITING_COUNTED as usize {
+            format!("{AWAITING_COUNTED}+")
+        } else {
+            awaiting.to_string()
+        },
+        freezes: state.store.active_freezes(now).await?,
+        last_event,
+        now,
+    })
+}
+
+/// A target on the Now page.
+#[derive(Serialize)]
+struct NowRow {
+    target: String,
+    region: Option<String>,
+    environment: Option<String>,
+    verdict: Verdict,
+    reason: String,
+    rules: Vec<String>,
+    pending: Vec<String>,
+    suspect: Option<String>,
+    rollback_to: Option<String>,
+    since: DateTime<Utc>,
+    decision_id: i64,
+    actions: Vec<ActionBrief>,
+}
+
+#[derive(Serialize)]
+struct ActionBrief {
+    id: i64,
+    kind: String,
+    state: String,
+}
+
+/// A standing decision the Now page shows: not `ok`, or with a signal going on (a
+/// rule fired or waiting).
+fn needs_attention(d: &StoredDecision) -> bool {
+    let listed = |field: &str| {
+        d.decision
+            .get(field)
+            .and_then(|v| v.as_array())
+            .is_some_and(|a| !a.is_empty())
+    };
+    d.verdict != Verdict::Ok.as_str() || listed("fired") || listed("pending")
+}
+
+fn version(deploy: &crate::domain::DeployRecord) -> String {
+    deploy
+        .deploy
+        .version
+        .clone()
+        .unwrap_or_else(|| format!("revision {}", deploy.deploy.revision))
+}
+
+/// Now: every target that needs a look, worst first.
+pub async fn now(
+    State(state): State<AppState>,
+    Extension(me): Extension<Principal>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    let frame = frame(&state, &me, &headers).await?;
+    let mut standing = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = state
+            .store
+            .standing_decisions(after.as_deref(), STANDING_PAGE)
+            .await?;
+        let full = page.len() == STANDING_PAGE as usize;
+        after = page.last().map(|d| d.target_key.clone());
+        standing.extend(page.into_iter().filter(needs_attention));
+        if !full {
+            break;
+        }
+    }
+    let ids: Vec<i64> = standing.iter().map(|d| d.id).collect();
+    let mut actions: HashMap<i64, Vec<ActionBrief>> = HashMap::new();
+    for chunk in ids.chunks(500) {
+        for a in state.store.decision_actions(chunk).await? {
+            actions.entry(a.decision_id).or_default().push(ActionBrief {
+                id: a.id,
+                kind: a.kind,
+                state: a.state,
+            });
+        }
+    }
+    let mut rows: Vec<NowRow> = standing
+        .into_iter()
+        .filter_map(|stored| {
+            let decision: Decision = serde_json::from_value(stored.decision).ok()?;
+            Some(NowRow {
+                target: stored.target_key,
+                region: decision.region,
+                environment: decision.environment,
+                verdict: decision.verdict,
+                reason: decision.reason,
+                rules: decision.fired.iter().map(|r| r.rule_id.clone()).collect(),
+                pending: decision.pending.iter().map(|r| r.rule_id.clone()).collect(),
+                suspect: decision.suspect.as_ref().map(version),
+                rollback_to: decision.rollback_to.as_ref().map(version),
+                since: decision
+                    .regression_started_at
+                    .unwrap_or(stored.decided_at)
+                    .min(stored.decided_at),
+                decision_id: stored.id,
+                actions: actions.remove(&stored.id).unwrap_or_default(),
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.verdict
+            .rank()
+            .cmp(&a.verdict.rank())
+            .then(a.since.cmp(&b.since))
+            .then(a.target.cmp(&b.target))
+    });
+    Ok(render::page(
+        "now.html",
+        minijinja::context! { frame, page => "now", rows },
+    ))
+}
+
+/// One decision, everything about it.
+pub async fn decision(
+    State(state): State<AppState>,
+    Extension(me): Extension<Principal>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let frame = frame(&state, &me, &headers).await?;
+    let id: i64 = id
+        .parse()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| not_found(format!("no decision {id}")))?;
+    let (stored, decision) = decisions::load(&state, id).await?;
+    let evidence = decisions::evidence(&stored, &decision);
+    let report = report::incident_report(&decision, stored.decided_at, stored.id);
+    let awaiting = decision_awaits(&state, id).await?;
+    let view = decisions::view(&state, stored).await?;
+    let holds: Vec<(&str, String)> = decision
+        .holds
+        .iter()
+        .map(|h| (h.code(), h.detail()))
+        .collect();
+    Ok(render::page(
+        "decision.html",
+        minijinja::context! {
+            frame,
+            page => "decisions",
+            view,
+            decision,
+            awaiting,
+            holds,
+            evidence => serde_json::to_string_pretty(&evidence).unwrap_or_default(),
+            report => render::markdown(&report),
+        },
+    ))
+}
+
+/// Whether any action of the decision awaits approval.
+async fn decision_awaits(state: &AppState, id: i64) -> Result<bool, PageError> {
+    Ok(state
+        .store
+        .decision_actions(&[id])
+        .await?
+        .iter()
+        .any(|a| a.state == "awaiting_approval"))
+}
+
+/// The query string without empty parameters (what a filter form sends for a field
+/// left blank), as the API's parser takes it.
+fn filters(raw: Option<&str>) -> String {
+    let pairs =
+        form_urlencoded::parse(raw.unwrap_or("").as_bytes()).filter(|(_, v)| !v.trim().is_empty());
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+/// The page after this one: the same filters, `after` the last row.
+fn next_href(path: &str, filters: &str, next: Option<&String>) -> Option<String> {
+    let next = next?;
+    let pairs = form_urlencoded::parse(filters.as_bytes()).filter(|(k, _)| k != "after");
+    let query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .append_pair("after", next)
+        .finish();
+    Some(format!("{path}?{query}"))
+}
+
+/// The filter values, for the form to show what is applied.
+fn applied(filters: &str) -> HashMap<String, String> {
+    form_urlencoded::parse(filters.as_bytes())
+        .filter(|(k, _)| k != "after")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// A list page: its frame, its filters as applied, one page of rows and the link to
+/// the next.
+fn list_page<T: Serialize>(
+    template: &str,
+    path: &str,
+    frame: Frame,
+    filters: &str,
+    items: Vec<T>,
+    next: Option<String>,
+    extra: Value,
+) -> Response {
+    render::page(
+        template,
+        minijinja::context! {
+            frame,
+            page => path.trim_start_matches('/'),
+            applied => applied(filters),
+            items,
+            next => next_href(path, filters, next.as_ref()),
+            extra,
+        },
+    )
+}
+
+pub async fn decisions(
+    State(state): State<AppState>,
+    Extension(me): Extension<Principal>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, PageError> {
+    let frame = frame(&state, &me, &headers).await?;
+    let filters = filters(raw.as_deref());
+    let q = query::parse(Some(&filters))?;
+    let Json(page) = decisions::list_decisions(State(state), ApiQuery(q)).await?;
+    let verdicts: Vec<&str> = Verdict::ALL.iter().map(|v| v.as_str()).collect();
+    Ok(list_page(
+        "decisions.html",
+        "/decisions",
+        frame,
+        &filters,
+        page.items,
+        page.next,
+        minijinja::context! { verdicts },
+    ))
+}
+
+pub async fn alerts(
+    State(state): State<AppState>,
+    Extension(me): Extension<Principal>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, PageError> {
+    let frame = frame(&state, &me, &headers).await?;
+    let filters = filters(raw.as_deref());
+    let q = query::parse(Some(&filters))?;
+    let Json(page) = alerts::list_alerts(State(state), ApiQuery(q)).await?;
+    Ok(list_page(
+        "alerts.html",
+        "/alerts",
+        frame,
+        &filters,
+        page.items,
+        page.next,
+        Value::UNDEFINED,
+    ))
+}
+
+pub async fn actions(
+    State(state): State<AppState>,
+    Extension(me): Extension<Principal>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, PageError> {
+    let frame = frame(&state, &me, &headers).await?;
+    let filters = filters(raw.as_deref());
+    let q = query::parse(Some(&filters))?;
+    let Json(page) = actions::list_actions(State(state), ApiQuery(q)).await?;
+    Ok(list_page(
+        "actions.html",
+        "/actions",
+        frame,
+        &filters,
+        page.items,
+        page.next,
+        Value::UNDEFINED,
+    ))
+}
+
+/// Freezes: those in force (the frame has them), then every freeze, newest first.
+pub async fn freezes(
+    State(state): State<AppState>,
+    Extension(me): Extension<Principal>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, PageError> {
+    let frame = frame(&state, &me, &headers).await?;
+    let mut filters = filters(raw.as_deref());
+    // Past ones too: the in-force ones head the page already.
+    if !filters.contains("active=") {
+        filters = if filters.is_empty() {
+            "active=false".into()
+        } else {
+            format!("{filters}&active=false")
+        };
+    }
+    let q = query::parse(Some(&filters))?;
+    let Json(page) = freezes::list_freezes(State(state), ApiQuery(q)).await?;
+    Ok(list_page(
+        "freezes.html",
+        "/freezes",
+        frame,
+        &filters,
+        page.items,
+        page.next,
+        Value::UNDEFINED,
+    ))
+}
+
+/// The Target page's query: the target, and how many hours back the picture goes.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetQuery {
+    key: String,
+    hours: Option<String>,
+}
+
+/// Hours the Target page can look back, and its default.
+const MAX_HOURS: i64 = 72;
+const DEFAULT_HOURS: i64 = 6;
+/// Rows of each kind the Target page reads at most.
+const TARGET_ROWS: u32 = 500;
+
+/// One entry of a target's merged history.
+#[derive(Serialize)]
+struct HistoryEntry {
+    at: DateTime<Utc>,
+    what: &'static str,
+    class: String,
+    text: String,
+    href: Option<String>,
+}
+
+pub async fn target(
+    State(state): State<AppState>,
+    Extension(me): Extension<Principal>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, PageError> {
+    let frame = frame(&state, &me, &headers).await?;
+    let q: TargetQuery = query::parse(raw.as_deref())?;
+    let target = (q.key.chars().count() <= 1024)
+        .then(|| TargetRef::parse(&q.key))
+        .flatten()
+        .ok_or_else(|| {
+            PageError::from(crate::http::error::ApiError::bad_request(
+                "invalid_query",
+                "key",
+                "must be a target key cluster/namespace/kind/name",
+            ))
+        })?;
+    let hours = match q.hours.as_deref() {
+        None | Some("") => DEFAULT_HOURS,
+        Some(h) => h
+            .parse::<i64>()
+            .ok()
+            .filter(|h| (1..=MAX_HOURS).contains(h))
+            .ok_or_else(|| {
+                PageError::from(crate::http::error::ApiError::bad_request(
+                    "invalid_query",
+                    "hours",
+                    format!("must be a whole number of hours from 1 to {MAX_HOURS}"),
+                ))
+            })?,
+    };
+    let to = frame.now;
+    let from = to - Duration::hours(hours);
+    let key = target.key();
+
+    let deploys = state
+        .store
+        .target_history(&target, None, TARGET_ROWS)
+        .await?;
+    let signals = state.evaluator.target_signals(&target, from).await?;
+    let decisions = state
+        .store
+        .list_decisions(&DecisionQuery {
+            target: Some(key.clone()),
+            verdict: None,
+            since: Some(from),
+            until: None,
+            before_id: None,
+            limit: TARGET_ROWS,
+        })
+        .await?;
+    let actions: Vec<ActionRecord> = state
+        .store
+        .list_actions(&ActionQuery {
+            target: Some(key.clone()),
+            state: None,
+            kind: None,
+            decision_id: None,
+            before_id: None,
+            limit: TARGET_ROWS,
+        })
+        .await?;
+
+    let picture = timeline::layout(
+        from,
+        to,
+        &deploys
+            .iter()
+            .map(|d| DeployMark {
+                at: d.deploy.started_at,
+                source: d.deploy.source.as_str().to_string(),
+                version: d
+                    .deploy
+                    .version
+                    .clone()
+                    .unwrap_or_else(|| d.deploy.revision.clone()),
+            })
+            .collect::<Vec<_>>(),
+        &signals
+            .iter()
+            .map(|s| SignalSpan {
+                kind: s.kind.as_str().to_string(),
+                from: s.started_at,
+                to: s.ended_at,
+                summary: s.summary.clone(),
+            })
+            .collect::<Vec<_>>(),
+        &decisions
+            .iter()
+            .map(|d| Point {
+                at: d.decided_at,
+                class: d.verdict.clone(),
+                title: format!("decision {}: {} — {}", d.id, d.verdict, d.reason),
+                href: format!("/decisions/{}", d.id),
+            })
+            .collect::<Vec<_>>(),
+        &actions
+            .iter()
+            .map(|a| Point {
+                at: a.executed_at.unwrap_or(a.created_at),
+                class: a.state.clone(),
+                title: format!("action {}: {} {}", a.id, a.kind, a.state),
+                href: format!("/decisions/{}", a.decision_id),
+            })
+            .collect::<Vec<_>>(),
+    );
+
+    let mut history: Vec<HistoryEntry> = Vec::new();
+    history.extend(deploys.iter().map(|d| HistoryEntry {
+        at: d.deploy.started_at,
+        what: "deploy",
+        class: d.deploy.status.clone(),
+        text: format!(
+            "{} {} ({}){}",
+            d.deploy.source.as_str(),
+            d.deploy
+                .version
+                .clone()
+                .unwrap_or_else(|| format!("revision {}", d.deploy.revision)),
+            d.deploy.status,
+            d.deploy
+                .change_cause
+                .as_ref()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default()
+        ),
+        href: None,
+    }));
+    history.extend(signals.iter().map(|s| HistoryEntry {
+        at: s.started_at,
+        what: "signal",
+        class: s.kind.as_str().to_string(),
+        text: format!(
+            "{}: {}{}",
+            s.kind.as_str(),
+            s.summary,
+            s.ended_at
+                .map(|e| format!(" (ended {})", e.format("%H:%M:%SZ")))
+                .unwrap_or_default()
+        ),
+        href: None,
+    }));
+    history.extend(decisions.iter().map(|d| HistoryEntry {
+        at: d.decided_at,
+        what: "decision",
+        class: d.verdict.clone(),
+        text: format!("{}: {}", d.verdict, d.reason),
+        href: Some(format!("/decisions/{}", d.id)),
+    }));
+    history.extend(actions.iter().map(|a| HistoryEntry {
+        at: a.updated_at,
+        what: "action",
+        class: a.state.clone(),
+        text: format!(
+            "{} {}{}",
+            a.kind,
+            a.state,
+            a.approved_by
+                .as_ref()
+                .map(|by| format!(" (by {by})"))
+                .unwrap_or_default()
+        ),
+        href: Some(format!("/decisions/{}", a.decision_id)),
+    }));
+    history.sort_by_key(|e| std::cmp::Reverse(e.at));
+
+    Ok(render::page(
+        "target.html",
+        minijinja::context! {
+            frame,
+            page => "target",
+            target => key,
+            hours,
+            hour_choices => [1, 3, 6, 12, 24, 72],
+            picture,
+            history,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_filters_are_dropped_and_paging_keeps_the_rest() {
+        let f = filters(Some("target=&verdict=rollback&since=+&after=9"));
+        assert_eq!(f, "verdict=rollback&after=9");
+        assert_eq!(
+            next_href("/decisions", &f, Some(&"4".to_string())).unwrap(),
+            "/decisions?verdict=rollback&after=4"
+        );
+        assert!(next_href("/decisions", &f, None).is_none());
+        assert_eq!(applied(&f).get("verdict").unwrap(), "rollback");
+        assert!(!applied(&f).contains_key("after"));
+    }
+}
