@@ -10,6 +10,8 @@ use serde::Serialize;
 /// labels, then the plot.
 const WIDTH: f64 = 1000.0;
 const GUTTER: f64 = 150.0;
+/// Room right of the plot, for the last tick's label and a marker at `to`.
+const MARGIN: f64 = 20.0;
 const LANE: f64 = 28.0;
 const TOP: f64 = 22.0;
 
@@ -95,7 +97,7 @@ pub fn layout(
     let span = (to - from).num_milliseconds().max(1) as f64;
     let x = |t: DateTime<Utc>| {
         let t = t.clamp(from, to);
-        GUTTER + (WIDTH - GUTTER) * ((t - from).num_milliseconds() as f64 / span)
+        GUTTER + (WIDTH - GUTTER - MARGIN) * ((t - from).num_milliseconds() as f64 / span)
     };
     let mut kinds: Vec<&str> = signals.iter().map(|s| s.kind.as_str()).collect();
     kinds.sort_unstable();
@@ -294,7 +296,7 @@ mod tests {
         );
         // The deploy at 09:00 sits in the middle of the plot; the one at 05:00 and the
         // action at 13:00 fall outside the window.
-        let plot = WIDTH - GUTTER;
+        let plot = WIDTH - GUTTER - MARGIN;
         assert_eq!(t.marks.len(), 2);
         assert!((t.marks[0].x - (GUTTER + plot / 2.0)).abs() < 1e-9);
         assert_eq!(t.marks[1].class, "rollback");
@@ -302,7 +304,7 @@ mod tests {
         // runs to its end.
         assert!((t.bars[0].x - GUTTER).abs() < 1e-9);
         assert!((t.bars[0].width - plot / 4.0).abs() < 1e-9);
-        assert!((t.bars[1].x + t.bars[1].width - WIDTH).abs() < 1e-9);
+        assert!((t.bars[1].x + t.bars[1].width - (WIDTH - MARGIN)).abs() < 1e-9);
         assert!(t.bars[1].title.ends_with("to now"));
         // Hourly ticks, 06:00 to 12:00.
         let ticks: Vec<&str> = t.ticks.iter().map(|t| t.label.as_str()).collect();

@@ -6,6 +6,7 @@ mod support;
 mod actions;
 mod api;
 mod auth;
+mod browser;
 mod canary;
 mod cli;
 mod console;
