@@ -151,6 +151,51 @@ pub struct PendingRule {
     pub waiting_for: String,
 }
 
+/// What a list of targets shows of a stored decision, under the decision's own field
+/// names: decoded from a whole decision (every field it does not name is skipped,
+/// unparsed) or from the brief stored beside it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DecisionBrief {
+    pub region: Option<String>,
+    pub environment: Option<String>,
+    /// The ids of the rules that fired, and of those waiting to.
+    pub fired: Vec<RuleId>,
+    pub pending: Vec<RuleId>,
+    pub suspect: Option<DeployBrief>,
+    pub rollback_to: Option<DeployBrief>,
+    pub regression_started_at: Option<DateTime<Utc>>,
+}
+
+/// A fired or pending rule, by its id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleId {
+    pub rule_id: String,
+}
+
+/// A deploy, by what people call it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployBrief {
+    pub revision: String,
+    pub version: Option<String>,
+}
+
+impl DecisionBrief {
+    /// The brief of a decision as stored (JSON); empty when it is not one.
+    pub fn of(decision: &serde_json::Value) -> Self {
+        Self::deserialize(decision).unwrap_or_default()
+    }
+}
+
+impl DeployBrief {
+    /// Its version, else `revision N`.
+    pub fn name(&self) -> String {
+        self.version
+            .clone()
+            .unwrap_or_else(|| format!("revision {}", self.revision))
+    }
+}
+
 /// Why a rollback is held. `code()` is stable: it is stored, hashed and filtered on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "code")]

@@ -26,7 +26,8 @@ pub use classify::{
 };
 pub use decide::{History, decide, loop_guard};
 pub use decision::{
-    Decision, FiredRule, HoldReason, NotConsidered, RollbackPlan, Verdict, VerificationStatus,
+    Decision, DecisionBrief, DeployBrief, FiredRule, HoldReason, NotConsidered, RollbackPlan,
+    Verdict, VerificationStatus,
 };
 pub use deploy::{Deploy, DeployRecord, DeploySource, TargetRef};
 pub use freeze::Freeze;

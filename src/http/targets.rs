@@ -15,7 +15,7 @@ use super::error::{ApiError, ErrorBody};
 use super::query::{self, ApiQuery, Limit, Page};
 use crate::app::AppState;
 use crate::domain::TargetRef;
-use crate::store::StoredDecision;
+use crate::store::StandingDecision;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_targets))
@@ -37,25 +37,14 @@ pub struct TargetStatus {
     pub decided_at: DateTime<Utc>,
 }
 
-impl From<StoredDecision> for TargetStatus {
-    fn from(d: StoredDecision) -> Self {
-        let rules = d
-            .decision
-            .get("fired")
-            .and_then(|f| f.as_array())
-            .map(|fired| {
-                fired
-                    .iter()
-                    .filter_map(|r| r.get("rule_id")?.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+impl From<StandingDecision> for TargetStatus {
+    fn from(d: StandingDecision) -> Self {
         Self {
             target: d.target_key,
             decision_id: d.id,
             verdict: d.verdict,
             reason: d.reason,
-            rules,
+            rules: d.brief.fired.into_iter().map(|r| r.rule_id).collect(),
             decided_at: d.decided_at,
         }
     }

@@ -23,7 +23,7 @@ pub use records::{
     ActionFinish, ActionQuery, ActionRecord, ActionTransition, AlertQuery, AuditEvent,
     DecisionQuery, DeployCursor, DeployQuery, DeployWrite, FreezeRecord, IngestOutcome, NewAction,
     NewDecision, NewFreeze, NewNotification, NotificationFinish, NotificationRecord, Receipt,
-    StoredAlert, StoredDecision, StoredDeploy,
+    StandingDecision, StoredAlert, StoredDecision, StoredDeploy,
 };
 pub use sql::SqlStore;
 
@@ -297,13 +297,13 @@ pub trait DecisionStore: Send + Sync + 'static {
     /// they recover.
     async fn unsettled_targets(&self) -> Result<Vec<String>, StoreError>;
 
-    /// Each target's standing (latest) decision, by target key, after `after_target`
-    /// when given, at most `limit`.
+    /// Each target's standing (latest) decision, briefly, by target key, after
+    /// `after_target` when given, at most `limit`.
     async fn standing_decisions(
         &self,
         after_target: Option<&str>,
         limit: u32,
-    ) -> Result<Vec<StoredDecision>, StoreError>;
+    ) -> Result<Vec<StandingDecision>, StoreError>;
 }
 
 /// The action outbox, the loop guard's record of rollbacks, and the audit trail.
@@ -340,6 +340,9 @@ pub trait ActionStore: Send + Sync + 'static {
         finish: &ActionFinish,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+
+    /// How many actions are in `state`, counted up to `cap` (a page header's figure).
+    async fn count_actions(&self, state: &str, cap: u32) -> Result<u64, StoreError>;
 
     /// The actions of these decisions (one, or a page's worth), oldest first.
     async fn decision_actions(&self, decision_ids: &[i64])

@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::{Alert, AlertStatus, Deploy, DeploySource, Freeze, Labels, Verdict};
+use crate::domain::{
+    Alert, AlertStatus, DecisionBrief, Deploy, DeploySource, Freeze, Labels, Verdict,
+};
 
 #[cfg(doc)]
 use super::{ActionStore, AlertStore, DecisionStore, DeployStore};
@@ -179,6 +181,18 @@ pub struct NewDecision {
     /// The decision with its evidence, as the API serves it.
     pub decision: serde_json::Value,
     pub decided_at: DateTime<Utc>,
+}
+
+/// A target's standing (latest) decision, briefly: what a list of every target reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StandingDecision {
+    pub id: i64,
+    /// `cluster/namespace/kind/name`.
+    pub target_key: String,
+    pub verdict: String,
+    pub reason: String,
+    pub decided_at: DateTime<Utc>,
+    pub brief: DecisionBrief,
 }
 
 /// A recorded decision.

@@ -724,7 +724,39 @@ mod engine_inputs {
         );
     }
 
+    /// A standing decision comes back briefly: the few fields a list of every target
+    /// shows, decoded from the stored decision (the rest skipped).
+    async fn a_standing_decision_comes_back_briefly(backend: Backend) {
+        let db = TestStore::new(backend).await;
+        let key = "default/prod/Deployment/checkout";
+        let mut rollback = decision(key, "rollback", "h1", t0());
+        rollback.decision =
+            serde_json::from_str(include_str!("../fixtures/decision-rollback.json")).unwrap();
+        db.store.record_decision(&rollback).await.unwrap();
+        let standing = db.store.standing_decisions(None, 10).await.unwrap();
+        let brief = &standing[0].brief;
+        assert_eq!(standing[0].verdict, "rollback");
+        assert_eq!(brief.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(brief.environment.as_deref(), Some("drill"));
+        let fired: Vec<&str> = brief.fired.iter().map(|r| r.rule_id.as_str()).collect();
+        assert_eq!(fired, ["M1", "M2"]);
+        assert_eq!(brief.pending[0].rule_id, "G2");
+        assert_eq!(brief.suspect.as_ref().unwrap().name(), "1.6.0");
+        assert_eq!(brief.rollback_to.as_ref().unwrap().name(), "1.5.0");
+        assert_eq!(
+            brief.regression_started_at,
+            Some(at("2026-08-22T13:59:00Z"))
+        );
+        // A row written before the brief column is read from its whole evidence.
+        db.execute_raw("UPDATE decisions SET brief = NULL").await;
+        assert_eq!(
+            db.store.standing_decisions(None, 10).await.unwrap(),
+            standing
+        );
+    }
+
     on_both_backends!(
+        a_standing_decision_comes_back_briefly,
         a_decision_is_written_only_when_verdict_or_inputs_change,
         concurrent_identical_evaluations_record_one_decision,
         posted_signals_are_idempotent_and_end,
@@ -1042,6 +1074,11 @@ mod existing_databases {
         };
         assert!(store.finish_action(2, "worker", &done, t0()).await.unwrap());
         assert_eq!(store.decision_actions(&[1]).await.unwrap().len(), 2);
+        assert_eq!(store.decision_actions(&[1, 99]).await.unwrap().len(), 2);
+        assert!(store.decision_actions(&[]).await.unwrap().is_empty());
+        assert_eq!(store.count_actions("failed", 10).await.unwrap(), 1);
+        assert_eq!(store.count_actions("failed", 0).await.unwrap(), 0);
+        assert_eq!(store.count_actions("verified", 10).await.unwrap(), 0);
 
         let notification = store
             .claim_notification("worker", Duration::minutes(1), t0())

@@ -281,6 +281,19 @@ where
         Ok(D::rows_affected(&done) == 1)
     }
 
+    #[instrument(level = "debug", skip_all, fields(state))]
+    async fn count_actions(&self, state: &str, cap: u32) -> Result<u64, StoreError> {
+        // actions_state (state, id) answers it; the cap bounds the walk.
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM (SELECT 1 FROM actions WHERE state = $1 LIMIT $2) AS capped",
+        )
+        .arg(state)
+        .arg(i64::from(cap))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(row.col::<i64>("n")?).unwrap_or(0))
+    }
+
     #[instrument(level = "debug", skip_all, fields(decisions = decision_ids.len()))]
     async fn decision_actions(
         &self,

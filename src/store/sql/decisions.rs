@@ -7,10 +7,10 @@ use sqlx::{Executor, QueryBuilder};
 use tracing::instrument;
 
 use super::{BindArg, Dialect, GetCol, PushArg, SqlStore, Ts};
-use crate::domain::Freeze;
+use crate::domain::{DecisionBrief, Freeze};
 use crate::store::{
-    DecisionQuery, DecisionStore, FreezeRecord, FreezeStore, NewDecision, NewFreeze, StoreError,
-    StoredDecision,
+    DecisionQuery, DecisionStore, FreezeRecord, FreezeStore, NewDecision, NewFreeze,
+    StandingDecision, StoreError, StoredDecision,
 };
 
 /// The columns of a decision row, in the order [`SqlStore::decision_row`] reads them.
@@ -95,8 +95,8 @@ where
         }
         let row = sqlx::query(
             "INSERT INTO decisions (target, verdict, reason, inputs_hash, policy_version,
-                 suspect_deploy_id, rollback_to_id, evidence, decided_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id, decided_at",
+                 suspect_deploy_id, rollback_to_id, evidence, decided_at, brief)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id, decided_at",
         )
         .arg(&decision.target_key)
         .arg(&decision.verdict)
@@ -107,6 +107,7 @@ where
         .arg(decision.rollback_to_id)
         .arg(Json(&decision.decision))
         .arg(Ts(decision.decided_at))
+        .arg(Json(DecisionBrief::of(&decision.decision)))
         .fetch_one(&mut *tx)
         .await?;
         let id: i64 = row.col("id")?;
@@ -212,19 +213,32 @@ where
         &self,
         after_target: Option<&str>,
         limit: u32,
-    ) -> Result<Vec<StoredDecision>, StoreError> {
+    ) -> Result<Vec<StandingDecision>, StoreError> {
         // decisions_target (target, id) answers the MAX per target.
-        let mut q = QueryBuilder::new(format!(
-            "SELECT {DECISION_COLUMNS} FROM decisions WHERE id IN \
-             (SELECT MAX(id) FROM decisions"
-        ));
+        let mut q = QueryBuilder::new(
+            "SELECT id, target, verdict, reason, decided_at, COALESCE(brief, evidence) AS brief \
+             FROM decisions WHERE id IN (SELECT MAX(id) FROM decisions",
+        );
         if let Some(after) = after_target {
             q.push(" WHERE target > ").push_arg(after.to_string());
         }
         q.push(" GROUP BY target) ORDER BY target LIMIT ")
             .push_arg(i64::from(limit));
         let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(Self::decision_row).collect()
+        rows.iter()
+            .map(|row| {
+                Ok(StandingDecision {
+                    id: row.col("id")?,
+                    target_key: row.col("target")?,
+                    verdict: row.col("verdict")?,
+                    reason: row.col("reason")?,
+                    decided_at: row.col::<Ts>("decided_at")?.0,
+                    // Straight from the column's bytes to the few fields a list shows
+                    // (the whole evidence of a row written before the brief column).
+                    brief: row.col::<Json<DecisionBrief>>("brief")?.0,
+                })
+            })
+            .collect()
     }
 }
 
