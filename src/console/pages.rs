@@ -16,11 +16,11 @@ use super::timeline::{self, DeployMark, Point, SignalSpan};
 use super::{PageError, Viewer, not_found, render};
 use crate::app::AppState;
 use crate::domain::report;
-use crate::domain::{Decision, Freeze, TargetRef, Verdict};
+use crate::domain::{DeployBrief, Freeze, TargetRef, Verdict};
 use crate::http::auth::Principal;
 use crate::http::query::{self, ApiQuery};
 use crate::http::{actions, alerts, decisions, freezes};
-use crate::store::{ActionQuery, ActionRecord, DecisionQuery, StoredDecision};
+use crate::store::{ActionQuery, ActionRecord, DecisionQuery, StandingDecision};
 
 /// Standing decisions read per store query while gathering the Now page.
 const STANDING_PAGE: u32 = 1000;
@@ -48,16 +48,8 @@ async fn frame(
     let now = state.clock.now();
     let awaiting = state
         .store
-        .list_actions(&ActionQuery {
-            target: None,
-            state: Some("awaiting_approval".into()),
-            kind: None,
-            decision_id: None,
-            before_id: None,
-            limit: AWAITING_COUNTED + 1,
-        })
-        .await?
-        .len();
+        .count_actions("awaiting_approval", AWAITING_COUNTED + 1)
+        .await? as usize;
     Ok(Frame {
         viewer: Viewer::of(principal, headers),
         awaiting: if awaiting > AWAITING_COUNTED as usize {
@@ -84,6 +76,8 @@ struct NowRow {
     suspect: Option<String>,
     rollback_to: Option<String>,
     since: DateTime<Utc>,
+    /// `since` as people read it (formatted here: the template runs per row).
+    since_text: String,
     decision_id: i64,
     actions: Vec<ActionBrief>,
 }
@@ -97,22 +91,8 @@ struct ActionBrief {
 
 /// A standing decision the Now page shows: not `ok`, or with a signal going on (a
 /// rule fired or waiting).
-fn needs_attention(d: &StoredDecision) -> bool {
-    let listed = |field: &str| {
-        d.decision
-            .get(field)
-            .and_then(|v| v.as_array())
-            .is_some_and(|a| !a.is_empty())
-    };
-    d.verdict != Verdict::Ok.as_str() || listed("fired") || listed("pending")
-}
-
-fn version(deploy: &crate::domain::DeployRecord) -> String {
-    deploy
-        .deploy
-        .version
-        .clone()
-        .unwrap_or_else(|| format!("revision {}", deploy.deploy.revision))
+fn needs_attention(d: &StandingDecision) -> bool {
+    d.verdict != Verdict::Ok.as_str() || !d.brief.fired.is_empty() || !d.brief.pending.is_empty()
 }
 
 /// Now: every target that needs a look, worst first.
@@ -149,25 +129,27 @@ pub async fn now(
     }
     let mut rows: Vec<NowRow> = standing
         .into_iter()
-        .filter_map(|stored| {
-            let decision: Decision = serde_json::from_value(stored.decision).ok()?;
-            Some(NowRow {
-                target: stored.target_key,
-                region: decision.region,
-                environment: decision.environment,
-                verdict: decision.verdict,
-                reason: decision.reason,
-                rules: decision.fired.iter().map(|r| r.rule_id.clone()).collect(),
-                pending: decision.pending.iter().map(|r| r.rule_id.clone()).collect(),
-                suspect: decision.suspect.as_ref().map(version),
-                rollback_to: decision.rollback_to.as_ref().map(version),
-                since: decision
-                    .regression_started_at
-                    .unwrap_or(stored.decided_at)
-                    .min(stored.decided_at),
-                decision_id: stored.id,
-                actions: actions.remove(&stored.id).unwrap_or_default(),
-            })
+        .map(|d| {
+            let brief = d.brief;
+            let since = brief
+                .regression_started_at
+                .unwrap_or(d.decided_at)
+                .min(d.decided_at);
+            NowRow {
+                verdict: Verdict::parse(&d.verdict).unwrap_or(Verdict::Investigate),
+                reason: d.reason,
+                region: brief.region,
+                environment: brief.environment,
+                rules: brief.fired.into_iter().map(|r| r.rule_id).collect(),
+                pending: brief.pending.into_iter().map(|r| r.rule_id).collect(),
+                suspect: brief.suspect.as_ref().map(DeployBrief::name),
+                rollback_to: brief.rollback_to.as_ref().map(DeployBrief::name),
+                since,
+                since_text: since.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+                decision_id: d.id,
+                actions: actions.remove(&d.id).unwrap_or_default(),
+                target: d.target_key,
+            }
         })
         .collect();
     rows.sort_by(|a, b| {
