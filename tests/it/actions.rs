@@ -125,6 +125,19 @@ async fn spawn_with(
     .await
 }
 
+/// The error rate fires on an app in `approve` mode: the rollback action, once it
+/// awaits approval.
+pub async fn awaiting_approval(app: &TestApp) -> Value {
+    assert_eq!(
+        app.post_alertmanager(error_rate("firing")).await.status(),
+        200
+    );
+    wait_for_action(app, "awaiting approval", |a| {
+        a["state"] == "awaiting_approval"
+    })
+    .await
+}
+
 /// Polls the target's actions until one satisfies `done` (bounded: 15 s).
 pub async fn wait_for_action(app: &TestApp, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;

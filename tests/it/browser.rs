@@ -26,7 +26,7 @@ use tokio::process::{Child, Command};
 use rollwarden::config::Config;
 use rollwarden::domain::{Mode, Role};
 
-use crate::actions::{cluster, configure, error_rate, slack, wait_for_action};
+use crate::actions::{awaiting_approval, cluster, configure, error_rate, slack, wait_for_action};
 use crate::support::fake_kube::FakeKube;
 use crate::support::{Backend, TestApp, TestStore};
 
@@ -148,6 +148,25 @@ impl Browser {
                 panic!("no {css} with {text:?} within {PATIENCE:?}:\n{source}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Clicks the element `css` finds; a live update may replace it between the find
+    /// and the click (a stale element), so it is found again, for up to [`PATIENCE`].
+    async fn click(&self, css: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let clicked = match self.client.find(Locator::Css(css)).await {
+                Ok(element) => element.click().await,
+                Err(err) => Err(err),
+            };
+            match clicked {
+                Ok(()) => return,
+                Err(err) if tokio::time::Instant::now() > deadline => {
+                    panic!("could not click {css} within {PATIENCE:?}: {err}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
         }
     }
 
@@ -333,15 +352,8 @@ async fn a_rollback_appears_live_and_a_person_approves_it_through_the_proxy() {
 
     // (b) She opens the decision, approves with a comment; the undo runs.
     browser
-        .client
-        .find(Locator::Css(
-            "tr[data-verdict=rollback] a[href^='/decisions/']",
-        ))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+        .click("tr[data-verdict=rollback] a[href^='/decisions/']")
+        .await;
     browser.wait_text("h1", "rollback").await;
     browser.screenshot("decision-awaiting").await;
     browser
@@ -352,14 +364,7 @@ async fn a_rollback_appears_live_and_a_person_approves_it_through_the_proxy() {
         .send_keys("INC-9: error rate after 3.2.0")
         .await
         .unwrap();
-    browser
-        .client
-        .find(Locator::Id("approve"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click("#approve").await;
     let action = wait_for_action(app, "rolled back", |a| {
         matches!(a["state"].as_str(), Some("verifying" | "succeeded"))
     })
@@ -389,14 +394,7 @@ async fn a_rollback_appears_live_and_a_person_approves_it_through_the_proxy() {
     browser.screenshot("decision-verified").await;
 
     // The target's picture and history show the deploys, the decision and the action.
-    browser
-        .client
-        .find(Locator::Css("dl.facts a[href^='/target']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click("dl.facts a[href^='/target']").await;
     browser
         .wait_text("h1", "default/prod/Deployment/checkout")
         .await;
@@ -443,14 +441,7 @@ async fn an_operator_declares_and_lifts_a_freeze() {
             .await
             .unwrap();
     }
-    browser
-        .client
-        .find(Locator::Id("declare"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click("#declare").await;
     browser
         .wait_text("#in-force", "INC-12: payments migration")
         .await;
@@ -460,14 +451,7 @@ async fn an_operator_declares_and_lifts_a_freeze() {
     let (_, freezes) = app.get_json("/api/v1/freezes").await;
     assert_eq!(freezes["items"][0]["created_by"], ALICE);
 
-    browser
-        .client
-        .find(Locator::Css("#in-force button[data-method=DELETE]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click("#in-force button[data-method=DELETE]").await;
     browser.wait_text("main", "No freeze is in force").await;
     browser
         .wait_text("table.list", &format!("by {ALICE}"))
@@ -483,14 +467,7 @@ async fn an_operator_declares_and_lifts_a_freeze() {
 async fn a_viewer_sees_no_controls_and_a_forged_request_is_refused() {
     let fixture = approve_mode().await;
     let app = &fixture.app;
-    assert_eq!(
-        app.post_alertmanager(error_rate("firing")).await.status(),
-        200
-    );
-    let waiting = wait_for_action(app, "awaiting approval", |a| {
-        a["state"] == "awaiting_approval"
-    })
-    .await;
+    let waiting = awaiting_approval(app).await;
     let decision = waiting["decision_id"].as_i64().unwrap();
     let proxy = Proxy::start(app, BOB, "engineering").await;
     let browser = Browser::start("viewer").await;
@@ -559,14 +536,7 @@ const WALK: &str = "
 async fn every_control_is_reachable_by_keyboard_and_labelled() {
     let fixture = approve_mode().await;
     let app = &fixture.app;
-    assert_eq!(
-        app.post_alertmanager(error_rate("firing")).await.status(),
-        200
-    );
-    let waiting = wait_for_action(app, "awaiting approval", |a| {
-        a["state"] == "awaiting_approval"
-    })
-    .await;
+    let waiting = awaiting_approval(app).await;
     let decision = waiting["decision_id"].as_i64().unwrap();
     let proxy = Proxy::start(app, ALICE, "sre-oncall").await;
     let browser = Browser::start("keyboard").await;

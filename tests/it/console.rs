@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use rollwarden::domain::Mode;
 
-use crate::actions::{CHECKOUT, cluster, configure, error_rate, slack, wait_for_action};
+use crate::actions::{CHECKOUT, awaiting_approval, cluster, configure, error_rate, slack};
 use crate::support::{Backend, OPERATOR_TOKEN, TestApp, TestStore, VIEWER_TOKEN};
 
 /// A client that shows redirects instead of following them.
@@ -235,11 +235,7 @@ async fn a_viewer_sees_no_controls_and_the_server_refuses_what_a_page_could_forg
     )
     .await;
     fake.wait_for_watches(2).await;
-    app.post_alertmanager(error_rate("firing")).await;
-    let waiting = wait_for_action(&app, "awaiting approval", |a| {
-        a["state"] == "awaiting_approval"
-    })
-    .await;
+    let waiting = awaiting_approval(&app).await;
     let decision = waiting["decision_id"].as_i64().unwrap();
 
     let viewer = sign_in(&app, VIEWER_TOKEN).await;

@@ -10,7 +10,7 @@ use tokio::process::Command;
 
 use rollwarden::domain::Mode;
 
-use crate::actions::{CHECKOUT, cluster, configure, error_rate, slack, wait_for_action};
+use crate::actions::{CHECKOUT, awaiting_approval, cluster, configure, slack};
 use crate::support::{Backend, OPERATOR_TOKEN, TestApp, TestStore, VIEWER_TOKEN, t0};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rollwarden");
@@ -58,11 +58,7 @@ async fn an_operator_reads_approves_and_freezes_from_the_command_line() {
     )
     .await;
     fake.wait_for_watches(2).await;
-    app.post_alertmanager(error_rate("firing")).await;
-    let waiting = wait_for_action(&app, "awaiting approval", |a| {
-        a["state"] == "awaiting_approval"
-    })
-    .await;
+    let waiting = awaiting_approval(&app).await;
     let decision = waiting["decision_id"].as_i64().unwrap().to_string();
 
     // decisions: a table for people, the API's JSON for scripts.
