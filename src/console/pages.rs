@@ -18,7 +18,8 @@ use crate::app::AppState;
 use crate::domain::report;
 use crate::domain::{DeployBrief, Freeze, TargetRef, Verdict};
 use crate::http::auth::Principal;
-use crate::http::query::{self, ApiQuery};
+use crate::http::error::ApiError;
+use crate::http::query::{self, ApiQuery, Page};
 use crate::http::{actions, alerts, decisions, freezes};
 use crate::store::{ActionQuery, ActionRecord, DecisionQuery, StandingDecision};
 
@@ -242,28 +243,37 @@ fn applied(filters: &str) -> HashMap<String, String> {
         .collect()
 }
 
-/// A list page: its frame, its filters as applied, one page of rows and the link to
+/// A list page: the API's list handler `fetch` run on the page's filters (blank ones
+/// dropped), then its frame, its filters as applied, one page of rows and the link to
 /// the next.
-fn list_page<T: Serialize>(
-    template: &str,
-    path: &str,
-    frame: Frame,
-    filters: &str,
-    items: Vec<T>,
-    next: Option<String>,
+async fn list_page<Q, T, F>(
+    state: AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    filters: String,
+    (template, path): (&str, &str),
     extra: Value,
-) -> Response {
-    render::page(
+    fetch: F,
+) -> Result<Response, PageError>
+where
+    Q: serde::de::DeserializeOwned,
+    T: Serialize,
+    F: AsyncFnOnce(State<AppState>, ApiQuery<Q>) -> Result<Json<Page<T>>, ApiError>,
+{
+    let frame = frame(&state, principal, headers).await?;
+    let q = query::parse(Some(&filters))?;
+    let Json(page) = fetch(State(state), ApiQuery(q)).await?;
+    Ok(render::page(
         template,
         minijinja::context! {
             frame,
             page => path.trim_start_matches('/'),
-            applied => applied(filters),
-            items,
-            next => next_href(path, filters, next.as_ref()),
+            applied => applied(&filters),
+            items => page.items,
+            next => next_href(path, &filters, page.next.as_ref()),
             extra,
         },
-    )
+    ))
 }
 
 pub async fn decisions(
@@ -272,20 +282,17 @@ pub async fn decisions(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, PageError> {
-    let frame = frame(&state, &me, &headers).await?;
-    let filters = filters(raw.as_deref());
-    let q = query::parse(Some(&filters))?;
-    let Json(page) = decisions::list_decisions(State(state), ApiQuery(q)).await?;
     let verdicts: Vec<&str> = Verdict::ALL.iter().map(|v| v.as_str()).collect();
-    Ok(list_page(
-        "decisions.html",
-        "/decisions",
-        frame,
-        &filters,
-        page.items,
-        page.next,
+    list_page(
+        state,
+        &me,
+        &headers,
+        filters(raw.as_deref()),
+        ("decisions.html", "/decisions"),
         minijinja::context! { verdicts },
-    ))
+        decisions::list_decisions,
+    )
+    .await
 }
 
 pub async fn alerts(
@@ -294,19 +301,18 @@ pub async fn alerts(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, PageError> {
-    let frame = frame(&state, &me, &headers).await?;
     let filters = filters(raw.as_deref());
-    let q = query::parse(Some(&filters))?;
-    let Json(page) = alerts::list_alerts(State(state), ApiQuery(q)).await?;
-    Ok(list_page(
-        "alerts.html",
-        "/alerts",
-        frame,
-        &filters,
-        page.items,
-        page.next,
+    let page = ("alerts.html", "/alerts");
+    list_page(
+        state,
+        &me,
+        &headers,
+        filters,
+        page,
         Value::UNDEFINED,
-    ))
+        alerts::list_alerts,
+    )
+    .await
 }
 
 pub async fn actions(
@@ -315,19 +321,18 @@ pub async fn actions(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, PageError> {
-    let frame = frame(&state, &me, &headers).await?;
     let filters = filters(raw.as_deref());
-    let q = query::parse(Some(&filters))?;
-    let Json(page) = actions::list_actions(State(state), ApiQuery(q)).await?;
-    Ok(list_page(
-        "actions.html",
-        "/actions",
-        frame,
-        &filters,
-        page.items,
-        page.next,
+    let page = ("actions.html", "/actions");
+    list_page(
+        state,
+        &me,
+        &headers,
+        filters,
+        page,
         Value::UNDEFINED,
-    ))
+        actions::list_actions,
+    )
+    .await
 }
 
 /// Freezes: those in force (the frame has them), then every freeze, newest first.
@@ -337,7 +342,6 @@ pub async fn freezes(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, PageError> {
-    let frame = frame(&state, &me, &headers).await?;
     let mut filters = filters(raw.as_deref());
     // Past ones too: the in-force ones head the page already.
     if !filters.contains("active=") {
@@ -347,17 +351,17 @@ pub async fn freezes(
             format!("{filters}&active=false")
         };
     }
-    let q = query::parse(Some(&filters))?;
-    let Json(page) = freezes::list_freezes(State(state), ApiQuery(q)).await?;
-    Ok(list_page(
-        "freezes.html",
-        "/freezes",
-        frame,
-        &filters,
-        page.items,
-        page.next,
+    let page = ("freezes.html", "/freezes");
+    list_page(
+        state,
+        &me,
+        &headers,
+        filters,
+        page,
         Value::UNDEFINED,
-    ))
+        freezes::list_freezes,
+    )
+    .await
 }
 
 /// The Target page's query: the target, and how many hours back the picture goes.
