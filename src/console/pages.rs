@@ -182,8 +182,11 @@ pub async fn decision(
     let (stored, decision) = decisions::load(&state, id).await?;
     let evidence = decisions::evidence(&stored, &decision);
     let report = report::incident_report(&decision, stored.decided_at, stored.id);
-    let awaiting = decision_awaits(&state, id).await?;
     let view = decisions::view(&state, stored).await?;
+    let awaiting = view
+        .actions
+        .iter()
+        .any(|a| a.action.state == "awaiting_approval");
     let holds: Vec<(&str, String)> = decision
         .holds
         .iter()
@@ -202,16 +205,6 @@ pub async fn decision(
             report => render::markdown(&report),
         },
     ))
-}
-
-/// Whether any action of the decision awaits approval.
-async fn decision_awaits(state: &AppState, id: i64) -> Result<bool, PageError> {
-    Ok(state
-        .store
-        .decision_actions(&[id])
-        .await?
-        .iter()
-        .any(|a| a.state == "awaiting_approval"))
 }
 
 /// The query string without empty parameters (what a filter form sends for a field
