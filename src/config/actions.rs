@@ -185,6 +185,177 @@ pub struct NotifyConfig {
     pub public_url: String,
     /// Attempts at delivering one notification.
     pub max_attempts: u32,
+    /// A Slack app: Block Kit messages through the Web API, one thread per decision,
+    /// Approve / Reject buttons.
+    pub slack: SlackConfig,
+    /// PagerDuty Events API v2: escalations trigger an incident, a verified rollback
+    /// resolves it.
+    pub pagerduty: PagerDutyConfig,
+}
+
+/// `[notify.slack]`: a Slack app with a bot token (scope `chat:write`, and
+/// `usergroups:read` when `approver_groups` is set) and interactivity pointed at
+/// `POST /webhooks/slack/interactions`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// The bot token (`xoxb-…`). With `channel`, messages go through the Web API.
+    pub bot_token: Secret,
+    /// The channel's id (`C…`) the bot posts in.
+    pub channel: String,
+    /// The Web API's base URL.
+    pub api_url: String,
+    /// The app's signing secret: interactions signed otherwise are refused. Empty:
+    /// no buttons are shown and the interactions endpoint answers 404.
+    pub signing_secret: Secret,
+    /// Slack user ids (`U…`, `W…`) allowed to approve or reject.
+    pub approvers: Vec<String>,
+    /// Slack user group ids (`S…`) whose members may approve or reject.
+    pub approver_groups: Vec<String>,
+    /// Where interaction answers may be posted: a `response_url` must start with this.
+    pub response_url_prefix: String,
+    /// While a rollback runs or is verified, a status update in its thread this often.
+    pub status_interval_secs: u64,
+}
+
+impl SlackConfig {
+    /// Messages go through the Web API.
+    pub fn enabled(&self) -> bool {
+        !self.bot_token.is_empty() && !self.channel.is_empty()
+    }
+
+    /// Buttons are shown and interactions accepted.
+    pub fn interactive(&self) -> bool {
+        self.enabled() && !self.signing_secret.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_url("notify.slack.api_url", &self.api_url)?;
+        check_url(
+            "notify.slack.response_url_prefix",
+            &self.response_url_prefix,
+        )?;
+        check_setting(
+            "notify.slack.status_interval_secs",
+            self.status_interval_secs,
+        )?;
+        if self.bot_token.is_empty() != self.channel.is_empty() {
+            return Err(invalid(
+                "notify.slack",
+                "bot_token and channel go together: set both or neither",
+            ));
+        }
+        if !self.bot_token.is_empty() && !self.bot_token.expose().starts_with("xoxb-") {
+            return Err(invalid(
+                "notify.slack.bot_token",
+                "must be a bot token (xoxb-…)",
+            ));
+        }
+        let slack_id = |s: &str, first: &[char]| {
+            s.len() <= 32
+                && s.starts_with(first)
+                && s.len() > 1
+                && s.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        };
+        if !self.channel.is_empty() && !slack_id(&self.channel, &['C', 'G', 'D']) {
+            return Err(invalid(
+                "notify.slack.channel",
+                "must be a channel id (C…), not a name",
+            ));
+        }
+        for (i, user) in self.approvers.iter().enumerate() {
+            if !slack_id(user, &['U', 'W']) {
+                return Err(invalid(
+                    format!("notify.slack.approvers[{i}]"),
+                    format!("{user:?} is not a Slack user id (U… or W…)"),
+                ));
+            }
+        }
+        for (i, group) in self.approver_groups.iter().enumerate() {
+            if !slack_id(group, &['S']) {
+                return Err(invalid(
+                    format!("notify.slack.approver_groups[{i}]"),
+                    format!("{group:?} is not a Slack user group id (S…)"),
+                ));
+            }
+        }
+        if !self.signing_secret.is_empty() {
+            if !self.enabled() {
+                return Err(invalid(
+                    "notify.slack.signing_secret",
+                    "needs bot_token and channel: the buttons are on the bot's messages",
+                ));
+            }
+            if self.approvers.is_empty() && self.approver_groups.is_empty() {
+                return Err(invalid(
+                    "notify.slack.approvers",
+                    "nobody may approve: list approvers or approver_groups",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[notify.pagerduty]`: an Events API v2 integration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDutyConfig {
+    /// The integration's routing key (32 characters). Empty: PagerDuty is off.
+    pub routing_key: Secret,
+    /// The Events API v2 endpoint.
+    pub url: String,
+    /// `payload.source`: where the events come from.
+    pub source: String,
+    /// Severity by the target's environment; others get `default_severity`.
+    pub severities: std::collections::BTreeMap<String, String>,
+    pub default_severity: String,
+}
+
+impl PagerDutyConfig {
+    pub fn enabled(&self) -> bool {
+        !self.routing_key.is_empty()
+    }
+
+    /// The severity of an incident about a target in `environment`.
+    pub fn severity(&self, environment: Option<&str>) -> &str {
+        environment
+            .and_then(|env| self.severities.get(env))
+            .unwrap_or(&self.default_severity)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_url("notify.pagerduty.url", &self.url)?;
+        let key = self.routing_key.expose();
+        if !key.is_empty() && (key.len() != 32 || !key.chars().all(|c| c.is_ascii_alphanumeric())) {
+            return Err(invalid(
+                "notify.pagerduty.routing_key",
+                "must be a 32-character integration key",
+            ));
+        }
+        if self.source.trim().is_empty() || self.source.len() > 255 {
+            return Err(invalid("notify.pagerduty.source", "must be 1 to 255 bytes"));
+        }
+        let severities = ["critical", "error", "warning", "info"];
+        for (env, severity) in self
+            .severities
+            .iter()
+            .map(|(k, v)| (format!("notify.pagerduty.severities.{k}"), v))
+            .chain([(
+                "notify.pagerduty.default_severity".to_string(),
+                &self.default_severity,
+            )])
+        {
+            if !severities.contains(&severity.as_str()) {
+                return Err(invalid(
+                    env,
+                    format!("{severity:?} is not one of {}", severities.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl NotifyConfig {
@@ -200,6 +371,8 @@ impl NotifyConfig {
         if !self.public_url.is_empty() {
             check_url("notify.public_url", &self.public_url)?;
         }
+        self.slack.validate()?;
+        self.pagerduty.validate()?;
         Ok(())
     }
 }

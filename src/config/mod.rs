@@ -11,7 +11,9 @@ mod actions;
 mod secret;
 mod sections;
 
-pub use actions::{ActionsConfig, CommandConfig, NotifyConfig, WebhookConfig};
+pub use actions::{
+    ActionsConfig, CommandConfig, NotifyConfig, PagerDutyConfig, SlackConfig, WebhookConfig,
+};
 pub use secret::{DatabaseUrl, Secret, redact_url};
 pub use sections::{
     AuthConfig, DatabaseConfig, EngineConfig, HelmDriver, KubernetesConfig, LimitsConfig,
@@ -347,6 +349,27 @@ webhook_url = ""
 webhook_token = ""
 public_url = ""
 max_attempts = 5
+
+[notify.slack]
+bot_token = ""
+channel = ""
+api_url = "https://slack.com/api"
+signing_secret = ""
+approvers = []
+approver_groups = []
+response_url_prefix = "https://hooks.slack.com/"
+status_interval_secs = 120
+
+[notify.pagerduty]
+routing_key = ""
+url = "https://events.pagerduty.com/v2/enqueue"
+source = "rollwarden"
+default_severity = "error"
+
+[notify.pagerduty.severities]
+production = "critical"
+prod = "critical"
+staging = "warning"
 "#;
 
 #[cfg(test)]
