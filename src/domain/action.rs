@@ -247,6 +247,8 @@ pub struct Message<'a> {
     pub eta: Option<DateTime<Utc>>,
     /// rollwarden's external URL for links (may be empty).
     pub public_url: &'a str,
+    /// Who approved the action, when a person did.
+    pub actor: Option<&'a str>,
 }
 
 impl Message<'_> {
@@ -288,6 +290,9 @@ impl Message<'_> {
             Event::Announce => {
                 let (kind, _) = self.action.unwrap_or(("rollback", ""));
                 lines.push(format!(":rewind: Rolling back {head} ({})", esc(kind)));
+                if let Some(actor) = self.actor {
+                    lines.push(format!("Approved by {}.", esc(actor)));
+                }
                 lines.push(format!("Reason: {reason}"));
                 if let (Some(suspect), Some(to)) = (&d.suspect, &d.rollback_to) {
                     lines.push(format!(
@@ -363,7 +368,7 @@ fn commands(d: &Decision) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::{Deploy, DeployRecord, DeploySource, RollbackPlan, TargetRef};
 
@@ -391,7 +396,7 @@ mod tests {
         }
     }
 
-    fn decision(verdict: Verdict, source: DeploySource) -> Decision {
+    pub(crate) fn decision(verdict: Verdict, source: DeploySource) -> Decision {
         Decision {
             verdict,
             reason: "M2: error rate 12.4 % > 5 %".into(),
@@ -524,6 +529,7 @@ mod tests {
             now: at("2026-08-22T14:03:00Z"),
             eta: Some(at("2026-08-22T14:13:00Z")),
             public_url: "https://rollwarden.example.com/",
+            actor: None,
         }
         .text();
         for needle in [
@@ -540,7 +546,7 @@ mod tests {
 
     /// Whether `text` holds no Slack control sequence: no `<` or `>`, and every `&`
     /// starts one of the three escapes.
-    fn inert_mrkdwn(text: &str) -> bool {
+    pub(crate) fn inert_mrkdwn(text: &str) -> bool {
         !text.contains(['<', '>'])
             && text.match_indices('&').all(|(i, _)| {
                 ["&amp;", "&lt;", "&gt;"]
@@ -549,11 +555,35 @@ mod tests {
             })
     }
 
-    #[test]
-    fn slack_text_escapes_every_value_it_interpolates() {
+    /// A message whose every interpolated value is `value`.
+    pub(crate) struct HostileMessage {
+        pub event: Event,
+        pub decision: Decision,
+        pub value: String,
+    }
+
+    impl HostileMessage {
+        pub(crate) fn as_message(&self) -> Message<'_> {
+            Message {
+                event: self.event,
+                decision_id: 7,
+                decision: &self.decision,
+                action: Some((&self.value, &self.value)),
+                detail: Some(&self.value),
+                now: at("2026-08-22T14:03:00Z"),
+                eta: None,
+                public_url: &self.value,
+                actor: Some(&self.value),
+            }
+        }
+    }
+
+    /// Every event, with every hostile value in every field a message shows.
+    pub(crate) fn hostile_messages() -> Vec<(HostileMessage, String)> {
         let mut values = crate::domain::field::tests::hostile();
         values.push("<!channel> <https://evil.example|Click to approve>".into());
         values.push("<@U123> &lt;!here&gt; > quote".into());
+        let mut messages = Vec::new();
         for value in values {
             let mut d = decision(Verdict::Rollback, DeploySource::Ci);
             d.reason = format!("M2: error rate > 5 % after {value}");
@@ -571,19 +601,22 @@ mod tests {
                 Event::Result,
                 Event::Escalate,
             ] {
-                let text = Message {
+                let message = HostileMessage {
                     event,
-                    decision_id: 7,
-                    decision: &d,
-                    action: Some((&value, &value)),
-                    detail: Some(&value),
-                    now: at("2026-08-22T14:03:00Z"),
-                    eta: None,
-                    public_url: &value,
-                }
-                .text();
-                assert!(inert_mrkdwn(&text), "{event:?} {value:?}: {text}");
+                    decision: d.clone(),
+                    value: value.clone(),
+                };
+                messages.push((message, value.clone()));
             }
+        }
+        messages
+    }
+
+    #[test]
+    fn slack_text_escapes_every_value_it_interpolates() {
+        for (message, value) in hostile_messages() {
+            let text = message.as_message().text();
+            assert!(inert_mrkdwn(&text), "{:?} {value:?}: {text}", message.event);
         }
         let mut d = decision(Verdict::Rollback, DeploySource::Ci);
         d.reason = "<!channel> <https://evil.example|Click to approve>".into();
@@ -596,6 +629,7 @@ mod tests {
             now: at("2026-08-22T14:03:00Z"),
             eta: None,
             public_url: "",
+            actor: None,
         }
         .text();
         assert!(

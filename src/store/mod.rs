@@ -21,9 +21,9 @@ use crate::domain::{Deploy, Freeze, Notification, Signal, TargetRef};
 
 pub use records::{
     ActionFinish, ActionQuery, ActionRecord, ActionTransition, AlertQuery, AuditEvent,
-    DecisionQuery, DeployCursor, DeployQuery, DeployWrite, FreezeRecord, IngestOutcome, NewAction,
-    NewDecision, NewFreeze, NewNotification, NotificationFinish, NotificationRecord, Receipt,
-    StandingDecision, StoredAlert, StoredDecision, StoredDeploy,
+    DecisionQuery, DeployCursor, DeployQuery, DeployWrite, FreezeRecord, IngestOutcome,
+    MessageThread, NewAction, NewDecision, NewFreeze, NewNotification, NotificationFinish,
+    NotificationRecord, Receipt, StandingDecision, StoredAlert, StoredDecision, StoredDeploy,
 };
 pub use sql::SqlStore;
 
@@ -434,6 +434,21 @@ pub trait NotificationStore: Send + Sync + 'static {
         &self,
         decision_id: i64,
     ) -> Result<Vec<NotificationRecord>, StoreError>;
+
+    /// The thread `channel` keeps `decision_id`'s messages in, once its first is out.
+    async fn message_thread(
+        &self,
+        decision_id: i64,
+        channel: &str,
+    ) -> Result<Option<MessageThread>, StoreError>;
+
+    /// Records a decision's thread unless one is recorded; returns the one standing
+    /// (the first sender's, when two race).
+    async fn record_message_thread(
+        &self,
+        thread: &MessageThread,
+        now: DateTime<Utc>,
+    ) -> Result<MessageThread, StoreError>;
 }
 
 /// Deployment freezes.

@@ -378,6 +378,19 @@ pub struct NotificationRecord {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
+/// Where a chat channel keeps a decision's messages: its first message (Slack: the
+/// conversation id and the message's `ts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageThread {
+    pub decision_id: i64,
+    /// The notification channel (`slack_app`).
+    pub channel: String,
+    /// The chat's own conversation id (Slack: `C…`).
+    pub conversation: String,
+    /// The first message's id in it (Slack: `ts`).
+    pub thread_ts: String,
+}
+
 /// How a delivery attempt ended.
 #[derive(Debug, Clone)]
 pub enum NotificationFinish {

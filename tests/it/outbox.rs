@@ -7,7 +7,9 @@ use std::sync::Arc;
 use chrono::Duration;
 use serde_json::json;
 
-use rollwarden::store::{ActionFinish, NewAction, NewDecision, NewNotification, Store};
+use rollwarden::store::{
+    ActionFinish, MessageThread, NewAction, NewDecision, NewNotification, Store,
+};
 
 use crate::on_both_backends;
 use crate::support::{Backend, TestStore, t0};
@@ -284,7 +286,46 @@ async fn retries_wait_their_turn_and_failures_and_gated_actions_are_never_claime
     assert_eq!(states, ["failed", "awaiting_approval", "recorded"]);
 }
 
+/// A decision's chat thread: none until its first message is out, then the first
+/// sender's, whoever races it; per channel and per decision.
+async fn a_decisions_thread_is_recorded_once(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let d = decision(&db.store).await;
+    assert_eq!(db.store.message_thread(d, "slack_app").await.unwrap(), None);
+    let thread = |ts: &str| MessageThread {
+        decision_id: d,
+        channel: "slack_app".into(),
+        conversation: "C0123CHAN".into(),
+        thread_ts: ts.into(),
+    };
+    let threads: Vec<MessageThread> = (0..20)
+        .map(|i| thread(&format!("1767225500.{i:06}")))
+        .collect();
+    let racing = futures::future::join_all(
+        threads
+            .iter()
+            .map(|t| db.store.record_message_thread(t, t0())),
+    )
+    .await;
+    let standing: HashSet<String> = racing.into_iter().map(|r| r.unwrap().thread_ts).collect();
+    assert_eq!(standing.len(), 1, "every racer reads the one recorded");
+    let recorded = db
+        .store
+        .message_thread(d, "slack_app")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(standing.contains(&recorded.thread_ts));
+    assert_eq!(recorded.conversation, "C0123CHAN");
+    assert_eq!(db.store.message_thread(d, "teams").await.unwrap(), None);
+    assert_eq!(
+        db.store.message_thread(d + 1, "slack_app").await.unwrap(),
+        None
+    );
+}
+
 on_both_backends!(
+    a_decisions_thread_is_recorded_once,
     duplicate_decisions_enqueue_one_action,
     two_worker_pools_run_each_action_exactly_once,
     a_dead_workers_action_is_resumed_after_its_lease,

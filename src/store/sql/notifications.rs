@@ -9,7 +9,8 @@ use tracing::instrument;
 
 use super::{BindArg, Dialect, GetCol, SqlStore, Ts};
 use crate::store::{
-    NewNotification, NotificationFinish, NotificationRecord, NotificationStore, StoreError,
+    MessageThread, NewNotification, NotificationFinish, NotificationRecord, NotificationStore,
+    StoreError,
 };
 
 /// The columns of a notification row, in the order [`SqlStore::notification_row`] reads
@@ -175,5 +176,54 @@ where
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(Self::notification_row).collect()
+    }
+
+    #[instrument(level = "debug", skip_all, fields(decision = decision_id, channel = channel))]
+    async fn message_thread(
+        &self,
+        decision_id: i64,
+        channel: &str,
+    ) -> Result<Option<MessageThread>, StoreError> {
+        let row = sqlx::query(
+            "SELECT conversation, thread_ts FROM message_threads
+             WHERE decision_id = $1 AND channel = $2",
+        )
+        .arg(decision_id)
+        .arg(channel)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(MessageThread {
+                decision_id,
+                channel: channel.to_string(),
+                conversation: row.col("conversation")?,
+                thread_ts: row.col("thread_ts")?,
+            })
+        })
+        .transpose()
+    }
+
+    #[instrument(skip_all, fields(decision = thread.decision_id, channel = thread.channel))]
+    async fn record_message_thread(
+        &self,
+        thread: &MessageThread,
+        now: DateTime<Utc>,
+    ) -> Result<MessageThread, StoreError> {
+        sqlx::query(
+            "INSERT INTO message_threads (decision_id, channel, conversation, thread_ts, created_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (decision_id, channel) DO NOTHING",
+        )
+        .arg(thread.decision_id)
+        .arg(&thread.channel)
+        .arg(&thread.conversation)
+        .arg(&thread.thread_ts)
+        .arg(Ts(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(self
+            .message_thread(thread.decision_id, &thread.channel)
+            .await?
+            .unwrap_or_else(|| thread.clone()))
     }
 }
