@@ -47,6 +47,8 @@ pub struct AppState {
     pub write_limit: Option<Arc<RateLimit>>,
     /// The live event stream's fan-out (`GET /api/v1/events`).
     pub events: Arc<EventHub>,
+    /// The Slack app's buttons, when it is interactive.
+    pub slack: Option<Arc<crate::http::slack::SlackInteractions>>,
 }
 
 /// A built service, bound to its address, not yet serving.
@@ -267,6 +269,15 @@ impl App {
             ingest_limit,
             write_limit,
             events: Arc::new(EventHub::new(config.server.max_event_streams)),
+            slack: crate::http::slack::SlackInteractions::from_config(
+                &config.notify.slack,
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(config.actions.http_timeout_secs))
+                    .user_agent(concat!("rollwarden/", env!("CARGO_PKG_VERSION")))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .context("building the HTTP client of the Slack app")?,
+            ),
         };
         Ok(App {
             listener,

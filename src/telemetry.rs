@@ -92,6 +92,12 @@ pub struct ChannelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InteractionLabels {
+    /// approved, rejected, no_op, refused, ignored, bad_signature, stale
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StoreErrorLabels {
     pub operation: &'static str,
     pub kind: &'static str,
@@ -127,6 +133,7 @@ pub struct Metrics {
     pub actions: Family<ActionLabels, Counter>,
     pub notifications_sent: Family<ChannelLabels, Counter>,
     pub throttled: Family<ThrottleLabels, Counter>,
+    pub slack_interactions: Family<InteractionLabels, Counter>,
     pub engine_window_alerts: Gauge,
     pub engine_alerts_dropped: Family<ReasonLabels, Gauge>,
     pub engine_alerts_stale: Gauge,
@@ -261,7 +268,13 @@ impl Metrics {
             "Outbound notification delivery attempts by channel and outcome",
             notifications_sent.clone(),
         );
-        for channel in ["slack", "webhook"] {
+        let slack_interactions = Family::<InteractionLabels, Counter>::default();
+        registry.register(
+            "slack_interactions",
+            "Slack button presses and interaction requests by outcome",
+            slack_interactions.clone(),
+        );
+        for channel in ["slack", "slack_app", "pagerduty", "webhook"] {
             for outcome in ["delivered", "retry", "failed"] {
                 let _ = notifications_sent.get_or_create(&ChannelLabels {
                     channel: channel.into(),
@@ -329,6 +342,7 @@ impl Metrics {
             decisions,
             actions,
             notifications_sent,
+            slack_interactions,
             throttled,
             engine_window_alerts,
             engine_alerts_dropped,
@@ -353,6 +367,12 @@ impl Metrics {
                 channel: channel.into(),
                 outcome: outcome.into(),
             })
+            .inc();
+    }
+
+    pub fn slack_interaction(&self, outcome: &'static str) {
+        self.slack_interactions
+            .get_or_create(&InteractionLabels { outcome })
             .inc();
     }
 

@@ -6,6 +6,7 @@
 
 pub mod executor;
 mod notify;
+pub mod slack;
 mod worker;
 
 use std::sync::Arc;
@@ -63,6 +64,7 @@ impl Planner {
                     now,
                     eta: None,
                     public_url: &self.channels.public_url,
+                    actor: None,
                 })
             });
             let new = NewAction {
@@ -107,6 +109,7 @@ impl Planner {
                 now,
                 eta: None,
                 public_url: &self.channels.public_url,
+                actor: None,
             };
             wake |= self
                 .channels

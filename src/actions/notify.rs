@@ -1,12 +1,17 @@
-//! Notification channels: a Slack incoming webhook and a generic JSON webhook. A
-//! message is enqueued once per (event, channel) and delivered by the workers with
+//! Notification channels: a Slack incoming webhook, a Slack app (Block Kit, one
+//! thread per decision, buttons), PagerDuty Events API v2 and a generic JSON webhook.
+//! A message is enqueued once per (event, channel) and delivered by the workers with
 //! retries; every attempt's outcome is kept on its row.
 
 use chrono::{DateTime, Utc};
 
+use serde_json::json;
+
 use super::executor::{Posted, post};
-use crate::config::{NotifyConfig, Secret};
+use super::slack::{self, SlackApp};
+use crate::config::{NotifyConfig, PagerDutyConfig, Secret};
 use crate::domain::action::Message;
+use crate::domain::render::{blocks, pagerduty};
 use crate::store::{NewNotification, NotificationRecord, Store, StoreError};
 
 /// Where notifications go.
@@ -14,6 +19,8 @@ use crate::store::{NewNotification, NotificationRecord, Store, StoreError};
 pub struct Channels {
     pub slack: Option<Secret>,
     pub webhook: Option<(String, Secret)>,
+    pub slack_app: Option<SlackApp>,
+    pub pagerduty: Option<PagerDutyConfig>,
     pub public_url: String,
 }
 
@@ -23,6 +30,8 @@ impl Channels {
             slack: (!config.slack_webhook_url.is_empty()).then(|| config.slack_webhook_url.clone()),
             webhook: (!config.webhook_url.is_empty())
                 .then(|| (config.webhook_url.clone(), config.webhook_token.clone())),
+            slack_app: SlackApp::from_config(&config.slack),
+            pagerduty: config.pagerduty.enabled().then(|| config.pagerduty.clone()),
             public_url: config.public_url.clone(),
         }
     }
@@ -57,6 +66,21 @@ impl Channels {
         if self.slack.is_some() {
             channels.push(("slack", message.slack()));
         }
+        if let Some(app) = &self.slack_app {
+            channels.push((
+                slack::CHANNEL,
+                json!({
+                    "post": blocks::post(message, app.interactive),
+                    "top": blocks::top(message),
+                }),
+            ));
+        }
+        if let Some(pd) = &self.pagerduty {
+            let severity = pd.severity(message.decision.environment.as_deref());
+            if let Some(event) = pagerduty::event(message, severity, &pd.source) {
+                channels.push(("pagerduty", event));
+            }
+        }
         if self.webhook.is_some() {
             channels.push(("webhook", message.webhook()));
         }
@@ -79,9 +103,25 @@ impl Channels {
     pub(crate) async fn deliver(
         &self,
         http: &reqwest::Client,
+        store: &dyn Store,
         notification: &NotificationRecord,
     ) -> Posted {
         let request = match notification.channel.as_str() {
+            slack::CHANNEL => {
+                return match &self.slack_app {
+                    Some(app) => app.deliver(http, store, notification).await,
+                    None => Posted::Rejected("the Slack app is no longer configured".into()),
+                };
+            }
+            "pagerduty" => match &self.pagerduty {
+                Some(pd) => {
+                    // The routing key is a secret: added here, never stored.
+                    let mut event = notification.payload.clone();
+                    event["routing_key"] = json!(pd.routing_key.expose());
+                    http.post(&pd.url).json(&event)
+                }
+                None => return Posted::Rejected("PagerDuty is no longer configured".into()),
+            },
             "slack" => match &self.slack {
                 Some(url) => http.post(url.expose()).json(&notification.payload),
                 None => return Posted::Rejected("slack is no longer configured".into()),

@@ -199,6 +199,7 @@ impl Worker {
             now: self.clock.now(),
             eta,
             public_url: &self.channels.public_url,
+            actor: action.approved_by.as_deref(),
         };
         self.channels
             .enqueue(&*self.store, &message, Some(action.id), self.clock.now())
@@ -514,21 +515,36 @@ impl Worker {
             else {
                 break;
             };
-            let finish = match self.channels.deliver(&self.http, &n).await {
+            let posted = self.channels.deliver(&self.http, &*self.store, &n).await;
+            let retry = n.attempts < self.config.notify_max_attempts as i32;
+            let finish = match posted {
                 Posted::Ok { status, body } => {
                     report.delivered += 1;
                     NotificationFinish::Delivered {
                         response: format!("{status} {body}"),
                     }
                 }
-                Posted::Transient(error) if n.attempts < self.config.notify_max_attempts as i32 => {
+                Posted::Transient(error) if retry => {
                     report.undelivered += 1;
                     NotificationFinish::Retry {
                         retry_at: self.clock.now() + self.config.backoff(n.attempts),
                         error,
                     }
                 }
-                Posted::Transient(error) | Posted::Rejected(error) => {
+                // The receiver said when: no sooner than that, nor than the backoff.
+                Posted::Throttled { error, after } if retry => {
+                    report.undelivered += 1;
+                    let after = chrono::Duration::from_std(after)
+                        .unwrap_or(chrono::Duration::MAX)
+                        .max(self.config.backoff(n.attempts));
+                    NotificationFinish::Retry {
+                        retry_at: self.clock.now() + after,
+                        error,
+                    }
+                }
+                Posted::Transient(error)
+                | Posted::Throttled { error, .. }
+                | Posted::Rejected(error) => {
                     report.undelivered += 1;
                     NotificationFinish::Failed { error }
                 }

@@ -298,6 +298,21 @@ async fn decide(
         ));
     }
     let comment = request.comment.map(|c| c.trim().to_string());
+    gate(&state, &principal.name, id, comment, to)
+        .await
+        .map(Json)
+}
+
+/// Moves decision `id`'s actions awaiting approval to `to` (`approved` or
+/// `rejected`), recorded as `by` with `comment`; those past their expiry become
+/// `expired` instead. 404 without the decision, 409 when nothing was moved.
+pub(crate) async fn gate(
+    state: &AppState,
+    by: &str,
+    id: i64,
+    comment: Option<String>,
+    to: &'static str,
+) -> Result<Decided, ApiError> {
     let now = state.clock.now();
     state
         .store
@@ -346,9 +361,9 @@ async fn decide(
         let change = ActionTransition {
             from: &["awaiting_approval"],
             to: if past { "expired" } else { to },
-            actor: if past { "rollwarden" } else { &principal.name },
+            actor: if past { "rollwarden" } else { by },
             comment: comment.as_deref(),
-            details: json!({ "by": principal.name, "comment": comment }),
+            details: json!({ "by": by, "comment": comment }),
         };
         let moved = state
             .store
@@ -374,10 +389,16 @@ async fn decide(
         )
         .with_details(json!({ "expired_actions": expired })));
     }
-    tracing::info!(decision = id, by = %principal.name, to, actions = changed.len(), "approval gate");
+    tracing::info!(
+        decision = id,
+        by,
+        to,
+        actions = changed.len(),
+        "approval gate"
+    );
     state.actions_wake.notify_waiters();
-    Ok(Json(Decided {
+    Ok(Decided {
         decision_id: id,
         actions: changed,
-    }))
+    })
 }

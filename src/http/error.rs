@@ -68,6 +68,11 @@ impl ApiError {
         }
     }
 
+    /// The message people read.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
         self

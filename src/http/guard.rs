@@ -10,6 +10,9 @@
 //! - with a body, must declare it as JSON (`application/json` or `application/*+json`),
 //!   or is refused with 415 `unsupported_media_type`: a browser cannot send that
 //!   content type cross-origin without a preflight, which rollwarden never grants.
+//!
+//! Slack's interactions ([`SIGNED_PATHS`]) are exempt: Slack posts a form, and the
+//! handler accepts only a body signed with the app's secret, which no page can forge.
 
 use axum::extract::Request;
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -18,9 +21,13 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 
+/// Routes authenticated by a signature over the body, not by a token or a cookie.
+pub const SIGNED_PATHS: [&str; 1] = ["/webhooks/slack/interactions"];
+
 /// The middleware: reads only headers, so it runs before authentication and the body.
 pub async fn browser_writes(request: Request, next: Next) -> Response {
     if changes_state(request.method())
+        && !SIGNED_PATHS.contains(&request.uri().path())
         && let Err(error) = check(request.headers())
     {
         return error.into_response();

@@ -19,6 +19,7 @@ pub mod limit;
 pub mod openapi;
 pub(crate) mod query;
 mod signals;
+pub mod slack;
 mod targets;
 
 use std::sync::Arc;
@@ -66,6 +67,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(freezes::write_router())
         .merge(actions::write_router());
     let public = OpenApiRouter::new()
+        .merge(slack::router())
         .merge(health::router())
         .merge(openapi::router());
     OpenApiRouter::with_openapi(openapi::base())

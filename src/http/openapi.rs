@@ -272,8 +272,18 @@ pub fn gate(doc: &mut OpenApi, access: Access, rate_limited: bool) {
 /// Completes the document: every route may answer 500 (a panic) and 503 (a timeout),
 /// and one that takes a body 415.
 pub fn finish(doc: &mut OpenApi) {
+    let signed: Vec<String> = super::guard::SIGNED_PATHS
+        .iter()
+        .filter_map(|p| doc.paths.paths.get(*p))
+        .filter_map(|item| item.post.as_ref())
+        .filter_map(|op| op.operation_id.clone())
+        .collect();
     for op in operations(doc) {
-        if op.request_body.is_some() {
+        let is_signed = op
+            .operation_id
+            .as_ref()
+            .is_some_and(|id| signed.contains(id));
+        if op.request_body.is_some() && !is_signed {
             // src/http/guard.rs: a body must be declared as JSON.
             op.responses
                 .responses

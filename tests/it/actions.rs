@@ -106,7 +106,7 @@ async fn spawn(backend: Backend, mode: Mode, slack: &MockServer, fake: &FakeKube
     spawn_with(backend, mode, slack, fake, |_| {}).await
 }
 
-async fn spawn_with(
+pub async fn spawn_with(
     backend: Backend,
     mode: Mode,
     slack: &MockServer,

@@ -8,6 +8,7 @@ mod api;
 mod auth;
 mod browser;
 mod canary;
+mod chatops;
 mod cli;
 mod console;
 mod ctl;

@@ -255,7 +255,9 @@ impl Executor for WorkflowDispatch {
                 result: json!({ "url": url, "body": body, "status": status, "response": text }),
                 verify: true,
             },
-            Posted::Transient(why) => ExecOutcome::Retry(why),
+            Posted::Transient(why) | Posted::Throttled { error: why, .. } => {
+                ExecOutcome::Retry(why)
+            }
             Posted::Rejected(why) => ExecOutcome::Failed(why),
         }
     }
@@ -354,7 +356,9 @@ impl Executor for Webhook {
                 result: json!({ "url": redact_url(&self.config.url), "status": status, "response": text }),
                 verify: false,
             },
-            Posted::Transient(why) => ExecOutcome::Retry(why),
+            Posted::Transient(why) | Posted::Throttled { error: why, .. } => {
+                ExecOutcome::Retry(why)
+            }
             Posted::Rejected(why) => ExecOutcome::Failed(why),
         }
     }

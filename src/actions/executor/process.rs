@@ -107,6 +107,11 @@ pub(crate) enum Posted {
     },
     /// Network errors, timeouts, 429 and 5xx: retried with backoff.
     Transient(String),
+    /// A 429 (or Slack's `ratelimited`) with `Retry-After`: retried no sooner.
+    Throttled {
+        error: String,
+        after: std::time::Duration,
+    },
     /// Other 4xx (and redirects): repeating would not help.
     Rejected(String),
 }
@@ -119,8 +124,19 @@ pub(crate) async fn post(request: reqwest::RequestBuilder) -> Posted {
         Err(err) => return Posted::Transient(format!("request failed: {}", err.without_url())),
     };
     let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let body = response.text().await.unwrap_or_default();
     let excerpt: String = body.chars().take(512).collect();
+    if let (429, Some(secs)) = (status.as_u16(), retry_after) {
+        return Posted::Throttled {
+            error: format!("answered {status} (retry after {secs} s): {excerpt}"),
+            after: std::time::Duration::from_secs(secs.min(3600)),
+        };
+    }
     if status.is_success() {
         Posted::Ok {
             status: status.as_u16(),
