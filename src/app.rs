@@ -196,7 +196,7 @@ impl App {
                 ),
                 channels,
                 http,
-                config: WorkerConfig::from_config(&config.actions, config.notify.max_attempts),
+                config: WorkerConfig::from_config(&config.actions, &config.notify),
                 wake: actions_wake.clone(),
             })
         } else {

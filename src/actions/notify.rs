@@ -58,6 +58,38 @@ impl Channels {
         Ok(any)
     }
 
+    /// Whether a channel keeps a thread per decision (status updates go there).
+    pub fn threads(&self) -> bool {
+        self.slack_app.is_some()
+    }
+
+    /// Enqueues status update number `count` of action `action_id` in its thread;
+    /// `true` when new.
+    pub async fn enqueue_status(
+        &self,
+        store: &dyn Store,
+        message: &Message<'_>,
+        action_id: i64,
+        count: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        if self.slack_app.is_none() {
+            return Ok(false);
+        }
+        let notification = NewNotification {
+            action_id: Some(action_id),
+            decision_id: Some(message.decision_id),
+            channel: slack::CHANNEL.into(),
+            event: message.event.as_str().into(),
+            idempotency_key: format!("action:{action_id}|status:{count}|{}", slack::CHANNEL),
+            payload: json!({
+                "post": blocks::post(message, false),
+                "top": blocks::top(message),
+            }),
+        };
+        Ok(store.enqueue_notification(&notification, now).await?.1)
+    }
+
     /// `message` as one notification per configured channel, keyed
     /// `{event}:{state}|{channel}` (a result can be announced once per state the
     /// action reaches); the caller scopes the key to its subject.

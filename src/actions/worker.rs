@@ -40,19 +40,26 @@ pub struct WorkerConfig {
     pub eta: Duration,
     /// How often an idle worker looks for work.
     pub poll: Duration,
+    /// How often a rollback that is running or being verified gets a status update
+    /// in its Slack thread.
+    pub status_interval: Duration,
 }
 
 impl WorkerConfig {
-    pub fn from_config(config: &crate::config::ActionsConfig, notify_max_attempts: u32) -> Self {
+    pub fn from_config(
+        config: &crate::config::ActionsConfig,
+        notify: &crate::config::NotifyConfig,
+    ) -> Self {
         Self {
             dry_run: config.dry_run,
             lease: Duration::from_secs(config.lease_secs),
             max_attempts: config.max_attempts,
             retry_base: Duration::from_secs(config.retry_base_secs),
             retry_max: Duration::from_secs(config.retry_max_secs),
-            notify_max_attempts,
+            notify_max_attempts: notify.max_attempts,
             eta: Duration::from_secs(config.rollout_timeout_secs),
             poll: Duration::from_millis(config.poll_ms),
+            status_interval: Duration::from_secs(notify.slack.status_interval_secs),
         }
     }
 
@@ -166,6 +173,7 @@ impl Worker {
             report.ran += 1;
         }
         self.verify(&mut report).await?;
+        self.status_updates().await?;
         self.deliver(&mut report).await?;
         Ok(report)
     }
@@ -502,6 +510,60 @@ impl Worker {
         Ok(())
     }
 
+    /// The runbook's "status updates every 2 minutes": each rollback running or being
+    /// verified gets one in its thread per `status_interval` elapsed since it started
+    /// (keyed by that count, so once each however many workers look), saying what the
+    /// latest decision about its target shows. Only the Slack app has threads.
+    async fn status_updates(&self) -> Result<(), StoreError> {
+        if !self.channels.threads() {
+            return Ok(());
+        }
+        let interval = chrono::Duration::from_std(self.config.status_interval)
+            .unwrap_or(chrono::Duration::MAX);
+        let now = self.clock.now();
+        for state in ["running", "verifying"] {
+            let actions = self
+                .store
+                .list_actions(&ActionQuery {
+                    state: Some(state.into()),
+                    limit: BATCH * 4,
+                    ..ActionQuery::default()
+                })
+                .await?;
+            for action in actions {
+                let since = match state {
+                    "verifying" => action.executed_at.unwrap_or(action.updated_at),
+                    _ => action.created_at,
+                };
+                let elapsed = now - since;
+                let count = elapsed.num_seconds() / interval.num_seconds().max(1);
+                if count < 1 {
+                    continue;
+                }
+                let latest = self.store.latest_decision(&action.target_key).await?;
+                let detail = status_detail(state, elapsed, latest.as_ref());
+                let Some(decision) = self.decision(action.decision_id).await? else {
+                    continue;
+                };
+                let message = Message {
+                    event: Event::Status,
+                    decision_id: action.decision_id,
+                    decision: &decision,
+                    action: Some((&action.kind, state)),
+                    detail: Some(&detail),
+                    now,
+                    eta: None,
+                    public_url: &self.channels.public_url,
+                    actor: action.approved_by.as_deref(),
+                };
+                self.channels
+                    .enqueue_status(&*self.store, &message, action.id, count, now)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Delivers every notification due.
     #[tracing::instrument(skip_all)]
     async fn deliver(&self, report: &mut StepReport) -> Result<(), StoreError> {
@@ -601,4 +663,31 @@ impl Journal for AuditJournal<'_> {
 /// The kind as a metric label: configured names are dropped to bound cardinality.
 fn metric_kind(kind: &str) -> &str {
     kind.split(':').next().unwrap_or(kind)
+}
+
+/// What a status update says: how long the rollback has been in `state`, and what the
+/// target's latest decision shows.
+fn status_detail(
+    state: &str,
+    elapsed: chrono::Duration,
+    latest: Option<&crate::store::StoredDecision>,
+) -> String {
+    let minutes = elapsed.num_seconds() / 60;
+    let seconds = elapsed.num_seconds() % 60;
+    let doing = if state == "verifying" {
+        "Executed; waiting for service to be restored"
+    } else {
+        "Rolling out the known-good revision"
+    };
+    let mut text = format!("{doing} ({minutes} min {seconds:02} s so far).");
+    if let Some(d) = latest {
+        text.push_str(&format!(
+            " Latest decision #{} at {}: {} ({}).",
+            d.id,
+            d.decided_at.format("%H:%M:%S UTC"),
+            d.verdict,
+            d.reason
+        ));
+    }
+    text
 }

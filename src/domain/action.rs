@@ -218,6 +218,8 @@ pub enum Event {
     Result,
     /// Service not restored, loop guard tripped, freeze: a person must act.
     Escalate,
+    /// A rollback still running or being verified: where it stands (in its thread).
+    Status,
 }
 
 impl Event {
@@ -228,6 +230,7 @@ impl Event {
             Event::Announce => "announce",
             Event::Result => "result",
             Event::Escalate => "escalate",
+            Event::Status => "status",
         }
     }
 }
@@ -314,6 +317,17 @@ impl Message<'_> {
                     _ => ":x:",
                 };
                 lines.push(format!("{icon} {} of {head}: {}", esc(kind), esc(state)));
+                if let Some(detail) = self.detail {
+                    lines.push(esc(detail));
+                }
+            }
+            Event::Status => {
+                let (kind, state) = self.action.unwrap_or(("rollback", "running"));
+                lines.push(format!(
+                    ":hourglass_flowing_sand: {} of {head}: still {}",
+                    esc(kind),
+                    esc(state)
+                ));
                 if let Some(detail) = self.detail {
                     lines.push(esc(detail));
                 }
@@ -600,6 +614,7 @@ pub(crate) mod tests {
                 Event::Announce,
                 Event::Result,
                 Event::Escalate,
+                Event::Status,
             ] {
                 let message = HostileMessage {
                     event,

@@ -363,6 +363,22 @@ async fn a_slack_button_approves_only_when_signed_fresh_and_allowed(backend: Bac
             .contains("Approved by slack:U0ALICE (u0alice).")
     );
 
+    // Two minutes on, still being verified: a status update in the thread, once.
+    app.clock.advance(chrono::Duration::seconds(121));
+    let still = |b: &Value| {
+        b["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("still verifying"))
+    };
+    let status = wait_call(&server, "/api/chat.postMessage", still).await;
+    assert_eq!(status["thread_ts"], top_ts);
+    let text = status["blocks"][0]["text"]["text"].as_str().unwrap();
+    assert!(text.contains("(2 min 01 s so far)"), "{text}");
+    assert!(text.contains("Latest decision #"), "{text}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let statuses = calls(&server, "/api/chat.postMessage").await;
+    assert_eq!(statuses.iter().filter(|b| still(b)).count(), 1);
+
     // A second press (a double click, or Bob's late one): the current state, no change.
     let again = press(
         &app,

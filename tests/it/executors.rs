@@ -83,6 +83,7 @@ pub(crate) fn worker(
             notify_max_attempts: 3,
             eta: Duration::from_secs(600),
             poll: Duration::from_millis(20),
+            status_interval: Duration::from_secs(120),
         },
         wake: Arc::new(tokio::sync::Notify::new()),
     }
