@@ -158,7 +158,12 @@ impl App {
         let classifier = Arc::new(config.classifier()?);
         let policy = Arc::new(config.policy.clone());
         let actions_wake = Arc::new(tokio::sync::Notify::new());
-        let channels = Channels::from_config(&config.notify);
+        let channels = Channels::from_config(
+            &config.notify,
+            config.notify.templates()?,
+            Duration::from_secs(config.actions.http_timeout_secs),
+        )
+        .map_err(|err| anyhow::anyhow!(err))?;
         let planner = Planner {
             store: store.clone(),
             freeze_scope: config.actions.freeze_scope,

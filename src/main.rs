@@ -109,7 +109,8 @@ fn main() -> ExitCode {
             if lint {
                 Ok(())
             } else {
-                config.resolve_tokens().map(drop)
+                config.resolve_tokens().map(drop)?;
+                config.notify.templates().map(drop)
             }
         });
         if let Err(err) = checked {

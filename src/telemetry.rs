@@ -274,7 +274,7 @@ impl Metrics {
             "Slack button presses and interaction requests by outcome",
             slack_interactions.clone(),
         );
-        for channel in ["slack", "slack_app", "pagerduty", "webhook"] {
+        for channel in ["slack", "slack_app", "pagerduty", "email", "webhook"] {
             for outcome in ["delivered", "retry", "failed"] {
                 let _ = notifications_sent.get_or_create(&ChannelLabels {
                     channel: channel.into(),

@@ -4,6 +4,7 @@
 //! run the executors, verify rollbacks (E1/V1), enforce the loop guard and deliver
 //! notifications, recording every step on the action.
 
+mod email;
 pub mod executor;
 mod notify;
 pub mod slack;

@@ -7,33 +7,61 @@ use chrono::{DateTime, Utc};
 
 use serde_json::json;
 
+use std::sync::Arc;
+
+use super::email::{self, Mailer};
 use super::executor::{Posted, post};
 use super::slack::{self, SlackApp};
 use crate::config::{NotifyConfig, PagerDutyConfig, Secret};
-use crate::domain::action::Message;
+use crate::domain::action::{Event, Message};
+use crate::domain::render::templates::Templates;
 use crate::domain::render::{blocks, pagerduty};
 use crate::store::{NewNotification, NotificationRecord, Store, StoreError};
 
-/// Where notifications go.
-#[derive(Clone, Default)]
+/// Where notifications go, and the templates of their words.
+#[derive(Clone)]
 pub struct Channels {
     pub slack: Option<Secret>,
     pub webhook: Option<(String, Secret)>,
     pub slack_app: Option<SlackApp>,
     pub pagerduty: Option<PagerDutyConfig>,
+    pub email: Option<Mailer>,
     pub public_url: String,
+    pub templates: Arc<Templates>,
+}
+
+impl Default for Channels {
+    /// No channel: nothing is announced.
+    fn default() -> Self {
+        Self {
+            slack: None,
+            webhook: None,
+            slack_app: None,
+            pagerduty: None,
+            email: None,
+            public_url: String::new(),
+            templates: Arc::new(Templates::new(&Default::default()).expect("built-in templates")),
+        }
+    }
 }
 
 impl Channels {
-    pub fn from_config(config: &NotifyConfig) -> Self {
-        Self {
+    /// The configured channels with `templates`; `timeout` bounds each SMTP exchange.
+    pub fn from_config(
+        config: &NotifyConfig,
+        templates: Templates,
+        timeout: std::time::Duration,
+    ) -> Result<Self, String> {
+        Ok(Self {
             slack: (!config.slack_webhook_url.is_empty()).then(|| config.slack_webhook_url.clone()),
             webhook: (!config.webhook_url.is_empty())
                 .then(|| (config.webhook_url.clone(), config.webhook_token.clone())),
             slack_app: SlackApp::from_config(&config.slack),
             pagerduty: config.pagerduty.enabled().then(|| config.pagerduty.clone()),
+            email: Mailer::from_config(&config.email, timeout)?,
             public_url: config.public_url.clone(),
-        }
+            templates: Arc::new(templates),
+        })
     }
 
     /// Enqueues `message` on every configured channel; `true` when any row is new.
@@ -82,10 +110,13 @@ impl Channels {
             channel: slack::CHANNEL.into(),
             event: message.event.as_str().into(),
             idempotency_key: format!("action:{action_id}|status:{count}|{}", slack::CHANNEL),
-            payload: json!({
-                "post": blocks::post(message, false),
-                "top": blocks::top(message),
-            }),
+            payload: {
+                let text = self.templates.slack_text(message);
+                json!({
+                    "post": blocks::post(message, &text, false),
+                    "top": blocks::top(message, &text),
+                })
+            },
         };
         Ok(store.enqueue_notification(&notification, now).await?.1)
     }
@@ -95,26 +126,45 @@ impl Channels {
     /// action reaches); the caller scopes the key to its subject.
     pub fn render(&self, message: &Message<'_>) -> Vec<NewNotification> {
         let mut channels = Vec::new();
+        let text = self.templates.slack_text(message);
         if self.slack.is_some() {
-            channels.push(("slack", message.slack()));
+            channels.push(("slack", message.slack(&text)));
         }
         if let Some(app) = &self.slack_app {
             channels.push((
                 slack::CHANNEL,
                 json!({
-                    "post": blocks::post(message, app.interactive),
-                    "top": blocks::top(message),
+                    "post": blocks::post(message, &text, app.interactive),
+                    "top": blocks::top(message, &text),
                 }),
             ));
         }
         if let Some(pd) = &self.pagerduty {
             let severity = pd.severity(message.decision.environment.as_deref());
-            if let Some(event) = pagerduty::event(message, severity, &pd.source) {
+            if let Some(event) = pagerduty::event(message, &self.templates, severity, &pd.source) {
                 channels.push(("pagerduty", event));
             }
         }
+        // The runbook's stakeholder email: once service is restored.
+        if let Some(mailer) = &self.email
+            && message.event == Event::Result
+            && message.action.is_some_and(|(_, state)| state == "verified")
+        {
+            let to = mailer
+                .config
+                .recipients_for(message.decision.environment.as_deref());
+            if !to.is_empty() {
+                let mail = self
+                    .templates
+                    .email(message, &mailer.config.support_contact);
+                channels.push((
+                    email::CHANNEL,
+                    json!({ "to": to, "subject": mail.subject, "body": mail.body }),
+                ));
+            }
+        }
         if self.webhook.is_some() {
-            channels.push(("webhook", message.webhook()));
+            channels.push(("webhook", message.webhook(&text)));
         }
         let event = message.event.as_str();
         let state = message.action.map_or("", |(_, state)| state);
@@ -139,6 +189,12 @@ impl Channels {
         notification: &NotificationRecord,
     ) -> Posted {
         let request = match notification.channel.as_str() {
+            email::CHANNEL => {
+                return match &self.email {
+                    Some(mailer) => mailer.deliver(&notification.payload).await,
+                    None => Posted::Rejected("email is no longer configured".into()),
+                };
+            }
             slack::CHANNEL => {
                 return match &self.slack_app {
                     Some(app) => app.deliver(http, store, notification).await,

@@ -191,6 +191,125 @@ pub struct NotifyConfig {
     /// PagerDuty Events API v2: escalations trigger an incident, a verified rollback
     /// resolves it.
     pub pagerduty: PagerDutyConfig,
+    /// Stakeholder email when a rollback is verified.
+    pub email: EmailConfig,
+    /// A directory of templates overriding the built-in ones by name
+    /// (`slack/approval.mrkdwn`, `pagerduty/summary.txt`, `email/resolved.txt`…).
+    /// Empty: the built-in templates.
+    pub templates_dir: String,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS (port 587); refused without it.
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No TLS: only to a loopback host (a local relay).
+    None,
+}
+
+/// `[notify.email]`: the multi-region runbook's stakeholder email, sent through SMTP
+/// when a rollback is verified.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The SMTP server. Empty: no email.
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub tls: SmtpTls,
+    /// SMTP credentials (both or neither); the password is a secret.
+    pub username: String,
+    pub password: Secret,
+    /// The sender, `Name <address>` or `address`.
+    pub from: String,
+    /// Recipients by the target's environment; others get `default_recipients`.
+    pub recipients: std::collections::BTreeMap<String, Vec<String>>,
+    pub default_recipients: Vec<String>,
+    /// Who affected customers should contact (the template's `support`).
+    pub support_contact: String,
+}
+
+impl EmailConfig {
+    pub fn enabled(&self) -> bool {
+        !self.smtp_host.is_empty()
+    }
+
+    /// Who hears about a target in `environment`.
+    pub fn recipients_for(&self, environment: Option<&str>) -> &[String] {
+        environment
+            .and_then(|env| self.recipients.get(env))
+            .unwrap_or(&self.default_recipients)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let host = &self.smtp_host;
+        if host.len() > 253
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+            || host.starts_with('-')
+        {
+            return Err(invalid(
+                "notify.email.smtp_host",
+                "must be a host name or address",
+            ));
+        }
+        if self.smtp_port == 0 {
+            return Err(invalid("notify.email.smtp_port", "must be 1 to 65535"));
+        }
+        let loopback = host == "localhost"
+            || host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if self.tls == SmtpTls::None && !loopback {
+            return Err(invalid(
+                "notify.email.tls",
+                "\"none\" is only for a relay on this host (localhost, 127.0.0.1, ::1): use starttls or tls",
+            ));
+        }
+        if self.username.is_empty() != self.password.is_empty() {
+            return Err(invalid(
+                "notify.email",
+                "username and password go together: set both or neither",
+            ));
+        }
+        check_mailbox("notify.email.from", &self.from)?;
+        for (i, to) in self.default_recipients.iter().enumerate() {
+            check_mailbox(&format!("notify.email.default_recipients[{i}]"), to)?;
+        }
+        for (env, list) in &self.recipients {
+            for (i, to) in list.iter().enumerate() {
+                check_mailbox(&format!("notify.email.recipients.{env}[{i}]"), to)?;
+            }
+        }
+        if self.default_recipients.is_empty() && self.recipients.values().all(Vec::is_empty) {
+            return Err(invalid(
+                "notify.email.default_recipients",
+                "nobody would get the email: list default_recipients or recipients",
+            ));
+        }
+        if self.support_contact.chars().any(char::is_control) || self.support_contact.len() > 256 {
+            return Err(invalid(
+                "notify.email.support_contact",
+                "one line of at most 256 bytes",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_mailbox(key: &str, value: &str) -> Result<(), ConfigError> {
+    value
+        .parse::<lettre::message::Mailbox>()
+        .map(|_| ())
+        .map_err(|err| invalid(key, format!("{value:?} is not an email address: {err}")))
 }
 
 /// `[notify.slack]`: a Slack app with a bot token (scope `chat:write`, and
@@ -359,6 +478,58 @@ impl PagerDutyConfig {
 }
 
 impl NotifyConfig {
+    /// The notification templates: the built-in ones, with every file of
+    /// `templates_dir` in place of the one of its name. A file whose name rollwarden
+    /// does not use, or that does not render, is an error naming it.
+    pub fn templates(&self) -> Result<crate::domain::render::templates::Templates, ConfigError> {
+        use crate::domain::render::templates::{BUILTIN, Templates};
+        let mut overrides = std::collections::BTreeMap::new();
+        if !self.templates_dir.is_empty() {
+            let root = std::path::Path::new(&self.templates_dir);
+            let key = "notify.templates_dir";
+            let read_dir = |dir: &std::path::Path| {
+                std::fs::read_dir(dir)
+                    .map_err(|err| invalid(key, format!("{}: {err}", dir.display())))
+            };
+            let mut files = Vec::new();
+            for entry in read_dir(root)? {
+                let path = entry.map_err(|err| invalid(key, err.to_string()))?.path();
+                if path.is_dir() {
+                    for inner in read_dir(&path)? {
+                        files.push(inner.map_err(|err| invalid(key, err.to_string()))?.path());
+                    }
+                } else {
+                    files.push(path);
+                }
+            }
+            for path in files {
+                let name = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                if !BUILTIN.iter().any(|(known, _)| *known == name) {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "{name}: not a template rollwarden uses (known: {})",
+                            BUILTIN.map(|(n, _)| n).join(", ")
+                        ),
+                    ));
+                }
+                let source =
+                    std::fs::read(&path).map_err(|err| invalid(key, format!("{name}: {err}")))?;
+                if source.len() > 65_536 {
+                    return Err(invalid(key, format!("{name}: larger than 64 KiB")));
+                }
+                let source = String::from_utf8(source)
+                    .map_err(|_| invalid(key, format!("{name}: not UTF-8")))?;
+                overrides.insert(name, source);
+            }
+        }
+        Templates::new(&overrides).map_err(|err| invalid("notify.templates_dir", err.to_string()))
+    }
+
     /// Checks `[notify]`, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_setting("notify.max_attempts", u64::from(self.max_attempts))?;
@@ -373,6 +544,7 @@ impl NotifyConfig {
         }
         self.slack.validate()?;
         self.pagerduty.validate()?;
+        self.email.validate()?;
         Ok(())
     }
 }

@@ -12,7 +12,8 @@ mod secret;
 mod sections;
 
 pub use actions::{
-    ActionsConfig, CommandConfig, NotifyConfig, PagerDutyConfig, SlackConfig, WebhookConfig,
+    ActionsConfig, CommandConfig, EmailConfig, NotifyConfig, PagerDutyConfig, SlackConfig, SmtpTls,
+    WebhookConfig,
 };
 pub use secret::{DatabaseUrl, Secret, redact_url};
 pub use sections::{
@@ -349,6 +350,7 @@ webhook_url = ""
 webhook_token = ""
 public_url = ""
 max_attempts = 5
+templates_dir = ""
 
 [notify.slack]
 bot_token = ""
@@ -359,6 +361,17 @@ approvers = []
 approver_groups = []
 response_url_prefix = "https://hooks.slack.com/"
 status_interval_secs = 120
+
+[notify.email]
+smtp_host = ""
+smtp_port = 587
+tls = "starttls"
+username = ""
+password = ""
+from = ""
+recipients = {}
+default_recipients = []
+support_contact = ""
 
 [notify.pagerduty]
 routing_key = ""

@@ -227,6 +227,103 @@ fn invalid_values_name_their_key() {
 }
 
 #[test]
+fn notification_settings_name_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    let slack = "[notify.slack]\nbot_token = \"xoxb-1\"\nchannel = \"C0123\"\n";
+    let email = "[notify.email]\nsmtp_host = \"127.0.0.1\"\ntls = \"none\"\n\
+                 from = \"rw@example.com\"\ndefault_recipients = [\"a@example.com\"]\n";
+    let cases = [
+        (slack.to_string(), None),
+        (
+            "[notify.slack]\nbot_token = \"xoxb-1\"\n".into(),
+            Some("notify.slack:"),
+        ),
+        (
+            format!("{slack}signing_secret = \"s\"\n"),
+            Some("notify.slack.approvers"),
+        ),
+        (
+            format!("{slack}approvers = [\"alice\"]\n"),
+            Some("notify.slack.approvers[0]"),
+        ),
+        (
+            format!("{slack}approver_groups = [\"U01\"]\n"),
+            Some("notify.slack.approver_groups[0]"),
+        ),
+        (
+            "[notify.slack]\nbot_token = \"xoxp-1\"\nchannel = \"C01\"\n".into(),
+            Some("notify.slack.bot_token"),
+        ),
+        (
+            "[notify.slack]\nbot_token = \"xoxb-1\"\nchannel = \"#deploys\"\n".into(),
+            Some("notify.slack.channel"),
+        ),
+        (
+            "[notify.pagerduty]\nrouting_key = \"short\"\n".into(),
+            Some("notify.pagerduty.routing_key"),
+        ),
+        (
+            "[notify.pagerduty.severities]\nprod = \"sev1\"\n".into(),
+            Some("notify.pagerduty.severities.prod"),
+        ),
+        (email.to_string(), None),
+        (
+            email.replace("127.0.0.1", "smtp.example.com"),
+            Some("notify.email.tls"),
+        ),
+        (
+            email.replace("rw@example.com", "not an address"),
+            Some("notify.email.from"),
+        ),
+        (
+            email.replace("a@example.com", "a@"),
+            Some("notify.email.default_recipients[0]"),
+        ),
+        (format!("{email}username = \"u\"\n"), Some("notify.email:")),
+        (
+            email.replace("127.0.0.1", "-oProxyCommand=x"),
+            Some("notify.email.smtp_host"),
+        ),
+    ];
+    for (toml, key) in cases {
+        std::fs::write(&file, &toml).unwrap();
+        match (Config::load_from(Some(&file), env(&[])), key) {
+            (Ok(_), None) => {}
+            (Err(err), Some(key)) => assert!(err.to_string().starts_with(key), "{toml}: {err}"),
+            (Ok(_), Some(key)) => panic!("{toml}: accepted, expected an error about {key}"),
+            (Err(err), None) => panic!("{toml}: {err}"),
+        }
+    }
+}
+
+#[test]
+fn a_templates_dir_overrides_by_name_and_refuses_strangers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut notify = Config::load_from(None, env(&[])).unwrap().notify;
+    notify.templates_dir = dir.path().display().to_string();
+    std::fs::create_dir(dir.path().join("slack")).unwrap();
+    std::fs::write(
+        dir.path().join("slack/status.mrkdwn"),
+        "still at it: {{ state }}",
+    )
+    .unwrap();
+    assert!(notify.templates().is_ok());
+    std::fs::write(dir.path().join("slack/stauts.mrkdwn"), "typo").unwrap();
+    let err = notify.templates().err().unwrap().to_string();
+    assert!(
+        err.starts_with("notify.templates_dir: slack/stauts.mrkdwn: not a template"),
+        "{err}"
+    );
+    std::fs::remove_file(dir.path().join("slack/stauts.mrkdwn")).unwrap();
+    std::fs::write(dir.path().join("slack/status.mrkdwn"), "{% if %}").unwrap();
+    let err = notify.templates().err().unwrap().to_string();
+    assert!(err.contains("slack/status.mrkdwn"), "{err}");
+    notify.templates_dir = dir.path().join("missing").display().to_string();
+    assert!(notify.templates().is_err());
+}
+
+#[test]
 fn unknown_keys_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");

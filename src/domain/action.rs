@@ -6,8 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::decision::clock;
-use super::render::mrkdwn;
+use super::render::templates::Templates;
 use super::{Decision, Mode, Target, Verdict};
 
 /// The built-in executors; `command:NAME` and `webhook:NAME` name configured ones.
@@ -255,110 +254,21 @@ pub struct Message<'a> {
 }
 
 impl Message<'_> {
-    /// The text people read (Slack mrkdwn). Every value it interpolates is escaped
-    /// ([`mrkdwn`]): a deploy field cannot mention, ping or link.
+    /// The text people read (Slack mrkdwn), from the built-in templates
+    /// ([`Templates`]). Every value it interpolates is escaped
+    /// ([`mrkdwn`](super::render::mrkdwn)): a deploy
+    /// field cannot mention, ping or link.
     pub fn text(&self) -> String {
-        let d = self.decision;
-        let target = &d.target;
-        let esc = |s: &str| mrkdwn::escape(s).into_owned();
-        let head = format!(
-            "*{}* {} (region {}, environment {})",
-            esc(&target.kind),
-            mrkdwn::code(&format!("{}/{}", target.namespace, target.name)),
-            esc(d.region.as_deref().unwrap_or("-")),
-            esc(d.environment.as_deref().unwrap_or("-")),
-        );
-        let reason = esc(&d.reason);
-        let mut lines = Vec::new();
-        match self.event {
-            Event::Recommend => {
-                lines.push(format!(":warning: Rollback recommended for {head}"));
-                lines.push(format!("Reason: {reason}"));
-                lines.push("Run:".into());
-                lines.push(commands(d));
-            }
-            Event::Approval => {
-                lines.push(format!(
-                    ":raised_hand: Rollback awaiting approval for {head}"
-                ));
-                lines.push(format!("Reason: {reason}"));
-                lines.push(format!(
-                    "Approve: `POST /api/v1/decisions/{}/approve` (operator) — or reject: \
-                     `POST /api/v1/decisions/{}/reject`",
-                    self.decision_id, self.decision_id
-                ));
-                lines.push("It would run the equivalent of:".into());
-                lines.push(commands(d));
-            }
-            Event::Announce => {
-                let (kind, _) = self.action.unwrap_or(("rollback", ""));
-                lines.push(format!(":rewind: Rolling back {head} ({})", esc(kind)));
-                if let Some(actor) = self.actor {
-                    lines.push(format!("Approved by {}.", esc(actor)));
-                }
-                lines.push(format!("Reason: {reason}"));
-                if let (Some(suspect), Some(to)) = (&d.suspect, &d.rollback_to) {
-                    lines.push(format!(
-                        "From {} revision {} to revision {}",
-                        suspect.deploy.source.as_str(),
-                        esc(&suspect.deploy.revision),
-                        esc(&to.deploy.revision)
-                    ));
-                }
-                let eta = self.eta.map_or_else(|| "unknown".to_string(), clock);
-                lines.push(format!("Started: {}. ETA: {eta}.", clock(self.now)));
-                lines.push("Next update here when it completes.".into());
-            }
-            Event::Result => {
-                let (kind, state) = self.action.unwrap_or(("rollback", "done"));
-                let icon = match state {
-                    "verified" | "succeeded" | "verifying" => ":white_check_mark:",
-                    "dry_run" => ":memo:",
-                    _ => ":x:",
-                };
-                lines.push(format!("{icon} {} of {head}: {}", esc(kind), esc(state)));
-                if let Some(detail) = self.detail {
-                    lines.push(esc(detail));
-                }
-            }
-            Event::Status => {
-                let (kind, state) = self.action.unwrap_or(("rollback", "running"));
-                lines.push(format!(
-                    ":hourglass_flowing_sand: {} of {head}: still {}",
-                    esc(kind),
-                    esc(state)
-                ));
-                if let Some(detail) = self.detail {
-                    lines.push(esc(detail));
-                }
-            }
-            Event::Escalate => {
-                lines.push(format!(":rotating_light: Escalation for {head}"));
-                if let Some(detail) = self.detail {
-                    lines.push(esc(detail));
-                }
-                lines.push(format!("Decision: {reason}"));
-            }
-        }
-        if !self.public_url.is_empty() {
-            lines.push(format!(
-                "Evidence: {}/api/v1/decisions/{}/report",
-                esc(self.public_url.trim_end_matches('/')),
-                self.decision_id
-            ));
-        } else {
-            lines.push(format!("Decision #{}", self.decision_id));
-        }
-        lines.join("\n")
+        Templates::builtin().slack_text(self)
     }
 
-    /// The Slack incoming-webhook body.
-    pub fn slack(&self) -> Value {
-        json!({ "text": self.text() })
+    /// The Slack incoming-webhook body, with `text` from the templates.
+    pub fn slack(&self, text: &str) -> Value {
+        json!({ "text": text })
     }
 
     /// The generic JSON webhook body: the event, the text, and the decision itself.
-    pub fn webhook(&self) -> Value {
+    pub fn webhook(&self, text: &str) -> Value {
         json!({
             "event": self.event.as_str(),
             "decision_id": self.decision_id,
@@ -367,17 +277,9 @@ impl Message<'_> {
             "action": self.action.map(|(kind, state)| json!({"kind": kind, "state": state})),
             "detail": self.detail,
             "at": self.now,
-            "text": self.text(),
+            "text": text,
             "decision": self.decision,
         })
-    }
-}
-
-fn commands(d: &Decision) -> String {
-    if d.recommended.is_empty() {
-        "(no command: no known-good revision to name)".into()
-    } else {
-        mrkdwn::code_block(&d.recommended)
     }
 }
 

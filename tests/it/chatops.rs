@@ -17,9 +17,10 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::actions::{cluster, error_rate, real_patches, slack, spawn_with, wait_for_action};
 use crate::on_both_backends;
+use crate::support::smtp::SmtpStandIn;
 use crate::support::{Backend, TestApp};
 use rollwarden::clock::Clock;
-use rollwarden::config::{Config, Secret};
+use rollwarden::config::{Config, Secret, SmtpTls};
 use rollwarden::domain::Mode;
 
 const SIGNING_SECRET: &str = "test-signing-secret-0123456789ab";
@@ -589,7 +590,87 @@ async fn slack_rate_limits_are_honoured(backend: Backend) {
     assert_eq!(sent.len(), 2, "one refused, one delivered");
 }
 
+/// A verified rollback sends the runbook's stakeholder email through SMTP, to the
+/// environment's recipients, from the team's own template where they wrote one.
+async fn a_verified_rollback_emails_the_stakeholders(backend: Backend) {
+    let (fake, _controller) = cluster().await;
+    let webhook = slack().await;
+    let smtp = SmtpStandIn::start().await;
+    let templates = tempfile::tempdir().unwrap();
+    std::fs::create_dir(templates.path().join("email")).unwrap();
+    std::fs::write(
+        templates.path().join("email/resolved.txt"),
+        "Subject: [RESOLVED] {{ name }} in {{ region }} ({{ environment }})\n\n\
+         Rolled back {{ namespace }}/{{ name }} to revision {{ rollback_to.revision }}.\n\
+         {% if support %}Questions: {{ support }}{% endif %}\n",
+    )
+    .unwrap();
+    let app = spawn_with(backend, Mode::Auto, &webhook, &fake, |c| {
+        let e = &mut c.notify.email;
+        e.smtp_host = "127.0.0.1".into();
+        e.smtp_port = smtp.addr.port();
+        e.tls = SmtpTls::None;
+        e.from = "rollwarden <rollwarden@example.com>".into();
+        e.recipients.insert(
+            "drill".into(),
+            vec![
+                "status@example.com".into(),
+                "Exec Team <execs@example.com>".into(),
+            ],
+        );
+        e.default_recipients = vec!["nobody@example.com".into()];
+        e.support_contact = "support@meshos.io".into();
+        c.notify.templates_dir = templates.path().display().to_string();
+    })
+    .await;
+    fake.wait_for_watches(2).await;
+    app.post_alertmanager(error_rate("firing")).await;
+    wait_for_action(&app, "verifying", |a| a["state"] == "verifying").await;
+    // Not while the rollback is only executed: service is not restored yet.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(smtp.mails().is_empty());
+    assert_eq!(
+        app.post_alertmanager(error_rate("resolved")).await.status(),
+        200
+    );
+    wait_for_action(&app, "verified", |a| a["state"] == "verified").await;
+    let mails = smtp.wait_for(1).await;
+    assert_eq!(mails.len(), 1);
+    let mail = &mails[0];
+    assert_eq!(mail.from, "rollwarden@example.com");
+    assert_eq!(mail.to, ["status@example.com", "execs@example.com"]);
+    assert_eq!(
+        mail.header("Subject").as_deref(),
+        Some("[RESOLVED] checkout in eu-west-1 (drill)")
+    );
+    let body = mail.body();
+    assert!(
+        body.contains("Rolled back prod/checkout to revision 2."),
+        "{body}"
+    );
+    assert!(body.contains("Questions: support@meshos.io"), "{body}");
+    // Its delivery is on the decision, as every notification's.
+    let decision =
+        wait_for_action(&app, "verified", |a| a["state"] == "verified").await["decision_id"]
+            .as_i64()
+            .unwrap();
+    let (_, d) = app.get_json(&format!("/api/v1/decisions/{decision}")).await;
+    let email = d["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["channel"] == "email")
+        .cloned()
+        .unwrap();
+    assert_eq!(email["status"], "delivered", "{email}");
+    assert!(
+        email["response"].as_str().unwrap().starts_with("250"),
+        "{email}"
+    );
+}
+
 on_both_backends!(
+    a_verified_rollback_emails_the_stakeholders,
     a_slack_button_approves_only_when_signed_fresh_and_allowed,
     a_group_member_rejects_and_an_expired_approval_pages,
     slack_rate_limits_are_honoured,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_kube;
+pub mod smtp;
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -20,9 +20,8 @@ const SECTION_MAX: usize = 3000;
 
 /// What a Slack app posts for `message`: `{text, blocks}`, with Approve / Reject
 /// buttons on an approval request when `buttons` (the app is interactive).
-pub fn post(message: &Message<'_>, buttons: bool) -> Value {
-    let text = message.text();
-    let mut blocks = vec![section(&text)];
+pub fn post(message: &Message<'_>, text: &str, buttons: bool) -> Value {
+    let mut blocks = vec![section(text)];
     if buttons && message.event == Event::Approval {
         let value = message.decision_id.to_string();
         blocks.push(json!({
@@ -39,13 +38,12 @@ pub fn post(message: &Message<'_>, buttons: bool) -> Value {
     if let Some(link) = console_link(message) {
         blocks.push(context(&link));
     }
-    json!({ "text": fallback(&text), "blocks": blocks })
+    json!({ "text": fallback(text), "blocks": blocks })
 }
 
 /// The thread's top message once `message` is the latest news: its text, no buttons
 /// (whatever awaited approval has moved on), and when it changed.
-pub fn top(message: &Message<'_>) -> Value {
-    let text = message.text();
+pub fn top(message: &Message<'_>, text: &str) -> Value {
     let state = message.action.map_or(message.event.as_str(), |(_, s)| s);
     let mut note = format!(
         "Current state: *{}* at {}",
@@ -55,11 +53,11 @@ pub fn top(message: &Message<'_>) -> Value {
     if let Some(actor) = message.actor {
         note.push_str(&format!(" · approved by {}", mrkdwn::escape(actor)));
     }
-    let mut blocks = vec![section(&text), context(&note)];
+    let mut blocks = vec![section(text), context(&note)];
     if let Some(link) = console_link(message) {
         blocks.push(context(&link));
     }
-    json!({ "text": fallback(&text), "blocks": blocks })
+    json!({ "text": fallback(text), "blocks": blocks })
 }
 
 /// What replaces the message whose button was pressed (through its `response_url`).
@@ -150,7 +148,8 @@ mod tests {
             public_url: "https://rollwarden.example.com/",
             actor: None,
         };
-        let body = post(&message, true);
+        let text = message.text();
+        let body = post(&message, &text, true);
         let buttons = &body["blocks"][1];
         assert_eq!(buttons["block_id"], BUTTONS_BLOCK);
         assert_eq!(buttons["elements"][0]["action_id"], APPROVE);
@@ -161,14 +160,21 @@ mod tests {
             "<https://rollwarden.example.com/decisions/42|Decision #42 in rollwarden>"
         );
         // Not interactive: no buttons.
-        assert_eq!(post(&message, false)["blocks"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            post(&message, &text, false)["blocks"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
         // The top of the thread never keeps them.
-        let top = top(&Message {
+        let announce = Message {
             event: Event::Announce,
             action: Some(("rollout_undo", "running")),
             actor: Some("slack:U0123ABCD (alice)"),
             ..message
-        });
+        };
+        let top = top(&announce, &announce.text());
         assert!(!top.to_string().contains(APPROVE));
         assert!(
             top["blocks"][1]["elements"][0]["text"]
@@ -183,10 +189,9 @@ mod tests {
     #[test]
     fn hostile_values_stay_text_in_every_block() {
         for (message, _) in hostile_messages() {
-            for body in [
-                post(&message.as_message(), true),
-                top(&message.as_message()),
-            ] {
+            let message = message.as_message();
+            let text = message.text();
+            for body in [post(&message, &text, true), top(&message, &text)] {
                 for block in body["blocks"].as_array().unwrap() {
                     let texts = match block["type"].as_str().unwrap() {
                         "section" => vec![block["text"]["text"].as_str().unwrap()],

@@ -10,3 +10,4 @@ pub mod markdown;
 pub mod mrkdwn;
 pub mod pagerduty;
 pub mod shell;
+pub mod templates;

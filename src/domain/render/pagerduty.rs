@@ -5,6 +5,7 @@
 
 use serde_json::{Value, json};
 
+use super::templates::Templates;
 use crate::domain::action::{Event, Message};
 
 /// PagerDuty's limits: `summary` in characters, `dedup_key` in characters, and the
@@ -48,27 +49,21 @@ pub fn dedup_key(message: &Message<'_>) -> String {
     )
 }
 
-/// The event for `message` (without `routing_key`), or `None` when it does not page.
-pub fn event(message: &Message<'_>, severity: &str, source: &str) -> Option<Value> {
+/// The event for `message` (without `routing_key`), or `None` when it does not page;
+/// its summary from the `pagerduty/summary.txt` template.
+pub fn event(
+    message: &Message<'_>,
+    templates: &Templates,
+    severity: &str,
+    source: &str,
+) -> Option<Value> {
     let page = page(message)?;
     let dedup_key = dedup_key(message);
     let Page::Trigger(class) = page else {
         return Some(json!({ "event_action": "resolve", "dedup_key": dedup_key }));
     };
     let d = message.decision;
-    let target = format!("{}/{}", d.target.namespace, d.target.name);
-    let what = match class {
-        "escalation" => format!("Escalation for {} {target}", d.target.kind),
-        "action-failed" => format!(
-            "{} of {target} failed",
-            message.action.map_or("Rollback", |(kind, _)| kind)
-        ),
-        _ => format!("Rollback of {target} awaited approval and expired"),
-    };
-    let summary = match message.detail {
-        Some(detail) => format!("{what}: {detail}"),
-        None => format!("{what}: {}", d.reason),
-    };
+    let summary = templates.pagerduty_summary(message, class);
     let mut details = json!({
         "decision_id": message.decision_id,
         "target": d.target.key(),
@@ -181,6 +176,7 @@ mod tests {
         }
         let trigger = event(
             &message(&d, Event::Escalate, undo("escalated")),
+            Templates::builtin(),
             "critical",
             "rw",
         )
@@ -208,6 +204,7 @@ mod tests {
         assert!(trigger.get("routing_key").is_none());
         let resolve = event(
             &message(&d, Event::Result, undo("verified")),
+            Templates::builtin(),
             "critical",
             "rw",
         )
@@ -226,7 +223,7 @@ mod tests {
                 message.event = Event::Result;
                 message.action = Some(("rollout_undo", "failed"));
             }
-            let event = event(&message, "error", "rollwarden").unwrap();
+            let event = event(&message, Templates::builtin(), "error", "rollwarden").unwrap();
             // A round trip through JSON gives the same value: nothing escaped its string.
             let text = event.to_string();
             assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), event);
