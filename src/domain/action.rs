@@ -222,6 +222,16 @@ pub enum Event {
 }
 
 impl Event {
+    /// Every event, in the order an action's story goes.
+    pub const ALL: [Event; 6] = [
+        Event::Recommend,
+        Event::Approval,
+        Event::Announce,
+        Event::Status,
+        Event::Result,
+        Event::Escalate,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Event::Recommend => "recommend",
@@ -510,14 +520,7 @@ pub(crate) mod tests {
             for record in [&mut d.suspect, &mut d.rollback_to].into_iter().flatten() {
                 record.deploy.revision = value.clone();
             }
-            for event in [
-                Event::Recommend,
-                Event::Approval,
-                Event::Announce,
-                Event::Result,
-                Event::Escalate,
-                Event::Status,
-            ] {
+            for event in Event::ALL {
                 let message = HostileMessage {
                     event,
                     decision: d.clone(),

@@ -15,7 +15,9 @@ use sha2::Sha256;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::actions::{cluster, error_rate, real_patches, slack, spawn_with, wait_for_action};
+use crate::actions::{
+    awaiting_approval, cluster, error_rate, real_patches, slack, spawn_with, wait_for_action,
+};
 use crate::on_both_backends;
 use crate::support::smtp::SmtpStandIn;
 use crate::support::{Backend, TestApp};
@@ -214,11 +216,7 @@ async fn a_slack_button_approves_only_when_signed_fresh_and_allowed(backend: Bac
     })
     .await;
     fake.wait_for_watches(2).await;
-    app.post_alertmanager(error_rate("firing")).await;
-    let waiting = wait_for_action(&app, "awaiting approval", |a| {
-        a["state"] == "awaiting_approval"
-    })
-    .await;
+    let waiting = awaiting_approval(&app).await;
     let decision = waiting["decision_id"].as_i64().unwrap();
 
     // One message for the decision, with the buttons, posted with the bot token.
@@ -441,11 +439,7 @@ async fn a_group_member_rejects_and_an_expired_approval_pages(backend: Backend) 
     })
     .await;
     fake.wait_for_watches(2).await;
-    app.post_alertmanager(error_rate("firing")).await;
-    let waiting = wait_for_action(&app, "awaiting approval", |a| {
-        a["state"] == "awaiting_approval"
-    })
-    .await;
+    let waiting = awaiting_approval(&app).await;
     let decision = waiting["decision_id"].as_i64().unwrap();
     let now = app.clock.now().timestamp();
 
@@ -485,11 +479,7 @@ async fn a_group_member_rejects_and_an_expired_approval_pages(backend: Backend) 
         })
         .await
     };
-    app.post_alertmanager(error_rate("firing")).await;
-    let waiting = wait_for_action(&app, "awaiting approval", |a| {
-        a["state"] == "awaiting_approval"
-    })
-    .await;
+    let waiting = awaiting_approval(&app).await;
     let decision = waiting["decision_id"].as_i64().unwrap();
     app.clock.advance(chrono::Duration::seconds(601));
     wait_for_action(&app, "expired", |a| a["state"] == "expired").await;
@@ -546,11 +536,7 @@ async fn slack_rate_limits_are_honoured(backend: Backend) {
     })
     .await;
     fake.wait_for_watches(2).await;
-    app.post_alertmanager(error_rate("firing")).await;
-    let waiting = wait_for_action(&app, "awaiting approval", |a| {
-        a["state"] == "awaiting_approval"
-    })
-    .await;
+    let waiting = awaiting_approval(&app).await;
     let decision = waiting["decision_id"].as_i64().unwrap();
     let retrying = || async {
         let (_, d) = app.get_json(&format!("/api/v1/decisions/{decision}")).await;

@@ -211,14 +211,7 @@ impl Templates {
     /// fails is a configuration error, not a lost message at 3 a.m.
     fn check(&self) -> Result<(), TemplateError> {
         let decision = sample_decision();
-        for event in [
-            Event::Recommend,
-            Event::Approval,
-            Event::Announce,
-            Event::Result,
-            Event::Escalate,
-            Event::Status,
-        ] {
+        for event in Event::ALL {
             let message = Message {
                 event,
                 decision_id: 1,
