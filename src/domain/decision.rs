@@ -525,6 +525,30 @@ pub fn git_revert(sha: &str) -> String {
     )
 }
 
+/// `flux suspend|resume kustomization|helmrelease NAME -n NAMESPACE`, for a target Flux
+/// applies: suspended, a manual rollback is not reconciled away while the Git revert
+/// is on its way; resumed once it is merged. `None` for another kind.
+pub fn flux_command(verb: &str, kind: &str, name: &str, namespace: &str) -> Option<String> {
+    let kind = match kind {
+        "kustomization" => "kustomization",
+        "helmrelease" => "helmrelease",
+        _ => return None,
+    };
+    let verb = match verb {
+        "suspend" => "suspend",
+        "resume" => "resume",
+        _ => return None,
+    };
+    Some(command(
+        &format!("flux {verb}"),
+        Argv::new("flux")
+            .arg(verb)
+            .arg(kind)
+            .value(Field::Name, name)
+            .and_then(|a| a.arg("-n").value(Field::Namespace, namespace)),
+    ))
+}
+
 /// A command as shell text a person can paste; when a value on record does not fit its
 /// grammar, a comment saying which command is not shown and why (without the value,
 /// which the decision's evidence has).

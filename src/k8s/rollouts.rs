@@ -131,6 +131,7 @@ pub fn deploys_for(
         .filter(|r| !r.is_empty())
         .map(str::to_owned);
     let gitops = gitops_tool(meta);
+    let flux = flux_owner(meta);
 
     revisions
         .into_iter()
@@ -185,6 +186,9 @@ pub fn deploys_for(
             }
             if let Some(tool) = gitops {
                 details.insert("gitops".into(), tool.into());
+            }
+            if let Some(owner) = &flux {
+                details.insert("flux".into(), owner.clone());
             }
             deploy.details = serde_json::Value::Object(details);
             deploy
@@ -260,6 +264,24 @@ fn gitops_tool(meta: &ObjectMeta) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// The Flux object that applied the Deployment, from the labels Flux sets on what it
+/// applies: `{"kind": "kustomization" | "helmrelease", "name", "namespace"}`, as
+/// `flux suspend` names it.
+fn flux_owner(meta: &ObjectMeta) -> Option<serde_json::Value> {
+    [
+        ("kustomization", "kustomize.toolkit.fluxcd.io"),
+        ("helmrelease", "helm.toolkit.fluxcd.io"),
+    ]
+    .into_iter()
+    .find_map(|(kind, group)| {
+        let name = label(meta, &format!("{group}/name")).filter(|n| !n.is_empty())?;
+        let namespace = label(meta, &format!("{group}/namespace"))
+            .filter(|n| !n.is_empty())
+            .or(meta.namespace.as_deref())?;
+        Some(serde_json::json!({ "kind": kind, "name": name, "namespace": namespace }))
+    })
 }
 
 fn images(rs: &ReplicaSet) -> Vec<String> {
@@ -742,6 +764,42 @@ mod tests {
                 assert_eq!(deploy.details["gitops"].as_str(), expected, "{name}");
             }
         }
+    }
+
+    #[test]
+    fn the_flux_object_that_applied_it_is_recorded() {
+        let (mut deployment, replicasets) = fixture();
+        relabel(
+            &mut deployment.metadata,
+            "kustomize.toolkit.fluxcd.io/name",
+            "apps",
+        );
+        relabel(
+            &mut deployment.metadata,
+            "kustomize.toolkit.fluxcd.io/namespace",
+            "flux-system",
+        );
+        let deploys = deploys_for(&deployment, &replicasets, "c", now());
+        assert_eq!(
+            deploys[0].details["flux"],
+            serde_json::json!({"kind": "kustomization", "name": "apps", "namespace": "flux-system"})
+        );
+        // A HelmRelease without its namespace label: the Deployment's own namespace.
+        let (mut deployment, replicasets) = fixture();
+        relabel(
+            &mut deployment.metadata,
+            "helm.toolkit.fluxcd.io/name",
+            "checkout",
+        );
+        let deploys = deploys_for(&deployment, &replicasets, "c", now());
+        assert_eq!(deploys[0].details["flux"]["kind"], "helmrelease");
+        assert_eq!(
+            deploys[0].details["flux"]["namespace"].as_str(),
+            deployment.metadata.namespace.as_deref()
+        );
+        let (deployment, replicasets) = fixture();
+        let deploys = deploys_for(&deployment, &replicasets, "c", now());
+        assert!(deploys[0].details.get("flux").is_none());
     }
 
     #[test]

@@ -75,17 +75,45 @@ pub(super) fn rollback_plan(
     })
 }
 
+///
+/// With Flux, and the Flux object that applied the target on record: suspend it first
+/// (so that what is done by hand meanwhile stays), revert, and resume it once the
+/// revert is merged.
 pub(super) fn gitops_commands(target: &Target, suspect: Option<&DeployRecord>) -> Vec<String> {
+    use crate::domain::decision::{flux_command, git_revert};
     let controller = target.gitops.as_deref().unwrap_or("the GitOps controller");
-    match suspect {
-        Some(s) => match &s.deploy.commit_sha {
-            Some(sha) => vec![crate::domain::decision::git_revert(sha)],
-            None => vec![format!(
-                "Revert the change behind {} in the Git repository that {controller} syncs; \
-                 a rollout undo would be reverted by self-heal.",
-                label(s)
-            )],
-        },
-        None => Vec::new(),
+    let Some(s) = suspect else {
+        return Vec::new();
+    };
+    let revert = match &s.deploy.commit_sha {
+        Some(sha) => git_revert(sha),
+        None => format!(
+            "Revert the change behind {} in the Git repository that {controller} syncs; \
+             a rollout undo would be reverted by self-heal.",
+            label(s)
+        ),
+    };
+    let flux = &s.deploy.details["flux"];
+    let flux = (controller == "flux")
+        .then(|| {
+            let (kind, name, namespace) = (
+                flux["kind"].as_str()?,
+                flux["name"].as_str()?,
+                flux["namespace"].as_str()?,
+            );
+            Some((
+                flux_command("suspend", kind, name, namespace)?,
+                flux_command("resume", kind, name, namespace)?,
+            ))
+        })
+        .flatten();
+    match flux {
+        Some((suspend, resume)) => vec![
+            suspend,
+            revert,
+            crate::domain::render::shell::comment("once the revert is merged:"),
+            resume,
+        ],
+        None => vec![revert],
     }
 }

