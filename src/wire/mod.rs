@@ -7,6 +7,7 @@ pub mod alertmanager;
 pub mod ci;
 pub mod flagger;
 pub mod signal;
+pub mod slack;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
