@@ -110,13 +110,7 @@ impl Channels {
             channel: slack::CHANNEL.into(),
             event: message.event.as_str().into(),
             idempotency_key: format!("action:{action_id}|status:{count}|{}", slack::CHANNEL),
-            payload: {
-                let text = self.templates.slack_text(message);
-                json!({
-                    "post": blocks::post(message, &text, false),
-                    "top": blocks::top(message, &text),
-                })
-            },
+            payload: slack_app_payload(message, &self.templates.slack_text(message), false),
         };
         Ok(store.enqueue_notification(&notification, now).await?.1)
     }
@@ -133,10 +127,7 @@ impl Channels {
         if let Some(app) = &self.slack_app {
             channels.push((
                 slack::CHANNEL,
-                json!({
-                    "post": blocks::post(message, &text, app.interactive),
-                    "top": blocks::top(message, &text),
-                }),
+                slack_app_payload(message, &text, app.interactive),
             ));
         }
         if let Some(pd) = &self.pagerduty {
@@ -234,4 +225,13 @@ impl Channels {
         };
         post(request).await
     }
+}
+
+/// A Slack app notification: the message to post (as the thread's first, or in it),
+/// and what the thread's top message becomes when it goes in the thread.
+fn slack_app_payload(message: &Message<'_>, text: &str, buttons: bool) -> serde_json::Value {
+    json!({
+        "post": blocks::post(message, text, buttons),
+        "top": blocks::top(message, text),
+    })
 }

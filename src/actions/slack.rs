@@ -98,12 +98,7 @@ impl SlackApp {
             retry_after: None,
         })?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|secs| Duration::from_secs(secs.min(3600)));
+        let retry_after = super::executor::retry_after(&response);
         let text = response.text().await.unwrap_or_default();
         let excerpt: String = text.chars().take(256).collect();
         if status.as_u16() == 429 || status.is_server_error() {

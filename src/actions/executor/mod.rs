@@ -425,7 +425,7 @@ mod process;
 mod rollout;
 
 pub use helm::HelmRollback;
-pub(crate) use process::{Posted, Ran, post, run};
+pub(crate) use process::{Posted, Ran, post, retry_after, run};
 pub use rollout::RolloutUndo;
 
 #[cfg(test)]

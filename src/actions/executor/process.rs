@@ -116,6 +116,25 @@ pub(crate) enum Posted {
     Rejected(String),
 }
 
+/// The longest `Retry-After` honoured: a receiver cannot park a message for longer.
+const MAX_RETRY_AFTER_SECS: u64 = 3600;
+
+/// A response's `Retry-After` in seconds (the HTTP-date form is not honoured), capped
+/// at an hour.
+pub(crate) fn retry_after(response: &reqwest::Response) -> Option<std::time::Duration> {
+    let secs = response
+        .headers()
+        .get("retry-after")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(std::time::Duration::from_secs(
+        secs.min(MAX_RETRY_AFTER_SECS),
+    ))
+}
+
 /// Sends `request`, keeping a bounded excerpt of the answer.
 pub(crate) async fn post(request: reqwest::RequestBuilder) -> Posted {
     let response = match request.send().await {
@@ -124,17 +143,16 @@ pub(crate) async fn post(request: reqwest::RequestBuilder) -> Posted {
         Err(err) => return Posted::Transient(format!("request failed: {}", err.without_url())),
     };
     let status = response.status();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let after = retry_after(&response);
     let body = response.text().await.unwrap_or_default();
     let excerpt: String = body.chars().take(512).collect();
-    if let (429, Some(secs)) = (status.as_u16(), retry_after) {
+    if let (429, Some(after)) = (status.as_u16(), after) {
         return Posted::Throttled {
-            error: format!("answered {status} (retry after {secs} s): {excerpt}"),
-            after: std::time::Duration::from_secs(secs.min(3600)),
+            error: format!(
+                "answered {status} (retry after {} s): {excerpt}",
+                after.as_secs()
+            ),
+            after,
         };
     }
     if status.is_success() {
