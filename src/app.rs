@@ -203,6 +203,7 @@ impl App {
                 http,
                 config: WorkerConfig::from_config(&config.actions, &config.notify),
                 wake: actions_wake.clone(),
+                status_sent: Arc::default(),
             })
         } else {
             None

@@ -105,6 +105,9 @@ pub struct Worker {
     pub http: reqwest::Client,
     pub config: WorkerConfig,
     pub wake: Arc<tokio::sync::Notify>,
+    /// The status update each running or verifying action last got from this worker,
+    /// by its count: the store is asked again only when the next one is due.
+    pub status_sent: Arc<std::sync::Mutex<std::collections::HashMap<i64, i64>>>,
 }
 
 impl Worker {
@@ -521,6 +524,7 @@ impl Worker {
         let interval = chrono::Duration::from_std(self.config.status_interval)
             .unwrap_or(chrono::Duration::MAX);
         let now = self.clock.now();
+        let mut due = Vec::new();
         for state in ["running", "verifying"] {
             let actions = self
                 .store
@@ -537,29 +541,46 @@ impl Worker {
                 };
                 let elapsed = now - since;
                 let count = elapsed.num_seconds() / interval.num_seconds().max(1);
-                if count < 1 {
-                    continue;
-                }
-                let latest = self.store.latest_decision(&action.target_key).await?;
-                let detail = status_detail(state, elapsed, latest.as_ref());
-                let Some(decision) = self.decision(action.decision_id).await? else {
-                    continue;
-                };
-                let message = Message {
-                    event: Event::Status,
-                    decision_id: action.decision_id,
-                    decision: &decision,
-                    action: Some((&action.kind, state)),
-                    detail: Some(&detail),
-                    now,
-                    eta: None,
-                    public_url: &self.channels.public_url,
-                    actor: action.approved_by.as_deref(),
-                };
-                self.channels
-                    .enqueue_status(&*self.store, &message, action.id, count, now)
-                    .await?;
+                due.push((action, state, elapsed, count));
             }
+        }
+        // Forget actions that are no longer running or verifying; skip those whose
+        // current update this worker already enqueued (enqueueing is idempotent, but
+        // a poll is not the moment to ask the store every time).
+        let due: Vec<_> = {
+            let mut sent = self
+                .status_sent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            sent.retain(|id, _| due.iter().any(|(a, ..)| a.id == *id));
+            due.into_iter()
+                .filter(|(a, _, _, count)| *count >= 1 && sent.get(&a.id) < Some(count))
+                .collect()
+        };
+        for (action, state, elapsed, count) in due {
+            let latest = self.store.latest_decision(&action.target_key).await?;
+            let detail = status_detail(state, elapsed, latest.as_ref());
+            let Some(decision) = self.decision(action.decision_id).await? else {
+                continue;
+            };
+            let message = Message {
+                event: Event::Status,
+                decision_id: action.decision_id,
+                decision: &decision,
+                action: Some((&action.kind, state)),
+                detail: Some(&detail),
+                now,
+                eta: None,
+                public_url: &self.channels.public_url,
+                actor: action.approved_by.as_deref(),
+            };
+            self.channels
+                .enqueue_status(&*self.store, &message, action.id, count, now)
+                .await?;
+            self.status_sent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(action.id, count);
         }
         Ok(())
     }

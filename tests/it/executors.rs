@@ -86,6 +86,7 @@ pub(crate) fn worker(
             status_interval: Duration::from_secs(120),
         },
         wake: Arc::new(tokio::sync::Notify::new()),
+        status_sent: Arc::default(),
     }
 }
 
