@@ -313,6 +313,7 @@ namespaces = []
 kubeconfig = ""
 context = ""
 helm_driver = "secret"
+argo_rollouts = false
 lease_retry_secs = 10
 
 [engine]

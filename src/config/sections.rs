@@ -358,6 +358,9 @@ pub struct KubernetesConfig {
     pub context: String,
     /// Where Helm keeps releases: `secret` (Helm's default), `configmap`, `both`, `none`.
     pub helm_driver: HelmDriver,
+    /// Also watch Argo Rollouts and the ReplicaSets they own (`argo` deploys of
+    /// targets of kind `Rollout`).
+    pub argo_rollouts: bool,
     /// With several replicas, how often the watching one checks its lease and the others
     /// try to take it: the failover time after the watching replica dies.
     pub lease_retry_secs: u64,

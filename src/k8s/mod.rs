@@ -1,6 +1,8 @@
-//! Deploy history from Kubernetes: rollouts (Deployments and their ReplicaSets) and Helm
-//! releases (Secrets or ConfigMaps). Named `k8s` so it does not shadow the kube crate.
+//! Deploy history from Kubernetes: rollouts (Deployments and their ReplicaSets), Argo
+//! Rollouts (Rollouts and theirs) and Helm releases (Secrets or ConfigMaps). Named `k8s` so
+//! it does not shadow the kube crate.
 
+pub mod argo;
 pub mod helm;
 pub mod rollouts;
 pub mod set_image;

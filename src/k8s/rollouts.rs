@@ -198,7 +198,10 @@ pub fn deploys_for(
 
 /// Whether `labels` satisfy `selector`, as `metav1.LabelSelectorAsSelector` decides.
 /// An unknown operator matches nothing, where Go would refuse the selector.
-fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+pub(super) fn selector_matches(
+    selector: &LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     let by_labels = selector
         .match_labels
         .iter()
@@ -220,7 +223,7 @@ fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>)
 
 /// The UID of the object's controller: the first owner reference with `controller: true`,
 /// as `metav1.GetControllerOf` picks it.
-fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
+pub(super) fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
     meta.owner_references
         .iter()
         .flatten()
@@ -232,7 +235,7 @@ fn revision_of(meta: &ObjectMeta) -> Option<i64> {
     annotation(meta, REVISION_ANNOTATION).and_then(|v| v.parse().ok())
 }
 
-fn revision_history(meta: &ObjectMeta) -> Option<Vec<String>> {
+pub(super) fn revision_history(meta: &ObjectMeta) -> Option<Vec<String>> {
     let history: Vec<String> = annotation(meta, REVISION_HISTORY_ANNOTATION)?
         .split(',')
         .map(str::trim)
@@ -252,7 +255,7 @@ fn progressing_condition(d: &Deployment) -> Option<&DeploymentCondition> {
 }
 
 /// `argocd` or `flux` when the Deployment carries that tool's tracking marks.
-fn gitops_tool(meta: &ObjectMeta) -> Option<&'static str> {
+pub(super) fn gitops_tool(meta: &ObjectMeta) -> Option<&'static str> {
     if label(meta, "argocd.argoproj.io/instance").is_some()
         || annotation(meta, "argocd.argoproj.io/tracking-id").is_some()
     {
@@ -269,7 +272,7 @@ fn gitops_tool(meta: &ObjectMeta) -> Option<&'static str> {
 /// The Flux object that applied the Deployment, from the labels Flux sets on what it
 /// applies: `{"kind": "kustomization" | "helmrelease", "name", "namespace"}`, as
 /// `flux suspend` names it.
-fn flux_owner(meta: &ObjectMeta) -> Option<serde_json::Value> {
+pub(super) fn flux_owner(meta: &ObjectMeta) -> Option<serde_json::Value> {
     [
         ("kustomization", "kustomize.toolkit.fluxcd.io"),
         ("helmrelease", "helm.toolkit.fluxcd.io"),
@@ -284,7 +287,7 @@ fn flux_owner(meta: &ObjectMeta) -> Option<serde_json::Value> {
     })
 }
 
-fn images(rs: &ReplicaSet) -> Vec<String> {
+pub(super) fn images(rs: &ReplicaSet) -> Vec<String> {
     rs.spec
         .as_ref()
         .and_then(|s| s.template.as_ref())
@@ -298,7 +301,7 @@ fn images(rs: &ReplicaSet) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn template_label<'a>(rs: &'a ReplicaSet, key: &str) -> Option<&'a str> {
+pub(super) fn template_label<'a>(rs: &'a ReplicaSet, key: &str) -> Option<&'a str> {
     rs.spec
         .as_ref()?
         .template
@@ -309,7 +312,7 @@ fn template_label<'a>(rs: &'a ReplicaSet, key: &str) -> Option<&'a str> {
 }
 
 /// The tag of an image reference, if it has one: `reg:5000/app:1.2@sha256:…` → `1.2`.
-fn image_tag(image: &str) -> Option<&str> {
+pub(super) fn image_tag(image: &str) -> Option<&str> {
     let name = image.split_once('@').map_or(image, |(name, _digest)| name);
     let last = name.rsplit_once('/').map_or(name, |(_, last)| last);
     last.rsplit_once(':')
@@ -317,15 +320,15 @@ fn image_tag(image: &str) -> Option<&str> {
         .filter(|tag| !tag.is_empty())
 }
 
-fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+pub(super) fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
     meta.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
-fn label<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+pub(super) fn label<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
     meta.labels.as_ref()?.get(key).map(String::as_str)
 }
 
-fn to_chrono(time: &Time) -> Option<DateTime<Utc>> {
+pub(super) fn to_chrono(time: &Time) -> Option<DateTime<Utc>> {
     let nanos = time.0.as_nanosecond();
     let seconds = i64::try_from(nanos.div_euclid(1_000_000_000)).ok()?;
     let subsec = u32::try_from(nanos.rem_euclid(1_000_000_000)).ok()?;

@@ -1,5 +1,6 @@
-//! The watchers: Deployments with their ReplicaSets, and Helm release Secrets or
-//! ConfigMaps, turned into deploys as they change.
+//! The watchers: Deployments with their ReplicaSets, Argo Rollouts with theirs (when
+//! `kubernetes.argo_rollouts` is on), and Helm release Secrets or ConfigMaps, turned
+//! into deploys as they change.
 //!
 //! They run on one replica at a time (the store's lease: a Postgres advisory lock, or
 //! the single SQLite node), relist and back off on API errors through
@@ -18,6 +19,7 @@ use kube::{Api, Client, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+use super::argo::{self, Rollout};
 use super::helm::{self, HelmDecodeError, HelmRelease};
 use super::rollouts;
 use crate::clock::Clock;
@@ -65,6 +67,9 @@ impl Watchers {
         self.metrics.watchers_leading(&cluster, false);
         // Every series the rules and the dashboard read exists from the start, at 0.
         let mut resources = vec!["deployments.apps", "replicasets.apps"];
+        if self.config.argo_rollouts {
+            resources.push(ROLLOUTS_RESOURCE);
+        }
         if self.config.helm_driver.secrets() {
             resources.push(<Secret as HelmStorage>::RESOURCE);
         }
@@ -152,9 +157,9 @@ impl Watchers {
         }
     }
 
-    /// Deployments and ReplicaSets of one namespace (or all), kept in memory as the
-    /// API server reports them; every change re-derives the owning Deployment's
-    /// revisions and records them.
+    /// Deployments, Argo Rollouts (when on) and ReplicaSets of one namespace (or all),
+    /// kept in memory as the API server reports them; every change re-derives the
+    /// owning workload's revisions and records them.
     async fn watch_rollouts(self, namespace: Option<String>, stop: CancellationToken) {
         let deployments = events(
             self.api::<Deployment>(&namespace),
@@ -164,9 +169,21 @@ impl Watchers {
             self.api::<ReplicaSet>(&namespace),
             watcher::Config::default(),
         );
+        // Without the option no Rollout is asked for: a cluster without the CRD (or
+        // the RBAC) would answer 404 or 403 forever.
+        let argo_rollouts = if self.config.argo_rollouts {
+            events(self.api::<Rollout>(&namespace), watcher::Config::default())
+                .map(Change::Rollout)
+                .boxed()
+        } else {
+            futures::stream::pending().boxed()
+        };
         let mut stream = futures::stream::select(
-            deployments.map(Change::Deployment),
-            replicasets.map(Change::ReplicaSet),
+            futures::stream::select(
+                deployments.map(Change::Deployment),
+                replicasets.map(Change::ReplicaSet),
+            ),
+            argo_rollouts,
         );
         let mut world = RolloutWorld::default();
         loop {
@@ -181,31 +198,41 @@ impl Watchers {
                     "deployments.apps",
                     &mut world.deployments,
                     &mut world.deployments_init,
-                    |d| vec![key_of(d)],
+                    |d| vec![Owner::Deployment(key_of(d))],
+                ),
+                Change::Rollout(event) => self.on_event(
+                    event,
+                    ROLLOUTS_RESOURCE,
+                    &mut world.rollouts,
+                    &mut world.rollouts_init,
+                    |r| vec![Owner::Rollout(key_of(r))],
                 ),
                 Change::ReplicaSet(event) => self.on_event(
                     event,
                     "replicasets.apps",
                     &mut world.replicasets,
                     &mut world.replicasets_init,
-                    |rs| owner_deployment(rs).into_iter().collect(),
+                    |rs| owner_of(rs).into_iter().collect(),
                 ),
             };
-            for key in touched {
-                self.record_rollout(&world, &key).await;
+            for owner in touched {
+                match owner {
+                    Owner::Deployment(key) => self.record_rollout(&world, &key).await,
+                    Owner::Rollout(key) => self.record_argo_rollout(&world, &key).await,
+                }
             }
         }
     }
 
-    /// Applies one watcher event to `objects` and returns the Deployments it touches.
+    /// Applies one watcher event to `objects` and returns the workloads it touches.
     fn on_event<K: kube::Resource + Clone>(
         &self,
         event: Result<watcher::Event<K>, watcher::Error>,
         resource: &'static str,
         objects: &mut BTreeMap<ObjectKey, K>,
         relisting: &mut Option<BTreeMap<ObjectKey, K>>,
-        affects: impl Fn(&K) -> Vec<ObjectKey>,
-    ) -> Vec<ObjectKey> {
+        affects: impl Fn(&K) -> Vec<Owner>,
+    ) -> Vec<Owner> {
         match event {
             Ok(watcher::Event::Apply(obj)) => {
                 let touched = affects(&obj);
@@ -229,7 +256,7 @@ impl Watchers {
             }
             Ok(watcher::Event::InitDone) => {
                 *objects = relisting.take().unwrap_or_default();
-                let mut touched: Vec<ObjectKey> = objects.values().flat_map(&affects).collect();
+                let mut touched: Vec<Owner> = objects.values().flat_map(&affects).collect();
                 touched.sort();
                 touched.dedup();
                 touched
@@ -245,19 +272,26 @@ impl Watchers {
         let Some(deployment) = world.deployments.get(key) else {
             return;
         };
-        let replicasets: Vec<ReplicaSet> = world
-            .replicasets
-            .range(ObjectKey::namespace_start(&key.0)..)
-            .take_while(|(k, _)| k.0 == key.0)
-            .map(|(_, rs)| rs.clone())
-            .collect();
         let deploys = rollouts::deploys_for(
             deployment,
-            &replicasets,
+            &world.replicasets_in(&key.0),
             &self.config.cluster,
             self.clock.now(),
         );
         self.record(&deploys, "kubernetes").await;
+    }
+
+    async fn record_argo_rollout(&self, world: &RolloutWorld, key: &ObjectKey) {
+        let Some(rollout) = world.rollouts.get(key) else {
+            return;
+        };
+        let deploys = argo::deploys_for(
+            rollout,
+            &world.replicasets_in(&key.0),
+            &self.config.cluster,
+            self.clock.now(),
+        );
+        self.record(&deploys, "argo").await;
     }
 
     /// Helm release objects (`owner=helm`) of one namespace (or all).
@@ -350,25 +384,56 @@ fn key_of<K: ResourceExt>(obj: &K) -> ObjectKey {
     ObjectKey(obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
-/// The Deployment that controls a ReplicaSet, by its controller ownerReference.
-fn owner_deployment(rs: &ReplicaSet) -> Option<ObjectKey> {
-    rs.owner_references()
+/// How API server messages and the metrics name Argo's Rollouts.
+const ROLLOUTS_RESOURCE: &str = "rollouts.argoproj.io";
+
+/// A workload whose revisions are re-derived when it or one of its ReplicaSets changes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Owner {
+    Deployment(ObjectKey),
+    Rollout(ObjectKey),
+}
+
+/// The Deployment or Rollout that controls a ReplicaSet, by its controller
+/// ownerReference.
+fn owner_of(rs: &ReplicaSet) -> Option<Owner> {
+    let owner = rs
+        .owner_references()
         .iter()
-        .find(|o| o.controller == Some(true) && o.kind == "Deployment")
-        .map(|o| ObjectKey(rs.namespace().unwrap_or_default(), o.name.clone()))
+        .find(|o| o.controller == Some(true))?;
+    let key = ObjectKey(rs.namespace().unwrap_or_default(), owner.name.clone());
+    match (owner.kind.as_str(), owner.api_version.as_str()) {
+        ("Deployment", _) => Some(Owner::Deployment(key)),
+        ("Rollout", "argoproj.io/v1alpha1") => Some(Owner::Rollout(key)),
+        _ => None,
+    }
 }
 
 #[derive(Default)]
 struct RolloutWorld {
     deployments: BTreeMap<ObjectKey, Deployment>,
+    rollouts: BTreeMap<ObjectKey, Rollout>,
     replicasets: BTreeMap<ObjectKey, ReplicaSet>,
     /// Objects of a relist in progress; they replace the map at `InitDone`.
     deployments_init: Option<BTreeMap<ObjectKey, Deployment>>,
+    rollouts_init: Option<BTreeMap<ObjectKey, Rollout>>,
     replicasets_init: Option<BTreeMap<ObjectKey, ReplicaSet>>,
+}
+
+impl RolloutWorld {
+    /// Every ReplicaSet of `namespace`.
+    fn replicasets_in(&self, namespace: &str) -> Vec<ReplicaSet> {
+        self.replicasets
+            .range(ObjectKey::namespace_start(namespace)..)
+            .take_while(|(k, _)| k.0 == namespace)
+            .map(|(_, rs)| rs.clone())
+            .collect()
+    }
 }
 
 enum Change {
     Deployment(Result<watcher::Event<Deployment>, watcher::Error>),
+    Rollout(Result<watcher::Event<Rollout>, watcher::Error>),
     ReplicaSet(Result<watcher::Event<ReplicaSet>, watcher::Error>),
 }
 
