@@ -289,6 +289,8 @@ impl Metrics {
             "rollout_undo",
             "helm_rollback",
             "workflow_dispatch",
+            "argo_abort",
+            "argo_undo",
             "command",
             "webhook",
             "freeze",

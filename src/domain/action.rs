@@ -13,6 +13,12 @@ use super::{Decision, Mode, Target, Verdict};
 pub const ROLLOUT_UNDO: &str = "rollout_undo";
 pub const HELM_ROLLBACK: &str = "helm_rollback";
 pub const WORKFLOW_DISPATCH: &str = "workflow_dispatch";
+/// `kubectl argo rollouts abort`: a running Argo canary back to its stable version.
+pub const ARGO_ABORT: &str = "argo_abort";
+/// `kubectl argo rollouts undo --to-revision`: a promoted Argo revision undone.
+pub const ARGO_UNDO: &str = "argo_undo";
+/// The kind of target an Argo Rollouts watcher records and the argo executors act on.
+pub const ROLLOUT_KIND: &str = "Rollout";
 pub const FREEZE: &str = "freeze";
 
 /// What an action does, parsed from its kind.
@@ -21,6 +27,8 @@ pub enum ActionKind {
     RolloutUndo,
     HelmRollback,
     WorkflowDispatch,
+    ArgoAbort,
+    ArgoUndo,
     /// A configured argv template (`[[actions.commands]]`).
     Command(String),
     /// POST the decision to a configured URL (`[[actions.webhooks]]`).
@@ -30,13 +38,15 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
-    /// Parses `rollout_undo`, `helm_rollback`, `workflow_dispatch`, `freeze`,
-    /// `command:NAME`, `webhook:NAME`.
+    /// Parses `rollout_undo`, `helm_rollback`, `workflow_dispatch`, `argo_abort`,
+    /// `argo_undo`, `freeze`, `command:NAME`, `webhook:NAME`.
     pub fn parse(kind: &str) -> Option<Self> {
         match kind {
             ROLLOUT_UNDO => Some(Self::RolloutUndo),
             HELM_ROLLBACK => Some(Self::HelmRollback),
             WORKFLOW_DISPATCH => Some(Self::WorkflowDispatch),
+            ARGO_ABORT => Some(Self::ArgoAbort),
+            ARGO_UNDO => Some(Self::ArgoUndo),
             FREEZE => Some(Self::Freeze),
             other => match other.split_once(':') {
                 Some(("command", name)) if !name.is_empty() => Some(Self::Command(name.into())),
@@ -85,10 +95,27 @@ pub enum FreezeScope {
 /// Deployment (to the known-good ReplicaSet revision, or its images set back), else
 /// the CD rollback workflow when it can be dispatched. An undo that knows neither
 /// would land on whatever revision is the previous one: it is only recommended.
+///
+/// An Argo Rollout is rolled back through Argo: a canary still running is aborted
+/// (traffic back to the stable version), a promoted revision is undone to the
+/// known-good one.
 pub fn default_executors(decision: &Decision, target: &Target) -> Vec<String> {
     let Some(plan) = &decision.plan else {
         return Vec::new();
     };
+    if target.target.kind == ROLLOUT_KIND {
+        let argo_suspect = decision
+            .suspect
+            .as_ref()
+            .filter(|s| s.deploy.source == super::DeploySource::Argo);
+        return match argo_suspect {
+            Some(s) if s.deploy.status == super::deploy::status::PROGRESSING => {
+                vec![ARGO_ABORT.into()]
+            }
+            Some(_) if plan.kubernetes_revision.is_some() => vec![ARGO_UNDO.into()],
+            _ => Vec::new(),
+        };
+    }
     // A canary run rolls back through its controller (Flagger's rollback hook, the Argo
     // analysis): an undo of the Deployment would fight the controller.
     if decision.suspect.as_ref().is_some_and(|s| {

@@ -424,7 +424,8 @@ impl RollbackPlan {
     /// Whether a way back names its revision: a Deployment's ReplicaSet revision, a
     /// Helm revision, or an image tag for the CD rollback workflow.
     pub fn pins_a_revision(&self, target: &super::Target) -> bool {
-        (target.target.kind == "Deployment" && self.kubernetes_revision.is_some())
+        (matches!(target.target.kind.as_str(), "Deployment" | "Rollout")
+            && self.kubernetes_revision.is_some())
             || (self.helm_release.is_some()
                 && self.helm_revision.is_some()
                 && self.helm_namespace.is_some())
@@ -447,6 +448,9 @@ impl RollbackPlan {
         let mut commands = Vec::new();
         if let (true, Some(revision)) = (is_deployment, &self.kubernetes_revision) {
             commands.extend(undo_commands(&t.namespace, &t.name, Some(revision)));
+        }
+        if let ("Rollout", Some(revision)) = (t.kind.as_str(), &self.kubernetes_revision) {
+            commands.extend(argo_commands("undo", &t.namespace, &t.name, Some(revision)));
         }
         if let (Some(release), Some(revision), Some(namespace)) = (
             &self.helm_release,
@@ -523,6 +527,33 @@ pub fn git_revert(sha: &str) -> String {
         "git revert",
         Argv::new("git").arg("revert").value(Field::Commit, sha),
     )
+}
+
+/// `kubectl argo rollouts VERB NAME -n NAMESPACE [--to-revision=N]` (`undo` or
+/// `abort`), then `kubectl argo rollouts status NAME -n NAMESPACE` to follow it.
+pub fn argo_commands(
+    verb: &str,
+    namespace: &str,
+    name: &str,
+    revision: Option<&str>,
+) -> [String; 2] {
+    let plugin = |verb: &str| {
+        Argv::new("kubectl")
+            .arg("argo")
+            .arg("rollouts")
+            .arg(verb)
+            .value(Field::Name, name)
+            .and_then(|a| a.arg("-n").value(Field::Namespace, namespace))
+    };
+    let verb = if verb == "abort" { "abort" } else { "undo" };
+    let act = plugin(verb).and_then(|a| match revision {
+        Some(r) if verb == "undo" => a.joined("--to-revision=", Field::RevisionNumber, r),
+        _ => Ok(a),
+    });
+    [
+        command(&format!("kubectl argo rollouts {verb}"), act),
+        command("kubectl argo rollouts status", plugin("status")),
+    ]
 }
 
 /// `flux suspend|resume kustomization|helmrelease NAME -n NAMESPACE`, for a target Flux

@@ -341,6 +341,15 @@ impl Classifier {
                 .filter(|v| !(matches!(name, "service" | "job") && is_exporter(v)))
                 .cloned()
         };
+        // Argo Rollouts' own metrics and most rules about a Rollout name it `rollout`.
+        if let Some(rollout) = label("rollout") {
+            return Some(TargetRef::new(
+                &self.cluster,
+                namespace,
+                crate::domain::action::ROLLOUT_KIND,
+                &rollout,
+            ));
+        }
         let workload = WORKLOAD_LABELS
             .iter()
             .find_map(|name| label(name))

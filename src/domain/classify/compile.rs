@@ -155,7 +155,7 @@ pub(super) fn compile_target(
                 format!("{key}.actions[{i}]"),
                 format!(
                     "{action:?} is not rollout_undo, helm_rollback, workflow_dispatch, \
-                     command:NAME or webhook:NAME"
+                     argo_abort, argo_undo, command:NAME or webhook:NAME"
                 ),
             ));
         }
@@ -217,8 +217,6 @@ pub(super) fn is_dns_label(s: &str) -> bool {
 
 /// DNS-1123 subdomain: Deployment names.
 pub(super) fn is_object_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    // A DNS-1123 subdomain, as the API server takes object names: no leading `-`.
+    crate::domain::field::Field::Name.fits(s)
 }

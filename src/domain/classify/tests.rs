@@ -424,6 +424,30 @@ fn discovery_prefers_deployment_then_app_then_service_then_pod_then_job() {
 }
 
 #[test]
+fn a_rollout_label_names_an_argo_rollout_before_any_other_workload_label() {
+    let c = classifier();
+    let found = c.target_for(&labels(&[
+        ("namespace", "prod"),
+        ("rollout", "checkout"),
+        ("app", "checkout-web"),
+    ]));
+    assert_eq!(
+        found.map(|t| t.target.key()).as_deref(),
+        Some("default/prod/Rollout/checkout")
+    );
+    // Not an object name: ignored, and the next label names the workload.
+    let found = c.target_for(&labels(&[
+        ("namespace", "prod"),
+        ("rollout", "-x"),
+        ("app", "checkout"),
+    ]));
+    assert_eq!(
+        found.map(|t| t.target.key()).as_deref(),
+        Some("default/prod/Deployment/checkout")
+    );
+}
+
+#[test]
 fn kube_state_metrics_alerts_map_to_the_pods_deployment_not_the_exporter() {
     let c = classifier();
     let a = alert(

@@ -263,8 +263,16 @@ pub fn decide(
     };
     let recommended = if suspect.is_some_and(is_running_canary) {
         // Its controller aborts the run (Flagger's rollback hook, Argo's analysis):
-        // a person's undo of the Deployment would fight it.
-        Vec::new()
+        // a person's undo of the Deployment would fight it. An Argo Rollout's own
+        // abort is what a person runs when the analysis has not caught it.
+        match (target.target.kind.as_str(), plan.is_some()) {
+            (crate::domain::action::ROLLOUT_KIND, true) => {
+                let t = &target.target;
+                crate::domain::decision::argo_commands("abort", &t.namespace, &t.name, None)
+                    .to_vec()
+            }
+            _ => Vec::new(),
+        }
     } else if let Some(plan) = &plan {
         plan.commands(target)
     } else if verdict == Verdict::Hold
@@ -380,6 +388,8 @@ fn deploy_order(a: &DeployRecord, b: &DeployRecord) -> Ordering {
         })
 }
 
+#[cfg(test)]
+mod argo_tests;
 #[cfg(test)]
 mod hard_cases_tests;
 #[cfg(test)]

@@ -37,7 +37,13 @@ pub(super) fn rollback_plan(
     };
     let good =
         |source| story_member(deploys, suspect, source).and_then(|m| known_good(deploys, m, bad));
-    let kube_good = good(DeploySource::Kubernetes);
+    // The ReplicaSet revision an undo returns to: the Deployment's, or the Argo
+    // Rollout's (its ReplicaSets are numbered the same way).
+    let kube_good = match target.target.kind.as_str() {
+        "Deployment" => good(DeploySource::Kubernetes),
+        crate::domain::action::ROLLOUT_KIND => good(DeploySource::Argo),
+        _ => None,
+    };
     let helm_good = good(DeploySource::Helm);
     let ci_good = good(DeploySource::Ci);
     let release = target
@@ -54,9 +60,7 @@ pub(super) fn rollback_plan(
         _ => (None, None, None),
     };
     Some(RollbackPlan {
-        kubernetes_revision: kube_good
-            .filter(|_| target.target.kind == "Deployment")
-            .map(|g| g.deploy.revision.clone()),
+        kubernetes_revision: kube_good.map(|g| g.deploy.revision.clone()),
         helm_release,
         helm_revision,
         helm_namespace,
