@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::actions::executor::{Executors, RolloutUndo};
+use crate::actions::executor::{ArgoAbort, ArgoUndo, Executors, RolloutUndo};
 use crate::actions::{Channels, Planner, Worker, WorkerConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -103,14 +103,29 @@ impl App {
     /// the fake API server here).
     pub fn with_kubernetes(mut self, client: kube::Client) -> Self {
         if let Some(worker) = &mut self.actions {
-            worker.executors = worker.executors.clone().with(
-                crate::domain::action::ROLLOUT_UNDO,
-                Arc::new(RolloutUndo {
-                    client: client.clone(),
-                    timeout: self.rollout_timeout,
-                    poll: self.rollout_poll,
-                }),
-            );
+            worker.executors = worker
+                .executors
+                .clone()
+                .with(
+                    crate::domain::action::ROLLOUT_UNDO,
+                    Arc::new(RolloutUndo {
+                        client: client.clone(),
+                        timeout: self.rollout_timeout,
+                        poll: self.rollout_poll,
+                    }),
+                )
+                .with(
+                    crate::domain::action::ARGO_ABORT,
+                    Arc::new(ArgoAbort {
+                        client: client.clone(),
+                    }),
+                )
+                .with(
+                    crate::domain::action::ARGO_UNDO,
+                    Arc::new(ArgoUndo {
+                        client: client.clone(),
+                    }),
+                );
         }
         self.watchers = Some(Watchers {
             client,

@@ -3,6 +3,7 @@
 //! it does not shadow the kube crate.
 
 pub mod argo;
+pub mod argo_ops;
 pub mod helm;
 pub mod rollouts;
 pub mod set_image;

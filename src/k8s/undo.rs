@@ -654,7 +654,7 @@ fn template_images(patch: &json_patch::Patch) -> Vec<String> {
 /// The label selector as a `labelSelector` query, as `metav1.LabelSelectorAsSelector`
 /// prints it. An expression with an unknown operator is left out: the server then lists
 /// more, and [`rollouts::owned_replicasets`] matches nothing against it.
-fn selector_query(selector: &LabelSelector) -> String {
+pub(super) fn selector_query(selector: &LabelSelector) -> String {
     let mut terms: Vec<String> = selector
         .match_labels
         .iter()

@@ -1,4 +1,5 @@
-//! The executors, each behind [`Executor`]: Kubernetes rollout undo, Helm rollback,
+//! The executors, each behind [`Executor`]: Kubernetes rollout undo, Argo Rollouts
+//! abort and undo, Helm rollback,
 //! GitHub Actions workflow dispatch, argv commands, webhooks, freezes. An executor
 //! first looks at the world where it can (is the Deployment already at the target
 //! revision? is the release already rolled back?), and an attempt that resumes an
@@ -120,6 +121,18 @@ impl Executors {
     ) -> Self {
         let mut by_kind: HashMap<String, Arc<dyn Executor>> = HashMap::new();
         if let Some(client) = kube {
+            by_kind.insert(
+                action::ARGO_ABORT.into(),
+                Arc::new(ArgoAbort {
+                    client: client.clone(),
+                }),
+            );
+            by_kind.insert(
+                action::ARGO_UNDO.into(),
+                Arc::new(ArgoUndo {
+                    client: client.clone(),
+                }),
+            );
             by_kind.insert(
                 action::ROLLOUT_UNDO.into(),
                 Arc::new(RolloutUndo {
@@ -420,10 +433,12 @@ impl Executor for Freeze {
     }
 }
 
+mod argo;
 mod helm;
 mod process;
 mod rollout;
 
+pub use argo::{ARGO_PATCHING, ArgoAbort, ArgoUndo};
 pub use helm::HelmRollback;
 pub(crate) use process::{Posted, Ran, post, retry_after, run};
 pub use rollout::RolloutUndo;

@@ -1,0 +1,346 @@
+//! What `kubectl argo rollouts abort` and `kubectl argo rollouts undo --to-revision`
+//! send, natively (PROTOCOLS.md H.1, H.2), each after a look at the Rollout: an abort
+//! already requested, or a template already at the revision, sends nothing.
+
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use super::argo::{self, POD_TEMPLATE_HASH_LABEL, Rollout};
+use super::undo::selector_query;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+
+/// A failed step of an abort or undo.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgoError {
+    #[error("cannot {verb} {resource} {namespace}/{name}: {source}")]
+    Kube {
+        verb: &'static str,
+        resource: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// H.2's errors, worded as the plugin words them.
+    #[error("unable to find specified revision {0} in history")]
+    RevisionNotFound(i64),
+    #[error("no revision found for rollout {0:?}")]
+    NoRevision(String),
+    #[error(
+        "rollout {0:?} takes its template from a workloadRef: undo it there (rollwarden does not patch the referenced workload)"
+    )]
+    WorkloadRef(String),
+    /// The ReplicaSet an earlier attempt restored is gone.
+    #[error("replicaset {0:?}, named when the undo began, is gone")]
+    ReplicaSetGone(String),
+}
+
+impl ArgoError {
+    /// Worth another attempt: a 5xx, 429 or a transport failure.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ArgoError::Kube { source, .. } => match source {
+                kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+                _ => true,
+            },
+            _ => false,
+        }
+    }
+}
+
+const ROLLOUTS: &str = "rollouts.argoproj.io";
+const REPLICASETS: &str = "replicasets.apps";
+
+fn kube_error(
+    verb: &'static str,
+    resource: &'static str,
+    namespace: &str,
+    name: &str,
+) -> impl FnOnce(kube::Error) -> ArgoError {
+    let (namespace, name) = (namespace.to_owned(), name.to_owned());
+    move |source| ArgoError::Kube {
+        verb,
+        resource,
+        namespace,
+        name,
+        source,
+    }
+}
+
+/// How an abort ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AbortOutcome {
+    /// The merge patch was sent: on the status subresource, or (`on_main`) on the
+    /// Rollout itself, for a cluster whose CRD has no status subresource.
+    Aborted { dry_run: bool, on_main: bool },
+    /// `status.abort` was already true: nothing sent.
+    AlreadyAborted,
+    /// No canary is running (fully promoted): an abort would do nothing.
+    NothingRunning { stable: String },
+}
+
+/// `kubectl argo rollouts abort NAME -n NAMESPACE`: GET the Rollout, then the merge
+/// patch `{"status":{"abort":true}}` on `rollouts/status`, and only on a 404 on the
+/// Rollout.
+pub async fn abort(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    dry_run: bool,
+) -> Result<AbortOutcome, ArgoError> {
+    let api: Api<Rollout> = Api::namespaced(client.clone(), namespace);
+    let rollout = api
+        .get(name)
+        .await
+        .map_err(kube_error("get", ROLLOUTS, namespace, name))?;
+    let status = rollout.status.clone().unwrap_or_default();
+    if status.abort {
+        return Ok(AbortOutcome::AlreadyAborted);
+    }
+    if !rollout.canary_in_progress() {
+        return Ok(AbortOutcome::NothingRunning {
+            stable: status.stable_rs.unwrap_or_default(),
+        });
+    }
+    let params = PatchParams {
+        dry_run,
+        ..PatchParams::default()
+    };
+    let patch = Patch::Merge(json!({"status": {"abort": true}}));
+    match api.patch_status(name, &params, &patch).await {
+        Ok(_) => Ok(AbortOutcome::Aborted {
+            dry_run,
+            on_main: false,
+        }),
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            api.patch(name, &params, &patch)
+                .await
+                .map_err(kube_error("patch", ROLLOUTS, namespace, name))?;
+            Ok(AbortOutcome::Aborted {
+                dry_run,
+                on_main: true,
+            })
+        }
+        Err(err) => Err(kube_error("patch", "rollouts/status", namespace, name)(err)),
+    }
+}
+
+/// Which revision an undo restores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UndoTo {
+    /// By `rollout.argoproj.io/revision`; 0 is the second newest, as the plugin has it.
+    Revision(i64),
+    /// The ReplicaSet an earlier attempt named (an undo renumbers it).
+    ReplicaSet(String),
+}
+
+/// How an undo ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UndoOutcome {
+    Patched {
+        revision: i64,
+        replicaset: String,
+        images: Vec<String>,
+        dry_run: bool,
+    },
+    /// The Rollout's template already is the revision's: nothing sent.
+    Skipped { revision: i64, replicaset: String },
+}
+
+/// The ReplicaSet an undo restores, found before anything is sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UndoPlan {
+    pub revision: i64,
+    pub replicaset: String,
+    /// The JSON patch, or `None` when the template already matches.
+    pub patch: Option<Value>,
+    pub images: Vec<String>,
+}
+
+/// GET the Rollout, LIST its ReplicaSets by its selector, keep those it controls, pick
+/// the revision and compare templates (H.2 steps 1–4).
+pub async fn plan_undo(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    to: &UndoTo,
+) -> Result<UndoPlan, ArgoError> {
+    let rollout = Api::<Rollout>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .map_err(kube_error("get", ROLLOUTS, namespace, name))?;
+    if rollout.spec.workload_ref.is_some() {
+        return Err(ArgoError::WorkloadRef(name.to_owned()));
+    }
+    let mut params = ListParams::default();
+    let selector = rollout
+        .spec
+        .selector
+        .as_ref()
+        .map(selector_query)
+        .unwrap_or_default();
+    if !selector.is_empty() {
+        params = params.labels(&selector);
+    }
+    let listed = Api::<ReplicaSet>::namespaced(client.clone(), namespace)
+        .list(&params)
+        .await
+        .map_err(kube_error("list", REPLICASETS, namespace, name))?;
+    let mut owned: Vec<(i64, &ReplicaSet)> = argo::owned_replicasets(&rollout, &listed.items)
+        .into_iter()
+        .filter_map(|rs| Some((argo::revision(rs)?, rs)))
+        .collect();
+    owned.sort_by_key(|(rev, _)| std::cmp::Reverse(*rev));
+    let (revision, rs) = match to {
+        UndoTo::Revision(0) => *owned
+            .get(1)
+            .ok_or_else(|| ArgoError::NoRevision(name.to_owned()))?,
+        UndoTo::Revision(n) => *owned
+            .iter()
+            .find(|(rev, _)| rev == n)
+            .ok_or(ArgoError::RevisionNotFound(*n))?,
+        UndoTo::ReplicaSet(wanted) => *owned
+            .iter()
+            .find(|(_, rs)| rs.metadata.name.as_deref() == Some(wanted.as_str()))
+            .ok_or_else(|| ArgoError::ReplicaSetGone(wanted.clone()))?,
+    };
+    let replicaset = rs.metadata.name.clone().unwrap_or_default();
+    let mut template = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.as_ref())
+        .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+        .unwrap_or(Value::Null);
+    strip_hash(&mut template);
+    let images = template
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c.get("image")?.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut current = rollout
+        .spec
+        .template
+        .as_ref()
+        .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+        .unwrap_or(Value::Null);
+    strip_hash(&mut current);
+    let patch = (!derivative(&template, &current))
+        .then(|| json!([{"op": "replace", "path": "/spec/template", "value": template}]));
+    Ok(UndoPlan {
+        revision,
+        replicaset,
+        patch,
+        images,
+    })
+}
+
+/// Sends the plan's JSON patch to the Rollout (H.2 step 5), or nothing.
+pub async fn send_undo(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    plan: UndoPlan,
+    dry_run: bool,
+) -> Result<UndoOutcome, ArgoError> {
+    let UndoPlan {
+        revision,
+        replicaset,
+        patch,
+        images,
+    } = plan;
+    let Some(patch) = patch else {
+        return Ok(UndoOutcome::Skipped {
+            revision,
+            replicaset,
+        });
+    };
+    let ops: json_patch::Patch = serde_json::from_value(patch).map_err(|e| ArgoError::Kube {
+        verb: "patch",
+        resource: ROLLOUTS,
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        source: kube::Error::SerdeError(e),
+    })?;
+    let params = PatchParams {
+        dry_run,
+        ..PatchParams::default()
+    };
+    Api::<Rollout>::namespaced(client.clone(), namespace)
+        .patch(name, &params, &Patch::Json::<()>(ops))
+        .await
+        .map_err(kube_error("patch", ROLLOUTS, namespace, name))?;
+    Ok(UndoOutcome::Patched {
+        revision,
+        replicaset,
+        images,
+        dry_run,
+    })
+}
+
+/// Deletes the `rollouts-pod-template-hash` label from a pod template (the plugin does
+/// before it patches; the controller adds its own).
+fn strip_hash(template: &mut Value) {
+    if let Some(labels) = template
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
+        labels.remove(POD_TEMPLATE_HASH_LABEL);
+    }
+}
+
+/// `apiequality.Semantic.DeepDerivative(a, b)` on JSON: every field `a` sets (not
+/// null, not an empty map or list) is the same in `b`.
+fn derivative(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Null, _) => true,
+        (Value::Object(a), Value::Object(b)) => a.iter().all(|(k, v)| match b.get(k) {
+            Some(bv) => derivative(v, bv),
+            None => is_unset(v),
+        }),
+        (Value::Object(a), Value::Null) => a.is_empty(),
+        (Value::Array(a), Value::Array(b)) => {
+            a.is_empty() || (a.len() == b.len() && a.iter().zip(b).all(|(x, y)| derivative(x, y)))
+        }
+        (Value::Array(a), Value::Null) => a.is_empty(),
+        (a, b) => a == b,
+    }
+}
+
+fn is_unset(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::String(s) => s.is_empty(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_is_derivative_of_one_with_more_fields_set() {
+        let rs = json!({"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}});
+        let mut ro = rs.clone();
+        ro["spec"]["containers"][0]["imagePullPolicy"] = json!("IfNotPresent");
+        assert!(derivative(&rs, &ro));
+        ro["spec"]["containers"][0]["image"] = json!("x:2");
+        assert!(!derivative(&rs, &ro));
+        assert!(!derivative(&json!({"a": 1}), &json!({})));
+        assert!(derivative(&json!({"a": {}}), &json!({})));
+    }
+
+    #[test]
+    fn the_hash_label_is_not_sent_back() {
+        let mut t = json!({"metadata": {"labels": {"app": "a", POD_TEMPLATE_HASH_LABEL: "h"}}});
+        strip_hash(&mut t);
+        assert_eq!(t, json!({"metadata": {"labels": {"app": "a"}}}));
+    }
+}
