@@ -5,6 +5,7 @@ mod support;
 
 mod actions;
 mod api;
+mod argo;
 mod auth;
 mod browser;
 mod canary;

@@ -47,8 +47,10 @@ fn granted(user: &str) -> BTreeSet<Permission> {
             row.resource
         );
         assert!(
-            row.component.is_empty() || row.user == "helm_rollback",
-            "only the helm executor's rows live in a component today"
+            row.component.is_empty()
+                || row.user == "helm_rollback"
+                || (row.component == "argo-rollouts" && row.user.starts_with("argo_")),
+            "{user}: only the helm and Argo rows live in components today"
         );
         for verb in &row.verbs {
             out.insert((row.group.clone(), row.resource.clone(), verb.clone()));
@@ -72,8 +74,9 @@ fn permission(r: &RecordedRequest) -> Permission {
         rest => rest,
     };
     let (resource, named) = match rest {
-        [resource] => (*resource, false),
-        [resource, _name] => (*resource, true),
+        [resource] => ((*resource).to_string(), false),
+        [resource, _name] => ((*resource).to_string(), true),
+        [resource, _name, subresource] => (format!("{resource}/{subresource}"), true),
         _ => panic!("unexpected path {}", r.path),
     };
     let verb = match (r.method.as_str(), named) {
@@ -87,11 +90,11 @@ fn permission(r: &RecordedRequest) -> Permission {
         ("DELETE", false) => "deletecollection",
         (method, _) => panic!("unexpected method {method} on {}", r.path),
     };
-    (group.to_string(), resource.to_string(), verb.to_string())
+    (group.to_string(), resource, verb.to_string())
 }
 
 fn assert_within(user: &str, requests: &[RecordedRequest]) -> BTreeSet<Permission> {
-    let grant = granted(user);
+    let grant: BTreeSet<Permission> = user.split('+').flat_map(granted).collect();
     let used: BTreeSet<Permission> = requests.iter().map(permission).collect();
     let beyond: Vec<&Permission> = used.difference(&grant).collect();
     assert!(
@@ -164,4 +167,66 @@ async fn the_watchers_send_only_what_their_rows_grant() {
 
     let used = assert_within("watchers", &fake.requests());
     assert_eq!(used, granted("watchers"));
+}
+
+#[tokio::test]
+async fn the_argo_executors_send_only_what_their_rows_grant() {
+    use rollwarden::actions::executor::{ArgoAbort, ArgoUndo, Executor, MemoryJournal};
+    let fake = FakeKube::start().await;
+    crate::argo::canary_running(&fake);
+    let client = fake.client();
+    let journal = MemoryJournal::default();
+    let params = |revision: Option<&str>| serde_json::json!({"namespace": "prod", "name": "checkout", "kubernetes_revision": revision});
+    let abort = ArgoAbort {
+        client: client.clone(),
+    };
+    let action = crate::executors::record("argo_abort", params(None));
+    abort.execute(&action, false, &journal).await;
+    // And the fallback to the Rollout itself, on a CRD without the status subresource.
+    crate::argo::canary_running(&fake);
+    fake.without_status_subresource("Rollout");
+    abort.execute(&action, false, &journal).await;
+    let used = assert_within("argo_abort", &fake.requests());
+    assert_eq!(used, granted("argo_abort"));
+
+    fake.clear_requests();
+    let undo = ArgoUndo { client };
+    undo.execute(
+        &crate::executors::record("argo_undo", params(Some("6"))),
+        false,
+        &journal,
+    )
+    .await;
+    let used = assert_within("argo_undo", &fake.requests());
+    assert_eq!(used, granted("argo_undo"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_argo_watchers_send_only_what_their_rows_grant() {
+    let fake = FakeKube::start().await;
+    crate::argo::canary_running(&fake);
+    let db = TestStore::new(Backend::Sqlite).await;
+    let app = TestApp::spawn_on(
+        db,
+        |c| {
+            c.kubernetes.enabled = true;
+            c.kubernetes.argo_rollouts = true;
+            c.kubernetes.helm_driver = rollwarden::config::HelmDriver::None;
+        },
+        Some(fake.client()),
+    )
+    .await;
+    // Deployments, ReplicaSets and Rollouts: listed, then watched.
+    tokio::time::timeout(Duration::from_secs(10), fake.wait_for_watches(3))
+        .await
+        .expect("the three watches open within 10 s");
+    app.stop().await;
+
+    let used = assert_within("watchers+argo_watchers", &fake.requests());
+    let rollouts: BTreeSet<Permission> = used
+        .iter()
+        .filter(|(group, ..)| group == "argoproj.io")
+        .cloned()
+        .collect();
+    assert_eq!(rollouts, granted("argo_watchers"));
 }

@@ -3,10 +3,11 @@
 //! (apply, delete, dropped watches, expired history, injected failures, a write
 //! whose answer is lost) and assert on the exact requests it received.
 //!
-//! It serves apps/v1 `deployments` and `replicasets` and v1 `secrets` and
-//! `configmaps` — list, watch, get, patch (JSON patch and merge patch) and
-//! delete, namespaced and across all namespaces — with one global
-//! resourceVersion counter, like etcd's revision.
+//! It serves apps/v1 `deployments` and `replicasets`, v1 `secrets` and
+//! `configmaps`, and argoproj.io/v1alpha1 `rollouts` — list, watch, get, patch
+//! (JSON patch and merge patch, and merge patches of a Rollout's `status`
+//! subresource) and delete, namespaced and across all namespaces — with one
+//! global resourceVersion counter, like etcd's revision.
 
 // Each test binary that includes this module uses a different part of it.
 #![allow(dead_code)]
@@ -142,6 +143,14 @@ impl FakeKube {
         cluster.after_write(&stored);
         self.shared.publish_watch_count(&cluster);
         stored
+    }
+
+    /// Makes `.../NAME/status` of `kind` answer 404 Not Found, as an API server whose
+    /// CRD declares no status subresource does.
+    pub fn without_status_subresource(&self, kind: &str) {
+        let resource =
+            find_resource(kind).unwrap_or_else(|| panic!("fake kube: unsupported kind {kind}"));
+        self.shared.lock().no_status_subresource.push(resource.kind);
     }
 
     /// Turns the simulated Deployment controller on or off (off by default).
@@ -401,6 +410,8 @@ struct Cluster {
     controller: bool,
     /// Paths whose next PATCH answer is withheld, one entry per PATCH.
     hold_patches: Vec<String>,
+    /// Kinds whose `status` subresource answers 404, as on a cluster whose CRD has none.
+    no_status_subresource: Vec<&'static str>,
 }
 
 impl Cluster {
@@ -647,7 +658,7 @@ impl Resource {
     }
 }
 
-static RESOURCES: [Resource; 4] = [
+static RESOURCES: [Resource; 5] = [
     Resource {
         group: "apps",
         version: "v1",
@@ -680,6 +691,15 @@ static RESOURCES: [Resource; 4] = [
         generation: GenerationRule::None,
         status_subresource: false,
     },
+    // The CRD declares `subresources.status` (argo-rollouts manifests/crds/rollout-crd.yaml).
+    Resource {
+        group: "argoproj.io",
+        version: "v1alpha1",
+        kind: "Rollout",
+        plural: "rollouts",
+        generation: GenerationRule::Spec,
+        status_subresource: true,
+    },
 ];
 
 /// Finds a resource by kind (`Deployment`) or plural (`deployments`), ignoring case.
@@ -702,6 +722,8 @@ struct Target {
     resource: &'static Resource,
     namespace: Option<String>,
     name: Option<String>,
+    /// `status`, for `.../NAME/status`.
+    status: bool,
 }
 
 fn parse_path(path: &str) -> Option<Target> {
@@ -711,15 +733,21 @@ fn parse_path(path: &str) -> Option<Target> {
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return None,
     };
-    let (namespace, plural, name) = match rest {
-        [plural] => (None, *plural, None),
-        ["namespaces", namespace, plural] => (Some(*namespace), *plural, None),
-        ["namespaces", namespace, plural, name] => (Some(*namespace), *plural, Some(*name)),
+    let (namespace, plural, name, status) = match rest {
+        [plural] => (None, *plural, None, false),
+        ["namespaces", namespace, plural] => (Some(*namespace), *plural, None, false),
+        ["namespaces", namespace, plural, name] => (Some(*namespace), *plural, Some(*name), false),
+        ["namespaces", namespace, plural, name, "status"] => {
+            (Some(*namespace), *plural, Some(*name), true)
+        }
         _ => return None,
     };
     let resource = RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)?;
+    if status && !resource.status_subresource {
+        return None;
+    }
     if namespace.is_some_and(str::is_empty) || name.is_some_and(str::is_empty) {
         return None;
     }
@@ -727,6 +755,7 @@ fn parse_path(path: &str) -> Option<Target> {
         resource,
         namespace: namespace.map(str::to_owned),
         name: name.map(str::to_owned),
+        status,
     })
 }
 
@@ -1015,7 +1044,13 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             }),
         );
     }
-    let Some(target) = parse_path(&path) else {
+    let Some(target) = parse_path(&path).filter(|t| {
+        !(t.status
+            && shared
+                .lock()
+                .no_status_subresource
+                .contains(&t.resource.kind))
+    }) else {
         return status_response(&status(
             404,
             "NotFound",
@@ -1463,7 +1498,18 @@ fn patch(
             None => meta.remove(field),
         };
     }
-    if resource.status_subresource
+    if target.status {
+        // Through the status subresource only `status` changes (the strategies'
+        // PrepareForUpdate of the status REST): the rest is the stored object's.
+        let new_status = patched.get("status").cloned();
+        patched = current.clone();
+        if let Some(obj) = patched.as_object_mut() {
+            match new_status {
+                Some(status) => obj.insert("status".into(), status),
+                None => obj.remove("status"),
+            };
+        }
+    } else if resource.status_subresource
         && let Some(obj) = patched.as_object_mut()
     {
         match current.get("status") {
