@@ -16,8 +16,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::{Deserialize, Serialize};
 
 use super::rollouts::{
-    VERSION_LABEL, annotation, controller_uid, flux_owner, gitops_tool, image_tag, images, label,
-    selector_matches, template_label, to_chrono,
+    ReplicaSetRevision, annotation, controller_uid, label, replicaset_deploy, selector_matches,
+    to_chrono,
 };
 use crate::domain::deploy::status;
 use crate::domain::{Deploy, DeploySource, TargetRef};
@@ -238,8 +238,6 @@ pub fn deploys_for(
         KIND,
         meta.name.as_deref().unwrap_or(""),
     );
-    let gitops = gitops_tool(meta);
-    let flux = flux_owner(meta);
     // Before the controller has written a status, the newest revision is the one rolling out.
     let newest = revisions.first().map(|(rev, _)| *rev);
 
@@ -271,68 +269,32 @@ pub fn deploys_for(
             // its earlier record holds (a merge keeps the first finish time).
             let finished_at =
                 (rev_status == status::DEPLOYED && is_current).then(|| completed_at.unwrap_or(now));
-            let history = argo_revision_history(&rs.metadata);
-            let started_at = match &history {
-                // A ReplicaSet reused by an undo was created for an older revision.
-                Some(_) => finished_at.map_or(now, |done| done.min(now)),
-                None => rs
-                    .metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .and_then(to_chrono)
-                    .unwrap_or(now),
-            };
-
-            let mut deploy = Deploy::new(
-                target.clone(),
-                DeploySource::Argo,
-                rev.to_string(),
-                rev_status,
-                started_at,
+            let mut deploy = replicaset_deploy(
+                ReplicaSetRevision {
+                    target: &target,
+                    source: DeploySource::Argo,
+                    revision: rev,
+                    status: rev_status,
+                    finished_at,
+                    hash_label: POD_TEMPLATE_HASH_LABEL,
+                    history_annotation: REVISION_HISTORY_ANNOTATION,
+                    workload: meta,
+                },
+                rs,
+                now,
             );
-            deploy.finished_at = finished_at;
-            deploy.images = images(rs);
-            deploy.pod_template_hash = hash.map(str::to_owned);
-            deploy.version = template_label(rs, VERSION_LABEL)
-                .filter(|v| !v.is_empty())
-                .or_else(|| deploy.images.first().and_then(|i| image_tag(i)))
-                .map(str::to_owned);
-
-            let mut details = serde_json::Map::new();
-            details.insert(
-                "replicaset".into(),
-                rs.metadata.name.clone().unwrap_or_default().into(),
-            );
-            details.insert("role".into(), role.as_str().into());
-            if role == Role::Canary && aborted {
-                details.insert("aborted".into(), true.into());
-                if let Some(message) = st.message.as_deref().filter(|m| !m.is_empty()) {
-                    details.insert("message".into(), message.into());
+            if let Some(details) = deploy.details.as_object_mut() {
+                details.insert("role".into(), role.as_str().into());
+                if role == Role::Canary && aborted {
+                    details.insert("aborted".into(), true.into());
+                    if let Some(message) = st.message.as_deref().filter(|m| !m.is_empty()) {
+                        details.insert("message".into(), message.into());
+                    }
                 }
             }
-            if let Some(history) = history {
-                details.insert("revision_history".into(), history.into());
-            }
-            if let Some(tool) = gitops {
-                details.insert("gitops".into(), tool.into());
-            }
-            if let Some(owner) = &flux {
-                details.insert("flux".into(), owner.clone());
-            }
-            deploy.details = serde_json::Value::Object(details);
             deploy
         })
         .collect()
-}
-
-fn argo_revision_history(meta: &ObjectMeta) -> Option<Vec<String>> {
-    let history: Vec<String> = annotation(meta, REVISION_HISTORY_ANNOTATION)?
-        .split(',')
-        .map(str::trim)
-        .filter(|rev| !rev.is_empty())
-        .map(str::to_owned)
-        .collect();
-    (!history.is_empty()).then_some(history)
 }
 
 #[cfg(test)]

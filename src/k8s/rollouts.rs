@@ -130,8 +130,6 @@ pub fn deploys_for(
     let helm_release = annotation(meta, HELM_RELEASE_ANNOTATION)
         .filter(|r| !r.is_empty())
         .map(str::to_owned);
-    let gitops = gitops_tool(meta);
-    let flux = flux_owner(meta);
 
     revisions
         .into_iter()
@@ -142,58 +140,94 @@ pub fn deploys_for(
                 status::SUPERSEDED
             };
             let finished_at = (rev_status == status::DEPLOYED).then(|| completed_at.unwrap_or(now));
-            let history = revision_history(&rs.metadata);
-            let started_at = match &history {
-                // A reused ReplicaSet was created for an older revision; its rollout
-                // began at most as late as it finished.
-                Some(_) => finished_at.map_or(now, |done| done.min(now)),
-                None => rs
-                    .metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .and_then(to_chrono)
-                    .unwrap_or(now),
-            };
-
-            let mut deploy = Deploy::new(
-                target.clone(),
-                DeploySource::Kubernetes,
-                rev.to_string(),
-                rev_status,
-                started_at,
+            let mut deploy = replicaset_deploy(
+                ReplicaSetRevision {
+                    target: &target,
+                    source: DeploySource::Kubernetes,
+                    revision: rev,
+                    status: rev_status,
+                    finished_at,
+                    hash_label: POD_TEMPLATE_HASH_LABEL,
+                    history_annotation: REVISION_HISTORY_ANNOTATION,
+                    workload: meta,
+                },
+                rs,
+                now,
             );
-            deploy.finished_at = finished_at;
-            deploy.images = images(rs);
             deploy.change_cause = annotation(&rs.metadata, CHANGE_CAUSE_ANNOTATION)
                 .filter(|c| !c.is_empty())
                 .map(str::to_owned);
-            deploy.pod_template_hash = label(&rs.metadata, POD_TEMPLATE_HASH_LABEL)
-                .filter(|h| !h.is_empty())
-                .map(str::to_owned);
             deploy.helm_release = helm_release.clone();
-            deploy.version = template_label(rs, VERSION_LABEL)
-                .filter(|v| !v.is_empty())
-                .or_else(|| deploy.images.first().and_then(|i| image_tag(i)))
-                .map(str::to_owned);
-
-            let mut details = serde_json::Map::new();
-            details.insert(
-                "replicaset".into(),
-                rs.metadata.name.clone().unwrap_or_default().into(),
-            );
-            if let Some(history) = history {
-                details.insert("revision_history".into(), history.into());
-            }
-            if let Some(tool) = gitops {
-                details.insert("gitops".into(), tool.into());
-            }
-            if let Some(owner) = &flux {
-                details.insert("flux".into(), owner.clone());
-            }
-            deploy.details = serde_json::Value::Object(details);
             deploy
         })
         .collect()
+}
+
+/// What a controller says of one of its ReplicaSets' revisions.
+pub(super) struct ReplicaSetRevision<'a> {
+    pub target: &'a TargetRef,
+    pub source: DeploySource,
+    pub revision: i64,
+    pub status: &'static str,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The controller's pod-template hash label and revision-history annotation.
+    pub hash_label: &'a str,
+    pub history_annotation: &'a str,
+    /// The Deployment or Rollout: where GitOps and Flux labels are read.
+    pub workload: &'a ObjectMeta,
+}
+
+/// The deploy of one ReplicaSet revision, as a Deployment's and a Rollout's history
+/// both record it: images, version, hash, start (a reused ReplicaSet's rollout began
+/// at most as late as it finished), and `details` (replicaset, revision history,
+/// gitops, flux).
+pub(super) fn replicaset_deploy(
+    r: ReplicaSetRevision<'_>,
+    rs: &ReplicaSet,
+    now: DateTime<Utc>,
+) -> Deploy {
+    let history = revision_history(&rs.metadata, r.history_annotation);
+    let started_at = match &history {
+        Some(_) => r.finished_at.map_or(now, |done| done.min(now)),
+        None => rs
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(to_chrono)
+            .unwrap_or(now),
+    };
+    let mut deploy = Deploy::new(
+        r.target.clone(),
+        r.source,
+        r.revision.to_string(),
+        r.status,
+        started_at,
+    );
+    deploy.finished_at = r.finished_at;
+    deploy.images = images(rs);
+    deploy.pod_template_hash = label(&rs.metadata, r.hash_label)
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned);
+    deploy.version = template_label(rs, VERSION_LABEL)
+        .filter(|v| !v.is_empty())
+        .or_else(|| deploy.images.first().and_then(|i| image_tag(i)))
+        .map(str::to_owned);
+    let mut details = serde_json::Map::new();
+    details.insert(
+        "replicaset".into(),
+        rs.metadata.name.clone().unwrap_or_default().into(),
+    );
+    if let Some(history) = history {
+        details.insert("revision_history".into(), history.into());
+    }
+    if let Some(tool) = gitops_tool(r.workload) {
+        details.insert("gitops".into(), tool.into());
+    }
+    if let Some(owner) = flux_owner(r.workload) {
+        details.insert("flux".into(), owner);
+    }
+    deploy.details = serde_json::Value::Object(details);
+    deploy
 }
 
 /// Whether `labels` satisfy `selector`, as `metav1.LabelSelectorAsSelector` decides.
@@ -235,8 +269,8 @@ fn revision_of(meta: &ObjectMeta) -> Option<i64> {
     annotation(meta, REVISION_ANNOTATION).and_then(|v| v.parse().ok())
 }
 
-pub(super) fn revision_history(meta: &ObjectMeta) -> Option<Vec<String>> {
-    let history: Vec<String> = annotation(meta, REVISION_HISTORY_ANNOTATION)?
+fn revision_history(meta: &ObjectMeta, key: &str) -> Option<Vec<String>> {
+    let history: Vec<String> = annotation(meta, key)?
         .split(',')
         .map(str::trim)
         .filter(|rev| !rev.is_empty())
@@ -255,7 +289,7 @@ fn progressing_condition(d: &Deployment) -> Option<&DeploymentCondition> {
 }
 
 /// `argocd` or `flux` when the Deployment carries that tool's tracking marks.
-pub(super) fn gitops_tool(meta: &ObjectMeta) -> Option<&'static str> {
+fn gitops_tool(meta: &ObjectMeta) -> Option<&'static str> {
     if label(meta, "argocd.argoproj.io/instance").is_some()
         || annotation(meta, "argocd.argoproj.io/tracking-id").is_some()
     {
@@ -272,7 +306,7 @@ pub(super) fn gitops_tool(meta: &ObjectMeta) -> Option<&'static str> {
 /// The Flux object that applied the Deployment, from the labels Flux sets on what it
 /// applies: `{"kind": "kustomization" | "helmrelease", "name", "namespace"}`, as
 /// `flux suspend` names it.
-pub(super) fn flux_owner(meta: &ObjectMeta) -> Option<serde_json::Value> {
+fn flux_owner(meta: &ObjectMeta) -> Option<serde_json::Value> {
     [
         ("kustomization", "kustomize.toolkit.fluxcd.io"),
         ("helmrelease", "helm.toolkit.fluxcd.io"),
@@ -287,7 +321,7 @@ pub(super) fn flux_owner(meta: &ObjectMeta) -> Option<serde_json::Value> {
     })
 }
 
-pub(super) fn images(rs: &ReplicaSet) -> Vec<String> {
+fn images(rs: &ReplicaSet) -> Vec<String> {
     rs.spec
         .as_ref()
         .and_then(|s| s.template.as_ref())
@@ -301,7 +335,7 @@ pub(super) fn images(rs: &ReplicaSet) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub(super) fn template_label<'a>(rs: &'a ReplicaSet, key: &str) -> Option<&'a str> {
+fn template_label<'a>(rs: &'a ReplicaSet, key: &str) -> Option<&'a str> {
     rs.spec
         .as_ref()?
         .template
@@ -312,7 +346,7 @@ pub(super) fn template_label<'a>(rs: &'a ReplicaSet, key: &str) -> Option<&'a st
 }
 
 /// The tag of an image reference, if it has one: `reg:5000/app:1.2@sha256:…` → `1.2`.
-pub(super) fn image_tag(image: &str) -> Option<&str> {
+fn image_tag(image: &str) -> Option<&str> {
     let name = image.split_once('@').map_or(image, |(name, _digest)| name);
     let last = name.rsplit_once('/').map_or(name, |(_, last)| last);
     last.rsplit_once(':')
