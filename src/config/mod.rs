@@ -17,8 +17,8 @@ pub use actions::{
 };
 pub use secret::{DatabaseUrl, Secret, redact_url};
 pub use sections::{
-    AuthConfig, DatabaseConfig, EngineConfig, HelmDriver, KubernetesConfig, LimitsConfig,
-    LogConfig, LogFormat, ServerConfig, TokenConfig,
+    AuthConfig, ClusterConfig, DatabaseConfig, EngineConfig, HelmDriver, KubernetesConfig,
+    LimitsConfig, LogConfig, LogFormat, ServerConfig, TokenConfig,
 };
 
 use crate::domain::Role;

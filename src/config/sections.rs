@@ -364,6 +364,26 @@ pub struct KubernetesConfig {
     /// With several replicas, how often the watching one checks its lease and the others
     /// try to take it: the failover time after the watching replica dies.
     pub lease_retry_secs: u64,
+    /// Several clusters (`[[kubernetes.clusters]]`), each watched and acted on with its
+    /// own client and lease. Empty: one cluster, from `cluster`, `kubeconfig` and
+    /// `context` above.
+    #[serde(default)]
+    pub clusters: Vec<ClusterConfig>,
+}
+
+/// One `[[kubernetes.clusters]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The name target keys use for it (`cluster/namespace/kind/name`).
+    pub name: String,
+    /// A kubeconfig file; empty: the in-cluster service account, then `$KUBECONFIG` or
+    /// `~/.kube/config`.
+    #[serde(default)]
+    pub kubeconfig: String,
+    /// The kubeconfig context; empty: the file's current one.
+    #[serde(default)]
+    pub context: String,
 }
 
 impl KubernetesConfig {
@@ -392,6 +412,34 @@ impl KubernetesConfig {
         if self.lease_retry_secs == 0 {
             return Err(invalid("kubernetes.lease_retry_secs", "must be at least 1"));
         }
+        let top_level_access = !self.kubeconfig.is_empty() || !self.context.is_empty();
+        if !self.clusters.is_empty() && top_level_access {
+            return Err(invalid(
+                "kubernetes.kubeconfig",
+                "with [[kubernetes.clusters]], set kubeconfig and context on each cluster",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, cluster) in self.clusters.iter().enumerate() {
+            if !dns(&cluster.name) {
+                return Err(invalid(
+                    format!("kubernetes.clusters[{i}].name"),
+                    "must be 1 to 63 lower-case letters, digits or '-'",
+                ));
+            }
+            if !seen.insert(cluster.name.as_str()) {
+                return Err(invalid(
+                    format!("kubernetes.clusters[{i}].name"),
+                    format!("{:?} is configured twice", cluster.name),
+                ));
+            }
+            if !cluster.kubeconfig.is_empty() && !Path::new(&cluster.kubeconfig).exists() {
+                return Err(invalid(
+                    format!("kubernetes.clusters[{i}].kubeconfig"),
+                    format!("{} does not exist", cluster.kubeconfig),
+                ));
+            }
+        }
         if !self.kubeconfig.is_empty() && !Path::new(&self.kubeconfig).exists() {
             return Err(invalid(
                 "kubernetes.kubeconfig",
@@ -399,6 +447,32 @@ impl KubernetesConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The clusters to watch and act on: `[[kubernetes.clusters]]`, or the one the
+    /// top-level keys describe.
+    pub fn cluster_list(&self) -> Vec<ClusterConfig> {
+        if self.clusters.is_empty() {
+            vec![ClusterConfig {
+                name: self.cluster.clone(),
+                kubeconfig: self.kubeconfig.clone(),
+                context: self.context.clone(),
+            }]
+        } else {
+            self.clusters.clone()
+        }
+    }
+
+    /// This configuration narrowed to one of its clusters: what that cluster's
+    /// watchers run with.
+    pub fn for_cluster(&self, cluster: &ClusterConfig) -> KubernetesConfig {
+        KubernetesConfig {
+            cluster: cluster.name.clone(),
+            kubeconfig: cluster.kubeconfig.clone(),
+            context: cluster.context.clone(),
+            clusters: Vec::new(),
+            ..self.clone()
+        }
     }
 }
 

@@ -435,3 +435,52 @@ fn urls_print_masked_in_check_config_and_debug() {
         "{printed}"
     );
 }
+
+#[test]
+fn several_clusters_replace_the_single_one_and_their_mistakes_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rollwarden.toml");
+    std::fs::write(
+        &file,
+        "[kubernetes]\ncluster = \"eu-1\"\n\
+         [[kubernetes.clusters]]\nname = \"eu-1\"\n\
+         [[kubernetes.clusters]]\nname = \"us-1\"\ncontext = \"us\"\n",
+    )
+    .unwrap();
+    let c = Config::load_from(Some(&file), env(&[])).unwrap();
+    let names: Vec<String> = c
+        .kubernetes
+        .cluster_list()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["eu-1", "us-1"]);
+    let us = c.kubernetes.for_cluster(&c.kubernetes.clusters[1]);
+    assert_eq!((us.cluster.as_str(), us.context.as_str()), ("us-1", "us"));
+    // Without the list, the top-level keys are the one cluster.
+    let single = Config::load_from(None, env(&[])).unwrap();
+    assert_eq!(single.kubernetes.cluster_list()[0].name, "default");
+
+    for (text, key) in [
+        (
+            "[[kubernetes.clusters]]\nname = \"a\"\n[[kubernetes.clusters]]\nname = \"a\"\n",
+            "kubernetes.clusters[1].name",
+        ),
+        (
+            "[[kubernetes.clusters]]\nname = \"Not A Name\"\n",
+            "kubernetes.clusters[0].name",
+        ),
+        (
+            "[[kubernetes.clusters]]\nname = \"a\"\nkubeconfig = \"/nonexistent/kubeconfig\"\n",
+            "kubernetes.clusters[0].kubeconfig",
+        ),
+        (
+            "[kubernetes]\ncontext = \"x\"\n[[kubernetes.clusters]]\nname = \"a\"\n",
+            "kubernetes.kubeconfig",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let err = Config::load_from(Some(&file), env(&[])).unwrap_err();
+        assert!(err.to_string().starts_with(key), "{text}: {err}");
+    }
+}
