@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::actions::executor::{ArgoAbort, ArgoUndo, Executors, RolloutUndo};
+use crate::actions::executor::Executors;
 use crate::actions::{Channels, Planner, Worker, WorkerConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -36,6 +36,8 @@ pub struct AppState {
     pub bounds: Bounds,
     /// The cluster name of target keys (`kubernetes.cluster`).
     pub cluster: String,
+    /// Each watched cluster as this replica sees it (`/readyz`).
+    pub clusters: Arc<crate::k8s::clusters::Clusters>,
     /// Wakes the outbox workers (after an approval).
     pub actions_wake: Arc<tokio::sync::Notify>,
     /// Evaluates a target on request (canary gates), with the engine on or off.
@@ -58,7 +60,8 @@ pub struct App {
     workers: JoinSet<()>,
     grace: Duration,
     kubernetes: crate::config::KubernetesConfig,
-    watchers: Option<Watchers>,
+    /// One per cluster, when `kubernetes.enabled`.
+    watchers: Vec<Watchers>,
     /// The decision loop and its queue, when `engine.enabled`.
     engine: Option<(Engine, EngineQueue)>,
     /// The outbox workers, when `actions.enabled`.
@@ -92,48 +95,62 @@ impl App {
             tracing::info!("kubernetes.enabled = false: deploy history from CI callbacks only");
             return Ok(app);
         }
-        let client = watch::client(&kubernetes).await.context(
-            "kubernetes.enabled = true but no cluster access: run in a pod with a service \
-             account, or set kubernetes.kubeconfig",
-        )?;
-        Ok(app.with_kubernetes(client))
+        let mut clients = Vec::new();
+        for cluster in kubernetes.cluster_list() {
+            let client = watch::client(&kubernetes.for_cluster(&cluster))
+                .await
+                .with_context(|| {
+                    format!(
+                        "kubernetes.enabled = true but no access to cluster {:?}: run in a pod \
+                         with a service account, or set its kubeconfig",
+                        cluster.name
+                    )
+                })?;
+            clients.push((cluster.name, client));
+        }
+        Ok(app.with_clusters(clients))
     }
 
-    /// Watches deploy history through `client` while serving (tests pass a client of
-    /// the fake API server here).
-    pub fn with_kubernetes(mut self, client: kube::Client) -> Self {
+    /// Watches deploy history through `client` while serving, as the first configured
+    /// cluster (tests pass a client of the fake API server here).
+    pub fn with_kubernetes(self, client: kube::Client) -> Self {
+        let name = self.kubernetes.cluster_list()[0].name.clone();
+        self.with_clusters(vec![(name, client)])
+    }
+
+    /// Watches and acts on each named cluster through its client: one set of watchers
+    /// (with its own lease) and one set of Kubernetes executors per cluster.
+    pub fn with_clusters(mut self, clients: Vec<(String, kube::Client)>) -> Self {
         if let Some(worker) = &mut self.actions {
-            worker.executors = worker
-                .executors
-                .clone()
-                .with(
-                    crate::domain::action::ROLLOUT_UNDO,
-                    Arc::new(RolloutUndo {
-                        client: client.clone(),
-                        timeout: self.rollout_timeout,
-                        poll: self.rollout_poll,
-                    }),
-                )
-                .with(
-                    crate::domain::action::ARGO_ABORT,
-                    Arc::new(ArgoAbort {
-                        client: client.clone(),
-                    }),
-                )
-                .with(
-                    crate::domain::action::ARGO_UNDO,
-                    Arc::new(ArgoUndo {
-                        client: client.clone(),
-                    }),
-                );
+            worker.executors = worker.executors.clone().with_clusters(
+                &clients,
+                self.rollout_timeout,
+                self.rollout_poll,
+            );
         }
-        self.watchers = Some(Watchers {
-            client,
-            store: self.state.store.clone(),
-            metrics: self.state.metrics.clone(),
-            clock: self.state.clock.clone(),
-            config: self.kubernetes.clone(),
-        });
+        let configured = self.kubernetes.cluster_list();
+        self.watchers = clients
+            .into_iter()
+            .map(|(name, client)| {
+                let cluster = configured
+                    .iter()
+                    .find(|c| c.name == name)
+                    .cloned()
+                    .unwrap_or(crate::config::ClusterConfig {
+                        name,
+                        kubeconfig: String::new(),
+                        context: String::new(),
+                    });
+                Watchers {
+                    client,
+                    store: self.state.store.clone(),
+                    metrics: self.state.metrics.clone(),
+                    clock: self.state.clock.clone(),
+                    config: self.kubernetes.for_cluster(&cluster),
+                    clusters: self.state.clusters.clone(),
+                }
+            })
+            .collect();
         self
     }
 
@@ -283,6 +300,14 @@ impl App {
             clock,
             bounds: config.limits.bounds(),
             cluster: config.kubernetes.cluster.clone(),
+            clusters: Arc::new(crate::k8s::clusters::Clusters::new(
+                config
+                    .kubernetes
+                    .cluster_list()
+                    .iter()
+                    .filter(|_| config.kubernetes.enabled)
+                    .map(|c| c.name.as_str()),
+            )),
             actions_wake,
             evaluator,
             body_limit_bytes: config.server.body_limit_bytes,
@@ -306,7 +331,7 @@ impl App {
             workers,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
             kubernetes: config.kubernetes,
-            watchers: None,
+            watchers: Vec::new(),
             engine,
             tick: Duration::from_secs(config.engine.tick_secs),
             writer_lock: None,
@@ -350,7 +375,7 @@ impl App {
                 workers.spawn(worker.run(shutdown.clone()));
             }
         }
-        if let Some(watchers) = watchers {
+        for watchers in watchers {
             workers.spawn(watchers.run(shutdown.clone()));
         }
         if let Some((engine, queue)) = engine {

@@ -139,6 +139,7 @@ pub struct Metrics {
     pub engine_alerts_stale: Gauge,
     pub engine_evaluation: HistogramFamily<EvaluationLabels>,
     pub watchers_leading: Family<ClusterLabels, Gauge>,
+    pub cluster_reachable: Family<ClusterLabels, Gauge>,
 }
 
 impl Metrics {
@@ -249,6 +250,13 @@ impl Metrics {
              another replica does (no series without kubernetes.enabled)",
             watchers_leading.clone(),
         );
+        let cluster_reachable = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "kubernetes_cluster_reachable",
+            "On the replica watching a cluster: 1 while its API server answers the \
+             watches, 0 while it cannot be reached (no series elsewhere)",
+            cluster_reachable.clone(),
+        );
         for verdict in ["ok", "monitor", "investigate", "hold", "rollback", "freeze"] {
             decisions
                 .get_or_create(&VerdictLabels {
@@ -351,6 +359,7 @@ impl Metrics {
             engine_alerts_stale,
             engine_evaluation,
             watchers_leading,
+            cluster_reachable,
         }
     }
 
@@ -457,6 +466,24 @@ impl Metrics {
                 cluster: cluster.to_string(),
             })
             .set(i64::from(leading));
+    }
+
+    /// Whether the watched cluster's API server answers; `None` removes the series
+    /// (this replica stopped watching it).
+    pub fn cluster_reachable(&self, cluster: &str, reachable: Option<bool>) {
+        let labels = ClusterLabels {
+            cluster: cluster.to_string(),
+        };
+        match reachable {
+            Some(up) => {
+                self.cluster_reachable
+                    .get_or_create(&labels)
+                    .set(i64::from(up));
+            }
+            None => {
+                self.cluster_reachable.remove(&labels);
+            }
+        }
     }
 
     pub fn decision(&self, verdict: &str) {

@@ -33,6 +33,10 @@ pub struct Ready {
     pub status: &'static str,
     /// `sqlite` or `postgres`.
     pub store: &'static str,
+    /// Each configured Kubernetes cluster as this replica sees it (empty without
+    /// `kubernetes.enabled`). An unreachable cluster does not make the replica unready:
+    /// the others, the API and the decisions still work.
+    pub clusters: Vec<crate::k8s::clusters::ClusterState>,
 }
 
 /// The process is up and serving (liveness).
@@ -73,6 +77,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> 
     Ok(Json(Ready {
         status: "ready",
         store: state.store.backend(),
+        clusters: state.clusters.snapshot(),
     }))
 }
 

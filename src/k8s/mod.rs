@@ -4,6 +4,7 @@
 
 pub mod argo;
 pub mod argo_ops;
+pub mod clusters;
 pub mod helm;
 pub mod rollouts;
 pub mod set_image;

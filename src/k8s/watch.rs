@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use super::argo::{self, Rollout};
+use super::clusters::Clusters;
 use super::helm::{self, HelmDecodeError, HelmRelease};
 use super::rollouts;
 use crate::clock::Clock;
@@ -28,8 +29,13 @@ use crate::domain::Deploy;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
-/// The singleton lease the watchers hold.
+/// The singleton lease the watchers hold, one per cluster: `LEASE/CLUSTER`.
 pub const LEASE: &str = "rollwarden-kubernetes-watchers";
+
+/// The lease of one cluster's watchers.
+pub fn lease_name(cluster: &str) -> String {
+    format!("{LEASE}/{cluster}")
+}
 
 /// Builds a client: the configured kubeconfig, else in-cluster, else `$KUBECONFIG` or
 /// `~/.kube/config`.
@@ -56,7 +62,10 @@ pub struct Watchers {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
+    /// Narrowed to this cluster ([`KubernetesConfig::for_cluster`]).
     pub config: KubernetesConfig,
+    /// Where this replica reports the cluster's reachability.
+    pub clusters: Arc<Clusters>,
 }
 
 impl Watchers {
@@ -82,10 +91,11 @@ impl Watchers {
             }
         }
         while !shutdown.is_cancelled() {
-            match self.store.try_lease(LEASE).await {
+            match self.store.try_lease(&lease_name(&cluster)).await {
                 Ok(Some(mut lease)) => {
-                    tracing::info!("kubernetes watchers: lease taken, watching");
+                    tracing::info!(%cluster, "kubernetes watchers: lease taken, watching");
                     self.metrics.watchers_leading(&cluster, true);
+                    self.clusters.watching(&cluster, true);
                     let watching = shutdown.child_token();
                     let tasks = self.spawn_all(&watching);
                     loop {
@@ -105,6 +115,8 @@ impl Watchers {
                     }
                     lease.release().await;
                     self.metrics.watchers_leading(&cluster, false);
+                    self.metrics.cluster_reachable(&cluster, None);
+                    self.clusters.watching(&cluster, false);
                 }
                 Ok(None) => {
                     tracing::debug!("kubernetes watchers: another replica holds the lease");
@@ -233,6 +245,9 @@ impl Watchers {
         relisting: &mut Option<BTreeMap<ObjectKey, K>>,
         affects: impl Fn(&K) -> Vec<Owner>,
     ) -> Vec<Owner> {
+        if event.is_ok() {
+            self.answered();
+        }
         match event {
             Ok(watcher::Event::Apply(obj)) => {
                 let touched = affects(&obj);
@@ -308,6 +323,9 @@ impl Watchers {
                 event = stream.next() => event,
             };
             let Some(event) = event else { return };
+            if event.is_ok() {
+                self.answered();
+            }
             match event {
                 Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
                     match K::release(&obj) {
@@ -355,9 +373,21 @@ impl Watchers {
         }
     }
 
+    /// The API server answered a watch: the cluster is reachable.
+    fn answered(&self) {
+        let cluster = &self.config.cluster;
+        if self.clusters.answered(cluster, self.clock.now()) {
+            self.metrics.cluster_reachable(cluster, Some(true));
+        }
+    }
+
     fn watch_error(&self, resource: &'static str, err: &watcher::Error) {
         let reason = watch_error_reason(err);
         self.metrics.watch_error(resource, reason);
+        let cluster = &self.config.cluster;
+        self.clusters.failed(cluster, reason, self.clock.now());
+        self.metrics
+            .cluster_reachable(cluster, Some(reason != "transport"));
         if reason == "forbidden" {
             tracing::error!(
                 resource,
@@ -365,7 +395,7 @@ impl Watchers {
                 "missing RBAC: rollwarden needs list and watch on {resource}"
             );
         } else {
-            tracing::warn!(resource, error = %err, "watch failed; retrying with backoff");
+            tracing::warn!(resource, %cluster, error = %err, "watch failed; retrying with backoff");
         }
     }
 }

@@ -419,6 +419,22 @@ async fn only_one_holder_of_a_lease_at_a_time(backend: Backend) {
             db.store.try_lease("k8s-watchers").await.unwrap().is_none(),
             "held elsewhere"
         );
+        // Each cluster's watchers have their own lease: another replica can take
+        // another cluster's while this one watches the first.
+        use rollwarden::k8s::watch::lease_name;
+        let mut eu = db.store.try_lease(&lease_name("eu-1")).await.unwrap();
+        let mut us = db.store.try_lease(&lease_name("us-1")).await.unwrap();
+        assert!(eu.is_some() && us.is_some(), "one lease per cluster");
+        assert!(
+            db.store
+                .try_lease(&lease_name("eu-1"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        for lease in [eu.take(), us.take()].into_iter().flatten() {
+            lease.release().await;
+        }
         first.release().await;
         let second = db.store.try_lease("k8s-watchers").await.unwrap();
         assert!(second.is_some(), "free again after release");

@@ -11,6 +11,7 @@ mod browser;
 mod canary;
 mod chatops;
 mod cli;
+mod clusters;
 mod console;
 mod ctl;
 mod deploys;

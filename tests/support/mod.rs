@@ -212,15 +212,34 @@ impl TestApp {
         edit: impl FnOnce(&mut Config),
         kube: Option<kube::Client>,
     ) -> Self {
+        Self::spawn_watching(db, edit, |app| match kube {
+            Some(client) => app.with_kubernetes(client),
+            None => app,
+        })
+        .await
+    }
+
+    /// The app watching and acting on several clusters, by name.
+    pub async fn spawn_on_clusters(
+        db: TestStore,
+        edit: impl FnOnce(&mut Config),
+        clusters: Vec<(String, kube::Client)>,
+    ) -> Self {
+        Self::spawn_watching(db, edit, |app| app.with_clusters(clusters)).await
+    }
+
+    async fn spawn_watching(
+        db: TestStore,
+        edit: impl FnOnce(&mut Config),
+        watch: impl FnOnce(App) -> App,
+    ) -> Self {
         let mut config = test_config();
         edit(&mut config);
         let clock = Arc::new(ManualClock::new(t0()));
-        let mut app = App::build_with(config, db.store.clone(), clock.clone())
+        let app = App::build_with(config, db.store.clone(), clock.clone())
             .await
             .expect("app builds");
-        if let Some(client) = kube {
-            app = app.with_kubernetes(client);
-        }
+        let app = watch(app);
         let base = format!("http://{}", app.local_addr());
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(app.run(shutdown.clone()));

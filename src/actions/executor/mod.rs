@@ -177,6 +177,47 @@ impl Executors {
         Self { by_kind }
     }
 
+    /// The Kubernetes executors (`rollout_undo`, `argo_abort`, `argo_undo`) of every
+    /// cluster in `clients`: an action goes to the client of its target's cluster, and
+    /// one naming no configured cluster fails without a request.
+    pub fn with_clusters(
+        mut self,
+        clients: &[(String, kube::Client)],
+        rollout_timeout: Duration,
+        rollout_poll: Duration,
+    ) -> Self {
+        type Build = fn(kube::Client, Duration, Duration) -> Arc<dyn Executor>;
+        let kinds: [(&str, Build); 3] = [
+            (action::ROLLOUT_UNDO, |client, timeout, poll| {
+                Arc::new(RolloutUndo {
+                    client,
+                    timeout,
+                    poll,
+                })
+            }),
+            (action::ARGO_ABORT, |client, _, _| {
+                Arc::new(ArgoAbort { client })
+            }),
+            (action::ARGO_UNDO, |client, _, _| {
+                Arc::new(ArgoUndo { client })
+            }),
+        ];
+        for (kind, build) in kinds {
+            let by_cluster = clients
+                .iter()
+                .map(|(name, client)| {
+                    (
+                        name.clone(),
+                        build(client.clone(), rollout_timeout, rollout_poll),
+                    )
+                })
+                .collect();
+            self.by_kind
+                .insert(kind.to_string(), Arc::new(ByCluster { by_cluster }));
+        }
+        self
+    }
+
     /// Replaces (or adds) the executor of `kind`: tests tune the rollout poll here.
     pub fn with(mut self, kind: &str, executor: Arc<dyn Executor>) -> Self {
         self.by_kind.insert(kind.to_string(), executor);
@@ -185,6 +226,35 @@ impl Executors {
 
     pub fn get(&self, kind: &str) -> Option<Arc<dyn Executor>> {
         self.by_kind.get(kind).cloned()
+    }
+}
+
+/// One executor per cluster, picked by the action's `cluster` (its target's).
+pub struct ByCluster {
+    pub by_cluster: std::collections::BTreeMap<String, Arc<dyn Executor>>,
+}
+
+#[async_trait]
+impl Executor for ByCluster {
+    async fn execute(
+        &self,
+        action: &ActionRecord,
+        dry_run: bool,
+        journal: &dyn Journal,
+    ) -> ExecOutcome {
+        let cluster = param(action, "cluster").unwrap_or_default();
+        match self.by_cluster.get(cluster) {
+            Some(executor) => executor.execute(action, dry_run, journal).await,
+            None => ExecOutcome::Failed(format!(
+                "the target's cluster {cluster:?} is not one of kubernetes.clusters \
+                 ({}): nothing was sent",
+                self.by_cluster
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
     }
 }
 
