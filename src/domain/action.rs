@@ -17,6 +17,9 @@ pub const WORKFLOW_DISPATCH: &str = "workflow_dispatch";
 pub const ARGO_ABORT: &str = "argo_abort";
 /// `kubectl argo rollouts undo --to-revision`: a promoted Argo revision undone.
 pub const ARGO_UNDO: &str = "argo_undo";
+/// Argo CD: auto-sync off, then a rollback to the history entry of the known-good
+/// revision.
+pub const ARGOCD_ROLLBACK: &str = "argocd_rollback";
 /// The kind of target an Argo Rollouts watcher records and the argo executors act on.
 pub const ROLLOUT_KIND: &str = "Rollout";
 pub const FREEZE: &str = "freeze";
@@ -29,6 +32,7 @@ pub enum ActionKind {
     WorkflowDispatch,
     ArgoAbort,
     ArgoUndo,
+    ArgocdRollback,
     /// A configured argv template (`[[actions.commands]]`).
     Command(String),
     /// POST the decision to a configured URL (`[[actions.webhooks]]`).
@@ -47,6 +51,7 @@ impl ActionKind {
             WORKFLOW_DISPATCH => Some(Self::WorkflowDispatch),
             ARGO_ABORT => Some(Self::ArgoAbort),
             ARGO_UNDO => Some(Self::ArgoUndo),
+            ARGOCD_ROLLBACK => Some(Self::ArgocdRollback),
             FREEZE => Some(Self::Freeze),
             other => match other.split_once(':') {
                 Some(("command", name)) if !name.is_empty() => Some(Self::Command(name.into())),
@@ -103,6 +108,9 @@ pub fn default_executors(decision: &Decision, target: &Target) -> Vec<String> {
     let Some(plan) = &decision.plan else {
         return Vec::new();
     };
+    if target.gitops.as_deref() == Some("argocd") && target.argocd_app.is_some() {
+        return vec![ARGOCD_ROLLBACK.into()];
+    }
     if target.target.kind == ROLLOUT_KIND {
         let argo_suspect = decision
             .suspect
@@ -222,6 +230,9 @@ pub fn plan(decision: &Decision, target: &Target, freeze_scope: FreezeScope) -> 
                 "image_tag": plan.image_tag,
                 "image": image,
                 "images": plan.rollback_images,
+                "argocd_app": target.argocd_app,
+                "known_good_commit": decision.rollback_to.as_ref().and_then(|g| g.deploy.commit_sha.clone()),
+                "suspect_started_at": suspect.deploy.started_at,
                 "reason": decision.reason,
                 "commands": decision.recommended,
             }),

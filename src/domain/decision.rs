@@ -529,6 +529,35 @@ pub fn git_revert(sha: &str) -> String {
     )
 }
 
+/// What a person runs to roll an Argo CD Application back as `argocd_rollback` does:
+/// auto-sync off (a rollback is refused while it is on), the history to find the
+/// entry, the rollback to it, and a reminder to turn auto-sync back on once the Git
+/// revert is merged. `good_commit` is the known-good revision when it is on record.
+pub fn argocd_commands(app: &str, good_commit: Option<&str>) -> Vec<String> {
+    let argocd = || Argv::new("argocd").arg("app");
+    let entry = match good_commit.filter(|c| Field::Commit.fits(c)) {
+        Some(sha) => format!("the ID whose revision is {sha}"),
+        None => "the last ID synced before the bad revision".to_string(),
+    };
+    vec![
+        command(
+            "argocd app set",
+            argocd()
+                .arg("set")
+                .value(Field::Name, app)
+                .map(|a| a.arg("--sync-policy").arg("none")),
+        ),
+        command(
+            "argocd app history",
+            argocd().arg("history").value(Field::Name, app),
+        ),
+        shell::comment(&format!(
+            "roll back to {entry}: argocd app rollback APP ID; once the Git revert is \
+             merged, turn auto-sync back on: argocd app set APP --sync-policy automated"
+        )),
+    ]
+}
+
 /// `kubectl argo rollouts VERB NAME -n NAMESPACE [--to-revision=N]` (`undo` or
 /// `abort`), then `kubectl argo rollouts status NAME -n NAMESPACE` to follow it.
 pub fn argo_commands(

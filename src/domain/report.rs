@@ -603,6 +603,7 @@ mod tests {
             cd_workflow: None,
             dependencies: vec!["database".into()],
             gitops: None,
+            argocd_app: None,
             actions: Vec::new(),
         };
         let deploys = [

@@ -37,6 +37,11 @@ pub struct Target {
     /// `argocd` or `flux` when a GitOps controller manages it: an undo would be
     /// reverted by self-heal, so the Git revert is recommended instead.
     pub gitops: Option<String>,
+    /// With `gitops = "argocd"`: the Argo CD Application that syncs it. Named, a
+    /// rollback goes through Argo CD (`argocd_rollback`: auto-sync off, then a rollback
+    /// to the history entry that deployed the known-good revision) instead of a hold.
+    #[serde(default)]
+    pub argocd_app: Option<String>,
     /// The executors that roll it back (`rollout_undo`, `helm_rollback`,
     /// `workflow_dispatch`, `command:NAME`, `webhook:NAME`); empty picks them from its
     /// deploy history (see `domain::action::default_executors`).
@@ -56,6 +61,7 @@ impl Target {
             cd_workflow: None,
             dependencies: Vec::new(),
             gitops: None,
+            argocd_app: None,
             actions: Vec::new(),
         }
     }

@@ -139,6 +139,20 @@ pub(super) fn compile_target(
             ));
         }
     }
+    if let Some(app) = &config.argocd_app {
+        if config.gitops.as_deref() != Some("argocd") {
+            return Err(invalid(
+                format!("{key}.argocd_app"),
+                "needs gitops = \"argocd\"",
+            ));
+        }
+        if !crate::domain::field::Field::Name.fits(app) {
+            return Err(invalid(
+                format!("{key}.argocd_app"),
+                format!("{app:?} is not an Application name"),
+            ));
+        }
+    }
     if let Some(gitops) = &config.gitops
         && !matches!(gitops.as_str(), "argocd" | "flux")
     {
@@ -155,7 +169,7 @@ pub(super) fn compile_target(
                 format!("{key}.actions[{i}]"),
                 format!(
                     "{action:?} is not rollout_undo, helm_rollback, workflow_dispatch, \
-                     argo_abort, argo_undo, command:NAME or webhook:NAME"
+                     argo_abort, argo_undo, argocd_rollback, command:NAME or webhook:NAME"
                 ),
             ));
         }
@@ -171,6 +185,7 @@ pub(super) fn compile_target(
             cd_workflow: config.cd_workflow.clone(),
             dependencies: config.dependencies.clone(),
             gitops: config.gitops.clone(),
+            argocd_app: config.argocd_app.clone(),
             actions: config.actions.clone(),
         },
         matchers,

@@ -38,6 +38,10 @@ pub struct TargetConfig {
     /// `argocd` or `flux` when a GitOps controller manages it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gitops: Option<String>,
+    /// With `gitops = "argocd"`: the Argo CD Application that syncs the target; the
+    /// `argocd_rollback` executor rolls it back through Argo CD.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argocd_app: Option<String>,
     /// The executors that roll it back, in order: `rollout_undo`, `helm_rollback`,
     /// `workflow_dispatch`, `command:NAME`, `webhook:NAME`. Empty: picked from its
     /// deploy history (Helm when `helm_release` is set, else a rollout undo).
@@ -61,6 +65,7 @@ impl Default for TargetConfig {
             cd_workflow: None,
             dependencies: Vec::new(),
             gitops: None,
+            argocd_app: None,
             actions: Vec::new(),
             matchers: MatcherConfig::default(),
         }

@@ -497,6 +497,7 @@ fn configured_targets_win_over_discovery() {
         region: Some("eu-west-1".into()),
         dependencies: vec!["database".into()],
         gitops: Some("argocd".into()),
+        argocd_app: None,
         ..target("prod", "checkout")
     };
     let api = TargetConfig {

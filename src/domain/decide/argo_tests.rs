@@ -150,3 +150,70 @@ fn a_deployment_with_a_running_flagger_canary_is_still_left_to_flagger() {
     assert!(d.recommended.is_empty());
     assert!(action::plan(&d, &t, FreezeScope::All).is_empty());
 }
+
+#[test]
+fn an_argo_cd_application_named_in_the_config_is_rolled_back_through_argo_cd() {
+    let deployment = TargetRef::deployment("eu-1", "prod", "checkout");
+    let mut t = Target {
+        mode: Mode::Auto,
+        gitops: Some("argocd".into()),
+        argocd_app: Some("checkout-prod".into()),
+        ..Target::discovered(deployment.clone())
+    };
+    let deploy = |id: i64, rev: &str, sha: &str, st: &str, started: &str| {
+        let mut d = Deploy::new(
+            deployment.clone(),
+            DeploySource::Kubernetes,
+            rev,
+            st,
+            at(started),
+        );
+        d.commit_sha = Some(sha.into());
+        DeployRecord { id, deploy: d }
+    };
+    let deploys = [
+        deploy(1, "6", "1a2b3c4d5e6f", status::SUPERSEDED, "09:00"),
+        deploy(2, "7", "9f8e7d6c5b4a", status::DEPLOYED, "10:00"),
+    ];
+    let mut signal = errors("10:05");
+    signal.target = Some(deployment);
+    let run = |t: &Target| {
+        decide(
+            &Policy::default(),
+            t,
+            &deploys,
+            std::slice::from_ref(&signal),
+            &[],
+            &History::default(),
+            at("10:10"),
+        )
+    };
+    let d = run(&t);
+    assert_eq!(d.verdict, Verdict::Rollback, "{}", d.reason);
+    assert_eq!(
+        d.recommended,
+        [
+            "argocd app set checkout-prod --sync-policy none",
+            "argocd app history checkout-prod",
+            "# roll back to the ID whose revision is 1a2b3c4d5e6f: argocd app rollback APP ID; \
+             once the Git revert is merged, turn auto-sync back on: argocd app set APP \
+             --sync-policy automated",
+            "git revert 9f8e7d6c5b4a",
+        ]
+    );
+    let planned = action::plan(&d, &t, FreezeScope::All);
+    let kinds: Vec<&str> = planned.iter().map(|p| p.kind.as_str()).collect();
+    assert_eq!(kinds, [action::ARGOCD_ROLLBACK]);
+    assert_eq!(planned[0].params["argocd_app"], "checkout-prod");
+    assert_eq!(planned[0].params["known_good_commit"], "1a2b3c4d5e6f");
+    assert_eq!(
+        planned[0].params["suspect_started_at"],
+        "2026-12-03T10:00:00Z"
+    );
+
+    // Without the Application's name, still a hold: a rollout undo would be reverted.
+    t.argocd_app = None;
+    let d = run(&t);
+    assert_eq!(d.verdict, Verdict::Hold);
+    assert!(action::plan(&d, &t, FreezeScope::All).is_empty());
+}

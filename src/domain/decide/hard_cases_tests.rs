@@ -39,6 +39,7 @@ fn target() -> Target {
         cd_workflow: None,
         dependencies: vec!["database".into()],
         gitops: None,
+        argocd_app: None,
         actions: Vec::new(),
     }
 }

@@ -246,7 +246,11 @@ pub(super) fn hold_reasons(inputs: &HoldInputs) -> Vec<HoldReason> {
         (Some(_), Some(_)) => {}
     }
     holds.extend(guard(policy, history, deploys, suspect, now));
-    if let Some(controller) = &target.gitops {
+    // An Argo CD Application named in the config is rolled back through Argo CD
+    // itself (auto-sync off, then its rollback), which self-heal does not undo.
+    if let Some(controller) = &target.gitops
+        && !(controller == "argocd" && target.argocd_app.is_some())
+    {
         holds.push(HoldReason::Gitops {
             controller: controller.clone(),
             commit_sha: suspect.and_then(|s| s.deploy.commit_sha.clone()),

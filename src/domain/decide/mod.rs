@@ -273,6 +273,19 @@ pub fn decide(
             }
             _ => Vec::new(),
         }
+    } else if let (Some(app), Some(_)) = (
+        target
+            .argocd_app
+            .as_deref()
+            .filter(|_| target.gitops.as_deref() == Some("argocd")),
+        &plan,
+    ) {
+        let good = rollback_to.and_then(|g| g.deploy.commit_sha.as_deref());
+        let mut commands = crate::domain::decision::argocd_commands(app, good);
+        if let Some(sha) = suspect.and_then(|s| s.deploy.commit_sha.as_deref()) {
+            commands.push(crate::domain::decision::git_revert(sha));
+        }
+        commands
     } else if let Some(plan) = &plan {
         plan.commands(target)
     } else if verdict == Verdict::Hold

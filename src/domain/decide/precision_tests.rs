@@ -35,6 +35,7 @@ fn target(environment: &str) -> Target {
         cd_workflow: None,
         dependencies: Vec::new(),
         gitops: None,
+        argocd_app: None,
         actions: Vec::new(),
     }
 }

@@ -37,6 +37,7 @@ fn target() -> Target {
         cd_workflow: None,
         dependencies: vec!["database".into(), "cache".into()],
         gitops: None,
+        argocd_app: None,
         actions: Vec::new(),
     }
 }
