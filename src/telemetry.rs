@@ -299,6 +299,7 @@ impl Metrics {
             "workflow_dispatch",
             "argo_abort",
             "argo_undo",
+            "argocd_rollback",
             "command",
             "webhook",
             "freeze",

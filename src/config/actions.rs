@@ -42,6 +42,15 @@ pub struct ActionsConfig {
     pub github_ref: String,
     pub github_token: Secret,
     pub github_token_env: String,
+    /// Argo CD's API (`https://argocd.example.com`; empty disables `argocd_rollback`),
+    /// the namespace of its Applications when not Argo CD's own (`appNamespace`), and
+    /// the API token (or the environment variable holding it; the argocd CLI's is
+    /// `ARGOCD_AUTH_TOKEN`).
+    #[serde(serialize_with = "super::secret::serialize_url")]
+    pub argocd_url: String,
+    pub argocd_app_namespace: String,
+    pub argocd_token: Secret,
+    pub argocd_token_env: String,
     /// Timeout of every outbound HTTP call (GitHub, webhooks, Slack).
     pub http_timeout_secs: u64,
     /// Command executors (`command:NAME`): argv templates, never run through a shell.
@@ -51,6 +60,18 @@ pub struct ActionsConfig {
 }
 
 impl ActionsConfig {
+    /// The Argo CD token: `argocd_token`, else the variable `argocd_token_env` names;
+    /// `None` when neither is set.
+    pub fn argocd_token(&self) -> Option<Secret> {
+        if !self.argocd_token.is_empty() {
+            return Some(self.argocd_token.clone());
+        }
+        std::env::var(&self.argocd_token_env)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(Secret::new)
+    }
+
     /// Checks `[actions]` with its commands and webhooks, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let a = self;
@@ -84,6 +105,17 @@ impl ActionsConfig {
             return Err(invalid("actions.helm_path", "must not be empty"));
         }
         check_url("actions.github_api_url", &a.github_api_url)?;
+        if !a.argocd_url.is_empty() {
+            check_url("actions.argocd_url", &a.argocd_url)?;
+        }
+        if !a.argocd_app_namespace.is_empty()
+            && !crate::domain::field::Field::Namespace.fits(&a.argocd_app_namespace)
+        {
+            return Err(invalid(
+                "actions.argocd_app_namespace",
+                "must be a namespace name",
+            ));
+        }
         if !a.github_repository.is_empty() {
             let parts: Vec<&str> = a.github_repository.split('/').collect();
             let ok = parts.len() == 2

@@ -152,6 +152,15 @@ impl Config {
                         format!("{action:?} names no [[actions.commands]] or [[actions.webhooks]]"),
                     ));
                 }
+                if action == crate::domain::action::ARGOCD_ROLLBACK && a.argocd_url.is_empty() {
+                    return Err(invalid(key, "argocd_rollback needs actions.argocd_url"));
+                }
+                if action == crate::domain::action::ARGOCD_ROLLBACK && target.argocd_app.is_none() {
+                    return Err(invalid(
+                        key,
+                        "argocd_rollback needs the target's argocd_app",
+                    ));
+                }
                 if action == crate::domain::action::WORKFLOW_DISPATCH
                     && a.github_repository.is_empty()
                 {
@@ -341,6 +350,10 @@ github_repository = ""
 github_ref = "main"
 github_token = ""
 github_token_env = "GITHUB_TOKEN"
+argocd_url = ""
+argocd_app_namespace = ""
+argocd_token = ""
+argocd_token_env = "ARGOCD_AUTH_TOKEN"
 http_timeout_secs = 10
 commands = []
 webhooks = []

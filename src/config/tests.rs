@@ -484,3 +484,47 @@ fn several_clusters_replace_the_single_one_and_their_mistakes_name_the_key() {
         assert!(err.to_string().starts_with(key), "{text}: {err}");
     }
 }
+
+#[test]
+fn argo_cd_settings_and_targets_name_their_mistakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rollwarden.toml");
+    for (text, key) in [
+        (
+            "[actions]\nargocd_url = \"not a url\"\n",
+            "actions.argocd_url",
+        ),
+        (
+            "[actions]\nargocd_app_namespace = \"-bad\"\n",
+            "actions.argocd_app_namespace",
+        ),
+        (
+            "[[targets]]\nnamespace = \"prod\"\nname = \"checkout\"\nargocd_app = \"checkout\"\n",
+            "targets[0].argocd_app",
+        ),
+        (
+            "[[targets]]\nnamespace = \"prod\"\nname = \"checkout\"\ngitops = \"argocd\"\n\
+             argocd_app = \"../x\"\n",
+            "targets[0].argocd_app",
+        ),
+        (
+            "[[targets]]\nnamespace = \"prod\"\nname = \"checkout\"\ngitops = \"argocd\"\n\
+             argocd_app = \"checkout\"\nactions = [\"argocd_rollback\"]\n",
+            "targets[0].actions[0]",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let err = Config::load_from(Some(&file), env(&[])).unwrap_err();
+        assert!(err.to_string().starts_with(key), "{text}: {err}");
+    }
+    std::fs::write(
+        &file,
+        "[actions]\nargocd_url = \"https://argocd.example.com\"\nargocd_token = \"s3cr3t-argocd\"\n\
+         [[targets]]\nnamespace = \"prod\"\nname = \"checkout\"\ngitops = \"argocd\"\n\
+         argocd_app = \"checkout\"\nactions = [\"argocd_rollback\"]\n",
+    )
+    .unwrap();
+    let c = Config::load_from(Some(&file), env(&[])).unwrap();
+    assert!(!c.render().contains("s3cr3t-argocd"));
+    assert_eq!(c.actions.argocd_token().unwrap().expose(), "s3cr3t-argocd");
+}

@@ -6,6 +6,7 @@ mod support;
 mod actions;
 mod api;
 mod argo;
+mod argocd;
 mod auth;
 mod browser;
 mod canary;

@@ -173,6 +173,19 @@ impl Executors {
                 }),
             );
         }
+        if !config.argocd_url.is_empty() {
+            by_kind.insert(
+                action::ARGOCD_ROLLBACK.into(),
+                Arc::new(ArgocdRollback {
+                    http: http.clone(),
+                    url: config.argocd_url.trim_end_matches('/').to_string(),
+                    app_namespace: config.argocd_app_namespace.clone(),
+                    token: config.argocd_token(),
+                    timeout: Duration::from_secs(config.rollout_timeout_secs),
+                    poll: Duration::from_secs(2),
+                }),
+            );
+        }
         by_kind.insert(action::FREEZE.into(), Arc::new(Freeze { store, clock }));
         Self { by_kind }
     }
@@ -504,11 +517,13 @@ impl Executor for Freeze {
 }
 
 mod argo;
+mod argocd;
 mod helm;
 mod process;
 mod rollout;
 
 pub use argo::{ARGO_PATCHING, ArgoAbort, ArgoUndo};
+pub use argocd::{ARGOCD_ROLLING_BACK, ArgocdRollback};
 pub use helm::HelmRollback;
 pub(crate) use process::{Posted, Ran, post, retry_after, run};
 pub use rollout::RolloutUndo;

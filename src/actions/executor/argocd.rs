@@ -1,0 +1,386 @@
+//! The Argo CD rollback executor: what an operator does in an incident through Argo
+//! CD's API (PROTOCOLS.md I): turn automated sync off for the Application (a rollback
+//! is refused while it is on, and self-heal would undo one), then roll it back to the
+//! history entry that deployed the known-good revision, and follow the operation.
+//! It looks first: an Application already at that revision gets nothing.
+
+use chrono::{DateTime, Utc};
+
+use super::*;
+use crate::domain::decision::argocd_commands;
+
+/// `argocd app set APP --sync-policy none`, then `argocd app rollback APP ID`.
+pub struct ArgocdRollback {
+    pub http: reqwest::Client,
+    /// `https://argocd.example.com`, without a trailing `/`.
+    pub url: String,
+    /// `appNamespace`, when the Applications are not in Argo CD's own namespace.
+    pub app_namespace: String,
+    pub token: Option<Secret>,
+    /// Longest wait for the rollback's sync operation, and how often to look.
+    pub timeout: Duration,
+    pub poll: Duration,
+}
+
+/// The step noted before the rollback is asked for: the history id and revision.
+pub const ARGOCD_ROLLING_BACK: &str = "argocd_rolling_back";
+
+/// One answer of Argo CD's API.
+enum Answer {
+    Ok(Value),
+    /// 5xx, 429, a transport failure: worth another attempt.
+    Transient(String),
+    /// Another 4xx: Argo CD's own message.
+    Refused(String),
+}
+
+impl ArgocdRollback {
+    /// `{url}/api/v1/applications/{app}{suffix}[?appNamespace=…]`; `app` is a checked
+    /// object name, so it needs no escaping.
+    fn app_url(&self, app: &str, suffix: &str) -> String {
+        let mut url = format!("{}/api/v1/applications/{app}{suffix}", self.url);
+        if !self.app_namespace.is_empty() {
+            url.push_str("?appNamespace=");
+            url.extend(form_urlencoded::byte_serialize(
+                self.app_namespace.as_bytes(),
+            ));
+        }
+        url
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder, token: &Secret) -> Answer {
+        let request = request
+            .bearer_auth(token.expose())
+            .header(reqwest::header::ACCEPT, "application/json");
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(err) => return Answer::Transient(format!("request failed: {}", err.without_url())),
+        };
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        if status.is_success() {
+            return match serde_json::from_str(&body) {
+                Ok(value) => Answer::Ok(value),
+                Err(err) => Answer::Transient(format!("answered {status} with no JSON: {err}")),
+            };
+        }
+        // Argo CD's error body: {"error","code","message"}.
+        let message = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| body.chars().take(512).collect());
+        let text = format!("Argo CD answered {status}: {message}");
+        if status.is_server_error() || status.as_u16() == 429 {
+            Answer::Transient(text)
+        } else {
+            Answer::Refused(text)
+        }
+    }
+
+    async fn get_app(&self, app: &str, token: &Secret) -> Answer {
+        self.send(self.http.get(self.app_url(app, "")), token).await
+    }
+}
+
+/// Whether automated sync is on (`SyncPolicy.IsAutomatedSyncEnabled`, v3.1+; before,
+/// `automated != nil`).
+fn auto_sync_on(app: &Value) -> bool {
+    let automated = &app["spec"]["syncPolicy"]["automated"];
+    automated.is_object() && automated["enabled"] != Value::Bool(false)
+}
+
+/// The revisions of a history entry or of `status.sync`: `revision`, or `revisions`.
+fn revisions(v: &Value) -> Vec<&str> {
+    let mut out: Vec<&str> = v["revisions"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if let Some(r) = v["revision"].as_str().filter(|r| !r.is_empty()) {
+        out.push(r);
+    }
+    out
+}
+
+/// The history entry to go back to: the newest whose revision is the known-good
+/// commit; without one, the newest deployed before the bad deploy started.
+fn pick_entry<'a>(
+    app: &'a Value,
+    good_commit: Option<&str>,
+    bad_started: Option<DateTime<Utc>>,
+) -> Option<&'a Value> {
+    let history = app["status"]["history"].as_array()?;
+    let deployed_at = |e: &Value| {
+        e["deployedAt"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let candidates = history.iter().rev();
+    match (good_commit, bad_started) {
+        (Some(sha), _) => candidates
+            .filter(|e| {
+                revisions(e)
+                    .iter()
+                    .any(|r| r.starts_with(sha) || sha.starts_with(r))
+            })
+            .find(|e| e["id"].is_i64()),
+        (None, Some(start)) => candidates
+            .filter(|e| deployed_at(e).is_some_and(|t| t < start))
+            .find(|e| e["id"].is_i64()),
+        (None, None) => None,
+    }
+}
+
+#[async_trait]
+impl Executor for ArgocdRollback {
+    async fn execute(
+        &self,
+        action: &ActionRecord,
+        dry_run: bool,
+        journal: &dyn Journal,
+    ) -> ExecOutcome {
+        let app = match required(action, "argocd_app") {
+            Ok(app) if crate::domain::field::Field::Name.fits(app) => app,
+            Ok(app) => return ExecOutcome::Failed(format!("{app:?} is not an Application name")),
+            Err(e) => return e,
+        };
+        let good_commit = param(action, "known_good_commit").filter(|c| !c.is_empty());
+        let bad_started = param(action, "suspect_started_at")
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        let Some(token) = &self.token else {
+            return ExecOutcome::Failed(
+                "no Argo CD token: set actions.argocd_token or the variable actions.argocd_token_env names"
+                    .into(),
+            );
+        };
+        let commands = argocd_commands(app, good_commit);
+        let current = match self.get_app(app, token).await {
+            Answer::Ok(v) => v,
+            Answer::Transient(e) => return ExecOutcome::Retry(e),
+            Answer::Refused(e) => return ExecOutcome::Failed(e),
+        };
+        // An earlier attempt that asked for the rollback named its entry.
+        let noted = match journal.noted(ARGOCD_ROLLING_BACK).await {
+            Ok(notes) => notes.into_iter().last(),
+            Err(why) => {
+                return ExecOutcome::Retry(format!(
+                    "cannot read what an earlier attempt did: {why}"
+                ));
+            }
+        };
+        let entry = match &noted {
+            Some(note) => note.clone(),
+            None => match pick_entry(&current, good_commit, bad_started) {
+                Some(e) => json!({ "id": e["id"], "revisions": revisions(e) }),
+                None => {
+                    return ExecOutcome::Failed(format!(
+                        "application {app:?} has no history entry {}: nothing was sent",
+                        match good_commit {
+                            Some(sha) => format!("with revision {sha}"),
+                            None => "deployed before the bad revision".into(),
+                        }
+                    ));
+                }
+            },
+        };
+        let id = entry["id"].as_i64().unwrap_or_default();
+        let target: Vec<String> = entry["revisions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let at_target = |app: &Value| {
+            let now = revisions(&app["status"]["sync"]);
+            !now.is_empty() && now.iter().all(|r| target.iter().any(|t| t == r))
+        };
+        let auto_sync = auto_sync_on(&current);
+        let mut result = json!({
+            "commands": commands,
+            "application": app,
+            "history_id": id,
+            "revisions": target,
+        });
+        if noted.is_none() && at_target(&current) && !operation_running(&current) {
+            result["already_at_revision"] = json!(true);
+            return if dry_run {
+                ExecOutcome::DryRun { result }
+            } else {
+                ExecOutcome::Done {
+                    result,
+                    verify: true,
+                }
+            };
+        }
+        if dry_run {
+            result["would_disable_auto_sync"] = json!(auto_sync);
+            result["would_roll_back_to"] = json!(id);
+            return ExecOutcome::DryRun { result };
+        }
+
+        // 1. Automated sync off: a merge patch of the Application (PROTOCOLS.md I.2).
+        if auto_sync {
+            let body = json!({
+                "name": app,
+                "patchType": "merge",
+                "patch": json!({"spec": {"syncPolicy": {"automated": null}}}).to_string(),
+            });
+            let mut body = body;
+            if !self.app_namespace.is_empty() {
+                body["appNamespace"] = json!(self.app_namespace);
+            }
+            let request = self
+                .http
+                .patch(self.app_url(app, ""))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+            match self.send(request, token).await {
+                Answer::Ok(_) => {}
+                Answer::Transient(e) => return ExecOutcome::Retry(e),
+                Answer::Refused(e) => return ExecOutcome::Failed(e),
+            }
+        }
+        result["auto_sync_disabled"] = json!(auto_sync);
+        result["note"] = json!(
+            "auto-sync is off for this Application: turn it back on (argocd app set APP \
+             --sync-policy automated) once the Git revert is merged"
+        );
+
+        // 2. The rollback (PROTOCOLS.md I.3), unless an earlier attempt's is on its way.
+        let already_asked =
+            noted.is_some() && (at_target(&current) || operation_towards(&current, &target));
+        if !already_asked {
+            if let Err(why) = journal.note(ARGOCD_ROLLING_BACK, &entry).await {
+                return ExecOutcome::Retry(format!(
+                    "cannot record the rollback's entry before asking for it: {why}"
+                ));
+            }
+            let mut body = json!({ "name": app, "id": id, "prune": false, "dryRun": false });
+            if !self.app_namespace.is_empty() {
+                body["appNamespace"] = json!(self.app_namespace);
+            }
+            let request = self
+                .http
+                .post(self.app_url(app, "/rollback"))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+            match self.send(request, token).await {
+                Answer::Ok(_) => {}
+                Answer::Transient(e) => return ExecOutcome::Retry(e),
+                Answer::Refused(e) => {
+                    return ExecOutcome::Escalate {
+                        error: e,
+                        result: Some(result),
+                    };
+                }
+            }
+        }
+        self.follow(app, token, &target, result).await
+    }
+}
+
+fn operation_running(app: &Value) -> bool {
+    matches!(
+        app["status"]["operationState"]["phase"].as_str(),
+        Some("Running" | "Terminating")
+    )
+}
+
+/// Whether the Application's current operation syncs to `target`.
+fn operation_towards(app: &Value, target: &[String]) -> bool {
+    let sync = &app["status"]["operationState"]["operation"]["sync"];
+    let revs = revisions(sync);
+    !revs.is_empty() && revs.iter().all(|r| target.iter().any(|t| t == r))
+}
+
+impl ArgocdRollback {
+    /// Polls the Application until the rollback's sync operation ends.
+    async fn follow(
+        &self,
+        app: &str,
+        token: &Secret,
+        target: &[String],
+        mut result: Value,
+    ) -> ExecOutcome {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            if let Answer::Ok(current) = self.get_app(app, token).await {
+                let state = &current["status"]["operationState"];
+                let phase = state["phase"].as_str().unwrap_or_default();
+                if operation_towards(&current, target) {
+                    match phase {
+                        "Succeeded" => {
+                            result["operation"] = json!("Succeeded");
+                            return ExecOutcome::Done {
+                                result,
+                                verify: true,
+                            };
+                        }
+                        "Failed" | "Error" => {
+                            result["operation"] = json!(phase);
+                            return ExecOutcome::Escalate {
+                                error: format!(
+                                    "Argo CD's rollback sync ended {phase}: {}",
+                                    state["message"].as_str().unwrap_or_default()
+                                ),
+                                result: Some(result),
+                            };
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                result["operation"] = json!("unknown");
+                return ExecOutcome::Escalate {
+                    error: format!(
+                        "Argo CD's rollback sync did not finish within {} s",
+                        self.timeout.as_secs()
+                    ),
+                    result: Some(result),
+                };
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_entry_is_the_known_good_commits_else_the_last_before_the_bad_deploy() {
+        let app = json!({"status": {"history": [
+            {"id": 40, "revision": "aaaa1111", "deployedAt": "2026-12-03T08:00:00Z"},
+            {"id": 41, "revision": "bbbb2222", "deployedAt": "2026-12-03T09:00:00Z"},
+            {"id": 42, "revision": "cccc3333", "deployedAt": "2026-12-03T10:00:00Z"}
+        ]}});
+        let id = |e: Option<&Value>| e.map(|e| e["id"].as_i64().unwrap());
+        assert_eq!(id(pick_entry(&app, Some("aaaa1111"), None)), Some(40));
+        // A short SHA on record matches the full one Argo CD keeps, and the other way.
+        assert_eq!(id(pick_entry(&app, Some("bbbb"), None)), Some(41));
+        let start = "2026-12-03T09:59:00Z".parse().unwrap();
+        assert_eq!(id(pick_entry(&app, None, Some(start))), Some(41));
+        assert_eq!(id(pick_entry(&app, Some("dddd4444"), Some(start))), None);
+        assert_eq!(id(pick_entry(&app, None, None)), None);
+    }
+
+    #[test]
+    fn auto_sync_is_on_unless_absent_or_disabled() {
+        assert!(auto_sync_on(
+            &json!({"spec": {"syncPolicy": {"automated": {}}}})
+        ));
+        assert!(auto_sync_on(
+            &json!({"spec": {"syncPolicy": {"automated": {"selfHeal": true}}}})
+        ));
+        assert!(!auto_sync_on(
+            &json!({"spec": {"syncPolicy": {"automated": {"enabled": false}}}})
+        ));
+        assert!(!auto_sync_on(&json!({"spec": {"syncPolicy": {}}})));
+        assert!(!auto_sync_on(&json!({"spec": {}})));
+    }
+}
