@@ -38,11 +38,12 @@ use serde_json::{Value, json};
 use fake_kube::{FakeKube, HeldAnswer};
 
 /// The kinds the fake serves, as `apply` accepts them.
-const SERVED: [(&str, &str); 4] = [
+const SERVED: [(&str, &str); 5] = [
     ("apps/v1", "Deployment"),
     ("apps/v1", "ReplicaSet"),
     ("v1", "Secret"),
     ("v1", "ConfigMap"),
+    ("argoproj.io/v1alpha1", "Rollout"),
 ];
 
 #[derive(Parser)]

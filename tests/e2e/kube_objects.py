@@ -9,6 +9,14 @@ Deployment controller leaves behind (see tests/fixtures/deployment-with-replicas
       The Deployment (as read back from the API) with its template moved to version V,
       as `kubectl set image` would leave it. The generation is left to the API server
       to bump; the simulated controller then creates revision 3.
+  kube_objects.py argo-initial --namespace NS --name NAME
+      An Argo Rollout, fully promoted at revision 2 (VERSION_2), and its ReplicaSets
+      for revisions 1 and 2, as the Argo Rollouts controller leaves them.
+  kube_objects.py argo-canary --version V [--promoted] < rollout.json
+      What the controller does when the Rollout's template moves to V: revision 3's
+      ReplicaSet, and the Rollout in its first canary step (paused, stable still
+      revision 2), or with --promoted fully promoted to revision 3. The fake API has
+      no Argo controller: the drill plays it with these objects.
 
 Python 3.11 standard library only.
 """
@@ -111,6 +119,98 @@ def replicaset(namespace, name, uid, revision, version, replicas, created):
     }
 
 
+ARGO_HASHES = {1: "5b7d9c6f4", 2: "6f8c4d9b5", 3: "7d9f6b4c8"}
+ARGO_HASH_LABEL = "rollouts-pod-template-hash"
+
+
+def argo_template(name, version, pod_hash=None):
+    t = template(name, version)
+    t["metadata"]["labels"].pop("pod-template-hash", None)
+    if pod_hash:
+        t["metadata"]["labels"][ARGO_HASH_LABEL] = pod_hash
+    return t
+
+
+def argo_replicaset(namespace, name, uid, revision, version, replicas, created):
+    pod_hash = ARGO_HASHES[revision]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": f"{name}-{pod_hash}",
+            "namespace": namespace,
+            "creationTimestamp": created,
+            "labels": {**selector(name), ARGO_HASH_LABEL: pod_hash},
+            "annotations": {"rollout.argoproj.io/revision": str(revision)},
+            "ownerReferences": [
+                {
+                    "apiVersion": "argoproj.io/v1alpha1",
+                    "kind": "Rollout",
+                    "name": name,
+                    "uid": uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {**selector(name), ARGO_HASH_LABEL: pod_hash}},
+            "template": argo_template(name, version, pod_hash),
+        },
+        "status": {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas},
+    }
+
+
+def argo_status(current, stable, phase):
+    return {
+        "currentPodHash": ARGO_HASHES[current],
+        "stableRS": ARGO_HASHES[stable],
+        "phase": phase,
+        "observedGeneration": "1",
+    }
+
+
+def argo_initial(args):
+    namespace, name = args.namespace, args.name
+    uid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"rollwarden-drill/argo/{namespace}/{name}"))
+    two_days, one_day = stamp(datetime.timedelta(days=2)), stamp(datetime.timedelta(days=1))
+    rollout_object = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": name, "namespace": namespace, "uid": uid,
+                     "creationTimestamp": two_days, "generation": 2},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": selector(name)},
+            "template": argo_template(name, VERSION_2),
+            "strategy": {"canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}},
+        },
+        "status": argo_status(2, 2, "Healthy"),
+    }
+    items = [
+        rollout_object,
+        argo_replicaset(namespace, name, uid, 1, VERSION_1, 0, two_days),
+        argo_replicaset(namespace, name, uid, 2, VERSION_2, 3, one_day),
+    ]
+    return {"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}
+
+
+def argo_canary(args):
+    rollout_object = copy.deepcopy(json.load(sys.stdin))
+    meta = rollout_object["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    for field in ("generation", "resourceVersion"):
+        meta.pop(field, None)
+    rollout_object["spec"]["template"] = argo_template(name, args.version)
+    if args.promoted:
+        rollout_object["status"] = argo_status(3, 3, "Healthy")
+    else:
+        rollout_object["status"] = argo_status(3, 2, "Paused")
+    new_rs = argo_replicaset(namespace, name, uid, 3, args.version, 1, stamp(datetime.timedelta()))
+    return {"apiVersion": "v1", "kind": "List", "metadata": {}, "items": [new_rs, rollout_object]}
+
+
 def initial(args):
     namespace, name = args.namespace, args.name
     uid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"rollwarden-drill/{namespace}/{name}"))
@@ -199,8 +299,16 @@ def main():
     roll = sub.add_parser("rollout")
     roll.add_argument("--version", required=True)
     roll.add_argument("--change-cause")
+    argo_first = sub.add_parser("argo-initial")
+    argo_first.add_argument("--namespace", required=True)
+    argo_first.add_argument("--name", required=True)
+    canary = sub.add_parser("argo-canary")
+    canary.add_argument("--version", required=True)
+    canary.add_argument("--promoted", action="store_true")
     args = parser.parse_args()
-    result = initial(args) if args.command == "initial" else rollout(args)
+    commands = {"initial": initial, "rollout": rollout, "argo-initial": argo_initial,
+                "argo-canary": argo_canary}
+    result = commands[args.command](args)
     json.dump(result, sys.stdout, indent=1)
     sys.stdout.write("\n")
     return 0

@@ -16,7 +16,7 @@ Control (POST, no body):
   /corrupt, /repair    corrupt three rows, or repair them all
 GET /state answers the switches as JSON.
 
-With --follow URL (a Deployment as JSON, polled every 0.3 s) and --bad-version V, the
+With --follow URL (a Deployment or an Argo Rollout as JSON, polled every 0.3 s) and --bad-version V, the
 workload behaves like the version its Deployment runs: it turns bad when the
 Deployment's image tag becomes V and good when it becomes any other tag. That is how
 the drill ships a bad build and sees the rollback heal it.
@@ -186,6 +186,10 @@ def follow(state, args):
                 deployment = json.load(answer)
             image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
             version = image.rsplit(":", 1)[-1]
+            # An aborted Argo Rollout serves its stable version while its template
+            # still names the aborted one.
+            if deployment.get("kind") == "Rollout" and deployment.get("status", {}).get("abort"):
+                version, image = "stable", f"{image} (aborted: the stable version serves)"
             if version != seen:
                 seen = version
                 with state.lock:
