@@ -21,9 +21,9 @@ impl Executor for ArgoAbort {
         dry_run: bool,
         _journal: &dyn Journal,
     ) -> ExecOutcome {
-        let (namespace, name) = match (required(action, "namespace"), required(action, "name")) {
-            (Ok(ns), Ok(name)) => (ns, name),
-            (Err(e), _) | (_, Err(e)) => return e,
+        let (namespace, name) = match workload(action) {
+            Ok(workload) => workload,
+            Err(e) => return e,
         };
         let [command, _] = argo_commands("abort", namespace, name, None);
         match argo_ops::abort(&self.client, namespace, name, dry_run).await {
@@ -74,9 +74,9 @@ impl Executor for ArgoUndo {
         dry_run: bool,
         journal: &dyn Journal,
     ) -> ExecOutcome {
-        let (namespace, name) = match (required(action, "namespace"), required(action, "name")) {
-            (Ok(ns), Ok(name)) => (ns, name),
-            (Err(e), _) | (_, Err(e)) => return e,
+        let (namespace, name) = match workload(action) {
+            Ok(workload) => workload,
+            Err(e) => return e,
         };
         let to_revision = match required(action, "kubernetes_revision") {
             Ok(r) => match r.parse::<i64>() {
@@ -88,15 +88,11 @@ impl Executor for ArgoUndo {
         };
         let revision = to_revision.to_string();
         let [command, _] = argo_commands("undo", namespace, name, Some(&revision));
-        let noted = match journal.noted(ARGO_PATCHING).await {
+        let noted = match noted(journal, ARGO_PATCHING).await {
             Ok(notes) => notes
                 .into_iter()
                 .find_map(|n| n["replicaset"].as_str().map(str::to_owned)),
-            Err(why) => {
-                return ExecOutcome::Retry(format!(
-                    "cannot read what an earlier attempt did: {why}"
-                ));
-            }
+            Err(e) => return e,
         };
         let to = match &noted {
             Some(rs) => UndoTo::ReplicaSet(rs.clone()),

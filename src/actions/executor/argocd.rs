@@ -161,13 +161,9 @@ impl Executor for ArgocdRollback {
             Answer::Refused(e) => return ExecOutcome::Failed(e),
         };
         // An earlier attempt that asked for the rollback named its entry.
-        let noted = match journal.noted(ARGOCD_ROLLING_BACK).await {
+        let noted = match noted(journal, ARGOCD_ROLLING_BACK).await {
             Ok(notes) => notes.into_iter().last(),
-            Err(why) => {
-                return ExecOutcome::Retry(format!(
-                    "cannot read what an earlier attempt did: {why}"
-                ));
-            }
+            Err(e) => return e,
         };
         let entry = match &noted {
             Some(note) => note.clone(),

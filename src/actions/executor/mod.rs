@@ -284,6 +284,19 @@ fn required<'a>(action: &'a ActionRecord, name: &str) -> Result<&'a str, ExecOut
     check_param(name, value).map_err(|err| ExecOutcome::Failed(err.to_string()))
 }
 
+/// The `namespace` and `name` of the workload an action is about, checked.
+fn workload(action: &ActionRecord) -> Result<(&str, &str), ExecOutcome> {
+    Ok((required(action, "namespace")?, required(action, "name")?))
+}
+
+/// What earlier attempts noted at `step`, oldest first; a journal that cannot be read
+/// is worth another attempt, never a blind repeat.
+async fn noted(journal: &dyn Journal, step: &str) -> Result<Vec<Value>, ExecOutcome> {
+    journal.noted(step).await.map_err(|why| {
+        ExecOutcome::Retry(format!("cannot read what an earlier attempt did: {why}"))
+    })
+}
+
 /// GitHub Actions `workflow_dispatch` through the REST API.
 pub struct WorkflowDispatch {
     pub http: reqwest::Client,

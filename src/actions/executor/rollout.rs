@@ -20,9 +20,9 @@ impl Executor for RolloutUndo {
         dry_run: bool,
         journal: &dyn Journal,
     ) -> ExecOutcome {
-        let (namespace, name) = match (required(action, "namespace"), required(action, "name")) {
-            (Ok(ns), Ok(name)) => (ns, name),
-            (Err(e), _) | (_, Err(e)) => return e,
+        let (namespace, name) = match workload(action) {
+            Ok(workload) => workload,
+            Err(e) => return e,
         };
         // The known-good revision known by its images only (a CI deploy): set them back.
         let images: Vec<String> = action
@@ -52,15 +52,11 @@ impl Executor for RolloutUndo {
         // An earlier attempt that got as far as the PATCH named its ReplicaSet: the
         // rollback to it renumbered it (revision 2 of 3 becomes 4), and "previous" now
         // means the bad revision. So the target is that ReplicaSet, by identity.
-        let noted = match journal.noted(PATCHING).await {
+        let noted = match noted(journal, PATCHING).await {
             Ok(notes) => notes
                 .into_iter()
                 .find_map(|note| serde_json::from_value::<UndoTarget>(note).ok()),
-            Err(why) => {
-                return ExecOutcome::Retry(format!(
-                    "cannot read what an earlier attempt did: {why}"
-                ));
-            }
+            Err(e) => return e,
         };
         let to = match &noted {
             Some(target) => UndoTo::ReplicaSet(target.clone()),
