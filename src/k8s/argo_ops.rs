@@ -7,7 +7,7 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use super::argo::{self, POD_TEMPLATE_HASH_LABEL, Rollout};
-use super::undo::selector_query;
+use super::undo::{selector_query, strip_label};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 
 /// A failed step of an abort or undo.
@@ -209,26 +209,18 @@ pub async fn plan_undo(
     let mut template = rs
         .spec
         .as_ref()
-        .and_then(|s| s.template.as_ref())
-        .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
-        .unwrap_or(Value::Null);
-    strip_hash(&mut template);
-    let images = template
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .map(|cs| {
-            cs.iter()
-                .filter_map(|c| c.get("image")?.as_str().map(str::to_owned))
-                .collect()
-        })
+        .and_then(|s| s.template.clone())
         .unwrap_or_default();
-    let mut current = rollout
+    strip_label(&mut template, POD_TEMPLATE_HASH_LABEL);
+    let mut current = rollout.spec.template.clone().unwrap_or_default();
+    strip_label(&mut current, POD_TEMPLATE_HASH_LABEL);
+    let images = template
         .spec
-        .template
-        .as_ref()
-        .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
-        .unwrap_or(Value::Null);
-    strip_hash(&mut current);
+        .iter()
+        .flat_map(|pod| &pod.containers)
+        .filter_map(|c| c.image.clone())
+        .collect();
+    let (template, current) = (to_json(&template), to_json(&current));
     let patch = (!derivative(&template, &current))
         .then(|| json!([{"op": "replace", "path": "/spec/template", "value": template}]));
     Ok(UndoPlan {
@@ -282,15 +274,8 @@ pub async fn send_undo(
     })
 }
 
-/// Deletes the `rollouts-pod-template-hash` label from a pod template (the plugin does
-/// before it patches; the controller adds its own).
-fn strip_hash(template: &mut Value) {
-    if let Some(labels) = template
-        .pointer_mut("/metadata/labels")
-        .and_then(Value::as_object_mut)
-    {
-        labels.remove(POD_TEMPLATE_HASH_LABEL);
-    }
+fn to_json(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> Value {
+    serde_json::to_value(template).unwrap_or(Value::Null)
 }
 
 /// `apiequality.Semantic.DeepDerivative(a, b)` on JSON: every field `a` sets (not
@@ -339,8 +324,11 @@ mod tests {
 
     #[test]
     fn the_hash_label_is_not_sent_back() {
-        let mut t = json!({"metadata": {"labels": {"app": "a", POD_TEMPLATE_HASH_LABEL: "h"}}});
-        strip_hash(&mut t);
-        assert_eq!(t, json!({"metadata": {"labels": {"app": "a"}}}));
+        let mut t: k8s_openapi::api::core::v1::PodTemplateSpec = serde_json::from_value(
+            json!({"metadata": {"labels": {"app": "a", POD_TEMPLATE_HASH_LABEL: "h"}}}),
+        )
+        .unwrap();
+        strip_label(&mut t, POD_TEMPLATE_HASH_LABEL);
+        assert_eq!(to_json(&t), json!({"metadata": {"labels": {"app": "a"}}}));
     }
 }

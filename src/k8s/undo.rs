@@ -616,11 +616,18 @@ fn rollback_annotations(deployment: &Deployment, target: &ReplicaSet) -> Value {
 /// Removes the `pod-template-hash` label; labels left empty are dropped, as Go's
 /// `omitempty` drops them.
 fn strip_hash_label(template: &mut PodTemplateSpec) {
+    strip_label(template, POD_TEMPLATE_HASH_LABEL);
+}
+
+/// Removes a controller's hash label (`pod-template-hash`, Argo's
+/// `rollouts-pod-template-hash`); labels left empty are dropped, as Go's `omitempty`
+/// drops them.
+pub(super) fn strip_label(template: &mut PodTemplateSpec, label: &str) {
     let Some(meta) = template.metadata.as_mut() else {
         return;
     };
     if let Some(labels) = meta.labels.as_mut() {
-        labels.remove(POD_TEMPLATE_HASH_LABEL);
+        labels.remove(label);
         if labels.is_empty() {
             meta.labels = None;
         }
