@@ -5,6 +5,7 @@
 
 pub mod action;
 pub mod alert;
+pub mod argocd;
 pub mod canary;
 pub mod classify;
 pub mod decide;

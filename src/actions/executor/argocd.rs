@@ -7,6 +7,9 @@
 use chrono::{DateTime, Utc};
 
 use super::*;
+use crate::domain::argocd::{
+    auto_sync_on, operation_running, operation_towards, pick_entry, revisions,
+};
 use crate::domain::decision::argocd_commands;
 
 /// `argocd app set APP --sync-policy none`, then `argocd app rollback APP ID`.
@@ -79,55 +82,6 @@ impl ArgocdRollback {
 
     async fn get_app(&self, app: &str, token: &Secret) -> Answer {
         self.send(self.http.get(self.app_url(app, "")), token).await
-    }
-}
-
-/// Whether automated sync is on (`SyncPolicy.IsAutomatedSyncEnabled`, v3.1+; before,
-/// `automated != nil`).
-fn auto_sync_on(app: &Value) -> bool {
-    let automated = &app["spec"]["syncPolicy"]["automated"];
-    automated.is_object() && automated["enabled"] != Value::Bool(false)
-}
-
-/// The revisions of a history entry or of `status.sync`: `revision`, or `revisions`.
-fn revisions(v: &Value) -> Vec<&str> {
-    let mut out: Vec<&str> = v["revisions"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    if let Some(r) = v["revision"].as_str().filter(|r| !r.is_empty()) {
-        out.push(r);
-    }
-    out
-}
-
-/// The history entry to go back to: the newest whose revision is the known-good
-/// commit; without one, the newest deployed before the bad deploy started.
-fn pick_entry<'a>(
-    app: &'a Value,
-    good_commit: Option<&str>,
-    bad_started: Option<DateTime<Utc>>,
-) -> Option<&'a Value> {
-    let history = app["status"]["history"].as_array()?;
-    let deployed_at = |e: &Value| {
-        e["deployedAt"]
-            .as_str()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-    };
-    let candidates = history.iter().rev();
-    match (good_commit, bad_started) {
-        (Some(sha), _) => candidates
-            .filter(|e| {
-                revisions(e)
-                    .iter()
-                    .any(|r| r.starts_with(sha) || sha.starts_with(r))
-            })
-            .find(|e| e["id"].is_i64()),
-        (None, Some(start)) => candidates
-            .filter(|e| deployed_at(e).is_some_and(|t| t < start))
-            .find(|e| e["id"].is_i64()),
-        (None, None) => None,
     }
 }
 
@@ -278,20 +232,6 @@ impl Executor for ArgocdRollback {
     }
 }
 
-fn operation_running(app: &Value) -> bool {
-    matches!(
-        app["status"]["operationState"]["phase"].as_str(),
-        Some("Running" | "Terminating")
-    )
-}
-
-/// Whether the Application's current operation syncs to `target`.
-fn operation_towards(app: &Value, target: &[String]) -> bool {
-    let sync = &app["status"]["operationState"]["operation"]["sync"];
-    let revs = revisions(sync);
-    !revs.is_empty() && revs.iter().all(|r| target.iter().any(|t| t == r))
-}
-
 impl ArgocdRollback {
     /// Polls the Application until the rollback's sync operation ends.
     async fn follow(
@@ -341,42 +281,5 @@ impl ArgocdRollback {
             }
             tokio::time::sleep(self.poll).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_entry_is_the_known_good_commits_else_the_last_before_the_bad_deploy() {
-        let app = json!({"status": {"history": [
-            {"id": 40, "revision": "aaaa1111", "deployedAt": "2026-12-03T08:00:00Z"},
-            {"id": 41, "revision": "bbbb2222", "deployedAt": "2026-12-03T09:00:00Z"},
-            {"id": 42, "revision": "cccc3333", "deployedAt": "2026-12-03T10:00:00Z"}
-        ]}});
-        let id = |e: Option<&Value>| e.map(|e| e["id"].as_i64().unwrap());
-        assert_eq!(id(pick_entry(&app, Some("aaaa1111"), None)), Some(40));
-        // A short SHA on record matches the full one Argo CD keeps, and the other way.
-        assert_eq!(id(pick_entry(&app, Some("bbbb"), None)), Some(41));
-        let start = "2026-12-03T09:59:00Z".parse().unwrap();
-        assert_eq!(id(pick_entry(&app, None, Some(start))), Some(41));
-        assert_eq!(id(pick_entry(&app, Some("dddd4444"), Some(start))), None);
-        assert_eq!(id(pick_entry(&app, None, None)), None);
-    }
-
-    #[test]
-    fn auto_sync_is_on_unless_absent_or_disabled() {
-        assert!(auto_sync_on(
-            &json!({"spec": {"syncPolicy": {"automated": {}}}})
-        ));
-        assert!(auto_sync_on(
-            &json!({"spec": {"syncPolicy": {"automated": {"selfHeal": true}}}})
-        ));
-        assert!(!auto_sync_on(
-            &json!({"spec": {"syncPolicy": {"automated": {"enabled": false}}}})
-        ));
-        assert!(!auto_sync_on(&json!({"spec": {"syncPolicy": {}}})));
-        assert!(!auto_sync_on(&json!({"spec": {}})));
     }
 }
