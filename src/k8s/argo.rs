@@ -240,6 +240,23 @@ pub fn deploys_for(
     );
     // Before the controller has written a status, the newest revision is the one rolling out.
     let newest = revisions.first().map(|(rev, _)| *rev);
+    // The watch can show a new ReplicaSet before the Rollout's status names it: a revision
+    // newer than the status's current one is the one rolling out (an undo renumbers the
+    // ReplicaSet it reuses, so the newest revision is always the controller's next state).
+    let status_current_rev = current_hash.as_deref().and_then(|current| {
+        revisions
+            .iter()
+            .find(|(_, rs)| label(&rs.metadata, POD_TEMPLATE_HASH_LABEL) == Some(current))
+            .map(|(rev, _)| *rev)
+    });
+    let ahead = matches!((newest, status_current_rev), (Some(n), Some(k)) if n > k);
+    // The status (abort, phase) is about the revision it names, not the newer one.
+    let current_hash = if ahead { None } else { current_hash };
+    let (aborted, degraded) = if ahead {
+        (false, false)
+    } else {
+        (aborted, degraded)
+    };
 
     revisions
         .into_iter()
@@ -476,6 +493,24 @@ mod tests {
         let deploys = deploys_for(&ro, &history(), "c", now());
         assert_eq!(deploys[0].status, "progressing");
         assert_eq!(deploys[1].status, "superseded");
+    }
+
+    #[test]
+    fn a_replicaset_seen_before_the_status_names_it_is_the_running_canary() {
+        // Revision 7 exists; the status still speaks of the aborted revision 6.
+        let ro = rollout(
+            json!({"currentPodHash": "6d4f9c8b7", "stableRS": "5c8f7d9b6",
+            "abort": true, "phase": "Degraded"}),
+        );
+        let deploys = deploys_for(&ro, &history(), "c", now());
+        assert_eq!(
+            summary(&deploys),
+            [
+                row("7", "progressing", "canary"),
+                row("6", "superseded", "old"),
+                row("5", "deployed", "stable"),
+            ]
+        );
     }
 
     #[test]

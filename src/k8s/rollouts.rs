@@ -106,10 +106,16 @@ pub fn deploys_for(
     });
     // The controller writes the Deployment's revision when it creates or reuses the new
     // ReplicaSet; until it has, the highest revision is the best guess.
-    let current = revision_of(&deployment.metadata)
-        .filter(|rev| *rev > 0)
-        .or_else(|| revisions.first().map(|(rev, _)| *rev));
-    let current_status = if rollout_failed(deployment) {
+    // The watch can also show the new ReplicaSet before the Deployment that names it: a
+    // revision newer than the Deployment's is the one rolling out, whatever its conditions
+    // say about the previous one.
+    let newest = revisions.first().map(|(rev, _)| *rev);
+    let annotated = revision_of(&deployment.metadata).filter(|rev| *rev > 0);
+    let ahead = matches!((newest, annotated), (Some(n), Some(a)) if n > a);
+    let current = if ahead { newest } else { annotated.or(newest) };
+    let current_status = if ahead {
+        status::PROGRESSING
+    } else if rollout_failed(deployment) {
         status::FAILED
     } else if rollout_complete(deployment) {
         status::DEPLOYED
@@ -641,6 +647,20 @@ mod tests {
         assert_eq!(deploys[0].status, "failed");
         assert_eq!(deploys[0].finished_at, None);
         assert_eq!(deploys[1].status, "superseded");
+    }
+
+    #[test]
+    fn a_replicaset_seen_before_its_deployment_is_the_one_rolling_out() {
+        // The complete Deployment still names revision 3; revision 4 is already there.
+        let (deployment, mut replicasets) = fixture();
+        replicasets.push(extra_replicaset(&replicasets, "checkout-next", "4"));
+        let deploys = deploys_for(&deployment, &replicasets, "c", now());
+        let statuses: Vec<_> = deploys
+            .iter()
+            .map(|d| (d.revision.as_str(), d.status.as_str()))
+            .collect();
+        assert_eq!(statuses[..2], [("4", "progressing"), ("3", "superseded")]);
+        assert_eq!(deploys[0].finished_at, None);
     }
 
     #[test]
