@@ -388,6 +388,7 @@ pub(crate) mod tests {
             policy_version: "runbooks-1".into(),
             inputs_hash: String::new(),
             not_considered: None,
+            release: None,
         }
     }
 

@@ -277,6 +277,7 @@ mod tests {
             policy_version: "runbooks-1".into(),
             inputs_hash: String::new(),
             not_considered: None,
+            release: None,
         }
     }
 

@@ -729,6 +729,10 @@ pub struct Decision {
     /// caps): the decision was reached without them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_considered: Option<NotConsidered>,
+    /// For a region of a multi-region release: the release, how far its rollback
+    /// reaches, the other regions' verdicts and the regions the wave stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<super::release::ReleaseCheck>,
 }
 
 /// Alerts an evaluation did not weigh, and why: the engine holds at most
@@ -960,6 +964,7 @@ mod tests {
             policy_version: "runbooks-1".into(),
             inputs_hash: String::new(),
             not_considered: None,
+            release: None,
         }
     }
 

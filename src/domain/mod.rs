@@ -14,6 +14,7 @@ pub mod deploy;
 pub mod field;
 pub mod freeze;
 pub mod policy;
+pub mod release;
 pub mod render;
 pub mod report;
 pub mod role;

@@ -597,6 +597,7 @@ mod tests {
         let target = Target {
             target: TargetRef::deployment("prod-eu", "shop", "checkout"),
             region: Some("us-east-1".into()),
+            service: None,
             environment: Some("production".into()),
             mode: Mode::Recommend,
             helm_release: None,

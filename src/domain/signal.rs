@@ -30,6 +30,10 @@ pub enum SignalKind {
     Dependency,
     CanaryFailed,
     Custom,
+    /// The release the target runs regressed in enough regions that every region
+    /// rolls back (`domain::release`). Made by the engine only: no alert, posted
+    /// signal or configured rule can be one.
+    ReleaseRegressed,
 }
 
 impl SignalKind {
@@ -66,11 +70,19 @@ impl SignalKind {
             SignalKind::Dependency => "dependency",
             SignalKind::CanaryFailed => "canary_failed",
             SignalKind::Custom => "custom",
+            SignalKind::ReleaseRegressed => "release_regressed",
         }
     }
 
+    /// The kinds an alert, a posted signal or a configured rule may name: every one
+    /// but [`SignalKind::ReleaseRegressed`], which only the engine makes.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether only rollwarden itself makes signals of this kind.
+    pub fn is_internal(self) -> bool {
+        self == SignalKind::ReleaseRegressed
     }
 
     /// Kinds whose value is a ratio in [0, 1]; a larger value is a unit mistake
@@ -117,6 +129,8 @@ pub enum SignalSource {
     Api,
     /// From a canary controller callback.
     Canary,
+    /// Made by the engine from a release's other regions (`domain::release`).
+    Release,
 }
 
 /// One observation. A signal is active from `started_at` until `ended_at`.

@@ -25,6 +25,11 @@ pub enum Mode {
 pub struct Target {
     pub target: TargetRef,
     pub region: Option<String>,
+    /// The service it is a region of: deploys of one version to the targets of one
+    /// service are one release (see `domain::release`). None: the workload name
+    /// without the region suffix.
+    #[serde(default)]
+    pub service: Option<String>,
     pub environment: Option<String>,
     pub mode: Mode,
     /// The Helm release that manages it, for `helm rollback` recommendations.
@@ -55,6 +60,7 @@ impl Target {
         Self {
             target,
             region: None,
+            service: None,
             environment: None,
             mode: Mode::default(),
             helm_release: None,

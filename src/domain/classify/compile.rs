@@ -36,6 +36,15 @@ impl Rule {
 pub(super) fn compile_rule(key: &str, rule: &SignalRule) -> Result<Rule, ClassifyConfigError> {
     let glob = Glob::parse(&format!("{key}.alertname"), &rule.alertname)?;
     let matchers = matcher::compile(&format!("{key}.matchers"), &rule.matchers)?;
+    if rule.kind.is_internal() {
+        return Err(invalid(
+            format!("{key}.kind"),
+            format!(
+                "{} is made by rollwarden itself, never from an alert",
+                rule.kind.as_str()
+            ),
+        ));
+    }
     match (&rule.dependency, rule.kind) {
         (Some(name), SignalKind::Dependency) => check_text(&format!("{key}.dependency"), name)?,
         (None, SignalKind::Dependency) => {
@@ -139,6 +148,14 @@ pub(super) fn compile_target(
             ));
         }
     }
+    if let Some(service) = &config.service
+        && !crate::domain::field::Field::Name.fits(service)
+    {
+        return Err(invalid(
+            format!("{key}.service"),
+            format!("{service:?} is not a DNS-1123 name"),
+        ));
+    }
     if let Some(app) = &config.argocd_app {
         if config.gitops.as_deref() != Some("argocd") {
             return Err(invalid(
@@ -179,6 +196,7 @@ pub(super) fn compile_target(
         target: Target {
             target: TargetRef::new(cluster, &config.namespace, &config.kind, &config.name),
             region: config.region.clone(),
+            service: config.service.clone(),
             environment: config.environment.clone(),
             mode,
             helm_release: config.helm_release.clone(),

@@ -22,6 +22,10 @@ pub struct TargetConfig {
     /// The region it serves, for region-scoped rollbacks and announcements.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// The service it is a region of, for multi-region releases (a DNS-1123 name).
+    /// Absent: the workload name without the `-REGION` suffix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     /// A key of `[environments]`; its mode decides how a rollback is carried out.
     /// Absent: mode `recommend`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,6 +64,7 @@ impl Default for TargetConfig {
             kind: "Deployment".into(),
             name: String::new(),
             region: None,
+            service: None,
             environment: None,
             helm_release: None,
             cd_workflow: None,

@@ -495,6 +495,7 @@ fn configured_targets_win_over_discovery() {
         helm_release: Some("checkout".into()),
         cd_workflow: Some("cd-rollback.yml".into()),
         region: Some("eu-west-1".into()),
+        service: None,
         dependencies: vec!["database".into()],
         gitops: Some("argocd".into()),
         argocd_app: None,

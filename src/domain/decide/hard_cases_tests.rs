@@ -33,6 +33,7 @@ fn target() -> Target {
     Target {
         target: workload(),
         region: Some("eu-west-1".into()),
+        service: None,
         environment: Some("production".into()),
         mode: Mode::Auto,
         helm_release: None,

@@ -167,9 +167,18 @@ pub fn decide(
         .filter(|s| s.kind == SignalKind::Dependency && s.started_at <= now)
         .collect();
     dependency_history.sort_by(|a, b| signal_order(a, b));
+    // R1 (a release regressed in enough regions) is every policy's unless the policy
+    // has its own rule for `release_regressed` signals.
+    let release_rule = Rule::release();
+    let implicit = (!policy
+        .rules
+        .iter()
+        .any(|r| r.kinds.contains(&SignalKind::ReleaseRegressed)))
+    .then_some(&release_rule);
     let rules: Vec<(&Rule, Condition)> = policy
         .rules
         .iter()
+        .chain(implicit)
         .filter_map(|rule| rule.condition().ok().map(|c| (rule, c)))
         .collect();
 
@@ -350,6 +359,7 @@ pub fn decide(
         policy_version: policy.version.clone(),
         inputs_hash: String::new(),
         not_considered: None,
+        release: None,
     };
     decision.inputs_hash = decision.compute_inputs_hash();
     decision

@@ -29,6 +29,7 @@ fn target(environment: &str) -> Target {
     Target {
         target: workload(),
         region: Some("eu-west-1".into()),
+        service: None,
         environment: Some(environment.into()),
         mode: Mode::Auto,
         helm_release: None,

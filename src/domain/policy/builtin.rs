@@ -7,6 +7,24 @@ use super::{DEFAULT_POLICY_VERSION, LoopGuard, Outcome, Policy, RUNBOOKS_1, Rule
 use crate::domain::{Scope, SignalKind};
 
 impl Rule {
+    /// R1: the engine's `release_regressed` signal for a region of a release that
+    /// regressed in enough regions (`domain::release`) is a rollback, after the
+    /// region's deploy of the release (the signal starts with it). Every policy has it
+    /// unless it has its own rule for that kind.
+    pub fn release() -> Self {
+        Self {
+            after_deploy: true,
+            ..Self::new(
+                crate::domain::release::RELEASE_RULE,
+                "Multi-Region Rollback: the release regressed in enough regions that every \
+                 region on it rolls back, in parallel.",
+                &[SignalKind::ReleaseRegressed],
+                Outcome::Rollback,
+            )
+            .present()
+        }
+    }
+
     fn new(id: &str, description: &str, kinds: &[SignalKind], outcome: Outcome) -> Self {
         Self {
             id: id.into(),

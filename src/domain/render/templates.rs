@@ -326,6 +326,7 @@ fn sample_decision() -> crate::domain::Decision {
         policy_version: "runbooks-1".into(),
         inputs_hash: String::new(),
         not_considered: None,
+        release: None,
     }
 }
 
