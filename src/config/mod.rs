@@ -134,7 +134,44 @@ impl Config {
                 format!("{name:?} is not a key of [environments]"),
             ));
         }
+        self.validate_federation()?;
         self.auth.validate()?;
+        Ok(())
+    }
+
+    /// `policy.releases.federation_exclude` and `federation_include` name a configured
+    /// `command:NAME` or `webhook:NAME`.
+    fn validate_federation(&self) -> Result<(), ConfigError> {
+        let names = self.actions.executor_names();
+        let r = &self.policy.releases;
+        for (field, value) in [
+            ("federation_exclude", &r.federation_exclude),
+            ("federation_include", &r.federation_include),
+        ] {
+            let Some(value) = value else { continue };
+            let key = format!("policy.releases.{field}");
+            if !(value.starts_with("command:") || value.starts_with("webhook:")) {
+                return Err(invalid(
+                    key,
+                    format!("{value:?} is not command:NAME or webhook:NAME"),
+                ));
+            }
+            if !names.contains(value) {
+                return Err(invalid(
+                    key,
+                    format!("{value:?} names no [[actions.commands]] or [[actions.webhooks]]"),
+                ));
+            }
+        }
+        if r.canary_region
+            .as_deref()
+            .is_some_and(|c| !self.targets.iter().any(|t| t.region.as_deref() == Some(c)))
+        {
+            return Err(invalid(
+                "policy.releases.canary_region",
+                "is the region of no [[targets]] entry",
+            ));
+        }
         Ok(())
     }
 

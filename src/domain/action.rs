@@ -23,6 +23,11 @@ pub const ARGOCD_ROLLBACK: &str = "argocd_rollback";
 /// The kind of target an Argo Rollouts watcher records and the argo executors act on.
 pub const ROLLOUT_KIND: &str = "Rollout";
 pub const FREEZE: &str = "freeze";
+/// `federation_exclude:command:NAME` (or `webhook:NAME`): a region rolled back alone
+/// taken out of federation routing by a configured executor.
+pub const FEDERATION_EXCLUDE: &str = "federation_exclude";
+/// `federation_include:…`: the region put back, once its rollback is verified.
+pub const FEDERATION_INCLUDE: &str = "federation_include";
 
 /// What an action does, parsed from its kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +44,12 @@ pub enum ActionKind {
     Webhook(String),
     /// Create a freeze record (M8).
     Freeze,
+    /// Take a region out of federation routing (`include` false) or put it back, by
+    /// the configured `command:NAME` or `webhook:NAME` it names.
+    Federation {
+        include: bool,
+        executor: String,
+    },
 }
 
 impl ActionKind {
@@ -54,6 +65,15 @@ impl ActionKind {
             ARGOCD_ROLLBACK => Some(Self::ArgocdRollback),
             FREEZE => Some(Self::Freeze),
             other => match other.split_once(':') {
+                Some((FEDERATION_EXCLUDE | FEDERATION_INCLUDE, executor)) => {
+                    match Self::parse(executor) {
+                        Some(Self::Command(_) | Self::Webhook(_)) => Some(Self::Federation {
+                            include: other.starts_with(FEDERATION_INCLUDE),
+                            executor: executor.into(),
+                        }),
+                        _ => None,
+                    }
+                }
                 Some(("command", name)) if !name.is_empty() => Some(Self::Command(name.into())),
                 Some(("webhook", name)) if !name.is_empty() => Some(Self::Webhook(name.into())),
                 _ => None,
@@ -64,7 +84,19 @@ impl ActionKind {
     /// Whether carrying it out rolls the target back (the loop guard counts those,
     /// and their outcome is verified).
     pub fn rolls_back(&self) -> bool {
-        !matches!(self, Self::Webhook(_) | Self::Freeze)
+        !matches!(
+            self,
+            Self::Webhook(_) | Self::Freeze | Self::Federation { .. }
+        )
+    }
+
+    /// The configured executor that carries it out: the one a federation step names,
+    /// else the kind itself.
+    pub fn executor(kind: &str) -> &str {
+        match kind.split_once(':') {
+            Some((FEDERATION_EXCLUDE | FEDERATION_INCLUDE, executor)) => executor,
+            _ => kind,
+        }
     }
 }
 
@@ -240,6 +272,44 @@ pub fn plan(decision: &Decision, target: &Target, freeze_scope: FreezeScope) -> 
         });
     }
     planned
+}
+
+/// The federation exclusion of a region its release rolled back alone
+/// (`domain::release`, scope `region`): the configured `radius.federation_exclude`
+/// executor, with the region and the rollback's params, in the rollback's mode, after
+/// the rollback actions `planned` (the worker claims in order). `None` unless the
+/// decision rolls this region back alone and an exclusion is configured.
+pub fn federation_exclusion(
+    decision: &Decision,
+    target: &Target,
+    radius: &super::release::BlastRadius,
+    planned: &[PlannedAction],
+) -> Option<PlannedAction> {
+    let executor = radius.federation_exclude.as_deref()?;
+    let check = decision.release.as_ref()?;
+    let region = target.region.as_deref()?;
+    if check.scope != super::release::ReleaseScope::Region
+        || !check.rolled_back.iter().any(|r| r == region)
+    {
+        return None;
+    }
+    let rollback = planned
+        .iter()
+        .find(|p| ActionKind::parse(&p.kind).is_some_and(|k| k.rolls_back()))?;
+    let suspect = decision.suspect.as_ref()?;
+    let kind = format!("{FEDERATION_EXCLUDE}:{executor}");
+    let mut params = rollback.params.clone();
+    if let Some(object) = params.as_object_mut() {
+        object.insert("release".into(), check.release.clone().into());
+        object.insert("federation".into(), "exclude".into());
+    }
+    Some(PlannedAction {
+        idempotency_key: format!("{}|deploy:{}|{kind}", target.target.key(), suspect.id),
+        kind,
+        mode: rollback.mode,
+        state: rollback.state,
+        params,
+    })
 }
 
 /// What a notification announces.
@@ -559,6 +629,20 @@ pub(crate) mod tests {
             for record in [&mut d.suspect, &mut d.rollback_to].into_iter().flatten() {
                 record.deploy.revision = value.clone();
             }
+            d.release = Some(crate::domain::release::ReleaseCheck {
+                release: format!("checkout@{value}"),
+                scope: crate::domain::release::ReleaseScope::AllRegions,
+                affected: vec![value.clone(), "eu-west-1".into()],
+                rolled_back: vec![value.clone()],
+                kept: vec![crate::domain::release::KeptRegion {
+                    region: value.clone(),
+                    verdict: value.clone(),
+                    rules: vec![value.clone()],
+                }],
+                wave_stopped: vec![value.clone()],
+                others_healthy: false,
+                timeline: Vec::new(),
+            });
             for event in Event::ALL {
                 let message = HostileMessage {
                     event,

@@ -86,8 +86,13 @@ pub struct CanaryStatus {
     /// `freeze` (M8).
     pub frozen: bool,
     /// Nothing stands in the way of the canary advancing: the verdict is `ok` or
-    /// `monitor`, no rule calling for more is pending, and no freeze covers the target.
+    /// `monitor`, no rule calling for more is pending, no freeze covers the target,
+    /// and the wave of the release it rolls out was not stopped in its region.
     pub healthy: bool,
+    /// Why the release the target rolls out is refused in its region (the wave stop of
+    /// `domain::release`), when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wave_stopped: Option<String>,
 }
 
 impl CanaryStatus {
@@ -104,15 +109,27 @@ impl CanaryStatus {
             .pending
             .iter()
             .any(|p| p.outcome > Outcome::Monitor);
+        let wave_stopped = decision.release.as_ref().and_then(|check| {
+            let region = decision.region.as_deref()?;
+            check.wave_stopped.iter().any(|r| r == region).then(|| {
+                format!(
+                    "wave stopped: release {} regressed in {}; it is refused in region {region}",
+                    check.release,
+                    check.affected.join(", ")
+                )
+            })
+        });
         let healthy = !rollback
             && !frozen
             && !pending
+            && wave_stopped.is_none()
             && matches!(decision.verdict, Verdict::Ok | Verdict::Monitor);
         Self {
             verdict: decision.verdict,
             rollback,
             frozen,
             healthy,
+            wave_stopped,
         }
     }
 }
@@ -166,13 +183,25 @@ pub fn answer(hook: Hook, status: &CanaryStatus, reason: &str, covering: &[&Free
         Hook::PreRollout | Hook::Rollout if status.rollback => {
             refuse("check_failed", reason.into())
         }
-        Hook::PreRollout | Hook::Rollout => Answer::Pass,
+        Hook::PreRollout | Hook::Rollout => match &status.wave_stopped {
+            Some(why) => refuse("check_failed", why.clone()),
+            None => Answer::Pass,
+        },
         Hook::ConfirmRollout if status.frozen => refuse("gate_closed", frozen()),
         Hook::ConfirmRollout if status.rollback => refuse("gate_closed", reason.into()),
-        Hook::ConfirmRollout => Answer::Pass,
+        Hook::ConfirmRollout => match &status.wave_stopped {
+            Some(why) => refuse("gate_closed", why.clone()),
+            None => Answer::Pass,
+        },
         Hook::ConfirmTrafficIncrease | Hook::ConfirmPromotion if status.healthy => Answer::Pass,
         Hook::ConfirmTrafficIncrease | Hook::ConfirmPromotion if status.frozen => {
             refuse("gate_closed", frozen())
+        }
+        Hook::ConfirmTrafficIncrease | Hook::ConfirmPromotion if status.wave_stopped.is_some() => {
+            refuse(
+                "gate_closed",
+                status.wave_stopped.clone().unwrap_or_default(),
+            )
         }
         Hook::ConfirmTrafficIncrease | Hook::ConfirmPromotion => refuse(
             "gate_closed",
@@ -421,6 +450,7 @@ mod tests {
             rollback,
             frozen,
             healthy,
+            wave_stopped: None,
         }
     }
 

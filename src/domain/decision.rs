@@ -748,7 +748,8 @@ pub struct NotConsidered {
 impl Decision {
     /// The hash of what the decision depends on: verdict, fired rule ids with observed
     /// values, hold codes (with the dependency for H2), suspect and rollback-target ids,
-    /// policy version, the escalation raised and whether verification passes. Durations and texts that move with the clock are left out, so that
+    /// policy version, the escalation raised, whether verification passes and the
+    /// release's scope, affected and wave-stopped regions. Durations and texts that move with the clock are left out, so that
     /// re-deciding an unchanged situation gives the same hash.
     pub fn compute_inputs_hash(&self) -> String {
         let mut canonical = format!("policy={}\nverdict={}\n", self.policy_version, self.verdict);
@@ -784,6 +785,17 @@ impl Decision {
         }
         if let Some(v) = &self.verification {
             canonical.push_str(&format!("verification={}\n", v.passing));
+        }
+        if let Some(r) = &self.release {
+            // Its scope and the wave stop change what the region's gates answer; the
+            // other regions' verdicts are read afresh by whoever shows them.
+            canonical.push_str(&format!(
+                "release={}:{}:affected={}:stopped={}\n",
+                r.release,
+                r.scope.as_str(),
+                r.affected.join(","),
+                r.wave_stopped.join(",")
+            ));
         }
         hex::encode(Sha256::digest(canonical.as_bytes()))
     }

@@ -417,6 +417,18 @@ pub struct ReleaseCheck {
     pub wave_stopped: Vec<String>,
     /// Whether every other region that runs the release is healthy.
     pub others_healthy: bool,
+    /// Each region's part, oldest first: its deploy of the release, its regression.
+    #[serde(default)]
+    pub timeline: Vec<ReleaseEvent>,
+}
+
+/// One moment of a release in one region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseEvent {
+    pub at: DateTime<Utc>,
+    pub region: String,
+    /// What happened, in words.
+    pub event: String,
 }
 
 /// A region that keeps running the release, with its current verdict.
@@ -455,6 +467,29 @@ pub fn check(release: &Release, region: &str, radius: &BlastRadius) -> ReleaseCh
         .iter()
         .filter(|r| r.region != region && r.current && r.regressed_at.is_none())
         .all(ReleaseRegion::healthy);
+    let mut timeline = Vec::new();
+    for r in &release.regions {
+        if let Some(at) = r.started_at {
+            timeline.push(ReleaseEvent {
+                at,
+                region: r.region.clone(),
+                event: format!(
+                    "deploy of {} started (revision {}, deploy #{})",
+                    release.version,
+                    r.revision.as_deref().unwrap_or("?"),
+                    r.deploy_id.unwrap_or_default()
+                ),
+            });
+        }
+        if let Some(at) = r.regressed_at {
+            timeline.push(ReleaseEvent {
+                at,
+                region: r.region.clone(),
+                event: format!("regressed ({})", r.regressed_rules.join(", ")),
+            });
+        }
+    }
+    timeline.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.region.cmp(&b.region)));
     ReleaseCheck {
         release: release.id.clone(),
         scope: release.scope,
@@ -467,6 +502,7 @@ pub fn check(release: &Release, region: &str, radius: &BlastRadius) -> ReleaseCh
         kept,
         wave_stopped,
         others_healthy,
+        timeline,
     }
 }
 

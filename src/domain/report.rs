@@ -131,6 +131,11 @@ pub struct Evidence {
     /// Alerts about the target the engine did not weigh (over its caps), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_considered: Option<NotConsidered>,
+    /// For a region of a multi-region release: the affected regions, those rolled back
+    /// and those kept running (with their verdicts), the wave stop, and each region's
+    /// timeline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<super::release::ReleaseCheck>,
 }
 
 /// The evidence record for one decision, as JSON (see [`evidence_record`]).
@@ -227,6 +232,7 @@ pub fn evidence_record(
         log_link: log_link.map(str::to_string),
         inputs_hash: decision.inputs_hash.clone(),
         not_considered: decision.not_considered.clone(),
+        release: decision.release.clone(),
     }
 }
 
@@ -399,6 +405,13 @@ fn severity(verdict: Verdict) -> &'static str {
 }
 
 fn regions(decision: &Decision) -> String {
+    if let Some(release) = decision.release.as_ref().filter(|r| !r.affected.is_empty()) {
+        return format!(
+            "{} (release {})",
+            markdown::text(&release.affected.join(", ")),
+            markdown::code(&release.release)
+        );
+    }
     let mut regions: Vec<&str> = [&decision.suspect, &decision.rollback_to]
         .into_iter()
         .flatten()
@@ -415,6 +428,70 @@ fn regions(decision: &Decision) -> String {
     } else {
         markdown::text(&regions.join(", "))
     }
+}
+
+/// The multi-region playbook's account of a release: how far the rollback reaches,
+/// which regions rolled back and which kept running and why, the wave stop, and each
+/// region's timeline.
+fn release_section(release: &super::release::ReleaseCheck, one_day: bool) -> String {
+    let list = |regions: &[String]| {
+        if regions.is_empty() {
+            "none".to_string()
+        } else {
+            markdown::text(&regions.join(", "))
+        }
+    };
+    let scope = match release.scope {
+        super::release::ReleaseScope::AllRegions => {
+            "Multi-Region Rollback: every region on it rolls back, in parallel"
+        }
+        super::release::ReleaseScope::Region => {
+            "Region-Specific Rollback: the affected region rolls back, the others keep running"
+        }
+        super::release::ReleaseScope::Healthy => "no region regressed on it",
+    };
+    let mut out = format!(
+        "\n## Release\n\n- **Release**: {} ({scope})\n- **Rolled back**: {}\n",
+        markdown::code(&release.release),
+        list(&release.rolled_back)
+    );
+    let kept: Vec<String> = release
+        .kept
+        .iter()
+        .map(|k| {
+            let why = if k.rules.is_empty() {
+                k.verdict.clone()
+            } else {
+                format!("{}: {}", k.verdict, k.rules.join(", "))
+            };
+            format!("{} ({why})", k.region)
+        })
+        .collect();
+    out.push_str(&format!(
+        "- **Kept running**: {}{}\n",
+        list(&kept),
+        if release.others_healthy || kept.is_empty() {
+            ""
+        } else {
+            " (not all healthy: watch them)"
+        }
+    ));
+    out.push_str(&format!(
+        "- **Wave stopped for**: {}\n",
+        list(&release.wave_stopped)
+    ));
+    if !release.timeline.is_empty() {
+        out.push_str("\nPer region:\n\n");
+        for e in &release.timeline {
+            out.push_str(&format!(
+                "- {} {}: {}\n",
+                when(e.at, one_day),
+                markdown::text(&e.region),
+                markdown::text(&e.event)
+            ));
+        }
+    }
+    out
 }
 
 fn customer_impact(decision: &Decision) -> String {
@@ -529,6 +606,9 @@ pub fn incident_report(decision: &Decision, decided_at: DateTime<Utc>, decision_
     out.push_str("\n## Timeline\n\n");
     for (at, event) in &timeline {
         out.push_str(&format!("- {}: {event}\n", when(*at, one_day)));
+    }
+    if let Some(release) = &decision.release {
+        out.push_str(&release_section(release, one_day));
     }
     out.push_str("\n## Root Cause\n\n[To be completed after investigation]\n");
     out.push_str(&format!("\n## Resolution\n\n{}\n", resolution(decision)));
@@ -658,6 +738,60 @@ mod tests {
             report.contains("Not considered: 2 more alerts about this target"),
             "{report}"
         );
+    }
+
+    #[test]
+    fn a_release_is_covered_by_the_evidence_and_the_report() {
+        use crate::domain::release::{KeptRegion, ReleaseCheck, ReleaseEvent, ReleaseScope};
+        let mut d = rollback_decision();
+        d.release = Some(ReleaseCheck {
+            release: "checkout@1.6.0".into(),
+            scope: ReleaseScope::Region,
+            affected: vec!["us-east-1".into()],
+            rolled_back: vec!["us-east-1".into()],
+            kept: vec![
+                KeptRegion {
+                    region: "eu-west-1".into(),
+                    verdict: "ok".into(),
+                    rules: Vec::new(),
+                },
+                KeptRegion {
+                    region: "ap_*south*".into(),
+                    verdict: "monitor".into(),
+                    rules: vec!["M1".into()],
+                },
+            ],
+            wave_stopped: vec!["us-west-2".into()],
+            others_healthy: true,
+            timeline: vec![
+                ReleaseEvent {
+                    at: at("09:50:00"),
+                    region: "eu-west-1".into(),
+                    event: "deploy of 1.6.0 started (revision 7, deploy #3)".into(),
+                },
+                ReleaseEvent {
+                    at: at("10:05:00"),
+                    region: "us-east-1".into(),
+                    event: "regressed (M2)".into(),
+                },
+            ],
+        });
+        let e = evidence(&d, at("10:08:00"), 7, None);
+        assert_eq!(e["release"]["affected"], serde_json::json!(["us-east-1"]));
+        assert_eq!(e["release"]["kept"][1]["rules"], serde_json::json!(["M1"]));
+        let report = incident_report(&d, at("10:08:00"), 7);
+        for needle in [
+            "- **Affected Region(s)**: us-east-1 (release `checkout@1.6.0`)",
+            "## Release",
+            "Region-Specific Rollback",
+            "- **Rolled back**: us-east-1",
+            "- **Kept running**: eu-west-1 (ok), ap\\_\\*south\\* (monitor: M1)",
+            "- **Wave stopped for**: us-west-2",
+            "- 09:50 UTC eu-west-1: deploy of 1.6.0 started (revision 7, deploy #3)",
+            "- 10:05 UTC us-east-1: regressed (M2)",
+        ] {
+            assert!(report.contains(needle), "{needle:?} missing from\n{report}");
+        }
     }
 
     #[test]

@@ -179,9 +179,13 @@ pub(super) fn compile_target(
         ));
     }
     for (i, action) in config.actions.iter().enumerate() {
-        if crate::domain::action::ActionKind::parse(action)
-            .is_none_or(|a| a == crate::domain::action::ActionKind::Freeze)
-        {
+        if crate::domain::action::ActionKind::parse(action).is_none_or(|a| {
+            matches!(
+                a,
+                crate::domain::action::ActionKind::Freeze
+                    | crate::domain::action::ActionKind::Federation { .. }
+            )
+        }) {
             return Err(invalid(
                 format!("{key}.actions[{i}]"),
                 format!(

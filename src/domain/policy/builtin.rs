@@ -236,6 +236,7 @@ impl Default for Policy {
             environments: BTreeMap::new(),
             loop_guard: LoopGuard::default(),
             verification: Verification::default(),
+            releases: crate::domain::release::BlastRadius::default(),
             rules,
         }
     }

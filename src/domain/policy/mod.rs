@@ -46,6 +46,8 @@ pub struct Policy {
     pub loop_guard: LoopGuard,
     /// What happens after a rollback: escalation (E1) and verification (V1).
     pub verification: Verification,
+    /// The blast-radius policy of multi-region releases (`[policy.releases]`).
+    pub releases: crate::domain::release::BlastRadius,
     /// The matrix, in the order it is shown and reported.
     pub rules: Vec<Rule>,
 }

@@ -117,6 +117,10 @@ impl Policy {
                 self.verification.escalate_after_secs,
             ),
             ("verification.watch_secs", self.verification.watch_secs),
+            (
+                "releases.all_regions_after",
+                u64::from(self.releases.all_regions_after),
+            ),
         ];
         for (field, value) in positive {
             if value == 0 {

@@ -18,7 +18,7 @@ use super::mrkdwn;
 use crate::domain::action::{Event, Message};
 
 /// The templates rollwarden uses, with their built-in text.
-pub const BUILTIN: [(&str, &str); 9] = [
+pub const BUILTIN: [(&str, &str); 10] = [
     (
         "slack/recommend.mrkdwn",
         include_str!("templates/slack/recommend.mrkdwn"),
@@ -46,6 +46,10 @@ pub const BUILTIN: [(&str, &str); 9] = [
     (
         "slack/footer.mrkdwn",
         include_str!("templates/slack/footer.mrkdwn"),
+    ),
+    (
+        "slack/release.mrkdwn",
+        include_str!("templates/slack/release.mrkdwn"),
     ),
     (
         "pagerduty/summary.txt",
@@ -286,6 +290,7 @@ fn facts(m: &Message<'_>) -> Value {
         suspect => d.suspect.as_ref().map(revision),
         rollback_to => d.rollback_to.as_ref().map(revision),
         commands => d.recommended.clone(),
+        release => d.release.as_ref().map(Value::from_serialize),
         public_url => m.public_url.trim_end_matches('/'),
     }
 }
