@@ -22,8 +22,9 @@ use crate::domain::{Deploy, Freeze, Notification, Signal, TargetRef};
 pub use records::{
     ActionFinish, ActionQuery, ActionRecord, ActionTransition, AlertQuery, AuditEvent,
     DecisionQuery, DeployCursor, DeployQuery, DeployWrite, FreezeRecord, IngestOutcome,
-    MessageThread, NewAction, NewDecision, NewFreeze, NewNotification, NotificationFinish,
-    NotificationRecord, Receipt, StandingDecision, StoredAlert, StoredDecision, StoredDeploy,
+    MessageThread, NewAction, NewDecision, NewFreeze, NewNotification, NewReleaseDecision,
+    NotificationFinish, NotificationRecord, Receipt, ReleaseDecision, StandingDecision,
+    StoredAlert, StoredDecision, StoredDeploy,
 };
 pub use sql::SqlStore;
 
@@ -304,6 +305,23 @@ pub trait DecisionStore: Send + Sync + 'static {
         after_target: Option<&str>,
         limit: u32,
     ) -> Result<Vec<StandingDecision>, StoreError>;
+
+    /// The `rollback` decisions that blamed one of `deploy_ids` (their suspect), oldest
+    /// first, at most 1,000: where a release regressed.
+    async fn decisions_blaming(
+        &self,
+        deploy_ids: &[i64],
+    ) -> Result<Vec<StoredDecision>, StoreError>;
+
+    /// Records a release decision unless one of its release and scope exists. Returns
+    /// the one standing and whether it is new: across replicas, exactly one records it.
+    async fn record_release_decision(
+        &self,
+        decision: &NewReleaseDecision,
+    ) -> Result<(ReleaseDecision, bool), StoreError>;
+
+    /// A release's decisions, oldest first.
+    async fn release_decisions(&self, release: &str) -> Result<Vec<ReleaseDecision>, StoreError>;
 }
 
 /// The action outbox, the loop guard's record of rollbacks, and the audit trail.

@@ -183,6 +183,37 @@ pub struct NewDecision {
     pub decided_at: DateTime<Utc>,
 }
 
+/// A release's own decision to record: its first regression (`region`) or its
+/// all-region rollback (`all_regions`), with the release check that decided it.
+#[derive(Debug, Clone)]
+pub struct NewReleaseDecision {
+    /// `SERVICE@VERSION`.
+    pub release: String,
+    /// `region` or `all_regions`.
+    pub scope: String,
+    /// The region's decision that made it.
+    pub decision_id: i64,
+    pub decided_at: DateTime<Utc>,
+    /// The release check ([`crate::domain::release::ReleaseCheck`]) as JSON.
+    pub body: serde_json::Value,
+}
+
+/// A release decision as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ReleaseDecision {
+    pub id: i64,
+    pub release: String,
+    /// `region` or `all_regions`.
+    pub scope: String,
+    /// The region's decision that made it.
+    pub decision_id: i64,
+    pub decided_at: DateTime<Utc>,
+    /// The release check at that moment: affected regions, those rolled back, those
+    /// kept running and why, those the wave stopped.
+    #[schema(value_type = crate::domain::release::ReleaseCheck)]
+    pub check: serde_json::Value,
+}
+
 /// A target's standing (latest) decision, briefly: what a list of every target reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StandingDecision {

@@ -755,7 +755,103 @@ mod engine_inputs {
         );
     }
 
+    /// Where a release regressed: the rollback decisions that blamed one of its
+    /// deploys; and its own decisions, one per release and scope however often (or by
+    /// however many replicas) they are recorded.
+    async fn releases_read_their_regressions_and_record_their_decisions_once(backend: Backend) {
+        use rollwarden::domain::{Deploy, DeploySource};
+        use rollwarden::store::NewReleaseDecision;
+        let db = TestStore::new(backend).await;
+        let mut ids = Vec::new();
+        for (cluster, revision) in [("eu", "7"), ("us", "7"), ("us", "8")] {
+            let deploy = Deploy::new(
+                TargetRef::deployment(cluster, "shop", "checkout"),
+                DeploySource::Ci,
+                revision,
+                "succeeded",
+                t0(),
+            );
+            let written = db.store.record_deploys(&[deploy], t0()).await.unwrap();
+            ids.push(written[0].id);
+        }
+        let blaming = |target: &str, verdict: &str, hash: &str, suspect: i64| NewDecision {
+            suspect_deploy_id: Some(suspect),
+            ..decision(target, verdict, hash, t0())
+        };
+        let eu = "eu/shop/Deployment/checkout";
+        let us = "us/shop/Deployment/checkout";
+        let (first, _) = db
+            .store
+            .record_decision(&blaming(eu, "rollback", "a", ids[0]))
+            .await
+            .unwrap();
+        db.store
+            .record_decision(&blaming(eu, "hold", "b", ids[0]))
+            .await
+            .unwrap();
+        let (second, _) = db
+            .store
+            .record_decision(&blaming(us, "rollback", "c", ids[1]))
+            .await
+            .unwrap();
+        db.store
+            .record_decision(&blaming(us, "rollback", "d", ids[2]))
+            .await
+            .unwrap();
+        let found: Vec<i64> = db
+            .store
+            .decisions_blaming(&ids[..2])
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(found, [first.id, second.id]);
+        assert!(db.store.decisions_blaming(&[]).await.unwrap().is_empty());
+
+        let new = |scope: &str, decision_id: i64| NewReleaseDecision {
+            release: "checkout@1.6.0".into(),
+            scope: scope.into(),
+            decision_id,
+            decided_at: t0(),
+            body: json!({"affected": ["eu"]}),
+        };
+        let (region, created) = db
+            .store
+            .record_release_decision(&new("region", first.id))
+            .await
+            .unwrap();
+        assert!(created);
+        let (again, created) = db
+            .store
+            .record_release_decision(&new("region", second.id))
+            .await
+            .unwrap();
+        assert!(!created);
+        assert_eq!(again, region, "the first one stands");
+        let (all, created) = db
+            .store
+            .record_release_decision(&new("all_regions", second.id))
+            .await
+            .unwrap();
+        assert!(created);
+        assert_eq!(
+            db.store.release_decisions("checkout@1.6.0").await.unwrap(),
+            [region.clone(), all]
+        );
+        assert_eq!(region.check, json!({"affected": ["eu"]}));
+        assert_eq!(region.decided_at, t0());
+        assert!(
+            db.store
+                .release_decisions("other@1")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
     on_both_backends!(
+        releases_read_their_regressions_and_record_their_decisions_once,
         a_standing_decision_comes_back_briefly,
         a_decision_is_written_only_when_verdict_or_inputs_change,
         concurrent_identical_evaluations_record_one_decision,
@@ -1146,6 +1242,8 @@ mod loop_guard_inputs {
             ("command:ecs-revert", "auto"),
             ("webhook:pagerduty", "auto"),
             ("freeze", "auto"),
+            // Taking a region out of federation routing rolls nothing back.
+            ("federation_exclude:command:deploy-tool", "auto"),
             ("command:deploy-tool-approved", "approve"),
         ];
         let mut expected = Vec::new();

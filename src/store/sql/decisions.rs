@@ -10,8 +10,15 @@ use super::{BindArg, Dialect, GetCol, PushArg, SqlStore, Ts};
 use crate::domain::{DecisionBrief, Freeze};
 use crate::store::{
     DecisionQuery, DecisionStore, FreezeRecord, FreezeStore, NewDecision, NewFreeze,
-    StandingDecision, StoreError, StoredDecision,
+    NewReleaseDecision, ReleaseDecision, StandingDecision, StoreError, StoredDecision,
 };
+
+/// Deploy ids per query of [`DecisionStore::decisions_blaming`]: far under both
+/// databases' bind limits.
+const BLAMING_PAGE: usize = 500;
+
+/// At most this many decisions blaming a release's deploys are read.
+const BLAMING_CAP: usize = 1000;
 
 /// The columns of a decision row, in the order [`SqlStore::decision_row`] reads them.
 const DECISION_COLUMNS: &str = "id, target, verdict, reason, inputs_hash, \
@@ -236,6 +243,91 @@ where
                     // Straight from the column's bytes to the few fields a list shows
                     // (the whole evidence of a row written before the brief column).
                     brief: row.col::<Json<DecisionBrief>>("brief")?.0,
+                })
+            })
+            .collect()
+    }
+
+    #[instrument(level = "debug", skip_all, fields(deploys = deploy_ids.len()))]
+    async fn decisions_blaming(
+        &self,
+        deploy_ids: &[i64],
+    ) -> Result<Vec<StoredDecision>, StoreError> {
+        let mut out = Vec::new();
+        for page in deploy_ids.chunks(BLAMING_PAGE) {
+            // decisions_suspect answers it.
+            let mut q = QueryBuilder::new(format!(
+                "SELECT {DECISION_COLUMNS} FROM decisions \
+                 WHERE suspect_deploy_id IS NOT NULL AND suspect_deploy_id IN ("
+            ));
+            for (i, id) in page.iter().enumerate() {
+                if i > 0 {
+                    q.push(", ");
+                }
+                q.push_arg(*id);
+            }
+            q.push(") AND verdict = 'rollback' ORDER BY id LIMIT ")
+                .push_arg(BLAMING_CAP as i64);
+            let rows = q.build().fetch_all(&self.pool).await?;
+            for row in &rows {
+                out.push(Self::decision_row(row)?);
+            }
+        }
+        out.sort_by_key(|d| d.id);
+        out.truncate(BLAMING_CAP);
+        Ok(out)
+    }
+
+    #[instrument(level = "debug", skip_all, fields(release = decision.release, scope = decision.scope))]
+    async fn record_release_decision(
+        &self,
+        decision: &NewReleaseDecision,
+    ) -> Result<(ReleaseDecision, bool), StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO release_decisions (release, scope, decision_id, decided_at, body)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (release, scope) DO NOTHING",
+        )
+        .arg(&decision.release)
+        .arg(&decision.scope)
+        .arg(decision.decision_id)
+        .arg(Ts(decision.decided_at))
+        .arg(Json(&decision.body))
+        .execute(&self.pool)
+        .await?;
+        let inserted = D::rows_affected(&done) > 0;
+        let standing = self
+            .release_decisions(&decision.release)
+            .await?
+            .into_iter()
+            .find(|d| d.scope == decision.scope)
+            .ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "release decision {} {} vanished",
+                    decision.release, decision.scope
+                ))
+            })?;
+        Ok((standing, inserted))
+    }
+
+    #[instrument(level = "debug", skip_all, fields(release))]
+    async fn release_decisions(&self, release: &str) -> Result<Vec<ReleaseDecision>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, release, scope, decision_id, decided_at, body FROM release_decisions
+             WHERE release = $1 ORDER BY id",
+        )
+        .arg(release)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ReleaseDecision {
+                    id: row.col("id")?,
+                    release: row.col("release")?,
+                    scope: row.col("scope")?,
+                    decision_id: row.col("decision_id")?,
+                    decided_at: row.col::<Ts>("decided_at")?.0,
+                    check: row.col::<Json<serde_json::Value>>("body")?.0,
                 })
             })
             .collect()
