@@ -199,6 +199,7 @@ impl App {
         let planner = Planner {
             store: store.clone(),
             freeze_scope: config.actions.freeze_scope,
+            releases: config.policy.releases.clone(),
             approval_ttl: chrono::Duration::seconds(
                 i64::try_from(config.actions.approval_ttl_secs).unwrap_or(i64::MAX),
             ),

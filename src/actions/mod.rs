@@ -26,6 +26,9 @@ use crate::store::{ActionRecord, NewAction, Store, StoreError, StoredDecision};
 pub struct Planner {
     pub store: Arc<dyn Store>,
     pub freeze_scope: FreezeScope,
+    /// The blast-radius policy: its federation exclusion is planned with a region's
+    /// rollback.
+    pub releases: crate::domain::release::BlastRadius,
     pub approval_ttl: chrono::Duration,
     pub channels: Channels,
     /// Wakes idle workers when there is new work.
@@ -47,7 +50,13 @@ impl Planner {
     ) -> Result<Vec<(ActionRecord, bool)>, StoreError> {
         let mut enqueued = Vec::new();
         let mut wake = false;
-        for planned in action::plan(decision, target, self.freeze_scope) {
+        let mut plan = action::plan(decision, target, self.freeze_scope);
+        if let Some(exclusion) =
+            action::federation_exclusion(decision, target, &self.releases, &plan)
+        {
+            plan.push(exclusion);
+        }
+        for planned in plan {
             // A new recommendation or approval request is announced by notifications
             // written with the action itself.
             let event = match planned.state {

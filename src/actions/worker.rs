@@ -502,6 +502,7 @@ impl Worker {
             {
                 if to == "verified" {
                     report.verified += 1;
+                    self.recommend_inclusion(&action).await?;
                 } else {
                     report.escalated += 1;
                 }
@@ -509,6 +510,61 @@ impl Worker {
                 self.announce(&action, to, event, Some(&detail), None)
                     .await?;
             }
+        }
+        Ok(())
+    }
+
+    /// A region rolled back alone and taken out of federation routing, now verified:
+    /// its re-inclusion (`policy.releases.federation_include`) is put to a person, as an
+    /// action awaiting approval, once (by its key).
+    async fn recommend_inclusion(&self, rollback: &ActionRecord) -> Result<(), StoreError> {
+        let Some(include) = self.policy.releases.federation_include.as_deref() else {
+            return Ok(());
+        };
+        let actions = self.store.decision_actions(&[rollback.decision_id]).await?;
+        let Some(exclusion) = actions.iter().find(|a| {
+            a.target_key == rollback.target_key
+                && a.state == "succeeded"
+                && matches!(
+                    ActionKind::parse(&a.kind),
+                    Some(ActionKind::Federation { include: false, .. })
+                )
+        }) else {
+            return Ok(());
+        };
+        let kind = format!("{}:{include}", crate::domain::action::FEDERATION_INCLUDE);
+        let mut params = exclusion.params.clone();
+        if let Some(object) = params.as_object_mut() {
+            object.insert("federation".into(), "include".into());
+        }
+        let deploy = params["suspect_deploy_id"].as_i64().unwrap_or_default();
+        let new = crate::store::NewAction {
+            decision_id: rollback.decision_id,
+            target_key: rollback.target_key.clone(),
+            idempotency_key: format!("{}|deploy:{deploy}|{kind}", rollback.target_key),
+            kind,
+            mode: "approve".into(),
+            state: "awaiting_approval".into(),
+            params,
+            expires_at: None,
+            notify: Vec::new(),
+        };
+        let (record, created) = self.store.enqueue_action(&new, self.clock.now()).await?;
+        if created {
+            let region = record.params["region"].as_str().unwrap_or("-").to_string();
+            let detail = format!(
+                "The rollback of region {region} is verified: approve action #{} to put the \
+                 region back in federation routing ({include}).",
+                record.id
+            );
+            self.announce(
+                &record,
+                "awaiting_approval",
+                Event::Approval,
+                Some(&detail),
+                None,
+            )
+            .await?;
         }
         Ok(())
     }

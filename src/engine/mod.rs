@@ -26,8 +26,10 @@ use crate::store::{NewDecision, Store, StoreError, StoredAlert, StoredDecision};
 use crate::telemetry::Metrics;
 
 mod load;
+mod release;
 
 pub use load::{load_deploys, load_history};
+pub use release::ServiceView;
 
 /// Deploys of a target an evaluation looks at: the suspect and what came before it.
 const HISTORY_DEPTH: u32 = 200;
@@ -695,7 +697,7 @@ impl Engine {
         let now = snapshot.now;
         // The target's signals: classified from its alerts, posted to the API, and the
         // dependency signals that concern it (decide() orders them).
-        let signals: Vec<Signal> = snapshot
+        let mut signals: Vec<Signal> = snapshot
             .by_target
             .get(&target.target)
             .into_iter()
@@ -710,6 +712,14 @@ impl Engine {
             .collect();
         let deploys = load_deploys(&*self.store, &target.target).await?;
         let history = self.history(&target.target, now).await?;
+        // A region of a release that regressed in enough regions: R1's evidence.
+        let view = self.view_for(target).await?;
+        if let (Some(view), Some(region)) = (&view, target.region.as_deref())
+            && let Some(release) = view.release_of(&target.target, None)
+            && let Some(signal) = crate::domain::release::release_signal(release, region)
+        {
+            signals.push(signal);
+        }
         let mut decision = decide(
             &self.policy,
             target,
@@ -727,6 +737,9 @@ impl Engine {
                     alerts,
                     reason: "max_alerts_per_target".into(),
                 });
+        if let Some(view) = &view {
+            self.check_release(view, target, &mut decision);
+        }
         Ok(decision)
     }
 
@@ -749,6 +762,7 @@ impl Engine {
             decided_at: now,
         };
         let (stored, changed) = self.store.record_decision(&new).await?;
+        self.record_release(&stored, &decision, now).await?;
         // On every evaluation, not only a changed one: enqueueing is idempotent, so a
         // crash between recording the decision and enqueueing its actions loses nothing.
         if let Some(planner) = &self.planner
@@ -792,6 +806,7 @@ impl Engine {
                 due.insert(target);
             }
         }
+        self.with_release_peers(&mut due);
         Ok(due.into_iter().collect())
     }
 
@@ -861,9 +876,10 @@ impl Engine {
     async fn evaluate_batch(
         &self,
         window: &mut Window,
-        targets: BTreeSet<TargetRef>,
+        mut targets: BTreeSet<TargetRef>,
         keys: &[(String, DateTime<Utc>)],
     ) {
+        self.with_release_peers(&mut targets);
         let mut complete = !window.is_loaded();
         let mut snapshot = match self.snapshot_in(window, keys).await {
             Ok(snapshot) => snapshot,

@@ -238,7 +238,9 @@ impl Executors {
     }
 
     pub fn get(&self, kind: &str) -> Option<Arc<dyn Executor>> {
-        self.by_kind.get(kind).cloned()
+        self.by_kind
+            .get(crate::domain::action::ActionKind::executor(kind))
+            .cloned()
     }
 }
 
