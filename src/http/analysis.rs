@@ -212,6 +212,13 @@ pub struct Analysis {
     pub healthy: bool,
     /// A freeze covers the target.
     pub frozen: bool,
+    /// The release the target rolls out regressed in another region and its wave was
+    /// stopped: the version is refused here (a failure for the shipped
+    /// AnalysisTemplate).
+    pub wave_stopped: bool,
+    /// Why, when `wave_stopped`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wave_stop_reason: Option<String>,
     pub reason: String,
     pub fired: Vec<AnalysisRule>,
     pub holds: Vec<AnalysisHold>,
@@ -230,6 +237,8 @@ fn analysis_body(key: &TargetRef, a: &Assessment) -> Analysis {
         rollback: a.status.rollback,
         healthy: a.status.healthy,
         frozen: a.status.frozen,
+        wave_stopped: a.status.wave_stopped.is_some(),
+        wave_stop_reason: a.status.wave_stopped.clone(),
         reason: decision.reason.clone(),
         fired: decision
             .fired

@@ -18,6 +18,7 @@ mod health;
 pub mod limit;
 pub mod openapi;
 pub(crate) mod query;
+mod releases;
 mod signals;
 pub mod slack;
 mod targets;
@@ -62,6 +63,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(freezes::read_router())
         .merge(actions::read_router())
         .merge(events::router())
+        .merge(releases::router())
         .merge(targets::router());
     let write = OpenApiRouter::new()
         .merge(freezes::write_router())

@@ -133,6 +133,10 @@ pub fn base() -> OpenApi {
             tag("decisions", "What rollwarden decided, why, and why not"),
             tag("freezes", "Deployment freezes"),
             tag(
+                "releases",
+                "One version across regions: its regions, scope and wave gate",
+            ),
+            tag(
                 "actions",
                 "What came of decisions: rollbacks, approvals, freezes, notifications",
             ),

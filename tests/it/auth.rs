@@ -120,6 +120,9 @@ fn routes() -> Vec<Route> {
         route(Method::GET, "/api/v1/decisions/{id}/evidence", Who::Readers),
         route(Method::GET, "/api/v1/decisions/{id}/report", Who::Readers),
         route(Method::GET, "/api/v1/freezes", Who::Readers),
+        route(Method::GET, "/api/v1/releases", Who::Readers),
+        route(Method::GET, "/api/v1/releases/{release}", Who::Readers),
+        route(Method::GET, "/api/v1/releases/{release}/gate", Who::Readers),
         // Declaring and lifting freezes is the on-call's: operator or admin only.
         with(
             Method::POST,
@@ -177,6 +180,38 @@ fn concrete(path: &str) -> String {
         .replace("{hook}", "event")
         .replace("{namespace}", "prod")
         .replace("{name}", "checkout")
+        .replace("{release}", "checkout@1.6.0")
+        .replace("/gate", "/gate?region=us-east-1")
+}
+
+/// Two regions of checkout, both on 1.6.0: the release the release routes read.
+fn two_regions(c: &mut rollwarden::config::Config) {
+    for region in ["eu-west-1", "us-east-1"] {
+        c.targets.push(rollwarden::domain::classify::TargetConfig {
+            cluster: Some(region.into()),
+            namespace: "shop".into(),
+            name: "checkout".into(),
+            region: Some(region.into()),
+            ..Default::default()
+        });
+    }
+}
+
+async fn ship_release(app: &TestApp) {
+    for region in ["eu-west-1", "us-east-1"] {
+        let response = app
+            .http
+            .post(app.url("/api/v1/deploys"))
+            .bearer_auth(WEBHOOK_TOKEN)
+            .json(&serde_json::json!({
+                "cluster": region, "namespace": "shop", "name": "checkout", "revision": "7",
+                "status": "succeeded", "version": "1.6.0", "started_at": "2026-08-22T13:00:00Z"
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
 }
 
 /// Makes decision 1, which the decision routes of the table read.
@@ -202,8 +237,9 @@ async fn decide_something(app: &TestApp) {
 
 #[tokio::test]
 async fn each_route_wants_a_valid_token_of_a_strong_enough_role() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    let app = TestApp::spawn_with(Backend::Sqlite, two_regions).await;
     decide_something(&app).await;
+    ship_release(&app).await;
     for Route {
         method,
         path,

@@ -25,6 +25,7 @@ fn concrete(path: &str) -> String {
     path.replace("{id}", "1")
         .replace("{namespace}", "prod")
         .replace("{name}", "checkout")
+        .replace("{release}", "checkout@1.6.0")
 }
 
 async fn document(app: &TestApp) -> Value {
