@@ -30,6 +30,7 @@ mod openapi;
 mod outbox;
 mod proxy;
 mod rbac;
+mod releases;
 mod replay;
 mod shutdown;
 mod store;
