@@ -548,6 +548,22 @@ pub async fn target(
     }));
     history.sort_by_key(|e| std::cmp::Reverse(e.at));
 
+    // A region of a multi-region service: the release it runs or rolls out, with the
+    // other regions' part in it.
+    let peers = state
+        .evaluator
+        .release_peers(&state.evaluator.target(&target));
+    let release = if peers.is_empty() {
+        None
+    } else {
+        state
+            .evaluator
+            .service_view(peers)
+            .await?
+            .release_of(&target, None)
+            .cloned()
+    };
+
     Ok(render::page(
         "target.html",
         minijinja::context! {
@@ -558,6 +574,7 @@ pub async fn target(
             hour_choices => [1, 3, 6, 12, 24, 72],
             picture,
             history,
+            release,
         },
     ))
 }

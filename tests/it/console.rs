@@ -20,7 +20,7 @@ fn browser() -> Client {
 }
 
 /// Signs in through `POST /session` as the sign-in page does; returns the cookie.
-async fn sign_in(app: &TestApp, token: &str) -> String {
+pub(crate) async fn sign_in(app: &TestApp, token: &str) -> String {
     let response = browser()
         .post(app.url("/session"))
         .header("origin", &app.base)
@@ -42,7 +42,7 @@ async fn sign_in(app: &TestApp, token: &str) -> String {
     cookie.split(';').next().unwrap().to_string()
 }
 
-async fn page(app: &TestApp, cookie: &str, path: &str) -> (StatusCode, String) {
+pub(crate) async fn page(app: &TestApp, cookie: &str, path: &str) -> (StatusCode, String) {
     let response = browser()
         .get(app.url(path))
         .header("cookie", cookie)

@@ -363,6 +363,21 @@ async fn one_region_then_every_region(backend: Backend) {
         .map(|k| k["region"].as_str().unwrap())
         .collect();
     assert_eq!(kept, ["ap-south-1", "us-east-1"]);
+    // The console's Target page shows the release and links to it.
+    let cookie = crate::console::sign_in(&app, crate::support::VIEWER_TOKEN).await;
+    let (status, page) =
+        crate::console::page(&app, &cookie, &format!("/target?key={}", key("eu-west-1"))).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    for needle in [
+        "Release <a href=\"/api/v1/releases/checkout%401.6.0\">checkout@1.6.0</a>",
+        "<strong class=\"scope-region\">region</strong>",
+        "not received",
+        "regressed (M2)",
+    ] {
+        assert!(page.contains(needle), "{needle:?} missing from {page}");
+    }
+    let (status, linked) = app.get_json("/api/v1/releases/checkout%401.6.0").await;
+    assert_eq!((status, &linked["id"]), (StatusCode::OK, &json!(RELEASE)));
     // Nobody else rolled back.
     for region in ["ap-south-1", "us-east-1", "us-west-2"] {
         assert!(actions(&app, region).await.is_empty(), "{region}");
