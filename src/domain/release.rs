@@ -153,8 +153,9 @@ pub struct ReleaseRegion {
     pub region: String,
     /// The region's target key.
     pub target: String,
-    /// Whether a deploy of the release started there, other than a canary run still
-    /// in progress (a canary of it is what the wave gate may still stop).
+    /// Whether a deploy of the release completed there (deployed, succeeded, or since
+    /// superseded), other than by a canary run, and no canary run is rolling it out
+    /// still: a region still rolling it out is one the wave gate may stop.
     pub received: bool,
     /// Whether the release is what the region runs now (its latest deploy that did
     /// not fail).
@@ -284,7 +285,7 @@ pub fn releases(
                     ReleaseRegion {
                         region: input.target.region.clone().unwrap_or_default(),
                         target: target_key,
-                        received: deploys.iter().any(|d| !running_canary(d)),
+                        received: received(input.deploys, deploys),
                         current: is_current,
                         deploy_id: latest.map(|d| d.id),
                         revision: latest.map(|d| d.deploy.revision.clone()),
@@ -520,6 +521,36 @@ fn started(d: &DeployRecord) -> bool {
     !matches!(
         d.deploy.status.as_str(),
         status::WAITING | status::INITIALIZING
+    )
+}
+
+/// Whether a region whose deploys are `all` received the release it deployed as
+/// `of_release`: one of those completed well, and no canary run of the region is still
+/// rolling out (Flagger's runs carry no version: an open run after the release's last
+/// deploy is taken to be rolling it out).
+fn received(all: &[DeployRecord], of_release: &[&DeployRecord]) -> bool {
+    let completed = of_release
+        .iter()
+        .any(|d| super::deploy::is_healthy_status(&d.deploy.status) && !running_canary(d));
+    let Some(last) = of_release.iter().max_by(|a, b| order(a, b)) else {
+        return false;
+    };
+    let rolling_out = all.iter().any(|d| {
+        is_canary(d)
+            && matches!(
+                d.deploy.status.as_str(),
+                status::WAITING | status::INITIALIZING | status::PROGRESSING
+            )
+            && d.deploy.started_at >= last.deploy.started_at
+            && version_of(&d.deploy).is_none_or(|v| Some(v) == version_of(&last.deploy))
+    });
+    completed && !rolling_out
+}
+
+fn is_canary(d: &DeployRecord) -> bool {
+    matches!(
+        d.deploy.source,
+        super::DeploySource::Flagger | super::DeploySource::Argo
     )
 }
 

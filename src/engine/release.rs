@@ -27,7 +27,8 @@ pub struct ServiceView {
 
 impl ServiceView {
     /// The release `target` is concerned with: that of its suspect when it has one,
-    /// else that of its newest deploy (a canary run waiting at its gate included).
+    /// else that of its newest deploy that names a version (a canary run waiting at
+    /// its gate included; a Flagger run, which names none, is passed over).
     pub fn release_of(
         &self,
         target: &TargetRef,
@@ -38,6 +39,7 @@ impl ServiceView {
             Some(s) => release::version_of(&s.deploy),
             None => self.deploys[i]
                 .iter()
+                .filter(|d| release::version_of(&d.deploy).is_some())
                 .max_by(|a, b| {
                     a.deploy
                         .started_at

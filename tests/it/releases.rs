@@ -553,6 +553,83 @@ async fn two_replicas_and_duplicates_make_one_release_decision_and_one_action_pe
     assert_eq!(announced, 1, "{texts:?}");
 }
 
+/// Flagger's confirm-rollout for checkout in us-west-2, whose pipeline has started
+/// deploying 1.6.0 there.
+async fn confirm_rollout(app: &TestApp) -> (StatusCode, Value) {
+    let mut body: Value =
+        serde_json::from_str(include_str!("../fixtures/flagger-rollout.json")).unwrap();
+    body["namespace"] = json!("shop");
+    body["phase"] = json!("Progressing");
+    let response = post(
+        app,
+        "/webhooks/flagger/confirm-rollout",
+        WEBHOOK_TOKEN,
+        body,
+    )
+    .await;
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+/// The wave stop as canary controllers meet it: Flagger's confirm-rollout refused and
+/// the Argo analysis failed in the region the release has not reached, with the reason.
+async fn a_stopped_wave_refuses_the_next_regions_canary(backend: Backend) {
+    let stubs = Stubs::new(None);
+    let slack = slack().await;
+    let app = TestApp::spawn_with(backend, |c| {
+        configure(c, &stubs, &slack);
+        // Flagger and the analysis speak of the configured cluster's workloads.
+        c.kubernetes.cluster = "us-west-2".into();
+    })
+    .await;
+    ship(&app).await;
+    let started = json!({
+        "cluster": "us-west-2", "namespace": "shop", "name": "checkout", "revision": "101",
+        "status": "started", "region": "us-west-2", "version": "1.6.0",
+        "started_at": ts(t0() - chrono::Duration::minutes(1)),
+    });
+    let r = post(&app, "/api/v1/deploys", WEBHOOK_TOKEN, started).await;
+    assert!(r.status().is_success());
+    let (status, body) = confirm_rollout(&app).await;
+    assert_eq!(status, StatusCode::OK, "nothing regressed yet: {body}");
+
+    alert(&app, "eu-west-1", "firing").await;
+    stubs.wait_for("rollback eu-west-1 100").await;
+    let mut refused = (StatusCode::OK, Value::Null);
+    for _ in 0..500 {
+        refused = confirm_rollout(&app).await;
+        if refused.0 == StatusCode::FORBIDDEN {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = refused;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body.to_string()
+            .contains("wave stopped: release checkout@1.6.0 regressed in eu-west-1"),
+        "{body}"
+    );
+    let (status, analysis) = app.get_json("/api/v1/analysis/shop/checkout").await;
+    assert_eq!(status, StatusCode::OK, "{analysis}");
+    assert_eq!(analysis["target"], key("us-west-2"));
+    assert_eq!(analysis["wave_stopped"], true, "{analysis}");
+    assert_eq!(analysis["healthy"], false);
+    assert!(
+        analysis["wave_stop_reason"]
+            .as_str()
+            .unwrap()
+            .contains("refused in region us-west-2"),
+        "{analysis}"
+    );
+    // A region that runs the release already is not the gate's: its analysis is its own.
+    let (_, east) = app
+        .get_json("/api/v1/analysis/shop/checkout?cluster=us-east-1")
+        .await;
+    assert_eq!(east["wave_stopped"], false, "{east}");
+    assert_eq!(east["healthy"], true, "{east}");
+}
+
 #[tokio::test]
 async fn the_release_routes_refuse_what_is_not_a_release_or_a_region() {
     let app = TestApp::spawn(Backend::Sqlite).await;
@@ -580,4 +657,7 @@ async fn the_release_routes_refuse_what_is_not_a_release_or_a_region() {
     assert_eq!(empty, json!({"items": [], "next": null}));
 }
 
-on_both_backends!(one_region_then_every_region);
+on_both_backends!(
+    one_region_then_every_region,
+    a_stopped_wave_refuses_the_next_regions_canary
+);

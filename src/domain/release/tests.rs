@@ -307,6 +307,40 @@ fn a_canary_run_still_going_has_not_received_the_release() {
 }
 
 #[test]
+fn a_deploy_still_going_or_a_canary_after_it_has_not_received_the_release() {
+    let mut fleet = fleet(3);
+    // us-west-2's pipeline started deploying 1.6.0; us-east-1 completed it, but a
+    // Flagger run (which names no version) is rolling it out behind.
+    fleet[3]
+        .1
+        .push(deploy(24, "us-west-2", "2", "1.6.0", "started", 20));
+    let mut run = deploy(25, "us-east-1", "f1", "", "progressing", 21);
+    run.deploy.source = DeploySource::Flagger;
+    run.deploy.version = None;
+    run.deploy.images.clear();
+    fleet[2].1.push(run);
+    let r = new_release(&fleet, &[regression(21, 7, 15, "M2")]);
+    let received: Vec<(&str, bool)> = r
+        .regions
+        .iter()
+        .map(|x| (x.region.as_str(), x.received))
+        .collect();
+    assert_eq!(
+        received,
+        [
+            ("ap-south-1", true),
+            ("eu-west-1", true),
+            ("us-east-1", false),
+            ("us-west-2", false)
+        ]
+    );
+    assert_eq!(
+        check(&r, "eu-west-1", &BlastRadius::default()).wave_stopped,
+        ["us-east-1", "us-west-2"]
+    );
+}
+
+#[test]
 fn r1_rolls_a_healthy_region_back_to_its_own_known_good_revision() {
     let fleet = fleet(3);
     let r = new_release(
