@@ -58,8 +58,15 @@ impl Planner {
         }
         for planned in plan {
             // A new recommendation or approval request is announced by notifications
-            // written with the action itself.
+            // written with the action itself. A federation step is the decision's
+            // second action: the rollback's message speaks for the decision (approving
+            // it approves both), so it gets none of its own.
+            let federation = matches!(
+                action::ActionKind::parse(&planned.kind),
+                Some(action::ActionKind::Federation { .. })
+            );
             let event = match planned.state {
+                _ if federation => None,
                 "recommended" => Some(Event::Recommend),
                 "awaiting_approval" => Some(Event::Approval),
                 _ => None,
