@@ -11,6 +11,9 @@ use super::executor::Posted;
 use crate::config::{Secret, SlackConfig};
 use crate::store::{MessageThread, NotificationRecord, Store};
 
+/// The largest Web API answer read: Slack's are a few KB.
+const MAX_ANSWER: usize = 1024 * 1024;
+
 /// The notification channel of the Slack app.
 pub const CHANNEL: &str = "slack_app";
 
@@ -99,7 +102,15 @@ impl SlackApp {
         })?;
         let status = response.status();
         let retry_after = super::executor::retry_after(&response);
-        let text = response.text().await.unwrap_or_default();
+        let text = match super::executor::read_capped(response, MAX_ANSWER).await {
+            Ok(text) => text,
+            Err(_) => {
+                return Err(CallError::Transient {
+                    error: format!("{method}: answered {status} with more than {MAX_ANSWER} bytes"),
+                    retry_after,
+                });
+            }
+        };
         let excerpt: String = text.chars().take(256).collect();
         if status.as_u16() == 429 || status.is_server_error() {
             return Err(CallError::Transient {

@@ -12,6 +12,10 @@ use crate::domain::argocd::{
 };
 use crate::domain::decision::argocd_commands;
 
+/// The largest Argo CD answer read: an Application with its history and resources
+/// is tens to hundreds of KB.
+const MAX_ANSWER: usize = 8 * 1024 * 1024;
+
 /// `argocd app set APP --sync-policy none`, then `argocd app rollback APP ID`.
 pub struct ArgocdRollback {
     pub http: reqwest::Client,
@@ -60,7 +64,14 @@ impl ArgocdRollback {
             Err(err) => return Answer::Transient(format!("request failed: {}", err.without_url())),
         };
         let status = response.status();
-        let body = response.text().await.unwrap_or_default();
+        let body = match super::read_capped(response, MAX_ANSWER).await {
+            Ok(body) => body,
+            Err(_) => {
+                return Answer::Transient(format!(
+                    "Argo CD answered {status} with more than {MAX_ANSWER} bytes"
+                ));
+            }
+        };
         if status.is_success() {
             return match serde_json::from_str(&body) {
                 Ok(value) => Answer::Ok(value),

@@ -540,7 +540,7 @@ mod rollout;
 pub use argo::{ARGO_PATCHING, ArgoAbort, ArgoUndo};
 pub use argocd::{ARGOCD_ROLLING_BACK, ArgocdRollback};
 pub use helm::HelmRollback;
-pub(crate) use process::{Posted, Ran, post, retry_after, run};
+pub(crate) use process::{Posted, Ran, post, read_capped, retry_after, run};
 pub use rollout::RolloutUndo;
 
 #[cfg(test)]

@@ -135,6 +135,28 @@ pub(crate) fn retry_after(response: &reqwest::Response) -> Option<std::time::Dur
     ))
 }
 
+/// The most of a webhook's answer kept: its excerpt is all that is recorded.
+const MAX_POSTED_ANSWER: usize = 64 * 1024;
+
+/// Reads at most `max` bytes of `response`'s body, so that a broken or hostile peer
+/// cannot fill memory with its answer: `Err` with the first `max` bytes when there is
+/// more. A body cut short by the connection is what arrived.
+pub(crate) async fn read_capped(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<String, String> {
+    let mut body: Vec<u8> = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        if body.len() + chunk.len() > max {
+            let room = max - body.len();
+            body.extend_from_slice(&chunk[..room]);
+            return Err(String::from_utf8_lossy(&body).into_owned());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 /// Sends `request`, keeping a bounded excerpt of the answer.
 pub(crate) async fn post(request: reqwest::RequestBuilder) -> Posted {
     let response = match request.send().await {
@@ -144,7 +166,10 @@ pub(crate) async fn post(request: reqwest::RequestBuilder) -> Posted {
     };
     let status = response.status();
     let after = retry_after(&response);
-    let body = response.text().await.unwrap_or_default();
+    // Only an excerpt is kept: a longer answer is cut, not refused.
+    let body = read_capped(response, MAX_POSTED_ANSWER)
+        .await
+        .unwrap_or_else(|cut| cut);
     let excerpt: String = body.chars().take(512).collect();
     if let (429, Some(after)) = (status.as_u16(), after) {
         return Posted::Throttled {
@@ -164,5 +189,34 @@ pub(crate) async fn post(request: reqwest::RequestBuilder) -> Posted {
         Posted::Transient(format!("answered {status}: {excerpt}"))
     } else {
         Posted::Rejected(format!("answered {status}: {excerpt}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use super::read_capped;
+
+    async fn answering(body: Vec<u8>) -> reqwest::Response {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_bytes(body))
+            .mount(&server)
+            .await;
+        reqwest::get(server.uri()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_read_up_to_its_cap_and_no_further() {
+        let small = answering(b"{\"ok\":true}".to_vec()).await;
+        assert_eq!(read_capped(small, 1024).await.unwrap(), "{\"ok\":true}");
+        let exact = answering(vec![b'a'; 1024]).await;
+        assert_eq!(read_capped(exact, 1024).await.unwrap().len(), 1024);
+        // A peer that answers 3 MiB: the first MiB is kept, the rest never read.
+        let flood = answering(vec![b'x'; 3 * 1024 * 1024]).await;
+        let cut = read_capped(flood, 1024 * 1024).await.unwrap_err();
+        assert_eq!(cut.len(), 1024 * 1024);
     }
 }
