@@ -14,12 +14,16 @@ Control (POST, no body):
                        (--bad-latency, ~0.6 s; 0 keeps them fast), or behave
   /database/down, /database/up
   /corrupt, /repair    corrupt three rows, or repair them all
+  /bad-version/V       from now on version V is bad here (as --bad-version V): a
+                       following workload that runs V turns bad at once
 GET /state answers the switches as JSON.
 
 With --follow URL (a Deployment or an Argo Rollout as JSON, polled every 0.3 s) and --bad-version V, the
 workload behaves like the version its Deployment runs: it turns bad when the
 Deployment's image tag becomes V and good when it becomes any other tag. That is how
-the drill ships a bad build and sees the rollback heal it.
+the drill ships a bad build and sees the rollback heal it. Without --bad-version, a
+following workload runs any version well until POST /bad-version/V: a build whose bug
+shows in one region only (its traffic, its data), and only later.
 
 Python 3.11 standard library only.
 """
@@ -44,6 +48,7 @@ class State:
         self.database_up = True
         self.corrupt_rows = 0
         self.version = None
+        self.bad_versions = set()  # versions that fail here (--bad-version, /bad-version/V)
         self.requests = {}  # code -> count; a code appears with its first request
         self.buckets = [0] * len(BUCKETS)
         self.latency_sum = 0.0
@@ -92,6 +97,7 @@ class State:
                 "database_up": self.database_up,
                 "corrupt_rows": self.corrupt_rows,
                 "version": self.version,
+                "bad_versions": sorted(self.bad_versions),
                 "requests": dict(self.requests),
             }
 
@@ -148,10 +154,16 @@ def make_handler(state, args):
                 "/corrupt": ("corrupt_rows", 3),
                 "/repair": ("corrupt_rows", 0),
             }
+            prefix = "/bad-version/"
             with state.lock:
                 if self.path in switches:
                     name, value = switches[self.path]
                     setattr(state, name, value)
+                elif self.path.startswith(prefix) and len(self.path) > len(prefix):
+                    version = self.path[len(prefix):]
+                    state.bad_versions.add(version)
+                    if state.version == version:
+                        state.bad = True
                 else:
                     self.reply(404, '{"error": "not found"}')
                     return
@@ -194,8 +206,9 @@ def follow(state, args):
                 seen = version
                 with state.lock:
                     state.version = version
-                    state.bad = version in args.bad_version
-                log(args, f"runs {image}: {'bad' if version in args.bad_version else 'good'}")
+                    state.bad = version in state.bad_versions
+                    bad = state.bad
+                log(args, f"runs {image}: {'bad' if bad else 'good'}")
         except Exception as error:  # the fake API may not be up yet
             if seen is not None:
                 log(args, f"cannot read {args.follow}: {error}")
@@ -216,6 +229,7 @@ def main():
     args = parser.parse_args()
 
     state = State()
+    state.bad_versions.update(args.bad_version)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(state, args))
     server.daemon_threads = True
     port = server.server_address[1]
