@@ -181,7 +181,8 @@ pub struct ReleaseRegion {
     pub verdict: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<String>,
-    /// It received the release and runs something else now.
+    /// It received the release and runs something else now, having regressed on it or
+    /// because the release rolls back in every region.
     pub rolled_back: bool,
 }
 
@@ -316,6 +317,11 @@ pub fn releases(
                 regions: rows,
             };
             release.scope = scope(&release, radius);
+            if release.scope == ReleaseScope::AllRegions {
+                for r in &mut release.regions {
+                    r.rolled_back |= r.received && !r.current;
+                }
+            }
             release
         })
         .collect();

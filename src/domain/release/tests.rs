@@ -292,6 +292,22 @@ fn a_region_rolled_back_runs_the_old_version_and_says_so() {
 }
 
 #[test]
+fn every_region_off_a_release_rolled_back_everywhere_says_so() {
+    let mut fleet = fleet(3);
+    // ap-south-1 was rolled back by R1 (it never regressed itself).
+    let ap = &mut fleet[0].1;
+    ap[1].deploy.status = "superseded".into();
+    ap.push(deploy(30, "ap-south-1", "3", "1.5.0", "deployed", 20));
+    let regressions = [regression(21, 7, 15, "M2"), regression(22, 8, 16, "G3")];
+    let r = new_release(&fleet, &regressions);
+    let ap = r.region("ap-south-1").unwrap();
+    assert!(ap.rolled_back && ap.regressed_at.is_none());
+    // One region regressed: a region that moved on did not roll back.
+    let r = new_release(&fleet, &regressions[..1]);
+    assert!(!r.region("ap-south-1").unwrap().rolled_back);
+}
+
+#[test]
 fn a_canary_run_still_going_has_not_received_the_release() {
     let mut fleet = fleet(3);
     let mut canary = deploy(24, "us-west-2", "2", "1.6.0", "progressing", 20);
