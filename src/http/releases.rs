@@ -33,7 +33,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// A release id, `SERVICE@VERSION`: a DNS-1123 service name, `@`, and a version of
-/// visible ASCII characters other than `/`.
+/// letters, digits and `._+:~-` (semantic versions with build metadata, image
+/// digests `sha256:…`, commits).
 #[derive(Debug, Clone)]
 struct ReleaseId(String);
 
@@ -42,7 +43,7 @@ fn release_id(s: &str) -> Option<String> {
     let version_ok = !version.is_empty()
         && version
             .chars()
-            .all(|c| c.is_ascii_graphic() && c != '/' && c != '@');
+            .all(|c| c.is_ascii_alphanumeric() || "._+:~-".contains(c));
     (s.len() <= MAX_RELEASE_ID && Field::Name.fits(service) && version_ok).then(|| s.to_string())
 }
 
@@ -55,7 +56,9 @@ query::text_newtype!(
         .schema_type(Type::String)
         .min_length(Some(3))
         .max_length(Some(MAX_RELEASE_ID))
-        .pattern(Some("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?@[!-.0-?A-~]+$"))
+        .pattern(Some(
+            "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*@[A-Za-z0-9._+:~-]+$"
+        ))
 );
 
 /// A region name as targets configure it: 1 to 63 letters, digits, `-`, `_` or `.`.

@@ -20,11 +20,22 @@ use crate::domain::{Scope, Signal, SignalKind, SignalSource, TargetRef};
 /// `value` and `baseline` are at most 1 for the ratio kinds (`error_rate`, `cpu`,
 /// `memory`) and whole for `customer_reports`; `started_at` and `ended_at` are at most
 /// 5 minutes ahead of our clock, and `ended_at` is not before `started_at`.
+/// The kinds a posted signal may be: [`SignalKind::ALL`], every kind but those only
+/// rollwarden makes.
+fn posted_kind() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(SignalKind::ALL.iter().map(|k| k.as_str())))
+        .examples(["customer_reports"])
+        .build()
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignalPayload {
     /// A signal kind (`customer_reports`, `sla_violation`, `dependency`…); required.
-    #[schema(value_type = SignalKind, required = true, example = "customer_reports")]
+    /// Not `release_regressed`, which only rollwarden makes.
+    #[schema(schema_with = posted_kind, required = true)]
     pub kind: Option<String>,
     /// The workload it is about; required unless `kind` is `dependency`.
     pub target: Option<SignalTargetPayload>,
