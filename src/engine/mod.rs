@@ -835,11 +835,13 @@ impl Engine {
                 Err(err) => self.metrics.store_error("engine_stale", &err),
             }
         }
+        // Loaded from the store now, it holds every replica's alerts.
+        let mut complete = !window.is_loaded();
         let loaded = match self.snapshot_in(window, &[]).await {
             Ok(snapshot) => self.due(&snapshot).await.map(|due| (snapshot, due)),
             Err(err) => Err(err),
         };
-        let (snapshot, due) = match loaded {
+        let (mut snapshot, due) = match loaded {
             Ok(loaded) => loaded,
             Err(err) => {
                 self.metrics.store_error("engine_due", &err);
@@ -848,21 +850,52 @@ impl Engine {
             }
         };
         let mut changed = 0;
+        let mut unsettled = None;
         for key in due {
-            changed += usize::from(self.evaluate_logged(&key, &snapshot).await);
+            let target = self.target(&key);
+            let result = async {
+                let mut decision = self.assess(&target, &snapshot).await?;
+                if !complete && self.settles(&target, &decision, &mut unsettled).await? {
+                    window.invalidate();
+                    snapshot = self.snapshot_in(window, &[]).await?;
+                    complete = true;
+                    decision = self.assess(&target, &snapshot).await?;
+                }
+                self.record(&target, decision, snapshot.now).await
+            }
+            .await;
+            match result {
+                Ok(evaluation) => changed += usize::from(evaluation.changed),
+                Err(err) => {
+                    self.metrics.store_error("evaluate", &err);
+                    tracing::error!(error = %err, target = %key, "evaluation failed");
+                }
+            }
         }
         changed
     }
 
-    async fn evaluate_logged(&self, key: &TargetRef, snapshot: &Snapshot) -> bool {
-        match self.evaluate_in(&self.target(key), snapshot).await {
-            Ok(evaluation) => evaluation.changed,
-            Err(err) => {
-                self.metrics.store_error("evaluate", &err);
-                tracing::error!(error = %err, target = %key, "evaluation failed");
-                false
-            }
+    /// Whether `decision` would settle `target`: `ok` where the standing decision is
+    /// not. A recovery verifies the target's rollbacks and resets its loop guard, so,
+    /// like a new rollback, it is never recorded from a window that may lack another
+    /// replica's alerts (they come in with the next reload): it is confirmed against
+    /// a reloaded one first. Recoveries are rare; the targets whose standing decision
+    /// is not `ok` are read once per tick or batch (`unsettled`), at its first `ok`.
+    async fn settles(
+        &self,
+        target: &Target,
+        decision: &Decision,
+        unsettled: &mut Option<HashSet<String>>,
+    ) -> Result<bool, StoreError> {
+        if decision.verdict != Verdict::Ok {
+            return Ok(false);
         }
+        if unsettled.is_none() {
+            *unsettled = Some(self.store.unsettled_targets().await?.into_iter().collect());
+        }
+        Ok(unsettled
+            .as_ref()
+            .is_some_and(|keys| keys.contains(&target.target.key())))
     }
 
     /// Evaluates `targets` after merging the alerts under `keys` into `window`.
@@ -871,8 +904,10 @@ impl Engine {
     /// (a dependency going down, an earlier start that makes H1 hold) may be missing
     /// from it until the next tick. A missing signal can make a decision wait where it
     /// should act, which the next tick's reload catches up with, or act where it should
-    /// hold, which must not happen: so a rollback that would be a new decision is
-    /// confirmed against a window reloaded from the store before it is recorded.
+    /// hold, which must not happen: so a rollback that would be a new decision, or a
+    /// recovery of a target whose standing decision is not `ok` (which would verify its
+    /// rollback; see [`Engine::settles`]), is confirmed against a window reloaded from
+    /// the store before it is recorded. A tick does the same.
     async fn evaluate_batch(
         &self,
         window: &mut Window,
@@ -881,6 +916,7 @@ impl Engine {
     ) {
         self.with_release_peers(&mut targets);
         let mut complete = !window.is_loaded();
+        let mut unsettled = None;
         let mut snapshot = match self.snapshot_in(window, keys).await {
             Ok(snapshot) => snapshot,
             Err(err) => {
@@ -899,10 +935,12 @@ impl Engine {
             let target = self.target(&key);
             let result = async {
                 let mut decision = self.assess(&target, &snapshot).await?;
-                if decision.verdict == Verdict::Rollback
-                    && !complete
-                    && !self.stands(&target, &decision).await?
-                {
+                let unconfirmed = !complete
+                    && match decision.verdict {
+                        Verdict::Rollback => !self.stands(&target, &decision).await?,
+                        _ => self.settles(&target, &decision, &mut unsettled).await?,
+                    };
+                if unconfirmed {
                     window.invalidate();
                     snapshot = self.snapshot_in(window, &[]).await?;
                     complete = true;

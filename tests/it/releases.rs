@@ -630,6 +630,49 @@ async fn a_stopped_wave_refuses_the_next_regions_canary(backend: Backend) {
     assert_eq!(east["healthy"], true, "{east}");
 }
 
+/// A replica whose window lacks an alert the other replica took (it reloads its window
+/// once a minute, and its clock stands still here) evaluates the unsettled region on
+/// its tick: it must not record the region recovered, which would verify its rollback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_has_not_seen_the_alert_does_not_recover_the_target() {
+    let stubs = Stubs::new(None);
+    let slack = slack().await;
+    let db = TestStore::new(Backend::Postgres).await;
+    let second_pool = db.reopen().await;
+    let first = TestApp::spawn_on(db, |c| configure(c, &stubs, &slack), None).await;
+    let mut other = TestStore::new(Backend::Postgres).await;
+    other.store = second_pool;
+    let second = TestApp::spawn_on(other, |c| configure(c, &stubs, &slack), None).await;
+    ship(&first).await;
+    // Both replicas have loaded their windows (their first ticks) before the alert.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    alert(&first, "eu-west-1", "firing").await;
+    let rollback = wait_for_action(&first, "eu-west-1", "executed", |a| {
+        a["kind"] == "command:rollback" && a["state"] == "verifying"
+    })
+    .await;
+    // Three ticks of the second replica, each evaluating the unsettled region.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let (_, decisions) = second
+        .get_json(&format!("/api/v1/decisions?target={}", key("eu-west-1")))
+        .await;
+    // Newest first, down to the rollback: the loop guard may hold since, but nothing
+    // says the region recovered.
+    let since_rollback: Vec<&str> = decisions["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take_while(|d| d["id"] != rollback["decision_id"])
+        .map(|d| d["verdict"].as_str().unwrap())
+        .collect();
+    assert!(!since_rollback.contains(&"ok"), "{decisions}");
+    let still = wait_for_action(&second, "eu-west-1", "still verifying", |a| {
+        a["id"] == rollback["id"]
+    })
+    .await;
+    assert_eq!(still["state"], "verifying", "{still}");
+}
+
 #[tokio::test]
 async fn the_release_routes_refuse_what_is_not_a_release_or_a_region() {
     let app = TestApp::spawn(Backend::Sqlite).await;
