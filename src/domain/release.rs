@@ -13,8 +13,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::decide::is_running_canary;
 use super::deploy::status;
-use super::{Deploy, DeployRecord, Scope, Signal, SignalKind, SignalSource, Target, TargetRef};
+use super::policy::Outcome;
+use super::{
+    Decision, Deploy, DeployRecord, Scope, Signal, SignalKind, SignalSource, Target, TargetRef,
+    Verdict,
+};
 
 /// The rule id of an all-region rollback in decisions and evidence.
 pub const RELEASE_RULE: &str = "R1";
@@ -225,13 +230,6 @@ impl Release {
             .filter(|r| r.regressed_at.is_some())
             .map(|r| r.region.as_str())
             .collect()
-    }
-
-    /// The region's deploy of the release, when it is a deploy of it.
-    pub fn contains_deploy(&self, target: &str, deploy_id: i64) -> bool {
-        self.regions
-            .iter()
-            .any(|r| r.target == target && r.deploy_id == Some(deploy_id))
     }
 }
 
@@ -537,36 +535,16 @@ fn started(d: &DeployRecord) -> bool {
 fn received(all: &[DeployRecord], of_release: &[&DeployRecord]) -> bool {
     let completed = of_release
         .iter()
-        .any(|d| super::deploy::is_healthy_status(&d.deploy.status) && !running_canary(d));
+        .any(|d| super::deploy::is_healthy_status(&d.deploy.status));
     let Some(last) = of_release.iter().max_by(|a, b| order(a, b)) else {
         return false;
     };
     let rolling_out = all.iter().any(|d| {
-        is_canary(d)
-            && matches!(
-                d.deploy.status.as_str(),
-                status::WAITING | status::INITIALIZING | status::PROGRESSING
-            )
+        is_running_canary(d)
             && d.deploy.started_at >= last.deploy.started_at
             && version_of(&d.deploy).is_none_or(|v| Some(v) == version_of(&last.deploy))
     });
     completed && !rolling_out
-}
-
-fn is_canary(d: &DeployRecord) -> bool {
-    matches!(
-        d.deploy.source,
-        super::DeploySource::Flagger | super::DeploySource::Argo
-    )
-}
-
-/// A canary controller's run that is still going (its traffic can still be turned
-/// back by the controller's analysis).
-fn running_canary(d: &DeployRecord) -> bool {
-    matches!(
-        d.deploy.source,
-        super::DeploySource::Flagger | super::DeploySource::Argo
-    ) && d.deploy.status == status::PROGRESSING
 }
 
 fn order(a: &DeployRecord, b: &DeployRecord) -> std::cmp::Ordering {
@@ -607,12 +585,38 @@ pub fn release_signal(release: &Release, region: &str) -> Option<Signal> {
     })
 }
 
-/// The target whose region is `region` among `targets`.
-pub fn target_in<'a>(targets: &'a [Target], region: &str) -> Option<&'a TargetRef> {
-    targets
-        .iter()
-        .find(|t| t.region.as_deref() == Some(region))
-        .map(|t| &t.target)
+/// A rollback decision whose own evidence (a rollback rule other than R1) blames a
+/// deploy: a regression of the region on the suspect's release.
+pub fn regresses(decision: &Decision) -> bool {
+    decision.verdict == Verdict::Rollback
+        && decision.suspect.is_some()
+        && !own_rules(decision).is_empty()
+}
+
+/// The rollback rules that fired on the region's own evidence (not R1).
+pub fn own_rules(decision: &Decision) -> Vec<String> {
+    decision
+        .fired_with(Outcome::Rollback)
+        .filter(|f| f.rule_id != RELEASE_RULE)
+        .map(|f| f.rule_id.clone())
+        .collect()
+}
+
+/// `decision` (stored as `decision_id`, blaming `deploy_id`) as where its region
+/// regressed, unless it fired on R1 alone. Its time is the regression's start.
+pub fn regression(
+    decision: &Decision,
+    decision_id: i64,
+    deploy_id: i64,
+    decided_at: DateTime<Utc>,
+) -> Option<Regression> {
+    let rules = own_rules(decision);
+    (decision.verdict == Verdict::Rollback && !rules.is_empty()).then(|| Regression {
+        deploy_id,
+        decision_id,
+        decided_at: decision.regression_started_at.unwrap_or(decided_at),
+        rules,
+    })
 }
 
 #[cfg(test)]

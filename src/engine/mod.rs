@@ -51,6 +51,14 @@ pub struct Engine {
     pub limits: WindowLimits,
 }
 
+/// One tick's or batch's evaluations: whether its window was loaded whole from the
+/// store (or reloaded since), and the targets whose standing decision is not `ok`,
+/// read at its first `ok`.
+struct Pass {
+    complete: bool,
+    unsettled: Option<HashSet<String>>,
+}
+
 /// The bounds of the engine's window: how long a firing alert stays in it without a
 /// delivery, and how many alerts and targets it holds at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -836,7 +844,7 @@ impl Engine {
             }
         }
         // Loaded from the store now, it holds every replica's alerts.
-        let mut complete = !window.is_loaded();
+        let complete = !window.is_loaded();
         let loaded = match self.snapshot_in(window, &[]).await {
             Ok(snapshot) => self.due(&snapshot).await.map(|due| (snapshot, due)),
             Err(err) => Err(err),
@@ -850,20 +858,15 @@ impl Engine {
             }
         };
         let mut changed = 0;
-        let mut unsettled = None;
+        let mut pass = Pass {
+            complete,
+            unsettled: None,
+        };
         for key in due {
             let target = self.target(&key);
-            let result = async {
-                let mut decision = self.assess(&target, &snapshot).await?;
-                if !complete && self.settles(&target, &decision, &mut unsettled).await? {
-                    window.invalidate();
-                    snapshot = self.snapshot_in(window, &[]).await?;
-                    complete = true;
-                    decision = self.assess(&target, &snapshot).await?;
-                }
-                self.record(&target, decision, snapshot.now).await
-            }
-            .await;
+            let result = self
+                .evaluate_confirmed(window, &mut snapshot, &mut pass, &target)
+                .await;
             match result {
                 Ok(evaluation) => changed += usize::from(evaluation.changed),
                 Err(err) => {
@@ -915,8 +918,10 @@ impl Engine {
         keys: &[(String, DateTime<Utc>)],
     ) {
         self.with_release_peers(&mut targets);
-        let mut complete = !window.is_loaded();
-        let mut unsettled = None;
+        let mut pass = Pass {
+            complete: !window.is_loaded(),
+            unsettled: None,
+        };
         let mut snapshot = match self.snapshot_in(window, keys).await {
             Ok(snapshot) => snapshot,
             Err(err) => {
@@ -933,27 +938,40 @@ impl Engine {
                 continue;
             }
             let target = self.target(&key);
-            let result = async {
-                let mut decision = self.assess(&target, &snapshot).await?;
-                let unconfirmed = !complete
-                    && match decision.verdict {
-                        Verdict::Rollback => !self.stands(&target, &decision).await?,
-                        _ => self.settles(&target, &decision, &mut unsettled).await?,
-                    };
-                if unconfirmed {
-                    window.invalidate();
-                    snapshot = self.snapshot_in(window, &[]).await?;
-                    complete = true;
-                    decision = self.assess(&target, &snapshot).await?;
-                }
-                self.record(&target, decision, snapshot.now).await
-            }
-            .await;
+            let result = self
+                .evaluate_confirmed(window, &mut snapshot, &mut pass, &target)
+                .await;
             if let Err(err) = result {
                 self.metrics.store_error("evaluate", &err);
                 tracing::error!(error = %err, target = %key, "evaluation failed");
             }
         }
+    }
+
+    /// Assesses `target` and records its decision. A decision that must not rest on a
+    /// window missing another replica's alerts — a new rollback, a recovery (see
+    /// [`Engine::settles`]) — is first confirmed against `window` reloaded from the
+    /// store, at most once per pass.
+    async fn evaluate_confirmed(
+        &self,
+        window: &mut Window,
+        snapshot: &mut Snapshot,
+        pass: &mut Pass,
+        target: &Target,
+    ) -> Result<Evaluation, StoreError> {
+        let mut decision = self.assess(target, snapshot).await?;
+        let unconfirmed = !pass.complete
+            && match decision.verdict {
+                Verdict::Rollback => !self.stands(target, &decision).await?,
+                _ => self.settles(target, &decision, &mut pass.unsettled).await?,
+            };
+        if unconfirmed {
+            window.invalidate();
+            *snapshot = self.snapshot_in(window, &[]).await?;
+            pass.complete = true;
+            decision = self.assess(target, snapshot).await?;
+        }
+        self.record(target, decision, snapshot.now).await
     }
 
     /// Whether `decision` is already the target's standing decision.

@@ -10,11 +10,8 @@ use chrono::{DateTime, Utc};
 
 use super::{Engine, load_deploys};
 use crate::domain::action::{Event, Message};
-use crate::domain::policy::Outcome;
-use crate::domain::release::{
-    self, RELEASE_RULE, RegionInput, Regression, Release, ReleaseScope, Standing,
-};
-use crate::domain::{Decision, DecisionBrief, DeployRecord, Target, TargetRef, Verdict};
+use crate::domain::release::{self, RegionInput, Regression, Release, ReleaseScope, Standing};
+use crate::domain::{Decision, DecisionBrief, DeployRecord, Target, TargetRef};
 use crate::store::{NewReleaseDecision, StoreError, StoredDecision};
 
 /// A service's regions and what they ran: enough to judge each of its releases.
@@ -166,7 +163,7 @@ impl Engine {
             return;
         };
         let mut release = release.clone();
-        if regresses(decision)
+        if release::regresses(decision)
             && let Some(r) = release
                 .regions
                 .iter_mut()
@@ -174,7 +171,7 @@ impl Engine {
             && r.regressed_at.is_none()
         {
             r.regressed_at = decision.regression_started_at;
-            r.regressed_rules = own_rules(decision);
+            r.regressed_rules = release::own_rules(decision);
             release.scope = release::scope(&release, &self.policy.releases);
         }
         decision.release = Some(release::check(&release, region, &self.policy.releases));
@@ -194,7 +191,7 @@ impl Engine {
         let Some(check) = &decision.release else {
             return Ok(());
         };
-        if check.scope == ReleaseScope::Healthy || !regresses(decision) {
+        if check.scope == ReleaseScope::Healthy || !release::regresses(decision) {
             return Ok(());
         }
         let body = serde_json::to_value(check)?;
@@ -272,34 +269,13 @@ impl Engine {
     }
 }
 
-/// A rollback decision whose own evidence (a rollback rule other than R1) blames a
-/// deploy: a regression of the region on the suspect's release.
-fn regresses(decision: &Decision) -> bool {
-    decision.verdict == Verdict::Rollback
-        && decision.suspect.is_some()
-        && !own_rules(decision).is_empty()
-}
-
-/// The rollback rules that fired on the region's own evidence.
-fn own_rules(decision: &Decision) -> Vec<String> {
-    decision
-        .fired_with(Outcome::Rollback)
-        .filter(|f| f.rule_id != RELEASE_RULE)
-        .map(|f| f.rule_id.clone())
-        .collect()
-}
-
 /// A stored rollback decision as a regression, unless it fired on R1 alone.
 fn regression(stored: &StoredDecision) -> Option<Regression> {
     let decision: Decision = serde_json::from_value(stored.decision.clone()).ok()?;
-    let rules = own_rules(&decision);
-    if rules.is_empty() {
-        return None;
-    }
-    Some(Regression {
-        deploy_id: stored.suspect_deploy_id?,
-        decision_id: stored.id,
-        decided_at: decision.regression_started_at.unwrap_or(stored.decided_at),
-        rules,
-    })
+    release::regression(
+        &decision,
+        stored.id,
+        stored.suspect_deploy_id?,
+        stored.decided_at,
+    )
 }

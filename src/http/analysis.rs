@@ -18,7 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
-use super::query::{self, ApiPath, ApiQuery};
+use super::query::{self, ApiPath, ApiQuery, KubeName};
 use crate::app::AppState;
 use crate::domain::canary::CanaryStatus;
 use crate::domain::field::Field;
@@ -96,9 +96,6 @@ struct AnalysisQuery {
     #[param(inline)]
     kind: Option<KubeKind>,
 }
-
-/// A Kubernetes object name ([`Field::Name`]: a DNS-1123 subdomain).
-struct KubeName(String);
 
 query::text_newtype!(
     KubeName(String),

@@ -290,6 +290,10 @@ macro_rules! text_newtype {
 }
 pub(crate) use text_newtype;
 
+/// A Kubernetes object name ([`Field::Name`]: a DNS-1123 subdomain).
+#[derive(Debug, Clone)]
+pub struct KubeName(pub String);
+
 pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1000;
 

@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
-use super::query::{self, ApiPath, ApiQuery, Limit, NoQuery, Page};
+use super::query::{self, ApiPath, ApiQuery, KubeName, Limit, NoQuery, Page};
 use crate::app::AppState;
 use crate::domain::field::Field;
 use crate::domain::release::{self, Gate, Release};
@@ -80,23 +80,6 @@ query::text_newtype!(
         .pattern(Some("^[A-Za-z0-9_.-]{1,63}$"))
 );
 
-/// A service name (DNS-1123).
-#[derive(Debug, Clone)]
-struct ServiceName(String);
-
-query::text_newtype!(
-    ServiceName(String),
-    |s| Field::Name.fits(s).then(|| s.to_string()),
-    "must be a service name: a DNS-1123 subdomain",
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .min_length(Some(1))
-        .max_length(Some(253))
-        .pattern(Some(
-            "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-        ))
-);
-
 /// The release list's query.
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -104,7 +87,7 @@ query::text_newtype!(
 struct ReleaseListQuery {
     /// Only this service's releases.
     #[param(inline)]
-    service: Option<ServiceName>,
+    service: Option<KubeName>,
     /// Items per page.
     #[param(inline)]
     limit: Option<Limit>,

@@ -282,6 +282,17 @@ fn regions_where(release: &Value, field: &str) -> Vec<String> {
         .collect()
 }
 
+/// Two replicas of the configured app on one PostgreSQL database.
+async fn two_replicas(stubs: &Stubs, slack: &MockServer) -> (TestApp, TestApp) {
+    let db = TestStore::new(Backend::Postgres).await;
+    let second_pool = db.reopen().await;
+    let first = TestApp::spawn_on(db, |c| configure(c, stubs, slack), None).await;
+    let mut other = TestStore::new(Backend::Postgres).await;
+    other.store = second_pool;
+    let second = TestApp::spawn_on(other, |c| configure(c, stubs, slack), None).await;
+    (first, second)
+}
+
 async fn gate(app: &TestApp, region: &str) -> (StatusCode, Value) {
     app.get_json(&format!("/api/v1/releases/{RELEASE}/gate?region={region}"))
         .await
@@ -470,12 +481,7 @@ async fn two_replicas_and_duplicates_make_one_release_decision_and_one_action_pe
     // ap-south-1's rollback fails: the others go on, and it is escalated on its own.
     let stubs = Stubs::new(Some("ap-south-1"));
     let slack = slack().await;
-    let db = TestStore::new(Backend::Postgres).await;
-    let second_pool = db.reopen().await;
-    let first = TestApp::spawn_on(db, |c| configure(c, &stubs, &slack), None).await;
-    let mut other = TestStore::new(Backend::Postgres).await;
-    other.store = second_pool;
-    let second = TestApp::spawn_on(other, |c| configure(c, &stubs, &slack), None).await;
+    let (first, second) = two_replicas(&stubs, &slack).await;
     ship(&first).await;
 
     // Alertmanager HA: each notification reaches both replicas, twice.
@@ -637,12 +643,7 @@ async fn a_stopped_wave_refuses_the_next_regions_canary(backend: Backend) {
 async fn a_replica_that_has_not_seen_the_alert_does_not_recover_the_target() {
     let stubs = Stubs::new(None);
     let slack = slack().await;
-    let db = TestStore::new(Backend::Postgres).await;
-    let second_pool = db.reopen().await;
-    let first = TestApp::spawn_on(db, |c| configure(c, &stubs, &slack), None).await;
-    let mut other = TestStore::new(Backend::Postgres).await;
-    other.store = second_pool;
-    let second = TestApp::spawn_on(other, |c| configure(c, &stubs, &slack), None).await;
+    let (first, second) = two_replicas(&stubs, &slack).await;
     ship(&first).await;
     // Both replicas have loaded their windows (their first ticks) before the alert.
     tokio::time::sleep(Duration::from_millis(1500)).await;

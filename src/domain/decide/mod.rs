@@ -112,9 +112,8 @@ use plan::{gitops_commands, rollback_plan};
 use reason::{ReasonInputs, reason};
 pub(crate) use reason::{label, summary};
 use rules::{Windows, fire_rules, inconclusive_signals};
-use suspect::{
-    find_suspect, has_started, immediately_after, is_canary_run, is_running_canary, known_good,
-};
+use suspect::{find_suspect, has_started, immediately_after, known_good};
+pub(crate) use suspect::{is_canary_run, is_running_canary};
 use verify::{escalation, verification};
 
 /// Longer settings are treated as this (a century), keeping time arithmetic in range.

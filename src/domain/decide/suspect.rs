@@ -149,12 +149,12 @@ pub(super) fn story_member<'a>(
         })
 }
 /// Whether a deploy is a canary controller's run (Flagger, Argo Rollouts).
-pub(super) fn is_canary_run(d: &DeployRecord) -> bool {
+pub(crate) fn is_canary_run(d: &DeployRecord) -> bool {
     matches!(d.deploy.source, DeploySource::Flagger | DeploySource::Argo)
 }
 
 /// Whether a deploy is a canary run its controller has not finished: rolling it back
 /// is the controller's abort. A promoted run is history like any other deploy.
-pub(super) fn is_running_canary(d: &DeployRecord) -> bool {
+pub(crate) fn is_running_canary(d: &DeployRecord) -> bool {
     is_canary_run(d) && in_progress(&d.deploy.status)
 }

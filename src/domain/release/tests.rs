@@ -387,6 +387,34 @@ fn r1_rolls_a_healthy_region_back_to_its_own_known_good_revision() {
 }
 
 #[test]
+fn a_decision_by_r1_alone_is_no_regression_of_its_region() {
+    let fleet = fleet(3);
+    let r = new_release(
+        &fleet,
+        &[regression(21, 7, 15, "M2"), regression(22, 8, 16, "G3")],
+    );
+    let (ap, deploys) = &fleet[0];
+    let by_r1 = decide(
+        &Policy::default(),
+        ap,
+        deploys,
+        &[release_signal(&r, "ap-south-1").unwrap()],
+        &[],
+        &History::default(),
+        at(17),
+    );
+    assert!(!regresses(&by_r1));
+    assert_eq!(super::regression(&by_r1, 9, 20, at(17)), None);
+    let mut own = by_r1.clone();
+    own.fired[0].rule_id = "M2".into();
+    assert!(regresses(&own));
+    let found = super::regression(&own, 9, 20, at(18)).unwrap();
+    assert_eq!((found.deploy_id, found.decision_id), (20, 9));
+    assert_eq!(found.rules, ["M2"]);
+    assert_eq!(Some(found.decided_at), own.regression_started_at);
+}
+
+#[test]
 fn a_policy_with_its_own_release_rule_replaces_r1() {
     let fleet = fleet(3);
     let r = new_release(
