@@ -2,13 +2,13 @@
 //! send, natively (PROTOCOLS.md H.1, H.2), each after a look at the Rollout: an abort
 //! already requested, or a template already at the revision, sends nothing.
 
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use super::argo::{self, POD_TEMPLATE_HASH_LABEL, Rollout};
 use super::undo::{selector_query, strip_label};
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
 
 /// A failed step of an abort or undo.
 #[derive(Debug, thiserror::Error)]
@@ -160,16 +160,28 @@ pub struct UndoPlan {
 
 /// GET the Rollout, LIST its ReplicaSets by its selector, keep those it controls, pick
 /// the revision and compare templates (H.2 steps 1–4).
+///
+/// Both are read as the API server sent them (the plugin reads the Rollout with the
+/// dynamic client), so that the templates are compared field for field as the plugin
+/// compares them, defaults and nulls included; the typed views are taken from the
+/// same answers.
 pub async fn plan_undo(
     client: &Client,
     namespace: &str,
     name: &str,
     to: &UndoTo,
 ) -> Result<UndoPlan, ArgoError> {
-    let rollout = Api::<Rollout>::namespaced(client.clone(), namespace)
-        .get(name)
-        .await
-        .map_err(kube_error("get", ROLLOUTS, namespace, name))?;
+    let raw = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        namespace,
+        &ApiResource::erase::<Rollout>(&()),
+    )
+    .get(name)
+    .await
+    .map_err(kube_error("get", ROLLOUTS, namespace, name))?;
+    let rollout: Rollout = serde_json::to_value(&raw)
+        .and_then(serde_json::from_value)
+        .map_err(|e| kube_error("get", ROLLOUTS, namespace, name)(kube::Error::SerdeError(e)))?;
     if rollout.spec.workload_ref.is_some() {
         return Err(ArgoError::WorkloadRef(name.to_owned()));
     }
@@ -183,26 +195,54 @@ pub async fn plan_undo(
     if !selector.is_empty() {
         params = params.labels(&selector);
     }
-    let listed = Api::<ReplicaSet>::namespaced(client.clone(), namespace)
-        .list(&params)
-        .await
-        .map_err(kube_error("list", REPLICASETS, namespace, name))?;
-    let mut owned: Vec<(i64, &ReplicaSet)> = argo::owned_replicasets(&rollout, &listed.items)
+    let listed = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        namespace,
+        &ApiResource::erase::<ReplicaSet>(&()),
+    )
+    .list(&params)
+    .await
+    .map_err(kube_error("list", REPLICASETS, namespace, name))?;
+    let replicasets = listed
+        .items
         .into_iter()
-        .filter_map(|rs| Some((argo::revision(rs)?, rs)))
+        .map(|item| {
+            let spec: Option<ReplicaSetSpec> = item
+                .data
+                .get("spec")
+                .cloned()
+                .map(serde_json::from_value)
+                .transpose()?;
+            let raw_template = item.data.pointer("/spec/template").cloned();
+            let rs = ReplicaSet {
+                metadata: item.metadata,
+                spec,
+                status: None,
+            };
+            Ok((rs, raw_template))
+        })
+        .collect::<Result<Vec<_>, serde_json::Error>>()
+        .map_err(|e| {
+            kube_error("list", REPLICASETS, namespace, name)(kube::Error::SerdeError(e))
+        })?;
+    let owned = argo::owned_replicasets(&rollout, replicasets.iter().map(|(rs, _)| rs));
+    let mut owned: Vec<(i64, &ReplicaSet, Option<&Value>)> = replicasets
+        .iter()
+        .filter(|(rs, _)| owned.iter().any(|o| std::ptr::eq(*o, rs)))
+        .filter_map(|(rs, raw)| Some((argo::revision(rs)?, rs, raw.as_ref())))
         .collect();
-    owned.sort_by_key(|(rev, _)| std::cmp::Reverse(*rev));
-    let (revision, rs) = match to {
+    owned.sort_by_key(|(rev, _, _)| std::cmp::Reverse(*rev));
+    let (revision, rs, rs_template) = match to {
         UndoTo::Revision(0) => *owned
             .get(1)
             .ok_or_else(|| ArgoError::NoRevision(name.to_owned()))?,
         UndoTo::Revision(n) => *owned
             .iter()
-            .find(|(rev, _)| rev == n)
+            .find(|(rev, _, _)| rev == n)
             .ok_or(ArgoError::RevisionNotFound(*n))?,
         UndoTo::ReplicaSet(wanted) => *owned
             .iter()
-            .find(|(_, rs)| rs.metadata.name.as_deref() == Some(wanted.as_str()))
+            .find(|(_, rs, _)| rs.metadata.name.as_deref() == Some(wanted.as_str()))
             .ok_or_else(|| ArgoError::ReplicaSetGone(wanted.clone()))?,
     };
     let replicaset = rs.metadata.name.clone().unwrap_or_default();
@@ -212,17 +252,15 @@ pub async fn plan_undo(
         .and_then(|s| s.template.clone())
         .unwrap_or_default();
     strip_label(&mut template, POD_TEMPLATE_HASH_LABEL);
-    let mut current = rollout.spec.template.clone().unwrap_or_default();
-    strip_label(&mut current, POD_TEMPLATE_HASH_LABEL);
     let images = template
         .spec
         .iter()
         .flat_map(|pod| &pod.containers)
         .filter_map(|c| c.image.clone())
         .collect();
-    let (template, current) = (to_json(&template), to_json(&current));
-    let patch = (!derivative(&template, &current))
-        .then(|| json!([{"op": "replace", "path": "/spec/template", "value": template}]));
+    let ro_template = raw.data.pointer("/spec/template");
+    let patch = (!equal_ignore_hash(ro_template, rs_template))
+        .then(|| json!([{"op": "replace", "path": "/spec/template", "value": to_json(&template)}]));
     Ok(UndoPlan {
         revision,
         replicaset,
@@ -278,30 +316,54 @@ fn to_json(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> Value {
     serde_json::to_value(template).unwrap_or(Value::Null)
 }
 
-/// `apiequality.Semantic.DeepDerivative(a, b)` on JSON: every field `a` sets (not
-/// null, not an empty map or list) is the same in `b`.
-fn derivative(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Null, _) => true,
-        (Value::Object(a), Value::Object(b)) => a.iter().all(|(k, v)| match b.get(k) {
-            Some(bv) => derivative(v, bv),
-            None => is_unset(v),
-        }),
-        (Value::Object(a), Value::Null) => a.is_empty(),
-        (Value::Array(a), Value::Array(b)) => {
-            a.is_empty() || (a.len() == b.len() && a.iter().zip(b).all(|(x, y)| derivative(x, y)))
+/// The plugin's `equalIgnoreHash(ro, rs)` (`cmd/undo/undo.go`): both templates as
+/// `map[string]any` (the Rollout's as the API server sent it, the ReplicaSet's through
+/// `ToUnstructured`, which writes what the API server writes), the
+/// `rollouts-pod-template-hash` label removed from each, then
+/// `apiequality.Semantic.DeepDerivative(roTemplate, rsTemplate)`: the Rollout's
+/// template first. A Rollout without a template is never equal.
+fn equal_ignore_hash(rollout: Option<&Value>, replicaset: Option<&Value>) -> bool {
+    let Some(rollout @ Value::Object(_)) = rollout else {
+        return false;
+    };
+    let without_hash = |template: &Value| {
+        let mut template = template.clone();
+        if let Some(Value::Object(labels)) = template.pointer_mut("/metadata/labels") {
+            labels.remove(POD_TEMPLATE_HASH_LABEL);
         }
-        (Value::Array(a), Value::Null) => a.is_empty(),
-        (a, b) => a == b,
-    }
+        template
+    };
+    let replicaset = replicaset.map_or_else(|| json!({}), without_hash);
+    derivative(&without_hash(rollout), Some(&replicaset))
 }
 
-fn is_unset(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Object(m) => m.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::String(s) => s.is_empty(),
+/// `DeepDerivative(a, b)` (k8s.io/apimachinery
+/// `third_party/forked/golang/reflect/deep_equal.go`, `deepValueDerive`) on JSON
+/// decoded as Go decodes it into `any`; `b` is `None` where `a`'s map has a key that
+/// `b`'s lacks (an invalid `reflect.Value`). What `a` leaves unset (null, `""`, an empty
+/// list or map) is not compared; everything else `a` sets must be in `b`, of the same
+/// type and value. A list of `a` may be shorter than `b`'s (its elements are compared
+/// with `b`'s first ones), a map may have fewer keys; neither may be longer.
+fn derivative(a: &Value, b: Option<&Value>) -> bool {
+    // Checked first, before `a`'s own emptiness: a key `b` lacks is a difference.
+    let Some(b) = b else {
+        return false;
+    };
+    match (a, b) {
+        // A nil interface in `a`.
+        (Value::Null, _) => true,
+        (Value::String(a), Value::String(b)) => a.is_empty() || a == b,
+        (Value::Array(a), Value::Array(b)) => {
+            a.is_empty()
+                || (a.len() <= b.len() && a.iter().zip(b).all(|(x, y)| derivative(x, Some(y))))
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            a.is_empty() || (a.len() <= b.len() && a.iter().all(|(k, v)| derivative(v, b.get(k))))
+        }
+        // int64 and float64 are different Go types, as serde_json's integers and
+        // floats are never equal.
+        (Value::Number(_), Value::Number(_)) | (Value::Bool(_), Value::Bool(_)) => a == b,
+        // Different types, or `b` null (its `Elem()` is invalid).
         _ => false,
     }
 }
@@ -312,14 +374,42 @@ mod tests {
 
     #[test]
     fn a_template_is_derivative_of_one_with_more_fields_set() {
-        let rs = json!({"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}});
-        let mut ro = rs.clone();
-        ro["spec"]["containers"][0]["imagePullPolicy"] = json!("IfNotPresent");
-        assert!(derivative(&rs, &ro));
-        ro["spec"]["containers"][0]["image"] = json!("x:2");
-        assert!(!derivative(&rs, &ro));
-        assert!(!derivative(&json!({"a": 1}), &json!({})));
-        assert!(derivative(&json!({"a": {}}), &json!({})));
+        // The plugin's order: the Rollout's template first, the ReplicaSet's second.
+        let ro = json!({"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}});
+        let mut rs = ro.clone();
+        rs["spec"]["containers"][0]["imagePullPolicy"] = json!("IfNotPresent");
+        rs["metadata"]["creationTimestamp"] = Value::Null;
+        assert!(
+            derivative(&ro, Some(&rs)),
+            "what the API server adds is not compared"
+        );
+        assert!(
+            !derivative(&rs, Some(&ro)),
+            "the other way round, the defaults count"
+        );
+        rs["spec"]["containers"][0]["image"] = json!("x:2");
+        assert!(!derivative(&ro, Some(&rs)));
+        // A key of `a` that `b` lacks is a difference, even an empty one.
+        assert!(!derivative(&json!({"a": 1}), Some(&json!({}))));
+        assert!(!derivative(&json!({"a": {}}), Some(&json!({}))));
+        assert!(!derivative(&json!({"a": null}), Some(&json!({}))));
+        assert!(derivative(&json!({"a": null}), Some(&json!({"a": 1}))));
+        assert!(derivative(&json!({"a": ""}), Some(&json!({"a": "x"}))));
+        assert!(derivative(&json!({"a": []}), Some(&json!({"a": [1]}))));
+        // A list may be a prefix of `b`'s, never longer; types must agree.
+        assert!(derivative(&json!([1]), Some(&json!([1, 2]))));
+        assert!(!derivative(&json!([1, 2]), Some(&json!([1]))));
+        assert!(!derivative(&json!({"a": 1}), Some(&json!({"a": 1.0}))));
+        assert!(!derivative(&json!({"a": "1"}), Some(&json!({"a": 1}))));
+        assert!(!derivative(&json!({"a": "x"}), Some(&json!({"a": null}))));
+        // The hash label is removed from both; a Rollout without a template never matches.
+        let with_hash =
+            |h: &str| json!({"metadata": {"labels": {"app": "a", POD_TEMPLATE_HASH_LABEL: h}}});
+        assert!(equal_ignore_hash(
+            Some(&with_hash("1")),
+            Some(&with_hash("2"))
+        ));
+        assert!(!equal_ignore_hash(None, Some(&with_hash("2"))));
     }
 
     #[test]

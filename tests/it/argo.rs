@@ -386,3 +386,87 @@ async fn argo_undo_refuses_a_revision_not_in_history_and_sends_nothing() {
     assert!(matches!(bad, ExecOutcome::Failed(_)), "{bad:?}");
     assert!(patches(&fake).is_empty());
 }
+
+/// `tag`'s template as the API server stores it in a ReplicaSet: with the defaults it
+/// fills in (PROTOCOLS.md H.2 step 4 compares against these).
+fn defaulted_template(tag: &str, hash: &str) -> Value {
+    json!({
+        "metadata": {"creationTimestamp": null,
+                     "labels": {"app": "checkout", "rollouts-pod-template-hash": hash}},
+        "spec": {
+            "containers": [{
+                "name": "app", "image": format!("ghcr.io/acme/checkout:{tag}"),
+                "imagePullPolicy": "IfNotPresent",
+                "ports": [{"containerPort": 8080, "name": "http", "protocol": "TCP"}],
+                "resources": {},
+                "terminationMessagePath": "/dev/termination-log",
+                "terminationMessagePolicy": "File"
+            }],
+            "dnsPolicy": "ClusterFirst", "restartPolicy": "Always",
+            "schedulerName": "default-scheduler", "securityContext": {},
+            "terminationGracePeriodSeconds": 30
+        }
+    })
+}
+
+#[tokio::test]
+async fn argo_undo_compares_as_the_plugin_does_the_rollouts_template_against_the_defaulted_one() {
+    let fake = FakeKube::start().await;
+    // The Rollout as written (a CRD: nothing defaulted), its ReplicaSets as the API
+    // server returns them (defaulted). Revision 6's template is the Rollout's.
+    let as_written = json!({
+        "metadata": {"labels": {"app": "checkout"}},
+        "spec": {"containers": [{"name": "app", "image": "ghcr.io/acme/checkout:v6",
+                                 "ports": [{"containerPort": 8080, "name": "http"}]}]}
+    });
+    for (revision, tag) in [(5, "v5"), (6, "v6"), (7, "v7")] {
+        let mut rs = replicaset(revision, tag);
+        rs["spec"]["template"] = defaulted_template(tag, &format!("hash{tag}"));
+        fake.apply(rs);
+    }
+    let mut ro = rollout(
+        "v6",
+        json!({"currentPodHash": "hashv6", "stableRS": "hashv6", "phase": "Healthy"}),
+    );
+    ro["spec"]["template"] = as_written.clone();
+    fake.apply(ro.clone());
+    let undo = ArgoUndo {
+        client: fake.client(),
+    };
+
+    // DeepDerivative(rollout, replicaset): the defaults only the ReplicaSet has are not
+    // compared, so the plugin prints "skipped rollback" and so does rollwarden.
+    let outcome = undo
+        .execute(
+            &record("argo_undo", params(Some("6"))),
+            false,
+            &MemoryJournal::default(),
+        )
+        .await;
+    let ExecOutcome::Done { result, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(result["already_at_revision"], true, "{result}");
+    assert!(patches(&fake).is_empty(), "{:?}", patches(&fake));
+
+    // What the Rollout sets and the ReplicaSet does not is a difference: sent.
+    ro["spec"]["template"]["spec"]["containers"][0]["env"] =
+        json!([{"name": "FLAG", "value": "on"}]);
+    fake.apply(ro);
+    let outcome = undo
+        .execute(
+            &record("argo_undo", params(Some("6"))),
+            false,
+            &MemoryJournal::default(),
+        )
+        .await;
+    assert!(matches!(outcome, ExecOutcome::Done { .. }), "{outcome:?}");
+    let sent = patches(&fake);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let value = &sent[0].body.as_ref().unwrap()[0]["value"];
+    assert_eq!(
+        value["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
+    assert_eq!(value["metadata"]["labels"], json!({"app": "checkout"}));
+}
