@@ -226,6 +226,7 @@ impl App {
                 policy: policy.clone(),
                 executors: Executors::new(
                     &config.actions,
+                    &config.kubernetes.cluster_list(),
                     config.github_token(),
                     None,
                     store.clone(),

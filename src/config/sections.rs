@@ -412,6 +412,31 @@ impl KubernetesConfig {
         if self.lease_retry_secs == 0 {
             return Err(invalid("kubernetes.lease_retry_secs", "must be at least 1"));
         }
+        // Both reach helm's argv as flag values (`--kubeconfig`, `--kube-context`).
+        let flag_value = |key: String, value: &str| {
+            if value.starts_with('-') || value.chars().any(char::is_control) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{value:?} must not start with '-' or hold a control character \
+                         (helm is given it as a flag's value)"
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        flag_value("kubernetes.kubeconfig".into(), &self.kubeconfig)?;
+        flag_value("kubernetes.context".into(), &self.context)?;
+        for (i, cluster) in self.clusters.iter().enumerate() {
+            flag_value(
+                format!("kubernetes.clusters[{i}].kubeconfig"),
+                &cluster.kubeconfig,
+            )?;
+            flag_value(
+                format!("kubernetes.clusters[{i}].context"),
+                &cluster.context,
+            )?;
+        }
         let top_level_access = !self.kubeconfig.is_empty() || !self.context.is_empty();
         if !self.clusters.is_empty() && top_level_access {
             return Err(invalid(

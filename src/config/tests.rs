@@ -478,6 +478,16 @@ fn several_clusters_replace_the_single_one_and_their_mistakes_name_the_key() {
             "[kubernetes]\ncontext = \"x\"\n[[kubernetes.clusters]]\nname = \"a\"\n",
             "kubernetes.kubeconfig",
         ),
+        // Helm's flag values: never one Helm would take for a flag.
+        (
+            "[[kubernetes.clusters]]\nname = \"a\"\ncontext = \"--kubeconfig=/tmp/x\"\n",
+            "kubernetes.clusters[0].context",
+        ),
+        (
+            "[[kubernetes.clusters]]\nname = \"a\"\nkubeconfig = \"-x\"\n",
+            "kubernetes.clusters[0].kubeconfig",
+        ),
+        ("[kubernetes]\ncontext = \"-x\"\n", "kubernetes.context"),
     ] {
         std::fs::write(&file, text).unwrap();
         let err = Config::load_from(Some(&file), env(&[])).unwrap_err();

@@ -17,7 +17,7 @@ use rollwarden::actions::executor::{
 };
 use rollwarden::actions::{Channels, Worker, WorkerConfig};
 use rollwarden::clock::ManualClock;
-use rollwarden::config::{ActionsConfig, Config, Secret};
+use rollwarden::config::{ActionsConfig, ClusterConfig, Config, Secret};
 use rollwarden::domain::policy::Policy;
 use rollwarden::k8s::undo::{UndoTo, rollout_undo};
 use rollwarden::store::{ActionRecord, NewAction, NewDecision, NewNotification, Store};
@@ -93,6 +93,10 @@ pub(crate) fn worker(
 pub(crate) fn no_executors(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Executors {
     Executors::new(
         &actions_config(),
+        &Config::load_from(None, Vec::new())
+            .unwrap()
+            .kubernetes
+            .cluster_list(),
         None,
         None,
         store.clone(),
@@ -187,9 +191,15 @@ impl StubHelm {
 
     pub(crate) fn executor(&self) -> HelmRollback {
         HelmRollback {
-            helm: self.dir.path().join("helm").display().to_string(),
+            helm: self.path(),
             timeout: Duration::from_secs(120),
+            kubeconfig: String::new(),
+            kube_context: String::new(),
         }
+    }
+
+    fn path(&self) -> String {
+        self.dir.path().join("helm").display().to_string()
     }
 
     pub(crate) fn calls(&self) -> Vec<String> {
@@ -231,6 +241,92 @@ async fn helm_rollback_runs_the_runbooks_argv_after_checking_the_release() {
     assert!(verify);
     assert_eq!(result["exit_code"], 0);
     assert_eq!(result["stdout"], "Rollback was a success! Happy Helming!\n");
+}
+
+#[tokio::test]
+async fn helm_runs_against_the_targets_cluster_with_its_kubeconfig_and_context() {
+    let helm = StubHelm::new(UPGRADED, 0, "");
+    let config = Config::load_from(
+        None,
+        [
+            ("ROLLWARDEN__ACTIONS__HELM_PATH".to_string(), helm.path()),
+            (
+                "ROLLWARDEN__ACTIONS__HELM_TIMEOUT_SECS".into(),
+                "120".into(),
+            ),
+        ],
+    )
+    .unwrap();
+    let cluster = |name: &str, kubeconfig: &str, context: &str| ClusterConfig {
+        name: name.into(),
+        kubeconfig: kubeconfig.into(),
+        context: context.into(),
+    };
+    let clusters = [
+        cluster("eu-1", "", ""),
+        cluster("us-1", "/etc/rollwarden/us.yaml", "us-admin"),
+        cluster("ap-1", "", "-dash"),
+    ];
+    let store = TestStore::new(Backend::Sqlite).await.store;
+    let executors = Executors::new(
+        &config.actions,
+        &clusters,
+        None,
+        None,
+        store,
+        Arc::new(ManualClock::new(t0())),
+        reqwest::Client::new(),
+    );
+    let executor = executors.get("helm_rollback").unwrap();
+    let run = |cluster: &str| {
+        let mut params = helm_params();
+        params["cluster"] = json!(cluster);
+        let executor = executor.clone();
+        async move {
+            executor
+                .execute(
+                    &record("helm_rollback", params),
+                    false,
+                    &MemoryJournal::default(),
+                )
+                .await
+        }
+    };
+
+    // Cluster B: its kubeconfig and context, before the `--` that ends the options.
+    let outcome = run("us-1").await;
+    assert!(matches!(outcome, ExecOutcome::Done { .. }), "{outcome:?}");
+    assert_eq!(
+        helm.calls(),
+        [
+            "history -n prod --kubeconfig /etc/rollwarden/us.yaml --kube-context us-admin \
+             --max 1 -o json -- checkout",
+            "rollback -n prod --kubeconfig /etc/rollwarden/us.yaml --kube-context us-admin \
+             --cleanup-on-fail --wait --timeout 120s -- checkout 2",
+        ]
+    );
+    // Cluster A (in-cluster, or the default kubeconfig): no flag, Helm's own config.
+    let outcome = run("eu-1").await;
+    assert!(matches!(outcome, ExecOutcome::Done { .. }), "{outcome:?}");
+    assert_eq!(
+        helm.calls()[2..],
+        [
+            "history -n prod --max 1 -o json -- checkout",
+            "rollback -n prod --cleanup-on-fail --wait --timeout 120s -- checkout 2",
+        ]
+    );
+    // A cluster that is not configured, and a value Helm would take for a flag: nothing runs.
+    let outcome = run("sa-1").await;
+    assert!(
+        matches!(&outcome, ExecOutcome::Failed(e) if e.contains("\"sa-1\" is not one of")),
+        "{outcome:?}"
+    );
+    let outcome = run("ap-1").await;
+    assert!(
+        matches!(&outcome, ExecOutcome::Failed(e) if e.contains("--kube-context \"-dash\"")),
+        "{outcome:?}"
+    );
+    assert_eq!(helm.calls().len(), 4, "{:?}", helm.calls());
 }
 
 #[tokio::test]

@@ -1,12 +1,55 @@
 //! The Helm rollback executor: `helm history` first, then `helm rollback`, and a
-//! failure classified by what Helm said (transient: retry; permanent: escalate).
+//! failure classified by what Helm said (transient: retry; permanent: escalate). One
+//! per cluster: both run against the target's cluster, with its kubeconfig and context.
 
 use super::*;
+use crate::config::ClusterConfig;
 
 /// `helm rollback RELEASE REVISION -n NS --cleanup-on-fail --wait` through the binary.
 pub struct HelmRollback {
     pub helm: String,
     pub timeout: Duration,
+    /// `--kubeconfig`: the cluster's kubeconfig file; empty: none given.
+    pub kubeconfig: String,
+    /// `--kube-context`: the cluster's context; empty: none given.
+    pub kube_context: String,
+}
+
+impl HelmRollback {
+    /// The executor for `cluster`: Helm is given its kubeconfig and context. A cluster
+    /// with neither (in-cluster, or the default kubeconfig) gives Helm no flag, and Helm
+    /// loads its config as kube's `Config::infer` does: `$KUBECONFIG` or
+    /// `~/.kube/config`, else the pod's service account.
+    pub fn for_cluster(config: &ActionsConfig, cluster: &ClusterConfig) -> Self {
+        Self {
+            helm: config.helm_path.clone(),
+            timeout: Duration::from_secs(config.helm_timeout_secs),
+            kubeconfig: cluster.kubeconfig.clone(),
+            kube_context: cluster.context.clone(),
+        }
+    }
+
+    /// `--kubeconfig PATH --kube-context NAME`, each only when set. A value starting
+    /// with `-` is refused: Helm would read it as a flag.
+    fn cluster_flags(&self) -> Result<Vec<&str>, ExecOutcome> {
+        let mut flags = Vec::new();
+        for (flag, value) in [
+            ("--kubeconfig", &self.kubeconfig),
+            ("--kube-context", &self.kube_context),
+        ] {
+            if value.is_empty() {
+                continue;
+            }
+            if value.starts_with('-') || value.chars().any(char::is_control) {
+                return Err(ExecOutcome::Failed(format!(
+                    "{flag} {value:?}: a value starting with '-' or holding a control \
+                     character is not passed to helm; nothing was run"
+                )));
+            }
+            flags.extend([flag, value.as_str()]);
+        }
+        Ok(flags)
+    }
 }
 
 #[async_trait]
@@ -30,45 +73,38 @@ impl Executor for HelmRollback {
             (Ok(r), Ok(v), Ok(n)) => (r, v, n),
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
         };
+        let cluster = match self.cluster_flags() {
+            Ok(flags) => flags,
+            Err(e) => return e,
+        };
         let timeout = format!("{}s", self.timeout.as_secs());
         // Values after `--`: Helm (cobra) takes them as arguments, never as flags.
-        let argv: Vec<String> = [
-            self.helm.as_str(),
-            "rollback",
-            "-n",
-            namespace,
-            "--cleanup-on-fail",
-            "--wait",
-            "--timeout",
-            &timeout,
-            "--",
-            release,
-            revision,
-        ]
-        .iter()
-        .map(|s| (*s).to_string())
-        .collect();
+        let argv: Vec<String> = [self.helm.as_str(), "rollback", "-n", namespace]
+            .into_iter()
+            .chain(cluster.iter().copied())
+            .chain([
+                "--cleanup-on-fail",
+                "--wait",
+                "--timeout",
+                &timeout,
+                "--",
+                release,
+                revision,
+            ])
+            .map(str::to_string)
+            .collect();
         if dry_run {
             return ExecOutcome::DryRun {
                 result: json!({ "would_run": argv }),
             };
         }
         // The world first: is the release already rolled back to that revision?
-        let history = [
-            self.helm.as_str(),
-            "history",
-            "-n",
-            namespace,
-            "--max",
-            "1",
-            "-o",
-            "json",
-            "--",
-            release,
-        ]
-        .iter()
-        .map(|s| (*s).to_string())
-        .collect::<Vec<_>>();
+        let history = [self.helm.as_str(), "history", "-n", namespace]
+            .into_iter()
+            .chain(cluster.iter().copied())
+            .chain(["--max", "1", "-o", "json", "--", release])
+            .map(str::to_string)
+            .collect::<Vec<_>>();
         let seen = run(&history, Duration::from_secs(60)).await;
         match &seen {
             Ran::Exited {

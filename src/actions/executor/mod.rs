@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
 use crate::clock::Clock;
-use crate::config::{ActionsConfig, CommandConfig, Secret, WebhookConfig, redact_url};
+use crate::config::{
+    ActionsConfig, ClusterConfig, CommandConfig, Secret, WebhookConfig, redact_url,
+};
 use crate::domain::action;
 use crate::domain::decision::undo_command;
 use crate::domain::render::argv::{check_param, render_argv};
@@ -110,9 +112,11 @@ pub struct Executors {
 }
 
 impl Executors {
-    /// Every executor `config` describes; rollout undo only with a Kubernetes client.
+    /// Every executor `config` describes; rollout undo only with a Kubernetes client;
+    /// `helm_rollback` once per cluster of `clusters`, each against its own.
     pub fn new(
         config: &ActionsConfig,
+        clusters: &[ClusterConfig],
         github_token: Option<Secret>,
         kube: Option<kube::Client>,
         store: Arc<dyn Store>,
@@ -142,12 +146,17 @@ impl Executors {
                 }),
             );
         }
+        // Helm needs no client of ours, only the cluster's kubeconfig and context.
+        let by_cluster = clusters
+            .iter()
+            .map(|cluster| {
+                let helm: Arc<dyn Executor> = Arc::new(HelmRollback::for_cluster(config, cluster));
+                (cluster.name.clone(), helm)
+            })
+            .collect();
         by_kind.insert(
             action::HELM_ROLLBACK.into(),
-            Arc::new(HelmRollback {
-                helm: config.helm_path.clone(),
-                timeout: Duration::from_secs(config.helm_timeout_secs),
-            }),
+            Arc::new(ByCluster { by_cluster }),
         );
         if !config.github_repository.is_empty() {
             by_kind.insert(
