@@ -15,7 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use rollwarden::actions::executor::{ArgocdRollback, ExecOutcome, Executor, MemoryJournal};
+use rollwarden::actions::executor::{
+    ARGOCD_AUTO_SYNC_OFF, ArgocdRollback, ExecOutcome, Executor, Journal, MemoryJournal,
+};
 use rollwarden::config::Secret;
 
 use crate::executors::record;
@@ -35,6 +37,8 @@ struct Seen {
 struct Stand {
     app: Value,
     requests: Vec<Seen>,
+    /// Rollbacks still to answer 503 (gRPC Unavailable), as an overloaded server does.
+    unavailable_rollbacks: u32,
 }
 
 type Shared = Arc<Mutex<Stand>>;
@@ -136,6 +140,14 @@ async fn rollback(
         return refused;
     }
     let mut stand = shared.lock().unwrap();
+    if stand.unavailable_rollbacks > 0 {
+        stand.unavailable_rollbacks -= 1;
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            14,
+            "the server is unavailable",
+        );
+    }
     let request: Value = serde_json::from_slice(&body).unwrap_or_default();
     if stand.app["spec"]["syncPolicy"]["automated"].is_object() {
         return error(
@@ -196,7 +208,7 @@ impl ArgoCd {
         });
         let shared: Shared = Arc::new(Mutex::new(Stand {
             app,
-            requests: Vec::new(),
+            ..Stand::default()
         }));
         let router = Router::new()
             .route(
@@ -228,6 +240,10 @@ impl ArgoCd {
 
     fn app(&self) -> Value {
         self.shared.lock().unwrap().app.clone()
+    }
+
+    fn unavailable_rollbacks(&self, n: u32) {
+        self.shared.lock().unwrap().unavailable_rollbacks = n;
     }
 }
 
@@ -297,9 +313,13 @@ async fn auto_sync_goes_off_then_the_app_rolls_back_to_the_known_good_entry() {
     assert_eq!(app["spec"]["syncPolicy"]["automated"], Value::Null);
     assert_eq!(app["status"]["sync"]["revision"], "aaaa1111");
 
-    // A retry after the rollback was asked for: nothing is sent again.
+    // A retry after the rollback was asked for: nothing is sent again, and the result
+    // still says who turned auto-sync off.
     let again = executor.execute(&action, false, &journal).await;
-    assert!(matches!(again, ExecOutcome::Done { .. }), "{again:?}");
+    let ExecOutcome::Done { result, .. } = again else {
+        panic!("{again:?}")
+    };
+    assert_eq!(result["auto_sync_disabled"], true);
     assert!(
         argocd.requests().iter().all(|s| s.method == "GET"),
         "a retry sent a write"
@@ -333,8 +353,13 @@ async fn without_a_known_good_commit_the_entry_before_the_bad_deploy_is_used() {
         panic!("{outcome:?}")
     };
     assert_eq!(result["history_id"], 41);
-    // Auto-sync was already off: no PATCH.
+    // Auto-sync was already off: no PATCH, and no word of turning it back on.
     assert_eq!(result["auto_sync_disabled"], false);
+    let note = result["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("auto-sync was already off") && !note.contains("turn it back on"),
+        "{note}"
+    );
     let seen = argocd.requests();
     assert!(seen.iter().all(|s| s.method != "PATCH"), "{seen:?}");
     // The Applications' namespace goes on every request, and in the rollback's body.
@@ -401,4 +426,58 @@ async fn a_dry_run_a_bad_token_and_an_unknown_revision_write_nothing() {
     assert!(matches!(bad, ExecOutcome::Failed(_)), "{bad:?}");
     assert!(argocd.requests().iter().all(|s| s.method == "GET"));
     assert!(argocd.app()["spec"]["syncPolicy"]["automated"].is_object());
+}
+
+#[tokio::test]
+async fn a_rollback_retried_after_auto_sync_went_off_still_says_rollwarden_turned_it_off() {
+    let argocd = ArgoCd::start(true).await;
+    argocd.unavailable_rollbacks(1);
+    let executor = argocd.executor(TOKEN, "");
+    let journal = MemoryJournal::default();
+    let action = record("argocd_rollback", params(Some("aaaa1111")));
+
+    // Auto-sync goes off, then the rollback is answered 503: worth another attempt.
+    let first = executor.execute(&action, false, &journal).await;
+    assert!(
+        matches!(&first, ExecOutcome::Retry(e) if e.contains("503")),
+        "{first:?}"
+    );
+    assert_eq!(
+        methods(&argocd.requests()),
+        [
+            "GET /api/v1/applications/checkout",
+            "PATCH /api/v1/applications/checkout",
+            "POST /api/v1/applications/checkout/rollback",
+        ]
+    );
+    assert_eq!(argocd.app()["spec"]["syncPolicy"]["automated"], Value::Null);
+    // What was turned off, and from what, is in the journal before the PATCH.
+    assert_eq!(
+        journal.noted(ARGOCD_AUTO_SYNC_OFF).await.unwrap(),
+        [json!({"application": "checkout",
+                "automated": {"prune": true, "selfHeal": true}})]
+    );
+
+    // The retry finds auto-sync off, sends no PATCH, and still reports it as its own.
+    let retry = executor.execute(&action, false, &journal).await;
+    let ExecOutcome::Done { result, .. } = retry else {
+        panic!("{retry:?}")
+    };
+    assert_eq!(result["auto_sync_disabled"], true);
+    assert!(
+        result["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("auto-sync is off for this Application: turn it back on"),
+        "{result}"
+    );
+    assert_eq!(result["operation"], "Succeeded");
+    let calls = methods(&argocd.requests());
+    assert!(!calls.iter().any(|c| c.starts_with("PATCH")), "{calls:?}");
+    assert_eq!(
+        calls.iter().filter(|c| c.starts_with("POST")).count(),
+        1,
+        "{calls:?}"
+    );
+    assert_eq!(argocd.app()["status"]["sync"]["revision"], "aaaa1111");
 }

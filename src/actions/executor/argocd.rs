@@ -2,7 +2,9 @@
 //! CD's API (PROTOCOLS.md I): turn automated sync off for the Application (a rollback
 //! is refused while it is on, and self-heal would undo one), then roll it back to the
 //! history entry that deployed the known-good revision, and follow the operation.
-//! It looks first: an Application already at that revision gets nothing.
+//! Each step is noted in the journal before it is taken, so that a retry reports what
+//! an earlier attempt did. It looks first: an Application already at that revision
+//! gets nothing.
 
 use chrono::{DateTime, Utc};
 
@@ -31,6 +33,11 @@ pub struct ArgocdRollback {
 
 /// The step noted before the rollback is asked for: the history id and revision.
 pub const ARGOCD_ROLLING_BACK: &str = "argocd_rolling_back";
+
+/// The step noted before automated sync is turned off: the Application and the
+/// automated policy it had. A later attempt finds auto-sync off and reads here that
+/// rollwarden turned it off, so its result still says so.
+pub const ARGOCD_AUTO_SYNC_OFF: &str = "argocd_auto_sync_off";
 
 /// One answer of Argo CD's API.
 enum Answer {
@@ -130,6 +137,11 @@ impl Executor for ArgocdRollback {
             Ok(notes) => notes.into_iter().last(),
             Err(e) => return e,
         };
+        // An earlier attempt turned automated sync off (or asked to, its answer lost).
+        let turned_off_before = match super::noted(journal, ARGOCD_AUTO_SYNC_OFF).await {
+            Ok(notes) => !notes.is_empty(),
+            Err(e) => return e,
+        };
         let entry = match &noted {
             Some(note) => note.clone(),
             None => match pick_entry(&current, good_commit, bad_started) {
@@ -167,6 +179,10 @@ impl Executor for ArgocdRollback {
         });
         if noted.is_none() && at_target(&current) && !operation_running(&current) {
             result["already_at_revision"] = json!(true);
+            if turned_off_before {
+                result["auto_sync_disabled"] = json!(true);
+                result["note"] = json!(auto_sync_note(true));
+            }
             return if dry_run {
                 ExecOutcome::DryRun { result }
             } else {
@@ -182,8 +198,18 @@ impl Executor for ArgocdRollback {
             return ExecOutcome::DryRun { result };
         }
 
-        // 1. Automated sync off: a merge patch of the Application (PROTOCOLS.md I.2).
+        // 1. Automated sync off: a merge patch of the Application (PROTOCOLS.md I.2),
+        // noted first so that no later attempt loses the record of it.
         if auto_sync {
+            let off = json!({
+                "application": app,
+                "automated": current["spec"]["syncPolicy"]["automated"],
+            });
+            if let Err(why) = journal.note(ARGOCD_AUTO_SYNC_OFF, &off).await {
+                return ExecOutcome::Retry(format!(
+                    "cannot record that auto-sync is being turned off before doing it: {why}"
+                ));
+            }
             let body = json!({
                 "name": app,
                 "patchType": "merge",
@@ -204,11 +230,9 @@ impl Executor for ArgocdRollback {
                 Answer::Refused(e) => return ExecOutcome::Failed(e),
             }
         }
-        result["auto_sync_disabled"] = json!(auto_sync);
-        result["note"] = json!(
-            "auto-sync is off for this Application: turn it back on (argocd app set APP \
-             --sync-policy automated) once the Git revert is merged"
-        );
+        let turned_off = auto_sync || turned_off_before;
+        result["auto_sync_disabled"] = json!(turned_off);
+        result["note"] = json!(auto_sync_note(turned_off));
 
         // 2. The rollback (PROTOCOLS.md I.3), unless an earlier attempt's is on its way.
         let already_asked =
@@ -240,6 +264,18 @@ impl Executor for ArgocdRollback {
             }
         }
         self.follow(app, token, &target, result).await
+    }
+}
+
+/// What people must still do about auto-sync: restore it when rollwarden turned it
+/// off; when it was already off, rollwarden changed nothing and says only that.
+fn auto_sync_note(turned_off: bool) -> &'static str {
+    if turned_off {
+        "auto-sync is off for this Application: turn it back on (argocd app set APP \
+         --sync-policy automated) once the Git revert is merged"
+    } else {
+        "auto-sync was already off for this Application and rollwarden left it so: \
+         revert the change in Git before the Application is synced again"
     }
 }
 

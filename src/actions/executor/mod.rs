@@ -547,7 +547,7 @@ mod process;
 mod rollout;
 
 pub use argo::{ARGO_PATCHING, ArgoAbort, ArgoUndo};
-pub use argocd::{ARGOCD_ROLLING_BACK, ArgocdRollback};
+pub use argocd::{ARGOCD_AUTO_SYNC_OFF, ARGOCD_ROLLING_BACK, ArgocdRollback};
 pub use helm::HelmRollback;
 pub(crate) use process::{Posted, Ran, post, read_capped, retry_after, run};
 pub use rollout::RolloutUndo;
