@@ -13,10 +13,11 @@ use super::email::{self, Mailer};
 use super::executor::{Posted, post};
 use super::slack::{self, SlackApp};
 use crate::config::{NotifyConfig, PagerDutyConfig, Secret};
+use crate::domain::Decision;
 use crate::domain::action::{Event, Message};
 use crate::domain::render::templates::Templates;
 use crate::domain::render::{blocks, pagerduty};
-use crate::store::{NewNotification, NotificationRecord, Store, StoreError};
+use crate::store::{ActionRecord, NewNotification, NotificationRecord, Store, StoreError};
 
 /// Where notifications go, and the templates of their words.
 #[derive(Clone)]
@@ -84,6 +85,38 @@ impl Channels {
             any |= new;
         }
         Ok(any)
+    }
+
+    /// Enqueues `news` about `action` on every channel, written from its decision as
+    /// recorded, naming the person who approved or rejected it; `true` when any row
+    /// is new. Every message about an action goes through here, whoever sends it (a
+    /// worker, the approval gate).
+    pub async fn announce(
+        &self,
+        store: &dyn Store,
+        action: &ActionRecord,
+        news: &News<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let Some(decision) = store
+            .decision(action.decision_id)
+            .await?
+            .and_then(|stored| serde_json::from_value::<Decision>(stored.decision).ok())
+        else {
+            return Ok(false);
+        };
+        let message = Message {
+            event: news.event,
+            decision_id: action.decision_id,
+            decision: &decision,
+            action: Some((&action.kind, news.state)),
+            detail: news.detail,
+            now,
+            eta: news.eta,
+            public_url: &self.public_url,
+            actor: action.approved_by.as_deref(),
+        };
+        self.enqueue(store, &message, Some(action.id), now).await
     }
 
     /// Whether a channel keeps a thread per decision (status updates go there).
@@ -225,6 +258,16 @@ impl Channels {
         };
         post(request).await
     }
+}
+
+/// What a message about an action says: the state it reached, which kind of message,
+/// the outcome or error, and for an announcement when it should be done by.
+#[derive(Debug, Clone, Copy)]
+pub struct News<'a> {
+    pub state: &'a str,
+    pub event: Event,
+    pub detail: Option<&'a str>,
+    pub eta: Option<DateTime<Utc>>,
 }
 
 /// A Slack app notification: the message to post (as the thread's first, or in it),

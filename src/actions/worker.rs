@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::executor::{ExecOutcome, Executors, Journal, Posted};
-use super::notify::Channels;
+use super::notify::{Channels, News};
 use crate::clock::Clock;
 use crate::domain::action::{ActionKind, Event, Message};
 use crate::domain::policy::Policy;
@@ -198,22 +198,14 @@ impl Worker {
         detail: Option<&str>,
         eta: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
-        let Some(decision) = self.decision(action.decision_id).await? else {
-            return Ok(());
-        };
-        let message = Message {
+        let news = News {
+            state,
             event,
-            decision_id: action.decision_id,
-            decision: &decision,
-            action: Some((&action.kind, state)),
             detail,
-            now: self.clock.now(),
             eta,
-            public_url: &self.channels.public_url,
-            actor: action.approved_by.as_deref(),
         };
         self.channels
-            .enqueue(&*self.store, &message, Some(action.id), self.clock.now())
+            .announce(&*self.store, action, &news, self.clock.now())
             .await?;
         Ok(())
     }
