@@ -14,7 +14,7 @@ use super::executor::{Posted, post};
 use super::slack::{self, SlackApp};
 use crate::config::{NotifyConfig, PagerDutyConfig, Secret};
 use crate::domain::Decision;
-use crate::domain::action::{Event, Message};
+use crate::domain::action::{ActionKind, Event, Message};
 use crate::domain::render::templates::Templates;
 use crate::domain::render::{blocks, pagerduty};
 use crate::store::{ActionRecord, NewNotification, NotificationRecord, Store, StoreError};
@@ -117,6 +117,43 @@ impl Channels {
             actor: action.approved_by.as_deref(),
         };
         self.enqueue(store, &message, Some(action.id), now).await
+    }
+
+    /// Announces that a person approved or rejected `moved` (the actions one call of
+    /// the approval gate moved, now `approved` or `rejected`), whichever way they did
+    /// it (the console, the API, a Slack button): every channel hears who, with their
+    /// comment, and the Slack app's top message loses its buttons. Once per action and
+    /// state, as every result. A federation step moved with its rollback is spoken for
+    /// by the rollback's message, as when they were planned.
+    pub async fn announce_decided(
+        &self,
+        store: &dyn Store,
+        moved: &[ActionRecord],
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let federation = |a: &ActionRecord| {
+            matches!(
+                ActionKind::parse(&a.kind),
+                Some(ActionKind::Federation { .. })
+            )
+        };
+        let alone = moved.iter().all(federation);
+        let mut any = false;
+        for action in moved.iter().filter(|a| alone || !federation(a)) {
+            let comment = action
+                .approval_comment
+                .as_deref()
+                .filter(|c| !c.is_empty())
+                .map(|c| format!("Comment: {c}"));
+            let news = News {
+                state: &action.state,
+                event: Event::Result,
+                detail: comment.as_deref(),
+                eta: None,
+            };
+            any |= self.announce(store, action, &news, now).await?;
+        }
+        Ok(any)
     }
 
     /// Whether a channel keeps a thread per decision (status updates go there).

@@ -16,6 +16,7 @@ use super::auth::Principal;
 use super::error::{ApiError, ErrorBody};
 use super::extract::RawBody;
 use super::query::{self, ApiPath, ApiQuery, Id, IdCursor, Limit, NoQuery, Page, Text};
+use crate::actions::Channels;
 use crate::app::AppState;
 use crate::store::{ActionQuery, ActionRecord, ActionTransition, AuditEvent, Store, StoreError};
 
@@ -304,8 +305,9 @@ async fn decide(
 }
 
 /// Moves decision `id`'s actions awaiting approval to `to` (`approved` or
-/// `rejected`), recorded as `by` with `comment`; those past their expiry become
-/// `expired` instead. 404 without the decision, 409 when nothing was moved.
+/// `rejected`), recorded as `by` with `comment`, and announces it on every channel;
+/// those past their expiry become `expired` instead. 404 without the decision, 409
+/// when nothing was moved.
 pub(crate) async fn gate(
     state: &AppState,
     by: &str,
@@ -353,6 +355,14 @@ pub(crate) async fn gate(
             ),
         ));
     }
+    let fallback;
+    let channels = match &state.evaluator.planner {
+        Some(planner) => &planner.channels,
+        None => {
+            fallback = Channels::default();
+            &fallback
+        }
+    };
     let mut changed = Vec::new();
     let mut expired = Vec::new();
     for action in waiting {
@@ -381,6 +391,19 @@ pub(crate) async fn gate(
             None => {}
         }
     }
+    // Told wherever the request was: Slack's message loses its buttons and names the
+    // person, whether they pressed there or decided in the console or the API. The
+    // decision is made: news that cannot be written is logged, not a failed request.
+    if let Err(err) = channels
+        .announce_decided(&*state.store, &changed, now)
+        .await
+    {
+        state.metrics.store_error("announce_decided", &err);
+        tracing::error!(decision = id, error = %err, "the approval gate's news was not enqueued");
+    }
+    if !changed.is_empty() {
+        state.actions_wake.notify_waiters();
+    }
     if changed.is_empty() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -396,7 +419,6 @@ pub(crate) async fn gate(
         actions = changed.len(),
         "approval gate"
     );
-    state.actions_wake.notify_waiters();
     Ok(Decided {
         decision_id: id,
         actions: changed,

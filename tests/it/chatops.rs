@@ -16,11 +16,12 @@ use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::actions::{
-    awaiting_approval, cluster, error_rate, real_patches, slack, spawn_with, wait_for_action,
+    awaiting_approval, cluster, error_rate, real_patches, slack, slack_texts, spawn_with,
+    wait_for_action,
 };
 use crate::on_both_backends;
 use crate::support::smtp::SmtpStandIn;
-use crate::support::{Backend, TestApp};
+use crate::support::{Backend, OPERATOR_TOKEN, TestApp};
 use rollwarden::clock::Clock;
 use rollwarden::config::{Config, Secret, SmtpTls};
 use rollwarden::domain::Mode;
@@ -132,6 +133,25 @@ async fn wait_call(server: &MockServer, at: &str, found: impl Fn(&Value) -> bool
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("nothing like it on {at}: {:?}", calls(server, at).await);
+}
+
+/// The notifications about `decision`, as `GET /api/v1/decisions/{id}` shows them.
+async fn notifications(app: &TestApp, decision: i64) -> Vec<Value> {
+    let (_, d) = app.get_json(&format!("/api/v1/decisions/{decision}")).await;
+    d["notifications"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits (bounded: 10 s) until every notification about `decision` is delivered.
+async fn settled(app: &TestApp, decision: i64) -> Vec<Value> {
+    let mut last = Vec::new();
+    for _ in 0..500 {
+        last = notifications(app, decision).await;
+        if !last.is_empty() && last.iter().all(|n| n["status"] == "delivered") {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("notifications of decision {decision} not all delivered: {last:?}");
 }
 
 /// Presses a button as Slack sends it: the payload form-encoded, signed with
@@ -442,6 +462,8 @@ async fn a_group_member_rejects_and_an_expired_approval_pages(backend: Backend) 
     let waiting = awaiting_approval(&app).await;
     let decision = waiting["decision_id"].as_i64().unwrap();
     let now = app.clock.now().timestamp();
+    // The request is in Slack (its thread recorded) before anyone presses.
+    settled(&app, decision).await;
 
     // Bob is in the approver group (usergroups.users.list): his Reject counts.
     let bob = press(
@@ -469,6 +491,17 @@ async fn a_group_member_rejects_and_an_expired_approval_pages(backend: Backend) 
         [format!("usergroup={GROUP}")],
         "one form-encoded read"
     );
+    // The request's message loses its buttons and says who rejected it, once.
+    let update = wait_call(&server, "/api/chat.update", |b| {
+        b.to_string().contains("rejected by slack:U0BOB (u0bob)")
+    })
+    .await;
+    assert!(
+        !update.to_string().contains("rollwarden_approve"),
+        "{update}"
+    );
+    settled(&app, decision).await;
+    assert_eq!(calls(&server, "/api/chat.update").await.len(), 1);
 
     // Another approval expires: PagerDuty gets a trigger for that decision.
     let app = {
@@ -655,9 +688,91 @@ async fn a_verified_rollback_emails_the_stakeholders(backend: Backend) {
     );
 }
 
+/// The reject of the console or the API reaches Slack as a press there does: the
+/// request's message loses its buttons and names who rejected it, the thread and the
+/// other channels hear it with their comment, once; nothing pages.
+async fn a_rejection_in_the_api_updates_the_slack_message_once(backend: Backend) {
+    let (fake, _controller) = cluster().await;
+    let webhook = slack().await;
+    let server = stand_in().await;
+    let app = spawn_with(backend, Mode::Approve, &webhook, &fake, |c| {
+        configure(c, &server)
+    })
+    .await;
+    fake.wait_for_watches(2).await;
+    let waiting = awaiting_approval(&app).await;
+    let decision = waiting["decision_id"].as_i64().unwrap();
+    settled(&app, decision).await;
+    let top_ts = "1767225500.000001";
+
+    let reject = || {
+        app.http
+            .post(app.url(&format!("/api/v1/decisions/{decision}/reject")))
+            .bearer_auth(OPERATOR_TOKEN)
+            .json(&json!({"comment": "a load test <!channel>, not a regression"}))
+            .send()
+    };
+    assert_eq!(reject().await.unwrap().status(), StatusCode::OK);
+    let update = wait_call(&server, "/api/chat.update", |b| {
+        b.to_string().contains("rejected")
+    })
+    .await;
+    assert_eq!(
+        (update["channel"].as_str(), update["ts"].as_str()),
+        (Some("C0123CHAN"), Some(top_ts))
+    );
+    assert!(
+        !update.to_string().contains("rollwarden_approve"),
+        "{update}"
+    );
+    assert!(
+        update["blocks"][1]["elements"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("*rejected* at 2026-08-22 14:03:00 UTC · rejected by oncall"),
+        "{update}"
+    );
+    let reply = wait_call(&server, "/api/chat.postMessage", |b| {
+        b["thread_ts"] == top_ts
+    })
+    .await;
+    let text = reply["blocks"][0]["text"]["text"].as_str().unwrap();
+    assert!(
+        text.contains(
+            ": rejected\nRejected by oncall: nothing will be done.\n\
+             Comment: a load test &lt;!channel&gt;, not a regression\n"
+        ),
+        "{text}"
+    );
+    // The incoming webhook hears it too.
+    settled(&app, decision).await;
+    assert!(
+        slack_texts(&webhook)
+            .await
+            .iter()
+            .any(|t| t.contains("Rejected by oncall: nothing will be done.")),
+        "{:?}",
+        slack_texts(&webhook).await
+    );
+
+    // Once: a second rejection finds nothing awaiting and sends nothing.
+    assert_eq!(reject().await.unwrap().status(), StatusCode::CONFLICT);
+    let all = settled(&app, decision).await;
+    let results: Vec<&str> = all
+        .iter()
+        .filter(|n| n["event"] == "result")
+        .map(|n| n["channel"].as_str().unwrap())
+        .collect();
+    assert_eq!(results, ["slack", "slack_app"], "{all:?}");
+    assert_eq!(calls(&server, "/api/chat.update").await.len(), 1);
+    assert!(calls(&server, "/v2/enqueue").await.is_empty());
+    assert!(real_patches(&fake).is_empty());
+}
+
 on_both_backends!(
     a_verified_rollback_emails_the_stakeholders,
     a_slack_button_approves_only_when_signed_fresh_and_allowed,
     a_group_member_rejects_and_an_expired_approval_pages,
     slack_rate_limits_are_honoured,
+    a_rejection_in_the_api_updates_the_slack_message_once,
 );

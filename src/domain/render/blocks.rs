@@ -42,7 +42,8 @@ pub fn post(message: &Message<'_>, text: &str, buttons: bool) -> Value {
 }
 
 /// The thread's top message once `message` is the latest news: its text, no buttons
-/// (whatever awaited approval has moved on), and when it changed.
+/// (whatever awaited approval has moved on), when it changed, and who approved or
+/// rejected it.
 pub fn top(message: &Message<'_>, text: &str) -> Value {
     let state = message.action.map_or(message.event.as_str(), |(_, s)| s);
     let mut note = format!(
@@ -51,7 +52,12 @@ pub fn top(message: &Message<'_>, text: &str) -> Value {
         message.now.format("%Y-%m-%d %H:%M:%S UTC")
     );
     if let Some(actor) = message.actor {
-        note.push_str(&format!(" · approved by {}", mrkdwn::escape(actor)));
+        let verb = if state == "rejected" {
+            "rejected"
+        } else {
+            "approved"
+        };
+        note.push_str(&format!(" · {verb} by {}", mrkdwn::escape(actor)));
     }
     let mut blocks = vec![section(text), context(&note)];
     if let Some(link) = console_link(message) {
@@ -183,6 +189,28 @@ mod tests {
                 .contains(
                     "*running* at 2026-08-22 14:03:00 UTC · approved by slack:U0123ABCD (alice)"
                 )
+        );
+    }
+
+    #[test]
+    fn a_rejection_takes_the_buttons_off_the_top_and_names_who_rejected() {
+        let d = decision(Verdict::Rollback, DeploySource::Kubernetes);
+        let message = Message {
+            event: Event::Result,
+            decision_id: 42,
+            decision: &d,
+            action: Some(("rollout_undo", "rejected")),
+            detail: None,
+            now: "2026-08-22T14:03:00Z".parse().unwrap(),
+            eta: None,
+            public_url: "",
+            actor: Some("oncall"),
+        };
+        let top = top(&message, &message.text());
+        assert!(!top.to_string().contains(APPROVE));
+        assert_eq!(
+            top["blocks"][1]["elements"][0]["text"],
+            "Current state: *rejected* at 2026-08-22 14:03:00 UTC · rejected by oncall"
         );
     }
 

@@ -359,7 +359,53 @@ mod tests {
             assert!(mail.body.contains("post-mortem within 48 hours"));
             let summary = t.pagerduty_summary(&message, "escalation");
             assert!(summary.starts_with("Escalation for "), "{summary}");
+            // The result's every branch, the person's name and comment included.
+            for state in ["approved", "rejected", "expired", "verifying", "dry_run"] {
+                let mut result = hostile.as_message();
+                result.event = Event::Result;
+                result.action = Some((&hostile.value, state));
+                let text = t.slack_text(&result);
+                assert!(inert_mrkdwn(&text), "{state} {value:?}: {text}");
+            }
         }
+    }
+
+    #[test]
+    fn a_result_names_who_approved_or_rejected_it_and_their_comment() {
+        let d = sample_decision();
+        let message = |state, actor| Message {
+            event: Event::Result,
+            decision_id: 7,
+            decision: &d,
+            action: Some(("rollout_undo", state)),
+            detail: Some("Comment: a load test, not a regression"),
+            now: chrono::DateTime::UNIX_EPOCH,
+            eta: None,
+            public_url: "",
+            actor,
+        };
+        let t = Templates::builtin();
+        let rejected = t.slack_text(&message("rejected", Some("slack:U0BOB (bob)")));
+        assert!(
+            rejected.starts_with(":no_entry_sign: rollout_undo of "),
+            "{rejected}"
+        );
+        assert!(
+            rejected.contains(
+                ": rejected\nRejected by slack:U0BOB (bob): nothing will be done.\n\
+                 Comment: a load test, not a regression\n"
+            ),
+            "{rejected}"
+        );
+        let approved = t.slack_text(&message("approved", Some("oncall")));
+        assert!(
+            approved.contains(": approved\nApproved by oncall.\n"),
+            "{approved}"
+        );
+        // Expired: nobody acted, nobody is named.
+        let expired = t.slack_text(&message("expired", None));
+        assert!(expired.starts_with(":x: "), "{expired}");
+        assert!(!expired.contains(" by "), "{expired}");
     }
 
     #[test]
