@@ -406,31 +406,55 @@ impl Worker {
             if action.expires_at.is_none_or(|at| at > now) {
                 continue;
             }
-            let change = ActionTransition {
-                from: &["awaiting_approval"],
-                to: "expired",
-                actor: &self.owner,
-                comment: None,
-                details: json!({ "expires_at": action.expires_at }),
-            };
-            if let Some(action) = self
-                .store
-                .transition_action(action.id, &change, now)
-                .await?
-            {
-                expired += 1;
-                self.metrics.action(metric_kind(&action.kind), "expired");
-                self.announce(
-                    &action,
-                    "expired",
-                    Event::Result,
-                    Some("Nobody approved it in time; nothing was done."),
-                    None,
-                )
-                .await?;
-            }
+            let details = json!({ "expires_at": action.expires_at });
+            let moved = Self::expire_approval(
+                &*self.store,
+                &self.channels,
+                &self.metrics,
+                &action,
+                &self.owner,
+                details,
+                now,
+            )
+            .await?;
+            expired += usize::from(moved.is_some());
         }
         Ok(expired)
+    }
+
+    /// Moves `action`, awaiting approval past its expiry, to `expired` (recorded as
+    /// `by` with its details), counts it and announces it on every channel: the
+    /// result, and PagerDuty's `approval-expired` trigger. The one way an approval
+    /// expires, whoever notices first: the workers' sweep, or a press or API call that
+    /// comes too late (the approval gate). `None` when the action had already moved.
+    pub async fn expire_approval(
+        store: &dyn Store,
+        channels: &Channels,
+        metrics: &Metrics,
+        action: &ActionRecord,
+        by: &str,
+        details: Value,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ActionRecord>, StoreError> {
+        let change = ActionTransition {
+            from: &["awaiting_approval"],
+            to: "expired",
+            actor: by,
+            comment: None,
+            details,
+        };
+        let Some(action) = store.transition_action(action.id, &change, now).await? else {
+            return Ok(None);
+        };
+        metrics.action(metric_kind(&action.kind), "expired");
+        let news = News {
+            state: "expired",
+            event: Event::Result,
+            detail: Some("Nobody approved it in time; nothing was done."),
+            eta: None,
+        };
+        channels.announce(store, &action, &news, now).await?;
+        Ok(Some(action))
     }
 
     /// V1/E1: a rollback being verified is `verified` once the target's latest

@@ -16,7 +16,7 @@ use super::auth::Principal;
 use super::error::{ApiError, ErrorBody};
 use super::extract::RawBody;
 use super::query::{self, ApiPath, ApiQuery, Id, IdCursor, Limit, NoQuery, Page, Text};
-use crate::actions::Channels;
+use crate::actions::{Channels, Worker};
 use crate::app::AppState;
 use crate::store::{ActionQuery, ActionRecord, ActionTransition, AuditEvent, Store, StoreError};
 
@@ -306,8 +306,8 @@ async fn decide(
 
 /// Moves decision `id`'s actions awaiting approval to `to` (`approved` or
 /// `rejected`), recorded as `by` with `comment`, and announces it on every channel;
-/// those past their expiry become `expired` instead. 404 without the decision, 409
-/// when nothing was moved.
+/// those past their expiry become `expired` instead, announced as the workers' sweep
+/// does. 404 without the decision, 409 when nothing was moved.
 pub(crate) async fn gate(
     state: &AppState,
     by: &str,
@@ -366,12 +366,28 @@ pub(crate) async fn gate(
     let mut changed = Vec::new();
     let mut expired = Vec::new();
     for action in waiting {
-        // Past its expiry it is expired, whether or not a worker got to it yet.
-        let past = action.expires_at.is_some_and(|at| at <= now);
+        // Past its expiry it is expired, whether or not a worker got to it yet, and
+        // announced as the workers' sweep announces it.
+        if action.expires_at.is_some_and(|at| at <= now) {
+            let details = json!({ "expires_at": action.expires_at, "by": by, "comment": comment });
+            let moved = Worker::expire_approval(
+                &*state.store,
+                channels,
+                &state.metrics,
+                action,
+                "rollwarden",
+                details,
+                now,
+            )
+            .await
+            .inspect_err(|err| state.metrics.store_error("expire_approval", err))?;
+            expired.extend(moved.map(|a| a.id));
+            continue;
+        }
         let change = ActionTransition {
             from: &["awaiting_approval"],
-            to: if past { "expired" } else { to },
-            actor: if past { "rollwarden" } else { by },
+            to,
+            actor: by,
             comment: comment.as_deref(),
             details: json!({ "by": by, "comment": comment }),
         };
@@ -380,15 +396,11 @@ pub(crate) async fn gate(
             .transition_action(action.id, &change, now)
             .await
             .inspect_err(|err| state.metrics.store_error("transition_action", err))?;
-        match moved {
-            Some(a) if past => expired.push(a.id),
-            Some(a) => {
-                state
-                    .metrics
-                    .action(a.kind.split(':').next().unwrap_or(&a.kind), to);
-                changed.push(a);
-            }
-            None => {}
+        if let Some(a) = moved {
+            state
+                .metrics
+                .action(a.kind.split(':').next().unwrap_or(&a.kind), to);
+            changed.push(a);
         }
     }
     // Told wherever the request was: Slack's message loses its buttons and names the
@@ -401,7 +413,7 @@ pub(crate) async fn gate(
         state.metrics.store_error("announce_decided", &err);
         tracing::error!(decision = id, error = %err, "the approval gate's news was not enqueued");
     }
-    if !changed.is_empty() {
+    if !changed.is_empty() || !expired.is_empty() {
         state.actions_wake.notify_waiters();
     }
     if changed.is_empty() {

@@ -769,10 +769,105 @@ async fn a_rejection_in_the_api_updates_the_slack_message_once(backend: Backend)
     assert!(real_patches(&fake).is_empty());
 }
 
+/// A press or an API call after the approval window, before any worker's sweep: the
+/// gate expires the action and announces it exactly as the sweep does (PagerDuty's
+/// `approval-expired` trigger, Slack's message without its buttons), once.
+async fn an_approval_expired_at_the_gate_is_announced_as_the_sweep_does(backend: Backend) {
+    let (fake, _controller) = cluster().await;
+    let webhook = slack().await;
+    let server = stand_in().await;
+    let life = |workers: bool| {
+        let (webhook, server) = (&webhook, &server);
+        move |c: &mut Config| {
+            crate::actions::configure(c, Mode::Approve, webhook);
+            configure(c, server);
+            c.actions.approval_ttl_secs = 600;
+            c.actions.enabled = workers;
+        }
+    };
+    let app = TestApp::spawn_on(
+        crate::support::TestStore::new(backend).await,
+        life(true),
+        Some(fake.client()),
+    )
+    .await;
+    fake.wait_for_watches(2).await;
+    let waiting = awaiting_approval(&app).await;
+    let (decision, action) = (
+        waiting["decision_id"].as_i64().unwrap(),
+        waiting["id"].as_i64().unwrap(),
+    );
+    settled(&app, decision).await;
+
+    // Without workers (so no sweep), the window passes and an operator approves.
+    let db = app.stop().await.reopened().await;
+    let app = TestApp::spawn_on(db, life(false), Some(fake.client())).await;
+    app.clock.advance(chrono::Duration::seconds(601));
+    let late = app
+        .http
+        .post(app.url(&format!("/api/v1/decisions/{decision}/approve")))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), StatusCode::CONFLICT);
+    let body: Value = late.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "approval_expired");
+    assert_eq!(body["error"]["details"]["expired_actions"], json!([action]));
+    let trail = app
+        .db
+        .store
+        .audit_trail(&[format!("action:{action}")])
+        .await
+        .unwrap();
+    let expired: Vec<_> = trail
+        .iter()
+        .filter(|e| e.kind == "action.expired")
+        .collect();
+    assert_eq!(expired.len(), 1, "{trail:?}");
+    assert_eq!(expired[0].actor, "rollwarden", "the gate, not a sweep");
+    let news: Vec<String> = notifications(&app, decision)
+        .await
+        .iter()
+        .filter(|n| n["event"] == "result" && n["status"] == "pending")
+        .map(|n| n["channel"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(news, ["slack", "slack_app", "pagerduty"]);
+
+    // The workers of the next life deliver it: PagerDuty is paged, Slack updated.
+    let db = app.stop().await.reopened().await;
+    let app = TestApp::spawn_on(db, life(true), Some(fake.client())).await;
+    let trigger = wait_call(&server, "/v2/enqueue", |b| b["event_action"] == "trigger").await;
+    assert_eq!(trigger["routing_key"], ROUTING_KEY);
+    assert_eq!(trigger["payload"]["class"], "approval-expired");
+    assert_eq!(
+        trigger["dedup_key"],
+        format!("rollwarden:default/prod/Deployment/checkout:{decision}")
+    );
+    assert_eq!(
+        trigger["payload"]["custom_details"]["detail"],
+        "Nobody approved it in time; nothing was done."
+    );
+    let update = wait_call(&server, "/api/chat.update", |b| {
+        b.to_string().contains("*expired*")
+    })
+    .await;
+    assert_eq!(update["ts"], "1767225500.000001");
+    assert!(
+        !update.to_string().contains("rollwarden_approve"),
+        "{update}"
+    );
+    settled(&app, decision).await;
+    assert_eq!(calls(&server, "/v2/enqueue").await.len(), 1);
+    assert_eq!(calls(&server, "/api/chat.update").await.len(), 1);
+    assert!(real_patches(&fake).is_empty());
+}
+
 on_both_backends!(
     a_verified_rollback_emails_the_stakeholders,
     a_slack_button_approves_only_when_signed_fresh_and_allowed,
     a_group_member_rejects_and_an_expired_approval_pages,
     slack_rate_limits_are_honoured,
     a_rejection_in_the_api_updates_the_slack_message_once,
+    an_approval_expired_at_the_gate_is_announced_as_the_sweep_does,
 );
