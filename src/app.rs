@@ -138,8 +138,7 @@ impl App {
                     .cloned()
                     .unwrap_or(crate::config::ClusterConfig {
                         name,
-                        kubeconfig: String::new(),
-                        context: String::new(),
+                        ..Default::default()
                     });
                 Watchers {
                     client,

@@ -358,6 +358,7 @@ cluster = "default"
 namespaces = []
 kubeconfig = ""
 context = ""
+in_cluster = false
 helm_driver = "secret"
 argo_rollouts = false
 lease_retry_secs = 10

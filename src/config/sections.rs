@@ -351,11 +351,15 @@ pub struct KubernetesConfig {
     pub cluster: String,
     /// Namespaces to watch; empty watches all (needs cluster-wide RBAC).
     pub namespaces: Vec<String>,
-    /// A kubeconfig file; empty uses the in-cluster service account, then
-    /// `$KUBECONFIG` or `~/.kube/config`.
+    /// A kubeconfig file. Empty: `$KUBECONFIG` or `~/.kube/config`, and, when neither
+    /// loads and no `context` is set, the pod's service account (kube's
+    /// `Config::infer`, in that order).
     pub kubeconfig: String,
     /// The kubeconfig context; empty uses the current one.
     pub context: String,
+    /// Use the pod's service account only (kube's `Config::incluster`), never a
+    /// kubeconfig: not with `kubeconfig` or `context`.
+    pub in_cluster: bool,
     /// Where Helm keeps releases: `secret` (Helm's default), `configmap`, `both`, `none`.
     pub helm_driver: HelmDriver,
     /// Also watch Argo Rollouts and the ReplicaSets they own (`argo` deploys of
@@ -365,25 +369,30 @@ pub struct KubernetesConfig {
     /// try to take it: the failover time after the watching replica dies.
     pub lease_retry_secs: u64,
     /// Several clusters (`[[kubernetes.clusters]]`), each watched and acted on with its
-    /// own client and lease. Empty: one cluster, from `cluster`, `kubeconfig` and
-    /// `context` above.
+    /// own client and lease. Empty: one cluster, from `cluster`, `kubeconfig`,
+    /// `context` and `in_cluster` above.
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
 }
 
 /// One `[[kubernetes.clusters]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The name target keys use for it (`cluster/namespace/kind/name`).
     pub name: String,
-    /// A kubeconfig file; empty: the in-cluster service account, then `$KUBECONFIG` or
-    /// `~/.kube/config`.
+    /// A kubeconfig file. Empty: `$KUBECONFIG` or `~/.kube/config`, and, when neither
+    /// loads and no `context` is set, the pod's service account (kube's
+    /// `Config::infer`, in that order).
     #[serde(default)]
     pub kubeconfig: String,
     /// The kubeconfig context; empty: the file's current one.
     #[serde(default)]
     pub context: String,
+    /// The cluster rollwarden runs in, through the pod's service account only (kube's
+    /// `Config::incluster`), never a kubeconfig: not with `kubeconfig` or `context`.
+    #[serde(default)]
+    pub in_cluster: bool,
 }
 
 impl KubernetesConfig {
@@ -437,11 +446,18 @@ impl KubernetesConfig {
                 &cluster.context,
             )?;
         }
-        let top_level_access = !self.kubeconfig.is_empty() || !self.context.is_empty();
-        if !self.clusters.is_empty() && top_level_access {
+        let top_level_access = [
+            ("kubernetes.kubeconfig", !self.kubeconfig.is_empty()),
+            ("kubernetes.context", !self.context.is_empty()),
+            ("kubernetes.in_cluster", self.in_cluster),
+        ]
+        .into_iter()
+        .find_map(|(key, set)| set.then_some(key));
+        if let (false, Some(key)) = (self.clusters.is_empty(), top_level_access) {
             return Err(invalid(
-                "kubernetes.kubeconfig",
-                "with [[kubernetes.clusters]], set kubeconfig and context on each cluster",
+                key,
+                "with [[kubernetes.clusters]], set kubeconfig, context or in_cluster on each \
+                 cluster",
             ));
         }
         let mut seen = std::collections::BTreeSet::new();
@@ -471,6 +487,28 @@ impl KubernetesConfig {
                 format!("{} does not exist", self.kubeconfig),
             ));
         }
+        for (key, cluster) in self.keyed_clusters() {
+            if cluster.in_cluster && (!cluster.kubeconfig.is_empty() || !cluster.context.is_empty())
+            {
+                return Err(invalid(
+                    format!("{key}in_cluster"),
+                    "in_cluster = true uses the pod's service account: set no kubeconfig or \
+                     context with it",
+                ));
+            }
+        }
+        if let [_, second, ..] = self
+            .clusters
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.in_cluster)
+            .collect::<Vec<_>>()[..]
+        {
+            return Err(invalid(
+                format!("kubernetes.clusters[{}].in_cluster", second.0),
+                "only one cluster is the one rollwarden runs in",
+            ));
+        }
         Ok(())
     }
 
@@ -482,10 +520,24 @@ impl KubernetesConfig {
                 name: self.cluster.clone(),
                 kubeconfig: self.kubeconfig.clone(),
                 context: self.context.clone(),
+                in_cluster: self.in_cluster,
             }]
         } else {
             self.clusters.clone()
         }
+    }
+
+    /// Each cluster with the prefix of its keys (`kubernetes.` or
+    /// `kubernetes.clusters[i].`).
+    fn keyed_clusters(&self) -> Vec<(String, ClusterConfig)> {
+        if self.clusters.is_empty() {
+            return vec![("kubernetes.".into(), self.cluster_list().remove(0))];
+        }
+        self.clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("kubernetes.clusters[{i}]."), c.clone()))
+            .collect()
     }
 
     /// This configuration narrowed to one of its clusters: what that cluster's
@@ -495,6 +547,7 @@ impl KubernetesConfig {
             cluster: cluster.name.clone(),
             kubeconfig: cluster.kubeconfig.clone(),
             context: cluster.context.clone(),
+            in_cluster: cluster.in_cluster,
             clusters: Vec::new(),
             ..self.clone()
         }

@@ -476,7 +476,7 @@ fn several_clusters_replace_the_single_one_and_their_mistakes_name_the_key() {
         ),
         (
             "[kubernetes]\ncontext = \"x\"\n[[kubernetes.clusters]]\nname = \"a\"\n",
-            "kubernetes.kubeconfig",
+            "kubernetes.context",
         ),
         // Helm's flag values: never one Helm would take for a flag.
         (
@@ -488,11 +488,49 @@ fn several_clusters_replace_the_single_one_and_their_mistakes_name_the_key() {
             "kubernetes.clusters[0].kubeconfig",
         ),
         ("[kubernetes]\ncontext = \"-x\"\n", "kubernetes.context"),
+        // In-cluster is the service account alone, and one cluster at most.
+        (
+            "[kubernetes]\ncluster = \"a\"\n\
+             [[kubernetes.clusters]]\nname = \"a\"\nin_cluster = true\ncontext = \"x\"\n",
+            "kubernetes.clusters[0].in_cluster",
+        ),
+        (
+            "[kubernetes]\nin_cluster = true\nkubeconfig = \"/etc/hosts\"\n",
+            "kubernetes.in_cluster",
+        ),
+        (
+            "[kubernetes]\ncluster = \"a\"\n[[kubernetes.clusters]]\nname = \"a\"\n\
+             in_cluster = true\n[[kubernetes.clusters]]\nname = \"b\"\nin_cluster = true\n",
+            "kubernetes.clusters[1].in_cluster",
+        ),
+        (
+            "[kubernetes]\nin_cluster = true\n[[kubernetes.clusters]]\nname = \"default\"\n",
+            "kubernetes.in_cluster",
+        ),
     ] {
         std::fs::write(&file, text).unwrap();
         let err = Config::load_from(Some(&file), env(&[])).unwrap_err();
         assert!(err.to_string().starts_with(key), "{text}: {err}");
     }
+    // The in-cluster entry, and the default cluster named in the list: accepted.
+    std::fs::write(
+        &file,
+        "[kubernetes]\ncluster = \"us-1\"\n\
+         [[kubernetes.clusters]]\nname = \"eu-1\"\nin_cluster = true\n\
+         [[kubernetes.clusters]]\nname = \"us-1\"\ncontext = \"us\"\n",
+    )
+    .unwrap();
+    let c = Config::load_from(Some(&file), env(&[])).unwrap();
+    let eu = c.kubernetes.for_cluster(&c.kubernetes.clusters[0]);
+    assert!(eu.in_cluster && eu.kubeconfig.is_empty());
+    assert!(
+        !c.kubernetes
+            .for_cluster(&c.kubernetes.clusters[1])
+            .in_cluster
+    );
+    let single =
+        Config::load_from(None, env(&[("ROLLWARDEN__KUBERNETES__IN_CLUSTER", "true")])).unwrap();
+    assert!(single.kubernetes.cluster_list()[0].in_cluster);
 }
 
 #[test]

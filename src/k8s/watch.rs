@@ -37,14 +37,26 @@ pub fn lease_name(cluster: &str) -> String {
     format!("{LEASE}/{cluster}")
 }
 
-/// Builds a client: the configured kubeconfig, else in-cluster, else `$KUBECONFIG` or
-/// `~/.kube/config`.
+/// Builds a cluster's client:
+/// - `in_cluster`: the pod's service account only (`Config::incluster`: the
+///   `KUBERNETES_SERVICE_HOST` and `_PORT` variables and the mounted token);
+/// - a `kubeconfig` file: that file, at `context` or its current one;
+/// - a `context` alone: `$KUBECONFIG` or `~/.kube/config` at that context;
+/// - neither: `Config::infer`, which tries `$KUBECONFIG` or `~/.kube/config` first and
+///   the pod's service account only when no kubeconfig loads.
 pub async fn client(config: &KubernetesConfig) -> anyhow::Result<Client> {
+    Ok(Client::try_from(client_config(config).await?)?)
+}
+
+/// The configuration [`client`] connects with.
+async fn client_config(config: &KubernetesConfig) -> anyhow::Result<kube::Config> {
     let options = kube::config::KubeConfigOptions {
         context: (!config.context.is_empty()).then(|| config.context.clone()),
         ..Default::default()
     };
-    let kube_config = if !config.kubeconfig.is_empty() {
+    let kube_config = if config.in_cluster {
+        kube::Config::incluster()?
+    } else if !config.kubeconfig.is_empty() {
         let file = kube::config::Kubeconfig::read_from(&config.kubeconfig)?;
         kube::Config::from_custom_kubeconfig(file, &options).await?
     } else if options.context.is_some() {
@@ -52,7 +64,7 @@ pub async fn client(config: &KubernetesConfig) -> anyhow::Result<Client> {
     } else {
         kube::Config::infer().await?
     };
-    Ok(Client::try_from(kube_config)?)
+    Ok(kube_config)
 }
 
 /// Everything the watchers need.
@@ -538,5 +550,47 @@ async fn sleep_or_cancel(shutdown: &CancellationToken, duration: Duration) {
     tokio::select! {
         () = shutdown.cancelled() => {}
         () = tokio::time::sleep(duration) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kubeconfig file whose one context points at `server`.
+    fn kubeconfig(dir: &std::path::Path, server: &str) -> String {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+                 clusters: [{{name: k, cluster: {{server: \"{server}\"}}}}]\n\
+                 users: [{{name: u, user: {{token: t}}}}]\n\
+                 contexts: [{{name: c, context: {{cluster: k, user: u}}}}]\n"
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    }
+
+    #[tokio::test]
+    async fn in_cluster_uses_the_service_account_and_never_a_kubeconfig() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::config::Config::load_from(None, Vec::new())
+            .unwrap()
+            .kubernetes;
+        config.kubeconfig = kubeconfig(dir.path(), "https://from-the-kubeconfig:6443");
+        let from_file = client_config(&config).await.unwrap();
+        assert_eq!(
+            from_file.cluster_url.to_string(),
+            "https://from-the-kubeconfig:6443/"
+        );
+        // In-cluster: the service account's variables and token, or an error saying
+        // they are missing, whatever kubeconfig is around.
+        config.in_cluster = true;
+        match client_config(&config).await {
+            Ok(in_pod) => assert_ne!(in_pod.cluster_url, from_file.cluster_url),
+            Err(err) => assert!(format!("{err:#}").contains("incluster"), "{err:#}"),
+        }
     }
 }

@@ -21,8 +21,7 @@ const DEPLOYMENT_PATH: &str = "/apis/apps/v1/namespaces/prod/deployments/checkou
 fn cluster(name: &str) -> ClusterConfig {
     ClusterConfig {
         name: name.into(),
-        kubeconfig: String::new(),
-        context: String::new(),
+        ..ClusterConfig::default()
     }
 }
 

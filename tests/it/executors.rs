@@ -261,6 +261,7 @@ async fn helm_runs_against_the_targets_cluster_with_its_kubeconfig_and_context()
         name: name.into(),
         kubeconfig: kubeconfig.into(),
         context: context.into(),
+        in_cluster: false,
     };
     let clusters = [
         cluster("eu-1", "", ""),
