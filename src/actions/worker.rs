@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::executor::{ExecOutcome, Executors, Journal, Posted};
+use super::executor::{ExecOutcome, Executor, Executors, Journal, Posted};
 use super::notify::{Channels, News};
 use crate::clock::Clock;
 use crate::domain::action::{ActionKind, Event, Message};
@@ -26,6 +26,11 @@ use crate::telemetry::Metrics;
 
 /// Most actions, verifications or notifications handled per step and kind of work.
 const BATCH: u32 = 64;
+
+/// The longest a rollback waits for its announcement to be delivered before it starts
+/// (docs/approvals.md): channels that answer promptly are told first, a hanging one
+/// does not delay the rollback.
+const ANNOUNCE_WAIT: Duration = Duration::from_secs(2);
 
 /// How a worker behaves.
 #[derive(Debug, Clone)]
@@ -268,21 +273,60 @@ impl Worker {
             json!({ "attempt": action.attempts, "resumed": action.resumed, "dry_run": dry_run }),
         )
         .await?;
-        if kind.rolls_back() && !dry_run {
+        let announce = kind.rolls_back() && !dry_run;
+        if announce {
             // The runbook's announcement goes out before the rollback starts.
             let eta = self.clock.now()
                 + chrono::Duration::from_std(self.config.eta).unwrap_or(chrono::Duration::zero());
             self.announce(&action, "running", Event::Announce, None, Some(eta))
                 .await?;
-            self.deliver(report).await?;
         }
+        // ...but a slow channel (a receiver that answers only at the HTTP timeout) holds
+        // the rollback back no longer than ANNOUNCE_WAIT: the delivery goes on beside
+        // it, never cut short once it has claimed a message, and what fails is retried.
+        let (announced, announced_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut deliveries = StepReport::default();
+        let delivery = async {
+            let outcome = if announce {
+                self.deliver(&mut deliveries).await
+            } else {
+                Ok(())
+            };
+            drop(announced);
+            outcome
+        };
+        let execution = async {
+            if announce
+                && tokio::time::timeout(ANNOUNCE_WAIT, announced_rx)
+                    .await
+                    .is_err()
+            {
+                tracing::warn!(action = action.id, wait = ?ANNOUNCE_WAIT, "the announcement is not delivered yet: rolling back without waiting longer");
+            }
+            self.execute(&action, &kind, &*executor, report).await
+        };
+        let (delivered, executed) = tokio::join!(delivery, execution);
+        report.delivered += deliveries.delivered;
+        report.undelivered += deliveries.undelivered;
+        executed.and(delivered)
+    }
+
+    /// Runs the executor once and records how the attempt ended.
+    async fn execute(
+        &self,
+        action: &ActionRecord,
+        kind: &ActionKind,
+        executor: &dyn Executor,
+        report: &mut StepReport,
+    ) -> Result<(), StoreError> {
+        let dry_run = self.config.dry_run;
         tracing::info!(action = action.id, kind = %action.kind, target = %action.target_key, dry_run, attempt = action.attempts, "executing");
         let journal = AuditJournal {
             worker: self,
-            action: &action,
+            action,
         };
         let outcome = executor
-            .execute(&action, dry_run, &journal)
+            .execute(action, dry_run, &journal)
             .instrument(tracing::info_span!("execute", dry_run))
             .await;
         let finish = match outcome {
@@ -303,7 +347,7 @@ impl Worker {
             ExecOutcome::Failed(error) => ActionFinish::Failed { error },
             ExecOutcome::Escalate { error, result } => ActionFinish::Escalated { error, result },
         };
-        self.finish(&action, finish, report).await
+        self.finish(action, finish, report).await
     }
 
     /// The loop guard, enforced at execution time too (the same rule `decide()` holds

@@ -154,6 +154,19 @@ async fn settled(app: &TestApp, decision: i64) -> Vec<Value> {
     panic!("notifications of decision {decision} not all delivered: {last:?}");
 }
 
+/// Waits (bounded: 20 s) until a notification about `decision` satisfies `found`.
+async fn wait_notification(app: &TestApp, decision: i64, found: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Vec::new();
+    for _ in 0..1000 {
+        last = notifications(app, decision).await;
+        if let Some(n) = last.iter().find(|n| found(n)) {
+            return n.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no such notification about decision {decision}: {last:?}");
+}
+
 /// Presses a button as Slack sends it: the payload form-encoded, signed with
 /// `secret` at `timestamp`.
 async fn press(
@@ -863,6 +876,60 @@ async fn an_approval_expired_at_the_gate_is_announced_as_the_sweep_does(backend:
     assert!(real_patches(&fake).is_empty());
 }
 
+/// A Slack that never answers holds the rollback back no longer than the bound on the
+/// announcement: the undo is sent and recorded while the announcement's attempt is
+/// still in flight, and the announcement is retried after its timeout.
+async fn a_hanging_slack_does_not_hold_back_the_rollback(backend: Backend) {
+    let (fake, _controller) = cluster().await;
+    let webhook = slack().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat.postMessage"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3600)))
+        .mount(&server)
+        .await;
+    let app = spawn_with(backend, Mode::Auto, &webhook, &fake, |c| {
+        configure(c, &server);
+        c.notify.pagerduty.routing_key = Secret::default();
+        // Well past the 2 s bound, well inside the test's waits.
+        c.actions.http_timeout_secs = 6;
+    })
+    .await;
+    fake.wait_for_watches(2).await;
+    app.post_alertmanager(error_rate("firing")).await;
+    let executed = wait_for_action(&app, "executed", |a| a["state"] == "verifying").await;
+    let decision = executed["decision_id"].as_i64().unwrap();
+    assert_eq!(real_patches(&fake).len(), 1);
+    let announcement = |n: &Value| n["channel"] == "slack_app" && n["event"] == "announce";
+    let hanging = wait_notification(&app, decision, announcement).await;
+    assert_eq!(hanging["status"], "sending", "still in flight: {hanging}");
+    assert_eq!(hanging["attempts"], 1);
+    // The channel that answers was told first.
+    assert!(
+        slack_texts(&webhook)
+            .await
+            .iter()
+            .any(|t| t.starts_with(":rewind: Rolling back")),
+        "{:?}",
+        slack_texts(&webhook).await
+    );
+
+    // Its timeout: the attempt ends, to be retried after the backoff; then it is.
+    let failed = wait_notification(&app, decision, |n| {
+        announcement(n) && n["status"] == "pending" && n["attempts"] == 1
+    })
+    .await;
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("chat.postMessage")),
+        "{failed}"
+    );
+    app.clock.advance(chrono::Duration::seconds(6));
+    wait_notification(&app, decision, |n| announcement(n) && n["attempts"] == 2).await;
+    assert_eq!(real_patches(&fake).len(), 1);
+}
+
 on_both_backends!(
     a_verified_rollback_emails_the_stakeholders,
     a_slack_button_approves_only_when_signed_fresh_and_allowed,
@@ -870,4 +937,5 @@ on_both_backends!(
     slack_rate_limits_are_honoured,
     a_rejection_in_the_api_updates_the_slack_message_once,
     an_approval_expired_at_the_gate_is_announced_as_the_sweep_does,
+    a_hanging_slack_does_not_hold_back_the_rollback,
 );
