@@ -509,6 +509,21 @@ impl KubernetesConfig {
                 "only one cluster is the one rollwarden runs in",
             ));
         }
+        if !self.clusters.is_empty() && !self.clusters.iter().any(|c| c.name == self.cluster) {
+            return Err(invalid(
+                "kubernetes.cluster",
+                format!(
+                    "{:?} (the cluster of alerts and deploys that name none) is not one of \
+                     [[kubernetes.clusters]]: {}",
+                    self.cluster,
+                    self.clusters
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
         Ok(())
     }
 

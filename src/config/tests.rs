@@ -507,6 +507,12 @@ fn several_clusters_replace_the_single_one_and_their_mistakes_name_the_key() {
             "[kubernetes]\nin_cluster = true\n[[kubernetes.clusters]]\nname = \"default\"\n",
             "kubernetes.in_cluster",
         ),
+        // The cluster of alerts and callbacks that name none must be one of the list.
+        (
+            "[kubernetes]\ncluster = \"eu-2\"\n[[kubernetes.clusters]]\nname = \"eu-1\"\n\
+             [[kubernetes.clusters]]\nname = \"us-1\"\n",
+            "kubernetes.cluster",
+        ),
     ] {
         std::fs::write(&file, text).unwrap();
         let err = Config::load_from(Some(&file), env(&[])).unwrap_err();

@@ -74,6 +74,7 @@ async fn each_cluster_is_watched_on_its_own_and_one_down_stops_nothing_else() {
         |c| {
             c.kubernetes.enabled = true;
             c.kubernetes.namespaces = vec!["prod".into()];
+            c.kubernetes.cluster = "eu-1".into();
             c.kubernetes.clusters = vec![cluster("eu-1"), cluster("us-1")];
         },
         vec![("eu-1".into(), eu.client()), ("us-1".into(), us.client())],
