@@ -120,6 +120,7 @@ impl Config {
         self.notify.validate()?;
         self.validate_target_actions()?;
         self.classifier()?;
+        self.validate_default_argocd_rollbacks()?;
         self.policy
             .validate()
             .map_err(|e| invalid("policy", e.to_string()))?;
@@ -214,6 +215,33 @@ impl Config {
                         "workflow_dispatch needs the target's cd_workflow",
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// A target with `gitops = "argocd"` and an `argocd_app` (and no `actions` of its
+    /// own) is rolled back with `argocd_rollback` by default (`action::default_executors`),
+    /// which needs `actions.argocd_url`: without it, the target would fail at its first
+    /// rollback, not at start.
+    fn validate_default_argocd_rollbacks(&self) -> Result<(), ConfigError> {
+        if !self.actions.enabled || !self.actions.argocd_url.is_empty() {
+            return Ok(());
+        }
+        for (i, target) in self.targets.iter().enumerate() {
+            if target.actions.is_empty()
+                && target.gitops.as_deref() == Some("argocd")
+                && target.argocd_app.is_some()
+            {
+                return Err(invalid(
+                    format!("targets[{i}].argocd_app"),
+                    format!(
+                        "target {}/{} is rolled back through Argo CD (argocd_rollback) by \
+                         default, which needs actions.argocd_url; set it, or give the target \
+                         actions of its own",
+                        target.namespace, target.name
+                    ),
+                ));
             }
         }
         Ok(())

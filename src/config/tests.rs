@@ -566,6 +566,13 @@ fn argo_cd_settings_and_targets_name_their_mistakes() {
              argocd_app = \"checkout\"\nactions = [\"argocd_rollback\"]\n",
             "targets[0].actions[0]",
         ),
+        // argocd_rollback by default, with no Argo CD to send it to: the target is named.
+        (
+            "[[targets]]\nnamespace = \"prod\"\nname = \"cart\"\n\
+             [[targets]]\nnamespace = \"prod\"\nname = \"checkout\"\ngitops = \"argocd\"\n\
+             argocd_app = \"checkout\"\n",
+            "targets[1].argocd_app: target prod/checkout",
+        ),
     ] {
         std::fs::write(&file, text).unwrap();
         let err = Config::load_from(Some(&file), env(&[])).unwrap_err();
@@ -580,5 +587,19 @@ fn argo_cd_settings_and_targets_name_their_mistakes() {
     .unwrap();
     let c = Config::load_from(Some(&file), env(&[])).unwrap();
     assert!(!c.render().contains("s3cr3t-argocd"));
+    // Without actions.argocd_url, a target with actions of its own, or with actions
+    // off, never reaches argocd_rollback: accepted.
+    let gitops = "[[targets]]\nnamespace = \"prod\"\nname = \"checkout\"\ngitops = \"argocd\"\n\
+                  argocd_app = \"checkout\"\n";
+    for extra in ["actions = [\"rollout_undo\"]\n", ""] {
+        std::fs::write(&file, format!("{gitops}{extra}")).unwrap();
+        let actions_off = [("ROLLWARDEN__ACTIONS__ENABLED", "false")];
+        let env_for = if extra.is_empty() {
+            &actions_off[..]
+        } else {
+            &[]
+        };
+        Config::load_from(Some(&file), env(env_for)).unwrap();
+    }
     assert_eq!(c.actions.argocd_token().unwrap().expose(), "s3cr3t-argocd");
 }
