@@ -428,6 +428,13 @@ impl Worker {
                 }
                 _ => None,
             });
+            // What the executor says people must still do (Argo CD's auto-sync to turn
+            // back on, a Git revert) is part of the news, not only of the result.
+            let detail = match (detail, result_note(&finish)) {
+                (Some(detail), Some(note)) => Some(format!("{detail}\nNote: {note}")),
+                (None, Some(note)) => Some(format!("Note: {note}")),
+                (detail, None) => detail,
+            };
             self.announce(action, state, event, detail.as_deref(), None)
                 .await?;
         }
@@ -795,6 +802,21 @@ impl Journal for AuditJournal<'_> {
             .map(|e| e.details)
             .collect())
     }
+}
+
+/// The `note` of an attempt's result: what the executor says people must still do.
+fn result_note(finish: &ActionFinish) -> Option<&str> {
+    let result = match finish {
+        ActionFinish::Succeeded { result, .. } | ActionFinish::DryRun { result } => result,
+        ActionFinish::Escalated {
+            result: Some(result),
+            ..
+        } => result,
+        _ => return None,
+    };
+    result["note"]
+        .as_str()
+        .filter(|note| !note.trim().is_empty())
 }
 
 /// The kind as a metric label: configured names are dropped to bound cardinality.

@@ -930,6 +930,117 @@ async fn a_hanging_slack_does_not_hold_back_the_rollback(backend: Backend) {
     assert_eq!(real_patches(&fake).len(), 1);
 }
 
+/// Argo CD's Application API, as much of it as `argocd_rollback` uses (PROTOCOLS.md
+/// I): the Application, with auto-sync on and its history; a merge patch of it; a
+/// rollback to a history entry, refused while auto-sync is on, that syncs at once.
+struct ArgoCdApplication(std::sync::Mutex<Value>);
+
+impl Respond for ArgoCdApplication {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut app = self.0.lock().unwrap();
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let refuse = |code: u32, message: &str| {
+            ResponseTemplate::new(400)
+                .set_body_json(json!({"error": message, "code": code, "message": message}))
+        };
+        match (request.method.as_str(), request.url.path()) {
+            ("PATCH", "/api/v1/applications/checkout") => {
+                let Some(patch) = body["patch"]
+                    .as_str()
+                    .and_then(|p| serde_json::from_str::<Value>(p).ok())
+                else {
+                    return refuse(3, "patch is not a JSON document in a string");
+                };
+                json_patch::merge(&mut app, &patch);
+            }
+            ("POST", "/api/v1/applications/checkout/rollback") => {
+                if app["spec"]["syncPolicy"]["automated"].is_object() {
+                    return refuse(9, "rollback cannot be initiated when auto-sync is enabled");
+                }
+                let history = app["status"]["history"].as_array().cloned().unwrap();
+                let Some(entry) = history.iter().find(|e| e["id"] == body["id"]) else {
+                    return refuse(3, "no such deployment id");
+                };
+                let revision = entry["revision"].clone();
+                app["status"]["operationState"] =
+                    json!({"phase": "Succeeded", "operation": {"sync": {"revision": revision}}});
+                app["status"]["sync"]["revision"] = revision;
+            }
+            ("GET", "/api/v1/applications/checkout") => {}
+            _ => return ResponseTemplate::new(404),
+        }
+        ResponseTemplate::new(200).set_body_json(app.clone())
+    }
+}
+
+/// An automatic Argo CD rollback leaves auto-sync off: the result people read says
+/// so, on every channel, not only the action's record.
+async fn an_argo_cd_rollback_tells_people_to_turn_auto_sync_back_on(backend: Backend) {
+    let (fake, _controller) = cluster().await;
+    let webhook = slack().await;
+    let server = stand_in().await;
+    let argocd = MockServer::start().await;
+    let application = json!({
+        "metadata": {"name": "checkout", "namespace": "argocd"},
+        "spec": {"project": "default", "syncPolicy": {"automated": {"prune": true, "selfHeal": true}}},
+        "status": {
+            "sync": {"status": "Synced", "revision": "cccc3333"},
+            "history": [
+                {"id": 40, "revision": "aaaa1111", "deployedAt": "2026-08-20T09:13:00Z"},
+                {"id": 41, "revision": "bbbb2222", "deployedAt": "2026-08-21T10:31:00Z"},
+                {"id": 42, "revision": "cccc3333", "deployedAt": "2026-08-22T13:55:30Z"}
+            ]
+        }
+    });
+    Mock::given(path_regex("^/api/v1/applications/"))
+        .respond_with(ArgoCdApplication(std::sync::Mutex::new(application)))
+        .mount(&argocd)
+        .await;
+    let app = spawn_with(backend, Mode::Auto, &webhook, &fake, |c| {
+        configure(c, &server);
+        c.actions.argocd_url = argocd.uri();
+        c.actions.argocd_token = Secret::new("argocd-token-for-tests");
+        c.targets[0].gitops = Some("argocd".into());
+        c.targets[0].argocd_app = Some("checkout".into());
+    })
+    .await;
+    fake.wait_for_watches(2).await;
+    app.post_alertmanager(error_rate("firing")).await;
+    let executed = wait_for_action(&app, "rolled back through Argo CD", |a| {
+        a["kind"] == "argocd_rollback" && a["state"] == "verifying"
+    })
+    .await;
+    assert_eq!(executed["result"]["history_id"], 41);
+    let note = executed["result"]["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("auto-sync is off for this Application"),
+        "{note}"
+    );
+    assert!(real_patches(&fake).is_empty(), "Argo CD, not kubectl");
+
+    let decision = executed["decision_id"].as_i64().unwrap();
+    settled(&app, decision).await;
+    let told = format!("Note: {note}");
+    let result = wait_call(&server, "/api/chat.postMessage", |b| {
+        b["text"].as_str().is_some_and(|t| t.contains("verifying"))
+    })
+    .await;
+    let text = result["blocks"][0]["text"]["text"].as_str().unwrap();
+    assert!(
+        text.contains("now verifying that service is restored"),
+        "{text}"
+    );
+    assert!(text.contains(&told), "{text}");
+    assert!(
+        slack_texts(&webhook)
+            .await
+            .iter()
+            .any(|t| t.contains(&told)),
+        "{:?}",
+        slack_texts(&webhook).await
+    );
+}
+
 on_both_backends!(
     a_verified_rollback_emails_the_stakeholders,
     a_slack_button_approves_only_when_signed_fresh_and_allowed,
@@ -938,4 +1049,5 @@ on_both_backends!(
     a_rejection_in_the_api_updates_the_slack_message_once,
     an_approval_expired_at_the_gate_is_announced_as_the_sweep_does,
     a_hanging_slack_does_not_hold_back_the_rollback,
+    an_argo_cd_rollback_tells_people_to_turn_auto_sync_back_on,
 );
