@@ -217,22 +217,48 @@ mod tests {
 
     #[test]
     fn hostile_values_stay_inside_their_strings_and_limits() {
+        // Every kind of trigger: an escalation, a failed action, an expired approval.
         for (hostile, value) in hostile_messages() {
-            let mut message = hostile.as_message();
-            if message.event != Event::Escalate {
-                message.event = Event::Result;
-                message.action = Some(("rollout_undo", "failed"));
+            let states: &[&str] = if hostile.event == Event::Escalate {
+                &["escalated"]
+            } else {
+                &["failed", "expired"]
+            };
+            for state in states {
+                let mut message = hostile.as_message();
+                if message.event != Event::Escalate {
+                    message.event = Event::Result;
+                    message.action = Some(("rollout_undo", state));
+                }
+                let class = match *state {
+                    "expired" => "approval-expired",
+                    "failed" => "action-failed",
+                    _ => "escalation",
+                };
+                assert_hostile_event_is_inert(&message, &value, class);
             }
-            let event = event(&message, Templates::builtin(), "error", "rollwarden").unwrap();
-            // A round trip through JSON gives the same value: nothing escaped its string.
-            let text = event.to_string();
-            assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), event);
-            let summary = event["payload"]["summary"].as_str().unwrap();
-            assert!(summary.chars().count() <= SUMMARY_MAX, "{value:?}");
-            assert!(!summary.chars().any(char::is_control), "{value:?}");
-            assert!(event["dedup_key"].as_str().unwrap().chars().count() <= DEDUP_KEY_MAX);
-            // A hostile public URL never becomes a link.
-            assert!(event.get("links").is_none() || value.starts_with("http"));
         }
+    }
+
+    fn assert_hostile_event_is_inert(message: &Message<'_>, value: &str, class: &str) {
+        let event = event(message, Templates::builtin(), "error", "rollwarden").unwrap();
+        assert_eq!(event["payload"]["class"], class, "{value:?}");
+        // A round trip through JSON gives the same value: nothing escaped its string.
+        let text = event.to_string();
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), event);
+        let summary = event["payload"]["summary"].as_str().unwrap();
+        assert!(summary.chars().count() <= SUMMARY_MAX, "{value:?}");
+        assert!(!summary.chars().any(char::is_control), "{value:?}");
+        if class == "approval-expired" {
+            assert!(summary.starts_with("Rollback of "), "{summary}");
+            // Unless the values alone fill the summary.
+            assert!(
+                summary.contains(" awaited approval and expired: ") || value.len() > 500,
+                "{summary}"
+            );
+        }
+        assert!(event["dedup_key"].as_str().unwrap().chars().count() <= DEDUP_KEY_MAX);
+        // A hostile public URL never becomes a link.
+        assert!(event.get("links").is_none() || value.starts_with("http"));
     }
 }

@@ -357,8 +357,21 @@ mod tests {
             assert!(!mail.subject.chars().any(char::is_control), "{value:?}");
             assert!(mail.subject.chars().count() <= 200);
             assert!(mail.body.contains("post-mortem within 48 hours"));
-            let summary = t.pagerduty_summary(&message, "escalation");
-            assert!(summary.starts_with("Escalation for "), "{summary}");
+            // Each class of incident: the summary's every branch.
+            let failed = format!("{value} of ");
+            for (class, opening) in [
+                ("escalation", "Escalation for "),
+                ("action-failed", failed.as_str()),
+                ("approval-expired", "Rollback of "),
+            ] {
+                let summary = t.pagerduty_summary(&message, class);
+                assert!(summary.starts_with(opening), "{class}: {summary}");
+            }
+            let expired = t.pagerduty_summary(&message, "approval-expired");
+            assert!(
+                expired.contains(" awaited approval and expired: "),
+                "{expired}"
+            );
             // The result's every branch, the person's name and comment included.
             for state in ["approved", "rejected", "expired", "verifying", "dry_run"] {
                 let mut result = hostile.as_message();
