@@ -1,12 +1,25 @@
 //! Alert label matchers as Alertmanager writes them: `name=value`, `name!=value`,
 //! `name=~regex`, `name!~regex` (PROTOCOLS.md K).
 //!
-//! rollwarden accepts the subset both of Alertmanager's parsers read alike: a
-//! Prometheus label name, an operator, and a value, double-quoted (with `\\`, `\"` and
-//! `\n` escapes) or bare (no white space and none of `{}!=~,"'` and the backtick). One
-//! string may hold several matchers separated by commas, optionally inside `{…}`.
-//! Regexes are anchored as Alertmanager anchors them, `^(?:…)$`; a missing label
-//! matches as the empty string. The map form (`{ app = "checkout" }`) is equality.
+//! rollwarden accepts the subset both of Alertmanager's parsers read alike (the
+//! classic `pkg/labels/parse.go` and the UTF-8 `matcher/parse/{lexer,parse,token}.go`,
+//! prometheus/alertmanager@68fb2d5), and refuses the rest:
+//! - a name of the classic grammar, `[a-zA-Z_:][a-zA-Z0-9_:]*`, which the UTF-8 parser
+//!   reads alike unquoted; a quoted name, or one such as `9app` or `a.b/c`, only the
+//!   UTF-8 parser takes;
+//! - an operator, with white space around it or not;
+//! - a value, double-quoted with only the `\\`, `\"` and `\n` escapes (the UTF-8
+//!   parser takes Go's escapes and refuses a line feed inside the quotes, the classic
+//!   one keeps an unknown escape as it is and takes a line feed), or bare: no white
+//!   space and none of `{}!=~,\"'` and the backtick (the UTF-8 parser's reserved
+//!   characters). No value at all (`app=`) the classic parser reads as `""` and the
+//!   UTF-8 one refuses ("expected label value"): write `app=""`.
+//!
+//! One string may hold several matchers separated by commas, inside `{…}` or not (both
+//! braces or neither; one trailing comma). An empty string or `{}`, which both read as
+//! no matcher, is refused as a likely mistake. Regexes are anchored as Alertmanager
+//! anchors them, `^(?:…)$`; a missing label matches as the empty string. The map form
+//! (`{ app = "checkout" }`) is equality, with the same names.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -175,7 +188,7 @@ fn parse_one(key: &str, text: &str) -> Result<Matcher, ClassifyConfigError> {
     let text = text.trim();
     let bad = |why: &str| invalid(key, format!("{text:?}: {why}"));
     let name_end = text
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
         .ok_or_else(|| bad("expected an operator such as '=', '!=', '=~' or '!~'"))?;
     let name = &text[..name_end];
     check_name(key, name).map_err(|_| bad("the name must be a label name"))?;
@@ -193,10 +206,13 @@ fn parse_one(key: &str, text: &str) -> Result<Matcher, ClassifyConfigError> {
         let body = quoted
             .strip_suffix('"')
             .ok_or_else(|| bad("a quote is not closed"))?;
-        unquote(body)
-            .ok_or_else(|| bad("inside quotes only \\\\, \\\" and \\n escapes, and no bare '\"'"))?
+        unquote(body).ok_or_else(|| {
+            bad("inside quotes only \\\\, \\\" and \\n escapes, no bare '\"' and no line break")
+        })?
     } else {
         if value.is_empty() {
+            // Alertmanager's classic parser reads `app=` as `app=""`; its UTF-8 parser
+            // refuses it ("expected label value").
             return Err(bad("expected a value (write \"\" for the empty one)"));
         }
         if value
@@ -214,7 +230,8 @@ fn parse_one(key: &str, text: &str) -> Result<Matcher, ClassifyConfigError> {
 }
 
 /// The common subset of Alertmanager's two parsers: `\\`, `\"`, `\n`; any other
-/// escape, or a bare quote, is refused (the parsers disagree on them).
+/// escape, a bare quote or a line feed is refused (the parsers disagree on them: Go's
+/// `strconv.Unquote` refuses a line feed, the classic parser keeps it).
 fn unquote(body: &str) -> Option<String> {
     let mut out = String::with_capacity(body.len());
     let mut chars = body.chars();
@@ -226,7 +243,7 @@ fn unquote(body: &str) -> Option<String> {
                 'n' => out.push('\n'),
                 _ => return None,
             },
-            '"' => return None,
+            '"' | '\n' => return None,
             c => out.push(c),
         }
     }
@@ -260,9 +277,24 @@ fn build(key: &str, name: &str, op: Op, value: &str) -> Result<Matcher, Classify
     })
 }
 
-/// Prometheus label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
+/// Alertmanager's classic matcher names, `[a-zA-Z_:][a-zA-Z0-9_:]*`
+/// (`pkg/labels/parse.go`), which its UTF-8 parser reads alike.
 fn check_name(key: &str, name: &str) -> Result<(), ClassifyConfigError> {
-    super::compile::check_label_name(key, name)
+    let mut chars = name.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!(
+                "{name:?} is not a label name (letters, digits, '_' and ':', not first a digit)"
+            ),
+        ))
+    }
 }
 
 fn check_value(key: &str, value: &str) -> Result<(), ClassifyConfigError> {
@@ -373,6 +405,42 @@ mod tests {
                 .to_string();
             assert!(err.contains("targets[2].matchers[1]"), "{bad}: {err}");
             assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn only_what_both_alertmanager_parsers_read_alike_is_accepted() {
+        // Both read these alike: a ':' in a name (the classic grammar), white space
+        // around the operator, `\n` written as an escape.
+        let m = compile("t", &list(&["k8s:app = checkout", r#":x!="y""#])).unwrap();
+        assert_eq!(
+            (m[0].name.as_str(), m[0].value.as_str()),
+            ("k8s:app", "checkout")
+        );
+        assert!(m[0].matches(&labels(&[("k8s:app", "checkout")])));
+        assert_eq!(m[1].name, ":x");
+        let m = compile("t", &list(&[r#"msg="a\nb""#])).unwrap();
+        assert_eq!(m[0].value, "a\nb");
+        let map = MatcherConfig::Equal(BTreeMap::from([("k8s:app".into(), "x".into())]));
+        assert_eq!(compile("t", &map).unwrap()[0].name, "k8s:app");
+
+        for (bad, why) in [
+            // Classic: app=""; UTF-8: "expected label value".
+            ("app=", "expected a value"),
+            ("app= ,team=x", "expected a value"),
+            // A line feed inside quotes: classic keeps it, Go's strconv.Unquote refuses it.
+            ("msg=\"a\nb\"", "no line break"),
+            // UTF-8 only: a quoted name, a name starting with a digit, or with '.' or '/'.
+            (r#""app"="x""#, "label name"),
+            ("9app=x", "label name"),
+            ("app.kubernetes.io/name=x", "expected an operator"),
+            // Classic keeps `\t` as a backslash and a t; UTF-8 reads a tab.
+            (r#"msg="a\tb""#, "escapes"),
+            // Classic trims one brace alone; UTF-8 refuses it.
+            ("app=x}", "unbalanced braces"),
+        ] {
+            let err = compile("t", &list(&[bad])).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad:?}: {err}");
         }
     }
 }
