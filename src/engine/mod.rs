@@ -52,8 +52,8 @@ pub struct Engine {
 }
 
 /// One tick's or batch's evaluations: whether its window was loaded whole from the
-/// store (or reloaded since), and the targets whose standing decision is not `ok`,
-/// read at its first `ok`.
+/// store (its decisions need no confirmation), and the targets whose standing decision
+/// is not `ok`, read at its first `ok`.
 struct Pass {
     complete: bool,
     unsettled: Option<HashSet<String>>,
@@ -155,6 +155,10 @@ struct Window {
     /// trimming costs the load amortised O(n log n), and memory stays within twice the
     /// caps while loading.
     trimmed_at: usize,
+    /// At most how many targets it holds: exact after a trim of every alert, raised by
+    /// each batch's targets since. While it stays within `max_targets`, a batch's trim
+    /// need not count them.
+    targets_at_most: usize,
 }
 
 /// What the caps left out of the window.
@@ -170,6 +174,8 @@ struct Dropped {
 }
 
 struct WindowAlert {
+    /// Its target's [`target_hash`]; `None` for an alert about no target.
+    target: Option<u64>,
     updated_at: DateTime<Utc>,
     firing: bool,
     ends_at: Option<DateTime<Utc>>,
@@ -243,6 +249,7 @@ impl Window {
         alerts.insert(
             row.id,
             WindowAlert {
+                target: classified.signal.target.as_ref().map(target_hash),
                 updated_at: row.updated_at,
                 firing: row.status == AlertStatus::Firing,
                 ends_at: row.ends_at,
@@ -251,21 +258,36 @@ impl Window {
         );
     }
 
-    /// Trims `alerts` to the caps when it has doubled since the last trim (or always,
-    /// with `force`): the newest alerts of each target, the targets with the newest
-    /// alerts. What it leaves out is added to `dropped`.
+    /// Trims `alerts` to the caps: the newest alerts of each target, the targets with
+    /// the newest alerts. What it leaves out is added to `dropped`. `scope` says when
+    /// and which: see [`Trim`].
     fn trim(
         alerts: &mut BTreeMap<i64, WindowAlert>,
         dropped: &mut Dropped,
-        trimmed_at: &mut usize,
+        (trimmed_at, targets_at_most): (&mut usize, &mut usize),
         limits: &WindowLimits,
-        force: bool,
+        scope: Trim<'_>,
     ) {
-        if !force && alerts.len() < (*trimmed_at * 2).max(TRIM_FLOOR) {
-            return;
-        }
+        let touched = match scope {
+            Trim::IfDoubled if alerts.len() < (*trimmed_at * 2).max(TRIM_FLOOR) => return,
+            Trim::IfDoubled | Trim::All => None,
+            Trim::Touched(touched) => {
+                *targets_at_most += touched.targets.len();
+                if *targets_at_most > limits.max_targets {
+                    let targets: HashSet<u64> = alerts.values().filter_map(|a| a.target).collect();
+                    *targets_at_most = targets.len();
+                }
+                // Over max_targets, ranking the targets takes them all.
+                (*targets_at_most <= limits.max_targets).then_some(touched)
+            }
+        };
         let mut groups: HashMap<Option<&TargetRef>, Vec<(DateTime<Utc>, i64)>> = HashMap::new();
         for (id, a) in alerts.iter() {
+            if let Some(touched) = touched
+                && !touched.holds(a.target)
+            {
+                continue;
+            }
             groups
                 .entry(a.classified.signal.target.as_ref())
                 .or_default()
@@ -302,6 +324,7 @@ impl Window {
                 gone_targets.insert(target_hash(target));
             }
         }
+        let held_targets = newest.len();
         // A target dropped now counts its earlier trims as dropped with it.
         for (target, n) in per_target {
             if !gone_targets.contains(&target_hash(&target)) {
@@ -328,7 +351,49 @@ impl Window {
         for id in remove {
             alerts.remove(&id);
         }
-        *trimmed_at = alerts.len();
+        if touched.is_none() {
+            *trimmed_at = alerts.len();
+            *targets_at_most = held_targets;
+        }
+    }
+}
+
+/// Which of the window's alerts a trim takes.
+#[derive(Clone, Copy)]
+enum Trim<'a> {
+    /// All of them, once the window has doubled since the last trim (while loading).
+    IfDoubled,
+    /// All of them, now.
+    All,
+    /// The targets an ingest batch merged alerts into (each to its cap), and all of
+    /// them only when the window holds more than `max_targets` targets: a batch then
+    /// costs the alerts it touched, not the window.
+    Touched(&'a Touched),
+}
+
+/// The targets (by [`target_hash`]) an ingest batch merged alerts into, and whether it
+/// merged alerts about no target.
+#[derive(Default)]
+struct Touched {
+    targets: HashSet<u64>,
+    untargeted: bool,
+}
+
+impl Touched {
+    fn holds(&self, target: Option<u64>) -> bool {
+        match target {
+            Some(hash) => self.targets.contains(&hash),
+            None => self.untargeted,
+        }
+    }
+
+    fn add(&mut self, target: Option<u64>) {
+        match target {
+            Some(hash) => {
+                self.targets.insert(hash);
+            }
+            None => self.untargeted = true,
+        }
     }
 }
 
@@ -429,16 +494,19 @@ impl Engine {
     /// Loads what evaluations at this instant read: every alert still firing or
     /// recently resolved (classified once), posted signals, and freezes in force.
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        self.snapshot_in(&mut Window::default(), &[]).await
+        self.snapshot_in(&mut Window::default(), &[], None).await
     }
 
     /// [`Engine::snapshot`] through `window`: loaded when empty, else brought up to
     /// date with the alerts stored under `keys`. Posted signals and freezes (few) are read
-    /// every time.
+    /// every time. With `only`, the snapshot holds the alerts of those targets (by
+    /// [`target_hash`]) and the alerts about no target, not the whole window: what an
+    /// ingest batch's evaluations read.
     async fn snapshot_in(
         &self,
         window: &mut Window,
         keys: &[(String, DateTime<Utc>)],
+        only: Option<&HashSet<u64>>,
     ) -> Result<Snapshot, StoreError> {
         let now = self.clock.now();
         let since = now - chrono::Duration::seconds(self.policy.correlation_window_secs as i64);
@@ -446,16 +514,20 @@ impl Engine {
         let limits = self.limits;
         let mut alerts = match window.alerts.take() {
             Some(mut alerts) => {
+                let mut touched = Touched::default();
                 for page in keys.chunks(MERGE_PAGE) {
                     for row in self.store.alerts_by_key(page).await? {
                         Window::merge(&mut alerts, &mut window.dropped, &self.classifier, &row);
+                        if let Some(held) = alerts.get(&row.id) {
+                            touched.add(held.target);
+                        }
                     }
                     Window::trim(
                         &mut alerts,
                         &mut window.dropped,
-                        &mut window.trimmed_at,
+                        (&mut window.trimmed_at, &mut window.targets_at_most),
                         &limits,
-                        true,
+                        Trim::Touched(&touched),
                     );
                 }
                 alerts
@@ -469,6 +541,7 @@ impl Engine {
                 window.loaded = Some((now, std::time::Instant::now()));
                 window.dropped = Dropped::default();
                 window.trimmed_at = 0;
+                window.targets_at_most = 0;
                 let mut after = 0;
                 loop {
                     let page = self
@@ -481,9 +554,9 @@ impl Engine {
                     Window::trim(
                         &mut alerts,
                         &mut window.dropped,
-                        &mut window.trimmed_at,
+                        (&mut window.trimmed_at, &mut window.targets_at_most),
                         &limits,
-                        false,
+                        Trim::IfDoubled,
                     );
                     match page.last() {
                         Some(last) if page.len() == WINDOW_PAGE as usize => after = last.id,
@@ -494,23 +567,35 @@ impl Engine {
                 Window::trim(
                     &mut alerts,
                     &mut window.dropped,
-                    &mut window.trimmed_at,
+                    (&mut window.trimmed_at, &mut window.targets_at_most),
                     &limits,
-                    true,
-                );
-                self.metrics.engine_window(
-                    alerts.len() as u64,
-                    window.dropped.per_target.values().sum::<u64>() + window.dropped.untargeted,
-                    window.dropped.target_alerts,
+                    Trim::All,
                 );
                 alerts
             }
         };
+        self.metrics.engine_window(
+            alerts.len() as u64,
+            window.dropped.per_target.values().sum::<u64>() + window.dropped.untargeted,
+            window.dropped.target_alerts,
+        );
         // The store's rule for the window (alerts_for_evaluation), as time moves on; a
         // firing alert going stale leaves at the next tick's reload.
-        alerts.retain(|_, a| a.firing || a.ends_at.is_some_and(|end| end >= since));
-        let mut signals: Vec<Arc<Classified>> =
-            alerts.values().map(|a| a.classified.clone()).collect();
+        // A batch leaves them in the window and out of its snapshot (the next full
+        // snapshot removes them), not to walk the whole window for its few targets.
+        let current = |a: &WindowAlert| a.firing || a.ends_at.is_some_and(|end| end >= since);
+        if only.is_none() {
+            alerts.retain(|_, a| current(a));
+        }
+        let mut signals: Vec<Arc<Classified>> = alerts
+            .values()
+            .filter(|a| match (only, a.target) {
+                (Some(only), Some(target)) => only.contains(&target) && current(a),
+                (Some(_), None) => current(a),
+                (None, _) => true,
+            })
+            .map(|a| a.classified.clone())
+            .collect();
         window.alerts = Some(alerts);
         signals.extend(
             self.store
@@ -820,14 +905,21 @@ impl Engine {
 
     /// Evaluates every due target; returns how many decisions changed.
     pub async fn tick(&self) -> usize {
-        self.tick_in(&mut Window::default()).await
+        self.tick_in(&mut Window::default(), None).await
     }
 
     /// [`Engine::tick`], reloading `window` from the store first when its last load is
     /// [`RELOAD_SECS`] old: a reload is also when alerts the queue did not carry
     /// (another replica's) come in, and stale alerts leave.
     #[instrument(skip_all)]
-    async fn tick_in(&self, window: &mut Window) -> usize {
+    ///
+    /// With `queue` (the run loop's), the ingests that arrive while the tick walks its
+    /// due targets are evaluated between two of them, first: an alert's decision does
+    /// not wait behind a tick over a large fleet. The targets they evaluated leave the
+    /// tick (its snapshot is older), and from then on the tick's new rollbacks and
+    /// recoveries are confirmed on the store, since its snapshot may lack what they
+    /// brought.
+    async fn tick_in(&self, window: &mut Window, mut queue: Option<&mut EngineQueue>) -> usize {
         if window.due_for_reload(self.clock.now()) {
             window.invalidate();
             match self
@@ -845,11 +937,11 @@ impl Engine {
         }
         // Loaded from the store now, it holds every replica's alerts.
         let complete = !window.is_loaded();
-        let loaded = match self.snapshot_in(window, &[]).await {
+        let loaded = match self.snapshot_in(window, &[], None).await {
             Ok(snapshot) => self.due(&snapshot).await.map(|due| (snapshot, due)),
             Err(err) => Err(err),
         };
-        let (mut snapshot, due) = match loaded {
+        let (snapshot, due) = match loaded {
             Ok(loaded) => loaded,
             Err(err) => {
                 self.metrics.store_error("engine_due", &err);
@@ -862,11 +954,19 @@ impl Engine {
             complete,
             unsettled: None,
         };
+        let mut fresher: BTreeSet<TargetRef> = BTreeSet::new();
         for key in due {
+            if let Some(queue) = queue.as_deref_mut()
+                && let Some(evaluated) = self.pending_batch(window, queue).await
+            {
+                pass.complete = false;
+                fresher.extend(evaluated);
+            }
+            if fresher.contains(&key) {
+                continue;
+            }
             let target = self.target(&key);
-            let result = self
-                .evaluate_confirmed(window, &mut snapshot, &mut pass, &target)
-                .await;
+            let result = self.evaluate_confirmed(&snapshot, &mut pass, &target).await;
             match result {
                 Ok(evaluation) => changed += usize::from(evaluation.changed),
                 Err(err) => {
@@ -909,67 +1009,71 @@ impl Engine {
     /// should act, which the next tick's reload catches up with, or act where it should
     /// hold, which must not happen: so a rollback that would be a new decision, or a
     /// recovery of a target whose standing decision is not `ok` (which would verify its
-    /// rollback; see [`Engine::settles`]), is confirmed against a window reloaded from
-    /// the store before it is recorded. A tick does the same.
+    /// rollback; see [`Engine::settles`]), is confirmed against the target's rows read
+    /// from the store before it is recorded. A tick does the same.
+    ///
+    /// Returns the targets it evaluated.
     async fn evaluate_batch(
         &self,
         window: &mut Window,
         mut targets: BTreeSet<TargetRef>,
         keys: &[(String, DateTime<Utc>)],
-    ) {
+    ) -> BTreeSet<TargetRef> {
         self.with_release_peers(&mut targets);
         let mut pass = Pass {
             complete: !window.is_loaded(),
             unsettled: None,
         };
-        let mut snapshot = match self.snapshot_in(window, keys).await {
+        let only: HashSet<u64> = targets.iter().map(target_hash).collect();
+        let snapshot = match self.snapshot_in(window, keys, Some(&only)).await {
             Ok(snapshot) => snapshot,
             Err(err) => {
                 // The next tick reloads the window and evaluates them.
                 window.invalidate();
                 self.metrics.store_error("engine_snapshot", &err);
                 tracing::error!(error = %err, "engine: cannot load its inputs");
-                return;
+                return BTreeSet::new();
             }
         };
-        for key in targets {
-            if snapshot.dropped(&key) {
+        for key in &targets {
+            if snapshot.dropped(key) {
                 // Over engine.max_targets: not evaluated without its alerts.
                 continue;
             }
-            let target = self.target(&key);
-            let result = self
-                .evaluate_confirmed(window, &mut snapshot, &mut pass, &target)
-                .await;
+            let target = self.target(key);
+            let result = self.evaluate_confirmed(&snapshot, &mut pass, &target).await;
             if let Err(err) = result {
                 self.metrics.store_error("evaluate", &err);
                 tracing::error!(error = %err, target = %key, "evaluation failed");
             }
         }
+        targets
     }
 
     /// Assesses `target` and records its decision. A decision that must not rest on a
     /// window missing another replica's alerts — a new rollback, a recovery (see
-    /// [`Engine::settles`]) — is first confirmed against `window` reloaded from the
-    /// store, at most once per pass.
+    /// [`Engine::settles`]) — is first confirmed against the target's own rows read
+    /// from the store ([`Engine::snapshot_for`]: its alerts through the target index,
+    /// the dependency alerts, its posted signals, the freezes). That is as fresh as
+    /// reloading the whole window, and costs the target's own alerts instead of every
+    /// alert in the window: at 100,000 firing alerts a reload took seconds, on the path
+    /// from the alert to the rollback.
     async fn evaluate_confirmed(
         &self,
-        window: &mut Window,
-        snapshot: &mut Snapshot,
+        snapshot: &Snapshot,
         pass: &mut Pass,
         target: &Target,
     ) -> Result<Evaluation, StoreError> {
-        let mut decision = self.assess(target, snapshot).await?;
+        let decision = self.assess(target, snapshot).await?;
         let unconfirmed = !pass.complete
             && match decision.verdict {
                 Verdict::Rollback => !self.stands(target, &decision).await?,
                 _ => self.settles(target, &decision, &mut pass.unsettled).await?,
             };
         if unconfirmed {
-            window.invalidate();
-            *snapshot = self.snapshot_in(window, &[]).await?;
-            pass.complete = true;
-            decision = self.assess(target, snapshot).await?;
+            let fresh = self.snapshot_for(&target.target).await?;
+            let decision = self.assess(target, &fresh).await?;
+            return self.record(target, decision, fresh.now).await;
         }
         self.record(target, decision, snapshot.now).await
     }
@@ -987,37 +1091,58 @@ impl Engine {
 
     /// Runs until `shutdown`: evaluates touched targets as they arrive and every due
     /// target each `tick`.
-    pub async fn run(self, queue: EngineQueue, tick: Duration, shutdown: CancellationToken) {
-        let EngineQueue { mut rx, overflowed } = queue;
+    pub async fn run(self, mut queue: EngineQueue, tick: Duration, shutdown: CancellationToken) {
         let mut window = Window::default();
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                touch = rx.recv() => {
+                touch = queue.rx.recv() => {
                     let Some(touch) = touch else { return };
-                    let mut targets: BTreeSet<TargetRef> = BTreeSet::new();
-                    let mut keys = Vec::new();
-                    let more = std::iter::from_fn(|| rx.try_recv().ok());
-                    for touch in std::iter::once(touch).chain(more) {
-                        targets.extend(touch.targets);
-                        keys.extend(touch.alerts);
-                    }
-                    if overflowed.swap(false, Ordering::Relaxed) {
-                        // An ingest's keys were dropped with a full queue: reload.
-                        window.invalidate();
-                    }
-                    let started = std::time::Instant::now();
-                    self.evaluate_batch(&mut window, targets, &keys).await;
-                    self.metrics.engine_evaluated("batch", started.elapsed());
+                    self.batch(&mut window, &mut queue, touch).await;
                 }
                 _ = interval.tick() => {
                     let started = std::time::Instant::now();
-                    self.tick_in(&mut window).await;
+                    self.tick_in(&mut window, Some(&mut queue)).await;
                     self.metrics.engine_evaluated("tick", started.elapsed());
                 }
             }
         }
+    }
+
+    /// Evaluates `first` and whatever else is queued as one batch; returns the targets
+    /// it evaluated.
+    async fn batch(
+        &self,
+        window: &mut Window,
+        queue: &mut EngineQueue,
+        first: Touch,
+    ) -> BTreeSet<TargetRef> {
+        let mut targets: BTreeSet<TargetRef> = BTreeSet::new();
+        let mut keys = Vec::new();
+        let more = std::iter::from_fn(|| queue.rx.try_recv().ok());
+        for touch in std::iter::once(first).chain(more) {
+            targets.extend(touch.targets);
+            keys.extend(touch.alerts);
+        }
+        if queue.overflowed.swap(false, Ordering::Relaxed) {
+            // An ingest's keys were dropped with a full queue: reload.
+            window.invalidate();
+        }
+        let started = std::time::Instant::now();
+        let evaluated = self.evaluate_batch(window, targets, &keys).await;
+        self.metrics.engine_evaluated("batch", started.elapsed());
+        evaluated
+    }
+
+    /// The batch queued now, if any, evaluated ([`Engine::batch`]).
+    async fn pending_batch(
+        &self,
+        window: &mut Window,
+        queue: &mut EngineQueue,
+    ) -> Option<BTreeSet<TargetRef>> {
+        let first = queue.rx.try_recv().ok()?;
+        Some(self.batch(window, queue, first).await)
     }
 }

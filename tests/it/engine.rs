@@ -630,7 +630,7 @@ async fn a_flood_beyond_the_cap_is_bounded_counted_and_named_in_the_decision(bac
         .get_json(&format!("/api/v1/decisions/{id}/evidence"))
         .await;
     assert_eq!(evidence["not_considered"]["alerts"], 2, "{evidence}");
-    // Counted at the next tick's load: 2 over the per-target cap, 1 over max_targets.
+    // Counted as the ingest's batch is merged: 2 over the per-target cap, 1 over max_targets.
     let mut dropped = (None, None);
     for _ in 0..300 {
         dropped = (
