@@ -334,9 +334,23 @@ impl FakeKube {
         self.shared.lock().requests.clone()
     }
 
+    /// Every request received so far with the instant it arrived (before its body was
+    /// read), oldest first: for benchmarks that time what a client made the API see.
+    pub fn requests_arrived(&self) -> Vec<(RecordedRequest, std::time::Instant)> {
+        let cluster = self.shared.lock();
+        cluster
+            .requests
+            .iter()
+            .cloned()
+            .zip(cluster.arrivals.iter().copied())
+            .collect()
+    }
+
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
-        self.shared.lock().requests.clear();
+        let mut cluster = self.shared.lock();
+        cluster.requests.clear();
+        cluster.arrivals.clear();
     }
 
     /// The current global resourceVersion.
@@ -406,6 +420,8 @@ struct Cluster {
     next_watch_id: u64,
     failures: Vec<Failure>,
     requests: Vec<RecordedRequest>,
+    /// When each of `requests` arrived, in the same order.
+    arrivals: Vec<std::time::Instant>,
     /// Whether the Deployment controller is simulated.
     controller: bool,
     /// Paths whose next PATCH answer is withheld, one entry per PATCH.
@@ -1006,6 +1022,7 @@ struct WatchBody {
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let arrived = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(bytes) => bytes,
@@ -1026,13 +1043,17 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())),
         )
     };
-    shared.lock().requests.push(RecordedRequest {
-        method: parts.method.to_string(),
-        path: path.clone(),
-        query: query.clone(),
-        content_type: content_type.clone(),
-        body: recorded_body,
-    });
+    {
+        let mut cluster = shared.lock();
+        cluster.requests.push(RecordedRequest {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            query: query.clone(),
+            content_type: content_type.clone(),
+            body: recorded_body,
+        });
+        cluster.arrivals.push(arrived);
+    }
 
     if parts.method == Method::GET && path == "/version" {
         return json_response(
