@@ -1300,3 +1300,482 @@ mod loop_guard_inputs {
 
     on_both_backends!(every_executor_that_rolls_back_counts_for_the_loop_guard);
 }
+
+mod lists {
+    //! The lists the API and the console page through: newest first, a time range and
+    //! a cursor together, each target's standing decision; and, on PostgreSQL, each
+    //! list's query read through the index made for it.
+
+    use chrono::Duration;
+    use serde_json::{Value, json};
+
+    use rollwarden::store::{
+        ActionQuery, AlertQuery, DecisionQuery, DeployCursor, DeployQuery, NewDecision,
+        PostgresStore, Store,
+    };
+
+    use super::one;
+    use crate::on_both_backends;
+    use crate::support::{Backend, TestStore, postgres_schema, t0};
+
+    fn decision(target: &str, verdict: &str, n: i64) -> NewDecision {
+        NewDecision {
+            target_key: format!("default/prod/Deployment/{target}"),
+            verdict: verdict.into(),
+            reason: format!("{verdict} #{n}"),
+            inputs_hash: format!("h{n}"),
+            policy_version: "runbooks-2".into(),
+            suspect_deploy_id: None,
+            rollback_to_id: None,
+            decision: json!({"verdict": verdict}),
+            decided_at: t0() + Duration::minutes(n),
+        }
+    }
+
+    /// A range with an end is read another way than one without (by time, then its
+    /// ids sorted); the pages are the same: newest first, page after page.
+    async fn a_time_range_pages_newest_first(backend: Backend) {
+        let db = TestStore::new(backend).await;
+        for n in 0..12 {
+            let target = format!("svc-{}", n % 3);
+            let verdict = if n % 2 == 0 { "monitor" } else { "ok" };
+            db.store
+                .record_decision(&decision(&target, verdict, n))
+                .await
+                .unwrap();
+        }
+        let page = |since: i64, until: Option<i64>, before: Option<i64>, target: Option<&str>| {
+            DecisionQuery {
+                target: target.map(|t| format!("default/prod/Deployment/{t}")),
+                since: Some(t0() + Duration::minutes(since)),
+                until: until.map(|u| t0() + Duration::minutes(u)),
+                before_id: before,
+                limit: 2,
+                ..Default::default()
+            }
+        };
+        let reasons = |ds: &[rollwarden::store::StoredDecision]| {
+            ds.iter().map(|d| d.reason.clone()).collect::<Vec<_>>()
+        };
+        // Decisions 3 to 9, two to a page.
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let got = db
+                .store
+                .list_decisions(&page(3, Some(10), before, None))
+                .await
+                .unwrap();
+            if got.is_empty() {
+                break;
+            }
+            before = got.last().map(|d| d.id);
+            seen.extend(reasons(&got));
+        }
+        let expected: Vec<_> = (3..10)
+            .rev()
+            .map(|n| format!("{} #{n}", if n % 2 == 0 { "monitor" } else { "ok" }))
+            .collect();
+        assert_eq!(seen, expected);
+        // The same range without its end, and one target's share of it.
+        let open = db.store.list_decisions(&page(3, None, None, None)).await;
+        assert_eq!(reasons(&open.unwrap()), ["ok #11", "monitor #10"]);
+        let one_target = db
+            .store
+            .list_decisions(&page(3, Some(10), None, Some("svc-1")))
+            .await
+            .unwrap();
+        assert_eq!(reasons(&one_target), ["ok #7", "monitor #4"]);
+        assert!(
+            db.store
+                .list_decisions(&page(10, Some(3), None, None))
+                .await
+                .unwrap()
+                .is_empty(),
+            "an empty range selects nothing"
+        );
+
+        // Alerts started an hour apart; the range takes 2 to 5.
+        for n in 0..8 {
+            let starts = (t0() + Duration::hours(n)).to_rfc3339();
+            db.store
+                .record_notifications(&[one(&format!("f{n}"), "A", "prod", "firing", &starts)])
+                .await
+                .unwrap();
+        }
+        let alerts = |before: Option<i64>| AlertQuery {
+            since: Some(t0() + Duration::hours(2)),
+            until: Some(t0() + Duration::hours(6)),
+            before_id: before,
+            labels: vec![("namespace".into(), "prod".into())],
+            limit: 3,
+            ..AlertQuery::default()
+        };
+        let first = db.store.list_alerts(&alerts(None)).await.unwrap();
+        let next = db
+            .store
+            .list_alerts(&alerts(first.last().map(|a| a.id)))
+            .await
+            .unwrap();
+        let fps: Vec<_> = first.iter().chain(&next).map(|a| &a.fingerprint).collect();
+        assert_eq!(fps, ["f5", "f4", "f3", "f2"]);
+    }
+
+    /// Each target's standing decision, however many it had, paged by target key; and
+    /// the targets whose standing decision is not `ok`.
+    async fn standing_decisions_page_through_every_target(backend: Backend) {
+        let db = TestStore::new(backend).await;
+        let empty = db.store.standing_decisions(None, 10).await.unwrap();
+        assert!(empty.is_empty());
+        assert!(db.store.unsettled_targets().await.unwrap().is_empty());
+        // Seven targets, recorded in no order of theirs, three decisions each: the last
+        // of each stands, `ok` for the even ones.
+        let mut latest = std::collections::BTreeMap::new();
+        for n in 0..21 {
+            let t = (n * 3) % 7;
+            let verdict = match (n / 7, t % 2) {
+                (2, 0) => "ok",
+                (2, _) => "hold",
+                _ => "monitor",
+            };
+            let (stored, _) = db
+                .store
+                .record_decision(&decision(&format!("svc-{t}"), verdict, n))
+                .await
+                .unwrap();
+            latest.insert(stored.target_key.clone(), (stored.id, verdict.to_string()));
+        }
+        let mut listed = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = db
+                .store
+                .standing_decisions(after.as_deref(), 3)
+                .await
+                .unwrap();
+            assert!(page.len() <= 3);
+            let Some(last) = page.last() else { break };
+            after = Some(last.target_key.clone());
+            listed.extend(page.into_iter().map(|d| (d.target_key, (d.id, d.verdict))));
+        }
+        let expected: Vec<_> = latest.clone().into_iter().collect();
+        assert_eq!(listed, expected);
+        // A decision written past the store (by a replica of the previous version, in
+        // the middle of an upgrade) stands as well.
+        db.execute_raw(
+            "INSERT INTO decisions (target, verdict, reason, inputs_hash, policy_version,
+                 evidence, decided_at)
+             VALUES ('default/prod/Deployment/svc-3', 'rollback', 'past the store', 'h',
+                 'runbooks-2', '{}', '2026-08-22T20:00:00.000000Z')",
+        )
+        .await;
+        let key = "default/prod/Deployment/svc-3".to_string();
+        let id = db.store.latest_decision(&key).await.unwrap().unwrap().id;
+        latest.insert(key, (id, "rollback".to_string()));
+        let all = db.store.standing_decisions(None, 10).await.unwrap();
+        let all: Vec<_> = all
+            .into_iter()
+            .map(|d| (d.target_key, (d.id, d.verdict)))
+            .collect();
+        assert_eq!(all, latest.clone().into_iter().collect::<Vec<_>>());
+        let unsettled: Vec<_> = latest
+            .iter()
+            .filter(|(_, (_, v))| *v != "ok")
+            .map(|(k, _)| k.clone())
+            .collect();
+        assert_eq!(db.store.unsettled_targets().await.unwrap(), unsettled);
+        assert!(
+            db.store
+                .standing_decisions(None, 0)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    on_both_backends!(
+        a_time_range_pages_newest_first,
+        standing_decisions_page_through_every_target,
+    );
+
+    /// Rows enough for PostgreSQL's planner to choose as it would at 100,000 (every
+    /// filter below selects one row in a hundred or fewer), in one statement each.
+    const SEED: &str = "
+        INSERT INTO receipts (source, dedupe_key, body, received_at, last_received_at)
+        VALUES ('alertmanager', 'seed', '{}', now(), now());
+        INSERT INTO alerts (fingerprint, starts_at, ends_at, status, alertname, labels,
+            annotations, first_receipt_id, last_receipt_id, first_seen_at, updated_at)
+        SELECT 'fp' || i, '2026-08-22T00:00:00Z'::timestamptz + i * interval '1 minute',
+               CASE WHEN i % 100 = 0 THEN now() END,
+               CASE WHEN i % 100 = 0 THEN 'resolved' ELSE 'firing' END,
+               CASE WHEN i % 100 = 1 THEN 'Rare' ELSE 'HighErrorRate' END,
+               jsonb_build_object('service', 'svc-' || i % 500, 'team', 'payments'),
+               '{}', r.id, r.id, now(), now()
+        FROM generate_series(1, 5000) AS i, receipts AS r;
+        INSERT INTO decisions (target, verdict, reason, inputs_hash, policy_version,
+            evidence, decided_at)
+        SELECT 'default/prod/Deployment/svc-' || i % 500,
+               CASE WHEN i % 100 = 0 THEN 'rollback' WHEN i % 2 = 0 THEN 'ok'
+                    ELSE 'monitor' END,
+               '', 'h' || i, 'runbooks-2', '{}',
+               '2026-08-22T00:00:00Z'::timestamptz + i * interval '1 minute'
+        FROM generate_series(1, 5000) AS i;
+        INSERT INTO actions (decision_id, target, kind, mode, idempotency_key, state,
+            created_at, updated_at)
+        SELECT id, target, 'rollout_undo', 'approve', 'k' || id,
+               CASE WHEN id % 100 = 0 THEN 'awaiting_approval' ELSE 'verified' END,
+               decided_at, decided_at
+        FROM decisions;
+        INSERT INTO deploys (target, cluster, namespace, kind, name, source, revision,
+            status, started_at, first_seen_at, updated_at)
+        SELECT 'default/ns-' || i % 100 || '/Deployment/svc-' || i % 500, 'default',
+               'ns-' || i % 100, 'Deployment', 'svc-' || i % 500, 'ci', 'v' || i, 'succeeded',
+               '2026-08-22T00:00:00Z'::timestamptz + i * interval '1 minute', now(), now()
+        FROM generate_series(1, 5000) AS i;
+        ANALYZE alerts, decisions, actions, deploys;";
+
+    /// The tables that grow without bound: never read whole by a list.
+    const BIG: [&str; 4] = ["alerts", "decisions", "actions", "deploys"];
+
+    /// Every node of an `EXPLAIN (FORMAT JSON)` plan: (node type, relation, index).
+    fn nodes(plan: &Value, out: &mut Vec<(String, String, String)>) {
+        match plan {
+            Value::Array(items) => items.iter().for_each(|p| nodes(p, out)),
+            Value::Object(map) => {
+                if let Some(Value::String(kind)) = map.get("Node Type") {
+                    let text = |k: &str| map.get(k).and_then(Value::as_str).unwrap_or("");
+                    out.push((
+                        kind.clone(),
+                        text("Relation Name").to_string(),
+                        text("Index Name").to_string(),
+                    ));
+                }
+                map.values().for_each(|p| nodes(p, out));
+            }
+            _ => {}
+        }
+    }
+
+    /// The plan reads no big table sequentially, and reads through one of `indexes`.
+    fn assert_indexed(what: &str, plan: &Value, indexes: &[&str]) {
+        let mut all = Vec::new();
+        nodes(plan, &mut all);
+        let shown = all
+            .iter()
+            .map(|(k, r, i)| format!("{k} {r} {i}").trim().to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        for (kind, relation, _) in &all {
+            assert!(
+                !(kind == "Seq Scan" && BIG.contains(&relation.as_str())),
+                "{what}: a sequential scan of {relation}: {shown}"
+            );
+        }
+        assert!(
+            all.iter()
+                .any(|(_, _, index)| indexes.contains(&index.as_str())),
+            "{what}: read through none of {indexes:?}: {shown}"
+        );
+    }
+
+    /// Every list the API and the console page through is served by an index on
+    /// PostgreSQL: the plan of each list's query, exactly as the store sends it with its
+    /// parameters bound, reads alerts, decisions, actions and deploys through the index
+    /// made for its filter and order, and none of them sequentially. Sequential scans
+    /// are turned off for the plans, so that one shows only where no index can serve.
+    #[tokio::test]
+    async fn every_list_reads_through_an_index_on_postgres() {
+        let options = postgres_schema().await;
+        let db = TestStore::postgres_with(options.clone()).await;
+        db.execute_raw(SEED).await;
+        let store = PostgresStore::connect_with(options.options([("enable_seqscan", "off")]), 1)
+            .await
+            .unwrap();
+        let at = |minute: i64| {
+            "2026-08-22T00:00:00Z"
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .unwrap()
+                + Duration::minutes(minute)
+        };
+        let target = Some("default/prod/Deployment/svc-42".to_string());
+
+        let alerts = |q: AlertQuery| AlertQuery { limit: 101, ..q };
+        for (what, q, indexes) in [
+            (
+                "alerts",
+                alerts(AlertQuery::default()),
+                &["alerts_pkey"][..],
+            ),
+            (
+                "alerts by status, a later page",
+                alerts(AlertQuery {
+                    status: Some(rollwarden::domain::AlertStatus::Resolved),
+                    before_id: Some(4000),
+                    ..Default::default()
+                }),
+                &["alerts_status"],
+            ),
+            (
+                "alerts by name",
+                alerts(AlertQuery {
+                    alertname: Some("Rare".into()),
+                    ..Default::default()
+                }),
+                &["alerts_alertname"],
+            ),
+            (
+                "alerts by label",
+                alerts(AlertQuery {
+                    labels: vec![("service".into(), "svc-42".into())],
+                    ..Default::default()
+                }),
+                &["alerts_labels"],
+            ),
+            (
+                "alerts of a time range",
+                alerts(AlertQuery {
+                    since: Some(at(2000)),
+                    until: Some(at(2060)),
+                    ..Default::default()
+                }),
+                &["alerts_starts_at"],
+            ),
+        ] {
+            let plan = store.explain_list_alerts(&q).await.unwrap();
+            assert_indexed(what, &plan, indexes);
+        }
+
+        let decisions = |q: DecisionQuery| DecisionQuery { limit: 101, ..q };
+        for (what, q, indexes) in [
+            (
+                "decisions",
+                decisions(DecisionQuery::default()),
+                &["decisions_pkey"][..],
+            ),
+            (
+                "decisions of a target",
+                decisions(DecisionQuery {
+                    target: target.clone(),
+                    ..Default::default()
+                }),
+                &["decisions_target"],
+            ),
+            (
+                "decisions by verdict, a later page",
+                decisions(DecisionQuery {
+                    verdict: Some("rollback".into()),
+                    before_id: Some(4000),
+                    ..Default::default()
+                }),
+                &["decisions_verdict"],
+            ),
+            (
+                "decisions of a time range",
+                decisions(DecisionQuery {
+                    since: Some(at(2000)),
+                    until: Some(at(2060)),
+                    ..Default::default()
+                }),
+                &["decisions_decided"],
+            ),
+        ] {
+            let plan = store.explain_list_decisions(&q).await.unwrap();
+            assert_indexed(what, &plan, indexes);
+        }
+        for after in [None, Some("default/prod/Deployment/svc-250")] {
+            let plan = store.explain_standing_decisions(after, 101).await.unwrap();
+            assert_indexed("standing decisions", &plan, &["target_decisions_pkey"]);
+        }
+
+        let actions = |q: ActionQuery| ActionQuery { limit: 101, ..q };
+        for (what, q, indexes) in [
+            (
+                "actions",
+                actions(ActionQuery::default()),
+                &["actions_pkey"][..],
+            ),
+            (
+                "actions awaiting approval",
+                actions(ActionQuery {
+                    state: Some("awaiting_approval".into()),
+                    ..Default::default()
+                }),
+                &["actions_state", "actions_claim"],
+            ),
+            (
+                "actions of a target",
+                actions(ActionQuery {
+                    target: target.clone(),
+                    ..Default::default()
+                }),
+                &["actions_target"],
+            ),
+            (
+                "actions of a decision",
+                actions(ActionQuery {
+                    decision_id: Some(42),
+                    ..Default::default()
+                }),
+                &["actions_decision"],
+            ),
+        ] {
+            let plan = store.explain_list_actions(&q).await.unwrap();
+            assert_indexed(what, &plan, indexes);
+        }
+
+        let deploys = |q: DeployQuery| DeployQuery { limit: 101, ..q };
+        for (what, q, indexes) in [
+            (
+                "deploys",
+                deploys(DeployQuery::default()),
+                &["deploys_started"][..],
+            ),
+            (
+                "deploys, a later page",
+                deploys(DeployQuery {
+                    after: Some(DeployCursor {
+                        started_at: at(4000),
+                        id: 4000,
+                    }),
+                    ..Default::default()
+                }),
+                &["deploys_started"],
+            ),
+            (
+                "deploys of a target",
+                deploys(DeployQuery {
+                    target: Some("default/ns-42/Deployment/svc-42".into()),
+                    ..Default::default()
+                }),
+                &[
+                    "deploys_target_started",
+                    "deploys_target_source_revision_key",
+                ],
+            ),
+            (
+                "deploys by name",
+                deploys(DeployQuery {
+                    name: Some("svc-42".into()),
+                    ..Default::default()
+                }),
+                &["deploys_name"],
+            ),
+            (
+                "deploys of a namespace, a later page",
+                deploys(DeployQuery {
+                    namespace: Some("ns-42".into()),
+                    after: Some(DeployCursor {
+                        started_at: at(4000),
+                        id: 4000,
+                    }),
+                    ..Default::default()
+                }),
+                &["deploys_namespace"],
+            ),
+        ] {
+            let plan = store.explain_list_deploys(&q).await.unwrap();
+            assert_indexed(what, &plan, indexes);
+        }
+        store.close().await;
+    }
+}

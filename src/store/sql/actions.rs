@@ -3,9 +3,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{Executor, QueryBuilder};
+use sqlx::{Executor, Postgres, QueryBuilder};
 use tracing::instrument;
 
+use super::decisions::EXPLAIN;
 use super::{BindArg, Dialect, GetCol, PushArg, SqlStore, Ts, placeholders};
 use crate::domain::action::ActionKind;
 use crate::store::{
@@ -79,6 +80,32 @@ impl<D: Dialect> SqlStore<D>
 where
     for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
 {
+    /// `prefix` and the query of [`ActionStore::list_actions`]: newest first, through
+    /// actions_state, actions_target or actions_decision when filtered by one.
+    fn list_actions_sql(prefix: &str, query: &ActionQuery) -> QueryBuilder<D> {
+        let mut q = QueryBuilder::new(format!(
+            "{prefix}SELECT {ACTION_COLUMNS} FROM actions WHERE TRUE"
+        ));
+        if let Some(target) = &query.target {
+            q.push(" AND target = ").push_arg(target.clone());
+        }
+        if let Some(state) = &query.state {
+            q.push(" AND state = ").push_arg(state.clone());
+        }
+        if let Some(kind) = &query.kind {
+            q.push(" AND kind = ").push_arg(kind.clone());
+        }
+        if let Some(decision) = query.decision_id {
+            q.push(" AND decision_id = ").push_arg(decision);
+        }
+        if let Some(before) = query.before_id {
+            q.push(" AND id < ").push_arg(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_arg(i64::from(query.limit));
+        q
+    }
+
     fn action_row(row: &D::Row) -> Result<ActionRecord, StoreError> {
         Ok(ActionRecord {
             id: row.col("id")?,
@@ -328,25 +355,10 @@ where
 
     #[instrument(level = "debug", skip_all)]
     async fn list_actions(&self, query: &ActionQuery) -> Result<Vec<ActionRecord>, StoreError> {
-        let mut q = QueryBuilder::new(format!("SELECT {ACTION_COLUMNS} FROM actions WHERE TRUE"));
-        if let Some(target) = &query.target {
-            q.push(" AND target = ").push_arg(target.clone());
-        }
-        if let Some(state) = &query.state {
-            q.push(" AND state = ").push_arg(state.clone());
-        }
-        if let Some(kind) = &query.kind {
-            q.push(" AND kind = ").push_arg(kind.clone());
-        }
-        if let Some(decision) = query.decision_id {
-            q.push(" AND decision_id = ").push_arg(decision);
-        }
-        if let Some(before) = query.before_id {
-            q.push(" AND id < ").push_arg(before);
-        }
-        q.push(" ORDER BY id DESC LIMIT ")
-            .push_arg(i64::from(query.limit));
-        let rows = q.build().fetch_all(&self.pool).await?;
+        let rows = Self::list_actions_sql("", query)
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(Self::action_row).collect()
     }
 
@@ -468,5 +480,16 @@ where
             .fetch_one(&self.pool)
             .await?;
         Ok(row.col("id")?)
+    }
+}
+
+impl SqlStore<Postgres> {
+    /// The plan of [`ActionStore::list_actions`]' query, as
+    /// [`SqlStore::explain_list_alerts`].
+    pub async fn explain_list_actions(
+        &self,
+        query: &ActionQuery,
+    ) -> Result<serde_json::Value, StoreError> {
+        self.explain(Self::list_actions_sql(EXPLAIN, query)).await
     }
 }

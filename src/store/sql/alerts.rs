@@ -3,9 +3,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{Executor, QueryBuilder};
+use sqlx::{Executor, Postgres, QueryBuilder};
 use tracing::instrument;
 
+use super::decisions::EXPLAIN;
 use super::{BindArg, Dialect, GetCol, PushArg, SqlStore, Ts};
 use crate::domain::{AlertStatus, Labels, Notification, Signal, TargetRef};
 use crate::store::batch::PlannedBatch;
@@ -83,6 +84,50 @@ where
 }
 
 impl<D: Dialect> SqlStore<D> {
+    /// `prefix` and the query of [`AlertStore::list_alerts`]: newest first, each filter
+    /// and the cursor served by an index. `None` when no alert can match.
+    fn list_alerts_sql(prefix: &str, query: &AlertQuery) -> Option<QueryBuilder<D>> {
+        // A range that ends is read through alerts_starts_at and only its ids sorted:
+        // asked for newest first, PostgreSQL would walk the newest alerts back to the
+        // range instead (see the decisions' list).
+        let window = query.until.is_some();
+        let mut q = QueryBuilder::new(if window {
+            format!("{prefix}WITH w AS MATERIALIZED (SELECT id FROM alerts WHERE TRUE")
+        } else {
+            format!("{prefix}SELECT {ALERT_COLUMNS} FROM alerts WHERE TRUE")
+        });
+        if let Some(status) = query.status {
+            q.push(" AND status = ").push_arg(status.as_str());
+        }
+        if let Some(name) = &query.alertname {
+            q.push(" AND alertname = ").push_arg(name.clone());
+        }
+        if !D::push_label_matchers(&mut q, &query.labels) {
+            return None;
+        }
+        if let Some(since) = query.since {
+            q.push(" AND starts_at >= ").push_arg(Ts(since));
+        }
+        if let Some(until) = query.until {
+            q.push(" AND starts_at < ").push_arg(Ts(until));
+        }
+        if let Some(before) = query.before_id {
+            q.push(" AND id < ").push_arg(before);
+        }
+        if window {
+            q.push(format!(
+                ") SELECT {ALERT_COLUMNS} FROM alerts \
+                 WHERE id IN (SELECT id FROM w ORDER BY id DESC LIMIT "
+            ))
+            .push_arg(i64::from(query.limit))
+            .push(") ORDER BY id DESC");
+        } else {
+            q.push(" ORDER BY id DESC LIMIT ")
+                .push_arg(i64::from(query.limit));
+        }
+        Some(q)
+    }
+
     pub(crate) fn alert_row(row: &D::Row) -> Result<StoredAlert, StoreError> {
         let status: String = row.col("status")?;
         Ok(StoredAlert {
@@ -185,27 +230,9 @@ where
 
     #[instrument(level = "debug", skip_all)]
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError> {
-        let mut q = QueryBuilder::new(format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE TRUE"));
-        if let Some(status) = query.status {
-            q.push(" AND status = ").push_arg(status.as_str());
-        }
-        if let Some(name) = &query.alertname {
-            q.push(" AND alertname = ").push_arg(name.clone());
-        }
-        if !D::push_label_matchers(&mut q, &query.labels) {
+        let Some(mut q) = Self::list_alerts_sql("", query) else {
             return Ok(Vec::new());
-        }
-        if let Some(since) = query.since {
-            q.push(" AND starts_at >= ").push_arg(Ts(since));
-        }
-        if let Some(until) = query.until {
-            q.push(" AND starts_at < ").push_arg(Ts(until));
-        }
-        if let Some(before) = query.before_id {
-            q.push(" AND id < ").push_arg(before);
-        }
-        q.push(" ORDER BY id DESC LIMIT ")
-            .push_arg(i64::from(query.limit));
+        };
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(Self::alert_row).collect()
     }
@@ -502,5 +529,20 @@ where
         rows.iter()
             .map(|row| Ok(row.col::<Json<Signal>>("details")?.0))
             .collect()
+    }
+}
+
+impl SqlStore<Postgres> {
+    /// The plan PostgreSQL makes for the query of [`AlertStore::list_alerts`], exactly
+    /// as the store sends it, parameters bound (`EXPLAIN (FORMAT JSON)`): how a test
+    /// shows that the list is read through an index. `Invalid` when the query matches
+    /// nothing (the store then sends none).
+    pub async fn explain_list_alerts(
+        &self,
+        query: &AlertQuery,
+    ) -> Result<serde_json::Value, StoreError> {
+        let q = Self::list_alerts_sql(EXPLAIN, query)
+            .ok_or_else(|| StoreError::Invalid("the query matches nothing".into()))?;
+        self.explain(q).await
     }
 }

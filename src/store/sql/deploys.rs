@@ -3,9 +3,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{Executor, QueryBuilder};
+use sqlx::{Executor, Postgres, QueryBuilder};
 use tracing::instrument;
 
+use super::decisions::EXPLAIN;
 use super::{BindArg, Dialect, GetCol, PushArg, SqlStore, Ts};
 use crate::domain::deploy::{HELM_RELEASE_KIND, status};
 use crate::domain::{Deploy, DeploySource, TargetRef};
@@ -40,6 +41,45 @@ impl<D: Dialect> SqlStore<D>
 where
     for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
 {
+    /// `prefix` and the query of [`DeployStore::list_deploys`]: newest first by start,
+    /// through deploys_started (started_at, id), or the target's or namespace's index.
+    fn list_deploys_sql(prefix: &str, query: &DeployQuery) -> QueryBuilder<D> {
+        let mut q = QueryBuilder::new(format!(
+            "{prefix}SELECT {DEPLOY_COLUMNS} FROM deploys WHERE TRUE"
+        ));
+        if let Some(target) = &query.target {
+            q.push(" AND target = ").push_arg(target.clone());
+        }
+        if let Some(namespace) = &query.namespace {
+            q.push(" AND namespace = ").push_arg(namespace.clone());
+        }
+        if let Some(name) = &query.name {
+            q.push(" AND name = ").push_arg(name.clone());
+        }
+        if let Some(source) = query.source {
+            q.push(" AND source = ").push_arg(source.as_str());
+        }
+        if let Some(environment) = &query.environment {
+            q.push(" AND environment = ").push_arg(environment.clone());
+        }
+        if let Some(since) = query.since {
+            q.push(" AND started_at >= ").push_arg(Ts(since));
+        }
+        if let Some(until) = query.until {
+            q.push(" AND started_at < ").push_arg(Ts(until));
+        }
+        if let Some(after) = query.after {
+            q.push(" AND (started_at, id) < (")
+                .push_arg(Ts(after.started_at))
+                .push(", ")
+                .push_arg(after.id)
+                .push(")");
+        }
+        q.push(" ORDER BY started_at DESC, id DESC LIMIT ")
+            .push_arg(i64::from(query.limit));
+        q
+    }
+
     fn deploy_row(row: &D::Row) -> Result<StoredDeploy, StoreError> {
         let source: String = row.col("source")?;
         let source = DeploySource::parse(&source)
@@ -218,38 +258,10 @@ where
 
     #[instrument(level = "debug", skip_all)]
     async fn list_deploys(&self, query: &DeployQuery) -> Result<Vec<StoredDeploy>, StoreError> {
-        let mut q = QueryBuilder::new(format!("SELECT {DEPLOY_COLUMNS} FROM deploys WHERE TRUE"));
-        if let Some(target) = &query.target {
-            q.push(" AND target = ").push_arg(target.clone());
-        }
-        if let Some(namespace) = &query.namespace {
-            q.push(" AND namespace = ").push_arg(namespace.clone());
-        }
-        if let Some(name) = &query.name {
-            q.push(" AND name = ").push_arg(name.clone());
-        }
-        if let Some(source) = query.source {
-            q.push(" AND source = ").push_arg(source.as_str());
-        }
-        if let Some(environment) = &query.environment {
-            q.push(" AND environment = ").push_arg(environment.clone());
-        }
-        if let Some(since) = query.since {
-            q.push(" AND started_at >= ").push_arg(Ts(since));
-        }
-        if let Some(until) = query.until {
-            q.push(" AND started_at < ").push_arg(Ts(until));
-        }
-        if let Some(after) = query.after {
-            q.push(" AND (started_at, id) < (")
-                .push_arg(Ts(after.started_at))
-                .push(", ")
-                .push_arg(after.id)
-                .push(")");
-        }
-        q.push(" ORDER BY started_at DESC, id DESC LIMIT ")
-            .push_arg(i64::from(query.limit));
-        let rows = q.build().fetch_all(&self.pool).await?;
+        let rows = Self::list_deploys_sql("", query)
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(Self::deploy_row).collect()
     }
 
@@ -325,5 +337,16 @@ where
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(Self::deploy_row).transpose()
+    }
+}
+
+impl SqlStore<Postgres> {
+    /// The plan of [`DeployStore::list_deploys`]' query, as
+    /// [`SqlStore::explain_list_alerts`].
+    pub async fn explain_list_deploys(
+        &self,
+        query: &DeployQuery,
+    ) -> Result<serde_json::Value, StoreError> {
+        self.explain(Self::list_deploys_sql(EXPLAIN, query)).await
     }
 }
