@@ -18,13 +18,16 @@
 #[path = "../tests/support/fake_kube.rs"]
 mod fake_kube;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "support/server.rs"]
+mod server;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use server::{free_port, start, stop};
 
 use fake_kube::FakeKube;
 
@@ -71,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&config, config_for(port, &url, &kubeconfig, targets))?;
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let mut server = start(bin.into(), &config, &http, &base).await?;
+    let mut server = start(bin, &config, &http, &base).await?;
     let result = run(&fake, &http, &base, targets, background, shift).await;
     stop(&mut server)?;
     result
@@ -374,41 +377,4 @@ fn kubeconfig_for(server: &str) -> String {
          users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
          current-context: fake\n"
     )
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn start(
-    bin: PathBuf,
-    config: &Path,
-    http: &reqwest::Client,
-    base: &str,
-) -> anyhow::Result<Child> {
-    let child = Command::new(bin)
-        .arg("--config")
-        .arg(config)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting rollwarden")?;
-    for _ in 0..300 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            return Ok(child);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("rollwarden did not come up on {base}");
-}
-
-fn stop(child: &mut Child) -> anyhow::Result<()> {
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()?;
-    child.wait()?;
-    Ok(())
 }

@@ -8,12 +8,14 @@
 //! it then uses while nothing arrives; then restarts it on the same database (the engine
 //! reloads every alert) and prints the same two figures again.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+#[path = "support/server.rs"]
+mod server;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::json;
+use server::{free_port, start, stop};
 
 const TOKEN: &str = "bench-webhook-token-0123456789";
 const PER_NOTIFICATION: usize = 500;
@@ -46,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 
-    let mut server = start(bin.into(), &config, &http, &base).await?;
+    let mut server = start(bin, &config, &http, &base).await?;
     let started = Instant::now();
     if let Err(err) = post_flood(&http, &base, alerts).await {
         stop(&mut server)?;
@@ -58,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
     let flood_idle = idle_cpu(server.id()).await?;
     stop(&mut server)?;
 
-    let mut server = start(bin.into(), &config, &http, &base).await?;
+    let mut server = start(bin, &config, &http, &base).await?;
     tokio::time::sleep(Duration::from_secs(3 * TICK_SECS)).await;
     let restart_peak = peak_rss_mb(server.id())?;
     let restart_idle = idle_cpu(server.id()).await?;
@@ -73,43 +75,6 @@ async fn main() -> anyhow::Result<()> {
         restart_idle * 100.0,
         window.map_or("-".into(), |w| w.to_string()),
     );
-    Ok(())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn start(
-    bin: PathBuf,
-    config: &std::path::Path,
-    http: &reqwest::Client,
-    base: &str,
-) -> anyhow::Result<Child> {
-    let child = Command::new(bin)
-        .arg("--config")
-        .arg(config)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting rollwarden")?;
-    for _ in 0..300 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            return Ok(child);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("rollwarden did not come up on {base}");
-}
-
-fn stop(child: &mut Child) -> anyhow::Result<()> {
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()?;
-    child.wait()?;
     Ok(())
 }
 

@@ -15,13 +15,17 @@
 //! decisions and alerts pages (signed in with a bearer token, as the console accepts).
 //! It prints p50, p99 and max of each series, with the page's rows and size.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "support/server.rs"]
+mod server;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
+use server::{free_port, start, stop};
 
 use rollwarden::domain::DecisionBrief;
 
@@ -431,43 +435,6 @@ async fn measure(
         rows,
         bytes: body.len(),
     })
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn start(
-    bin: &Path,
-    config: &Path,
-    http: &reqwest::Client,
-    base: &str,
-) -> anyhow::Result<Child> {
-    let child = Command::new(bin)
-        .arg("--config")
-        .arg(config)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting rollwarden")?;
-    for _ in 0..300 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            return Ok(child);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("rollwarden did not come up on {base}");
-}
-
-fn stop(child: &mut Child) -> anyhow::Result<()> {
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()?;
-    child.wait()?;
-    Ok(())
 }
 
 /// `DEPLOYS_PER_SERVICE` deploys of each service, an hour apart, through the CI

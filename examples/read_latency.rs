@@ -11,12 +11,13 @@
 //! the analysis answered with. It prints p50, p99 and max of each series, and how far
 //! the series raised the process's peak RSS above its RSS before the series.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "support/server.rs"]
+mod server;
 
 use anyhow::{Context, bail};
 use serde_json::json;
+use server::{free_port, start, stop};
+use std::time::Instant;
 
 const TOKEN: &str = "bench-admin-token-0123456789abcdef";
 const PER_NOTIFICATION: usize = 500;
@@ -48,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let mut server = start(bin.into(), &config, &http, &base).await?;
+    let mut server = start(bin, &config, &http, &base).await?;
     let result = run(&http, &base, server.id(), alerts, calls).await;
     stop(&mut server)?;
     result
@@ -183,43 +184,6 @@ fn rss_kb(pid: u32, field: &str) -> anyhow::Result<u64> {
         .trim_end_matches("kB")
         .trim()
         .parse()?)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn start(
-    bin: PathBuf,
-    config: &std::path::Path,
-    http: &reqwest::Client,
-    base: &str,
-) -> anyhow::Result<Child> {
-    let child = Command::new(bin)
-        .arg("--config")
-        .arg(config)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting rollwarden")?;
-    for _ in 0..300 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            return Ok(child);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("rollwarden did not come up on {base}");
-}
-
-fn stop(child: &mut Child) -> anyhow::Result<()> {
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()?;
-    child.wait()?;
-    Ok(())
 }
 
 /// The service alert `i` is about: the first `BUSY` are `busy`'s, the next `QUIET`
