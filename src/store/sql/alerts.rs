@@ -7,7 +7,7 @@ use sqlx::{Executor, Postgres, QueryBuilder};
 use tracing::instrument;
 
 use super::decisions::EXPLAIN;
-use super::{BindArg, Dialect, GetCol, PushArg, SqlStore, Ts};
+use super::{BindArg, Dialect, GetCol, Page, PushArg, SqlStore, Ts, page_end, page_start};
 use crate::domain::{AlertStatus, Labels, Notification, Signal, TargetRef};
 use crate::store::batch::PlannedBatch;
 use crate::store::{AlertQuery, AlertStore, IngestOutcome, Receipt, StoreError, StoredAlert};
@@ -87,15 +87,17 @@ impl<D: Dialect> SqlStore<D> {
     /// `prefix` and the query of [`AlertStore::list_alerts`]: newest first, each filter
     /// and the cursor served by an index. `None` when no alert can match.
     fn list_alerts_sql(prefix: &str, query: &AlertQuery) -> Option<QueryBuilder<D>> {
-        // A range that ends is read through alerts_starts_at and only its ids sorted:
-        // asked for newest first, PostgreSQL would walk the newest alerts back to the
-        // range instead (see the decisions' list).
-        let window = query.until.is_some();
-        let mut q = QueryBuilder::new(if window {
-            format!("{prefix}WITH w AS MATERIALIZED (SELECT id FROM alerts WHERE TRUE")
-        } else {
-            format!("{prefix}SELECT {ALERT_COLUMNS} FROM alerts WHERE TRUE")
-        });
+        // A range that ends is read through alerts_starts_at (see Page).
+        let page = Page {
+            table: "alerts",
+            columns: ALERT_COLUMNS,
+            time: "starts_at",
+            since: query.since,
+            until: query.until,
+            before: query.before_id,
+            limit: query.limit,
+        };
+        let mut q = page_start(prefix, &page);
         if let Some(status) = query.status {
             q.push(" AND status = ").push_arg(status.as_str());
         }
@@ -105,26 +107,7 @@ impl<D: Dialect> SqlStore<D> {
         if !D::push_label_matchers(&mut q, &query.labels) {
             return None;
         }
-        if let Some(since) = query.since {
-            q.push(" AND starts_at >= ").push_arg(Ts(since));
-        }
-        if let Some(until) = query.until {
-            q.push(" AND starts_at < ").push_arg(Ts(until));
-        }
-        if let Some(before) = query.before_id {
-            q.push(" AND id < ").push_arg(before);
-        }
-        if window {
-            q.push(format!(
-                ") SELECT {ALERT_COLUMNS} FROM alerts \
-                 WHERE id IN (SELECT id FROM w ORDER BY id DESC LIMIT "
-            ))
-            .push_arg(i64::from(query.limit))
-            .push(") ORDER BY id DESC");
-        } else {
-            q.push(" ORDER BY id DESC LIMIT ")
-                .push_arg(i64::from(query.limit));
-        }
+        page_end(&mut q, &page);
         Some(q)
     }
 

@@ -174,6 +174,61 @@ impl<D: Values> PushArg for QueryBuilder<D> {
     }
 }
 
+/// A list page, newest first, of `table` (its `columns`), filtered on `time` by
+/// `since` and `until` and paged by `before` (an id): [`page_start`] opens it, the
+/// caller pushes its own filters (each `AND …`), [`page_end`] closes it. A range that
+/// ends is read through `time`'s index in a materialized CTE and only its ids sorted:
+/// asked for the newest first, PostgreSQL would walk the newest rows by id back to the
+/// range instead, as if its rows were spread over every id (migration 0007).
+pub(crate) struct Page<'a> {
+    pub table: &'a str,
+    pub columns: &'a str,
+    pub time: &'a str,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+/// Opens `page`'s query after `prefix` (empty, or `EXPLAIN …`).
+pub(crate) fn page_start<D: Values>(prefix: &str, page: &Page<'_>) -> QueryBuilder<D> {
+    let Page { table, columns, .. } = page;
+    QueryBuilder::new(if page.until.is_some() {
+        format!("{prefix}WITH w AS MATERIALIZED (SELECT id FROM {table} WHERE TRUE")
+    } else {
+        format!("{prefix}SELECT {columns} FROM {table} WHERE TRUE")
+    })
+}
+
+/// Closes `page`'s query: the time range, the cursor, the order and the limit.
+pub(crate) fn page_end<D: Values>(q: &mut QueryBuilder<D>, page: &Page<'_>) {
+    let Page {
+        table,
+        columns,
+        time,
+        ..
+    } = page;
+    if let Some(since) = page.since {
+        q.push(format!(" AND {time} >= ")).push_arg(Ts(since));
+    }
+    if let Some(until) = page.until {
+        q.push(format!(" AND {time} < ")).push_arg(Ts(until));
+    }
+    if let Some(before) = page.before {
+        q.push(" AND id < ").push_arg(before);
+    }
+    if page.until.is_some() {
+        q.push(format!(
+            ") SELECT {columns} FROM {table} WHERE id IN (SELECT id FROM w ORDER BY id DESC LIMIT "
+        ))
+        .push_arg(i64::from(page.limit))
+        .push(") ORDER BY id DESC");
+    } else {
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_arg(i64::from(page.limit));
+    }
+}
+
 /// `row.col(name)`: sqlx's `try_get` by name, on either backend.
 pub(crate) trait GetCol {
     fn col<T: Out>(&self, column: &str) -> Result<T, sqlx::Error>;
