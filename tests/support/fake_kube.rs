@@ -373,6 +373,10 @@ impl FakeKube {
 
 impl Drop for FakeKube {
     fn drop(&mut self) {
+        // The API server goes away: the listener closes, and so does every
+        // connection already open (axum serves each on its own task, which
+        // aborting the accept loop leaves running), watches and keep-alives alike.
+        self.shared.lock().gone = true;
         self.drop_watches();
         self.server.abort();
     }
@@ -418,6 +422,8 @@ struct Cluster {
     history_floor: u64,
     watches: Vec<OpenWatch>,
     next_watch_id: u64,
+    /// The server was dropped: every request, on any open connection, is cut.
+    gone: bool,
     failures: Vec<Failure>,
     requests: Vec<RecordedRequest>,
     /// When each of `requests` arrived, in the same order.
@@ -1023,6 +1029,9 @@ struct WatchBody {
 
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let arrived = std::time::Instant::now();
+    if shared.lock().gone {
+        return cut_connection("FakeKube is gone");
+    }
     let (parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(bytes) => bytes,
@@ -1249,6 +1258,10 @@ fn start_watch(shared: &Arc<Shared>, target: &Target, params: &Params) -> Respon
             }
         }
     }
+    if cluster.gone {
+        // Dropped while this watch was being set up.
+        let _ = tx.send(Frame::Abort);
+    }
     cluster.watches.push(OpenWatch {
         id,
         filter,
@@ -1332,22 +1345,24 @@ async fn withhold(shared: &Arc<Shared>, answer: Response) -> Response {
     };
     match how {
         HeldAnswer::Send => answer,
-        HeldAnswer::Cut => {
-            // As in a dropped watch: an error from the body makes hyper cut the
-            // connection without finishing the response.
-            let cut = futures::stream::once(async {
-                Err::<Bytes, _>(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    "answer withheld by FakeKube, connection cut",
-                ))
-            });
-            Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from_stream(cut))
-                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-        }
+        HeldAnswer::Cut => cut_connection("answer withheld by FakeKube, connection cut"),
     }
+}
+
+/// As in a dropped watch: an error from the body makes hyper cut the connection
+/// without finishing the response.
+fn cut_connection(why: &'static str) -> Response {
+    let cut = futures::stream::once(async move {
+        Err::<Bytes, _>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            why,
+        ))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(cut))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 fn get(shared: &Shared, target: &Target, name: &str) -> Response {
