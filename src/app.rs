@@ -384,6 +384,11 @@ impl App {
         }
         let store = state.store.clone();
         workers.spawn(state.events.clone().run(store.clone(), shutdown.clone()));
+        workers.spawn(maintain(
+            store.clone(),
+            state.metrics.clone(),
+            shutdown.clone(),
+        ));
         tracing::info!(addr = %listener.local_addr()?, store = store.backend(), "serving");
         let router = crate::http::router(state);
         let stop = shutdown.clone();
@@ -421,5 +426,28 @@ impl App {
         drop(writer_lock);
         tracing::info!("stopped");
         result.context("server task")?.context("serving")
+    }
+}
+
+/// Runs [`Store::maintain`] every [`store::MAINTAIN_EVERY`] until `shutdown`. A failure
+/// (say, a role that does not own the index) is logged and retried a minute later: the
+/// database then merges on its own, at its pending-list limit, in an ingest.
+async fn maintain(store: Arc<dyn Store>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    const AFTER_FAILURE: Duration = Duration::from_secs(60);
+    let mut wait = store::MAINTAIN_EVERY;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = match store.maintain().await {
+            Ok(_) => store::MAINTAIN_EVERY,
+            Err(err) => {
+                metrics.store_error("maintain", &err);
+                tracing::warn!(error = %err, retry_secs = AFTER_FAILURE.as_secs(),
+                    "merging the labels index's pending entries failed");
+                AFTER_FAILURE
+            }
+        };
     }
 }

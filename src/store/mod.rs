@@ -109,12 +109,22 @@ pub trait Store:
     /// Succeeds when the database answers a query.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Merges what the database set aside at ingest into its indexes, off the commit
+    /// path (PostgreSQL: the alert labels index's pending list; SQLite: nothing), and
+    /// returns how many pages it merged. Run every [`MAINTAIN_EVERY`] by each replica.
+    async fn maintain(&self) -> Result<u64, StoreError>;
+
     /// Takes the singleton lease `name` if no other replica holds it.
     async fn try_lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError>;
 
     /// Closes every connection; in-flight operations finish first.
     async fn close(&self);
 }
+
+/// How often each replica runs [`Store::maintain`]: a pending list of about a fifth of a
+/// second's alerts at full ingest is merged in a few milliseconds, and a label query
+/// reads what is not merged yet.
+pub const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Inbound payloads and what they carry: receipts, alerts, posted signals.
 #[async_trait]

@@ -218,6 +218,15 @@ impl Dialect for Postgres {
         true
     }
 
+    /// The labels index takes new entries into its pending list (`fastupdate`,
+    /// migration 0008); merging them here, in bulk, costs ingest nothing.
+    async fn maintain(pool: &PgPool) -> Result<u64, sqlx::Error> {
+        let pages: i64 = sqlx::query_scalar("SELECT gin_clean_pending_list('alerts_labels')")
+            .fetch_one(pool)
+            .await?;
+        Ok(u64::try_from(pages).unwrap_or(0))
+    }
+
     async fn try_lease(pool: &PgPool, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
         // A session-level advisory lock lives exactly as long as this one connection:
         // a crashed replica's lock goes with its connection.

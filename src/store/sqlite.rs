@@ -161,6 +161,11 @@ impl Dialect for Sqlite {
             .await
     }
 
+    /// SQLite's indexes are written as rows are: nothing is set aside.
+    async fn maintain(_pool: &SqlitePool) -> Result<u64, sqlx::Error> {
+        Ok(0)
+    }
+
     async fn try_lease(
         _pool: &SqlitePool,
         _name: &str,

@@ -181,6 +181,59 @@ async fn list_alerts_filters_and_pages(backend: Backend) {
     assert_eq!(fps(db.store.list_alerts(&q).await.unwrap()), ["a2"]);
 }
 
+/// A label query is exact whether or not the labels index has merged its new entries:
+/// on PostgreSQL they wait in the index's pending list (migration 0008) until
+/// `maintain` merges them; SQLite sets nothing aside.
+async fn label_queries_are_exact_before_and_after_maintain(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let alerts = |namespace: &'static str| {
+        let store = db.store.clone();
+        async move {
+            let q = AlertQuery {
+                labels: vec![("namespace".into(), namespace.into())],
+                ..query()
+            };
+            let listed = store.list_alerts(&q).await.unwrap();
+            listed
+                .into_iter()
+                .map(|a| a.fingerprint)
+                .collect::<Vec<_>>()
+        }
+    };
+    db.store
+        .record_notifications(&[
+            one(
+                "m1",
+                "HighErrorRate",
+                "prod",
+                "firing",
+                "2026-08-22T10:00:00Z",
+            ),
+            one(
+                "m2",
+                "HighErrorRate",
+                "staging",
+                "firing",
+                "2026-08-22T10:00:00Z",
+            ),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(alerts("prod").await, ["m1"]);
+    let merged = db.store.maintain().await.unwrap();
+    match backend {
+        Backend::Postgres => assert!(merged > 0, "the new entries were pending: {merged}"),
+        Backend::Sqlite => assert_eq!(merged, 0),
+    }
+    assert_eq!(
+        db.store.maintain().await.unwrap(),
+        0,
+        "nothing left to merge"
+    );
+    assert_eq!(alerts("prod").await, ["m1"]);
+    assert_eq!(alerts("staging").await, ["m2"]);
+}
+
 async fn ping_answers_while_open(backend: Backend) {
     let db = TestStore::new(backend).await;
     db.store.ping().await.unwrap();
@@ -297,6 +350,7 @@ on_both_backends!(
     outcomes_come_back_in_order_with_duplicates_marked,
     resolution_wins_within_and_across_batches,
     list_alerts_filters_and_pages,
+    label_queries_are_exact_before_and_after_maintain,
     ping_answers_while_open,
 );
 

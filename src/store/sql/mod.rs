@@ -80,6 +80,9 @@ pub trait Dialect: Values + Database<Arguments: IntoArguments<Self>, Connection:
     /// row can (two values for one label).
     fn push_label_matchers(q: &mut QueryBuilder<Self>, labels: &[(String, String)]) -> bool;
 
+    /// [`crate::store::Store::maintain`]: pages merged into indexes.
+    fn maintain(pool: &Pool<Self>) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+
     /// Takes the singleton lease `name` if no other replica holds it.
     fn try_lease(
         pool: &Pool<Self>,
@@ -313,6 +316,10 @@ where
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn maintain(&self) -> Result<u64, StoreError> {
+        Ok(D::maintain(&self.pool).await?)
     }
 
     #[instrument(skip_all, fields(lease = name))]
