@@ -97,14 +97,33 @@ impl EventHub {
                 () = shutdown.cancelled() => return self.closed.cancel(),
                 () = tokio::time::sleep(POLL) => {}
             }
-            match store
-                .audit_events_after((sent.high - OVERLAP).max(0), PAGE)
-                .await
-            {
+            let after = (sent.high - OVERLAP).max(0);
+            if self.sender.receiver_count() == 0 {
+                // No stream open: nobody to tell. Only the ids are read, to keep the
+                // place; under a flood of decisions the whole rows of every overlap
+                // re-read cost the database more than anything but ingest.
+                match store.audit_event_ids_after(after, PAGE).await {
+                    // Still nobody: a stream opened from here on reads the trail's end
+                    // after this read, so it needs none of these.
+                    Ok(ids) if self.sender.receiver_count() == 0 => {
+                        for id in ids {
+                            sent.first_time(id);
+                        }
+                        continue;
+                    }
+                    // A stream opened during the read: it may need them, read them whole.
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(error = %err, "events: cannot read the audit trail");
+                        continue;
+                    }
+                }
+            }
+            match store.audit_events_after(after, PAGE).await {
                 Ok(events) => {
                     for event in events {
                         if sent.first_time(event.id) {
-                            // No stream open: nobody to tell, which is fine.
+                            // A stream that closed since: nobody to tell, which is fine.
                             let _ = self.sender.send(Arc::new(event));
                         }
                     }

@@ -423,6 +423,10 @@ pub trait ActionStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError>;
 
+    /// The ids of [`ActionStore::audit_events_after`]'s events, read from the primary
+    /// key's index alone: what the event hub marks as seen while no stream is open.
+    async fn audit_event_ids_after(&self, after: i64, limit: u32) -> Result<Vec<i64>, StoreError>;
+
     /// The id of the newest audit event (0 when there is none): where a stream that
     /// asks for no backlog starts.
     async fn last_audit_event_id(&self) -> Result<i64, StoreError>;

@@ -475,6 +475,15 @@ where
         rows.iter().map(Self::audit_row).collect()
     }
 
+    async fn audit_event_ids_after(&self, after: i64, limit: u32) -> Result<Vec<i64>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2")
+            .arg(after)
+            .arg(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| Ok(row.col("id")?)).collect()
+    }
+
     async fn last_audit_event_id(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS id FROM audit_events")
             .fetch_one(&self.pool)
