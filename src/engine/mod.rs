@@ -7,11 +7,9 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
@@ -409,15 +407,59 @@ fn newest<T>(entries: &mut Vec<(Newest, T)>, cap: usize) -> u64 {
     over as u64
 }
 
-/// A message on the engine's queue.
-#[derive(Debug, Clone)]
+/// What the handlers reported and the engine has not taken yet: one inbox, merged as
+/// reports arrive, so that a flood of notifications is one batch for the engine (and a
+/// message per notification never fills a queue).
+#[derive(Debug, Default)]
 struct Touch {
     /// Targets to evaluate.
     targets: Vec<TargetRef>,
-    /// The keys (fingerprint, start) of the alerts a committed ingest wrote: they are
+    /// The keys (fingerprint, start) of the alerts committed ingests wrote: they are
     /// merged into the run loop's [`Window`] before the evaluations (also when they
     /// name no target: a dependency alert concerns the targets that depend on it).
     alerts: Vec<(String, DateTime<Utc>)>,
+    /// Keys were dropped ([`MAX_PENDING_KEYS`]): the run loop reloads its window.
+    overflowed: bool,
+}
+
+/// Alert keys the inbox holds at most (about 6 MB); beyond, the engine reloads its
+/// window instead, as a tick would. At 8,000 notifications of two alerts a second that
+/// is six seconds of backlog.
+const MAX_PENDING_KEYS: usize = 100_000;
+
+/// The inbox and its doorbell, shared by [`EngineHandle`] and [`EngineQueue`].
+#[derive(Default)]
+struct Inbox {
+    pending: std::sync::Mutex<Touch>,
+    bell: tokio::sync::Notify,
+}
+
+impl Inbox {
+    fn put(&self, targets: Vec<TargetRef>, alerts: Vec<(String, DateTime<Utc>)>) {
+        {
+            let mut pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            pending.targets.extend(targets);
+            if pending.alerts.len() + alerts.len() > MAX_PENDING_KEYS {
+                pending.overflowed = true;
+            } else {
+                pending.alerts.extend(alerts);
+            }
+        }
+        self.bell.notify_one();
+    }
+
+    /// What is pending, if anything.
+    fn take(&self) -> Option<Touch> {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let empty = pending.targets.is_empty() && pending.alerts.is_empty() && !pending.overflowed;
+        (!empty).then(|| std::mem::take(&mut *pending))
+    }
 }
 
 /// What one evaluation produced.
@@ -433,51 +475,55 @@ pub struct Evaluation {
 /// Handlers tell the engine which targets an ingest touched.
 #[derive(Clone)]
 pub struct EngineHandle {
-    tx: mpsc::Sender<Touch>,
-    /// Set when an ingest's alerts could not be queued: the run loop then reloads its
-    /// window instead of missing them until the next tick.
-    overflowed: Arc<AtomicBool>,
+    inbox: Arc<Inbox>,
 }
 
-/// The receiving end of the engine's queue, for [`Engine::run`].
+/// The receiving end of the engine's inbox, for [`Engine::run`].
 pub struct EngineQueue {
-    rx: mpsc::Receiver<Touch>,
-    overflowed: Arc<AtomicBool>,
+    inbox: Arc<Inbox>,
+}
+
+impl EngineQueue {
+    /// Waits for reports and takes them all.
+    async fn recv(&mut self) -> Touch {
+        loop {
+            if let Some(touch) = self.inbox.take() {
+                return touch;
+            }
+            self.inbox.bell.notified().await;
+        }
+    }
+
+    fn try_recv(&mut self) -> Option<Touch> {
+        self.inbox.take()
+    }
 }
 
 impl EngineHandle {
-    /// Asks for an evaluation of `targets`. Never blocks a handler: when the queue is
-    /// full the next tick evaluates them anyway.
+    /// Asks for an evaluation of `targets`. Never blocks a handler.
     pub fn touched(&self, targets: Vec<TargetRef>) {
         if !targets.is_empty() {
-            let _ = self.tx.try_send(Touch {
-                targets,
-                alerts: Vec::new(),
-            });
+            self.inbox.put(targets, Vec::new());
         }
     }
 
     /// Reports a committed ingest: the keys (fingerprint, start) of the alerts it
-    /// wrote and the targets they name. When the queue is full, the next tick reloads
-    /// the window and evaluates them.
+    /// wrote and the targets they name. Never blocks a handler; past
+    /// [`MAX_PENDING_KEYS`] the engine reloads its window instead of reading the keys.
     pub fn ingested(&self, targets: Vec<TargetRef>, alerts: Vec<(String, DateTime<Utc>)>) {
-        if self.tx.try_send(Touch { targets, alerts }).is_err() {
-            self.overflowed.store(true, Ordering::Relaxed);
-        }
+        self.inbox.put(targets, alerts);
     }
 }
 
 impl Engine {
-    /// The channel handlers send to, and its receiving end for [`Engine::run`].
+    /// The inbox handlers report to, and its receiving end for [`Engine::run`].
     pub fn channel() -> (EngineHandle, EngineQueue) {
-        let (tx, rx) = mpsc::channel(1024);
-        let overflowed = Arc::new(AtomicBool::new(false));
+        let inbox = Arc::new(Inbox::default());
         (
             EngineHandle {
-                tx,
-                overflowed: overflowed.clone(),
+                inbox: inbox.clone(),
             },
-            EngineQueue { rx, overflowed },
+            EngineQueue { inbox },
         )
     }
 
@@ -1098,9 +1144,8 @@ impl Engine {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                touch = queue.rx.recv() => {
-                    let Some(touch) = touch else { return };
-                    self.batch(&mut window, &mut queue, touch).await;
+                touch = queue.recv() => {
+                    self.batch(&mut window, touch).await;
                 }
                 _ = interval.tick() => {
                     let started = std::time::Instant::now();
@@ -1113,21 +1158,11 @@ impl Engine {
 
     /// Evaluates `first` and whatever else is queued as one batch; returns the targets
     /// it evaluated.
-    async fn batch(
-        &self,
-        window: &mut Window,
-        queue: &mut EngineQueue,
-        first: Touch,
-    ) -> BTreeSet<TargetRef> {
-        let mut targets: BTreeSet<TargetRef> = BTreeSet::new();
-        let mut keys = Vec::new();
-        let more = std::iter::from_fn(|| queue.rx.try_recv().ok());
-        for touch in std::iter::once(first).chain(more) {
-            targets.extend(touch.targets);
-            keys.extend(touch.alerts);
-        }
-        if queue.overflowed.swap(false, Ordering::Relaxed) {
-            // An ingest's keys were dropped with a full queue: reload.
+    async fn batch(&self, window: &mut Window, first: Touch) -> BTreeSet<TargetRef> {
+        let targets: BTreeSet<TargetRef> = first.targets.into_iter().collect();
+        let keys = first.alerts;
+        if first.overflowed {
+            // An ingest's keys were dropped from a full inbox: reload.
             window.invalidate();
         }
         let started = std::time::Instant::now();
@@ -1142,7 +1177,47 @@ impl Engine {
         window: &mut Window,
         queue: &mut EngineQueue,
     ) -> Option<BTreeSet<TargetRef>> {
-        let first = queue.rx.try_recv().ok()?;
-        Some(self.batch(window, queue, first).await)
+        let first = queue.try_recv()?;
+        Some(self.batch(window, first).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn keys(from: usize, n: usize) -> Vec<(String, DateTime<Utc>)> {
+        let at = Utc.with_ymd_and_hms(2026, 12, 4, 10, 0, 0).unwrap();
+        (from..from + n).map(|i| (format!("fp-{i}"), at)).collect()
+    }
+
+    /// Reports that arrive while the engine is busy merge into one batch, in order; the
+    /// inbox never refuses one, and past its bound it keeps the targets and asks for a
+    /// reload instead of holding more keys.
+    #[tokio::test]
+    async fn reports_merge_into_one_batch_and_past_the_bound_ask_for_a_reload() {
+        let (handle, mut queue) = Engine::channel();
+        assert!(queue.try_recv().is_none(), "nothing reported yet");
+        let checkout = TargetRef::deployment("eu-1", "prod", "checkout");
+        let cart = TargetRef::deployment("eu-1", "prod", "cart");
+        for i in 0..3000 {
+            let target = if i % 2 == 0 { &checkout } else { &cart };
+            handle.ingested(vec![target.clone()], keys(i * 2, 2));
+        }
+        handle.touched(vec![cart.clone()]);
+        let batch = queue.recv().await;
+        assert_eq!(batch.alerts, keys(0, 6000), "every key, in arrival order");
+        assert_eq!(batch.targets.len(), 3001);
+        assert!(!batch.overflowed);
+        assert!(queue.try_recv().is_none(), "taken whole");
+
+        handle.ingested(vec![checkout.clone()], keys(0, MAX_PENDING_KEYS));
+        handle.ingested(vec![cart.clone()], keys(MAX_PENDING_KEYS, 1));
+        let batch = queue.try_recv().expect("pending");
+        assert!(batch.overflowed, "the window is reloaded instead");
+        assert_eq!(batch.alerts.len(), MAX_PENDING_KEYS);
+        assert_eq!(batch.targets, [checkout, cart], "both still evaluated");
+        assert!(queue.try_recv().is_none());
     }
 }
