@@ -234,6 +234,39 @@ async fn label_queries_are_exact_before_and_after_maintain(backend: Backend) {
     assert_eq!(alerts("staging").await, ["m2"]);
 }
 
+/// The event hub's two reads of the trail: whole events, or only their ids, in the
+/// same order and pages.
+async fn audit_ids_are_the_events_ids(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    for (i, kind) in ["decision", "approved", "freeze"].into_iter().enumerate() {
+        db.store
+            .record_audit(
+                "engine",
+                kind,
+                &format!("action:{i}"),
+                &serde_json::json!({"n": i}),
+                at("2026-08-22T10:00:00Z"),
+            )
+            .await
+            .unwrap();
+    }
+    let events = db.store.audit_events_after(0, 10).await.unwrap();
+    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(db.store.audit_event_ids_after(0, 10).await.unwrap(), ids);
+    assert_eq!(
+        db.store.audit_event_ids_after(ids[0], 1).await.unwrap(),
+        [ids[1]]
+    );
+    assert!(
+        db.store
+            .audit_event_ids_after(ids[2], 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 async fn ping_answers_while_open(backend: Backend) {
     let db = TestStore::new(backend).await;
     db.store.ping().await.unwrap();
@@ -351,6 +384,7 @@ on_both_backends!(
     resolution_wins_within_and_across_batches,
     list_alerts_filters_and_pages,
     label_queries_are_exact_before_and_after_maintain,
+    audit_ids_are_the_events_ids,
     ping_answers_while_open,
 );
 
