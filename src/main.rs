@@ -12,11 +12,6 @@ use rollwarden::app::App;
 use rollwarden::config::{Config, LogFormat};
 use rollwarden::{replay, store, telemetry};
 
-/// mimalloc, not the system's malloc: under a flood of notifications glibc's allocator
-/// (its arenas' locks and consolidation) took a fifth of rollwarden's CPU.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// `0.1.0 (commit 1a2b3c4d5e6f, built 2026-12-03)`: build.rs supplies the rest.
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
