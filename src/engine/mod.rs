@@ -412,13 +412,14 @@ fn newest<T>(entries: &mut Vec<(Newest, T)>, cap: usize) -> u64 {
 /// message per notification never fills a queue).
 #[derive(Debug, Default)]
 struct Touch {
-    /// Targets to evaluate.
-    targets: Vec<TargetRef>,
+    /// Targets to evaluate, each once however many reports named it.
+    targets: BTreeSet<TargetRef>,
     /// The keys (fingerprint, start) of the alerts committed ingests wrote: they are
     /// merged into the run loop's [`Window`] before the evaluations (also when they
     /// name no target: a dependency alert concerns the targets that depend on it).
     alerts: Vec<(String, DateTime<Utc>)>,
-    /// Keys were dropped ([`MAX_PENDING_KEYS`]): the run loop reloads its window.
+    /// Keys or targets were dropped ([`MAX_PENDING_KEYS`], [`MAX_PENDING_TARGETS`]):
+    /// the run loop reloads its window, and the next tick evaluates every due target.
     overflowed: bool,
 }
 
@@ -426,6 +427,9 @@ struct Touch {
 /// window instead, as a tick would. At 8,000 notifications of two alerts a second that
 /// is six seconds of backlog.
 const MAX_PENDING_KEYS: usize = 100_000;
+/// Distinct targets the inbox holds at most: webhook callers choose the labels that
+/// name targets, so a stalled engine must not hold every name they send.
+const MAX_PENDING_TARGETS: usize = 10_000;
 
 /// The inbox and its doorbell, shared by [`EngineHandle`] and [`EngineQueue`].
 #[derive(Default)]
@@ -441,7 +445,13 @@ impl Inbox {
                 .pending
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            pending.targets.extend(targets);
+            for target in targets {
+                if pending.targets.len() < MAX_PENDING_TARGETS {
+                    pending.targets.insert(target);
+                } else if !pending.targets.contains(&target) {
+                    pending.overflowed = true;
+                }
+            }
             if pending.alerts.len() + alerts.len() > MAX_PENDING_KEYS {
                 pending.overflowed = true;
             } else {
@@ -1159,10 +1169,13 @@ impl Engine {
     /// Evaluates `first` and whatever else is queued as one batch; returns the targets
     /// it evaluated.
     async fn batch(&self, window: &mut Window, first: Touch) -> BTreeSet<TargetRef> {
-        let targets: BTreeSet<TargetRef> = first.targets.into_iter().collect();
-        let keys = first.alerts;
+        let Touch {
+            targets,
+            alerts: keys,
+            ..
+        } = first;
         if first.overflowed {
-            // An ingest's keys were dropped from a full inbox: reload.
+            // An ingest's keys or targets were dropped from a full inbox: reload.
             window.invalidate();
         }
         let started = std::time::Instant::now();
@@ -1193,8 +1206,8 @@ mod tests {
     }
 
     /// Reports that arrive while the engine is busy merge into one batch, in order; the
-    /// inbox never refuses one, and past its bound it keeps the targets and asks for a
-    /// reload instead of holding more keys.
+    /// inbox never refuses one, holds each target once, and past its bounds asks for a
+    /// reload instead of holding more keys or targets.
     #[tokio::test]
     async fn reports_merge_into_one_batch_and_past_the_bound_ask_for_a_reload() {
         let (handle, mut queue) = Engine::channel();
@@ -1208,16 +1221,39 @@ mod tests {
         handle.touched(vec![cart.clone()]);
         let batch = queue.recv().await;
         assert_eq!(batch.alerts, keys(0, 6000), "every key, in arrival order");
-        assert_eq!(batch.targets.len(), 3001);
+        assert_eq!(
+            batch.targets,
+            BTreeSet::from([checkout.clone(), cart.clone()]),
+            "each target once"
+        );
         assert!(!batch.overflowed);
         assert!(queue.try_recv().is_none(), "taken whole");
+
+        // Past the bound on distinct targets: the ones held stay, the rest are left to
+        // the tick that follows the reload.
+        let many: Vec<TargetRef> = (0..MAX_PENDING_TARGETS + 5)
+            .map(|i| TargetRef::deployment("eu-1", "prod", &format!("svc-{i}")))
+            .collect();
+        handle.touched(many.clone());
+        handle.touched(vec![many[0].clone()]);
+        let batch = queue.try_recv().expect("pending");
+        assert_eq!(batch.targets.len(), MAX_PENDING_TARGETS);
+        assert!(batch.targets.contains(&many[0]));
+        assert!(
+            batch.overflowed,
+            "the window is reloaded and the tick evaluates the rest"
+        );
 
         handle.ingested(vec![checkout.clone()], keys(0, MAX_PENDING_KEYS));
         handle.ingested(vec![cart.clone()], keys(MAX_PENDING_KEYS, 1));
         let batch = queue.try_recv().expect("pending");
         assert!(batch.overflowed, "the window is reloaded instead");
         assert_eq!(batch.alerts.len(), MAX_PENDING_KEYS);
-        assert_eq!(batch.targets, [checkout, cart], "both still evaluated");
+        assert_eq!(
+            batch.targets,
+            BTreeSet::from([checkout, cart]),
+            "both still evaluated"
+        );
         assert!(queue.try_recv().is_none());
     }
 }
