@@ -18,6 +18,8 @@
 #[path = "../tests/support/fake_kube.rs"]
 mod fake_kube;
 
+#[path = "support/flood.rs"]
+mod flood;
 #[path = "support/server.rs"]
 mod server;
 
@@ -267,52 +269,28 @@ async fn post_background(
     let starts = ("2026-08-22T13:30:00Z".parse::<DateTime<Utc>>()? + shift)
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let notifications = count.div_ceil(PER_NOTIFICATION);
-    let mut senders = tokio::task::JoinSet::new();
-    for sender in 0..SENDERS {
-        let (http, starts) = (http.clone(), starts.clone());
-        let url = format!("{base}/webhooks/alertmanager");
-        senders.spawn(async move {
-            for n in (sender..notifications).step_by(SENDERS) {
-                let alerts: Vec<Value> = (n * PER_NOTIFICATION
-                    ..((n + 1) * PER_NOTIFICATION).min(count))
-                    .map(|i| {
-                        json!({
-                            "status": "firing",
-                            "labels": {"alertname": "HighLatency", "namespace": "fleet",
-                                       "service": format!("fleet-{}", i % 500),
-                                       "pod": format!("pod-{i:08}"), "severity": "warning"},
-                            "annotations": {"value": "0.31", "baseline": "0.2"},
-                            "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z",
-                            "generatorURL": "http://prometheus-k8s-0:9090/graph",
-                            "fingerprint": format!("{i:016x}"),
-                        })
-                    })
-                    .collect();
-                let body = json!({
-                    "receiver": "rollwarden", "status": "firing", "alerts": alerts,
-                    "groupLabels": {"n": n.to_string()}, "commonLabels": {},
-                    "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
-                    "version": "4", "groupKey": format!("{{}}:{{n=\"{n}\"}}"),
-                    "truncatedAlerts": 0
-                });
-                let status = http
-                    .post(&url)
-                    .bearer_auth(TOKEN)
-                    .json(&body)
-                    .send()
-                    .await?
-                    .status();
-                if !status.is_success() {
-                    bail!("background notification {n}: {status}");
-                }
-            }
-            Ok(())
-        });
-    }
-    while let Some(done) = senders.join_next().await {
-        done??;
-    }
-    Ok(())
+    let (http, url) = (http.clone(), format!("{base}/webhooks/alertmanager"));
+    flood::post_spread(SENDERS, notifications, move |n| {
+        let alerts: Vec<Value> = (n * PER_NOTIFICATION..((n + 1) * PER_NOTIFICATION).min(count))
+            .map(|i| {
+                json!({
+                    "status": "firing",
+                    "labels": {"alertname": "HighLatency", "namespace": "fleet",
+                               "service": format!("fleet-{}", i % 500),
+                               "pod": format!("pod-{i:08}"), "severity": "warning"},
+                    "annotations": {"value": "0.31", "baseline": "0.2"},
+                    "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://prometheus-k8s-0:9090/graph",
+                    "fingerprint": format!("{i:016x}"),
+                })
+            })
+            .collect();
+        http.post(&url)
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(flood::group(n, alerts))
+    })
+    .await
 }
 
 fn fingerprint(name: &str) -> u64 {

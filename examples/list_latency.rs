@@ -15,6 +15,8 @@
 //! decisions and alerts pages (signed in with a bearer token, as the console accepts).
 //! It prints p50, p99 and max of each series, with the page's rows and size.
 
+#[path = "support/flood.rs"]
+mod flood;
 #[path = "support/server.rs"]
 mod server;
 
@@ -444,37 +446,17 @@ async fn post_deploys(
     base: &str,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let mut senders = tokio::task::JoinSet::new();
-    for sender in 0..SENDERS {
-        let http = http.clone();
-        let url = format!("{base}/api/v1/deploys");
-        senders.spawn(async move {
-            for i in (sender..SERVICES * DEPLOYS_PER_SERVICE).step_by(SENDERS) {
-                let (svc, revision) = (i % SERVICES, i / SERVICES);
-                let started =
-                    now - chrono::Duration::hours((DEPLOYS_PER_SERVICE - revision) as i64);
-                let status = http
-                    .post(&url)
-                    .bearer_auth(TOKEN)
-                    .json(&json!({
-                        "namespace": "prod", "name": service(svc),
-                        "revision": format!("v{revision}"), "status": "succeeded",
-                        "started_at": started.to_rfc3339_opts(SecondsFormat::Secs, true),
-                    }))
-                    .send()
-                    .await?
-                    .status();
-                if !status.is_success() {
-                    bail!("deploy {i}: {status}");
-                }
-            }
-            Ok(())
-        });
-    }
-    while let Some(done) = senders.join_next().await {
-        done??;
-    }
-    Ok(())
+    let (http, url) = (http.clone(), format!("{base}/api/v1/deploys"));
+    flood::post_spread(SENDERS, SERVICES * DEPLOYS_PER_SERVICE, move |i| {
+        let (svc, revision) = (i % SERVICES, i / SERVICES);
+        let started = now - chrono::Duration::hours((DEPLOYS_PER_SERVICE - revision) as i64);
+        http.post(&url).bearer_auth(TOKEN).json(&json!({
+            "namespace": "prod", "name": service(svc),
+            "revision": format!("v{revision}"), "status": "succeeded",
+            "started_at": started.to_rfc3339_opts(SecondsFormat::Secs, true),
+        }))
+    })
+    .await
 }
 
 /// `alerts` distinct firing alerts, `PER_NOTIFICATION` to a notification, each
@@ -486,33 +468,16 @@ async fn post_flood(
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     let notifications = alerts.div_ceil(PER_NOTIFICATION);
-    let mut senders = tokio::task::JoinSet::new();
-    for sender in 0..SENDERS {
-        let http = http.clone();
-        let url = format!("{base}/webhooks/alertmanager");
-        senders.spawn(async move {
-            for n in (sender..notifications).step_by(SENDERS) {
-                let first = n * PER_NOTIFICATION;
-                let last = (first + PER_NOTIFICATION).min(alerts);
-                let status = http
-                    .post(&url)
-                    .bearer_auth(TOKEN)
-                    .header("content-type", "application/json")
-                    .body(notification(n, first..last, alerts, now))
-                    .send()
-                    .await?
-                    .status();
-                if !status.is_success() {
-                    bail!("notification {n}: {status}");
-                }
-            }
-            Ok(())
-        });
-    }
-    while let Some(done) = senders.join_next().await {
-        done??;
-    }
-    Ok(())
+    let (http, url) = (http.clone(), format!("{base}/webhooks/alertmanager"));
+    flood::post_spread(SENDERS, notifications, move |n| {
+        let first = n * PER_NOTIFICATION;
+        let last = (first + PER_NOTIFICATION).min(alerts);
+        http.post(&url)
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(notification(n, first..last, alerts, now))
+    })
+    .await
 }
 
 /// Alert `i` of `total` started `total - i` seconds before `now`; one in a hundred is
@@ -548,13 +513,5 @@ fn notification(
             })
         })
         .collect();
-    json!({
-        "receiver": "rollwarden", "status": "firing", "alerts": alerts,
-        "groupLabels": {"alertname": "HighErrorRate", "n": n.to_string()},
-        "commonLabels": {}, "commonAnnotations": {},
-        "externalURL": "http://alertmanager:9093", "version": "4",
-        "groupKey": format!("{{}}:{{alertname=\"HighErrorRate\", n=\"{n}\"}}"),
-        "truncatedAlerts": 0
-    })
-    .to_string()
+    flood::group(n, alerts)
 }

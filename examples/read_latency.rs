@@ -11,6 +11,8 @@
 //! the analysis answered with. It prints p50, p99 and max of each series, and how far
 //! the series raised the process's peak RSS above its RSS before the series.
 
+#[path = "support/flood.rs"]
+mod flood;
 #[path = "support/server.rs"]
 mod server;
 
@@ -202,33 +204,16 @@ fn service(i: usize) -> String {
 /// notification a new group, from `SENDERS` concurrent senders.
 async fn post_flood(http: &reqwest::Client, base: &str, alerts: usize) -> anyhow::Result<()> {
     let notifications = alerts.div_ceil(PER_NOTIFICATION);
-    let mut senders = tokio::task::JoinSet::new();
-    for sender in 0..SENDERS {
-        let http = http.clone();
-        let url = format!("{base}/webhooks/alertmanager");
-        senders.spawn(async move {
-            for n in (sender..notifications).step_by(SENDERS) {
-                let first = n * PER_NOTIFICATION;
-                let last = (first + PER_NOTIFICATION).min(alerts);
-                let status = http
-                    .post(&url)
-                    .bearer_auth(TOKEN)
-                    .header("content-type", "application/json")
-                    .body(notification(n, first..last))
-                    .send()
-                    .await?
-                    .status();
-                if !status.is_success() {
-                    bail!("notification {n}: {status}");
-                }
-            }
-            Ok(())
-        });
-    }
-    while let Some(done) = senders.join_next().await {
-        done??;
-    }
-    Ok(())
+    let (http, url) = (http.clone(), format!("{base}/webhooks/alertmanager"));
+    flood::post_spread(SENDERS, notifications, move |n| {
+        let first = n * PER_NOTIFICATION;
+        let last = (first + PER_NOTIFICATION).min(alerts);
+        http.post(&url)
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(notification(n, first..last))
+    })
+    .await
 }
 
 fn notification(n: usize, alerts: std::ops::Range<usize>) -> String {
@@ -249,13 +234,5 @@ fn notification(n: usize, alerts: std::ops::Range<usize>) -> String {
             })
         })
         .collect();
-    json!({
-        "receiver": "rollwarden", "status": "firing", "alerts": alerts,
-        "groupLabels": {"alertname": "HighErrorRate", "n": n.to_string()},
-        "commonLabels": {}, "commonAnnotations": {},
-        "externalURL": "http://alertmanager:9093", "version": "4",
-        "groupKey": format!("{{}}:{{alertname=\"HighErrorRate\", n=\"{n}\"}}"),
-        "truncatedAlerts": 0
-    })
-    .to_string()
+    flood::group(n, alerts)
 }
