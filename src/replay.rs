@@ -198,7 +198,7 @@ async fn evaluate_into(
             suspect: deploy(&d.suspect),
             rollback_to: deploy(&d.rollback_to),
             reason: d.reason.clone(),
-            decision: evaluation.stored.decision.clone(),
+            decision: serde_json::to_value(d)?,
         });
     }
     Ok(())

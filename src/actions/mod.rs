@@ -19,7 +19,7 @@ pub use worker::{StepReport, Worker, WorkerConfig};
 
 use crate::domain::action::{self, Event, FreezeScope, Message};
 use crate::domain::{Decision, Mode, Target, Verdict};
-use crate::store::{ActionRecord, NewAction, Store, StoreError, StoredDecision};
+use crate::store::{ActionRecord, DecisionHead, NewAction, Store, StoreError};
 
 /// Enqueues the actions and notifications of decisions. Cheap to clone.
 #[derive(Clone)]
@@ -40,10 +40,10 @@ impl Planner {
     /// evaluation, so a crash between recording a decision and enqueueing its actions
     /// loses nothing), with the notifications a new action or escalation calls for.
     /// Returns the actions standing for the decision's keys, and whether each is new.
-    #[tracing::instrument(skip_all, fields(decision = stored.id, target = %stored.target_key))]
+    #[tracing::instrument(skip_all, fields(decision = stored.id, target = %target.target))]
     pub async fn enqueue(
         &self,
-        stored: &StoredDecision,
+        stored: &DecisionHead,
         decision: &Decision,
         target: &Target,
         now: DateTime<Utc>,
@@ -86,7 +86,7 @@ impl Planner {
             });
             let new = NewAction {
                 decision_id: stored.id,
-                target_key: stored.target_key.clone(),
+                target_key: target.target.key(),
                 kind: planned.kind.clone(),
                 mode: mode_name(planned.mode).into(),
                 idempotency_key: planned.idempotency_key,

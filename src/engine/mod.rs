@@ -4,7 +4,7 @@
 //! `decide()`, and records the decision when its verdict or inputs changed.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,19 +15,20 @@ use tracing::instrument;
 
 use crate::actions::Planner;
 use crate::clock::Clock;
-use crate::domain::alert::AlertStatus;
 use crate::domain::classify::{Classified, Classifier};
 use crate::domain::decide::{History, decide};
 use crate::domain::policy::Policy;
 use crate::domain::{Decision, Freeze, NotConsidered, Signal, Target, TargetRef, Verdict};
-use crate::store::{NewDecision, Store, StoreError, StoredAlert, StoredDecision};
+use crate::store::{DecisionHead, NewDecision, Store, StoreError};
 use crate::telemetry::Metrics;
 
 mod load;
 mod release;
+mod window;
 
 pub use load::{load_deploys, load_history};
 pub use release::ServiceView;
+use window::{Newest, Window};
 
 /// Deploys of a target an evaluation looks at: the suspect and what came before it.
 const HISTORY_DEPTH: u32 = 200;
@@ -136,264 +137,9 @@ fn target_hash(target: &TargetRef) -> u64 {
     hasher.finish()
 }
 
-/// The run loop's view of the correlation window: every classified alert still firing
-/// (and not stale) or recently resolved, within the caps. A tick reloads it from the
-/// store; a batch of ingests merges just the rows those ingests wrote. Under a flood of
-/// alerts an evaluation then costs its own rows, not a re-read and re-classification of
-/// the whole window (which made ingest with the engine on quadratic).
-#[derive(Default)]
-struct Window {
-    /// By alert id; `None` until loaded (or after a failed read, to reload).
-    alerts: Option<BTreeMap<i64, WindowAlert>>,
-    /// What the caps left out since the last load.
-    dropped: Dropped,
-    /// When it was last loaded in full, by the engine's clock and by the machine's.
-    loaded: Option<(DateTime<Utc>, std::time::Instant)>,
-    /// The window's size after the last trim: the next trim waits until it doubles, so
-    /// trimming costs the load amortised O(n log n), and memory stays within twice the
-    /// caps while loading.
-    trimmed_at: usize,
-    /// At most how many targets it holds: exact after a trim of every alert, raised by
-    /// each batch's targets since. While it stays within `max_targets`, a batch's trim
-    /// need not count them.
-    targets_at_most: usize,
-}
-
-/// What the caps left out of the window.
-#[derive(Default)]
-struct Dropped {
-    /// Alerts left out of targets that are held, by target.
-    per_target: HashMap<TargetRef, u64>,
-    /// Alerts about no target (dependency alerts) left out.
-    untargeted: u64,
-    /// Targets left out entirely, by [`target_hash`], and their alerts.
-    targets: Arc<HashSet<u64>>,
-    target_alerts: u64,
-}
-
-struct WindowAlert {
-    /// Its target's [`target_hash`]; `None` for an alert about no target.
-    target: Option<u64>,
-    updated_at: DateTime<Utc>,
-    firing: bool,
-    ends_at: Option<DateTime<Utc>>,
-    classified: Arc<Classified>,
-}
-
-/// A tick reloads the window in full when its last load is older than this (by the
-/// engine's clock or the machine's). Between, each ingest brings its own alerts in, and a
-/// rollback is confirmed on a reload; what a reload alone brings (another replica's
-/// alerts, an alert going stale) waits at most this long. Reloading at every tick made
-/// an idle engine read and classify the whole window every 10 s.
-const RELOAD_SECS: u64 = 60;
-
-/// An alert's place in the window's order: last delivery, then id.
-type Newest = (DateTime<Utc>, i64);
-
 /// Keys read back per query when an ingest batch is merged: a flood's batch of tens of
-/// thousands of alerts is read (and trimmed) a page at a time, not all at once.
+/// thousands of alerts is read (and capped) a page at a time, not all at once.
 const MERGE_PAGE: usize = 1000;
-
-/// Trimming waits until the window holds at least this many alerts.
-const TRIM_FLOOR: usize = 16_384;
-
-impl Window {
-    /// Forgets what it holds: the next snapshot reloads the window.
-    fn invalidate(&mut self) {
-        self.alerts = None;
-    }
-
-    fn is_loaded(&self) -> bool {
-        self.alerts.is_some()
-    }
-
-    /// Whether a tick at `now` should reload it.
-    fn due_for_reload(&self, now: DateTime<Utc>) -> bool {
-        let every = Duration::from_secs(RELOAD_SECS);
-        match self.loaded {
-            Some((at, instant)) if self.is_loaded() => {
-                (now - at).to_std().is_ok_and(|d| d >= every)
-                    || now < at
-                    || instant.elapsed() >= every
-            }
-            _ => true,
-        }
-    }
-
-    fn merge(
-        alerts: &mut BTreeMap<i64, WindowAlert>,
-        dropped: &mut Dropped,
-        classifier: &Classifier,
-        row: &StoredAlert,
-    ) {
-        if alerts
-            .get(&row.id)
-            .is_some_and(|held| held.updated_at > row.updated_at)
-        {
-            return;
-        }
-        // An alert the classifier ignores concerns no evaluation: not held at all.
-        let Some(classified) = classifier.classify(&row.to_alert()) else {
-            alerts.remove(&row.id);
-            return;
-        };
-        if let Some(target) = &classified.signal.target
-            && !dropped.targets.is_empty()
-            && dropped.targets.contains(&target_hash(target))
-        {
-            dropped.target_alerts += 1;
-            return;
-        }
-        alerts.insert(
-            row.id,
-            WindowAlert {
-                target: classified.signal.target.as_ref().map(target_hash),
-                updated_at: row.updated_at,
-                firing: row.status == AlertStatus::Firing,
-                ends_at: row.ends_at,
-                classified: Arc::new(classified),
-            },
-        );
-    }
-
-    /// Trims `alerts` to the caps: the newest alerts of each target, the targets with
-    /// the newest alerts. What it leaves out is added to `dropped`. `scope` says when
-    /// and which: see [`Trim`].
-    fn trim(
-        alerts: &mut BTreeMap<i64, WindowAlert>,
-        dropped: &mut Dropped,
-        (trimmed_at, targets_at_most): (&mut usize, &mut usize),
-        limits: &WindowLimits,
-        scope: Trim<'_>,
-    ) {
-        let touched = match scope {
-            Trim::IfDoubled if alerts.len() < (*trimmed_at * 2).max(TRIM_FLOOR) => return,
-            Trim::IfDoubled | Trim::All => None,
-            Trim::Touched(touched) => {
-                *targets_at_most += touched.targets.len();
-                if *targets_at_most > limits.max_targets {
-                    let targets: HashSet<u64> = alerts.values().filter_map(|a| a.target).collect();
-                    *targets_at_most = targets.len();
-                }
-                // Over max_targets, ranking the targets takes them all.
-                (*targets_at_most <= limits.max_targets).then_some(touched)
-            }
-        };
-        let mut groups: HashMap<Option<&TargetRef>, Vec<(DateTime<Utc>, i64)>> = HashMap::new();
-        for (id, a) in alerts.iter() {
-            if let Some(touched) = touched
-                && !touched.holds(a.target)
-            {
-                continue;
-            }
-            groups
-                .entry(a.classified.signal.target.as_ref())
-                .or_default()
-                .push((a.updated_at, *id));
-        }
-        let mut remove: Vec<i64> = Vec::new();
-        let mut per_target: Vec<(TargetRef, u64)> = Vec::new();
-        let mut newest: Vec<(Newest, Option<&TargetRef>)> = Vec::new();
-        for (target, group) in &mut groups {
-            if group.len() > limits.max_alerts_per_target {
-                group.sort_unstable_by(|a, b| b.cmp(a));
-                let over = group.split_off(limits.max_alerts_per_target);
-                let n = over.len() as u64;
-                remove.extend(over.into_iter().map(|(_, id)| id));
-                match target {
-                    Some(t) => per_target.push(((*t).clone(), n)),
-                    None => dropped.untargeted += n,
-                }
-            }
-            if target.is_some()
-                && let Some(top) = group.iter().max()
-            {
-                newest.push((*top, *target));
-            }
-        }
-        let mut gone_targets = HashSet::new();
-        if newest.len() > limits.max_targets {
-            newest.sort_unstable_by_key(|&(at, _)| std::cmp::Reverse(at));
-            for (_, target) in newest.split_off(limits.max_targets) {
-                let target = target.expect("only targets are ranked");
-                let group = &groups[&Some(target)];
-                dropped.target_alerts += group.len() as u64;
-                remove.extend(group.iter().map(|(_, id)| *id));
-                gone_targets.insert(target_hash(target));
-            }
-        }
-        let held_targets = newest.len();
-        // A target dropped now counts its earlier trims as dropped with it.
-        for (target, n) in per_target {
-            if !gone_targets.contains(&target_hash(&target)) {
-                *dropped.per_target.entry(target).or_default() += n;
-            } else {
-                dropped.target_alerts += n;
-            }
-        }
-        drop(groups);
-        if !gone_targets.is_empty() {
-            for (target, n) in dropped.per_target.iter() {
-                if gone_targets.contains(&target_hash(target)) {
-                    dropped.target_alerts += n;
-                }
-            }
-            let targets = Arc::make_mut(&mut dropped.targets);
-            for hash in gone_targets {
-                targets.insert(hash);
-            }
-            dropped
-                .per_target
-                .retain(|t, _| !targets.contains(&target_hash(t)));
-        }
-        for id in remove {
-            alerts.remove(&id);
-        }
-        if touched.is_none() {
-            *trimmed_at = alerts.len();
-            *targets_at_most = held_targets;
-        }
-    }
-}
-
-/// Which of the window's alerts a trim takes.
-#[derive(Clone, Copy)]
-enum Trim<'a> {
-    /// All of them, once the window has doubled since the last trim (while loading).
-    IfDoubled,
-    /// All of them, now.
-    All,
-    /// The targets an ingest batch merged alerts into (each to its cap), and all of
-    /// them only when the window holds more than `max_targets` targets: a batch then
-    /// costs the alerts it touched, not the window.
-    Touched(&'a Touched),
-}
-
-/// The targets (by [`target_hash`]) an ingest batch merged alerts into, and whether it
-/// merged alerts about no target.
-#[derive(Default)]
-struct Touched {
-    targets: HashSet<u64>,
-    untargeted: bool,
-}
-
-impl Touched {
-    fn holds(&self, target: Option<u64>) -> bool {
-        match target {
-            Some(hash) => self.targets.contains(&hash),
-            None => self.untargeted,
-        }
-    }
-
-    fn add(&mut self, target: Option<u64>) {
-        match target {
-            Some(hash) => {
-                self.targets.insert(hash);
-            }
-            None => self.untargeted = true,
-        }
-    }
-}
 
 /// Keeps the `cap` newest of `entries` (by last delivery, then id), as the window's
 /// trim does; returns how many it left out.
@@ -477,7 +223,7 @@ impl Inbox {
 pub struct Evaluation {
     pub decision: Decision,
     /// The decision now standing for the target.
-    pub stored: StoredDecision,
+    pub stored: DecisionHead,
     /// Whether this evaluation recorded a new decision (the verdict or inputs changed).
     pub changed: bool,
 }
@@ -555,49 +301,35 @@ impl Engine {
 
     /// [`Engine::snapshot`] through `window`: loaded when empty, else brought up to
     /// date with the alerts stored under `keys`. Posted signals and freezes (few) are read
-    /// every time. With `only`, the snapshot holds the alerts of those targets (by
-    /// [`target_hash`]) and the alerts about no target, not the whole window: what an
+    /// every time. With `only`, the snapshot holds the alerts of those targets and the
+    /// alerts about no target, not the whole window: what an
     /// ingest batch's evaluations read.
     async fn snapshot_in(
         &self,
         window: &mut Window,
         keys: &[(String, DateTime<Utc>)],
-        only: Option<&HashSet<u64>>,
+        only: Option<&BTreeSet<TargetRef>>,
     ) -> Result<Snapshot, StoreError> {
         let now = self.clock.now();
         let since = now - chrono::Duration::seconds(self.policy.correlation_window_secs as i64);
         let fresh_since = now - self.stale_after();
         let limits = self.limits;
-        let mut alerts = match window.alerts.take() {
-            Some(mut alerts) => {
-                let mut touched = Touched::default();
+        let mut held = match window.take() {
+            Some(mut held) => {
                 for page in keys.chunks(MERGE_PAGE) {
                     for row in self.store.alerts_by_key(page).await? {
-                        Window::merge(&mut alerts, &mut window.dropped, &self.classifier, &row);
-                        if let Some(held) = alerts.get(&row.id) {
-                            touched.add(held.target);
-                        }
+                        held.merge(&mut window.dropped, &self.classifier, &limits, &row);
                     }
-                    Window::trim(
-                        &mut alerts,
-                        &mut window.dropped,
-                        (&mut window.trimmed_at, &mut window.targets_at_most),
-                        &limits,
-                        Trim::Touched(&touched),
-                    );
+                    held.cap_targets(&mut window.dropped, limits.max_targets, 0);
                 }
-                alerts
+                held
             }
             None => {
                 // Page by page: under a flood the window holds 100,000s of alerts, and
                 // one read and classification of them all would stall the runtime's
-                // workers (and every ingest on them) for as long. Trimmed as it grows,
+                // workers (and every ingest on them) for as long. Capped as it grows,
                 // so the load itself stays within the caps.
-                let mut alerts = BTreeMap::new();
-                window.loaded = Some((now, std::time::Instant::now()));
-                window.dropped = Dropped::default();
-                window.trimmed_at = 0;
-                window.targets_at_most = 0;
+                let mut held = window.start_load(now);
                 let mut after = 0;
                 loop {
                     let page = self
@@ -605,54 +337,35 @@ impl Engine {
                         .alerts_for_evaluation(since, fresh_since, after, WINDOW_PAGE)
                         .await?;
                     for row in &page {
-                        Window::merge(&mut alerts, &mut window.dropped, &self.classifier, row);
+                        held.merge(&mut window.dropped, &self.classifier, &limits, row);
                     }
-                    Window::trim(
-                        &mut alerts,
-                        &mut window.dropped,
-                        (&mut window.trimmed_at, &mut window.targets_at_most),
-                        &limits,
-                        Trim::IfDoubled,
-                    );
+                    held.cap_targets(&mut window.dropped, limits.max_targets, limits.max_targets);
                     match page.last() {
                         Some(last) if page.len() == WINDOW_PAGE as usize => after = last.id,
                         _ => break,
                     }
                     tokio::task::yield_now().await;
                 }
-                Window::trim(
-                    &mut alerts,
-                    &mut window.dropped,
-                    (&mut window.trimmed_at, &mut window.targets_at_most),
-                    &limits,
-                    Trim::All,
-                );
-                alerts
+                held.cap_targets(&mut window.dropped, limits.max_targets, 0);
+                held
             }
         };
         self.metrics.engine_window(
-            alerts.len() as u64,
+            held.len() as u64,
             window.dropped.per_target.values().sum::<u64>() + window.dropped.untargeted,
             window.dropped.target_alerts,
         );
-        // The store's rule for the window (alerts_for_evaluation), as time moves on; a
-        // firing alert going stale leaves at the next tick's reload.
-        // A batch leaves them in the window and out of its snapshot (the next full
-        // snapshot removes them), not to walk the whole window for its few targets.
-        let current = |a: &WindowAlert| a.firing || a.ends_at.is_some_and(|end| end >= since);
-        if only.is_none() {
-            alerts.retain(|_, a| current(a));
-        }
-        let mut signals: Vec<Arc<Classified>> = alerts
-            .values()
-            .filter(|a| match (only, a.target) {
-                (Some(only), Some(target)) => only.contains(&target) && current(a),
-                (Some(_), None) => current(a),
-                (None, _) => true,
-            })
-            .map(|a| a.classified.clone())
-            .collect();
-        window.alerts = Some(alerts);
+        // A batch leaves the alerts that left the window since in it and out of its
+        // snapshot (the next full snapshot removes them), not to walk the whole window
+        // for its few targets.
+        let mut signals = match only {
+            Some(targets) => held.of(targets, since),
+            None => {
+                held.retain_current(since);
+                held.all()
+            }
+        };
+        window.put(held);
         signals.extend(
             self.store
                 .signals_for_evaluation(since)
@@ -846,7 +559,7 @@ impl Engine {
         let now = snapshot.now;
         // The target's signals: classified from its alerts, posted to the API, and the
         // dependency signals that concern it (decide() orders them).
-        let mut signals: Vec<Signal> = snapshot
+        let mut signals: Vec<&Signal> = snapshot
             .by_target
             .get(&target.target)
             .into_iter()
@@ -857,18 +570,19 @@ impl Engine {
                     .iter()
                     .filter(|c| self.classifier.depends_on(target, c)),
             )
-            .map(|c| c.signal.clone())
+            .map(|c| &c.signal)
             .collect();
         let deploys = load_deploys(&*self.store, &target.target).await?;
         let history = self.history(&target.target, now).await?;
         // A region of a release that regressed in enough regions: R1's evidence.
         let view = self.view_for(target).await?;
-        if let (Some(view), Some(region)) = (&view, target.region.as_deref())
-            && let Some(release) = view.release_of(&target.target, None)
-            && let Some(signal) = crate::domain::release::release_signal(release, region)
-        {
-            signals.push(signal);
-        }
+        let released = match (&view, target.region.as_deref()) {
+            (Some(view), Some(region)) => view
+                .release_of(&target.target, None)
+                .and_then(|release| crate::domain::release::release_signal(release, region)),
+            _ => None,
+        };
+        signals.extend(released.as_ref());
         let mut decision = decide(
             &self.policy,
             target,
@@ -899,18 +613,36 @@ impl Engine {
         decision: Decision,
         now: DateTime<Utc>,
     ) -> Result<Evaluation, StoreError> {
-        let new = NewDecision {
-            target_key: target.target.key(),
-            verdict: decision.verdict.as_str().to_string(),
-            reason: decision.reason.clone(),
-            inputs_hash: decision.inputs_hash.clone(),
-            policy_version: decision.policy_version.clone(),
-            suspect_deploy_id: decision.suspect.as_ref().map(|d| d.id),
-            rollback_to_id: decision.rollback_to.as_ref().map(|d| d.id),
-            decision: serde_json::to_value(&decision)?,
-            decided_at: now,
+        let target_key = target.target.key();
+        // The standing decision is read without its evidence, and this one serialised
+        // only when it differs: under a flood of alerts most evaluations change nothing,
+        // and their 1,000-signal evidence need not be built, sent or read back.
+        let standing = self.store.decision_head(&target_key).await?;
+        let (stored, changed) = match standing {
+            Some(head)
+                if head.verdict == decision.verdict.as_str()
+                    && head.inputs_hash == decision.inputs_hash =>
+            {
+                (head, false)
+            }
+            _ => {
+                let new = NewDecision {
+                    target_key,
+                    verdict: decision.verdict.as_str().to_string(),
+                    reason: decision.reason.clone(),
+                    inputs_hash: decision.inputs_hash.clone(),
+                    policy_version: decision.policy_version.clone(),
+                    suspect_deploy_id: decision.suspect.as_ref().map(|d| d.id),
+                    rollback_to_id: decision.rollback_to.as_ref().map(|d| d.id),
+                    decision: serde_json::to_value(&decision)?,
+                    decided_at: now,
+                };
+                // It checks again under the target's lock: another replica may have
+                // recorded one since.
+                let (stored, changed) = self.store.record_decision(&new).await?;
+                (DecisionHead::from(&stored), changed)
+            }
         };
-        let (stored, changed) = self.store.record_decision(&new).await?;
         self.record_release(&stored, &decision, now).await?;
         // On every evaluation, not only a changed one: enqueueing is idempotent, so a
         // crash between recording the decision and enqueueing its actions loses nothing.
@@ -1080,8 +812,7 @@ impl Engine {
             complete: !window.is_loaded(),
             unsettled: None,
         };
-        let only: HashSet<u64> = targets.iter().map(target_hash).collect();
-        let snapshot = match self.snapshot_in(window, keys, Some(&only)).await {
+        let snapshot = match self.snapshot_in(window, keys, Some(&targets)).await {
             Ok(snapshot) => snapshot,
             Err(err) => {
                 // The next tick reloads the window and evaluates them.
@@ -1138,7 +869,7 @@ impl Engine {
     async fn stands(&self, target: &Target, decision: &Decision) -> Result<bool, StoreError> {
         Ok(self
             .store
-            .latest_decision(&target.target.key())
+            .decision_head(&target.target.key())
             .await?
             .is_some_and(|d| {
                 d.verdict == decision.verdict.as_str() && d.inputs_hash == decision.inputs_hash

@@ -12,7 +12,7 @@ use super::{Engine, load_deploys};
 use crate::domain::action::{Event, Message};
 use crate::domain::release::{self, RegionInput, Regression, Release, ReleaseScope, Standing};
 use crate::domain::{Decision, DecisionBrief, DeployRecord, Target, TargetRef};
-use crate::store::{NewReleaseDecision, StoreError, StoredDecision};
+use crate::store::{DecisionHead, NewReleaseDecision, StoreError, StoredDecision};
 
 /// A service's regions and what they ran: enough to judge each of its releases.
 pub struct ServiceView {
@@ -184,7 +184,7 @@ impl Engine {
     /// incident.
     pub(super) async fn record_release(
         &self,
-        stored: &StoredDecision,
+        stored: &DecisionHead,
         decision: &Decision,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {

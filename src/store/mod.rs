@@ -21,10 +21,10 @@ use crate::domain::{Deploy, Freeze, Notification, Signal, TargetRef};
 
 pub use records::{
     ActionFinish, ActionQuery, ActionRecord, ActionTransition, AlertQuery, AuditEvent,
-    DecisionQuery, DeployCursor, DeployQuery, DeployWrite, FreezeRecord, IngestOutcome,
-    MessageThread, NewAction, NewDecision, NewFreeze, NewNotification, NewReleaseDecision,
-    NotificationFinish, NotificationRecord, Receipt, ReleaseDecision, StandingDecision,
-    StoredAlert, StoredDecision, StoredDeploy,
+    DecisionHead, DecisionQuery, DeployCursor, DeployQuery, DeployWrite, FreezeRecord,
+    IngestOutcome, MessageThread, NewAction, NewDecision, NewFreeze, NewNotification,
+    NewReleaseDecision, NotificationFinish, NotificationRecord, Receipt, ReleaseDecision,
+    StandingDecision, StoredAlert, StoredDecision, StoredDeploy,
 };
 pub use sql::SqlStore;
 
@@ -296,6 +296,10 @@ pub trait DecisionStore: Send + Sync + 'static {
 
     async fn latest_decision(&self, target_key: &str)
     -> Result<Option<StoredDecision>, StoreError>;
+
+    /// [`DecisionStore::latest_decision`] without its evidence (large under a flood of
+    /// alerts): what an evaluation compares itself with before it serialises its own.
+    async fn decision_head(&self, target_key: &str) -> Result<Option<DecisionHead>, StoreError>;
 
     async fn decision(&self, id: i64) -> Result<Option<StoredDecision>, StoreError>;
 

@@ -214,6 +214,27 @@ pub struct ReleaseDecision {
     pub check: serde_json::Value,
 }
 
+/// A recorded decision without its evidence: what the engine compares an evaluation
+/// with, and what its callers cite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionHead {
+    pub id: i64,
+    pub verdict: String,
+    pub inputs_hash: String,
+    pub decided_at: DateTime<Utc>,
+}
+
+impl From<&StoredDecision> for DecisionHead {
+    fn from(d: &StoredDecision) -> Self {
+        Self {
+            id: d.id,
+            verdict: d.verdict.clone(),
+            inputs_hash: d.inputs_hash.clone(),
+            decided_at: d.decided_at,
+        }
+    }
+}
+
 /// A target's standing (latest) decision, briefly: what a list of every target reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StandingDecision {

@@ -395,7 +395,7 @@ mod engine_inputs {
     use serde_json::json;
 
     use rollwarden::domain::{AlertStatus, Scope, Signal, SignalKind, SignalSource, TargetRef};
-    use rollwarden::store::{DecisionQuery, NewDecision};
+    use rollwarden::store::{DecisionHead, DecisionQuery, NewDecision};
 
     use super::{LONG_AGO, at, one};
     use crate::on_both_backends;
@@ -484,6 +484,20 @@ mod engine_inputs {
         assert_eq!(
             db.store.decision(first.id).await.unwrap().unwrap().decision,
             json!({"verdict": "monitor", "hash": "h1"})
+        );
+        // The standing decision's head: the latest, without its evidence.
+        let head = db.store.decision_head(key).await.unwrap().unwrap();
+        assert_eq!(head, DecisionHead::from(&changed));
+        assert_eq!(
+            (head.verdict.as_str(), head.inputs_hash.as_str()),
+            ("rollback", "h2")
+        );
+        assert_eq!(
+            db.store
+                .decision_head("default/prod/Deployment/nothing")
+                .await
+                .unwrap(),
+            None
         );
         assert_eq!(db.store.unsettled_targets().await.unwrap(), [key]);
         // Each target's standing decision, by key, paged by key.

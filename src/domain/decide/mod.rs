@@ -86,6 +86,7 @@
 //! rollback target; a deploy of it again is named in the reason, and with nothing
 //! firing makes the verdict `monitor`.
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 
 use chrono::{DateTime, Duration, Utc};
@@ -135,13 +136,14 @@ pub struct History {
 ///
 /// `deploys` is the target's history (its rollouts and CI deploys and the linked Helm
 /// revisions) and `signals` its signals plus dependency signals, both in any order and
-/// not filtered by time. `policy` should have passed [`Policy::validate`]; a rule
-/// without exactly one condition never fires.
-pub fn decide(
+/// not filtered by time (owned or borrowed: an evaluation lends its snapshot's). `policy`
+/// should have passed [`Policy::validate`]; a rule without exactly one condition never
+/// fires.
+pub fn decide<S: Borrow<Signal>>(
     policy: &Policy,
     target: &Target,
     deploys: &[DeployRecord],
-    signals: &[Signal],
+    signals: &[S],
     freezes: &[Freeze],
     history: &History,
     now: DateTime<Utc>,
@@ -155,14 +157,14 @@ pub fn decide(
         .filter(|d| d.deploy.started_at <= now && has_started(d))
         .collect();
     deploys.sort_by(|a, b| deploy_order(a, b));
-    let mut active: Vec<&Signal> = signals.iter().filter(|s| s.is_active(now)).collect();
+    let signals = || signals.iter().map(Borrow::borrow);
+    let mut active: Vec<&Signal> = signals().filter(|s| s.is_active(now)).collect();
     active.sort_by(|a, b| signal_order(a, b));
     let (dependency_signals, evidence): (Vec<&Signal>, Vec<&Signal>) = active
         .into_iter()
         .partition(|s| s.kind == SignalKind::Dependency);
     // Dependency signals that have ended too: an outage is remembered (H2's memory).
-    let mut dependency_history: Vec<&Signal> = signals
-        .iter()
+    let mut dependency_history: Vec<&Signal> = signals()
         .filter(|s| s.kind == SignalKind::Dependency && s.started_at <= now)
         .collect();
     dependency_history.sort_by(|a, b| signal_order(a, b));

@@ -1371,7 +1371,7 @@ fn v1_is_reported_only_while_the_rolled_back_target_is_watched() {
         &policy,
         &target(),
         &history(),
-        &[],
+        &[] as &[Signal],
         &[],
         &History {
             last_rollback: Some(ago(20 * 60)),

@@ -9,7 +9,7 @@ use tracing::instrument;
 use super::{BindArg, Dialect, GetCol, Page, PushArg, SqlStore, Ts, page_end, page_start};
 use crate::domain::{DecisionBrief, Freeze};
 use crate::store::{
-    DecisionQuery, DecisionStore, FreezeRecord, FreezeStore, NewDecision, NewFreeze,
+    DecisionHead, DecisionQuery, DecisionStore, FreezeRecord, FreezeStore, NewDecision, NewFreeze,
     NewReleaseDecision, ReleaseDecision, StandingDecision, StoreError, StoredDecision,
 };
 
@@ -213,6 +213,25 @@ where
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(Self::decision_row).transpose()
+    }
+
+    async fn decision_head(&self, target_key: &str) -> Result<Option<DecisionHead>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, verdict, inputs_hash, decided_at FROM decisions WHERE target = $1
+             ORDER BY id DESC LIMIT 1",
+        )
+        .arg(target_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(DecisionHead {
+                id: row.col("id")?,
+                verdict: row.col("verdict")?,
+                inputs_hash: row.col("inputs_hash")?,
+                decided_at: row.col::<Ts>("decided_at")?.0,
+            })
+        })
+        .transpose()
     }
 
     #[instrument(level = "debug", skip_all, fields(decision = id))]
