@@ -80,6 +80,8 @@ pub struct App {
     /// The outbox workers, when `actions.enabled`.
     actions: Option<Worker>,
     tick: Duration,
+    /// `engine.busy_share`.
+    busy_share: f64,
     /// `serve` on SQLite: the file's writer lock, released when the app has stopped.
     writer_lock: Option<WriterLock>,
     rollout_timeout: Duration,
@@ -348,6 +350,7 @@ impl App {
             watchers: Vec::new(),
             engine,
             tick: Duration::from_secs(config.engine.tick_secs),
+            busy_share: config.engine.busy_share,
             writer_lock: None,
             actions,
             rollout_timeout: Duration::from_secs(config.actions.rollout_timeout_secs),
@@ -378,6 +381,7 @@ impl App {
             watchers,
             engine,
             tick,
+            busy_share,
             actions,
             writer_lock,
             ..
@@ -393,7 +397,8 @@ impl App {
             workers.spawn(watchers.run(shutdown.clone()));
         }
         if let Some((engine, queue)) = engine {
-            workers.spawn(engine.run(queue, tick, shutdown.clone()));
+            let budget = crate::engine::Budget::new(busy_share, std::time::Instant::now());
+            workers.spawn(engine.run(queue, tick, budget, shutdown.clone()));
         }
         let store = state.store.clone();
         workers.spawn(state.events.clone().run(store.clone(), shutdown.clone()));

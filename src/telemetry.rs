@@ -138,6 +138,7 @@ pub struct Metrics {
     pub engine_alerts_dropped: Family<ReasonLabels, Gauge>,
     pub engine_alerts_stale: Gauge,
     pub engine_evaluation: HistogramFamily<EvaluationLabels>,
+    pub engine_rest: Counter<f64, std::sync::atomic::AtomicU64>,
     pub watchers_leading: Family<ClusterLabels, Gauge>,
     pub cluster_reachable: Family<ClusterLabels, Gauge>,
 }
@@ -243,6 +244,13 @@ impl Metrics {
         for trigger in ["batch", "tick"] {
             let _ = engine_evaluation.get_or_create(&EvaluationLabels { trigger });
         }
+        let engine_rest = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "engine_rest_seconds",
+            "Time the engine rested because batches and ticks had spent its \
+             engine.busy_share (under a flood of alerts)",
+            engine_rest.clone(),
+        );
         let watchers_leading = Family::<ClusterLabels, Gauge>::default();
         registry.register(
             "kubernetes_watchers_leading",
@@ -359,6 +367,7 @@ impl Metrics {
             engine_alerts_dropped,
             engine_alerts_stale,
             engine_evaluation,
+            engine_rest,
             watchers_leading,
             cluster_reachable,
         }
@@ -454,6 +463,11 @@ impl Metrics {
     }
 
     /// Records how long an engine evaluation took.
+    /// The engine rests for `rest` (its busy share is spent).
+    pub fn engine_rest(&self, rest: std::time::Duration) {
+        self.engine_rest.inc_by(rest.as_secs_f64());
+    }
+
     pub fn engine_evaluated(&self, trigger: &'static str, took: std::time::Duration) {
         self.engine_evaluation
             .get_or_create(&EvaluationLabels { trigger })

@@ -30,6 +30,11 @@ pub struct EngineConfig {
     /// Most targets with alerts the engine holds and evaluates; beyond it the targets
     /// with the newest alerts are kept.
     pub max_targets: usize,
+    /// Most of its time the engine spends deciding, past a burst of one second: under a
+    /// flood of alerts it then rests between batches (a decision waits up to
+    /// `1 / busy_share - 1` times as long as its batch took) and leaves the CPU to
+    /// ingest. 1: it never rests.
+    pub busy_share: f64,
 }
 
 impl EngineConfig {
@@ -52,6 +57,12 @@ impl EngineConfig {
         }
         if self.max_targets == 0 {
             return Err(invalid("engine.max_targets", "must be at least 1"));
+        }
+        if !(0.05..=1.0).contains(&self.busy_share) {
+            return Err(invalid(
+                "engine.busy_share",
+                "must be between 0.05 and 1 (a share of the engine's time)",
+            ));
         }
         Ok(())
     }

@@ -219,6 +219,9 @@ fn invalid_values_name_their_key() {
             "server.body_limit_bytes",
         ),
         ("ROLLWARDEN__LIMITS__WRITE_BURST", "5", "limits.write_burst"),
+        ("ROLLWARDEN__ENGINE__BUSY_SHARE", "0", "engine.busy_share"),
+        ("ROLLWARDEN__ENGINE__BUSY_SHARE", "1.5", "engine.busy_share"),
+        ("ROLLWARDEN__ENGINE__BUSY_SHARE", "NaN", "engine.busy_share"),
     ];
     for (var, value, key) in cases {
         let err = Config::load_from(None, env(&[(var, value)])).unwrap_err();

@@ -22,10 +22,12 @@ use crate::domain::{Decision, Freeze, NotConsidered, Signal, Target, TargetRef, 
 use crate::store::{DecisionHead, NewDecision, Store, StoreError};
 use crate::telemetry::Metrics;
 
+mod budget;
 mod load;
 mod release;
 mod window;
 
+pub use budget::Budget;
 pub use load::{load_deploys, load_history};
 pub use release::ServiceView;
 use window::{Newest, Window};
@@ -877,21 +879,38 @@ impl Engine {
     }
 
     /// Runs until `shutdown`: evaluates touched targets as they arrive and every due
-    /// target each `tick`.
-    pub async fn run(self, mut queue: EngineQueue, tick: Duration, shutdown: CancellationToken) {
+    /// target each `tick`, resting whenever `budget` is spent (see [`Budget`]).
+    pub async fn run(
+        self,
+        mut queue: EngineQueue,
+        tick: Duration,
+        mut budget: Budget,
+        shutdown: CancellationToken,
+    ) {
         let mut window = Window::default();
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let rest = budget.rest(std::time::Instant::now());
+            if !rest.is_zero() {
+                self.metrics.engine_rest(rest);
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(rest) => {}
+                }
+            }
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 touch = queue.recv() => {
+                    let started = std::time::Instant::now();
                     self.batch(&mut window, touch).await;
+                    budget.spend(started.elapsed(), std::time::Instant::now());
                 }
                 _ = interval.tick() => {
                     let started = std::time::Instant::now();
                     self.tick_in(&mut window, Some(&mut queue)).await;
                     self.metrics.engine_evaluated("tick", started.elapsed());
+                    budget.spend(started.elapsed(), std::time::Instant::now());
                 }
             }
         }
