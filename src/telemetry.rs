@@ -247,8 +247,8 @@ impl Metrics {
         let engine_rest = Counter::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "engine_rest_seconds",
-            "Time the engine rested because batches and ticks had spent its \
-             engine.busy_share (under a flood of alerts)",
+            "Time the engine rested because its batches had spent its engine.busy_share \
+             (under a flood of alerts)",
             engine_rest.clone(),
         );
         let watchers_leading = Family::<ClusterLabels, Gauge>::default();

@@ -2,13 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-/// Time the run loop may spend in batches and ticks before its share applies: an
+/// Time the run loop may spend in batches before its share applies: an
 /// incident's first decisions, however many targets they take, never wait.
 pub const BURST: Duration = Duration::from_secs(1);
 
 /// A leaky bucket of busy time. It holds up to [`BURST`] and fills at `share` of the
-/// time that passes; each batch or tick spends what it took, and when the bucket is
-/// empty the loop rests until it is not. Under a flood of alerts each batch re-weighs
+/// time that passes; each batch spends what it took, and when the bucket is empty the
+/// loop rests until it is not. Ticks spend nothing: their work grows with the fleet, not
+/// with a flood. Under a flood of alerts each batch re-weighs
 /// every target the flood touches, and run back to back they took the CPU that ingest
 /// needed (engine on: 0.62 of engine off at 50 services); a loop that rests after a
 /// long batch takes the reports of that time in one batch, so its work grows with the
@@ -38,7 +39,7 @@ impl Budget {
         self.at = self.at.max(now);
     }
 
-    /// How long to rest at `now` before the next batch or tick.
+    /// How long to rest at `now` before the next batch.
     pub fn rest(&mut self, now: Instant) -> Duration {
         self.fill(now);
         if self.credit >= 0.0 || self.share >= 1.0 {
@@ -47,7 +48,7 @@ impl Budget {
         Duration::from_secs_f64(-self.credit / self.share)
     }
 
-    /// Spends `busy`, a batch or tick that ended at `now`.
+    /// Spends `busy`, a batch that ended at `now`.
     pub fn spend(&mut self, busy: Duration, now: Instant) {
         self.fill(now);
         self.credit -= busy.as_secs_f64();

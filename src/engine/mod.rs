@@ -184,10 +184,26 @@ const MAX_PENDING_TARGETS: usize = 10_000;
 struct Inbox {
     pending: std::sync::Mutex<Touch>,
     bell: tokio::sync::Notify,
+    /// Reports put so far: a rest ends once they stop coming ([`QUIET`]).
+    reports: std::sync::atomic::AtomicU64,
 }
+
+/// A rest ends early when no report came for this long and at most [`LITTLE`] alert
+/// keys and targets are pending: it leaves the CPU to a flood's ingest, and an alert
+/// that comes alone has no flood to leave it to.
+const QUIET: Duration = Duration::from_millis(10);
+
+/// See [`QUIET`].
+const LITTLE: usize = 64;
+
+/// A rest ends when no report came for this long, however much is pending: the flood
+/// has stopped.
+const SILENT: Duration = Duration::from_millis(100);
 
 impl Inbox {
     fn put(&self, targets: Vec<TargetRef>, alerts: Vec<(String, DateTime<Utc>)>) {
+        self.reports
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
             let mut pending = self
                 .pending
@@ -207,6 +223,15 @@ impl Inbox {
             }
         }
         self.bell.notify_one();
+    }
+
+    /// How many alert keys and targets are pending.
+    fn pending(&self) -> usize {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pending.alerts.len() + pending.targets.len()
     }
 
     /// What is pending, if anything.
@@ -254,6 +279,40 @@ impl EngineQueue {
 
     fn try_recv(&mut self) -> Option<Touch> {
         self.inbox.take()
+    }
+
+    /// Rests for `rest`, or less: until no report has come for [`QUIET`] and little is
+    /// pending (an alert after a flood), or none for [`SILENT`] (the flood has stopped).
+    /// A flood's reports come in bursts as its commits land, with gaps between them;
+    /// what is pending by then is the flood's, and the rest goes on.
+    async fn rest(&self, rest: Duration) {
+        let until = tokio::time::Instant::now() + rest;
+        let mut quiet = Duration::ZERO;
+        loop {
+            let seen = self
+                .inbox
+                .reports
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let step = until.min(tokio::time::Instant::now() + QUIET);
+            let started = tokio::time::Instant::now();
+            tokio::time::sleep_until(step).await;
+            if step >= until {
+                return;
+            }
+            if self
+                .inbox
+                .reports
+                .load(std::sync::atomic::Ordering::Relaxed)
+                != seen
+            {
+                quiet = Duration::ZERO;
+                continue;
+            }
+            quiet += started.elapsed();
+            if quiet >= SILENT || self.inbox.pending() <= LITTLE {
+                return;
+            }
+        }
     }
 }
 
@@ -879,7 +938,8 @@ impl Engine {
     }
 
     /// Runs until `shutdown`: evaluates touched targets as they arrive and every due
-    /// target each `tick`, resting whenever `budget` is spent (see [`Budget`]).
+    /// target each `tick`, resting whenever its batches have spent `budget` (see
+    /// [`Budget`]).
     pub async fn run(
         self,
         mut queue: EngineQueue,
@@ -893,11 +953,12 @@ impl Engine {
         loop {
             let rest = budget.rest(std::time::Instant::now());
             if !rest.is_zero() {
-                self.metrics.engine_rest(rest);
+                let started = std::time::Instant::now();
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(rest) => {}
+                    () = queue.rest(rest) => {}
                 }
+                self.metrics.engine_rest(started.elapsed());
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -907,10 +968,12 @@ impl Engine {
                     budget.spend(started.elapsed(), std::time::Instant::now());
                 }
                 _ = interval.tick() => {
+                    // Not spent from the budget: a tick's work grows with the fleet, not
+                    // with the flood, and a rest after the window's reload (seconds at
+                    // 100,000 alerts) would hold back the next alert's decision.
                     let started = std::time::Instant::now();
                     self.tick_in(&mut window, Some(&mut queue)).await;
                     self.metrics.engine_evaluated("tick", started.elapsed());
-                    budget.spend(started.elapsed(), std::time::Instant::now());
                 }
             }
         }
@@ -953,6 +1016,71 @@ mod tests {
     fn keys(from: usize, n: usize) -> Vec<(String, DateTime<Utc>)> {
         let at = Utc.with_ymd_and_hms(2026, 12, 4, 10, 0, 0).unwrap();
         (from..from + n).map(|i| (format!("fp-{i}"), at)).collect()
+    }
+
+    /// A rest lasts while reports keep coming (a flood's ingest needs the CPU), and
+    /// ends once none came for [`QUIET`] with little pending (an alert after a flood
+    /// does not wait out the rest the flood's batches earned), or for [`SILENT`].
+    #[tokio::test(start_paused = true)]
+    async fn a_rest_lasts_while_reports_come_and_ends_when_they_stop() {
+        let (handle, mut queue) = Engine::channel();
+        let rest = Duration::from_secs(2);
+        let ms = Duration::from_millis;
+        // Nothing comes: it ends after QUIET.
+        let started = tokio::time::Instant::now();
+        queue.rest(rest).await;
+        assert_eq!(started.elapsed(), QUIET);
+        // A report every 5 ms for 300 ms, little pending: until they stop, and QUIET.
+        let target = TargetRef::new("default", "prod", "Deployment", "checkout");
+        let flood = |handle: EngineHandle, per_report: usize| {
+            let target = target.clone();
+            tokio::spawn(async move {
+                for i in 0..60 {
+                    handle.ingested(vec![target.clone()], keys(i * per_report, per_report));
+                    tokio::time::sleep(ms(5)).await;
+                }
+                handle
+            })
+        };
+        let sent = flood(handle, 1);
+        let started = tokio::time::Instant::now();
+        queue.rest(rest).await;
+        let took = started.elapsed();
+        assert!((ms(300)..=ms(300) + 2 * QUIET).contains(&took), "{took:?}");
+        let handle = sent.await.unwrap();
+        assert_eq!(queue.try_recv().unwrap().alerts.len(), 60);
+        // A flood's bursts, 30 ms apart, much pending: the gaps do not end it; SILENT
+        // after the last burst does.
+        let bursts = tokio::spawn({
+            let target = target.clone();
+            async move {
+                for i in 0..10 {
+                    handle.ingested(vec![target.clone()], keys(i * 100, 100));
+                    tokio::time::sleep(ms(30)).await;
+                }
+                handle
+            }
+        });
+        let started = tokio::time::Instant::now();
+        queue.rest(rest).await;
+        let took = started.elapsed();
+        assert!(
+            (ms(270) + SILENT..=ms(270) + SILENT + 2 * QUIET).contains(&took),
+            "{took:?}"
+        );
+        let handle = bursts.await.unwrap();
+        queue.try_recv().unwrap();
+        // Reports that never stop: the whole rest, no more.
+        let endless = tokio::spawn(async move {
+            loop {
+                handle.touched(vec![target.clone()]);
+                tokio::time::sleep(ms(1)).await;
+            }
+        });
+        let started = tokio::time::Instant::now();
+        queue.rest(rest).await;
+        assert_eq!(started.elapsed(), rest);
+        endless.abort();
     }
 
     /// Reports that arrive while the engine is busy merge into one batch, in order; the
