@@ -268,10 +268,8 @@ async fn post_background(
     const SENDERS: usize = 4;
     let starts = ("2026-08-22T13:30:00Z".parse::<DateTime<Utc>>()? + shift)
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let notifications = count.div_ceil(PER_NOTIFICATION);
-    let (http, url) = (http.clone(), format!("{base}/webhooks/alertmanager"));
-    flood::post_spread(SENDERS, notifications, move |n| {
-        let alerts: Vec<Value> = (n * PER_NOTIFICATION..((n + 1) * PER_NOTIFICATION).min(count))
+    let body = move |n, range: std::ops::Range<usize>| {
+        let alerts: Vec<Value> = range
             .map(|i| {
                 json!({
                     "status": "firing",
@@ -285,12 +283,9 @@ async fn post_background(
                 })
             })
             .collect();
-        http.post(&url)
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(flood::group(n, alerts))
-    })
-    .await
+        flood::group(n, alerts)
+    };
+    flood::post_alerts(http, base, TOKEN, SENDERS, PER_NOTIFICATION, count, body).await
 }
 
 fn fingerprint(name: &str) -> u64 {

@@ -467,16 +467,15 @@ async fn post_flood(
     alerts: usize,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let notifications = alerts.div_ceil(PER_NOTIFICATION);
-    let (http, url) = (http.clone(), format!("{base}/webhooks/alertmanager"));
-    flood::post_spread(SENDERS, notifications, move |n| {
-        let first = n * PER_NOTIFICATION;
-        let last = (first + PER_NOTIFICATION).min(alerts);
-        http.post(&url)
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(notification(n, first..last, alerts, now))
-    })
+    flood::post_alerts(
+        http,
+        base,
+        TOKEN,
+        SENDERS,
+        PER_NOTIFICATION,
+        alerts,
+        move |n, range| notification(n, range, alerts, now),
+    )
     .await
 }
 

@@ -203,16 +203,15 @@ fn service(i: usize) -> String {
 /// `ALERTS` distinct firing alerts, `PER_NOTIFICATION` to a notification, each
 /// notification a new group, from `SENDERS` concurrent senders.
 async fn post_flood(http: &reqwest::Client, base: &str, alerts: usize) -> anyhow::Result<()> {
-    let notifications = alerts.div_ceil(PER_NOTIFICATION);
-    let (http, url) = (http.clone(), format!("{base}/webhooks/alertmanager"));
-    flood::post_spread(SENDERS, notifications, move |n| {
-        let first = n * PER_NOTIFICATION;
-        let last = (first + PER_NOTIFICATION).min(alerts);
-        http.post(&url)
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(notification(n, first..last))
-    })
+    flood::post_alerts(
+        http,
+        base,
+        TOKEN,
+        SENDERS,
+        PER_NOTIFICATION,
+        alerts,
+        notification,
+    )
     .await
 }
 

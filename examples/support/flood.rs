@@ -32,6 +32,36 @@ where
     Ok(())
 }
 
+/// Posts `alerts` alerts to `{base}/webhooks/alertmanager` as `token`, `per` to a
+/// notification, from `senders` concurrent senders: notification `n` carries alerts
+/// `n * per..` (at most `per`, the last fewer), its body built by `body(n, range)`.
+pub async fn post_alerts<B>(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    senders: usize,
+    per: usize,
+    alerts: usize,
+    body: B,
+) -> anyhow::Result<()>
+where
+    B: Fn(usize, std::ops::Range<usize>) -> String + Clone + Send + 'static,
+{
+    let (http, url, token) = (
+        http.clone(),
+        format!("{base}/webhooks/alertmanager"),
+        token.to_string(),
+    );
+    post_spread(senders, alerts.div_ceil(per), move |n| {
+        let first = n * per;
+        http.post(&url)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body(n, first..(first + per).min(alerts)))
+    })
+    .await
+}
+
 /// Alertmanager's body for group `n` carrying `alerts`, each group a new one.
 pub fn group(n: usize, alerts: Vec<Value>) -> String {
     json!({
