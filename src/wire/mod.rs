@@ -204,8 +204,11 @@ pub(crate) fn parse_time(
     check_time(field, t, now)
 }
 
-/// `t` if it lies within [`MAX_TIME_DISTANCE_DAYS`] of `now`: a rule against the
-/// server's clock, so `inconsistent` (422).
+/// `t` to the microsecond if it lies within [`MAX_TIME_DISTANCE_DAYS`] of `now`: a rule
+/// against the server's clock, so `inconsistent` (422). Microseconds are what both stores
+/// keep: two instants a nanosecond apart are one instant once stored (and one alert
+/// occurrence: a batch writing both would update its row twice), and what the engine
+/// holds of an ingest must equal what it would read back.
 pub(crate) fn check_time(
     field: &str,
     t: chrono::DateTime<chrono::Utc>,
@@ -222,7 +225,7 @@ pub(crate) fn check_time(
             ),
         ));
     }
-    Ok(t)
+    Ok(chrono::SubsecRound::trunc_subsecs(t, 6))
 }
 
 /// `value` if it fits `grammar` (one per kind of field, `domain::field`), else a 400

@@ -74,6 +74,43 @@ async fn outcomes_come_back_in_order_with_duplicates_marked(backend: Backend) {
     assert!(db.store.record_notifications(&[]).await.unwrap().is_empty());
 }
 
+/// Two starts a nanosecond apart in one notification (from a hostile caller, or a
+/// clock) are one occurrence, as both stores keep microseconds: PostgreSQL refused the
+/// whole batch (every caller's notification in it) when one insert updated a row twice.
+async fn instants_a_nanosecond_apart_are_one_occurrence(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let twice = notification(
+        "C",
+        "z1",
+        "prod",
+        "firing",
+        "2026-08-22T10:00:00.000000001Z",
+    )
+    .replace(
+        r#""alerts":["#,
+        &format!(
+            r#""alerts":[{},"#,
+            serde_json::from_str::<serde_json::Value>(&notification(
+                "C",
+                "z1",
+                "prod",
+                "firing",
+                "2026-08-22T10:00:00.000000002Z"
+            ))
+            .unwrap()["alerts"][0]
+        ),
+    );
+    let outcome = db
+        .store
+        .record_notifications(&[parse(&twice)])
+        .await
+        .unwrap();
+    assert_eq!(outcome[0].alerts_written, 2, "both carried, one row");
+    let stored = db.store.list_alerts(&query()).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].starts_at, at("2026-08-22T10:00:00Z"));
+}
+
 async fn resolution_wins_within_and_across_batches(backend: Backend) {
     let db = TestStore::new(backend).await;
     // Resolved before firing in one batch: still resolved.
@@ -381,6 +418,7 @@ async fn alerts_are_read_by_the_target_they_are_mapped_to(backend: Backend) {
 on_both_backends!(
     alerts_are_read_by_the_target_they_are_mapped_to,
     outcomes_come_back_in_order_with_duplicates_marked,
+    instants_a_nanosecond_apart_are_one_occurrence,
     resolution_wins_within_and_across_batches,
     list_alerts_filters_and_pages,
     label_queries_are_exact_before_and_after_maintain,
