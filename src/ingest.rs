@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::domain::classify::Classifier;
 use crate::domain::{Deploy, Notification, Signal, TargetRef};
-use crate::engine::EngineHandle;
+use crate::engine::{EngineHandle, IngestedAlert};
 use crate::store::{DeployWrite, IngestOutcome, Store, StoreError};
 use crate::telemetry::Metrics;
 use crate::wire::flagger::{Answered, FlaggerCall};
@@ -130,38 +130,35 @@ impl Ingestor {
             .iter()
             .map(|a| self.classifier.alert_target(a))
             .collect();
-        // Which targets the alerts are about, and which alerts, for the engine (told
-        // only once the store took them).
-        let touched = self.engine.as_ref().map(|_| {
-            let mut targets: Vec<TargetRef> = notification
-                .alerts
-                .iter()
-                .filter_map(|a| self.classifier.target_for(&a.labels))
-                .map(|t| t.target)
-                .collect();
-            targets.sort();
-            targets.dedup();
-            let keys: Vec<(String, DateTime<Utc>)> = notification
-                .alerts
-                .iter()
-                .map(|a| (a.fingerprint.clone(), a.starts_at))
-                .collect();
-            (targets, keys)
-        });
-        let outcome = self
+        let mut outcome = self
             .submit(notification)
             .await
             .inspect_err(|_| self.failed(Sender::Alertmanager))?;
         self.count(Sender::Alertmanager, !outcome.duplicate);
-        if let (Some(engine), Some((targets, keys))) = (&self.engine, touched)
+        let written = std::mem::take(&mut outcome.written);
+        if let Some(engine) = &self.engine
             && !outcome.duplicate
         {
+            // The rows it wrote, classified here (on the handlers' tasks, not the
+            // engine's), and the targets they are about: an alert it did not write (a
+            // resolved one delivered firing) or that no rule classifies changes no
+            // evaluation.
+            let alerts: Vec<IngestedAlert> = written
+                .into_iter()
+                .map(|w| IngestedAlert::new(&self.classifier, w))
+                .collect();
+            let mut targets: Vec<TargetRef> = alerts
+                .iter()
+                .filter_map(|a| a.classified.as_ref()?.signal.target.clone())
+                .collect();
+            targets.sort();
+            targets.dedup();
             tracing::debug!(
                 receipt = outcome.receipt_id,
                 targets = ?targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "notification recorded; its targets go to the engine"
+                "notification recorded; its alerts go to the engine"
             );
-            engine.ingested(targets, keys);
+            engine.ingested(targets, alerts);
         }
         Ok(outcome)
     }

@@ -19,7 +19,7 @@ use crate::domain::classify::{Classified, Classifier};
 use crate::domain::decide::{History, decide};
 use crate::domain::policy::Policy;
 use crate::domain::{Decision, Freeze, NotConsidered, Signal, Target, TargetRef, Verdict};
-use crate::store::{DecisionHead, NewDecision, Store, StoreError};
+use crate::store::{DecisionHead, NewDecision, Store, StoreError, WrittenAlert};
 use crate::telemetry::Metrics;
 
 mod budget;
@@ -31,6 +31,8 @@ pub use budget::Budget;
 pub use load::{load_deploys, load_history};
 pub use release::ServiceView;
 use window::{Newest, Window};
+
+pub use window::Row;
 
 /// Deploys of a target an evaluation looks at: the suspect and what came before it.
 const HISTORY_DEPTH: u32 = 200;
@@ -155,6 +157,36 @@ fn newest<T>(entries: &mut Vec<(Newest, T)>, cap: usize) -> u64 {
     over as u64
 }
 
+/// An alert row an ingest wrote, classified by the handler that ingested it: what the
+/// run loop's window takes of it, without reading it back or classifying it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestedAlert {
+    pub row: Row,
+    /// Its key (fingerprint, start), to read it back by when the inbox holds too many.
+    pub key: (String, DateTime<Utc>),
+    /// `None` when the classifier ignores it (a redelivery may have changed its labels:
+    /// the window lets go of it).
+    pub classified: Option<Classified>,
+}
+
+impl IngestedAlert {
+    /// `written` as `classifier` classifies it.
+    pub fn new(classifier: &Classifier, written: WrittenAlert) -> Self {
+        let classified = classifier.classify(&written.alert);
+        let alert = written.alert;
+        Self {
+            row: Row {
+                id: written.id,
+                updated_at: written.updated_at,
+                firing: alert.status == crate::domain::AlertStatus::Firing,
+                ends_at: alert.ends_at,
+            },
+            key: (alert.fingerprint, alert.starts_at),
+            classified,
+        }
+    }
+}
+
 /// What the handlers reported and the engine has not taken yet: one inbox, merged as
 /// reports arrive, so that a flood of notifications is one batch for the engine (and a
 /// message per notification never fills a queue).
@@ -162,18 +194,29 @@ fn newest<T>(entries: &mut Vec<(Newest, T)>, cap: usize) -> u64 {
 struct Touch {
     /// Targets to evaluate, each once however many reports named it.
     targets: BTreeSet<TargetRef>,
-    /// The keys (fingerprint, start) of the alerts committed ingests wrote: they are
-    /// merged into the run loop's [`Window`] before the evaluations (also when they
-    /// name no target: a dependency alert concerns the targets that depend on it).
-    alerts: Vec<(String, DateTime<Utc>)>,
+    /// The alert rows committed ingests wrote, classified: they are merged into the
+    /// run loop's [`Window`] before the evaluations (also when they name no target: a
+    /// dependency alert concerns the targets that depend on it).
+    alerts: Vec<IngestedAlert>,
+    /// The keys (fingerprint, start) of written alert rows past
+    /// [`MAX_PENDING_ALERTS`]: read back from the store, then merged the same way.
+    keys: Vec<(String, DateTime<Utc>)>,
     /// Keys or targets were dropped ([`MAX_PENDING_KEYS`], [`MAX_PENDING_TARGETS`]):
     /// the run loop reloads its window, and the next tick evaluates every due target.
     overflowed: bool,
 }
 
+/// Written alert rows the inbox holds at most (about 40 MB, at some 750 bytes a
+/// classified alert); beyond, it keeps their keys. Handing the engine the rows an
+/// ingest wrote, classified, saves reading them back and classifying them on its one
+/// task: under the bench's flood that read back was a third of the engine's work (see
+/// docs/performance.md). A flood's batch at 6,000 notifications a second is about
+/// 50,000 alerts.
+const MAX_PENDING_ALERTS: usize = 50_000;
+
 /// Alert keys the inbox holds at most (about 6 MB); beyond, the engine reloads its
-/// window instead, as a tick would. At 8,000 notifications of two alerts a second that
-/// is six seconds of backlog.
+/// window instead, as a tick would. At 8,000 notifications of two alerts a second,
+/// with [`MAX_PENDING_ALERTS`], that is seven seconds of backlog.
 const MAX_PENDING_KEYS: usize = 100_000;
 /// Distinct targets the inbox holds at most: webhook callers choose the labels that
 /// name targets, so a stalled engine must not hold every name they send.
@@ -201,7 +244,7 @@ const LITTLE: usize = 64;
 const SILENT: Duration = Duration::from_millis(100);
 
 impl Inbox {
-    fn put(&self, targets: Vec<TargetRef>, alerts: Vec<(String, DateTime<Utc>)>) {
+    fn put(&self, targets: Vec<TargetRef>, alerts: Vec<IngestedAlert>) {
         self.reports
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
@@ -216,22 +259,24 @@ impl Inbox {
                     pending.overflowed = true;
                 }
             }
-            if pending.alerts.len() + alerts.len() > MAX_PENDING_KEYS {
-                pending.overflowed = true;
-            } else {
+            if pending.alerts.len() + alerts.len() <= MAX_PENDING_ALERTS {
                 pending.alerts.extend(alerts);
+            } else if pending.keys.len() + alerts.len() <= MAX_PENDING_KEYS {
+                pending.keys.extend(alerts.into_iter().map(|a| a.key));
+            } else {
+                pending.overflowed = true;
             }
         }
         self.bell.notify_one();
     }
 
-    /// How many alert keys and targets are pending.
+    /// How many alerts (written or by key) and targets are pending.
     fn pending(&self) -> usize {
         let pending = self
             .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        pending.alerts.len() + pending.targets.len()
+        pending.alerts.len() + pending.keys.len() + pending.targets.len()
     }
 
     /// What is pending, if anything.
@@ -240,7 +285,10 @@ impl Inbox {
             .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let empty = pending.targets.is_empty() && pending.alerts.is_empty() && !pending.overflowed;
+        let empty = pending.targets.is_empty()
+            && pending.alerts.is_empty()
+            && pending.keys.is_empty()
+            && !pending.overflowed;
         (!empty).then(|| std::mem::take(&mut *pending))
     }
 }
@@ -324,10 +372,10 @@ impl EngineHandle {
         }
     }
 
-    /// Reports a committed ingest: the keys (fingerprint, start) of the alerts it
-    /// wrote and the targets they name. Never blocks a handler; past
-    /// [`MAX_PENDING_KEYS`] the engine reloads its window instead of reading the keys.
-    pub fn ingested(&self, targets: Vec<TargetRef>, alerts: Vec<(String, DateTime<Utc>)>) {
+    /// Reports a committed ingest: the alert rows it wrote and the targets they name.
+    /// Never blocks a handler; past [`MAX_PENDING_ALERTS`] the engine reads the rows
+    /// back by key, past [`MAX_PENDING_KEYS`] it reloads its window.
+    pub fn ingested(&self, targets: Vec<TargetRef>, alerts: Vec<IngestedAlert>) {
         self.inbox.put(targets, alerts);
     }
 }
@@ -357,17 +405,19 @@ impl Engine {
     /// Loads what evaluations at this instant read: every alert still firing or
     /// recently resolved (classified once), posted signals, and freezes in force.
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        self.snapshot_in(&mut Window::default(), &[], None).await
+        self.snapshot_in(&mut Window::default(), Vec::new(), &[], None)
+            .await
     }
 
     /// [`Engine::snapshot`] through `window`: loaded when empty, else brought up to
-    /// date with the alerts stored under `keys`. Posted signals and freezes (few) are read
-    /// every time. With `only`, the snapshot holds the alerts of those targets and the
+    /// date with the `written` alert rows and those stored under `keys`. Posted signals
+    /// and freezes (few) are read every time. With `only`, the snapshot holds the alerts of those targets and the
     /// alerts about no target, not the whole window: what an
     /// ingest batch's evaluations read.
     async fn snapshot_in(
         &self,
         window: &mut Window,
+        written: Vec<IngestedAlert>,
         keys: &[(String, DateTime<Utc>)],
         only: Option<&BTreeSet<TargetRef>>,
     ) -> Result<Snapshot, StoreError> {
@@ -377,9 +427,16 @@ impl Engine {
         let limits = self.limits;
         let mut held = match window.take() {
             Some(mut held) => {
+                let mut written = written.into_iter().peekable();
+                while written.peek().is_some() {
+                    for alert in written.by_ref().take(MERGE_PAGE) {
+                        held.merge(&mut window.dropped, &limits, alert.row, alert.classified);
+                    }
+                    held.cap_targets(&mut window.dropped, limits.max_targets, 0);
+                }
                 for page in keys.chunks(MERGE_PAGE) {
                     for row in self.store.alerts_by_key(page).await? {
-                        held.merge(&mut window.dropped, &self.classifier, &limits, &row);
+                        held.merge_row(&mut window.dropped, &self.classifier, &limits, &row);
                     }
                     held.cap_targets(&mut window.dropped, limits.max_targets, 0);
                 }
@@ -398,7 +455,7 @@ impl Engine {
                         .alerts_for_evaluation(since, fresh_since, after, WINDOW_PAGE)
                         .await?;
                     for row in &page {
-                        held.merge(&mut window.dropped, &self.classifier, &limits, row);
+                        held.merge_row(&mut window.dropped, &self.classifier, &limits, row);
                     }
                     held.cap_targets(&mut window.dropped, limits.max_targets, limits.max_targets);
                     match page.last() {
@@ -786,7 +843,7 @@ impl Engine {
         }
         // Loaded from the store now, it holds every replica's alerts.
         let complete = !window.is_loaded();
-        let loaded = match self.snapshot_in(window, &[], None).await {
+        let loaded = match self.snapshot_in(window, Vec::new(), &[], None).await {
             Ok(snapshot) => self.due(&snapshot).await.map(|due| (snapshot, due)),
             Err(err) => Err(err),
         };
@@ -866,6 +923,7 @@ impl Engine {
         &self,
         window: &mut Window,
         mut targets: BTreeSet<TargetRef>,
+        written: Vec<IngestedAlert>,
         keys: &[(String, DateTime<Utc>)],
     ) -> BTreeSet<TargetRef> {
         self.with_release_peers(&mut targets);
@@ -873,7 +931,10 @@ impl Engine {
             complete: !window.is_loaded(),
             unsettled: None,
         };
-        let snapshot = match self.snapshot_in(window, keys, Some(&targets)).await {
+        let snapshot = match self
+            .snapshot_in(window, written, keys, Some(&targets))
+            .await
+        {
             Ok(snapshot) => snapshot,
             Err(err) => {
                 // The next tick reloads the window and evaluates them.
@@ -984,15 +1045,16 @@ impl Engine {
     async fn batch(&self, window: &mut Window, first: Touch) -> BTreeSet<TargetRef> {
         let Touch {
             targets,
-            alerts: keys,
-            ..
+            alerts,
+            keys,
+            overflowed,
         } = first;
-        if first.overflowed {
+        if overflowed {
             // An ingest's keys or targets were dropped from a full inbox: reload.
             window.invalidate();
         }
         let started = std::time::Instant::now();
-        let evaluated = self.evaluate_batch(window, targets, &keys).await;
+        let evaluated = self.evaluate_batch(window, targets, alerts, &keys).await;
         self.metrics.engine_evaluated("batch", started.elapsed());
         evaluated
     }
@@ -1018,6 +1080,24 @@ mod tests {
         (from..from + n).map(|i| (format!("fp-{i}"), at)).collect()
     }
 
+    /// The alert rows an ingest wrote, with the [`keys`] `from..from + n`.
+    fn written(from: usize, n: usize) -> Vec<IngestedAlert> {
+        keys(from, n)
+            .into_iter()
+            .zip(from..)
+            .map(|(key, id)| IngestedAlert {
+                row: Row {
+                    id: id as i64,
+                    updated_at: key.1,
+                    firing: true,
+                    ends_at: None,
+                },
+                key,
+                classified: None,
+            })
+            .collect()
+    }
+
     /// A rest lasts while reports keep coming (a flood's ingest needs the CPU), and
     /// ends once none came for [`QUIET`] with little pending (an alert after a flood
     /// does not wait out the rest the flood's batches earned), or for [`SILENT`].
@@ -1036,7 +1116,7 @@ mod tests {
             let target = target.clone();
             tokio::spawn(async move {
                 for i in 0..60 {
-                    handle.ingested(vec![target.clone()], keys(i * per_report, per_report));
+                    handle.ingested(vec![target.clone()], written(i * per_report, per_report));
                     tokio::time::sleep(ms(5)).await;
                 }
                 handle
@@ -1055,7 +1135,7 @@ mod tests {
             let target = target.clone();
             async move {
                 for i in 0..10 {
-                    handle.ingested(vec![target.clone()], keys(i * 100, 100));
+                    handle.ingested(vec![target.clone()], written(i * 100, 100));
                     tokio::time::sleep(ms(30)).await;
                 }
                 handle
@@ -1084,8 +1164,9 @@ mod tests {
     }
 
     /// Reports that arrive while the engine is busy merge into one batch, in order; the
-    /// inbox never refuses one, holds each target once, and past its bounds asks for a
-    /// reload instead of holding more keys or targets.
+    /// inbox never refuses one, holds each target once, keeps only the keys of alerts
+    /// past its bound on alerts, and past its bounds on keys and targets asks for a
+    /// reload instead of holding more.
     #[tokio::test]
     async fn reports_merge_into_one_batch_and_past_the_bound_ask_for_a_reload() {
         let (handle, mut queue) = Engine::channel();
@@ -1094,11 +1175,16 @@ mod tests {
         let cart = TargetRef::deployment("eu-1", "prod", "cart");
         for i in 0..3000 {
             let target = if i % 2 == 0 { &checkout } else { &cart };
-            handle.ingested(vec![target.clone()], keys(i * 2, 2));
+            handle.ingested(vec![target.clone()], written(i * 2, 2));
         }
         handle.touched(vec![cart.clone()]);
         let batch = queue.recv().await;
-        assert_eq!(batch.alerts, keys(0, 6000), "every key, in arrival order");
+        assert_eq!(
+            batch.alerts,
+            written(0, 6000),
+            "every alert, in arrival order"
+        );
+        assert!(batch.keys.is_empty());
         assert_eq!(
             batch.targets,
             BTreeSet::from([checkout.clone(), cart.clone()]),
@@ -1122,11 +1208,30 @@ mod tests {
             "the window is reloaded and the tick evaluates the rest"
         );
 
-        handle.ingested(vec![checkout.clone()], keys(0, MAX_PENDING_KEYS));
-        handle.ingested(vec![cart.clone()], keys(MAX_PENDING_KEYS, 1));
+        // Past the bound on alerts, their keys; past the bound on keys, a reload.
+        let alerts = MAX_PENDING_ALERTS - 1;
+        handle.ingested(vec![checkout.clone()], written(0, alerts));
+        handle.ingested(vec![checkout.clone()], written(alerts, 2));
+        handle.ingested(vec![checkout.clone()], written(alerts + 2, 1));
+        let batch = queue.try_recv().expect("pending");
+        assert_eq!(
+            batch.alerts,
+            [written(0, alerts), written(alerts + 2, 1)].concat()
+        );
+        assert_eq!(
+            batch.keys,
+            keys(alerts, 2),
+            "the report past the bound, by key"
+        );
+        assert!(!batch.overflowed);
+
+        handle.ingested(vec![checkout.clone()], written(0, MAX_PENDING_ALERTS));
+        handle.ingested(vec![checkout.clone()], written(0, MAX_PENDING_KEYS));
+        handle.ingested(vec![cart.clone()], written(MAX_PENDING_KEYS, 1));
         let batch = queue.try_recv().expect("pending");
         assert!(batch.overflowed, "the window is reloaded instead");
-        assert_eq!(batch.alerts.len(), MAX_PENDING_KEYS);
+        assert_eq!(batch.alerts.len(), MAX_PENDING_ALERTS);
+        assert_eq!(batch.keys.len(), MAX_PENDING_KEYS);
         assert_eq!(
             batch.targets,
             BTreeSet::from([checkout, cart]),

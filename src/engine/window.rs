@@ -71,6 +71,18 @@ struct Group {
     newest: BTreeSet<Newest>,
 }
 
+/// What the window keeps of an alert row besides its classification: read from the
+/// store, or as an ingest wrote it ([`super::IngestedAlert`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    pub id: i64,
+    /// Its last delivery: of two versions of a row, the later one is held.
+    pub updated_at: DateTime<Utc>,
+    pub firing: bool,
+    /// Set once resolved.
+    pub ends_at: Option<DateTime<Utc>>,
+}
+
 struct WindowAlert {
     /// Its group's slot.
     slot: u32,
@@ -132,15 +144,34 @@ impl Held {
         self.slots.len() - usize::from(self.slots.contains_key(&None))
     }
 
-    /// Brings `row` in (or out, when the classifier ignores it), keeping its target's
-    /// newest `limits.max_alerts_per_target`; what the cap pushes out is counted in
-    /// `dropped`.
-    pub(super) fn merge(
+    /// Brings a row read from the store in, classified ([`Held::merge`]).
+    pub(super) fn merge_row(
         &mut self,
         dropped: &mut Dropped,
         classifier: &Classifier,
         limits: &WindowLimits,
         row: &StoredAlert,
+    ) {
+        let classified = classifier.classify(&row.to_alert());
+        let row = Row {
+            id: row.id,
+            updated_at: row.updated_at,
+            firing: row.status == AlertStatus::Firing,
+            ends_at: row.ends_at,
+        };
+        self.merge(dropped, limits, row, classified);
+    }
+
+    /// Brings `row` in (or out, when the classifier ignored it: `classified` is
+    /// `None`), keeping its target's newest `limits.max_alerts_per_target`; what the
+    /// cap pushes out is counted in `dropped`. A row older than the one held (two
+    /// ingests' reports crossing) is left out.
+    pub(super) fn merge(
+        &mut self,
+        dropped: &mut Dropped,
+        limits: &WindowLimits,
+        row: Row,
+        classified: Option<Classified>,
     ) {
         if self
             .alerts
@@ -152,7 +183,7 @@ impl Held {
         // Its labels (so its target) may have changed with a redelivery.
         self.remove(row.id);
         // An alert the classifier ignores concerns no evaluation: not held at all.
-        let Some(classified) = classifier.classify(&row.to_alert()) else {
+        let Some(classified) = classified else {
             return;
         };
         let target = classified.signal.target.clone();
@@ -171,7 +202,7 @@ impl Held {
             WindowAlert {
                 slot,
                 updated_at: row.updated_at,
-                firing: row.status == AlertStatus::Firing,
+                firing: row.firing,
                 ends_at: row.ends_at,
                 classified: Arc::new(classified),
             },

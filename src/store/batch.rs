@@ -3,19 +3,45 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
-use super::IngestOutcome;
+use super::{IngestOutcome, WrittenAlert};
 use crate::domain::{Alert, AlertStatus, AlertTarget, Notification};
 
 /// An alert row a batch writes.
 pub struct PlannedAlert<'a> {
     pub alert: Alert,
-    /// The notification that carried it last.
+    /// The notification that carried it last, and its place in the batch.
     pub notification: &'a Notification,
+    index: usize,
     pub receipt_id: i64,
     /// Its target key ([`AlertTarget::key`]); `None` when not mapped.
     pub target: Option<String>,
+}
+
+impl PlannedAlert<'_> {
+    /// The row as written under `id`, for the outcome of the notification that
+    /// carried it last.
+    pub fn written(self, id: i64) -> (usize, WrittenAlert) {
+        // Its times as both stores keep them (the wire's already are).
+        let mut alert = self.alert;
+        alert.starts_at = alert.starts_at.trunc_subsecs(6);
+        alert.ends_at = alert.ends_at.map(|t| t.trunc_subsecs(6));
+        let alert = WrittenAlert {
+            id,
+            updated_at: self.notification.received_at.trunc_subsecs(6),
+            alert,
+        };
+        (self.index, alert)
+    }
+}
+
+/// What a dialect's `insert_batch` wrote: per receipt of the plan, its id and whether
+/// it is new; and the alert rows it wrote ([`PlannedAlert::written`]).
+pub struct Inserted {
+    pub receipt_ids: Vec<i64>,
+    pub is_new: Vec<bool>,
+    pub alerts: Vec<(usize, WrittenAlert)>,
 }
 
 /// A batch reduced to the rows it writes: receipts unique by dedupe key (with how many
@@ -56,7 +82,7 @@ impl<'a> PlannedBatch<'a> {
     /// notification and receipt id that carried it last, and the target key of the
     /// alert whose content it keeps (`None` when the notification was not mapped).
     pub fn alerts(&self, receipt_ids: &[i64], is_new: &[bool]) -> Vec<PlannedAlert<'a>> {
-        type Merged<'n> = (Alert, &'n Notification, i64, Option<String>);
+        type Merged<'n> = (Alert, (&'n Notification, usize), i64, Option<String>);
         let mut merged: HashMap<(&str, DateTime<Utc>), Merged<'a>> = HashMap::new();
         let mut taken = vec![false; self.receipts.len()];
         for (i, notification) in self.batch.iter().enumerate() {
@@ -76,20 +102,23 @@ impl<'a> PlannedBatch<'a> {
                             kept.clone_from(&target);
                         }
                         stored.merge(alert);
-                        *n = notification;
+                        *n = (notification, i);
                         *id = receipt_ids[r];
                     })
-                    .or_insert_with(|| (alert.clone(), notification, receipt_ids[r], target));
+                    .or_insert_with(|| (alert.clone(), (notification, i), receipt_ids[r], target));
             }
         }
         let mut alerts: Vec<PlannedAlert<'a>> = merged
             .into_values()
-            .map(|(alert, notification, receipt_id, target)| PlannedAlert {
-                alert,
-                notification,
-                receipt_id,
-                target,
-            })
+            .map(
+                |(alert, (notification, index), receipt_id, target)| PlannedAlert {
+                    alert,
+                    notification,
+                    index,
+                    receipt_id,
+                    target,
+                },
+            )
             .collect();
         alerts.sort_by(|a, b| {
             (&a.alert.fingerprint, a.alert.starts_at)
@@ -98,11 +127,17 @@ impl<'a> PlannedBatch<'a> {
         alerts
     }
 
-    /// One outcome per notification of the batch, from the per receipt results. Only the
+    /// One outcome per notification of the batch, from what was inserted. Only the
     /// first occurrence of a new receipt counts as fresh; the rest are duplicates.
-    pub fn outcomes(&self, receipt_ids: &[i64], is_new: &[bool]) -> Vec<IngestOutcome> {
+    pub fn outcomes(&self, inserted: Inserted) -> Vec<IngestOutcome> {
+        let Inserted {
+            receipt_ids,
+            is_new,
+            alerts,
+        } = inserted;
         let mut seen = vec![false; self.receipts.len()];
-        self.receipt_of
+        let mut outcomes: Vec<IngestOutcome> = self
+            .receipt_of
             .iter()
             .map(|&r| {
                 let fresh = is_new[r] && !std::mem::replace(&mut seen[r], true);
@@ -114,8 +149,13 @@ impl<'a> PlannedBatch<'a> {
                     } else {
                         0
                     },
+                    written: Vec::new(),
                 }
             })
-            .collect()
+            .collect();
+        for (index, alert) in alerts {
+            outcomes[index].written.push(alert);
+        }
+        outcomes
     }
 }

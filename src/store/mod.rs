@@ -24,7 +24,7 @@ pub use records::{
     DecisionHead, DecisionQuery, DeployCursor, DeployQuery, DeployWrite, FreezeRecord,
     IngestOutcome, MessageThread, NewAction, NewDecision, NewFreeze, NewNotification,
     NewReleaseDecision, NotificationFinish, NotificationRecord, Receipt, ReleaseDecision,
-    StandingDecision, StoredAlert, StoredDecision, StoredDeploy,
+    StandingDecision, StoredAlert, StoredDecision, StoredDeploy, WrittenAlert,
 };
 pub use sql::SqlStore;
 

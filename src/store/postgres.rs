@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::Migrator;
@@ -18,7 +18,7 @@ use sqlx::postgres::{
 use sqlx::types::Json;
 use sqlx::{Decode, Encode, PgConnection, Postgres, QueryBuilder, Row, Transaction, Type};
 
-use super::batch::PlannedBatch;
+use super::batch::{Inserted, PlannedBatch};
 use super::sql::{ALERT_COLUMNS, ALERT_ON_CONFLICT, ALERT_UPSERT, Dialect, SqlStore, Ts};
 use super::{Lease, StoreError};
 use crate::domain::Labels;
@@ -68,7 +68,8 @@ static INSERT_ALERTS: LazyLock<String> = LazyLock::new(|| {
                      $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
                      $10::text[], $11::int8[], $12::timestamptz[], $13::text[])
               AS u(f, s, e, st, an, l, a, g, rc, gk, rid, t, tg)
-         {ALERT_ON_CONFLICT}"
+         {ALERT_ON_CONFLICT}
+         RETURNING id, fingerprint, starts_at"
     )
 });
 
@@ -108,7 +109,7 @@ impl Dialect for Postgres {
     async fn insert_batch(
         tx: &mut PgConnection,
         plan: &PlannedBatch<'_>,
-    ) -> Result<(Vec<i64>, Vec<bool>), StoreError> {
+    ) -> Result<Inserted, StoreError> {
         let n = plan.receipts.len();
         let (mut sources, mut keys, mut groups, mut bodies, mut times, mut dups) = (
             Vec::with_capacity(n),
@@ -149,6 +150,7 @@ impl Dialect for Postgres {
         }
 
         let alerts = plan.alerts(&receipt_ids, &is_new);
+        let mut ids: Vec<Option<i64>> = vec![None; alerts.len()];
         if !alerts.is_empty() {
             let mut cols = AlertColumns::default();
             for planned in &alerts {
@@ -170,7 +172,7 @@ impl Dialect for Postgres {
                 cols.receipt_id.push(*receipt_id);
                 cols.seen_at.push(notification.received_at);
             }
-            sqlx::query(INSERT_ALERTS.as_str())
+            let rows = sqlx::query(INSERT_ALERTS.as_str())
                 .bind(&cols.fingerprint)
                 .bind(&cols.starts_at)
                 .bind(&cols.ends_at)
@@ -184,10 +186,38 @@ impl Dialect for Postgres {
                 .bind(&cols.receipt_id)
                 .bind(&cols.seen_at)
                 .bind(&cols.target)
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
+            // The rows written (a resolved alert delivered firing again is not), found
+            // by their key: the plan is sorted and unique by it.
+            for row in rows {
+                let key = (
+                    row.try_get::<String, _>("fingerprint")?,
+                    row.try_get::<DateTime<Utc>, _>("starts_at")?,
+                );
+                let a = alerts
+                    .binary_search_by(|p| {
+                        // Stored to the microsecond (as parsed from the wire).
+                        (
+                            p.alert.fingerprint.as_str(),
+                            p.alert.starts_at.trunc_subsecs(6),
+                        )
+                            .cmp(&(key.0.as_str(), key.1))
+                    })
+                    .map_err(|_| StoreError::Corrupt("written alert not in batch".into()))?;
+                ids[a] = Some(row.try_get("id")?);
+            }
         }
-        Ok((receipt_ids, is_new))
+        let alerts = alerts
+            .into_iter()
+            .zip(ids)
+            .filter_map(|(planned, id)| Some(planned.written(id?)))
+            .collect();
+        Ok(Inserted {
+            receipt_ids,
+            is_new,
+            alerts,
+        })
     }
 
     async fn alerts_by_key(

@@ -13,13 +13,29 @@ use crate::domain::{
 use super::{ActionStore, AlertStore, DecisionStore, DeployStore};
 
 /// What became of one notification in [`AlertStore::record_notifications`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IngestOutcome {
     pub receipt_id: i64,
     /// The same content had been received before; only the duplicate count moved.
     pub duplicate: bool,
     /// Alert rows inserted or updated by this notification.
     pub alerts_written: usize,
+    /// The alert rows its batch wrote that this notification carried last, as written:
+    /// what the engine merges into its window without reading them back. A row the
+    /// write left alone (a resolved alert delivered firing again) is not here.
+    #[serde(skip)]
+    pub written: Vec<WrittenAlert>,
+}
+
+/// An alert row as an ingest wrote it: what a read of the row by its key would return
+/// of it for an evaluation, right after the commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrittenAlert {
+    pub id: i64,
+    /// The delivery that wrote it (the notification's arrival, to the microsecond).
+    pub updated_at: DateTime<Utc>,
+    /// Its content: the batch's alerts of this occurrence merged in arrival order.
+    pub alert: Alert,
 }
 
 /// A kept receipt: an inbound payload exactly as it arrived.

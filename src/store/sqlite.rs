@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Decode, Encode, QueryBuilder, Row, Sqlite, SqliteConnection, Transaction, Type};
 
-use super::batch::PlannedBatch;
+use super::batch::{Inserted, PlannedBatch};
 use super::sql::{ALERT_COLUMNS, ALERT_ON_CONFLICT, ALERT_UPSERT, Dialect, SqlStore, Ts};
 use super::{Lease, StoreError};
 
@@ -63,7 +63,8 @@ const INSERT_RECEIPT: &str = "INSERT INTO receipts
 
 static INSERT_ALERT: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "{ALERT_UPSERT} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {ALERT_ON_CONFLICT}"
+        "{ALERT_UPSERT} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {ALERT_ON_CONFLICT}
+         RETURNING id"
     )
 });
 
@@ -91,7 +92,7 @@ impl Dialect for Sqlite {
     async fn insert_batch(
         tx: &mut SqliteConnection,
         plan: &PlannedBatch<'_>,
-    ) -> Result<(Vec<i64>, Vec<bool>), StoreError> {
+    ) -> Result<Inserted, StoreError> {
         let n = plan.receipts.len();
         let mut receipt_ids = vec![0i64; n];
         let mut is_new = vec![false; n];
@@ -111,11 +112,13 @@ impl Dialect for Sqlite {
             receipt_ids[r] = row.try_get("id")?;
             is_new[r] = row.try_get::<i64, _>("duplicate_count")? == dups;
         }
+        let mut alerts = Vec::new();
         for planned in plan.alerts(&receipt_ids, &is_new) {
             let (alert, notification, receipt_id) =
                 (&planned.alert, planned.notification, planned.receipt_id);
             let seen = Ts(notification.received_at);
-            sqlx::query(INSERT_ALERT.as_str())
+            // No row when the write left it alone (a resolved alert delivered firing).
+            let id: Option<i64> = sqlx::query_scalar(INSERT_ALERT.as_str())
                 .bind(&alert.fingerprint)
                 .bind(Ts(alert.starts_at))
                 .bind(alert.ends_at.map(Ts))
@@ -131,10 +134,17 @@ impl Dialect for Sqlite {
                 .bind(seen)
                 .bind(seen)
                 .bind(planned.target.as_deref())
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?;
+            if let Some(id) = id {
+                alerts.push(planned.written(id));
+            }
         }
-        Ok((receipt_ids, is_new))
+        Ok(Inserted {
+            receipt_ids,
+            is_new,
+            alerts,
+        })
     }
 
     fn push_label_matchers(q: &mut QueryBuilder<Sqlite>, labels: &[(String, String)]) -> bool {

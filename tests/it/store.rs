@@ -74,6 +74,63 @@ async fn outcomes_come_back_in_order_with_duplicates_marked(backend: Backend) {
     assert!(db.store.record_notifications(&[]).await.unwrap().is_empty());
 }
 
+/// Each outcome hands back the alert rows it carried last, exactly as a read of them by
+/// key returns them (what the engine merges instead of reading them back); a row the
+/// write left alone is not handed back.
+async fn written_alerts_are_what_a_read_back_returns(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let x = one("x1", "A", "prod", "firing", "2026-08-22T10:00:00Z");
+    let y = one("y1", "B", "prod", "firing", "2026-08-22T10:00:00Z");
+    let mut x_again = one("x1", "A", "staging", "firing", "2026-08-22T10:00:00Z");
+    x_again.received_at = t0() + chrono::Duration::nanoseconds(1_500);
+    let outcomes = db
+        .store
+        .record_notifications(&[x, y, x_again])
+        .await
+        .unwrap();
+    let fps = |o: &rollwarden::store::IngestOutcome| {
+        o.written
+            .iter()
+            .map(|w| w.alert.fingerprint.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        outcomes.iter().map(fps).collect::<Vec<_>>(),
+        [vec![], vec!["y1".to_string()], vec!["x1".to_string()]],
+        "each row with the notification that carried it last"
+    );
+    let mut written: Vec<_> = outcomes.iter().flat_map(|o| o.written.clone()).collect();
+    written.sort_by_key(|w| w.alert.fingerprint.clone());
+    let keys: Vec<_> = written
+        .iter()
+        .map(|w| (w.alert.fingerprint.clone(), w.alert.starts_at))
+        .collect();
+    let mut read = db.store.alerts_by_key(&keys).await.unwrap();
+    read.sort_by_key(|r| r.fingerprint.clone());
+    assert_eq!(read.len(), 2);
+    for (w, r) in written.iter().zip(&read) {
+        assert_eq!((w.id, w.updated_at), (r.id, r.updated_at));
+        assert_eq!(w.alert, r.to_alert());
+    }
+    assert_eq!(
+        written[0].alert.labels["namespace"], "staging",
+        "the later content"
+    );
+    assert_eq!(
+        written[0].updated_at,
+        t0() + chrono::Duration::microseconds(1)
+    );
+
+    // Resolved, then delivered firing again: resolution is final, nothing written.
+    let resolved = one("x1", "A", "staging", "resolved", "2026-08-22T10:00:00Z");
+    let outcome = db.store.record_notifications(&[resolved]).await.unwrap();
+    assert_eq!(outcome[0].written[0].alert.status, AlertStatus::Resolved);
+    let firing = one("x1", "A", "canary", "firing", "2026-08-22T10:00:00Z");
+    let outcome = db.store.record_notifications(&[firing]).await.unwrap();
+    assert!(!outcome[0].duplicate);
+    assert!(outcome[0].written.is_empty(), "{:?}", outcome[0].written);
+}
+
 /// Two starts a nanosecond apart in one notification (from a hostile caller, or a
 /// clock) are one occurrence, as both stores keep microseconds: PostgreSQL refused the
 /// whole batch (every caller's notification in it) when one insert updated a row twice.
@@ -418,6 +475,7 @@ async fn alerts_are_read_by_the_target_they_are_mapped_to(backend: Backend) {
 on_both_backends!(
     alerts_are_read_by_the_target_they_are_mapped_to,
     outcomes_come_back_in_order_with_duplicates_marked,
+    written_alerts_are_what_a_read_back_returns,
     instants_a_nanosecond_apart_are_one_occurrence,
     resolution_wins_within_and_across_batches,
     list_alerts_filters_and_pages,

@@ -164,14 +164,14 @@ where
         let plan = PlannedBatch::new(batch);
         self.retrying(|| async {
             let mut tx = D::begin_write(&self.pool).await?;
-            let (receipt_ids, is_new) = D::insert_batch(&mut tx, &plan).await?;
-            for ((_, notification, _), new) in plan.receipts.iter().zip(&is_new) {
+            let inserted = D::insert_batch(&mut tx, &plan).await?;
+            for ((_, notification, _), new) in plan.receipts.iter().zip(&inserted.is_new) {
                 if !new {
                     Self::redelivered(&mut tx, notification).await?;
                 }
             }
             tx.commit().await?;
-            Ok(plan.outcomes(&receipt_ids, &is_new))
+            Ok(plan.outcomes(inserted))
         })
         .await
     }

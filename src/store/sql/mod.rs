@@ -25,7 +25,7 @@ use tracing::instrument;
 
 pub(crate) use alerts::{ALERT_COLUMNS, ALERT_ON_CONFLICT, ALERT_UPSERT};
 
-use super::batch::PlannedBatch;
+use super::batch::{Inserted, PlannedBatch};
 use super::{Lease, Store, StoreError};
 
 /// A store over one sqlx database: PostgreSQL or SQLite. See [`super::PostgresStore`]
@@ -64,11 +64,12 @@ pub trait Dialect: Values + Database<Arguments: IntoArguments<Self>, Connection:
     fn is_retryable(err: &sqlx::Error) -> bool;
 
     /// Writes the receipts and alerts of a planned ingest batch in the transaction `tx`:
-    /// per receipt of the plan, its id and whether it is new.
+    /// per receipt of the plan, its id and whether it is new, and the alert rows it
+    /// wrote.
     fn insert_batch(
         tx: &mut Self::Connection,
         plan: &PlannedBatch<'_>,
-    ) -> impl Future<Output = Result<(Vec<i64>, Vec<bool>), StoreError>> + Send;
+    ) -> impl Future<Output = Result<Inserted, StoreError>> + Send;
 
     /// The rows (`ALERT_COLUMNS`) of the alerts stored under `keys`, in id order.
     fn alerts_by_key(
