@@ -283,7 +283,7 @@ pub async fn decisions(
         filters(raw.as_deref()),
         ("decisions.html", "/decisions"),
         minijinja::context! { verdicts },
-        decisions::list_decisions,
+        decisions::list_decision_lines,
     )
     .await
 }

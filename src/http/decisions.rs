@@ -15,7 +15,7 @@ use super::query::{self, ApiPath, ApiQuery, Id, IdCursor, Limit, NoQuery, Page, 
 use crate::app::AppState;
 use crate::domain::report::{self, Evidence};
 use crate::domain::{Decision, Verdict};
-use crate::store::{DecisionQuery, NotificationRecord, StoredDecision};
+use crate::store::{DecisionLine, DecisionQuery, NotificationRecord, StoredDecision};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -61,25 +61,54 @@ pub(crate) async fn list_decisions(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<DecisionListQuery>,
 ) -> Result<Json<Page<StoredDecision>>, ApiError> {
-    let limit = q.limit.unwrap_or_default().0;
+    let (query, limit) = q.to_query();
     let items = state
         .store
-        .list_decisions(&DecisionQuery {
-            target: q.target.map(|t| t.0),
-            verdict: q.verdict.map(|v| v.as_str().to_string()),
-            since: q.since.map(|t| t.0),
-            until: q.until.map(|t| t.0),
-            before_id: q.after.map(|a| a.0),
-            // One row more than asked says whether another page exists.
-            limit: limit + 1,
-        })
+        .list_decisions(&query)
         .await
         .inspect_err(|err| state.metrics.store_error("list_decisions", err))?;
+    Ok(Json(page(items, limit, |d| d.id)))
+}
+
+/// [`list_decisions`] without the evidence, for the console's decisions page (which
+/// shows five columns of each): not a route of the API.
+pub(crate) async fn list_decision_lines(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<DecisionListQuery>,
+) -> Result<Json<Page<DecisionLine>>, ApiError> {
+    let (query, limit) = q.to_query();
+    let items = state
+        .store
+        .list_decision_lines(&query)
+        .await
+        .inspect_err(|err| state.metrics.store_error("list_decision_lines", err))?;
+    Ok(Json(page(items, limit, |d| d.id)))
+}
+
+impl DecisionListQuery {
+    /// The store's query, asking one row more than the page's `limit` (returned): it
+    /// says whether another page exists.
+    fn to_query(&self) -> (DecisionQuery, u32) {
+        let limit = self.limit.unwrap_or_default().0;
+        let query = DecisionQuery {
+            target: self.target.as_ref().map(|t| t.0.clone()),
+            verdict: self.verdict.map(|v| v.as_str().to_string()),
+            since: self.since.map(|t| t.0),
+            until: self.until.map(|t| t.0),
+            before_id: self.after.as_ref().map(|a| a.0),
+            limit: limit + 1,
+        };
+        (query, limit)
+    }
+}
+
+/// One page of `items` (read with one more than `limit`), its `next` the last id.
+fn page<T>(items: Vec<T>, limit: u32, id: impl Fn(&T) -> i64) -> Page<T> {
     let (items, more) = query::split_page(items, limit);
     let next = more
-        .then(|| items.last().map(|d| d.id.to_string()))
+        .then(|| items.last().map(|d| id(d).to_string()))
         .flatten();
-    Ok(Json(Page { items, next }))
+    Page { items, next }
 }
 
 pub(crate) async fn load(

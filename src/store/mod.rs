@@ -21,8 +21,8 @@ use crate::domain::{Deploy, Freeze, Notification, Signal, TargetRef};
 
 pub use records::{
     ActionFinish, ActionQuery, ActionRecord, ActionTransition, AlertQuery, AuditEvent,
-    DecisionHead, DecisionQuery, DeployCursor, DeployQuery, DeployWrite, FreezeRecord,
-    IngestOutcome, MessageThread, NewAction, NewDecision, NewFreeze, NewNotification,
+    DecisionHead, DecisionLine, DecisionQuery, DeployCursor, DeployQuery, DeployWrite,
+    FreezeRecord, IngestOutcome, MessageThread, NewAction, NewDecision, NewFreeze, NewNotification,
     NewReleaseDecision, NotificationFinish, NotificationRecord, Receipt, ReleaseDecision,
     StandingDecision, StoredAlert, StoredDecision, StoredDeploy, WrittenAlert,
 };
@@ -307,6 +307,13 @@ pub trait DecisionStore: Send + Sync + 'static {
         &self,
         query: &DecisionQuery,
     ) -> Result<Vec<StoredDecision>, StoreError>;
+
+    /// [`DecisionStore::list_decisions`] without the evidence: the same decisions, in
+    /// the same order, as lines.
+    async fn list_decision_lines(
+        &self,
+        query: &DecisionQuery,
+    ) -> Result<Vec<DecisionLine>, StoreError>;
 
     /// Target keys whose latest decision is not `ok`: they need re-evaluation until
     /// they recover.

@@ -263,6 +263,18 @@ pub struct StandingDecision {
     pub brief: DecisionBrief,
 }
 
+/// A recorded decision's line in a list: what the console's decisions page shows,
+/// without the evidence (kilobytes a decision, most of a page's cost to read).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecisionLine {
+    pub id: i64,
+    /// `cluster/namespace/kind/name`.
+    pub target_key: String,
+    pub verdict: String,
+    pub reason: String,
+    pub decided_at: DateTime<Utc>,
+}
+
 /// A recorded decision.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct StoredDecision {

@@ -255,6 +255,15 @@ async fn a_viewer_sees_no_controls_and_the_server_refuses_what_a_page_could_forg
         "{now}"
     );
 
+    // The decisions page lists it (read without its evidence): link, target, verdict.
+    let (_, list) = page(&app, &viewer, "/decisions?verdict=rollback").await;
+    assert!(
+        list.contains(&format!("href=\"/decisions/{decision}\"")),
+        "{list}"
+    );
+    assert!(list.contains(&html(CHECKOUT)), "{list}");
+    assert!(list.contains("rollback"), "{list}");
+
     // The operator is shown Approve and Reject; the viewer is told they may not.
     let path = format!("/decisions/{decision}");
     let (_, as_operator) = page(&app, &operator, &path).await;

@@ -1508,8 +1508,8 @@ mod lists {
     use serde_json::{Value, json};
 
     use rollwarden::store::{
-        ActionQuery, AlertQuery, DecisionQuery, DeployCursor, DeployQuery, NewDecision,
-        PostgresStore, Store,
+        ActionQuery, AlertQuery, DecisionLine, DecisionQuery, DeployCursor, DeployQuery,
+        NewDecision, PostgresStore, Store,
     };
 
     use super::one;
@@ -1569,6 +1569,23 @@ mod lists {
             }
             before = got.last().map(|d| d.id);
             seen.extend(reasons(&got));
+            // The lines of the same page: the same decisions, without the evidence.
+            let lines = db
+                .store
+                .list_decision_lines(&page(3, Some(10), got.first().map(|d| d.id + 1), None))
+                .await
+                .unwrap();
+            let expected: Vec<_> = got
+                .iter()
+                .map(|d| DecisionLine {
+                    id: d.id,
+                    target_key: d.target_key.clone(),
+                    verdict: d.verdict.clone(),
+                    reason: d.reason.clone(),
+                    decided_at: d.decided_at,
+                })
+                .collect();
+            assert_eq!(lines, expected);
         }
         let expected: Vec<_> = (3..10)
             .rev()

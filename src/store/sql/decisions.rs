@@ -9,8 +9,9 @@ use tracing::instrument;
 use super::{BindArg, Dialect, GetCol, Page, PushArg, SqlStore, Ts, page_end, page_start};
 use crate::domain::{DecisionBrief, Freeze};
 use crate::store::{
-    DecisionHead, DecisionQuery, DecisionStore, FreezeRecord, FreezeStore, NewDecision, NewFreeze,
-    NewReleaseDecision, ReleaseDecision, StandingDecision, StoreError, StoredDecision,
+    DecisionHead, DecisionLine, DecisionQuery, DecisionStore, FreezeRecord, FreezeStore,
+    NewDecision, NewFreeze, NewReleaseDecision, ReleaseDecision, StandingDecision, StoreError,
+    StoredDecision,
 };
 
 /// Deploy ids per query of [`DecisionStore::decisions_blaming`]: far under both
@@ -24,6 +25,9 @@ const BLAMING_CAP: usize = 1000;
 const DECISION_COLUMNS: &str = "id, target, verdict, reason, inputs_hash, \
      policy_version, suspect_deploy_id, rollback_to_id, evidence, decided_at";
 
+/// The columns of [`DecisionLine`].
+const DECISION_LINE_COLUMNS: &str = "id, target, verdict, reason, decided_at";
+
 /// The columns of a freeze row, in the order [`SqlStore::freeze_row`] reads them.
 const FREEZE_COLUMNS: &str =
     "id, scope, reason, created_by, decision_id, created_at, expires_at, lifted_at, lifted_by";
@@ -31,12 +35,12 @@ const FREEZE_COLUMNS: &str =
 impl<D: Dialect> SqlStore<D> {
     /// `prefix` and the query of [`DecisionStore::list_decisions`]: newest first, each
     /// filter and the cursor served by an index (migration 0007 has the time range's).
-    fn list_decisions_sql(prefix: &str, query: &DecisionQuery) -> QueryBuilder<D> {
+    fn list_decisions_sql(prefix: &str, query: &DecisionQuery, columns: &str) -> QueryBuilder<D> {
         // A range that ends is read through decisions_decided, whatever its size (see
         // Page): walked newest first by id, a range mid-way read 50,000 rows, 33-107 ms.
         let page = Page {
             table: "decisions",
-            columns: DECISION_COLUMNS,
+            columns,
             time: "decided_at",
             since: query.since,
             until: query.until,
@@ -250,11 +254,33 @@ where
         &self,
         query: &DecisionQuery,
     ) -> Result<Vec<StoredDecision>, StoreError> {
-        let rows = Self::list_decisions_sql("", query)
+        let rows = Self::list_decisions_sql("", query, DECISION_COLUMNS)
             .build()
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(Self::decision_row).collect()
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn list_decision_lines(
+        &self,
+        query: &DecisionQuery,
+    ) -> Result<Vec<DecisionLine>, StoreError> {
+        let rows = Self::list_decisions_sql("", query, DECISION_LINE_COLUMNS)
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DecisionLine {
+                    id: row.col("id")?,
+                    target_key: row.col("target")?,
+                    verdict: row.col("verdict")?,
+                    reason: row.col("reason")?,
+                    decided_at: row.col::<Ts>("decided_at")?.0,
+                })
+            })
+            .collect()
     }
 
     #[instrument(level = "debug", skip_all)]
@@ -512,7 +538,8 @@ impl SqlStore<Postgres> {
         &self,
         query: &DecisionQuery,
     ) -> Result<serde_json::Value, StoreError> {
-        self.explain(Self::list_decisions_sql(EXPLAIN, query)).await
+        self.explain(Self::list_decisions_sql(EXPLAIN, query, DECISION_COLUMNS))
+            .await
     }
 
     /// The plan of [`DecisionStore::standing_decisions`]' query, as
