@@ -1,6 +1,8 @@
 //! The rules: whether a signal can be assessed, whether a rule fires on it, and the
 //! signals no rule can assess (inconclusive evidence).
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Duration, Utc};
 
 use super::suspect::immediately_after;
@@ -15,28 +17,36 @@ pub(super) fn exceeds(value: f64, threshold: f64) -> bool {
 }
 
 /// A value or baseline that can be compared, or why not.
-pub(super) fn usable(kind: SignalKind, x: Option<f64>, what: &str) -> Result<f64, String> {
+pub(super) fn usable(
+    kind: SignalKind,
+    x: Option<f64>,
+    what: &'static str,
+) -> Result<f64, Cow<'static, str>> {
     match x {
-        None => Err(format!("no {what}")),
-        Some(x) if !x.is_finite() => Err(format!("the {what} is not a number")),
-        Some(x) if x < 0.0 => Err(format!("the {what} {x} is negative")),
-        Some(x) if kind.is_ratio() && x > 1.0 => Err(format!(
-            "the {what} {x} is not a ratio (a percentage sent as a ratio?)"
-        )),
+        // The common case (an alert without a value), assessed for every rule of every
+        // signal of every evaluation: no allocation.
+        None if what == "value" => Err(Cow::Borrowed("no value")),
+        None if what == "baseline" => Err(Cow::Borrowed("no baseline")),
+        None => Err(format!("no {what}").into()),
+        Some(x) if !x.is_finite() => Err(format!("the {what} is not a number").into()),
+        Some(x) if x < 0.0 => Err(format!("the {what} {x} is negative").into()),
+        Some(x) if kind.is_ratio() && x > 1.0 => {
+            Err(format!("the {what} {x} is not a ratio (a percentage sent as a ratio?)").into())
+        }
         Some(x) => Ok(x),
     }
 }
 
-pub(super) enum Assessment {
+pub(super) enum Assessment<'a> {
     /// The condition holds; the effective threshold, for value rules.
     Exceeds(Option<f64>),
     Within,
-    Unassessable(String),
+    Unassessable(Cow<'a, str>),
 }
 
-pub(super) fn assess(rule: &Rule, condition: Condition, s: &Signal) -> Assessment {
+pub(super) fn assess<'a>(rule: &Rule, condition: Condition, s: &'a Signal) -> Assessment<'a> {
     if let Some(why) = &s.inconclusive {
-        return Assessment::Unassessable(why.clone());
+        return Assessment::Unassessable(Cow::Borrowed(why));
     }
     let value = || usable(s.kind, s.value, "value");
     let baseline = || usable(s.kind, s.baseline, "baseline");
@@ -48,7 +58,9 @@ pub(super) fn assess(rule: &Rule, condition: Condition, s: &Signal) -> Assessmen
                 if b > 0.0 {
                     Ok((v, to_places(factor * b, places(factor) + places(b))))
                 } else {
-                    Err("a baseline of 0 has no multiple to compare with".to_string())
+                    Err(Cow::Borrowed(
+                        "a baseline of 0 has no multiple to compare with",
+                    ))
                 }
             })
         }),
@@ -217,7 +229,7 @@ pub(super) fn inconclusive_signals(
             {
                 return None;
             }
-            let mut whys: Vec<String> = Vec::new();
+            let mut whys: Vec<Cow<'_, str>> = Vec::new();
             for (rule, condition) in matching {
                 match assess(rule, *condition, s) {
                     Assessment::Unassessable(why) => {
