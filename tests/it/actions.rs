@@ -125,6 +125,28 @@ pub async fn spawn_with(
     .await
 }
 
+/// Waits until a restarted rollwarden has recorded the target's deploys from the fake
+/// cluster (bounded: 60 s). On PostgreSQL the watchers run under a database-wide lease
+/// that every test's rollwarden on the same database contends for: until this one
+/// holds it nothing records its deploys, and an alert is decided without them.
+pub async fn rewatching(app: &TestApp) {
+    let mut last = Value::Null;
+    for _ in 0..3000 {
+        let (_, body) = app
+            .get_json(&format!("/api/v1/deploys?target={CHECKOUT}"))
+            .await;
+        if body["items"]
+            .as_array()
+            .is_some_and(|items| !items.is_empty())
+        {
+            return;
+        }
+        last = body;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no deploys recorded (the watcher lease held?); last: {last}");
+}
+
 /// The error rate fires on an app in `approve` mode: the rollback action, once it
 /// awaits approval.
 pub async fn awaiting_approval(app: &TestApp) -> Value {
@@ -379,6 +401,7 @@ async fn a_rejected_or_expired_approval_does_nothing(backend: Backend) {
         c.actions.approval_ttl_secs = 600;
     })
     .await;
+    rewatching(&app2).await;
     app2.post_alertmanager(error_rate("firing")).await;
     wait_for_action(&app2, "awaiting approval", |a| {
         a["state"] == "awaiting_approval"

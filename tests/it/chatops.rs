@@ -16,8 +16,8 @@ use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::actions::{
-    awaiting_approval, cluster, error_rate, real_patches, slack, slack_texts, spawn_with,
-    wait_for_action,
+    awaiting_approval, cluster, error_rate, real_patches, rewatching, slack, slack_texts,
+    spawn_with, wait_for_action,
 };
 use crate::on_both_backends;
 use crate::support::smtp::SmtpStandIn;
@@ -525,6 +525,7 @@ async fn a_group_member_rejects_and_an_expired_approval_pages(backend: Backend) 
         })
         .await
     };
+    rewatching(&app).await;
     let waiting = awaiting_approval(&app).await;
     let decision = waiting["decision_id"].as_i64().unwrap();
     app.clock.advance(chrono::Duration::seconds(601));
