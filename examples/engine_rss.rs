@@ -52,7 +52,18 @@ async fn main() -> anyhow::Result<()> {
 
     let mut server = start(bin, &config, &http, &base).await?;
     let started = Instant::now();
-    if let Err(err) = post_flood(&http, &base, alerts).await {
+    // ALERTS distinct firing alerts, PER_NOTIFICATION to a notification, each a new
+    // group, from SENDERS concurrent senders.
+    let flood = flood::post_alerts(
+        &http,
+        &base,
+        TOKEN,
+        SENDERS,
+        PER_NOTIFICATION,
+        alerts,
+        notification,
+    );
+    if let Err(err) = flood.await {
         stop(&mut server)?;
         return Err(err);
     }
@@ -78,21 +89,6 @@ async fn main() -> anyhow::Result<()> {
         window.map_or("-".into(), |w| w.to_string()),
     );
     Ok(())
-}
-
-/// `ALERTS` distinct firing alerts, `PER_NOTIFICATION` to a notification, each
-/// notification a new group, from `SENDERS` concurrent senders.
-async fn post_flood(http: &reqwest::Client, base: &str, alerts: usize) -> anyhow::Result<()> {
-    flood::post_alerts(
-        http,
-        base,
-        TOKEN,
-        SENDERS,
-        PER_NOTIFICATION,
-        alerts,
-        notification,
-    )
-    .await
 }
 
 fn notification(n: usize, alerts: std::ops::Range<usize>) -> String {

@@ -214,7 +214,18 @@ async fn run(
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    post_flood(http, base, alerts, now).await?;
+    // Distinct firing alerts, PER_NOTIFICATION to a notification, each a new group,
+    // from SENDERS concurrent senders.
+    flood::post_alerts(
+        http,
+        base,
+        TOKEN,
+        SENDERS,
+        PER_NOTIFICATION,
+        alerts,
+        move |n, range| notification(n, range, alerts, now),
+    )
+    .await?;
     let flood = started.elapsed();
     post_deploys(http, base, now).await?;
     settle(url).await?;
@@ -456,26 +467,6 @@ async fn post_deploys(
             "started_at": started.to_rfc3339_opts(SecondsFormat::Secs, true),
         }))
     })
-    .await
-}
-
-/// `alerts` distinct firing alerts, `PER_NOTIFICATION` to a notification, each
-/// notification a new group, from `SENDERS` concurrent senders.
-async fn post_flood(
-    http: &reqwest::Client,
-    base: &str,
-    alerts: usize,
-    now: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    flood::post_alerts(
-        http,
-        base,
-        TOKEN,
-        SENDERS,
-        PER_NOTIFICATION,
-        alerts,
-        move |n, range| notification(n, range, alerts, now),
-    )
     .await
 }
 

@@ -65,7 +65,18 @@ async fn run(
     calls: usize,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    post_flood(http, base, alerts).await?;
+    // Distinct firing alerts, PER_NOTIFICATION to a notification, each a new group,
+    // from SENDERS concurrent senders.
+    flood::post_alerts(
+        http,
+        base,
+        TOKEN,
+        SENDERS,
+        PER_NOTIFICATION,
+        alerts,
+        notification,
+    )
+    .await?;
     for name in ["busy", "quiet"] {
         let status = http
             .post(format!("{base}/api/v1/deploys"))
@@ -198,21 +209,6 @@ fn service(i: usize) -> String {
     } else {
         format!("svc-{}", i % SERVICES)
     }
-}
-
-/// `ALERTS` distinct firing alerts, `PER_NOTIFICATION` to a notification, each
-/// notification a new group, from `SENDERS` concurrent senders.
-async fn post_flood(http: &reqwest::Client, base: &str, alerts: usize) -> anyhow::Result<()> {
-    flood::post_alerts(
-        http,
-        base,
-        TOKEN,
-        SENDERS,
-        PER_NOTIFICATION,
-        alerts,
-        notification,
-    )
-    .await
 }
 
 fn notification(n: usize, alerts: std::ops::Range<usize>) -> String {
