@@ -427,13 +427,13 @@ impl Engine {
         let limits = self.limits;
         let mut held = match window.take() {
             Some(mut held) => {
-                let mut written = written.into_iter().peekable();
-                while written.peek().is_some() {
-                    for alert in written.by_ref().take(MERGE_PAGE) {
-                        held.merge(&mut window.dropped, &limits, alert.row, alert.classified);
+                for (n, alert) in written.into_iter().enumerate() {
+                    held.merge(&mut window.dropped, &limits, alert.row, alert.classified);
+                    if (n + 1) % MERGE_PAGE == 0 {
+                        held.cap_targets(&mut window.dropped, limits.max_targets, 0);
                     }
-                    held.cap_targets(&mut window.dropped, limits.max_targets, 0);
                 }
+                held.cap_targets(&mut window.dropped, limits.max_targets, 0);
                 for page in keys.chunks(MERGE_PAGE) {
                     for row in self.store.alerts_by_key(page).await? {
                         held.merge_row(&mut window.dropped, &self.classifier, &limits, &row);
