@@ -327,6 +327,8 @@ mod tests {
             fingerprint: "fp".into(),
             why: "no value".into(),
             since: None,
+            signals: 1,
+            fingerprints: vec!["fp".into()],
         }
     }
 

@@ -196,6 +196,14 @@ impl DeployBrief {
     }
 }
 
+/// An inconclusive hold lists at most this many of its signals' fingerprints; it counts
+/// them all.
+pub const MAX_LISTED_FINGERPRINTS: usize = 10;
+
+fn one() -> u32 {
+    1
+}
+
 /// Why a rollback is held. `code()` is stable: it is stored, hashed and filtered on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "code")]
@@ -228,15 +236,24 @@ pub enum HoldReason {
         recovered_at: DateTime<Utc>,
         grace_secs: u64,
     },
-    /// The only evidence for a rollback cannot be trusted.
+    /// The only evidence for a rollback cannot be trusted: the active signals of one
+    /// kind that no rule can assess, for one reason.
     #[serde(rename = "inconclusive")]
     Inconclusive {
         kind: SignalKind,
+        /// The earliest of them (by start, then fingerprint).
         fingerprint: String,
         why: String,
-        /// When the signal started.
+        /// When the earliest of them started.
         #[serde(default)]
         since: Option<DateTime<Utc>>,
+        /// How many they are (1 in decisions recorded before holds were grouped).
+        #[serde(default = "one")]
+        signals: u32,
+        /// Their fingerprints, earliest first, at most [`MAX_LISTED_FINGERPRINTS`]
+        /// (empty in decisions recorded before holds were grouped: `fingerprint`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        fingerprints: Vec<String>,
     },
     /// No deploy of the target started inside the correlation window before the
     /// regression: nothing to roll back.
@@ -334,6 +351,30 @@ impl HoldReason {
                         + chrono::Duration::seconds(i64::try_from(*grace_secs).unwrap_or(0))
                 ),
             ),
+            HoldReason::Inconclusive {
+                kind,
+                fingerprint,
+                why,
+                signals,
+                fingerprints,
+                ..
+            } if *signals > 1 => {
+                let more = signals.saturating_sub(u32::try_from(fingerprints.len()).unwrap_or(0));
+                let more = if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                };
+                let listed = if fingerprints.is_empty() {
+                    fingerprint.clone()
+                } else {
+                    fingerprints.join(", ")
+                };
+                format!(
+                    "{signals} {} signals are inconclusive ({why}): {listed}{more}",
+                    kind.as_str()
+                )
+            }
             HoldReason::Inconclusive {
                 kind,
                 fingerprint,
@@ -764,6 +805,13 @@ impl Decision {
         }
         for hold in &self.holds {
             match hold {
+                // One line per signal, as when each had a hold of its own: grouping
+                // them changed no decision's hash.
+                HoldReason::Inconclusive { signals, .. } => {
+                    for _ in 0..*signals {
+                        canonical.push_str("hold=inconclusive\n");
+                    }
+                }
                 HoldReason::DependencyDegraded { dependency, .. } => {
                     canonical.push_str(&format!("hold=H2:{dependency}\n"));
                 }
@@ -881,6 +929,8 @@ mod tests {
                 fingerprint: "fp".into(),
                 why: "no value".into(),
                 since: Some(t),
+                signals: 1,
+                fingerprints: vec!["fp".into()],
             },
             HoldReason::NoDeployInWindow {
                 regression_started_at: t,

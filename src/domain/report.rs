@@ -179,10 +179,15 @@ pub fn evidence_record(
         .fired
         .iter()
         .flat_map(|f| f.fingerprints.iter().cloned())
-        .chain(decision.holds.iter().filter_map(|h| match h {
-            HoldReason::DependencyDegraded { fingerprint, .. }
-            | HoldReason::Inconclusive { fingerprint, .. } => Some(fingerprint.clone()),
-            _ => None,
+        .chain(decision.holds.iter().flat_map(|h| match h {
+            HoldReason::DependencyDegraded { fingerprint, .. } => vec![fingerprint.clone()],
+            HoldReason::Inconclusive {
+                fingerprint,
+                fingerprints,
+                ..
+            } if fingerprints.is_empty() => vec![fingerprint.clone()],
+            HoldReason::Inconclusive { fingerprints, .. } => fingerprints.clone(),
+            _ => Vec::new(),
         }))
         .chain(
             decision
@@ -266,6 +271,19 @@ fn started_words(sources: &[SignalSource]) -> &'static str {
         [SignalSource::Api] => "Signal posted through the API",
         [SignalSource::Canary] => "Canary controller reported a failure",
         _ => "Signals started",
+    }
+}
+
+/// An inconclusive hold's fingerprints as listed, and how many more it counts.
+fn listed(fingerprint: &str, fingerprints: &[String], signals: u32) -> String {
+    let shown: Vec<String> = if fingerprints.is_empty() {
+        vec![markdown::text(fingerprint)]
+    } else {
+        fingerprints.iter().map(|f| markdown::text(f)).collect()
+    };
+    match signals.saturating_sub(u32::try_from(shown.len()).unwrap_or(u32::MAX)) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
     }
 }
 
@@ -371,13 +389,32 @@ fn timeline(
                 fingerprint,
                 why,
                 since: Some(since),
-            } => timeline.push((
+                signals,
+                ..
+            } if *signals <= 1 => timeline.push((
                 *since,
                 format!(
                     "Inconclusive {} signal ({}) - no rule can assess it [{}]",
                     kind.as_str(),
                     markdown::text(why),
                     markdown::text(fingerprint)
+                ),
+            )),
+            HoldReason::Inconclusive {
+                kind,
+                fingerprint,
+                why,
+                since: Some(since),
+                signals,
+                fingerprints,
+            } => timeline.push((
+                *since,
+                format!(
+                    "{signals} inconclusive {} signals ({}) from here - no rule can assess \
+                     them [{}]",
+                    kind.as_str(),
+                    markdown::text(why),
+                    listed(fingerprint, fingerprints, *signals)
                 ),
             )),
             _ => {}
@@ -953,6 +990,22 @@ mod tests {
                 suspect_id: 42,
                 source: DeploySource::Ci,
                 revision: value.into(),
+            },
+            HoldReason::Inconclusive {
+                kind: SignalKind::ErrorRate,
+                fingerprint: value.into(),
+                why: value.into(),
+                since: Some(at("10:02:00")),
+                signals: 1,
+                fingerprints: vec![value.into()],
+            },
+            HoldReason::Inconclusive {
+                kind: SignalKind::LatencyP95,
+                fingerprint: value.into(),
+                why: value.into(),
+                since: Some(at("10:03:00")),
+                signals: 40,
+                fingerprints: vec![value.into(), format!("{value}-2")],
             },
         ];
         let mut frozen = base.clone();

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::suspect::immediately_after;
 use super::{cmp_f64, span};
-use crate::domain::decision::{FiredRule, HoldReason};
+use crate::domain::decision::{FiredRule, HoldReason, MAX_LISTED_FINGERPRINTS};
 use crate::domain::policy::{Condition, Outcome, Rule};
 use crate::domain::{DeployRecord, Signal, SignalKind, SignalSource};
 
@@ -211,43 +211,79 @@ pub(super) fn fire_rules(
     fired
 }
 
-/// The active signals that rollback or freeze rules watch but no rule can assess.
+/// The active signals of one kind that no rule can assess, for one reason.
+struct Unassessed<'a> {
+    kind: SignalKind,
+    why: Cow<'a, str>,
+    first: &'a Signal,
+    signals: u32,
+    fingerprints: Vec<String>,
+    last: &'a Signal,
+}
+
+/// The active signals that rollback or freeze rules watch but no rule can assess: one
+/// hold per kind and reason, in the order of their earliest signal. `evidence` is
+/// sorted by start: a target with a thousand alerts without a value has one hold that
+/// counts them and lists the first few, not a thousand.
 pub(super) fn inconclusive_signals(
     rules: &[(&Rule, Condition)],
     evidence: &[&Signal],
 ) -> Vec<HoldReason> {
-    let mut holds: Vec<HoldReason> = evidence
-        .iter()
-        .filter_map(|s| {
-            let matching: Vec<&(&Rule, Condition)> = rules
+    let mut groups: Vec<Unassessed> = Vec::new();
+    'signals: for s in evidence {
+        let matching = || {
+            rules
                 .iter()
                 .filter(|(rule, _)| rule.matches(s.kind, s.scope))
-                .collect();
-            if !matching
-                .iter()
-                .any(|(rule, _)| rule.outcome >= Outcome::Rollback)
-            {
-                return None;
-            }
-            let mut whys: Vec<Cow<'_, str>> = Vec::new();
-            for (rule, condition) in matching {
-                match assess(rule, *condition, s) {
-                    Assessment::Unassessable(why) => {
-                        if !whys.contains(&why) {
-                            whys.push(why);
-                        }
+        };
+        if !matching().any(|(rule, _)| rule.outcome >= Outcome::Rollback) {
+            continue;
+        }
+        let mut whys: Vec<Cow<'_, str>> = Vec::new();
+        for (rule, condition) in matching() {
+            match assess(rule, *condition, s) {
+                Assessment::Unassessable(why) => {
+                    if !whys.contains(&why) {
+                        whys.push(why);
                     }
-                    Assessment::Exceeds(_) | Assessment::Within => return None,
                 }
+                Assessment::Exceeds(_) | Assessment::Within => continue 'signals,
             }
-            Some(HoldReason::Inconclusive {
+        }
+        let why = match whys.len() {
+            1 => whys.swap_remove(0),
+            _ => Cow::Owned(whys.join(", ")),
+        };
+        match groups.iter_mut().find(|g| g.kind == s.kind && g.why == why) {
+            // The same signal twice (same fingerprint and start) counts once.
+            Some(g) if g.last.fingerprint == s.fingerprint && g.last.started_at == s.started_at => {
+            }
+            Some(g) => {
+                g.signals = g.signals.saturating_add(1);
+                if g.fingerprints.len() < MAX_LISTED_FINGERPRINTS {
+                    g.fingerprints.push(s.fingerprint.clone());
+                }
+                g.last = s;
+            }
+            None => groups.push(Unassessed {
                 kind: s.kind,
-                fingerprint: s.fingerprint.clone(),
-                why: whys.join(", "),
-                since: Some(s.started_at),
-            })
+                why,
+                first: s,
+                signals: 1,
+                fingerprints: vec![s.fingerprint.clone()],
+                last: s,
+            }),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|g| HoldReason::Inconclusive {
+            kind: g.kind,
+            fingerprint: g.first.fingerprint.clone(),
+            why: g.why.into_owned(),
+            since: Some(g.first.started_at),
+            signals: g.signals,
+            fingerprints: g.fingerprints,
         })
-        .collect();
-    holds.dedup();
-    holds
+        .collect()
 }

@@ -887,6 +887,109 @@ fn signals_no_rule_can_assess_are_inconclusive() {
     }
 }
 
+/// `n` error-rate alerts without a value, one a second, the latest two minutes old.
+fn valueless(n: usize) -> Vec<Signal> {
+    (0..n)
+        .map(|i| Signal {
+            fingerprint: format!("fp-{i:04}"),
+            ..signal(
+                SignalKind::ErrorRate,
+                None,
+                ago(120 + i64::try_from(n - i).unwrap()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn inconclusive_signals_of_one_kind_and_reason_are_one_hold_that_counts_them() {
+    let mut signals = valueless(1000);
+    // The same signal twice counts once; a latency without a baseline is another hold.
+    signals.push(signals[7].clone());
+    signals.push(Signal {
+        fingerprint: "fp-latency".into(),
+        ..fresh(SignalKind::LatencyP95, 2.5)
+    });
+    signals.reverse();
+    let d = run(&history(), &signals);
+    assert_eq!(d.verdict, Verdict::Hold);
+    match &d.holds[..] {
+        [
+            HoldReason::Inconclusive {
+                kind: SignalKind::ErrorRate,
+                fingerprint,
+                why,
+                since,
+                signals: 1000,
+                fingerprints,
+            },
+            HoldReason::Inconclusive {
+                kind: SignalKind::LatencyP95,
+                signals: 1,
+                fingerprints: latency,
+                ..
+            },
+        ] => {
+            assert_eq!(fingerprint, "fp-0000");
+            assert_eq!(why, "no value");
+            assert_eq!(*since, Some(ago(1120)));
+            let first: Vec<String> = (0..10).map(|i| format!("fp-{i:04}")).collect();
+            assert_eq!(fingerprints, &first, "the earliest ten");
+            assert_eq!(latency, &["fp-latency".to_string()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        d.reason.contains(
+            "1000 error_rate signals are inconclusive (no value): fp-0000, fp-0001, \
+             fp-0002, fp-0003, fp-0004, fp-0005, fp-0006, fp-0007, fp-0008, fp-0009 and \
+             990 more; the latency_p95 signal fp-latency is inconclusive (no baseline)"
+        ),
+        "{}",
+        d.reason
+    );
+    assert!(!d.reason.contains("fp-0010"), "{}", d.reason);
+}
+
+#[test]
+fn grouping_inconclusive_holds_changes_no_decision_s_hash() {
+    // The hash counts each inconclusive signal, as it did when each had a hold.
+    let d = run(&history(), &valueless(3));
+    let mut one_each = d.clone();
+    one_each.holds = valueless(3)
+        .into_iter()
+        .map(|s| HoldReason::Inconclusive {
+            kind: s.kind,
+            fingerprint: s.fingerprint.clone(),
+            why: "no value".into(),
+            since: Some(s.started_at),
+            signals: 1,
+            fingerprints: vec![s.fingerprint],
+        })
+        .collect();
+    assert_eq!(d.holds.len(), 1);
+    assert_eq!(d.inputs_hash, one_each.compute_inputs_hash());
+    // And a fourth signal is a new input.
+    assert_ne!(d.inputs_hash, run(&history(), &valueless(4)).inputs_hash);
+}
+
+#[test]
+fn an_inconclusive_hold_recorded_before_grouping_reads_as_one_signal() {
+    let stored = serde_json::json!({
+        "code": "inconclusive", "kind": "error_rate", "fingerprint": "fp-old",
+        "why": "no value", "since": "2026-08-22T14:00:00Z"
+    });
+    let hold: HoldReason = serde_json::from_value(stored).unwrap();
+    assert!(
+        matches!(&hold, HoldReason::Inconclusive { signals: 1, fingerprints, .. } if fingerprints.is_empty()),
+        "{hold:?}"
+    );
+    assert_eq!(
+        hold.detail(),
+        "the error_rate signal fp-old is inconclusive (no value)"
+    );
+}
+
 #[test]
 fn a_value_without_a_baseline_is_judged_by_the_absolute_rules() {
     // G4 cannot compare it, but M1/M2 can: that is not inconclusive.
