@@ -46,7 +46,13 @@ FROM helm-${TARGETARCH} AS helm-archive
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 ARG ROLLWARDEN_COMMIT
 ARG SOURCE_DATE_EPOCH
+ARG TARGETARCH
 ENV ROLLWARDEN_COMMIT=${ROLLWARDEN_COMMIT} SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH}
+# The allocator, jemalloc (tikv-jemalloc-sys), builds with make, which the slim image
+# lacks (it has gcc and libc6-dev). Pinned to bookworm's version.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make=4.3-4.1 \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # What the release build reads: the manifest and lock, build.rs, the sources, and the migrations
 # (sqlx::migrate! embeds them). tests/, examples/ and bench/ are not needed.
@@ -56,9 +62,12 @@ COPY migrations ./migrations
 # The cargo registry and target/ are cache mounts (BuildKit), so a rebuild after a
 # source change recompiles rollwarden only. A cache mount is not part of the image:
 # the binary is copied out of it.
+# On arm64, jemalloc is built for pages up to 64 KiB (some arm64 kernels use 16 or 64
+# KiB pages; a jemalloc built for 4 KiB refuses to start there).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin rollwarden \
+    if [ "$TARGETARCH" = arm64 ]; then export JEMALLOC_SYS_WITH_LG_PAGE=16; fi \
+    && cargo build --release --locked --bin rollwarden \
     && mkdir -p /out/data /out/debug \
     && objcopy --only-keep-debug target/release/rollwarden /out/debug/rollwarden.debug \
     && objcopy --strip-debug --add-gnu-debuglink=/out/debug/rollwarden.debug \
@@ -67,7 +76,6 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && ls -l target/release/rollwarden /out/rollwarden /out/debug/rollwarden.debug
 # The stripped binary keeps its symbol table, so a panic's backtrace still names the
 # functions; file and line come from the debug stage's file.
-ARG TARGETARCH
 RUN --mount=type=bind,from=helm-archive,target=/helm \
     tar -xzf /helm/helm.tar.gz -C /tmp "linux-${TARGETARCH}/helm" \
     && install -m 0755 "/tmp/linux-${TARGETARCH}/helm" /out/helm \

@@ -12,6 +12,10 @@ use serde_json::json;
 use rollwarden::wire::Bounds;
 use rollwarden::wire::alertmanager::AlertmanagerPayload;
 
+/// rollwarden's allocator (src/main.rs), so that the ceiling is the same stack.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let addr = std::env::args()

@@ -12,6 +12,9 @@ use rollwarden::app::App;
 use rollwarden::config::{Config, LogFormat};
 use rollwarden::{replay, store, telemetry};
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// `0.1.0 (commit 1a2b3c4d5e6f, built 2026-12-03)`: build.rs supplies the rest.
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
