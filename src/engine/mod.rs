@@ -110,10 +110,13 @@ impl Snapshot {
         let mut untargeted = Vec::new();
         for classified in signals {
             match &classified.signal.target {
-                Some(target) => by_target
-                    .entry(target.clone())
-                    .or_default()
-                    .push(classified),
+                // The key is cloned once per target, not once per signal.
+                Some(target) => match by_target.get_mut(target) {
+                    Some(signals) => signals.push(classified),
+                    None => {
+                        by_target.insert(target.clone(), vec![classified]);
+                    }
+                },
                 None => untargeted.push(classified),
             }
         }

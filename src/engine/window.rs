@@ -186,8 +186,8 @@ impl Held {
         let Some(classified) = classified else {
             return;
         };
-        let target = classified.signal.target.clone();
-        if let Some(target) = &target
+        let target = &classified.signal.target;
+        if let Some(target) = target
             && !dropped.targets.is_empty()
             && dropped.targets.contains(&target_hash(target))
         {
@@ -227,9 +227,10 @@ impl Held {
         }
     }
 
-    /// The slot of `target`'s group, made when it has none.
-    fn slot(&mut self, target: Option<TargetRef>) -> u32 {
-        if let Some(&slot) = self.slots.get(&target) {
+    /// The slot of `target`'s group, made when it has none (the target is cloned only
+    /// then: a flood's batch merges tens of thousands of alerts of a few targets).
+    fn slot(&mut self, target: &Option<TargetRef>) -> u32 {
+        if let Some(&slot) = self.slots.get(target) {
             return slot;
         }
         let group = Group {
@@ -246,7 +247,7 @@ impl Held {
                 u32::try_from(self.groups.len() - 1).expect("fewer groups than alerts")
             }
         };
-        self.slots.insert(target, slot);
+        self.slots.insert(target.clone(), slot);
         slot
     }
 
