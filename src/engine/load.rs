@@ -20,8 +20,9 @@ pub async fn load_history(
     let window =
         chrono::Duration::seconds(i64::try_from(policy.loop_guard.window_secs).unwrap_or(i64::MAX));
     let automatic_rollbacks = store.automatic_rollbacks(target_key, now - window).await?;
+    // Its time only: the line, not the evidence (kilobytes, read on every evaluation).
     let recovered = store
-        .list_decisions(&DecisionQuery {
+        .list_decision_lines(&DecisionQuery {
             target: Some(target_key.to_string()),
             verdict: Some("ok".into()),
             limit: 1,
