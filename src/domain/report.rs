@@ -390,32 +390,25 @@ fn timeline(
                 why,
                 since: Some(since),
                 signals,
-                ..
-            } if *signals <= 1 => timeline.push((
-                *since,
-                format!(
-                    "Inconclusive {} signal ({}) - no rule can assess it [{}]",
-                    kind.as_str(),
-                    markdown::text(why),
-                    markdown::text(fingerprint)
-                ),
-            )),
-            HoldReason::Inconclusive {
-                kind,
-                fingerprint,
-                why,
-                since: Some(since),
-                signals,
                 fingerprints,
             } => timeline.push((
                 *since,
-                format!(
-                    "{signals} inconclusive {} signals ({}) from here - no rule can assess \
-                     them [{}]",
-                    kind.as_str(),
-                    markdown::text(why),
-                    listed(fingerprint, fingerprints, *signals)
-                ),
+                if *signals <= 1 {
+                    format!(
+                        "Inconclusive {} signal ({}) - no rule can assess it [{}]",
+                        kind.as_str(),
+                        markdown::text(why),
+                        markdown::text(fingerprint)
+                    )
+                } else {
+                    format!(
+                        "{signals} inconclusive {} signals ({}) from here - no rule can \
+                         assess them [{}]",
+                        kind.as_str(),
+                        markdown::text(why),
+                        listed(fingerprint, fingerprints, *signals)
+                    )
+                },
             )),
             _ => {}
         }
@@ -1058,6 +1051,22 @@ mod tests {
             }
         }
         count
+    }
+
+    #[test]
+    fn the_incident_report_has_one_line_per_group_of_inconclusive_signals() {
+        let held = &reports_with("fp-1")[1];
+        assert!(
+            held.contains("Inconclusive error_rate signal (fp-1) - no rule can assess it [fp-1]"),
+            "{held}"
+        );
+        assert!(
+            held.contains(
+                "40 inconclusive latency_p95 signals (fp-1) from here - no rule can assess \
+                 them [fp-1, fp-1-2 and 38 more]"
+            ),
+            "{held}"
+        );
     }
 
     #[test]
