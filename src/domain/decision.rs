@@ -359,17 +359,18 @@ impl HoldReason {
                 fingerprints,
                 ..
             } if *signals > 1 => {
-                let more = signals.saturating_sub(u32::try_from(fingerprints.len()).unwrap_or(0));
+                let listed = if fingerprints.is_empty() {
+                    std::slice::from_ref(fingerprint)
+                } else {
+                    fingerprints.as_slice()
+                };
+                let more = signals.saturating_sub(u32::try_from(listed.len()).unwrap_or(u32::MAX));
                 let more = if more > 0 {
                     format!(" and {more} more")
                 } else {
                     String::new()
                 };
-                let listed = if fingerprints.is_empty() {
-                    fingerprint.clone()
-                } else {
-                    fingerprints.join(", ")
-                };
+                let listed = listed.join(", ");
                 format!(
                     "{signals} {} signals are inconclusive ({why}): {listed}{more}",
                     kind.as_str()

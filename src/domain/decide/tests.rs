@@ -988,6 +988,16 @@ fn an_inconclusive_hold_recorded_before_grouping_reads_as_one_signal() {
         hold.detail(),
         "the error_rate signal fp-old is inconclusive (no value)"
     );
+    // A count without a list names the one fingerprint it has, and the rest as more.
+    let counted: HoldReason = serde_json::from_value(serde_json::json!({
+        "code": "inconclusive", "kind": "error_rate", "fingerprint": "fp-old",
+        "why": "no value", "signals": 5
+    }))
+    .unwrap();
+    assert_eq!(
+        counted.detail(),
+        "5 error_rate signals are inconclusive (no value): fp-old and 4 more"
+    );
 }
 
 #[test]
