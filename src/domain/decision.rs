@@ -204,6 +204,23 @@ fn one() -> u32 {
     1
 }
 
+/// What an inconclusive hold lists of its `signals` — `fingerprints`, or its one
+/// `fingerprint` in a decision recorded before holds were grouped — and how many more
+/// it counts.
+pub fn inconclusive_listed<'a>(
+    fingerprint: &'a String,
+    fingerprints: &'a [String],
+    signals: u32,
+) -> (&'a [String], u32) {
+    let listed = if fingerprints.is_empty() {
+        std::slice::from_ref(fingerprint)
+    } else {
+        fingerprints
+    };
+    let more = signals.saturating_sub(u32::try_from(listed.len()).unwrap_or(u32::MAX));
+    (listed, more)
+}
+
 /// Why a rollback is held. `code()` is stable: it is stored, hashed and filtered on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "code")]
@@ -359,12 +376,7 @@ impl HoldReason {
                 fingerprints,
                 ..
             } if *signals > 1 => {
-                let listed = if fingerprints.is_empty() {
-                    std::slice::from_ref(fingerprint)
-                } else {
-                    fingerprints.as_slice()
-                };
-                let more = signals.saturating_sub(u32::try_from(listed.len()).unwrap_or(u32::MAX));
+                let (listed, more) = inconclusive_listed(fingerprint, fingerprints, *signals);
                 let more = if more > 0 {
                     format!(" and {more} more")
                 } else {

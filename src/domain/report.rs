@@ -9,7 +9,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::decide::{label, summary};
-use super::decision::{Decision, HoldReason, NotConsidered, Verdict, VerificationStatus};
+use super::decision::{
+    Decision, HoldReason, NotConsidered, Verdict, VerificationStatus, inconclusive_listed,
+};
 use super::policy::{Outcome, fmt_value};
 use super::render::markdown;
 use super::{DeployRecord, DeploySource, Scope, SignalKind, SignalSource};
@@ -179,15 +181,19 @@ pub fn evidence_record(
         .fired
         .iter()
         .flat_map(|f| f.fingerprints.iter().cloned())
-        .chain(decision.holds.iter().flat_map(|h| match h {
-            HoldReason::DependencyDegraded { fingerprint, .. } => vec![fingerprint.clone()],
-            HoldReason::Inconclusive {
-                fingerprint,
-                fingerprints,
-                ..
-            } if fingerprints.is_empty() => vec![fingerprint.clone()],
-            HoldReason::Inconclusive { fingerprints, .. } => fingerprints.clone(),
-            _ => Vec::new(),
+        .chain(decision.holds.iter().flat_map(|h| {
+            match h {
+                HoldReason::DependencyDegraded { fingerprint, .. } => vec![fingerprint.clone()],
+                HoldReason::Inconclusive {
+                    fingerprint,
+                    fingerprints,
+                    signals,
+                    ..
+                } => inconclusive_listed(fingerprint, fingerprints, *signals)
+                    .0
+                    .to_vec(),
+                _ => Vec::new(),
+            }
         }))
         .chain(
             decision
@@ -274,14 +280,11 @@ fn started_words(sources: &[SignalSource]) -> &'static str {
     }
 }
 
-/// An inconclusive hold's fingerprints as listed, and how many more it counts.
-fn listed(fingerprint: &str, fingerprints: &[String], signals: u32) -> String {
-    let shown: Vec<String> = if fingerprints.is_empty() {
-        vec![markdown::text(fingerprint)]
-    } else {
-        fingerprints.iter().map(|f| markdown::text(f)).collect()
-    };
-    match signals.saturating_sub(u32::try_from(shown.len()).unwrap_or(u32::MAX)) {
+/// An inconclusive hold's fingerprints as listed, escaped, and how many more it counts.
+fn listed(fingerprint: &String, fingerprints: &[String], signals: u32) -> String {
+    let (listed, more) = inconclusive_listed(fingerprint, fingerprints, signals);
+    let shown: Vec<String> = listed.iter().map(|f| markdown::text(f)).collect();
+    match more {
         0 => shown.join(", "),
         more => format!("{} and {more} more", shown.join(", ")),
     }
