@@ -9,7 +9,12 @@ fn main() {
     println!("cargo:rerun-if-env-changed=ROLLWARDEN_COMMIT");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     for git_path in ["HEAD", "refs/heads", "packed-refs"] {
-        if let Some(path) = git(&["rev-parse", "--git-path", git_path]) {
+        // Only what exists: cargo takes a missing path as changed, so a repository
+        // without packed-refs rebuilt the crate on every cargo command (5 min, release).
+        // A ref packed later deletes its file under refs/heads, which is watched.
+        if let Some(path) = git(&["rev-parse", "--git-path", git_path])
+            && std::path::Path::new(&path).exists()
+        {
             println!("cargo:rerun-if-changed={path}");
         }
     }
