@@ -24,7 +24,7 @@ pub use records::{
     DecisionHead, DecisionLine, DecisionQuery, DeployCursor, DeployQuery, DeployWrite,
     FreezeRecord, IngestOutcome, MessageThread, NewAction, NewDecision, NewFreeze, NewNotification,
     NewReleaseDecision, NotificationFinish, NotificationRecord, Receipt, ReleaseDecision,
-    StandingDecision, StoredAlert, StoredDecision, StoredDeploy, WrittenAlert,
+    StandingDecision, StoredAlert, StoredDecision, StoredDeploy, TargetInputs, WrittenAlert,
 };
 pub use sql::SqlStore;
 
@@ -300,6 +300,17 @@ pub trait DecisionStore: Send + Sync + 'static {
     /// [`DecisionStore::latest_decision`] without its evidence (large under a flood of
     /// alerts): what an evaluation compares itself with before it serialises its own.
     async fn decision_head(&self, target_key: &str) -> Result<Option<DecisionHead>, StoreError>;
+
+    /// What evaluations of `targets` read besides their signals, one query each for
+    /// all of them instead of four per target: per target, in the order given, its
+    /// newest `depth` deploys, its automatic rollbacks since `rollbacks_since`, when it
+    /// last recovered, and its standing decision. The same as the per-target reads.
+    async fn evaluation_inputs(
+        &self,
+        targets: &[TargetRef],
+        rollbacks_since: DateTime<Utc>,
+        depth: u32,
+    ) -> Result<Vec<TargetInputs>, StoreError>;
 
     async fn decision(&self, id: i64) -> Result<Option<StoredDecision>, StoreError>;
 

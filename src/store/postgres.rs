@@ -85,6 +85,9 @@ static ALERTS_BY_KEY: LazyLock<String> = LazyLock::new(|| {
 impl Dialect for Postgres {
     const BACKEND: &'static str = "postgres";
     const ROW_LOCKS: bool = true;
+    const KEYS: &'static str = "jsonb_array_elements_text($1::jsonb) AS k(value)";
+    const TARGETS_LATERAL: Option<&'static str> =
+        Some("jsonb_to_recordset($1::jsonb) AS k(key text, cluster text, namespace text)");
     const MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
     async fn begin_write(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {

@@ -240,6 +240,24 @@ pub struct DecisionHead {
     pub decided_at: DateTime<Utc>,
 }
 
+/// What an evaluation of one target reads from the store besides its signals, read for
+/// many targets at once by [`DecisionStore::evaluation_inputs`](super::DecisionStore::evaluation_inputs).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetInputs {
+    /// Its deploys, newest first, as [`DeployStore::target_history`](super::DeployStore::target_history)
+    /// reads them.
+    pub deploys: Vec<StoredDeploy>,
+    /// When its automatic rollbacks ran, oldest first, as
+    /// [`ActionStore::automatic_rollbacks`](super::ActionStore::automatic_rollbacks)
+    /// reads them.
+    pub automatic_rollbacks: Vec<DateTime<Utc>>,
+    /// When its latest `ok` decision was recorded.
+    pub recovered_at: Option<DateTime<Utc>>,
+    /// Its standing decision, as [`DecisionStore::decision_head`](super::DecisionStore::decision_head)
+    /// reads it.
+    pub head: Option<DecisionHead>,
+}
+
 impl From<&StoredDecision> for DecisionHead {
     fn from(d: &StoredDecision) -> Self {
         Self {

@@ -71,6 +71,8 @@ static INSERT_ALERT: LazyLock<String> = LazyLock::new(|| {
 impl Dialect for Sqlite {
     const BACKEND: &'static str = "sqlite";
     const ROW_LOCKS: bool = false;
+    const KEYS: &'static str = "json_each($1) AS k";
+    const TARGETS_LATERAL: Option<&'static str> = None;
     const MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
     /// IMMEDIATE takes the write lock up front, so a reader never has to upgrade, and

@@ -1499,6 +1499,195 @@ mod loop_guard_inputs {
     on_both_backends!(every_executor_that_rolls_back_counts_for_the_loop_guard);
 }
 
+mod evaluation_inputs {
+    //! An ingest batch's evaluations read their targets' deploys, automatic rollbacks,
+    //! recoveries and standing decisions in one query each: the same as each target's
+    //! own reads.
+
+    use chrono::{DateTime, Duration, Utc};
+    use serde_json::json;
+
+    use rollwarden::domain::{Deploy, DeploySource, TargetRef};
+    use rollwarden::store::{
+        ActionFinish, DecisionQuery, NewAction, NewDecision, Store, TargetInputs,
+    };
+
+    use crate::on_both_backends;
+    use crate::support::{Backend, TestStore, t0};
+
+    fn deploy(target: TargetRef, source: DeploySource, revision: u32, minutes: i64) -> Deploy {
+        let mut d = Deploy::new(
+            target,
+            source,
+            revision.to_string(),
+            "deployed",
+            t0() - Duration::minutes(minutes),
+        );
+        d.helm_release = Some("checkout".into());
+        d
+    }
+
+    async fn decide(store: &dyn Store, target: &TargetRef, verdict: &str, minutes: i64) {
+        let decision = NewDecision {
+            target_key: target.key(),
+            verdict: verdict.into(),
+            reason: verdict.into(),
+            inputs_hash: format!("{verdict}-{minutes}"),
+            policy_version: "runbooks-1".into(),
+            suspect_deploy_id: None,
+            rollback_to_id: None,
+            decision: json!({}),
+            decided_at: t0() - Duration::minutes(minutes),
+        };
+        assert!(store.record_decision(&decision).await.unwrap().1);
+    }
+
+    async fn executed(store: &dyn Store, target: &TargetRef, kind: &str, minutes: i64) {
+        let at = t0() - Duration::minutes(minutes);
+        let decision = store.decision_head(&target.key()).await.unwrap().unwrap();
+        let action = NewAction {
+            decision_id: decision.id,
+            target_key: target.key(),
+            kind: kind.into(),
+            mode: "auto".into(),
+            idempotency_key: format!("{}|{kind}|{minutes}", target.key()),
+            state: "pending".into(),
+            params: json!({}),
+            expires_at: None,
+            notify: Vec::new(),
+        };
+        store.enqueue_action(&action, at).await.unwrap();
+        let claimed = store
+            .claim_action("w1", Duration::seconds(30), at)
+            .await
+            .unwrap()
+            .unwrap();
+        let finish = ActionFinish::Succeeded {
+            result: json!({}),
+            verify: false,
+        };
+        assert!(
+            store
+                .finish_action(claimed.id, "w1", &finish, at)
+                .await
+                .unwrap()
+        );
+    }
+
+    /// What the engine read for `target` before, one query at a time.
+    async fn one_by_one(
+        store: &dyn Store,
+        target: &TargetRef,
+        since: DateTime<Utc>,
+        depth: u32,
+    ) -> TargetInputs {
+        let key = target.key();
+        let recovered = store
+            .list_decision_lines(&DecisionQuery {
+                target: Some(key.clone()),
+                verdict: Some("ok".into()),
+                limit: 1,
+                ..DecisionQuery::default()
+            })
+            .await
+            .unwrap();
+        TargetInputs {
+            deploys: store.target_history(target, None, depth).await.unwrap(),
+            automatic_rollbacks: store.automatic_rollbacks(&key, since).await.unwrap(),
+            recovered_at: recovered.first().map(|d| d.decided_at),
+            head: store.decision_head(&key).await.unwrap(),
+        }
+    }
+
+    async fn many_targets_read_at_once_read_what_each_reads_alone(backend: Backend) {
+        let db = TestStore::new(backend).await;
+        let store = &*db.store;
+        let checkout = TargetRef::deployment("default", "prod", "checkout");
+        let cart = TargetRef::deployment("default", "prod", "cart");
+        let quiet = TargetRef::deployment("default", "staging", "quiet");
+        let release = TargetRef::helm_release("default", "prod", "checkout");
+        store
+            .record_deploys(
+                &[
+                    deploy(checkout.clone(), DeploySource::Kubernetes, 1, 90),
+                    deploy(checkout.clone(), DeploySource::Kubernetes, 2, 30),
+                    // The Helm release that manages checkout: in checkout's history.
+                    deploy(release.clone(), DeploySource::Helm, 7, 31),
+                    Deploy {
+                        helm_release: None,
+                        ..deploy(cart.clone(), DeploySource::Kubernetes, 4, 20)
+                    },
+                ],
+                t0(),
+            )
+            .await
+            .unwrap();
+        decide(store, &checkout, "ok", 60).await;
+        decide(store, &checkout, "rollback", 20).await;
+        decide(store, &checkout, "ok", 15).await;
+        decide(store, &checkout, "rollback", 10).await;
+        decide(store, &cart, "hold", 5).await;
+        executed(store, &checkout, "rollout_undo", 9).await;
+        // Not a rollback, and a rollback before `since`: neither counts.
+        executed(store, &checkout, "freeze", 8).await;
+        executed(store, &cart, "rollout_undo", 120).await;
+        let since = t0() - Duration::hours(1);
+
+        // A target named twice reads the same twice; one with nothing reads nothing.
+        let targets = [
+            checkout.clone(),
+            quiet.clone(),
+            cart.clone(),
+            checkout.clone(),
+        ];
+        for depth in [200, 1] {
+            let read = store
+                .evaluation_inputs(&targets, since, depth)
+                .await
+                .unwrap();
+            let mut alone = Vec::new();
+            for target in &targets {
+                alone.push(one_by_one(store, target, since, depth).await);
+            }
+            assert_eq!(read, alone, "depth {depth}");
+        }
+
+        let read = store.evaluation_inputs(&targets, since, 200).await.unwrap();
+        let revisions: Vec<_> = read[0]
+            .deploys
+            .iter()
+            .map(|d| (d.deploy.source.as_str(), d.deploy.revision.as_str()))
+            .collect();
+        assert_eq!(
+            revisions,
+            [("kubernetes", "2"), ("helm", "7"), ("kubernetes", "1")]
+        );
+        assert_eq!(read[0].automatic_rollbacks, [t0() - Duration::minutes(9)]);
+        assert_eq!(read[0].recovered_at, Some(t0() - Duration::minutes(15)));
+        assert_eq!(
+            read[0].head.as_ref().map(|h| h.verdict.as_str()),
+            Some("rollback")
+        );
+        assert_eq!(read[1], TargetInputs::default());
+        assert_eq!(read[2].deploys.len(), 1);
+        assert!(read[2].automatic_rollbacks.is_empty());
+        assert_eq!(read[2].recovered_at, None);
+        assert_eq!(
+            read[2].head.as_ref().map(|h| h.verdict.as_str()),
+            Some("hold")
+        );
+        assert!(
+            store
+                .evaluation_inputs(&[], since, 200)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    on_both_backends!(many_targets_read_at_once_read_what_each_reads_alone);
+}
+
 mod lists {
     //! The lists the API and the console page through: newest first, a time range and
     //! a cursor together, each target's standing decision; and, on PostgreSQL, each
@@ -1990,6 +2179,69 @@ mod lists {
         ] {
             let plan = store.explain_list_deploys(&q).await.unwrap();
             assert_indexed(what, &plan, indexes);
+        }
+        store.close().await;
+    }
+
+    /// An ingest batch's evaluations read their targets' inputs ahead, a hundred targets
+    /// at a time: on PostgreSQL each of the four queries reads through the target's
+    /// index, never a big table whole (it did, hashing all of decisions, when the
+    /// standing decisions were asked for by `id IN (…)`). A hundred of a fleet of 5,000
+    /// targets with 50,000 decisions, executed actions (half of them automatic) and
+    /// deploys: with fewer, a hash of the whole table is rightly the cheaper plan.
+    #[tokio::test]
+    async fn evaluation_inputs_read_through_the_targets_indexes_on_postgres() {
+        let options = postgres_schema().await;
+        let db = TestStore::postgres_with(options.clone()).await;
+        db.execute_raw(
+            "INSERT INTO decisions (target, verdict, reason, inputs_hash, policy_version,
+                 evidence, decided_at)
+             SELECT 'default/ns-' || i % 5000 || '/Deployment/svc-' || i % 5000,
+                    CASE WHEN i % 3 = 0 THEN 'ok' ELSE 'hold' END, '', 'h' || i,
+                    'runbooks-2', '{}',
+                    '2026-08-22T00:00:00Z'::timestamptz + i * interval '1 second'
+             FROM generate_series(1, 50000) AS i;
+             INSERT INTO actions (decision_id, target, kind, mode, idempotency_key, state,
+                 executed_at, created_at, updated_at)
+             SELECT id, target, 'rollout_undo',
+                    CASE WHEN id % 2 = 0 THEN 'auto' ELSE 'approve' END, 'k' || id,
+                    'verified', decided_at, decided_at, decided_at
+             FROM decisions;
+             INSERT INTO deploys (target, cluster, namespace, kind, name, source, revision,
+                 status, started_at, first_seen_at, updated_at)
+             SELECT 'default/ns-' || i % 5000 || '/Deployment/svc-' || i % 5000, 'default',
+                    'ns-' || i % 5000, 'Deployment', 'svc-' || i % 5000, 'ci', 'v' || i,
+                    'succeeded', '2026-08-22T00:00:00Z'::timestamptz + i * interval '1 second',
+                    now(), now()
+             FROM generate_series(1, 50000) AS i;
+             ANALYZE decisions, target_decisions, actions, deploys;",
+        )
+        .await;
+        let store = PostgresStore::connect_with(options.options([("enable_seqscan", "off")]), 1)
+            .await
+            .unwrap();
+        let targets: Vec<rollwarden::domain::TargetRef> = (0..100)
+            .map(|i| {
+                rollwarden::domain::TargetRef::deployment(
+                    "default",
+                    &format!("ns-{i}"),
+                    &format!("svc-{i}"),
+                )
+            })
+            .collect();
+        let plans = store
+            .explain_evaluation_inputs(&targets, t0(), 200)
+            .await
+            .unwrap();
+        let expected: [(&str, &[&str]); 4] = [
+            ("standing decisions", &["target_decisions_pkey"]),
+            ("latest ok decisions", &["decisions_target"]),
+            ("automatic rollbacks", &["actions_auto_executed"]),
+            ("deploys", &["deploys_target_started"]),
+        ];
+        assert_eq!(plans.len(), expected.len());
+        for (plan, (what, indexes)) in plans.iter().zip(expected) {
+            assert_indexed(what, plan, indexes);
         }
         store.close().await;
     }

@@ -27,7 +27,7 @@ const AUDIT_COLUMNS: &str = "id, at, actor, kind, subject, details";
 const CLAIMABLE_STATES: &str = "'pending', 'approved'";
 
 /// The states of an action that was carried out.
-const ACTION_DONE_STATES: &str = "'succeeded', 'verifying', 'verified', 'escalated'";
+pub(super) const ACTION_DONE_STATES: &str = "'succeeded', 'verifying', 'verified', 'escalated'";
 
 /// The state and columns an attempt's end writes.
 struct FinishColumns<'a> {

@@ -7,11 +7,11 @@ use sqlx::{Executor, Postgres, QueryBuilder};
 use tracing::instrument;
 
 use super::{BindArg, Dialect, GetCol, Page, PushArg, SqlStore, Ts, page_end, page_start};
-use crate::domain::{DecisionBrief, Freeze};
+use crate::domain::{DecisionBrief, Freeze, TargetRef};
 use crate::store::{
     DecisionHead, DecisionLine, DecisionQuery, DecisionStore, FreezeRecord, FreezeStore,
     NewDecision, NewFreeze, NewReleaseDecision, ReleaseDecision, StandingDecision, StoreError,
-    StoredDecision,
+    StoredDecision, TargetInputs,
 };
 
 /// Deploy ids per query of [`DecisionStore::decisions_blaming`]: far under both
@@ -217,6 +217,17 @@ where
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(Self::decision_row).transpose()
+    }
+
+    #[instrument(level = "debug", skip_all, fields(targets = targets.len()))]
+    async fn evaluation_inputs(
+        &self,
+        targets: &[TargetRef],
+        rollbacks_since: DateTime<Utc>,
+        depth: u32,
+    ) -> Result<Vec<TargetInputs>, StoreError> {
+        self.read_evaluation_inputs(targets, rollbacks_since, depth)
+            .await
     }
 
     async fn decision_head(&self, target_key: &str) -> Result<Option<DecisionHead>, StoreError> {

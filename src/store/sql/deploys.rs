@@ -13,7 +13,7 @@ use crate::domain::{Deploy, DeploySource, TargetRef};
 use crate::store::{DeployCursor, DeployQuery, DeployStore, DeployWrite, StoreError, StoredDeploy};
 
 /// The columns of a deploy row, in the order [`SqlStore::deploy_row`] reads them.
-const DEPLOY_COLUMNS: &str = "id, target, cluster, namespace, kind, name, source, \
+pub(super) const DEPLOY_COLUMNS: &str = "id, target, cluster, namespace, kind, name, source, \
      revision, status, environment, region, version, images, commit_sha, change_cause, \
      description, helm_release, chart, chart_version, app_version, pod_template_hash, link, \
      actor, started_at, finished_at, details, first_seen_at, updated_at";
@@ -21,10 +21,16 @@ const DEPLOY_COLUMNS: &str = "id, target, cluster, namespace, kind, name, source
 /// Rows of one target plus those of the Helm releases that manage it: `$1` is the target
 /// key, `$2` its cluster, `$3` its namespace.
 fn linked_target_sql() -> String {
+    linked_target_sql_of("$1", "$2", "$3")
+}
+
+/// [`linked_target_sql`] with the target key, cluster and namespace as the SQL
+/// expressions `key`, `cluster` and `namespace`.
+pub(super) fn linked_target_sql_of(key: &str, cluster: &str, namespace: &str) -> String {
     format!(
-        "(target = $1 OR (kind = '{HELM_RELEASE_KIND}' AND cluster = $2 AND namespace = $3 \
-         AND name IN (SELECT helm_release FROM deploys \
-                      WHERE target = $1 AND helm_release IS NOT NULL)))"
+        "(target = {key} OR (kind = '{HELM_RELEASE_KIND}' AND cluster = {cluster} \
+         AND namespace = {namespace} AND name IN (SELECT helm_release FROM deploys \
+                      WHERE target = {key} AND helm_release IS NOT NULL)))"
     )
 }
 
@@ -80,7 +86,7 @@ where
         q
     }
 
-    fn deploy_row(row: &D::Row) -> Result<StoredDeploy, StoreError> {
+    pub(super) fn deploy_row(row: &D::Row) -> Result<StoredDeploy, StoreError> {
         let source: String = row.col("source")?;
         let source = DeploySource::parse(&source)
             .ok_or_else(|| StoreError::Corrupt(format!("deploy source {source:?}")))?;

@@ -9,6 +9,7 @@ mod actions;
 mod alerts;
 mod decisions;
 mod deploys;
+mod inputs;
 mod notifications;
 
 use std::future::Future;
@@ -44,6 +45,16 @@ pub trait Dialect: Values + Database<Arguments: IntoArguments<Self>, Connection:
     /// Whether rows are locked (`FOR UPDATE`) before they are written. Without row locks
     /// (SQLite), [`Dialect::begin_write`] takes the one write lock instead.
     const ROW_LOCKS: bool;
+    /// A table of the strings in the JSON array bound as `$1`, one row each, in the
+    /// column `k.value`: how one query reads the rows of many targets.
+    const KEYS: &'static str;
+    /// Where a subquery in `FROM` may name the tables before it (`LATERAL`): a table
+    /// of the targets in the JSON array of `{key, cluster, namespace}` objects bound as
+    /// `$1`, one row each, in the columns `k.key`, `k.cluster` and `k.namespace`, so
+    /// that one query reads each target's newest deploys. Without it (SQLite, whose
+    /// queries are calls in the process, not round trips) each target's are read by a
+    /// query of its own.
+    const TARGETS_LATERAL: Option<&'static str>;
 
     /// The backend's own migrations (`migrations/postgres`, `migrations/sqlite`).
     const MIGRATOR: Migrator;
