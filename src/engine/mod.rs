@@ -4,7 +4,7 @@
 //! `decide()`, and records the decision when its verdict or inputs changed.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +28,7 @@ mod release;
 mod window;
 
 pub use budget::Budget;
+use load::{Ahead, rollbacks_since};
 pub use load::{load_deploys, load_history};
 pub use release::ServiceView;
 use window::{Newest, Window};
@@ -39,6 +40,11 @@ const HISTORY_DEPTH: u32 = 200;
 
 /// Alerts read per query when the window is (re)loaded.
 const WINDOW_PAGE: u32 = 1000;
+
+/// Targets whose store inputs a batch or tick reads at once, just before it evaluates
+/// them ([`Engine::read_ahead`]): four queries for each this many instead of four per
+/// target, and inputs at most one such run of evaluations old.
+const READ_AHEAD: usize = 100;
 
 /// Everything an evaluation needs. Cheap to clone.
 #[derive(Clone)]
@@ -668,7 +674,7 @@ impl Engine {
         snapshot: &Snapshot,
     ) -> Result<Evaluation, StoreError> {
         let decision = self.assess(target, snapshot).await?;
-        self.record(target, decision, snapshot.now).await
+        self.record(target, decision, snapshot.now, None).await
     }
 
     /// What `decide()` makes of `target` in `snapshot`, recording nothing.
@@ -676,6 +682,16 @@ impl Engine {
         &self,
         target: &Target,
         snapshot: &Snapshot,
+    ) -> Result<Decision, StoreError> {
+        self.assess_with(target, snapshot, None).await
+    }
+
+    /// [`Engine::assess`] with the target's store inputs read `ahead`, or read now.
+    async fn assess_with(
+        &self,
+        target: &Target,
+        snapshot: &Snapshot,
+        ahead: Option<&Ahead>,
     ) -> Result<Decision, StoreError> {
         let now = snapshot.now;
         // The target's signals: classified from its alerts, posted to the API, and the
@@ -693,8 +709,17 @@ impl Engine {
             )
             .map(|c| &c.signal)
             .collect();
-        let deploys = load_deploys(&*self.store, &target.target).await?;
-        let history = self.history(&target.target, now).await?;
+        let loaded;
+        let (deploys, history) = match ahead {
+            Some(ahead) => (&ahead.deploys, &ahead.history),
+            None => {
+                loaded = (
+                    load_deploys(&*self.store, &target.target).await?,
+                    self.history(&target.target, now).await?,
+                );
+                (&loaded.0, &loaded.1)
+            }
+        };
         // A region of a release that regressed in enough regions: R1's evidence.
         let view = self.view_for(target).await?;
         let released = match (&view, target.region.as_deref()) {
@@ -707,10 +732,10 @@ impl Engine {
         let mut decision = decide(
             &self.policy,
             target,
-            &deploys,
+            deploys,
             &signals,
             &snapshot.freezes,
-            &history,
+            history,
             now,
         );
         decision.not_considered =
@@ -727,18 +752,23 @@ impl Engine {
         Ok(decision)
     }
 
-    /// Records `decision` if it changed, and enqueues what it calls for.
+    /// Records `decision` if it changed, and enqueues what it calls for. The standing
+    /// decision is the one read `ahead` with the target's inputs, or read now.
     async fn record(
         &self,
         target: &Target,
         decision: Decision,
         now: DateTime<Utc>,
+        ahead: Option<&Ahead>,
     ) -> Result<Evaluation, StoreError> {
         let target_key = target.target.key();
         // The standing decision is read without its evidence, and this one serialised
         // only when it differs: under a flood of alerts most evaluations change nothing,
         // and their 1,000-signal evidence need not be built, sent or read back.
-        let standing = self.store.decision_head(&target_key).await?;
+        let standing = match ahead {
+            Some(ahead) => ahead.head.clone(),
+            None => self.store.decision_head(&target_key).await?,
+        };
         let (stored, changed) = match standing {
             Some(head)
                 if head.verdict == decision.verdict.as_str()
@@ -864,18 +894,24 @@ impl Engine {
             unsettled: None,
         };
         let mut fresher: BTreeSet<TargetRef> = BTreeSet::new();
-        for key in due {
+        let mut ahead = HashMap::new();
+        for (at, key) in due.iter().enumerate() {
             if let Some(queue) = queue.as_deref_mut()
                 && let Some(evaluated) = self.pending_batch(window, queue).await
             {
                 pass.complete = false;
+                // What it recorded is newer than the inputs read ahead before it.
+                ahead.clear();
                 fresher.extend(evaluated);
             }
-            if fresher.contains(&key) {
+            if fresher.contains(key) {
                 continue;
             }
-            let target = self.target(&key);
-            let result = self.evaluate_confirmed(&snapshot, &mut pass, &target).await;
+            let target = self.target(key);
+            let inputs = self.read_ahead(&mut ahead, &due, at, snapshot.now).await;
+            let result = self
+                .evaluate_confirmed(&snapshot, &mut pass, &target, inputs)
+                .await;
             match result {
                 Ok(evaluation) => changed += usize::from(evaluation.changed),
                 Err(err) => {
@@ -947,13 +983,19 @@ impl Engine {
                 return BTreeSet::new();
             }
         };
-        for key in &targets {
-            if snapshot.dropped(key) {
-                // Over engine.max_targets: not evaluated without its alerts.
-                continue;
-            }
+        // Over engine.max_targets: not evaluated without its alerts.
+        let keys: Vec<TargetRef> = targets
+            .iter()
+            .filter(|key| !snapshot.dropped(key))
+            .cloned()
+            .collect();
+        let mut ahead = HashMap::new();
+        for (at, key) in keys.iter().enumerate() {
             let target = self.target(key);
-            let result = self.evaluate_confirmed(&snapshot, &mut pass, &target).await;
+            let inputs = self.read_ahead(&mut ahead, &keys, at, snapshot.now).await;
+            let result = self
+                .evaluate_confirmed(&snapshot, &mut pass, &target, inputs)
+                .await;
             if let Err(err) = result {
                 self.metrics.store_error("evaluate", &err);
                 tracing::error!(error = %err, target = %key, "evaluation failed");
@@ -970,35 +1012,79 @@ impl Engine {
     /// reloading the whole window, and costs the target's own alerts instead of every
     /// alert in the window: at 100,000 firing alerts a reload took seconds, on the path
     /// from the alert to the rollback.
+    ///
+    /// Its store inputs are those read `ahead` with its batch's, if any; a confirmation
+    /// reads them again, with its rows.
     async fn evaluate_confirmed(
         &self,
         snapshot: &Snapshot,
         pass: &mut Pass,
         target: &Target,
+        ahead: Option<&Ahead>,
     ) -> Result<Evaluation, StoreError> {
-        let decision = self.assess(target, snapshot).await?;
+        let decision = self.assess_with(target, snapshot, ahead).await?;
         let unconfirmed = !pass.complete
             && match decision.verdict {
-                Verdict::Rollback => !self.stands(target, &decision).await?,
+                Verdict::Rollback => !self.stands(target, &decision, ahead).await?,
                 _ => self.settles(target, &decision, &mut pass.unsettled).await?,
             };
         if unconfirmed {
             let fresh = self.snapshot_for(&target.target).await?;
             let decision = self.assess(target, &fresh).await?;
-            return self.record(target, decision, fresh.now).await;
+            return self.record(target, decision, fresh.now, None).await;
         }
-        self.record(target, decision, snapshot.now).await
+        self.record(target, decision, snapshot.now, ahead).await
     }
 
-    /// Whether `decision` is already the target's standing decision.
-    async fn stands(&self, target: &Target, decision: &Decision) -> Result<bool, StoreError> {
-        Ok(self
-            .store
-            .decision_head(&target.target.key())
-            .await?
-            .is_some_and(|d| {
-                d.verdict == decision.verdict.as_str() && d.inputs_hash == decision.inputs_hash
-            }))
+    /// Whether `decision` is already the target's standing decision (read `ahead`, or
+    /// now).
+    async fn stands(
+        &self,
+        target: &Target,
+        decision: &Decision,
+        ahead: Option<&Ahead>,
+    ) -> Result<bool, StoreError> {
+        let head = match ahead {
+            Some(ahead) => ahead.head.clone(),
+            None => self.store.decision_head(&target.target.key()).await?,
+        };
+        Ok(head.is_some_and(|d| {
+            d.verdict == decision.verdict.as_str() && d.inputs_hash == decision.inputs_hash
+        }))
+    }
+
+    /// The store inputs of `keys[at]`, read ahead with those of the next targets of
+    /// `keys` (at most [`READ_AHEAD`] in all) unless `ahead` has them from an earlier
+    /// read: one query per input for the run instead of one per target and input. On a
+    /// store error, none: the evaluation reads its own (and reports the error).
+    async fn read_ahead<'a>(
+        &self,
+        ahead: &'a mut HashMap<TargetRef, Ahead>,
+        keys: &[TargetRef],
+        at: usize,
+        now: DateTime<Utc>,
+    ) -> Option<&'a Ahead> {
+        let key = &keys[at];
+        if !ahead.contains_key(key) {
+            ahead.clear();
+            let run = &keys[at..keys.len().min(at + READ_AHEAD)];
+            let since = rollbacks_since(&self.policy, now);
+            match self
+                .store
+                .evaluation_inputs(run, since, HISTORY_DEPTH)
+                .await
+            {
+                Ok(inputs) => {
+                    ahead.extend(run.iter().cloned().zip(inputs.into_iter().map(Ahead::from)))
+                }
+                Err(err) => {
+                    self.metrics.store_error("engine_inputs", &err);
+                    tracing::warn!(error = %err, "engine: cannot read its targets' inputs ahead");
+                    return None;
+                }
+            }
+        }
+        ahead.get(key)
     }
 
     /// Runs until `shutdown`: evaluates touched targets as they arrive and every due

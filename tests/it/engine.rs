@@ -1,6 +1,7 @@
 //! The decision engine through the API: the runbooks' scenarios posted to a running
 //! rollwarden yield the runbooks' outcomes, each explained by its evidence.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -843,7 +844,86 @@ async fn the_per_target_read_decides_as_the_full_window(backend: Backend) {
     compare("mapped again").await;
 }
 
+/// One notification about 250 services: its batch reads the targets' deploys, rollback
+/// history and standing decisions ahead, 100 targets at a time (engine::READ_AHEAD). Each
+/// target decides on its own inputs, on both sides of every run's edge: the services with
+/// a deploy ten minutes ago roll back to blame their own deploy, the others do not.
+async fn a_batch_over_many_targets_decides_each_on_its_own_inputs(backend: Backend) {
+    let app = spawn(backend).await;
+    let deployed = [0usize, 99, 100, 101, 199, 200, 249];
+    for i in deployed {
+        for (rev, at) in [("1", t0() - minutes(40)), ("2", t0() - minutes(10))] {
+            let r = post(&app, "/api/v1/deploys", json!({
+                "namespace": "prod", "name": format!("svc-{i}"), "revision": format!("{i}-{rev}"),
+                "status": "succeeded", "image": format!("registry.example.com/svc-{i}:{rev}"),
+                "started_at": ts(at), "finished_at": ts(at + minutes(2))
+            })).await;
+            assert_eq!(r.status(), StatusCode::CREATED);
+        }
+    }
+    let mut body: Value = serde_json::from_str(&alert(
+        "HighErrorRate",
+        "many0",
+        json!({"service": "svc-0"}),
+        json!({"value": "0.124"}),
+        t0() - minutes(4),
+    ))
+    .unwrap();
+    let first = body["alerts"][0].clone();
+    for i in 1..250 {
+        let mut more = first.clone();
+        more["fingerprint"] = json!(format!("many{i}"));
+        more["labels"]["service"] = json!(format!("svc-{i}"));
+        body["alerts"].as_array_mut().unwrap().push(more);
+    }
+    let r = app.post_alertmanager(body.to_string()).await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+
+    let mut standing: BTreeMap<String, Value> = BTreeMap::new();
+    for _ in 0..500 {
+        let mut url = "/api/v1/decisions?limit=100".to_string();
+        standing.clear();
+        loop {
+            let (_, page) = app.get_json(&url).await;
+            for d in page["items"].as_array().unwrap() {
+                // Newest first: the first seen is the standing one.
+                standing
+                    .entry(d["target_key"].as_str().unwrap().to_string())
+                    .or_insert_with(|| d.clone());
+            }
+            match page["next"].as_str() {
+                Some(next) => url = format!("/api/v1/decisions?limit=100&after={next}"),
+                None => break,
+            }
+        }
+        let rolled_back = |i: &usize| {
+            standing
+                .get(&format!("default/prod/Deployment/svc-{i}"))
+                .is_some_and(|d| d["verdict"] == "rollback")
+        };
+        if standing.len() == 250 && deployed.iter().all(rolled_back) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(standing.len(), 250, "every service decided");
+    for i in 0..250 {
+        let d = &standing[&format!("default/prod/Deployment/svc-{i}")];
+        if deployed.contains(&i) {
+            assert_eq!(d["verdict"], "rollback", "svc-{i}: {d}");
+            assert_eq!(
+                d["decision"]["suspect"]["revision"],
+                format!("{i}-2"),
+                "svc-{i} blames its own deploy"
+            );
+        } else {
+            assert_ne!(d["verdict"], "rollback", "svc-{i} has no deploy: {d}");
+        }
+    }
+}
+
 on_both_backends!(
+    a_batch_over_many_targets_decides_each_on_its_own_inputs,
     the_per_target_read_decides_as_the_full_window,
     an_alert_whose_resolve_never_came_stops_counting_once_stale,
     a_flood_beyond_the_cap_is_bounded_counted_and_named_in_the_decision,
