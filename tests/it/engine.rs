@@ -53,6 +53,33 @@ fn alert(
     .to_string()
 }
 
+/// One notification of `n` firing HighErrorRate alerts at 12.4 % since `starts`: alert
+/// `i` has the fingerprint `{fingerprint}{i}` and the label `label` = `{value}{i}`.
+fn error_rates(
+    fingerprint: &str,
+    n: usize,
+    label: &str,
+    value: &str,
+    starts: DateTime<Utc>,
+) -> String {
+    let mut body: Value = serde_json::from_str(&alert(
+        "HighErrorRate",
+        &format!("{fingerprint}0"),
+        json!({label: format!("{value}0")}),
+        json!({"value": "0.124"}),
+        starts,
+    ))
+    .unwrap();
+    let first = body["alerts"][0].clone();
+    for i in 1..n {
+        let mut more = first.clone();
+        more["fingerprint"] = json!(format!("{fingerprint}{i}"));
+        more["labels"][label] = json!(format!("{value}{i}"));
+        body["alerts"].as_array_mut().unwrap().push(more);
+    }
+    body.to_string()
+}
+
 /// An Alertmanager notification of the database alert (no target: a dependency of
 /// everything in `prod`), firing since six minutes before t0, or resolved a minute ago.
 fn database_down(fingerprint: &str, status: &str) -> String {
@@ -589,21 +616,7 @@ async fn a_flood_beyond_the_cap_is_bounded_counted_and_named_in_the_decision(bac
     two_deploys(&app).await;
     // Five distinct firing alerts about checkout in one notification, and an older
     // one about another service, which max_targets = 1 leaves out.
-    let mut body: Value = serde_json::from_str(&alert(
-        "HighErrorRate",
-        "fl00",
-        json!({"pod": "checkout-0"}),
-        json!({"value": "0.124"}),
-        t0() - minutes(5),
-    ))
-    .unwrap();
-    let first = body["alerts"][0].clone();
-    for i in 1..5 {
-        let mut more = first.clone();
-        more["fingerprint"] = json!(format!("fl0{i}"));
-        more["labels"]["pod"] = json!(format!("checkout-{i}"));
-        body["alerts"].as_array_mut().unwrap().push(more);
-    }
+    let body = error_rates("fl0", 5, "pod", "checkout-", t0() - minutes(5));
     app.post_alertmanager(alert(
         "HighErrorRate",
         "other",
@@ -612,7 +625,7 @@ async fn a_flood_beyond_the_cap_is_bounded_counted_and_named_in_the_decision(bac
         t0() - minutes(30),
     ))
     .await;
-    app.post_alertmanager(body.to_string()).await;
+    app.post_alertmanager(body).await;
     let mut decision = wait_for_verdict(&app, "rollback").await;
     for _ in 0..500 {
         if decision["decision"]["not_considered"]["alerts"] == 2 {
@@ -681,22 +694,8 @@ async fn the_per_target_read_decides_as_the_full_window(backend: Backend) {
     .await;
     two_deploys(&app).await;
     // checkout: five alerts, two over the cap.
-    let mut body: Value = serde_json::from_str(&alert(
-        "HighErrorRate",
-        "eq00",
-        json!({"pod": "checkout-0"}),
-        json!({"value": "0.124"}),
-        t0() - minutes(5),
-    ))
-    .unwrap();
-    let first = body["alerts"][0].clone();
-    for i in 1..5 {
-        let mut more = first.clone();
-        more["fingerprint"] = json!(format!("eq0{i}"));
-        more["labels"]["pod"] = json!(format!("checkout-{i}"));
-        body["alerts"].as_array_mut().unwrap().push(more);
-    }
-    app.post_alertmanager(body.to_string()).await;
+    let body = error_rates("eq0", 5, "pod", "checkout-", t0() - minutes(5));
+    app.post_alertmanager(body).await;
     for (fingerprint, labels, annotations) in [
         (
             "eq10",
@@ -861,22 +860,8 @@ async fn a_batch_over_many_targets_decides_each_on_its_own_inputs(backend: Backe
             assert_eq!(r.status(), StatusCode::CREATED);
         }
     }
-    let mut body: Value = serde_json::from_str(&alert(
-        "HighErrorRate",
-        "many0",
-        json!({"service": "svc-0"}),
-        json!({"value": "0.124"}),
-        t0() - minutes(4),
-    ))
-    .unwrap();
-    let first = body["alerts"][0].clone();
-    for i in 1..250 {
-        let mut more = first.clone();
-        more["fingerprint"] = json!(format!("many{i}"));
-        more["labels"]["service"] = json!(format!("svc-{i}"));
-        body["alerts"].as_array_mut().unwrap().push(more);
-    }
-    let r = app.post_alertmanager(body.to_string()).await;
+    let body = error_rates("many", 250, "service", "svc-", t0() - minutes(4));
+    let r = app.post_alertmanager(body).await;
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
 
     let mut standing: BTreeMap<String, Value> = BTreeMap::new();
