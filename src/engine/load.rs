@@ -39,11 +39,10 @@ pub async fn load_history(
             ..DecisionQuery::default()
         })
         .await?;
-    Ok(History {
-        last_rollback: automatic_rollbacks.last().copied(),
+    Ok(History::of(
         automatic_rollbacks,
-        recovered_at: recovered.first().map(|d| d.decided_at),
-    })
+        recovered.first().map(|d| d.decided_at),
+    ))
 }
 
 /// What an evaluation of a target reads from the store besides its signals, read ahead
@@ -61,11 +60,7 @@ impl From<TargetInputs> for Ahead {
     fn from(inputs: TargetInputs) -> Self {
         Self {
             deploys: inputs.deploys.into_iter().map(deploy_record).collect(),
-            history: History {
-                last_rollback: inputs.automatic_rollbacks.last().copied(),
-                automatic_rollbacks: inputs.automatic_rollbacks,
-                recovered_at: inputs.recovered_at,
-            },
+            history: History::of(inputs.automatic_rollbacks, inputs.recovered_at),
             head: inputs.head,
         }
     }

@@ -765,10 +765,7 @@ impl Engine {
         // The standing decision is read without its evidence, and this one serialised
         // only when it differs: under a flood of alerts most evaluations change nothing,
         // and their 1,000-signal evidence need not be built, sent or read back.
-        let standing = match ahead {
-            Some(ahead) => ahead.head.clone(),
-            None => self.store.decision_head(&target_key).await?,
-        };
+        let standing = self.standing(&target_key, ahead).await?;
         let (stored, changed) = match standing {
             Some(head)
                 if head.verdict == decision.verdict.as_str()
@@ -1044,13 +1041,23 @@ impl Engine {
         decision: &Decision,
         ahead: Option<&Ahead>,
     ) -> Result<bool, StoreError> {
-        let head = match ahead {
-            Some(ahead) => ahead.head.clone(),
-            None => self.store.decision_head(&target.target.key()).await?,
-        };
+        let head = self.standing(&target.target.key(), ahead).await?;
         Ok(head.is_some_and(|d| {
             d.verdict == decision.verdict.as_str() && d.inputs_hash == decision.inputs_hash
         }))
+    }
+
+    /// The standing decision of the target `target_key`: the one read `ahead` with its
+    /// inputs, or read now.
+    async fn standing(
+        &self,
+        target_key: &str,
+        ahead: Option<&Ahead>,
+    ) -> Result<Option<DecisionHead>, StoreError> {
+        match ahead {
+            Some(ahead) => Ok(ahead.head.clone()),
+            None => self.store.decision_head(target_key).await,
+        }
     }
 
     /// The store inputs of `keys[at]`, read ahead with those of the next targets of

@@ -132,6 +132,21 @@ pub struct History {
     pub recovered_at: Option<DateTime<Utc>>,
 }
 
+impl History {
+    /// The history the store holds: the automatic rollbacks (oldest first) in the loop
+    /// guard's window, the newest of them as the last rollback, and the last recovery.
+    pub fn of(
+        automatic_rollbacks: Vec<DateTime<Utc>>,
+        recovered_at: Option<DateTime<Utc>>,
+    ) -> Self {
+        Self {
+            last_rollback: automatic_rollbacks.last().copied(),
+            automatic_rollbacks,
+            recovered_at,
+        }
+    }
+}
+
 /// Decides what to do about `target` at `now`.
 ///
 /// `deploys` is the target's history (its rollouts and CI deploys and the linked Helm

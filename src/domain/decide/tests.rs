@@ -1865,3 +1865,13 @@ mod properties {
         }
     }
 }
+
+/// The history the store holds: the newest automatic rollback is the last one; none, none.
+#[test]
+fn a_history_of_rollbacks_names_the_newest_as_the_last() {
+    let h = History::of(vec![at("09:00"), at("09:30")], Some(at("09:45")));
+    assert_eq!(h.last_rollback, Some(at("09:30")));
+    assert_eq!(h.automatic_rollbacks, [at("09:00"), at("09:30")]);
+    assert_eq!(h.recovered_at, Some(at("09:45")));
+    assert_eq!(History::of(Vec::new(), None), History::default());
+}
