@@ -687,14 +687,23 @@ async fn a_verified_rollback_emails_the_stakeholders(backend: Backend) {
         wait_for_action(&app, "verified", |a| a["state"] == "verified").await["decision_id"]
             .as_i64()
             .unwrap();
-    let (_, d) = app.get_json(&format!("/api/v1/decisions/{decision}")).await;
-    let email = d["notifications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["channel"] == "email")
-        .cloned()
-        .unwrap();
+    // The server has the message before the outbox records its answer: wait (10 s at
+    // most) for the delivery to be recorded, whatever it says.
+    let mut email = Value::Null;
+    for _ in 0..500 {
+        let (_, d) = app.get_json(&format!("/api/v1/decisions/{decision}")).await;
+        email = d["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["channel"] == "email")
+            .cloned()
+            .unwrap();
+        if email["status"] != "pending" && email["status"] != "sending" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(email["status"], "delivered", "{email}");
     assert!(
         email["response"].as_str().unwrap().starts_with("250"),
