@@ -788,6 +788,11 @@ impl Engine {
                 // It checks again under the target's lock: another replica may have
                 // recorded one since.
                 let (stored, changed) = self.store.record_decision(&new).await?;
+                if changed {
+                    // Counted once recorded: what follows may fail, and the decision
+                    // stands (and shows in the API) all the same.
+                    self.metrics.decision(decision.verdict.as_str());
+                }
                 (DecisionHead::from(&stored), changed)
             }
         };
@@ -800,7 +805,6 @@ impl Engine {
             planner.enqueue(&stored, &decision, target, now).await?;
         }
         if changed {
-            self.metrics.decision(decision.verdict.as_str());
             tracing::info!(
                 verdict = decision.verdict.as_str(),
                 reason = %decision.reason,

@@ -246,10 +246,15 @@ async fn an_error_rate_over_five_percent_after_a_deploy_rolls_back_with_evidence
     ] {
         assert!(report.contains(needle), "report lacks {needle}:\n{report}");
     }
+    // Counted when recorded, before the decision's actions are planned.
+    let metrics = app.metrics().await;
+    let counted: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("rollwarden_decisions_total"))
+        .collect();
     assert!(
-        app.metrics()
-            .await
-            .contains("rollwarden_decisions_total{verdict=\"rollback\"} 1")
+        counted.contains(&"rollwarden_decisions_total{verdict=\"rollback\"} 1"),
+        "{counted:?}"
     );
 }
 
