@@ -397,9 +397,10 @@ impl Watchers {
         let reason = watch_error_reason(err);
         self.metrics.watch_error(resource, reason);
         let cluster = &self.config.cluster;
-        self.clusters.failed(cluster, reason, self.clock.now());
+        // The gauge first: whoever sees the state in /readyz sees the gauge agree.
         self.metrics
             .cluster_reachable(cluster, Some(reason != "transport"));
+        self.clusters.failed(cluster, reason, self.clock.now());
         if reason == "forbidden" {
             tracing::error!(
                 resource,
