@@ -246,16 +246,24 @@ async fn an_error_rate_over_five_percent_after_a_deploy_rolls_back_with_evidence
     ] {
         assert!(report.contains(needle), "report lacks {needle}:\n{report}");
     }
-    // Counted when recorded, before the decision's actions are planned.
-    let metrics = app.metrics().await;
-    let counted: Vec<&str> = metrics
-        .lines()
-        .filter(|l| l.starts_with("rollwarden_decisions_total"))
-        .collect();
-    assert!(
-        counted.contains(&"rollwarden_decisions_total{verdict=\"rollback\"} 1"),
-        "{counted:?}"
-    );
+    // Counted once recorded, a moment after the API shows it (bounded: 10 s).
+    let mut counted = Vec::new();
+    for _ in 0..500 {
+        let metrics = app.metrics().await;
+        counted = metrics
+            .lines()
+            .filter(|l| l.starts_with("rollwarden_decisions_total"))
+            .map(str::to_string)
+            .collect();
+        if counted
+            .iter()
+            .any(|l| l == "rollwarden_decisions_total{verdict=\"rollback\"} 1")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("one rollback not counted: {counted:?}");
 }
 
 async fn a_regression_that_predates_the_latest_deploy_is_held_h1(backend: Backend) {
