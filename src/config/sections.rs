@@ -31,9 +31,9 @@ pub struct EngineConfig {
     /// with the newest alerts are kept.
     pub max_targets: usize,
     /// Most of its time the engine spends deciding, past a burst of one second: under a
-    /// flood of alerts it then rests between batches (a decision waits up to
-    /// `1 / busy_share - 1` times as long as its batch took) and leaves the CPU to
-    /// ingest. 1: it never rests.
+    /// flood of alerts it then rests between batches and between a large batch's runs
+    /// of evaluations (a decision waits up to `1 / busy_share - 1` times as long as its
+    /// work took) and leaves the CPU to ingest. 1: it never rests.
     pub busy_share: f64,
 }
 

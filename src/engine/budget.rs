@@ -3,7 +3,8 @@
 use std::time::{Duration, Instant};
 
 /// Time the run loop may spend in batches before its share applies: an
-/// incident's first decisions, however many targets they take, never wait.
+/// incident's first second of decisions never waits. Past it, a batch over many
+/// targets rests between its runs of evaluations too (the engine's `Pace`).
 pub const BURST: Duration = Duration::from_secs(1);
 
 /// A leaky bucket of busy time. It holds up to [`BURST`] and fills at `share` of the
