@@ -9,8 +9,9 @@ pub const BURST: Duration = Duration::from_secs(1);
 
 /// A leaky bucket of busy time. It holds up to [`BURST`] and fills at `share` of the
 /// time that passes; each batch spends what it took, and when the bucket is empty the
-/// loop rests until it is not. Ticks spend nothing: their work grows with the fleet, not
-/// with a flood. Under a flood of alerts each batch re-weighs
+/// loop rests until it is not. A tick spends its evaluations, not its reload of the
+/// window (which grows with the fleet, not with a flood). Under a flood of alerts each
+/// batch re-weighs
 /// every target the flood touches, and run back to back they took the CPU that ingest
 /// needed (engine on: 0.62 of engine off at 50 services); a loop that rests after a
 /// long batch takes the reports of that time in one batch, so its work grows with the

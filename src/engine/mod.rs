@@ -334,7 +334,7 @@ impl EngineQueue {
         }
     }
 
-    fn try_recv(&mut self) -> Option<Touch> {
+    fn try_recv(&self) -> Option<Touch> {
         self.inbox.take()
     }
 
@@ -915,13 +915,14 @@ impl Engine {
     /// (another replica's) come in, and stale alerts leave.
     #[instrument(skip_all)]
     ///
-    /// With `queue` (the run loop's), the ingests that arrive while the tick walks its
+    /// With `pace` (the run loop's), the ingests that arrive while the tick walks its
     /// due targets are evaluated between two of them, first: an alert's decision does
     /// not wait behind a tick over a large fleet. The targets they evaluated leave the
     /// tick (its snapshot is older), and from then on the tick's new rollbacks and
     /// recoveries are confirmed on the store, since its snapshot may lack what they
-    /// brought.
-    async fn tick_in(&self, window: &mut Window, mut queue: Option<&mut EngineQueue>) -> usize {
+    /// brought. Its evaluations (not its reload) keep the run loop's budget like a
+    /// batch's: under a flood of new services the due targets are thousands.
+    async fn tick_in(&self, window: &mut Window, mut pace: Option<&mut Pace<'_>>) -> usize {
         if window.due_for_reload(self.clock.now()) {
             window.invalidate();
             match self
@@ -958,9 +959,27 @@ impl Engine {
         };
         let mut fresher: BTreeSet<TargetRef> = BTreeSet::new();
         let mut ahead = HashMap::new();
+        if let Some(pace) = pace.as_deref_mut() {
+            // The reload is not spent: it grows with the fleet, and a rest after it
+            // would hold back the next alert's decision.
+            pace.since = std::time::Instant::now();
+        }
         for (at, key) in due.iter().enumerate() {
-            if let Some(queue) = queue.as_deref_mut()
-                && let Some(evaluated) = self.pending_batch(window, queue).await
+            if at > 0
+                && at % READ_AHEAD == 0
+                && let Some(pace) = pace.as_deref_mut()
+            {
+                match pace.checkpoint().await {
+                    None => break,
+                    Some(true) => {
+                        pass.complete = false;
+                        ahead.clear();
+                    }
+                    Some(false) => {}
+                }
+            }
+            if let Some(pace) = pace.as_deref()
+                && let Some(evaluated) = self.pending_batch(window, pace.queue).await
             {
                 pass.complete = false;
                 // What it recorded is newer than the inputs read ahead before it.
@@ -1062,8 +1081,12 @@ impl Engine {
                 match pace.checkpoint().await {
                     // Shut down: the next start's tick evaluates the rest.
                     None => break,
-                    // The snapshot may now lack what came in during the rest: confirm.
-                    Some(true) => pass.complete = false,
+                    // The snapshot and the inputs read ahead may now lack what came
+                    // in during the rest: confirm, and read again.
+                    Some(true) => {
+                        pass.complete = false;
+                        ahead.clear();
+                    }
                     Some(false) => {}
                 }
             }
@@ -1202,11 +1225,12 @@ impl Engine {
                     pace.spend();
                 }
                 _ = interval.tick() => {
-                    // Not spent from the budget: a tick's work grows with the fleet, not
-                    // with the flood, and a rest after the window's reload (seconds at
-                    // 100,000 alerts) would hold back the next alert's decision.
+                    // Its evaluations are spent from the budget, not its reload (see
+                    // tick_in).
                     let started = std::time::Instant::now();
-                    self.tick_in(&mut window, Some(&mut queue)).await;
+                    let mut pace = Pace::new(&mut budget, &queue, &shutdown, &self.metrics);
+                    self.tick_in(&mut window, Some(&mut pace)).await;
+                    pace.spend();
                     self.metrics.engine_evaluated("tick", started.elapsed());
                 }
             }
@@ -1243,7 +1267,7 @@ impl Engine {
     async fn pending_batch(
         &self,
         window: &mut Window,
-        queue: &mut EngineQueue,
+        queue: &EngineQueue,
     ) -> Option<BTreeSet<TargetRef>> {
         let first = queue.try_recv()?;
         Some(self.batch(window, first, None).await)
@@ -1336,7 +1360,7 @@ mod tests {
     /// does not wait out the rest the flood's batches earned), or for [`SILENT`].
     #[tokio::test(start_paused = true)]
     async fn a_rest_lasts_while_reports_come_and_ends_when_they_stop() {
-        let (handle, mut queue) = Engine::channel();
+        let (handle, queue) = Engine::channel();
         let rest = Duration::from_secs(2);
         let ms = Duration::from_millis;
         // Nothing comes: it ends after QUIET.
