@@ -435,6 +435,35 @@ impl<'a> Pace<'a> {
     }
 }
 
+/// Between two runs of [`READ_AHEAD`] evaluations of a batch or tick (at `at`), keeps
+/// the run loop's budget ([`Pace`]). After a rest the snapshot and the inputs read
+/// `ahead` may lack what came in meanwhile: new rollbacks and recoveries are then
+/// confirmed on the store, and the inputs read again. False once shut down: the next
+/// start's tick evaluates the rest.
+async fn keep_pace(
+    pace: Option<&mut Pace<'_>>,
+    at: usize,
+    pass: &mut Pass,
+    ahead: &mut HashMap<TargetRef, Ahead>,
+) -> bool {
+    let Some(pace) = pace else {
+        return true;
+    };
+    if at == 0 || !at.is_multiple_of(READ_AHEAD) {
+        return true;
+    }
+    match pace.checkpoint().await {
+        None => false,
+        Some(rested) => {
+            if rested {
+                pass.complete = false;
+                ahead.clear();
+            }
+            true
+        }
+    }
+}
+
 impl EngineHandle {
     /// Asks for an evaluation of `targets`. Never blocks a handler.
     pub fn touched(&self, targets: Vec<TargetRef>) {
@@ -965,18 +994,8 @@ impl Engine {
             pace.since = std::time::Instant::now();
         }
         for (at, key) in due.iter().enumerate() {
-            if at > 0
-                && at % READ_AHEAD == 0
-                && let Some(pace) = pace.as_deref_mut()
-            {
-                match pace.checkpoint().await {
-                    None => break,
-                    Some(true) => {
-                        pass.complete = false;
-                        ahead.clear();
-                    }
-                    Some(false) => {}
-                }
+            if !keep_pace(pace.as_deref_mut(), at, &mut pass, &mut ahead).await {
+                break;
             }
             if let Some(pace) = pace.as_deref()
                 && let Some(evaluated) = self.pending_batch(window, pace.queue).await
@@ -1074,21 +1093,8 @@ impl Engine {
             .collect();
         let mut ahead = HashMap::new();
         for (at, key) in keys.iter().enumerate() {
-            if at > 0
-                && at % READ_AHEAD == 0
-                && let Some(pace) = pace.as_deref_mut()
-            {
-                match pace.checkpoint().await {
-                    // Shut down: the next start's tick evaluates the rest.
-                    None => break,
-                    // The snapshot and the inputs read ahead may now lack what came
-                    // in during the rest: confirm, and read again.
-                    Some(true) => {
-                        pass.complete = false;
-                        ahead.clear();
-                    }
-                    Some(false) => {}
-                }
+            if !keep_pace(pace.as_deref_mut(), at, &mut pass, &mut ahead).await {
+                break;
             }
             let target = self.target(key);
             let inputs = self.read_ahead(&mut ahead, &keys, at, snapshot.now).await;
