@@ -377,7 +377,7 @@ impl EngineQueue {
 /// of [`READ_AHEAD`] evaluations once the budget is spent. A flood of notifications
 /// that each name a new service makes batches of thousands of targets, seconds of
 /// work each; checked only between batches, one such batch ran for the whole flood
-/// and the budget never applied (no rest in an 8 s run, ingest at 0.80-0.91 of
+/// and the budget never applied (no rest in an 8 s run, ingest at 0.85-0.92 of
 /// engine off).
 struct Pace<'a> {
     budget: &'a mut Budget,
