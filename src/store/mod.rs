@@ -109,9 +109,10 @@ pub trait Store:
     /// Succeeds when the database answers a query.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Merges what the database set aside at ingest into its indexes, off the commit
-    /// path (PostgreSQL: the alert labels index's pending list; SQLite: nothing), and
-    /// returns how many pages it merged. Run every [`MAINTAIN_EVERY`] by each replica.
+    /// Brings the labels index up to date off the commit path, and returns how much it
+    /// did: PostgreSQL merges the index's pending list (pages merged); SQLite signs the
+    /// labels of alerts stored before migration 0010 (rows signed, a batch per call).
+    /// Run every [`MAINTAIN_EVERY`] by each replica.
     async fn maintain(&self) -> Result<u64, StoreError>;
 
     /// Takes the singleton lease `name` if no other replica holds it.

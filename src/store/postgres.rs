@@ -19,7 +19,7 @@ use sqlx::types::Json;
 use sqlx::{Decode, Encode, PgConnection, Postgres, QueryBuilder, Row, Transaction, Type};
 
 use super::batch::{Inserted, PlannedBatch};
-use super::sql::{ALERT_COLUMNS, ALERT_ON_CONFLICT, ALERT_UPSERT, Dialect, SqlStore, Ts};
+use super::sql::{ALERT_COLUMNS, Dialect, SqlStore, Ts, alert_on_conflict, alert_upsert};
 use super::{Lease, StoreError};
 use crate::domain::Labels;
 
@@ -62,14 +62,16 @@ const INSERT_RECEIPTS: &str = "INSERT INTO receipts
 
 static INSERT_ALERTS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "{ALERT_UPSERT}
+        "{}
          SELECT f, s, e, st, an, l::jsonb, a::jsonb, g, rc, gk, rid, rid, t, t, tg
          FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[],
                      $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
                      $10::text[], $11::int8[], $12::timestamptz[], $13::text[])
               AS u(f, s, e, st, an, l, a, g, rc, gk, rid, t, tg)
-         {ALERT_ON_CONFLICT}
-         RETURNING id, fingerprint, starts_at"
+         {}
+         RETURNING id, fingerprint, starts_at",
+        alert_upsert(""),
+        alert_on_conflict("")
     )
 });
 
@@ -235,6 +237,9 @@ impl Dialect for Postgres {
             .fetch_all(pool)
             .await
     }
+
+    /// The GIN index on labels (alerts_labels) serves `@>` in any plan.
+    const LABELS_VIA: Option<&'static str> = None;
 
     fn push_label_matchers(q: &mut QueryBuilder<Postgres>, labels: &[(String, String)]) -> bool {
         if labels.is_empty() {

@@ -328,6 +328,121 @@ async fn label_queries_are_exact_before_and_after_maintain(backend: Backend) {
     assert_eq!(alerts("staging").await, ["m2"]);
 }
 
+/// Label lists page newest first, exact, whatever the label's values hold and however
+/// the list is read: SQLite walks the alerts' label signatures (migration 0010), by
+/// themselves or inside a time range, and a re-delivery that changes an alert's labels
+/// changes what finds it.
+async fn label_lists_are_exact_for_hostile_values_and_pages(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let hostile = [
+        "prod",
+        "it's \"prod\"",
+        "a=b,c\\d",
+        "$.namespace",
+        "\u{1F680} prod\u{200B}",
+        "%_*",
+    ];
+    // 36 alerts a minute apart, the namespaces in turn.
+    let batch: Vec<_> = (0..36)
+        .map(|i| {
+            let starts = format!("2026-08-22T10:{i:02}:00Z");
+            let fp = format!("h{i:02}");
+            one(&fp, "HighErrorRate", hostile[i % 6], "firing", &starts)
+        })
+        .collect();
+    db.store.record_notifications(&batch).await.unwrap();
+    let list = |labels: Vec<(&str, &str)>, extra: AlertQuery| {
+        let q = AlertQuery {
+            labels: labels
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            ..extra
+        };
+        let store = db.store.clone();
+        async move {
+            let listed = store.list_alerts(&q).await.unwrap();
+            listed
+                .into_iter()
+                .map(|a| (a.id, a.fingerprint))
+                .collect::<Vec<_>>()
+        }
+    };
+    let fps = |v: Vec<(i64, String)>| v.into_iter().map(|(_, fp)| fp).collect::<Vec<_>>();
+    let expected = |n: usize, range: std::ops::Range<usize>| {
+        range
+            .rev()
+            .filter(|i| i % 6 == n)
+            .map(|i| format!("h{i:02}"))
+            .collect::<Vec<_>>()
+    };
+    for (n, namespace) in hostile.into_iter().enumerate() {
+        let by_ns = || vec![("namespace", namespace)];
+        let all = list(by_ns(), query()).await;
+        assert_eq!(fps(all.clone()), expected(n, 0..36), "{namespace:?}");
+        // Pages of two, each after the last id of the one before.
+        let mut paged = Vec::new();
+        let mut before = None;
+        loop {
+            let q = AlertQuery {
+                before_id: before,
+                limit: 2,
+                ..query()
+            };
+            let page = list(by_ns(), q).await;
+            let Some((last, _)) = page.last() else { break };
+            before = Some(*last);
+            paged.extend(page);
+        }
+        assert_eq!(paged, all, "{namespace:?} paged");
+        // Inside a range that ends (read through starts_at, not the signatures).
+        let q = AlertQuery {
+            since: Some(at("2026-08-22T10:06:00Z")),
+            until: Some(at("2026-08-22T10:18:00Z")),
+            ..query()
+        };
+        assert_eq!(
+            fps(list(by_ns(), q).await),
+            expected(n, 6..18),
+            "{namespace:?}"
+        );
+        // Two labels: both must hold.
+        let both = vec![("namespace", namespace), ("service", "checkout")];
+        assert_eq!(fps(list(both, query()).await), expected(n, 0..36));
+        let other = vec![("namespace", namespace), ("service", "cart")];
+        assert!(list(other, query()).await.is_empty(), "{namespace:?}");
+    }
+    // A value a hostile one only resembles matches nothing.
+    for near in [
+        "it's \\\"prod\\\"",
+        "a=b",
+        "prod ",
+        "PROD",
+        "%",
+        "\u{1F680} prod",
+    ] {
+        assert!(
+            list(vec![("namespace", near)], query()).await.is_empty(),
+            "{near:?}"
+        );
+    }
+    // The same occurrence delivered again with another namespace moves to it.
+    let moved = one(
+        "h00",
+        "HighErrorRate",
+        "moved",
+        "firing",
+        "2026-08-22T10:00:00Z",
+    );
+    db.store.record_notifications(&[moved]).await.unwrap();
+    assert_eq!(
+        fps(list(vec![("namespace", "moved")], query()).await),
+        ["h00"]
+    );
+    let prod = fps(list(vec![("namespace", "prod")], query()).await);
+    assert_eq!(prod, expected(0, 1..36));
+}
+
 /// The event hub's two reads of the trail: whole events, or only their ids, in the
 /// same order and pages.
 async fn audit_ids_are_the_events_ids(backend: Backend) {
@@ -480,6 +595,7 @@ on_both_backends!(
     resolution_wins_within_and_across_batches,
     list_alerts_filters_and_pages,
     label_queries_are_exact_before_and_after_maintain,
+    label_lists_are_exact_for_hostile_values_and_pages,
     audit_ids_are_the_events_ids,
     ping_answers_while_open,
 );
@@ -1275,6 +1391,14 @@ mod existing_databases {
         assert_eq!(alerts.len(), 1);
         assert_eq!((alerts[0].id, alerts[0].starts_at), (1, ten));
         assert_eq!(alerts[0].labels["service"], "checkout");
+        // SQLite signs the labels of rows written before migration 0010 in maintain;
+        // unsigned or signed, the label finds them.
+        let signed = store.maintain().await.unwrap();
+        if backend == Backend::Sqlite {
+            assert_eq!(signed, 1, "the old row signed");
+            assert_eq!(store.maintain().await.unwrap(), 0, "nothing left to sign");
+        }
+        assert_eq!(store.list_alerts(&by_label).await.unwrap(), alerts);
         let keyed = store.alerts_by_key(&[("old1".into(), ten)]).await.unwrap();
         assert_eq!(keyed, alerts);
         let window = store
@@ -2243,6 +2367,61 @@ mod lists {
         for (plan, (what, indexes)) in plans.iter().zip(expected) {
             assert_indexed(what, plan, indexes);
         }
+        store.close().await;
+    }
+}
+
+mod sqlite_label_plans {
+    //! SQLite has no index of label values: a label list walks alerts_label_sig, each
+    //! alert's label signature beside its id (migration 0010).
+
+    use rollwarden::store::{AlertQuery, SqliteStore, Store};
+
+    async fn plan(store: &SqliteStore, q: AlertQuery) -> String {
+        store.query_plan_list_alerts(&q).await.unwrap().join("; ")
+    }
+
+    /// Newest first through the signatures, with no sort, for one label or two, with
+    /// the other filters and a cursor; a range that ends reads starts_at's index.
+    #[tokio::test]
+    async fn label_lists_walk_the_signatures_in_id_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}/plans.db", dir.path().display());
+        let store = SqliteStore::connect(&url, 1).await.unwrap();
+        store.migrate().await.unwrap();
+        let label = |name: &str, value: &str| (name.to_string(), value.to_string());
+        for q in [
+            AlertQuery {
+                labels: vec![label("service", "svc-42")],
+                limit: 101,
+                ..AlertQuery::default()
+            },
+            AlertQuery {
+                labels: vec![label("service", "svc-42"), label("team", "payments")],
+                status: Some(rollwarden::domain::AlertStatus::Firing),
+                alertname: Some("HighErrorRate".into()),
+                since: Some("2026-08-22T00:00:00Z".parse().unwrap()),
+                before_id: Some(4000),
+                limit: 101,
+                ..AlertQuery::default()
+            },
+        ] {
+            let shown = plan(&store, q.clone()).await;
+            assert!(
+                shown.contains("USING INDEX alerts_label_sig"),
+                "{q:?}: {shown}"
+            );
+            assert!(!shown.contains("TEMP B-TREE"), "{q:?}: {shown}");
+        }
+        let ranged = AlertQuery {
+            labels: vec![label("service", "svc-42")],
+            since: Some("2026-08-22T00:00:00Z".parse().unwrap()),
+            until: Some("2026-08-22T01:00:00Z".parse().unwrap()),
+            limit: 101,
+            ..AlertQuery::default()
+        };
+        let shown = plan(&store, ranged).await;
+        assert!(shown.contains("alerts_starts_at"), "{shown}");
         store.close().await;
     }
 }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{Executor, Postgres, QueryBuilder};
+use sqlx::{Executor, Postgres, QueryBuilder, Sqlite};
 use tracing::instrument;
 
 use super::decisions::EXPLAIN;
@@ -17,14 +17,23 @@ pub(crate) const ALERT_COLUMNS: &str = "id, fingerprint, status, alertname, labe
      starts_at, ends_at, generator_url, receiver, group_key, first_receipt_id, last_receipt_id, \
      first_seen_at, updated_at";
 
-/// How an alert insert begins; the dialects add the rows.
-pub(crate) const ALERT_UPSERT: &str = "INSERT INTO alerts
+/// How an alert insert begins, with the backend's `extra` columns (`, name…`); the
+/// dialects add the rows.
+pub(crate) fn alert_upsert(extra: &str) -> String {
+    format!(
+        "INSERT INTO alerts
          (fingerprint, starts_at, ends_at, status, alertname, labels, annotations,
           generator_url, receiver, group_key, first_receipt_id, last_receipt_id,
-          first_seen_at, updated_at, target)";
-/// How an alert insert ends: a known occurrence is merged by
-/// [`crate::domain::Alert::merge`]'s rule (resolution is final).
-pub(crate) const ALERT_ON_CONFLICT: &str = "ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
+          first_seen_at, updated_at, target{extra})"
+    )
+}
+
+/// How an alert insert ends, its `extra` columns set too (`, name = EXCLUDED.name…`):
+/// a known occurrence is merged by [`crate::domain::Alert::merge`]'s rule (resolution
+/// is final).
+pub(crate) fn alert_on_conflict(extra: &str) -> String {
+    format!(
+        "ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
          status = EXCLUDED.status,
          ends_at = EXCLUDED.ends_at,
          alertname = EXCLUDED.alertname,
@@ -35,8 +44,10 @@ pub(crate) const ALERT_ON_CONFLICT: &str = "ON CONFLICT (fingerprint, starts_at)
          group_key = EXCLUDED.group_key,
          last_receipt_id = EXCLUDED.last_receipt_id,
          updated_at = EXCLUDED.updated_at,
-         target = EXCLUDED.target
-     WHERE NOT (alerts.status = 'resolved' AND EXCLUDED.status = 'firing')";
+         target = EXCLUDED.target{extra}
+     WHERE NOT (alerts.status = 'resolved' AND EXCLUDED.status = 'firing')"
+    )
+}
 
 const RECEIPT_COLUMNS: &str =
     "id, source, group_key, body, received_at, last_received_at, duplicate_count";
@@ -87,7 +98,8 @@ impl<D: Dialect> SqlStore<D> {
     /// `prefix` and the query of [`AlertStore::list_alerts`]: newest first, each filter
     /// and the cursor served by an index. `None` when no alert can match.
     fn list_alerts_sql(prefix: &str, query: &AlertQuery) -> Option<QueryBuilder<D>> {
-        // A range that ends is read through alerts_starts_at (see Page).
+        // A range that ends is read through alerts_starts_at (see Page); labels
+        // otherwise through the backend's index for them, if it has one.
         let page = Page {
             table: "alerts",
             columns: ALERT_COLUMNS,
@@ -96,6 +108,7 @@ impl<D: Dialect> SqlStore<D> {
             until: query.until,
             before: query.before_id,
             limit: query.limit,
+            via: D::LABELS_VIA.filter(|_| !query.labels.is_empty()),
         };
         let mut q = page_start(prefix, &page);
         if let Some(status) = query.status {
@@ -527,5 +540,23 @@ impl SqlStore<Postgres> {
         let q = Self::list_alerts_sql(EXPLAIN, query)
             .ok_or_else(|| StoreError::Invalid("the query matches nothing".into()))?;
         self.explain(q).await
+    }
+}
+
+impl SqlStore<Sqlite> {
+    /// SQLite's plan for the query of [`AlertStore::list_alerts`], exactly as the store
+    /// sends it (`EXPLAIN QUERY PLAN`), one line per step: how a test shows that a label
+    /// list walks the label signatures in id order. `Invalid` when the query matches
+    /// nothing.
+    pub async fn query_plan_list_alerts(
+        &self,
+        query: &AlertQuery,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut q = Self::list_alerts_sql("EXPLAIN QUERY PLAN ", query)
+            .ok_or_else(|| StoreError::Invalid("the query matches nothing".into()))?;
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| Ok(row.col::<String>("detail")?))
+            .collect()
     }
 }

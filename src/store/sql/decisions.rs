@@ -46,6 +46,7 @@ impl<D: Dialect> SqlStore<D> {
             until: query.until,
             before: query.before_id,
             limit: query.limit,
+            via: None,
         };
         let mut q = page_start(prefix, &page);
         if let Some(target) = &query.target {

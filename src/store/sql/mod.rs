@@ -24,7 +24,7 @@ use sqlx::{
 };
 use tracing::instrument;
 
-pub(crate) use alerts::{ALERT_COLUMNS, ALERT_ON_CONFLICT, ALERT_UPSERT};
+pub(crate) use alerts::{ALERT_COLUMNS, alert_on_conflict, alert_upsert};
 
 use super::batch::{Inserted, PlannedBatch};
 use super::{Lease, Store, StoreError};
@@ -87,6 +87,10 @@ pub trait Dialect: Values + Database<Arguments: IntoArguments<Self>, Connection:
         pool: &Pool<Self>,
         keys: &[(String, DateTime<Utc>)],
     ) -> impl Future<Output = Result<Vec<Self::Row>, sqlx::Error>> + Send;
+
+    /// What an alert listing filtered by labels reads when its range has no end, if
+    /// not `alerts` itself: the same rows through an index that serves the labels.
+    const LABELS_VIA: Option<&'static str>;
 
     /// Narrows an alert listing to rows whose labels hold all of `labels`; false when no
     /// row can (two values for one label).
@@ -203,6 +207,9 @@ pub(crate) struct Page<'a> {
     pub until: Option<DateTime<Utc>>,
     pub before: Option<i64>,
     pub limit: u32,
+    /// What a page without `until` reads instead of `table` (`table INDEXED BY …`):
+    /// the same rows through an index its filters use.
+    pub via: Option<&'a str>,
 }
 
 /// Opens `page`'s query after `prefix` (empty, or `EXPLAIN …`).
@@ -211,7 +218,8 @@ pub(crate) fn page_start<D: Values>(prefix: &str, page: &Page<'_>) -> QueryBuild
     QueryBuilder::new(if page.until.is_some() {
         format!("{prefix}WITH w AS MATERIALIZED (SELECT id FROM {table} WHERE TRUE")
     } else {
-        format!("{prefix}SELECT {columns} FROM {table} WHERE TRUE")
+        let from = page.via.unwrap_or(table);
+        format!("{prefix}SELECT {columns} FROM {from} WHERE TRUE")
     })
 }
 
