@@ -449,7 +449,8 @@ impl App {
 
 /// Runs [`Store::maintain`] every [`store::MAINTAIN_EVERY`] until `shutdown`. A failure
 /// (say, a role that does not own the index) is logged and retried a minute later: the
-/// database then merges on its own, at its pending-list limit, in an ingest.
+/// database then merges on its own, at its pending-list limit, in an ingest (SQLite's
+/// unsigned alerts stay unsigned meanwhile, and label lists read their labels).
 async fn maintain(store: Arc<dyn Store>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
     const AFTER_FAILURE: Duration = Duration::from_secs(60);
     let mut wait = store::MAINTAIN_EVERY;
@@ -463,7 +464,7 @@ async fn maintain(store: Arc<dyn Store>, metrics: Arc<Metrics>, shutdown: Cancel
             Err(err) => {
                 metrics.store_error("maintain", &err);
                 tracing::warn!(error = %err, retry_secs = AFTER_FAILURE.as_secs(),
-                    "merging the labels index's pending entries failed");
+                    "keeping the labels index failed");
                 AFTER_FAILURE
             }
         };

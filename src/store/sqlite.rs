@@ -1,8 +1,9 @@
 //! SQLite: the embedded default, so `rollwarden serve` needs no database server. One
 //! file, WAL journal, `synchronous = FULL` so a 2xx survives power loss. What its SQL
 //! says its own way: one writer at a time (`BEGIN IMMEDIATE` takes the write lock up
-//! front, so nothing needs row locks), labels match with `json_extract`, lists go in as
-//! JSON, and timestamps are fixed-width text.
+//! front, so nothing needs row locks), label lists walk a signature of each alert's labels
+//! and match with `json_extract`, lists go in as JSON, and timestamps are fixed-width
+//! text.
 
 use std::str::FromStr;
 use std::sync::LazyLock;
@@ -244,17 +245,16 @@ impl Dialect for Sqlite {
             })
             .collect();
         let signed = serde_json::to_string(&signed).map_err(|e| sqlx::Error::Encode(e.into()))?;
-        let mut tx = Self::begin_write(pool).await?;
-        // Only rows still unsigned: a re-delivery may have signed one meanwhile.
+        // Only rows still unsigned: a re-delivery may have signed one meanwhile. One
+        // statement, so it needs no transaction of its own.
         let done = sqlx::query(
             "UPDATE alerts SET label_sig = s.value ->> 1
              FROM json_each(?) s
              WHERE alerts.id = s.value ->> 0 AND alerts.label_sig IS NULL",
         )
         .bind(signed)
-        .execute(&mut *tx)
+        .execute(pool)
         .await?;
-        tx.commit().await?;
         Ok(done.rows_affected())
     }
 

@@ -96,7 +96,8 @@ pub trait Dialect: Values + Database<Arguments: IntoArguments<Self>, Connection:
     /// row can (two values for one label).
     fn push_label_matchers(q: &mut QueryBuilder<Self>, labels: &[(String, String)]) -> bool;
 
-    /// [`crate::store::Store::maintain`]: pages merged into indexes.
+    /// [`crate::store::Store::maintain`]: the labels index brought up to date off the
+    /// commit path; how much was done (pages merged, rows signed).
     fn maintain(pool: &Pool<Self>) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
 
     /// Takes the singleton lease `name` if no other replica holds it.
