@@ -224,11 +224,10 @@ impl Dialect for Sqlite {
     /// rows written before migration 0010 (or by hand): a batch of them signed. Returns
     /// how many.
     async fn maintain(pool: &SqlitePool) -> Result<u64, sqlx::Error> {
-        let rows: Vec<(i64, String)> = sqlx::query_as(
+        let rows: Vec<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT id, labels FROM alerts INDEXED BY alerts_unsigned
-             WHERE label_sig IS NULL ORDER BY id LIMIT ?",
-        )
-        .bind(SIGN_BATCH)
+             WHERE label_sig IS NULL ORDER BY id LIMIT {SIGN_BATCH}"
+        )))
         .fetch_all(pool)
         .await?;
         if rows.is_empty() {

@@ -101,8 +101,7 @@ where
         if let Some(before) = query.before_id {
             q.push(" AND id < ").push_arg(before);
         }
-        q.push(" ORDER BY id DESC LIMIT ")
-            .push_arg(i64::from(query.limit));
+        q.push(" ORDER BY id DESC LIMIT ").push(query.limit);
         q
     }
 
@@ -311,11 +310,10 @@ where
     #[instrument(level = "debug", skip_all, fields(state))]
     async fn count_actions(&self, state: &str, cap: u32) -> Result<u64, StoreError> {
         // actions_state (state, id) answers it; the cap bounds the walk.
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM (SELECT 1 FROM actions WHERE state = $1 LIMIT $2) AS capped",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS n FROM (SELECT 1 FROM actions WHERE state = $1 LIMIT {cap}) AS capped"
+        )))
         .arg(state)
-        .arg(i64::from(cap))
         .fetch_one(&self.pool)
         .await?;
         Ok(u64::try_from(row.col::<i64>("n")?).unwrap_or(0))
@@ -466,21 +464,21 @@ where
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2"
+            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE id > $1 ORDER BY id LIMIT {limit}"
         )))
         .arg(after)
-        .arg(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(Self::audit_row).collect()
     }
 
     async fn audit_event_ids_after(&self, after: i64, limit: u32) -> Result<Vec<i64>, StoreError> {
-        let rows = sqlx::query("SELECT id FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2")
-            .arg(after)
-            .arg(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM audit_events WHERE id > $1 ORDER BY id LIMIT {limit}"
+        )))
+        .arg(after)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(|row| Ok(row.col("id")?)).collect()
     }
 

@@ -212,13 +212,12 @@ where
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {RECEIPT_COLUMNS} FROM receipts
              WHERE source = $1 AND received_at >= $2 AND received_at < $3 AND id > $4
-             ORDER BY id LIMIT $5"
+             ORDER BY id LIMIT {limit}"
         )))
         .arg(source)
         .arg(Ts(since))
         .arg(Ts(until))
         .arg(after_id)
-        .arg(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(Self::receipt_row).collect()
@@ -247,12 +246,11 @@ where
              WHERE ((status = 'firing' AND updated_at >= $2)
                     OR (status = 'resolved' AND ends_at >= $1))
                AND id > $3
-             ORDER BY id LIMIT $4"
+             ORDER BY id LIMIT {limit}"
         )))
         .arg(Ts(since))
         .arg(Ts(fresh_since))
         .arg(after)
-        .arg(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(Self::alert_row).collect()
@@ -305,14 +303,13 @@ where
             "SELECT * FROM (
                  SELECT {ALERT_COLUMNS} FROM alerts
                  WHERE target = '*' AND status = 'firing' AND updated_at >= $2
-                 ORDER BY updated_at DESC, id DESC LIMIT $3) AS firing
+                 ORDER BY updated_at DESC, id DESC LIMIT {limit}) AS firing
              UNION ALL
              SELECT {ALERT_COLUMNS} FROM alerts
              WHERE target = '*' AND status = 'resolved' AND ends_at >= $1"
         )))
         .arg(Ts(since))
         .arg(Ts(fresh_since))
-        .arg(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         let mut alerts = rows
@@ -362,12 +359,11 @@ where
                AND ((status = 'firing' AND updated_at >= $2)
                     OR (status = 'resolved' AND ends_at >= $1))
                AND id > $3
-             ORDER BY id LIMIT $4"
+             ORDER BY id LIMIT {limit}"
         )))
         .arg(Ts(since))
         .arg(Ts(fresh_since))
         .arg(after)
-        .arg(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(Self::alert_row).collect()

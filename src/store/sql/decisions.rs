@@ -81,7 +81,7 @@ impl<D: Dialect> SqlStore<D> {
         }
         q.push(" ORDER BY s.target");
         if let Some(limit) = limit {
-            q.push(" LIMIT ").push_arg(i64::from(limit));
+            q.push(" LIMIT ").push(limit);
         }
         q
     }
@@ -349,7 +349,7 @@ where
                 q.push_arg(*id);
             }
             q.push(") AND verdict = 'rollback' ORDER BY id LIMIT ")
-                .push_arg(BLAMING_CAP as i64);
+                .push(BLAMING_CAP);
             let rows = q.build().fetch_all(&self.pool).await?;
             for row in &rows {
                 out.push(Self::decision_row(row)?);
@@ -524,8 +524,7 @@ where
         if let Some(before) = before_id {
             q.push(" AND id < ").push_arg(before);
         }
-        q.push(" ORDER BY id DESC LIMIT ")
-            .push_arg(i64::from(limit));
+        q.push(" ORDER BY id DESC LIMIT ").push(limit);
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(Self::freeze_row).collect()
     }

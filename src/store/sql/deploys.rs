@@ -82,7 +82,7 @@ where
                 .push(")");
         }
         q.push(" ORDER BY started_at DESC, id DESC LIMIT ")
-            .push_arg(i64::from(query.limit));
+            .push(query.limit);
         q
     }
 
@@ -279,20 +279,19 @@ where
         limit: u32,
     ) -> Result<Vec<StoredDeploy>, StoreError> {
         let cursor = if after.is_some() {
-            "AND (started_at, id) < ($5, $6)"
+            "AND (started_at, id) < ($4, $5)"
         } else {
             ""
         };
         let sql = format!(
             "SELECT {DEPLOY_COLUMNS} FROM deploys WHERE {} {cursor} \
-             ORDER BY started_at DESC, id DESC LIMIT $4",
+             ORDER BY started_at DESC, id DESC LIMIT {limit}",
             linked_target_sql()
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .arg(target.key())
             .arg(&target.cluster)
-            .arg(&target.namespace)
-            .arg(i64::from(limit));
+            .arg(&target.namespace);
         if let Some(after) = after {
             q = q.arg(Ts(after.started_at)).arg(after.id);
         }
