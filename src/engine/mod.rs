@@ -19,7 +19,7 @@ use crate::domain::classify::{Classified, Classifier};
 use crate::domain::decide::{History, decide};
 use crate::domain::policy::Policy;
 use crate::domain::{Decision, Freeze, NotConsidered, Signal, Target, TargetRef, Verdict};
-use crate::store::{DecisionHead, NewDecision, Store, StoreError, WrittenAlert};
+use crate::store::{DecisionHead, EvaluationAlert, NewDecision, Store, StoreError};
 use crate::telemetry::Metrics;
 
 mod budget;
@@ -180,7 +180,7 @@ pub struct IngestedAlert {
 
 impl IngestedAlert {
     /// `written` as `classifier` classifies it.
-    pub fn new(classifier: &Classifier, written: WrittenAlert) -> Self {
+    pub fn new(classifier: &Classifier, written: EvaluationAlert) -> Self {
         let classified = classifier.classify(&written.alert);
         let alert = written.alert;
         Self {
@@ -647,7 +647,7 @@ impl Engine {
             if !seen.insert(row.id) {
                 continue;
             }
-            let Some(classified) = self.classifier.classify(&row.to_alert()) else {
+            let Some(classified) = self.classifier.classify(&row.alert) else {
                 continue;
             };
             let entry = ((row.updated_at, row.id), Arc::new(classified));
@@ -703,7 +703,7 @@ impl Engine {
             .await?;
         let mut signals: Vec<Signal> = rows
             .iter()
-            .filter_map(|row| self.classifier.classify(&row.to_alert()))
+            .filter_map(|row| self.classifier.classify(&row.alert))
             .map(|classified| classified.signal)
             .filter(|signal| signal.target.as_ref() == Some(key))
             .collect();

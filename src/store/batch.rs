@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
 
-use super::{IngestOutcome, WrittenAlert};
+use super::{EvaluationAlert, IngestOutcome};
 use crate::domain::{Alert, AlertStatus, AlertTarget, Notification};
 
 /// An alert row a batch writes.
@@ -22,12 +22,12 @@ pub struct PlannedAlert<'a> {
 impl PlannedAlert<'_> {
     /// The row as written under `id`, for the outcome of the notification that
     /// carried it last.
-    pub fn written(self, id: i64) -> (usize, WrittenAlert) {
+    pub fn written(self, id: i64) -> (usize, EvaluationAlert) {
         // Its times as both stores keep them (the wire's already are).
         let mut alert = self.alert;
         alert.starts_at = alert.starts_at.trunc_subsecs(6);
         alert.ends_at = alert.ends_at.map(|t| t.trunc_subsecs(6));
-        let alert = WrittenAlert {
+        let alert = EvaluationAlert {
             id,
             updated_at: self.notification.received_at.trunc_subsecs(6),
             alert,
@@ -41,7 +41,7 @@ impl PlannedAlert<'_> {
 pub struct Inserted {
     pub receipt_ids: Vec<i64>,
     pub is_new: Vec<bool>,
-    pub alerts: Vec<(usize, WrittenAlert)>,
+    pub alerts: Vec<(usize, EvaluationAlert)>,
 }
 
 /// A batch reduced to the rows it writes: receipts unique by dedupe key (with how many

@@ -22,9 +22,9 @@ use crate::domain::{Deploy, Freeze, Notification, Signal, TargetRef};
 pub use records::{
     ActionFinish, ActionQuery, ActionRecord, ActionTransition, AlertQuery, AuditEvent,
     DecisionHead, DecisionLine, DecisionQuery, DeployCursor, DeployQuery, DeployWrite,
-    FreezeRecord, IngestOutcome, MessageThread, NewAction, NewDecision, NewFreeze, NewNotification,
-    NewReleaseDecision, NotificationFinish, NotificationRecord, Receipt, ReleaseDecision,
-    StandingDecision, StoredAlert, StoredDecision, StoredDeploy, TargetInputs, WrittenAlert,
+    EvaluationAlert, FreezeRecord, IngestOutcome, MessageThread, NewAction, NewDecision, NewFreeze,
+    NewNotification, NewReleaseDecision, NotificationFinish, NotificationRecord, Receipt,
+    ReleaseDecision, StandingDecision, StoredAlert, StoredDecision, StoredDeploy, TargetInputs,
 };
 pub use sql::SqlStore;
 
@@ -177,7 +177,7 @@ pub trait AlertStore: Send + Sync + 'static {
         target_key: &str,
         since: DateTime<Utc>,
         fresh_since: DateTime<Utc>,
-    ) -> Result<Vec<StoredAlert>, StoreError>;
+    ) -> Result<Vec<EvaluationAlert>, StoreError>;
 
     /// [`AlertStore::alerts_for_evaluation`]'s alerts mapped to no target (a
     /// dependency's): the `limit` firing ones delivered last (by `updated_at`, then
@@ -188,7 +188,7 @@ pub trait AlertStore: Send + Sync + 'static {
         since: DateTime<Utc>,
         fresh_since: DateTime<Utc>,
         limit: u32,
-    ) -> Result<Vec<StoredAlert>, StoreError>;
+    ) -> Result<Vec<EvaluationAlert>, StoreError>;
 
     /// Forgets every alert's target when `classifier` (a fingerprint) is not the one
     /// that mapped them, and records it as the one that maps them now. Returns whether

@@ -24,17 +24,20 @@ pub struct IngestOutcome {
     /// what the engine merges into its window without reading them back. A row the
     /// write left alone (a resolved alert delivered firing again) is not here.
     #[serde(skip)]
-    pub written: Vec<WrittenAlert>,
+    pub written: Vec<EvaluationAlert>,
 }
 
-/// An alert row as an ingest wrote it: what a read of the row by its key would return
-/// of it for an evaluation, right after the commit.
+/// An alert row as an evaluation takes it: its id, its last delivery and its content,
+/// without the receipt bookkeeping a list shows. An ingest hands the rows it wrote to
+/// the engine in this form (what a read of the row would return right after the
+/// commit), and the canary reads read a target's rows in it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WrittenAlert {
+pub struct EvaluationAlert {
     pub id: i64,
-    /// The delivery that wrote it (the notification's arrival, to the microsecond).
+    /// The delivery that last wrote it (a notification's arrival, to the microsecond).
     pub updated_at: DateTime<Utc>,
-    /// Its content: the batch's alerts of this occurrence merged in arrival order.
+    /// Its content; from an ingest, the batch's alerts of this occurrence merged in
+    /// arrival order.
     pub alert: Alert,
 }
 

@@ -8,14 +8,22 @@ use tracing::instrument;
 
 use super::decisions::EXPLAIN;
 use super::{BindArg, Dialect, GetCol, Page, PushArg, SqlStore, Ts, page_end, page_start};
-use crate::domain::{AlertStatus, Labels, Notification, Signal, TargetRef};
+use crate::domain::{Alert, AlertStatus, Labels, Notification, Signal, TargetRef};
 use crate::store::batch::PlannedBatch;
-use crate::store::{AlertQuery, AlertStore, IngestOutcome, Receipt, StoreError, StoredAlert};
+use crate::store::{
+    AlertQuery, AlertStore, EvaluationAlert, IngestOutcome, Receipt, StoreError, StoredAlert,
+};
 
 /// The columns of an alert row, in the order [`SqlStore::alert_row`] reads them.
 pub(crate) const ALERT_COLUMNS: &str = "id, fingerprint, status, alertname, labels, annotations, \
      starts_at, ends_at, generator_url, receiver, group_key, first_receipt_id, last_receipt_id, \
      first_seen_at, updated_at";
+
+/// What an evaluation reads of an alert row ([`EvaluationAlert`]): nine of the
+/// fifteen columns. The canary reads take a busy target's thousand rows at a time, and
+/// on SQLite every column of every row is copied from the statement to the caller.
+pub(crate) const EVALUATION_COLUMNS: &str =
+    "id, fingerprint, status, labels, annotations, starts_at, ends_at, generator_url, updated_at";
 
 /// How an alert insert begins, with the backend's `extra` columns (`, name…`); the
 /// dialects add the rows.
@@ -148,6 +156,25 @@ impl<D: Dialect> SqlStore<D> {
         })
     }
 
+    /// A row of [`EVALUATION_COLUMNS`].
+    fn evaluation_row(row: &D::Row) -> Result<EvaluationAlert, StoreError> {
+        let status: String = row.col("status")?;
+        Ok(EvaluationAlert {
+            id: row.col("id")?,
+            updated_at: row.col::<Ts>("updated_at")?.0,
+            alert: Alert {
+                fingerprint: row.col("fingerprint")?,
+                status: AlertStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("alert status {status:?}")))?,
+                labels: row.col::<Json<Labels>>("labels")?.0,
+                annotations: row.col::<Json<Labels>>("annotations")?.0,
+                starts_at: row.col::<Ts>("starts_at")?.0,
+                ends_at: row.col::<Option<Ts>>("ends_at")?.map(|t| t.0),
+                generator_url: row.col("generator_url")?,
+            },
+        })
+    }
+
     fn receipt_row(row: &D::Row) -> Result<Receipt, StoreError> {
         Ok(Receipt {
             id: row.col("id")?,
@@ -262,21 +289,21 @@ where
         target_key: &str,
         since: DateTime<Utc>,
         fresh_since: DateTime<Utc>,
-    ) -> Result<Vec<StoredAlert>, StoreError> {
+    ) -> Result<Vec<EvaluationAlert>, StoreError> {
         // One branch per index range (alerts_target, alerts_target_ended), for the
         // target and for the unmapped rows, so that both backends read ranges only. No
         // ORDER BY: SQLite would rather walk alerts_status, in id order, than sort.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {ALERT_COLUMNS} FROM alerts
+            "SELECT {EVALUATION_COLUMNS} FROM alerts
              WHERE target = $1 AND status = 'firing' AND updated_at >= $3
              UNION ALL
-             SELECT {ALERT_COLUMNS} FROM alerts
+             SELECT {EVALUATION_COLUMNS} FROM alerts
              WHERE target = $1 AND status = 'resolved' AND ends_at >= $2
              UNION ALL
-             SELECT {ALERT_COLUMNS} FROM alerts
+             SELECT {EVALUATION_COLUMNS} FROM alerts
              WHERE target IS NULL AND status = 'firing' AND updated_at >= $3
              UNION ALL
-             SELECT {ALERT_COLUMNS} FROM alerts
+             SELECT {EVALUATION_COLUMNS} FROM alerts
              WHERE target IS NULL AND status = 'resolved' AND ends_at >= $2"
         )))
         .arg(target_key)
@@ -286,7 +313,7 @@ where
         .await?;
         let mut alerts = rows
             .iter()
-            .map(Self::alert_row)
+            .map(Self::evaluation_row)
             .collect::<Result<Vec<_>, _>>()?;
         alerts.sort_unstable_by_key(|a| a.id);
         Ok(alerts)
@@ -298,14 +325,14 @@ where
         since: DateTime<Utc>,
         fresh_since: DateTime<Utc>,
         limit: u32,
-    ) -> Result<Vec<StoredAlert>, StoreError> {
+    ) -> Result<Vec<EvaluationAlert>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT * FROM (
-                 SELECT {ALERT_COLUMNS} FROM alerts
+                 SELECT {EVALUATION_COLUMNS} FROM alerts
                  WHERE target = '*' AND status = 'firing' AND updated_at >= $2
                  ORDER BY updated_at DESC, id DESC LIMIT {limit}) AS firing
              UNION ALL
-             SELECT {ALERT_COLUMNS} FROM alerts
+             SELECT {EVALUATION_COLUMNS} FROM alerts
              WHERE target = '*' AND status = 'resolved' AND ends_at >= $1"
         )))
         .arg(Ts(since))
@@ -314,7 +341,7 @@ where
         .await?;
         let mut alerts = rows
             .iter()
-            .map(Self::alert_row)
+            .map(Self::evaluation_row)
             .collect::<Result<Vec<_>, _>>()?;
         alerts.sort_unstable_by_key(|a| a.id);
         Ok(alerts)
