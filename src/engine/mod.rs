@@ -536,7 +536,7 @@ impl Engine {
                 held.cap_targets(&mut window.dropped, limits.max_targets, 0);
                 for page in keys.chunks(MERGE_PAGE) {
                     for row in self.store.alerts_by_key(page).await? {
-                        held.merge_row(&mut window.dropped, &self.classifier, &limits, &row);
+                        held.merge_row(&mut window.dropped, &self.classifier, &limits, row);
                     }
                     held.cap_targets(&mut window.dropped, limits.max_targets, 0);
                 }
@@ -554,12 +554,14 @@ impl Engine {
                         .store
                         .alerts_for_evaluation(since, fresh_since, after, WINDOW_PAGE)
                         .await?;
-                    for row in &page {
+                    let full = page.len() == WINDOW_PAGE as usize;
+                    let last = page.last().map(|row| row.id);
+                    for row in page {
                         held.merge_row(&mut window.dropped, &self.classifier, &limits, row);
                     }
                     held.cap_targets(&mut window.dropped, limits.max_targets, limits.max_targets);
-                    match page.last() {
-                        Some(last) if page.len() == WINDOW_PAGE as usize => after = last.id,
+                    match last {
+                        Some(last) if full => after = last,
                         _ => break,
                     }
                     tokio::task::yield_now().await;

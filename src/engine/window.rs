@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{WindowLimits, target_hash};
+use super::{IngestedAlert, WindowLimits, target_hash};
 use crate::domain::TargetRef;
-use crate::domain::alert::AlertStatus;
 use crate::domain::classify::{Classified, Classifier};
-use crate::store::StoredAlert;
+use crate::store::EvaluationAlert;
 
 /// A tick reloads the window in full when its last load is older than this (by the
 /// engine's clock or the machine's). Between, each ingest brings its own alerts in, and a
@@ -144,22 +143,17 @@ impl Held {
         self.slots.len() - usize::from(self.slots.contains_key(&None))
     }
 
-    /// Brings a row read from the store in, classified ([`Held::merge`]).
+    /// Brings a row read from the store in, classified as an ingest's rows are
+    /// ([`IngestedAlert::new`], [`Held::merge`]).
     pub(super) fn merge_row(
         &mut self,
         dropped: &mut Dropped,
         classifier: &Classifier,
         limits: &WindowLimits,
-        row: &StoredAlert,
+        row: EvaluationAlert,
     ) {
-        let classified = classifier.classify(&row.to_alert());
-        let row = Row {
-            id: row.id,
-            updated_at: row.updated_at,
-            firing: row.status == AlertStatus::Firing,
-            ends_at: row.ends_at,
-        };
-        self.merge(dropped, limits, row, classified);
+        let read = IngestedAlert::new(classifier, row);
+        self.merge(dropped, limits, read.row, read.classified);
     }
 
     /// Brings `row` in (or out, when the classifier ignored it: `classified` is

@@ -167,7 +167,7 @@ pub trait AlertStore: Send + Sync + 'static {
         fresh_since: DateTime<Utc>,
         after: i64,
         limit: u32,
-    ) -> Result<Vec<StoredAlert>, StoreError>;
+    ) -> Result<Vec<EvaluationAlert>, StoreError>;
 
     /// [`AlertStore::alerts_for_evaluation`]'s alerts mapped to the target
     /// `target_key` at ingest, and those not mapped (which the caller classifies), in id
@@ -220,7 +220,7 @@ pub trait AlertStore: Send + Sync + 'static {
     async fn alerts_by_key(
         &self,
         keys: &[(String, DateTime<Utc>)],
-    ) -> Result<Vec<StoredAlert>, StoreError>;
+    ) -> Result<Vec<EvaluationAlert>, StoreError>;
 
     /// Stores a signal, idempotent on its poster's id (`fingerprint`) for API signals
     /// and on (source, fingerprint, start) for others; a repeat updates its value and

@@ -19,7 +19,7 @@ use sqlx::types::Json;
 use sqlx::{Decode, Encode, PgConnection, Postgres, QueryBuilder, Row, Transaction, Type};
 
 use super::batch::{Inserted, PlannedBatch};
-use super::sql::{ALERT_COLUMNS, Dialect, SqlStore, Ts, alert_on_conflict, alert_upsert};
+use super::sql::{Dialect, EVALUATION_COLUMNS, SqlStore, Ts, alert_on_conflict, alert_upsert};
 use super::{Lease, StoreError};
 use crate::domain::Labels;
 
@@ -77,7 +77,7 @@ static INSERT_ALERTS: LazyLock<String> = LazyLock::new(|| {
 
 static ALERTS_BY_KEY: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {ALERT_COLUMNS}
+        "SELECT {EVALUATION_COLUMNS}
          FROM alerts WHERE (fingerprint, starts_at) IN
              (SELECT * FROM UNNEST($1::text[], $2::timestamptz[]))
          ORDER BY id"

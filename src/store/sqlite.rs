@@ -22,7 +22,7 @@ use sqlx::sqlite::{
 use sqlx::{Decode, Encode, QueryBuilder, Row, Sqlite, SqliteConnection, Transaction, Type};
 
 use super::batch::{Inserted, PlannedBatch};
-use super::sql::{ALERT_COLUMNS, Dialect, SqlStore, Ts, alert_on_conflict, alert_upsert};
+use super::sql::{Dialect, EVALUATION_COLUMNS, SqlStore, Ts, alert_on_conflict, alert_upsert};
 use super::{Lease, StoreError};
 use crate::domain::Labels;
 
@@ -48,7 +48,7 @@ impl SqlStore<Sqlite> {
 
 static ALERTS_BY_KEY: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {ALERT_COLUMNS}
+        "SELECT {EVALUATION_COLUMNS}
          FROM alerts WHERE id IN (
              SELECT a.id FROM json_each(?1) k
              JOIN alerts a ON a.fingerprint = k.value ->> 0 AND a.starts_at = k.value ->> 1)

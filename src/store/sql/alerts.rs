@@ -266,9 +266,9 @@ where
         fresh_since: DateTime<Utc>,
         after: i64,
         limit: u32,
-    ) -> Result<Vec<StoredAlert>, StoreError> {
+    ) -> Result<Vec<EvaluationAlert>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {ALERT_COLUMNS}
+            "SELECT {EVALUATION_COLUMNS}
              FROM alerts
              WHERE ((status = 'firing' AND updated_at >= $2)
                     OR (status = 'resolved' AND ends_at >= $1))
@@ -280,7 +280,7 @@ where
         .arg(after)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(Self::alert_row).collect()
+        rows.iter().map(Self::evaluation_row).collect()
     }
 
     #[instrument(level = "debug", skip_all)]
@@ -438,9 +438,9 @@ where
     async fn alerts_by_key(
         &self,
         keys: &[(String, DateTime<Utc>)],
-    ) -> Result<Vec<StoredAlert>, StoreError> {
+    ) -> Result<Vec<EvaluationAlert>, StoreError> {
         let rows = D::alerts_by_key(&self.pool, keys).await?;
-        rows.iter().map(Self::alert_row).collect()
+        rows.iter().map(Self::evaluation_row).collect()
     }
 
     #[instrument(skip_all, fields(kind = signal.kind.as_str()))]

@@ -24,7 +24,7 @@ use sqlx::{
 };
 use tracing::instrument;
 
-pub(crate) use alerts::{ALERT_COLUMNS, alert_on_conflict, alert_upsert};
+pub(crate) use alerts::{EVALUATION_COLUMNS, alert_on_conflict, alert_upsert};
 
 use super::batch::{Inserted, PlannedBatch};
 use super::{Lease, Store, StoreError};
@@ -82,7 +82,7 @@ pub trait Dialect: Values + Database<Arguments: IntoArguments<Self>, Connection:
         plan: &PlannedBatch<'_>,
     ) -> impl Future<Output = Result<Inserted, StoreError>> + Send;
 
-    /// The rows (`ALERT_COLUMNS`) of the alerts stored under `keys`, in id order.
+    /// The rows (`EVALUATION_COLUMNS`) of the alerts stored under `keys`, in id order.
     fn alerts_by_key(
         pool: &Pool<Self>,
         keys: &[(String, DateTime<Utc>)],
