@@ -30,7 +30,8 @@ pub struct IngestOutcome {
 /// An alert row as an evaluation takes it: its id, its last delivery and its content,
 /// without the receipt bookkeeping a list shows. An ingest hands the rows it wrote to
 /// the engine in this form (what a read of the row would return right after the
-/// commit), and the canary reads read a target's rows in it.
+/// commit), and every evaluation read returns stored rows in it: the canary reads',
+/// the engine window's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvaluationAlert {
     pub id: i64,
