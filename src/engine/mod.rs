@@ -742,7 +742,7 @@ impl Engine {
                 .await?;
             let targets: Vec<(i64, String)> = page
                 .iter()
-                .map(|row| (row.id, self.classifier.alert_target(&row.to_alert()).key()))
+                .map(|row| (row.id, self.classifier.alert_target(&row.alert).key()))
                 .collect();
             self.store.map_alert_targets(&targets).await?;
             mapped += targets.len() as u64;

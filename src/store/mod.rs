@@ -203,7 +203,7 @@ pub trait AlertStore: Send + Sync + 'static {
         fresh_since: DateTime<Utc>,
         after: i64,
         limit: u32,
-    ) -> Result<Vec<StoredAlert>, StoreError>;
+    ) -> Result<Vec<EvaluationAlert>, StoreError>;
 
     /// Maps alerts to targets ([`crate::domain::AlertTarget::key`]), by id; an alert
     /// mapped meanwhile (by an ingest) is left as it is.

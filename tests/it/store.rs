@@ -511,10 +511,10 @@ async fn alerts_are_read_by_the_target_they_are_mapped_to(backend: Backend) {
     ];
     db.store.record_notifications(&batch).await.unwrap();
     let since = at("2026-08-22T09:00:00Z");
-    let fps = |alerts: Vec<rollwarden::store::StoredAlert>| {
+    let fps = |alerts: Vec<rollwarden::store::EvaluationAlert>| {
         alerts
             .into_iter()
-            .map(|a| a.fingerprint)
+            .map(|a| a.alert.fingerprint)
             .collect::<Vec<_>>()
     };
     let own = db
@@ -537,8 +537,7 @@ async fn alerts_are_read_by_the_target_they_are_mapped_to(backend: Backend) {
             (row.updated_at, &row.to_alert())
         );
     }
-    let own: Vec<_> = own.into_iter().map(|a| a.alert.fingerprint).collect();
-    assert_eq!(own, ["n1", "t1", "t2"]);
+    assert_eq!(fps(own), ["n1", "t1", "t2"]);
     let unmapped = db
         .store
         .unmapped_alerts(since, LONG_AGO, 0, 100)
@@ -590,7 +589,7 @@ async fn alerts_are_read_by_the_target_they_are_mapped_to(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(cart.len(), 7);
-    assert!(!cart.iter().any(|a| a.alert.fingerprint == "t3"));
+    assert!(!fps(cart).contains(&"t3".to_string()));
 }
 
 on_both_backends!(

@@ -132,25 +132,30 @@ impl<D: Dialect> SqlStore<D> {
         Some(q)
     }
 
+    /// A row of [`ALERT_COLUMNS`]: [`SqlStore::evaluation_row`]'s columns and the
+    /// receipt bookkeeping.
     pub(crate) fn alert_row(row: &D::Row) -> Result<StoredAlert, StoreError> {
-        let status: String = row.col("status")?;
+        let EvaluationAlert {
+            id,
+            updated_at,
+            alert,
+        } = Self::evaluation_row(row)?;
         Ok(StoredAlert {
-            id: row.col("id")?,
-            fingerprint: row.col("fingerprint")?,
-            status: AlertStatus::parse(&status)
-                .ok_or_else(|| StoreError::Corrupt(format!("alert status {status:?}")))?,
+            id,
+            fingerprint: alert.fingerprint,
+            status: alert.status,
             alertname: row.col("alertname")?,
-            labels: row.col::<Json<Labels>>("labels")?.0,
-            annotations: row.col::<Json<Labels>>("annotations")?.0,
-            starts_at: row.col::<Ts>("starts_at")?.0,
-            ends_at: row.col::<Option<Ts>>("ends_at")?.map(|t| t.0),
-            generator_url: row.col("generator_url")?,
+            labels: alert.labels,
+            annotations: alert.annotations,
+            starts_at: alert.starts_at,
+            ends_at: alert.ends_at,
+            generator_url: alert.generator_url,
             receiver: row.col("receiver")?,
             group_key: row.col("group_key")?,
             first_receipt_id: row.col("first_receipt_id")?,
             last_receipt_id: row.col("last_receipt_id")?,
             first_seen_at: row.col::<Ts>("first_seen_at")?.0,
-            updated_at: row.col::<Ts>("updated_at")?.0,
+            updated_at,
             // The API sets it; the store knows no clock.
             stale: false,
         })
@@ -378,9 +383,9 @@ where
         fresh_since: DateTime<Utc>,
         after: i64,
         limit: u32,
-    ) -> Result<Vec<StoredAlert>, StoreError> {
+    ) -> Result<Vec<EvaluationAlert>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {ALERT_COLUMNS}
+            "SELECT {EVALUATION_COLUMNS}
              FROM alerts
              WHERE target IS NULL
                AND ((status = 'firing' AND updated_at >= $2)
@@ -393,7 +398,7 @@ where
         .arg(after)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(Self::alert_row).collect()
+        rows.iter().map(Self::evaluation_row).collect()
     }
 
     #[instrument(skip_all, fields(alerts = targets.len()))]

@@ -52,15 +52,15 @@ fn rollbacks_sql<D: Dialect>() -> String {
     )
 }
 
-/// Each target's newest `$2` deploys, as target_history reads them (through
+/// Each target's newest `depth` deploys, as target_history reads them (through
 /// deploys_target_started), from the table of targets `targets_table`
 /// ([`Dialect::TARGETS_LATERAL`]).
-fn deploys_sql(targets_table: &str) -> String {
+fn deploys_sql(targets_table: &str, depth: u32) -> String {
     let linked = linked_target_sql_of("k.key", "k.cluster", "k.namespace");
     format!(
         "SELECT k.key AS for_target, d.* FROM {targets_table} CROSS JOIN LATERAL
              (SELECT {DEPLOY_COLUMNS} FROM deploys WHERE {linked}
-              ORDER BY started_at DESC, id DESC LIMIT $2) d
+              ORDER BY started_at DESC, id DESC LIMIT {depth}) d
          ORDER BY for_target, d.started_at DESC, d.id DESC"
     )
 }
@@ -150,9 +150,8 @@ where
         }
 
         if let Some(targets_table) = D::TARGETS_LATERAL {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(deploys_sql(targets_table)))
+            let rows = sqlx::query(sqlx::AssertSqlSafe(deploys_sql(targets_table, depth)))
                 .arg(&targets_json)
-                .arg(i64::from(depth))
                 .fetch_all(&self.pool)
                 .await?;
             for row in &rows {
@@ -211,9 +210,7 @@ impl SqlStore<Postgres> {
             explain(rollbacks_sql::<Postgres>())
                 .arg(&json)
                 .arg(Ts(rollbacks_since)),
-            explain(deploys_sql(targets_table))
-                .arg(&targets_json)
-                .arg(i64::from(depth)),
+            explain(deploys_sql(targets_table, depth)).arg(&targets_json),
         ];
         let mut plans = Vec::new();
         for q in queries {
