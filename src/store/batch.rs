@@ -14,7 +14,8 @@ pub struct PlannedAlert<'a> {
     /// The notification that carried it last, and its place in the batch.
     pub notification: &'a Notification,
     index: usize,
-    pub receipt_id: i64,
+    /// The receipt of the plan it came with (an index into [`PlannedBatch::receipts`]).
+    pub receipt: usize,
     /// Its target key ([`AlertTarget::key`]); `None` when not mapped.
     pub target: Option<String>,
 }
@@ -79,10 +80,10 @@ impl<'a> PlannedBatch<'a> {
 
     /// The alerts of the receipts that turned out new (`is_new`, per receipt), merged per
     /// occurrence in arrival order and sorted by (fingerprint, starts_at), each with the
-    /// notification and receipt id that carried it last, and the target key of the
-    /// alert whose content it keeps (`None` when the notification was not mapped).
-    pub fn alerts(&self, receipt_ids: &[i64], is_new: &[bool]) -> Vec<PlannedAlert<'a>> {
-        type Merged<'n> = (Alert, (&'n Notification, usize), i64, Option<String>);
+    /// notification and receipt that carried it last, and the target key of the alert
+    /// whose content it keeps (`None` when the notification was not mapped).
+    pub fn alerts(&self, is_new: &[bool]) -> Vec<PlannedAlert<'a>> {
+        type Merged<'n> = (Alert, (&'n Notification, usize), usize, Option<String>);
         let mut merged: HashMap<(&str, DateTime<Utc>), Merged<'a>> = HashMap::new();
         let mut taken = vec![false; self.receipts.len()];
         for (i, notification) in self.batch.iter().enumerate() {
@@ -94,7 +95,7 @@ impl<'a> PlannedBatch<'a> {
                 let target = notification.targets.get(j).map(AlertTarget::key);
                 merged
                     .entry((alert.fingerprint.as_str(), alert.starts_at))
-                    .and_modify(|(stored, n, id, kept)| {
+                    .and_modify(|(stored, n, receipt, kept)| {
                         // Alert::merge's rule: a resolved alert keeps its content.
                         if !(stored.status == AlertStatus::Resolved
                             && alert.status == AlertStatus::Firing)
@@ -103,19 +104,19 @@ impl<'a> PlannedBatch<'a> {
                         }
                         stored.merge(alert);
                         *n = (notification, i);
-                        *id = receipt_ids[r];
+                        *receipt = r;
                     })
-                    .or_insert_with(|| (alert.clone(), (notification, i), receipt_ids[r], target));
+                    .or_insert_with(|| (alert.clone(), (notification, i), r, target));
             }
         }
         let mut alerts: Vec<PlannedAlert<'a>> = merged
             .into_values()
             .map(
-                |(alert, (notification, index), receipt_id, target)| PlannedAlert {
+                |(alert, (notification, index), receipt, target)| PlannedAlert {
                     alert,
                     notification,
                     index,
-                    receipt_id,
+                    receipt,
                     target,
                 },
             )
@@ -125,6 +126,28 @@ impl<'a> PlannedBatch<'a> {
                 .cmp(&(&b.alert.fingerprint, b.alert.starts_at))
         });
         alerts
+    }
+
+    /// The alert rows of the plan when no occurrence comes twice in it: then each row is
+    /// written exactly when its own receipt turns out new, as in [`PlannedBatch::alerts`]
+    /// whichever receipts do, so a backend can write the receipts and these rows in one
+    /// statement, deciding row by row. `None` when an occurrence comes twice (an update
+    /// arriving with its first delivery, two starts a nanosecond apart): its merged
+    /// content depends on which receipts are new, known only once they are written.
+    pub fn unshared_alerts(&self) -> Option<Vec<PlannedAlert<'a>>> {
+        let alerts = self.alerts(&vec![true; self.receipts.len()]);
+        let carried: usize = self.receipts.iter().map(|(_, n, _)| n.alerts.len()).sum();
+        // Sorted by key: two starts that the stores keep as one instant are neighbours.
+        let distinct = alerts.windows(2).all(|w| {
+            (
+                &w[0].alert.fingerprint,
+                w[0].alert.starts_at.trunc_subsecs(6),
+            ) != (
+                &w[1].alert.fingerprint,
+                w[1].alert.starts_at.trunc_subsecs(6),
+            )
+        });
+        (alerts.len() == carried && distinct).then_some(alerts)
     }
 
     /// One outcome per notification of the batch, from what was inserted. Only the

@@ -18,9 +18,12 @@ use sqlx::postgres::{
 use sqlx::types::Json;
 use sqlx::{Decode, Encode, PgConnection, Postgres, QueryBuilder, Row, Transaction, Type};
 
-use super::batch::{Inserted, PlannedBatch};
-use super::sql::{Dialect, EVALUATION_COLUMNS, SqlStore, Ts, alert_on_conflict, alert_upsert};
-use super::{Lease, StoreError};
+use super::batch::{Inserted, PlannedAlert, PlannedBatch};
+use super::sql::{
+    Dialect, EVALUATION_COLUMNS, REDELIVERY_GRANULARITY_SECS, SqlStore, Ts, alert_on_conflict,
+    alert_upsert,
+};
+use super::{EvaluationAlert, Lease, StoreError};
 use crate::domain::Labels;
 
 impl SqlStore<Postgres> {
@@ -60,18 +63,84 @@ const INSERT_RECEIPTS: &str = "INSERT INTO receipts
          last_received_at = GREATEST(receipts.last_received_at, EXCLUDED.last_received_at)
      RETURNING id, dedupe_key, duplicate_count";
 
+/// The arrays of [`AlertColumns::bind`] as `UNNEST`'s arguments, numbered from `first`.
+fn alert_arrays(first: usize) -> String {
+    const TYPES: [&str; 13] = [
+        "text",
+        "timestamptz",
+        "timestamptz",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "int8",
+        "timestamptz",
+        "text",
+    ];
+    let arrays: Vec<String> = TYPES
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("${}::{t}[]", first + i))
+        .collect();
+    arrays.join(", ")
+}
+
 static INSERT_ALERTS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "{}
          SELECT f, s, e, st, an, l::jsonb, a::jsonb, g, rc, gk, rid, rid, t, t, tg
-         FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[],
-                     $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-                     $10::text[], $11::int8[], $12::timestamptz[], $13::text[])
-              AS u(f, s, e, st, an, l, a, g, rc, gk, rid, t, tg)
+         FROM UNNEST({}) AS u(f, s, e, st, an, l, a, g, rc, gk, rid, t, tg)
          {}
          RETURNING id, fingerprint, starts_at",
         alert_upsert(""),
+        alert_arrays(1),
         alert_on_conflict("")
+    )
+});
+
+/// A whole batch in one statement ([`Dialect::insert_batch_at_once`]): the receipts
+/// (`$1`–`$6`, as [`INSERT_RECEIPTS`]); which of them are new (`fresh`: a receipt
+/// that was there already comes back with more duplicates than the batch brought); the
+/// alert rows (`$7`–`$19`, each with its receipt's ordinal in `$17` instead of an id),
+/// written when their receipt is new and in the plan's order (the lock order of every
+/// writer), and otherwise re-delivered as `SqlStore::redelivered` does. It answers one
+/// row per receipt (`receipt` set) and one per alert row written (`receipt` null).
+static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH receipt AS ({INSERT_RECEIPTS}),
+         fresh AS (
+             SELECT receipt.id, i.o, receipt.duplicate_count = i.d AS new
+             FROM receipt
+             JOIN UNNEST($2::text[], $6::int8[]) WITH ORDINALITY AS i(k, d, o)
+               ON i.k = receipt.dedupe_key),
+         carried AS (
+             SELECT u.*, fresh.id AS rid, fresh.new
+             FROM UNNEST({arrays}) WITH ORDINALITY
+                  AS u(f, s, e, st, an, l, a, g, rc, gk, ri, t, tg, o)
+             JOIN fresh ON fresh.o = u.ri),
+         written AS (
+             {upsert}
+             SELECT f, s, e, st, an, l::jsonb, a::jsonb, g, rc, gk, rid, rid, t, t, tg
+             FROM carried WHERE new ORDER BY o
+             {on_conflict}
+             RETURNING id, fingerprint, starts_at),
+         redelivered AS (
+             UPDATE alerts SET updated_at = carried.t
+             FROM carried
+             WHERE NOT carried.new AND carried.st = 'firing'
+               AND alerts.fingerprint = carried.f AND alerts.starts_at = carried.s
+               AND alerts.status = 'firing'
+               AND alerts.updated_at < carried.t - interval '{REDELIVERY_GRANULARITY_SECS} seconds')
+         SELECT o AS receipt, id, new, NULL::text AS fingerprint, NULL::timestamptz AS starts_at
+         FROM fresh
+         UNION ALL
+         SELECT NULL, id, NULL, fingerprint, starts_at FROM written",
+        arrays = alert_arrays(7),
+        upsert = alert_upsert(""),
+        on_conflict = alert_on_conflict(""),
     )
 });
 
@@ -116,32 +185,11 @@ impl Dialect for Postgres {
         plan: &PlannedBatch<'_>,
     ) -> Result<Inserted, StoreError> {
         let n = plan.receipts.len();
-        let (mut sources, mut keys, mut groups, mut bodies, mut times, mut dups) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for (key, notification, count) in &plan.receipts {
-            sources.push(notification.source.as_str());
-            keys.push(key.as_str());
-            groups.push(notification.group_key.as_str());
-            bodies.push(notification.raw.as_str());
-            times.push(notification.received_at);
-            dups.push(*count as i64 - 1);
-        }
-        let rows = sqlx::query(INSERT_RECEIPTS)
-            .bind(&sources)
-            .bind(&keys)
-            .bind(&groups)
-            .bind(&bodies)
-            .bind(&times)
-            .bind(&dups)
+        let receipts = ReceiptColumns::new(plan);
+        let rows = receipts
+            .bind(sqlx::query(INSERT_RECEIPTS))
             .fetch_all(&mut *tx)
             .await?;
-
         let mut receipt_ids = vec![0i64; n];
         let mut is_new = vec![false; n];
         for row in rows {
@@ -151,78 +199,69 @@ impl Dialect for Postgres {
                 .binary_search_by(|(k, _, _)| k.as_str().cmp(&key))
                 .map_err(|_| StoreError::Corrupt("receipt key not in batch".into()))?;
             receipt_ids[r] = row.try_get("id")?;
-            is_new[r] = row.try_get::<i64, _>("duplicate_count")? == dups[r];
+            is_new[r] = row.try_get::<i64, _>("duplicate_count")? == receipts.dups[r];
         }
 
-        let alerts = plan.alerts(&receipt_ids, &is_new);
-        let mut ids: Vec<Option<i64>> = vec![None; alerts.len()];
+        let alerts = plan.alerts(&is_new);
+        let mut written = Vec::new();
         if !alerts.is_empty() {
-            let mut cols = AlertColumns::default();
-            for planned in &alerts {
-                let (alert, notification, receipt_id) =
-                    (&planned.alert, planned.notification, &planned.receipt_id);
-                cols.target.push(planned.target.as_deref());
-                cols.fingerprint.push(alert.fingerprint.as_str());
-                cols.starts_at.push(alert.starts_at);
-                cols.ends_at.push(alert.ends_at);
-                cols.status.push(alert.status.as_str());
-                cols.alertname.push(alert.alertname());
-                cols.labels
-                    .push(serde_json::to_string(&alert.labels).expect("labels serialise"));
-                cols.annotations
-                    .push(serde_json::to_string(&alert.annotations).expect("labels serialise"));
-                cols.generator_url.push(alert.generator_url.as_str());
-                cols.receiver.push(notification.receiver.as_str());
-                cols.group_key.push(notification.group_key.as_str());
-                cols.receipt_id.push(*receipt_id);
-                cols.seen_at.push(notification.received_at);
-            }
-            let rows = sqlx::query(INSERT_ALERTS.as_str())
-                .bind(&cols.fingerprint)
-                .bind(&cols.starts_at)
-                .bind(&cols.ends_at)
-                .bind(&cols.status)
-                .bind(&cols.alertname)
-                .bind(&cols.labels)
-                .bind(&cols.annotations)
-                .bind(&cols.generator_url)
-                .bind(&cols.receiver)
-                .bind(&cols.group_key)
-                .bind(&cols.receipt_id)
-                .bind(&cols.seen_at)
-                .bind(&cols.target)
+            let cols = AlertColumns::new(&alerts, |planned| receipt_ids[planned.receipt]);
+            let rows = cols
+                .bind(sqlx::query(INSERT_ALERTS.as_str()))
                 .fetch_all(&mut *tx)
                 .await?;
-            // The rows written (a resolved alert delivered firing again is not), found
-            // by their key: the plan is sorted and unique by it.
-            for row in rows {
-                let key = (
-                    row.try_get::<String, _>("fingerprint")?,
-                    row.try_get::<DateTime<Utc>, _>("starts_at")?,
-                );
-                let a = alerts
-                    .binary_search_by(|p| {
-                        // Stored to the microsecond (as parsed from the wire).
-                        (
-                            p.alert.fingerprint.as_str(),
-                            p.alert.starts_at.trunc_subsecs(6),
-                        )
-                            .cmp(&(key.0.as_str(), key.1))
-                    })
-                    .map_err(|_| StoreError::Corrupt("written alert not in batch".into()))?;
-                ids[a] = Some(row.try_get("id")?);
-            }
+            written = rows.iter().map(written_alert).collect::<Result<_, _>>()?;
         }
-        let alerts = alerts
-            .into_iter()
-            .zip(ids)
-            .filter_map(|(planned, id)| Some(planned.written(id?)))
-            .collect();
         Ok(Inserted {
             receipt_ids,
             is_new,
-            alerts,
+            alerts: with_ids(alerts, written)?,
         })
+    }
+
+    async fn insert_batch_at_once(
+        pool: &PgPool,
+        plan: &PlannedBatch<'_>,
+    ) -> Result<Option<Inserted>, StoreError> {
+        let Some(alerts) = plan.unshared_alerts() else {
+            return Ok(None);
+        };
+        let n = plan.receipts.len();
+        let receipts = ReceiptColumns::new(plan);
+        // Each alert row names its receipt by ordinal (`WITH ORDINALITY` counts from 1).
+        let cols = AlertColumns::new(&alerts, |planned| planned.receipt as i64 + 1);
+        let rows = cols
+            .bind(receipts.bind(sqlx::query(INSERT_BATCH.as_str())))
+            .fetch_all(pool)
+            .await?;
+        let mut receipt_ids = vec![0i64; n];
+        let mut is_new = vec![false; n];
+        let mut answered = 0;
+        let mut written = Vec::new();
+        for row in &rows {
+            match row.try_get::<Option<i64>, _>("receipt")? {
+                Some(ordinal) => {
+                    let r = usize::try_from(ordinal - 1)
+                        .ok()
+                        .filter(|&r| r < n)
+                        .ok_or_else(|| StoreError::Corrupt("receipt not in batch".into()))?;
+                    receipt_ids[r] = row.try_get("id")?;
+                    is_new[r] = row.try_get("new")?;
+                    answered += 1;
+                }
+                None => written.push(written_alert(row)?),
+            }
+        }
+        if answered != n {
+            return Err(StoreError::Corrupt(format!(
+                "{answered} of the batch's {n} receipts came back"
+            )));
+        }
+        Ok(Some(Inserted {
+            receipt_ids,
+            is_new,
+            alerts: with_ids(alerts, written)?,
+        }))
     }
 
     async fn alerts_by_key(
@@ -285,8 +324,48 @@ impl Dialect for Postgres {
     }
 }
 
-/// Column arrays for one UNNEST insert into `alerts`.
-#[derive(Default)]
+/// Column arrays for one UNNEST insert into `receipts`, in the plan's order.
+struct ReceiptColumns<'a> {
+    sources: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    groups: Vec<&'a str>,
+    bodies: Vec<&'a str>,
+    times: Vec<DateTime<Utc>>,
+    /// How many more times than once each came in the batch: a new receipt's count.
+    dups: Vec<i64>,
+}
+
+impl<'a> ReceiptColumns<'a> {
+    fn new(plan: &'a PlannedBatch<'_>) -> Self {
+        let receipts = &plan.receipts;
+        Self {
+            sources: receipts.iter().map(|(_, n, _)| n.source.as_str()).collect(),
+            keys: receipts.iter().map(|(k, _, _)| k.as_str()).collect(),
+            groups: receipts
+                .iter()
+                .map(|(_, n, _)| n.group_key.as_str())
+                .collect(),
+            bodies: receipts.iter().map(|(_, n, _)| n.raw.as_str()).collect(),
+            times: receipts.iter().map(|(_, n, _)| n.received_at).collect(),
+            dups: receipts.iter().map(|(_, _, c)| *c as i64 - 1).collect(),
+        }
+    }
+
+    /// Binds `$1`–`$6` of [`INSERT_RECEIPTS`].
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.sources)
+            .bind(&self.keys)
+            .bind(&self.groups)
+            .bind(&self.bodies)
+            .bind(&self.times)
+            .bind(&self.dups)
+    }
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// Column arrays for one UNNEST insert into `alerts` ([`alert_arrays`]).
 struct AlertColumns<'a> {
     fingerprint: Vec<&'a str>,
     starts_at: Vec<DateTime<Utc>>,
@@ -298,9 +377,104 @@ struct AlertColumns<'a> {
     generator_url: Vec<&'a str>,
     receiver: Vec<&'a str>,
     group_key: Vec<&'a str>,
-    receipt_id: Vec<i64>,
+    /// The receipt each row came with, as the statement names it (an id or an ordinal).
+    receipt: Vec<i64>,
     seen_at: Vec<DateTime<Utc>>,
     target: Vec<Option<&'a str>>,
+}
+
+impl<'a> AlertColumns<'a> {
+    fn new(alerts: &'a [PlannedAlert<'_>], receipt: impl Fn(&PlannedAlert<'_>) -> i64) -> Self {
+        let mut cols = Self {
+            fingerprint: Vec::with_capacity(alerts.len()),
+            starts_at: Vec::with_capacity(alerts.len()),
+            ends_at: Vec::with_capacity(alerts.len()),
+            status: Vec::with_capacity(alerts.len()),
+            alertname: Vec::with_capacity(alerts.len()),
+            labels: Vec::with_capacity(alerts.len()),
+            annotations: Vec::with_capacity(alerts.len()),
+            generator_url: Vec::with_capacity(alerts.len()),
+            receiver: Vec::with_capacity(alerts.len()),
+            group_key: Vec::with_capacity(alerts.len()),
+            receipt: Vec::with_capacity(alerts.len()),
+            seen_at: Vec::with_capacity(alerts.len()),
+            target: Vec::with_capacity(alerts.len()),
+        };
+        for planned in alerts {
+            let (alert, notification) = (&planned.alert, planned.notification);
+            cols.fingerprint.push(alert.fingerprint.as_str());
+            cols.starts_at.push(alert.starts_at);
+            cols.ends_at.push(alert.ends_at);
+            cols.status.push(alert.status.as_str());
+            cols.alertname.push(alert.alertname());
+            cols.labels
+                .push(serde_json::to_string(&alert.labels).expect("labels serialise"));
+            cols.annotations
+                .push(serde_json::to_string(&alert.annotations).expect("labels serialise"));
+            cols.generator_url.push(alert.generator_url.as_str());
+            cols.receiver.push(notification.receiver.as_str());
+            cols.group_key.push(notification.group_key.as_str());
+            cols.receipt.push(receipt(planned));
+            cols.seen_at.push(notification.received_at);
+            cols.target.push(planned.target.as_deref());
+        }
+        cols
+    }
+
+    /// Binds the thirteen arrays, in [`alert_arrays`]' order, after what `query` has.
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.fingerprint)
+            .bind(&self.starts_at)
+            .bind(&self.ends_at)
+            .bind(&self.status)
+            .bind(&self.alertname)
+            .bind(&self.labels)
+            .bind(&self.annotations)
+            .bind(&self.generator_url)
+            .bind(&self.receiver)
+            .bind(&self.group_key)
+            .bind(&self.receipt)
+            .bind(&self.seen_at)
+            .bind(&self.target)
+    }
+}
+
+/// The key of an alert row a statement wrote: `(id, fingerprint, starts_at)`.
+fn written_alert(row: &PgRow) -> Result<(i64, String, DateTime<Utc>), StoreError> {
+    Ok((
+        row.try_get("id")?,
+        row.try_get("fingerprint")?,
+        row.try_get("starts_at")?,
+    ))
+}
+
+/// The planned rows that were written, with their ids (a resolved alert delivered
+/// firing again is not written), found by their key: the plan is sorted and unique by
+/// it.
+fn with_ids(
+    alerts: Vec<PlannedAlert<'_>>,
+    written: Vec<(i64, String, DateTime<Utc>)>,
+) -> Result<Vec<(usize, EvaluationAlert)>, StoreError> {
+    let mut ids: Vec<Option<i64>> = vec![None; alerts.len()];
+    for (id, fingerprint, starts_at) in written {
+        let a = alerts
+            .binary_search_by(|p| {
+                // Stored to the microsecond (as parsed from the wire).
+                (
+                    p.alert.fingerprint.as_str(),
+                    p.alert.starts_at.trunc_subsecs(6),
+                )
+                    .cmp(&(fingerprint.as_str(), starts_at))
+            })
+            .map_err(|_| StoreError::Corrupt("written alert not in batch".into()))?;
+        ids[a] = Some(id);
+    }
+    Ok(alerts
+        .into_iter()
+        .zip(ids)
+        .filter_map(|(planned, id)| Some(planned.written(id?)))
+        .collect())
 }
 
 /// A held `pg_try_advisory_lock`, on the connection that took it.

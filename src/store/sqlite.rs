@@ -147,9 +147,12 @@ impl Dialect for Sqlite {
             is_new[r] = row.try_get::<i64, _>("duplicate_count")? == dups;
         }
         let mut alerts = Vec::new();
-        for planned in plan.alerts(&receipt_ids, &is_new) {
-            let (alert, notification, receipt_id) =
-                (&planned.alert, planned.notification, planned.receipt_id);
+        for planned in plan.alerts(&is_new) {
+            let (alert, notification, receipt_id) = (
+                &planned.alert,
+                planned.notification,
+                receipt_ids[planned.receipt],
+            );
             let seen = Ts(notification.received_at);
             // No row when the write left it alone (a resolved alert delivered firing).
             let id: Option<i64> = sqlx::query_scalar(INSERT_ALERT.as_str())
@@ -180,6 +183,14 @@ impl Dialect for Sqlite {
             is_new,
             alerts,
         })
+    }
+
+    /// A transaction here is calls in the process, not round trips: nothing to save.
+    async fn insert_batch_at_once(
+        _pool: &SqlitePool,
+        _plan: &PlannedBatch<'_>,
+    ) -> Result<Option<Inserted>, StoreError> {
+        Ok(None)
     }
 
     /// Newest first through alerts_label_sig, which holds each id's label signature.

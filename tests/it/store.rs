@@ -127,6 +127,79 @@ async fn written_alerts_are_what_a_read_back_returns(backend: Backend) {
     assert!(outcome[0].written.is_empty(), "{:?}", outcome[0].written);
 }
 
+/// Re-deliveries of stored notifications in a batch with new ones: each new one writes
+/// its alerts, each re-delivery only moves its firing alerts' last delivery (and not
+/// within a minute of the last). PostgreSQL writes such a batch in one statement.
+async fn a_batch_mixes_redeliveries_with_new_notifications(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let kept = one("k1", "A", "prod", "firing", "2026-08-22T10:00:00Z");
+    let peer = one("p1", "B", "prod", "firing", "2026-08-22T10:00:00Z");
+    db.store
+        .record_notifications(&[kept.clone(), peer.clone()])
+        .await
+        .unwrap();
+    let hours = |h: i64| t0() + chrono::Duration::hours(h);
+    let mut kept_again = kept; // repeat_interval, four hours on
+    kept_again.received_at = hours(4);
+    let mut fresh = one("n1", "C", "prod", "firing", "2026-08-22T11:00:00Z");
+    fresh.received_at = hours(4);
+    let mut peer_again = peer; // an HA peer, half a minute later
+    peer_again.received_at = t0() + chrono::Duration::seconds(30);
+    let outcomes = db
+        .store
+        .record_notifications(&[kept_again, fresh, peer_again])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes.iter().map(|o| o.duplicate).collect::<Vec<_>>(),
+        [true, false, true]
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .map(|o| o.alerts_written)
+            .collect::<Vec<_>>(),
+        [0, 1, 0]
+    );
+    assert_eq!(
+        outcomes.iter().map(|o| o.written.len()).collect::<Vec<_>>(),
+        [0, 1, 0]
+    );
+    let updated = |alerts: &[rollwarden::store::StoredAlert], fp: &str| {
+        alerts
+            .iter()
+            .find(|a| a.fingerprint == fp)
+            .unwrap()
+            .updated_at
+    };
+    let listed = db.store.list_alerts(&query()).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(updated(&listed, "k1"), hours(4), "re-sent: fresh again");
+    assert_eq!(updated(&listed, "p1"), t0(), "within the minute: unchanged");
+    assert_eq!(updated(&listed, "n1"), hours(4));
+
+    // An occurrence carried twice in one batch, once by a re-delivery: only the new
+    // notification's content is merged in (PostgreSQL's transaction path).
+    let mut first_again = one("n1", "C", "prod", "firing", "2026-08-22T11:00:00Z");
+    first_again.received_at = hours(5) + chrono::Duration::seconds(10);
+    let mut update = one("n1", "C", "staging", "firing", "2026-08-22T11:00:00Z");
+    update.received_at = hours(5);
+    let outcomes = db
+        .store
+        .record_notifications(&[first_again, update])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes.iter().map(|o| o.duplicate).collect::<Vec<_>>(),
+        [true, false]
+    );
+    let listed = db.store.list_alerts(&query()).await.unwrap();
+    let n1 = listed.iter().find(|a| a.fingerprint == "n1").unwrap();
+    assert_eq!(n1.labels["namespace"], "staging");
+    assert_eq!(n1.updated_at, hours(5));
+    assert_eq!(n1.last_receipt_id, outcomes[1].receipt_id);
+}
+
 /// Two starts a nanosecond apart in one notification (from a hostile caller, or a
 /// clock) are one occurrence, as both stores keep microseconds: PostgreSQL refused the
 /// whole batch (every caller's notification in it) when one insert updated a row twice.
@@ -596,6 +669,7 @@ on_both_backends!(
     alerts_are_read_by_the_target_they_are_mapped_to,
     outcomes_come_back_in_order_with_duplicates_marked,
     written_alerts_are_what_a_read_back_returns,
+    a_batch_mixes_redeliveries_with_new_notifications,
     instants_a_nanosecond_apart_are_one_occurrence,
     resolution_wins_within_and_across_batches,
     list_alerts_filters_and_pages,

@@ -62,7 +62,7 @@ const RECEIPT_COLUMNS: &str =
 
 /// A re-delivery moves an alert's `updated_at` only when it is older than this: HA
 /// duplicates seconds apart then write nothing.
-const REDELIVERY_GRANULARITY_SECS: i64 = 60;
+pub(crate) const REDELIVERY_GRANULARITY_SECS: i64 = 60;
 
 impl<D: Dialect> SqlStore<D>
 where
@@ -208,6 +208,10 @@ where
         }
         let plan = PlannedBatch::new(batch);
         self.retrying(|| async {
+            // One statement when the backend can (PostgreSQL: a round trip, not four).
+            if let Some(inserted) = D::insert_batch_at_once(&self.pool, &plan).await? {
+                return Ok(plan.outcomes(inserted));
+            }
             let mut tx = D::begin_write(&self.pool).await?;
             let inserted = D::insert_batch(&mut tx, &plan).await?;
             for ((_, notification, _), new) in plan.receipts.iter().zip(&inserted.is_new) {

@@ -24,7 +24,9 @@ use sqlx::{
 };
 use tracing::instrument;
 
-pub(crate) use alerts::{EVALUATION_COLUMNS, alert_on_conflict, alert_upsert};
+pub(crate) use alerts::{
+    EVALUATION_COLUMNS, REDELIVERY_GRANULARITY_SECS, alert_on_conflict, alert_upsert,
+};
 
 use super::batch::{Inserted, PlannedBatch};
 use super::{Lease, Store, StoreError};
@@ -81,6 +83,15 @@ pub trait Dialect: Values + Database<Arguments: IntoArguments<Self>, Connection:
         tx: &mut Self::Connection,
         plan: &PlannedBatch<'_>,
     ) -> impl Future<Output = Result<Inserted, StoreError>> + Send;
+
+    /// Writes a planned ingest batch in one statement that commits on its own, if the
+    /// backend can for this plan: what [`Dialect::insert_batch`] and the re-deliveries
+    /// of its duplicates would write in a transaction, without the transaction's round
+    /// trips. `None`: it cannot, and nothing was written.
+    fn insert_batch_at_once(
+        pool: &Pool<Self>,
+        plan: &PlannedBatch<'_>,
+    ) -> impl Future<Output = Result<Option<Inserted>, StoreError>> + Send;
 
     /// The rows (`EVALUATION_COLUMNS`) of the alerts stored under `keys`, in id order.
     fn alerts_by_key(
