@@ -2,6 +2,7 @@
 # the machine's installed server binaries, in a directory and on a port of its own.
 # After start_throwaway_postgres, DATABASE_URL points at it (and PG_BIN, PG_PORT say
 # where its binaries are and which port it has); an EXIT trap removes it.
+# PG_SERVER_OPTS adds server settings (`-c name=value ...`) to the throwaway's.
 
 find_pg_bin() {
   if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then
@@ -40,7 +41,7 @@ start_throwaway_postgres() {
   trap stop_throwaway_postgres EXIT
   "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" -A trust -U postgres --no-sync >"$PG_DIR/initdb.log" 2>&1 \
     || { cat "$PG_DIR/initdb.log" >&2; echo "${0##*/}: initdb failed" >&2; exit 1; }
-  "${PG_CTL[@]}" -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on" \
+  "${PG_CTL[@]}" -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on ${PG_SERVER_OPTS:-}" \
     -l "$PG_DIR/server.log" -w start >/dev/null \
     || { cat "$PG_DIR/server.log" >&2; echo "${0##*/}: PostgreSQL did not start" >&2; exit 1; }
   export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
