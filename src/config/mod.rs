@@ -397,7 +397,7 @@ tick_secs = 10
 alert_stale_secs = 16200
 max_alerts_per_target = 1000
 max_targets = 10000
-busy_share = 0.2
+busy_share = 0.1
 
 [actions]
 enabled = true
