@@ -235,6 +235,19 @@ async fn instants_a_nanosecond_apart_are_one_occurrence(backend: Backend) {
     let stored = db.store.list_alerts(&query()).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].starts_at, at("2026-08-22T10:00:00Z"));
+
+    // The store holds them to one occurrence itself, not only the wire's parser: a
+    // notification built in the process (a replay, a test) with starts a nanosecond
+    // apart is one row too.
+    let mut built = parse(&twice);
+    built.received_at = t0() + chrono::Duration::hours(1);
+    built.alerts[1].starts_at = built.alerts[0].starts_at + chrono::Duration::nanoseconds(1);
+    let other = TestStore::new(backend).await;
+    let outcome = other.store.record_notifications(&[built]).await.unwrap();
+    assert_eq!(outcome[0].written.len(), 1, "{:?}", outcome[0].written);
+    let stored = other.store.list_alerts(&query()).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].starts_at, at("2026-08-22T10:00:00Z"));
 }
 
 async fn resolution_wins_within_and_across_batches(backend: Backend) {
