@@ -135,6 +135,51 @@ impl TestStore {
     }
 }
 
+/// The tests' schemas are named `rwtest_<unix seconds>_<uuid>`.
+const SCHEMA_PREFIX: &str = "rwtest_";
+
+/// A test schema older than this is left over (no test runs this long) and dropped.
+const LEFT_OVER_SECS: u64 = 6 * 3600;
+
+/// Whether this test process swept the left-over schemas yet.
+static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Drops the test schemas earlier runs left in `DATABASE_URL`'s database (each test
+/// leaves its own: on a server that outlives the runs, such as a developer's, they
+/// had grown to over a thousand and 300 MB of catalog). Once per test process; a
+/// schema it cannot drop at once (in use, or another process's sweep) is left for
+/// the next.
+async fn sweep_schemas(admin: &sqlx::PgPool) {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, 'rwtest_')",
+    )
+    .fetch_all(admin)
+    .await
+    .unwrap_or_default();
+    let now = unix_secs();
+    for name in names {
+        let created = name
+            .strip_prefix(SCHEMA_PREFIX)
+            .and_then(|rest| rest.split_once('_'))
+            .and_then(|(secs, _)| secs.parse::<u64>().ok());
+        // A name without the time is from before it was written in: left over too.
+        if created.is_some_and(|secs| secs + LEFT_OVER_SECS > now) {
+            continue;
+        }
+        let drop = format!("SET lock_timeout = '1s'; DROP SCHEMA IF EXISTS \"{name}\" CASCADE");
+        // The name was read from the catalog and starts with our prefix.
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+            .execute(admin)
+            .await;
+    }
+}
+
 /// Connect options for a fresh schema in `DATABASE_URL`'s database. Each test gets its
 /// own schema, so tests never see each other's rows.
 pub async fn postgres_schema() -> PgConnectOptions {
@@ -144,10 +189,15 @@ pub async fn postgres_schema() -> PgConnectOptions {
              Run scripts/test, which starts a throwaway PostgreSQL."
         )
     });
-    let schema = format!("rwtest_{}", uuid::Uuid::new_v4().simple());
+    let schema = format!(
+        "{SCHEMA_PREFIX}{}_{}",
+        unix_secs(),
+        uuid::Uuid::new_v4().simple()
+    );
     let admin = sqlx::PgPool::connect(&url)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL: {e}"));
+    SWEPT.get_or_init(|| sweep_schemas(&admin)).await;
     // The name is ours (a UUID), not input.
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(&admin)
