@@ -155,13 +155,21 @@ fn unix_secs() -> u64 {
 /// had grown to over a thousand and 300 MB of catalog). Once per test process; a
 /// schema it cannot drop at once (in use, or another process's sweep) is left for
 /// the next.
-async fn sweep_schemas(admin: &sqlx::PgPool) {
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, 'rwtest_')",
-    )
-    .fetch_all(admin)
-    .await
-    .unwrap_or_default();
+async fn sweep_schemas(url: &str) {
+    use sqlx::Connection;
+    // A connection of its own: its lock timeout (a schema in use is left) stays on it.
+    let Ok(mut conn) = sqlx::PgConnection::connect(url).await else {
+        return;
+    };
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, $1)")
+            .bind(SCHEMA_PREFIX)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
+    let _ = sqlx::query("SET lock_timeout = '1s'")
+        .execute(&mut conn)
+        .await;
     let now = unix_secs();
     for name in names {
         let created = name
@@ -172,12 +180,16 @@ async fn sweep_schemas(admin: &sqlx::PgPool) {
         if created.is_some_and(|secs| secs + LEFT_OVER_SECS > now) {
             continue;
         }
-        let drop = format!("SET lock_timeout = '1s'; DROP SCHEMA IF EXISTS \"{name}\" CASCADE");
-        // The name was read from the catalog and starts with our prefix.
+        // Quoted as an identifier: the name comes from the catalog.
+        let drop = format!(
+            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+            name.replace('"', "\"\"")
+        );
         let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
-            .execute(admin)
+            .execute(&mut conn)
             .await;
     }
+    let _ = conn.close().await;
 }
 
 /// Connect options for a fresh schema in `DATABASE_URL`'s database. Each test gets its
@@ -197,7 +209,7 @@ pub async fn postgres_schema() -> PgConnectOptions {
     let admin = sqlx::PgPool::connect(&url)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL: {e}"));
-    SWEPT.get_or_init(|| sweep_schemas(&admin)).await;
+    SWEPT.get_or_init(|| sweep_schemas(&url)).await;
     // The name is ours (a UUID), not input.
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(&admin)
