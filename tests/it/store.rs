@@ -2531,3 +2531,117 @@ mod sqlite_label_plans {
         store.close().await;
     }
 }
+
+mod sqlite_claims {
+    //! SQLite has one write lock: a worker's claim that finds nothing must not queue
+    //! for it behind the ingest's batches, and one that finds work takes it.
+
+    use std::time::Duration as Wait;
+
+    use chrono::Duration;
+    use serde_json::json;
+    use sqlx::Connection;
+
+    use rollwarden::store::{
+        ActionStore, DecisionStore, NewAction, NewDecision, NewNotification, NotificationStore,
+        SqliteStore, Store,
+    };
+
+    use crate::support::t0;
+
+    const TARGET: &str = "default/prod/Deployment/checkout";
+
+    /// Another connection holding the write lock, as an ingest batch does (`BEGIN
+    /// IMMEDIATE`) — here for as long as the test keeps it.
+    async fn hold_write_lock(url: &str) -> sqlx::SqliteConnection {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn
+    }
+
+    #[tokio::test]
+    async fn a_claim_that_finds_nothing_does_not_wait_for_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}/claims.db", dir.path().display());
+        let store = std::sync::Arc::new(SqliteStore::connect(&url, 4).await.unwrap());
+        store.migrate().await.unwrap();
+        let lease = Duration::seconds(30);
+
+        // Nothing to claim, the lock held elsewhere: both claims answer at once
+        // (before, each queued for the lock until the busy timeout of 10 s).
+        let mut writer = hold_write_lock(&url).await;
+        let idle = tokio::time::timeout(Wait::from_secs(5), async {
+            (
+                store.claim_action("w1", lease, t0()).await.unwrap(),
+                store.claim_notification("w1", lease, t0()).await.unwrap(),
+            )
+        })
+        .await
+        .expect("an idle claim waited for the write lock");
+        assert!(idle.0.is_none() && idle.1.is_none());
+        sqlx::raw_sql("COMMIT").execute(&mut writer).await.unwrap();
+
+        // An action (with its announcement) to claim: the claims wait for the lock and
+        // take the work once it is free.
+        let (decision, _) = store
+            .record_decision(&NewDecision {
+                target_key: TARGET.into(),
+                verdict: "rollback".into(),
+                reason: "M2".into(),
+                inputs_hash: "h".into(),
+                policy_version: "runbooks-1".into(),
+                suspect_deploy_id: None,
+                rollback_to_id: None,
+                decision: json!({}),
+                decided_at: t0(),
+            })
+            .await
+            .unwrap();
+        store
+            .enqueue_action(
+                &NewAction {
+                    decision_id: decision.id,
+                    target_key: TARGET.into(),
+                    kind: "rollout_undo".into(),
+                    mode: "auto".into(),
+                    idempotency_key: format!("{TARGET}|deploy:7|rollout_undo"),
+                    state: "pending".into(),
+                    params: json!({}),
+                    expires_at: None,
+                    notify: vec![NewNotification {
+                        action_id: None,
+                        decision_id: Some(decision.id),
+                        channel: "slack".into(),
+                        event: "recommend".into(),
+                        idempotency_key: "recommend|slack".into(),
+                        payload: json!({"text": "rolling back"}),
+                    }],
+                },
+                t0(),
+            )
+            .await
+            .unwrap();
+        let mut writer = hold_write_lock(&url).await;
+        let claims = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                (
+                    store.claim_action("w1", lease, t0()).await.unwrap(),
+                    store.claim_notification("w1", lease, t0()).await.unwrap(),
+                )
+            })
+        };
+        tokio::time::sleep(Wait::from_millis(200)).await;
+        assert!(!claims.is_finished(), "a claim wrote under another's lock");
+        sqlx::raw_sql("COMMIT").execute(&mut writer).await.unwrap();
+        let (action, notification) = tokio::time::timeout(Wait::from_secs(5), claims)
+            .await
+            .expect("the claims did not take the work once the lock was free")
+            .unwrap();
+        assert_eq!(action.unwrap().kind, "rollout_undo");
+        assert_eq!(notification.unwrap().channel, "slack");
+    }
+}

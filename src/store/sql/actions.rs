@@ -23,8 +23,14 @@ const ACTION_COLUMNS: &str = "id, decision_id, target, kind, mode, idempotency_k
 /// The columns of an audit row.
 const AUDIT_COLUMNS: &str = "id, at, actor, kind, subject, details";
 
-/// States a worker may claim (besides `running` under an expired lease).
-const CLAIMABLE_STATES: &str = "'pending', 'approved'";
+/// The actions a worker may claim at the instant `now` (a placeholder): pending or
+/// approved ones that are due, and running ones whose lease expired.
+fn claimable_action(now: &str) -> String {
+    format!(
+        "(state IN ('pending', 'approved') AND (next_attempt_at IS NULL OR next_attempt_at <= {now}))
+         OR (state = 'running' AND lease_expires_at <= {now})"
+    )
+}
 
 /// The states of an action that was carried out.
 pub(super) const ACTION_DONE_STATES: &str = "'succeeded', 'verifying', 'verified', 'escalated'";
@@ -254,17 +260,21 @@ where
         lease: chrono::Duration,
         now: DateTime<Utc>,
     ) -> Result<Option<ActionRecord>, StoreError> {
+        if !self
+            .may_claim("actions", &claimable_action("$1"), now)
+            .await?
+        {
+            return Ok(None);
+        }
         // One statement picks and leases, so no two workers get the same action.
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE actions SET state = 'running', lease_owner = $1, lease_expires_at = $2,
                  attempts = attempts + 1, updated_at = $3, resumed = (state = 'running')
              WHERE id = (
-                 SELECT id FROM actions
-                 WHERE (state IN ({CLAIMABLE_STATES})
-                        AND (next_attempt_at IS NULL OR next_attempt_at <= $3))
-                    OR (state = 'running' AND lease_expires_at <= $3)
+                 SELECT id FROM actions WHERE {}
                  ORDER BY id{} LIMIT 1)
              RETURNING {ACTION_COLUMNS}",
+            claimable_action("$3"),
             Self::skip_locked()
         )))
         .arg(owner)

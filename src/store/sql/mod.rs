@@ -316,6 +316,35 @@ impl<D: Dialect> SqlStore<D> {
         }
     }
 
+    /// Whether a claim would find a row of `table` where `claimable` holds (`$1` is the
+    /// claim's instant). Asked first only where a write waits for the one write lock
+    /// (no row locks: SQLite): there a claim's `UPDATE` takes the lock even when it
+    /// changes nothing, so an idle worker's every poll queued behind the ingest's
+    /// batches (under a flood up to 1 s a claim, logged as slow statements) and held up
+    /// the rest of its pass; a read waits for no writer (WAL). A row that turns claimable
+    /// after the look is claimed at the next poll or wake-up. With row locks a claim
+    /// that finds nothing waits for nothing, and the look would only add a round trip.
+    async fn may_claim(
+        &self,
+        table: &str,
+        claimable: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>
+    where
+        for<'c> &'c mut D::Connection: sqlx::Executor<'c, Database = D>,
+    {
+        if D::ROW_LOCKS {
+            return Ok(true);
+        }
+        let found = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT 1 AS found FROM {table} WHERE {claimable} LIMIT 1"
+        )))
+        .arg(Ts(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
     /// Runs a transaction, again while it fails on a deadlock or serialization failure.
     async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, StoreError>
     where

@@ -18,6 +18,15 @@ use crate::store::{
 const NOTIFICATION_COLUMNS: &str = "id, action_id, decision_id, channel, event, \
      payload, status, attempts, last_error, response, next_attempt_at, created_at, delivered_at";
 
+/// The notifications a sender may claim at the instant `now` (a placeholder): pending
+/// ones that are due, and ones being sent whose lease expired.
+fn claimable_notification(now: &str) -> String {
+    format!(
+        "(status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= {now}))
+         OR (status = 'sending' AND lease_expires_at <= {now})"
+    )
+}
+
 impl<D: Dialect> SqlStore<D>
 where
     for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
@@ -98,16 +107,21 @@ where
         lease: chrono::Duration,
         now: DateTime<Utc>,
     ) -> Result<Option<NotificationRecord>, StoreError> {
+        if !self
+            .may_claim("notifications", &claimable_notification("$1"), now)
+            .await?
+        {
+            return Ok(None);
+        }
         // One statement picks and leases, so no two senders get the same notification.
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE notifications SET status = 'sending', lease_owner = $1,
                  lease_expires_at = $2, attempts = attempts + 1
              WHERE id = (
-                 SELECT id FROM notifications
-                 WHERE (status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $3))
-                    OR (status = 'sending' AND lease_expires_at <= $3)
+                 SELECT id FROM notifications WHERE {}
                  ORDER BY id{} LIMIT 1)
              RETURNING {NOTIFICATION_COLUMNS}",
+            claimable_notification("$3"),
             Self::skip_locked()
         )))
         .arg(owner)
