@@ -567,6 +567,7 @@ impl Engine {
                     held.merge(&mut window.dropped, &limits, alert.row, alert.classified);
                     if (n + 1) % MERGE_PAGE == 0 {
                         held.cap_targets(&mut window.dropped, limits.max_targets, 0);
+                        tokio::task::yield_now().await;
                     }
                 }
                 held.cap_targets(&mut window.dropped, limits.max_targets, 0);
