@@ -14,7 +14,7 @@ use rollwarden::store::{
 use crate::on_both_backends;
 use crate::support::{Backend, TestStore, t0};
 
-async fn decision(store: &Arc<dyn Store>) -> i64 {
+pub(crate) async fn decision(store: &Arc<dyn Store>) -> i64 {
     let (d, _) = store
         .record_decision(&NewDecision {
             target_key: "default/prod/Deployment/checkout".into(),
@@ -32,7 +32,7 @@ async fn decision(store: &Arc<dyn Store>) -> i64 {
     d.id
 }
 
-fn action(decision_id: i64, key: &str, state: &str) -> NewAction {
+pub(crate) fn action(decision_id: i64, key: &str, state: &str) -> NewAction {
     NewAction {
         decision_id,
         target_key: "default/prod/Deployment/checkout".into(),

@@ -2536,20 +2536,17 @@ mod sqlite_claims {
     //! SQLite has one write lock: a worker's claim that finds nothing must not queue
     //! for it behind the ingest's batches, and one that finds work takes it.
 
+    use std::sync::Arc;
     use std::time::Duration as Wait;
 
     use chrono::Duration;
     use serde_json::json;
     use sqlx::Connection;
 
-    use rollwarden::store::{
-        ActionStore, DecisionStore, NewAction, NewDecision, NewNotification, NotificationStore,
-        SqliteStore, Store,
-    };
+    use rollwarden::store::{NewNotification, SqliteStore, Store};
 
+    use crate::outbox::{action, decision};
     use crate::support::t0;
-
-    const TARGET: &str = "default/prod/Deployment/checkout";
 
     /// Another connection holding the write lock, as an ingest batch does (`BEGIN
     /// IMMEDIATE`) — here for as long as the test keeps it.
@@ -2566,7 +2563,7 @@ mod sqlite_claims {
     async fn a_claim_that_finds_nothing_does_not_wait_for_the_write_lock() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite:{}/claims.db", dir.path().display());
-        let store = std::sync::Arc::new(SqliteStore::connect(&url, 4).await.unwrap());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&url, 4).await.unwrap());
         store.migrate().await.unwrap();
         let lease = Duration::seconds(30);
 
@@ -2586,44 +2583,17 @@ mod sqlite_claims {
 
         // An action (with its announcement) to claim: the claims wait for the lock and
         // take the work once it is free.
-        let (decision, _) = store
-            .record_decision(&NewDecision {
-                target_key: TARGET.into(),
-                verdict: "rollback".into(),
-                reason: "M2".into(),
-                inputs_hash: "h".into(),
-                policy_version: "runbooks-1".into(),
-                suspect_deploy_id: None,
-                rollback_to_id: None,
-                decision: json!({}),
-                decided_at: t0(),
-            })
-            .await
-            .unwrap();
-        store
-            .enqueue_action(
-                &NewAction {
-                    decision_id: decision.id,
-                    target_key: TARGET.into(),
-                    kind: "rollout_undo".into(),
-                    mode: "auto".into(),
-                    idempotency_key: format!("{TARGET}|deploy:7|rollout_undo"),
-                    state: "pending".into(),
-                    params: json!({}),
-                    expires_at: None,
-                    notify: vec![NewNotification {
-                        action_id: None,
-                        decision_id: Some(decision.id),
-                        channel: "slack".into(),
-                        event: "recommend".into(),
-                        idempotency_key: "recommend|slack".into(),
-                        payload: json!({"text": "rolling back"}),
-                    }],
-                },
-                t0(),
-            )
-            .await
-            .unwrap();
+        let d = decision(&store).await;
+        let mut due = action(d, "checkout/deploy-7/rollout_undo", "pending");
+        due.notify = vec![NewNotification {
+            action_id: None,
+            decision_id: Some(d),
+            channel: "slack".into(),
+            event: "recommend".into(),
+            idempotency_key: "recommend|slack".into(),
+            payload: json!({"text": "rolling back"}),
+        }];
+        store.enqueue_action(&due, t0()).await.unwrap();
         let mut writer = hold_write_lock(&url).await;
         let claims = {
             let store = store.clone();
