@@ -122,6 +122,10 @@ impl Worker {
     /// resumes it without waiting, checking the world before acting again.
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
+            // Listening before the step: a wake-up that comes while it runs (an action
+            // enqueued just after its claim found none) is kept, not lost to wait for
+            // the next poll.
+            let woken = self.wake.notified();
             let step = tokio::select! {
                 () = shutdown.cancelled() => {
                     self.release().await;
@@ -142,7 +146,7 @@ impl Worker {
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = self.wake.notified() => {}
+                () = woken => {}
                 () = tokio::time::sleep(self.config.poll) => {}
             }
         }

@@ -919,6 +919,68 @@ async fn a_worker_shut_down_mid_action_releases_its_lease(backend: Backend) {
     assert_eq!(next.attempts, 2);
 }
 
+/// A clock that rings the worker's wake-up each time it is read, one second later each
+/// time: as if an action were enqueued (the planner rings the same `Notify`) while the
+/// worker is inside a step, between its claim that found nothing and its wait.
+struct RingingClock {
+    at: std::sync::Mutex<chrono::DateTime<chrono::Utc>>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl rollwarden::clock::Clock for RingingClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        let mut at = self.at.lock().unwrap();
+        *at += chrono::Duration::seconds(1);
+        self.wake.notify_waiters();
+        *at
+    }
+}
+
+/// A wake-up that comes while the worker runs a step is kept: the worker steps again at
+/// once instead of sleeping its poll (an hour here). Before, it listened only once the
+/// step was over, so an action enqueued during an idle step waited for the next poll
+/// (a second by default): here every step rings, and the action enqueued after the
+/// first one is claimed only if those rings were heard.
+async fn a_wake_up_during_a_step_is_not_lost(backend: Backend) {
+    let db = TestStore::new(backend).await;
+    let manual = Arc::new(ManualClock::new(t0()));
+    let mut w = worker(
+        &db.store,
+        &manual,
+        no_executors(&db.store, &manual),
+        Channels::default(),
+        "ringing",
+    );
+    w.config.poll = Duration::from_secs(3600);
+    w.clock = Arc::new(RingingClock {
+        at: std::sync::Mutex::new(t0()),
+        wake: w.wake.clone(),
+    });
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(w.run(shutdown.clone()));
+    // The worker's first step found nothing; the action comes without a ring of its own.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let d = decision(&db.store, "h").await;
+    db.store
+        .enqueue_action(&new_action(d, "webhook:nowhere", json!({})), t0())
+        .await
+        .unwrap();
+    let mut claimed = false;
+    for _ in 0..500 {
+        if action_state(&db.store, d).await.attempts > 0 {
+            claimed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap();
+    assert!(
+        claimed,
+        "the worker slept through the wake-ups rung during its step"
+    );
+}
+
 // ------------------------------------------------- an undo applied, its answer lost
 
 const DEPLOYMENT_PATH: &str = "/apis/apps/v1/namespaces/prod/deployments/checkout";
@@ -1185,6 +1247,7 @@ on_both_backends!(
     a_worker_killed_after_its_undo_was_applied_resumes_to_verified,
     an_undo_whose_answer_was_lost_is_retried_against_the_world,
     a_worker_shut_down_mid_action_releases_its_lease,
+    a_wake_up_during_a_step_is_not_lost,
     the_worker_retries_githubs_5xx_and_not_its_4xx,
     slack_notifications_retry_5xx_and_record_every_outcome,
     two_worker_pools_execute_200_duplicate_decisions_once,
