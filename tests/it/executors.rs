@@ -145,6 +145,23 @@ pub(crate) async fn action_state(store: &Arc<dyn Store>, decision_id: i64) -> Ac
         .remove(0)
 }
 
+/// The decision's action once `done` holds of it (polled for up to 5 s), or as it is
+/// then: the caller asserts what it waited for.
+async fn action_once(
+    store: &Arc<dyn Store>,
+    decision_id: i64,
+    done: impl Fn(&ActionRecord) -> bool,
+) -> ActionRecord {
+    for _ in 0..500 {
+        let action = action_state(store, decision_id).await;
+        if done(&action) {
+            return action;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    action_state(store, decision_id).await
+}
+
 // ---------------------------------------------------------------------------- helm
 
 /// A stub `helm`: appends its argv to `argv.log`; for `history`, prints `history.json`
@@ -895,13 +912,8 @@ async fn a_worker_shut_down_mid_action_releases_its_lease(backend: Backend) {
         .unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(w.run(shutdown.clone()));
-    for _ in 0..500 {
-        if action_state(&db.store, d).await.state == "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(action_state(&db.store, d).await.state, "running");
+    let action = action_once(&db.store, d, |a| a.state == "running").await;
+    assert_eq!(action.state, "running");
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), running)
         .await
@@ -965,18 +977,11 @@ async fn a_wake_up_during_a_step_is_not_lost(backend: Backend) {
         .enqueue_action(&new_action(d, "webhook:nowhere", json!({})), t0())
         .await
         .unwrap();
-    let mut claimed = false;
-    for _ in 0..500 {
-        if action_state(&db.store, d).await.attempts > 0 {
-            claimed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let action = action_once(&db.store, d, |a| a.attempts > 0).await;
     shutdown.cancel();
     running.await.unwrap();
     assert!(
-        claimed,
+        action.attempts > 0,
         "the worker slept through the wake-ups rung during its step"
     );
 }
